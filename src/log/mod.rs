@@ -1,0 +1,1 @@
+//! The append-only span log (to be written).
