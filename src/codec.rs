@@ -9,7 +9,7 @@ use bincode::config::{Configuration, Limit, LittleEndian, Varint};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::model::StoredSpan;
+use crate::model::{KeyValue, Span, StoredSpan};
 
 /// Largest payload any decode may claim. Guards against corrupted length
 /// prefixes asking for gigabytes (bincode preallocates on length).
@@ -33,8 +33,33 @@ impl std::fmt::Display for DecodeError {
 }
 
 /// Appends the encoding of a span record to `buf`; returns the frame tag.
+#[cfg(test)]
 pub(crate) fn encode_span(span: &StoredSpan, buf: &mut Vec<u8>) -> Result<u8, DecodeError> {
-    bincode::serde::encode_into_std_write(span, buf, CONFIG)
+    encode_span_parts(&span.project, &span.resource, &span.span, buf)
+}
+
+/// Borrowed mirror of [`StoredSpan`]: serializes to the same bytes without
+/// cloning the caller's span.
+#[derive(Serialize)]
+struct StoredSpanRef<'a> {
+    project: &'a str,
+    resource: &'a [KeyValue],
+    span: &'a Span,
+}
+
+/// Like [`encode_span`], from the parts of a record.
+pub(crate) fn encode_span_parts(
+    project: &str,
+    resource: &[KeyValue],
+    span: &Span,
+    buf: &mut Vec<u8>,
+) -> Result<u8, DecodeError> {
+    let rec = StoredSpanRef {
+        project,
+        resource,
+        span,
+    };
+    bincode::serde::encode_into_std_write(&rec, buf, CONFIG)
         .map_err(|e| DecodeError(format!("cannot encode span: {e}")))?;
     Ok(TAG_SPAN_V1)
 }

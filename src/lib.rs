@@ -1,18 +1,35 @@
 //! # span-sessions
 //!
-//! An embedded storage engine for LLM-tracing spans grouped into sessions.
-//! See `README.md` for an overview and `docs/FORMAT.md` for the on-disk format.
+//! An embedded storage engine for LLM-tracing spans grouped into
+//! **sessions** (conversations: sequences of traces linked by a session id,
+//! OpenInference `session.id` and its aliases).
+//!
+//! Spans are appended to a CRC-framed, append-only log (the source of
+//! truth); redb indexes keyed by (project, session, start time) keep exact
+//! session and trace summaries up to date at ingest, so a session's history
+//! and the session list never read span payloads.
+//!
+//! Start with [`SessionStore::open`], [`SessionStore::append`] and
+//! [`SessionStore::session_history`]. `README.md` gives the contract and the
+//! durability modes; `docs/FORMAT.md` draws the on-disk format.
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 mod codec;
 mod error;
+mod index;
 mod log;
 mod model;
+mod query;
+mod store;
 
 pub use error::{Error, ErrorKind, Result};
+pub use index::facts::SessionIdSource;
 pub use model::{
     AppendReport, AttributeValue, Event, IoValue, KeyValue, LatencyQuantiles, Link, Page,
     ParseIdError, Rejection, ResourceSpans, SessionSummary, Span, SpanId, SpanKind, Status,
     StatusCode, StoredSpan, Tokens, Trace, TraceId, TraceStatus, Turn, find_attribute, keys,
     nanos_to_ms, project_of_resource,
 };
+pub use query::{SessionQuery, SessionSort};
+pub use store::{Durability, MAX_ID_BYTES, SessionStore, StoreOptions};

@@ -191,9 +191,7 @@ impl AttributeValue {
                 clippy::cast_possible_truncation,
                 reason = "only integral values within i64 range reach the cast"
             )]
-            AttributeValue::Double(d)
-                if d.fract() == 0.0 && d.is_finite() && d.abs() < 9.0e18 =>
-            {
+            AttributeValue::Double(d) if d.fract() == 0.0 && d.is_finite() && d.abs() < 9.0e18 => {
                 Some(*d as i64)
             }
             AttributeValue::String(s) => s.trim().parse().ok(),
@@ -284,7 +282,10 @@ impl KeyValue {
 
 /// Looks up the first attribute with `key` in a list.
 pub fn find_attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a AttributeValue> {
-    attributes.iter().find(|kv| kv.key == key).map(|kv| &kv.value)
+    attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .map(|kv| &kv.value)
 }
 
 /// OpenTelemetry span kind.
@@ -401,7 +402,11 @@ impl Span {
     }
 
     /// Adds an attribute (builder style).
-    pub fn with_attribute(mut self, key: impl Into<String>, value: impl Into<AttributeValue>) -> Self {
+    pub fn with_attribute(
+        mut self,
+        key: impl Into<String>,
+        value: impl Into<AttributeValue>,
+    ) -> Self {
         self.attributes.push(KeyValue::new(key, value));
         self
     }
@@ -481,7 +486,7 @@ pub struct Tokens {
 
 impl Tokens {
     /// Field-wise saturating sum.
-    pub fn add(self, other: Tokens) -> Tokens {
+    pub fn saturating_add(self, other: Tokens) -> Tokens {
         Tokens {
             prompt: self.prompt.saturating_add(other.prompt),
             completion: self.completion.saturating_add(other.completion),
@@ -490,7 +495,7 @@ impl Tokens {
     }
 
     /// Field-wise saturating difference.
-    pub fn sub(self, other: Tokens) -> Tokens {
+    pub fn saturating_sub(self, other: Tokens) -> Tokens {
         Tokens {
             prompt: self.prompt.saturating_sub(other.prompt),
             completion: self.completion.saturating_sub(other.completion),
@@ -694,6 +699,9 @@ mod tests {
     fn project_defaults_and_trims() {
         assert_eq!(ResourceSpans::default().project(), "default");
         assert_eq!(ResourceSpans::for_project("  p1 ", vec![]).project(), "p1");
-        assert_eq!(ResourceSpans::for_project("   ", vec![]).project(), "default");
+        assert_eq!(
+            ResourceSpans::for_project("   ", vec![]).project(),
+            "default"
+        );
     }
 }

@@ -1,0 +1,460 @@
+//! Applying a batch of log records to the indexes in one write transaction.
+//!
+//! The batch is aggregated in memory first: spans are grouped by trace
+//! (one read and one write of each touched trace record), then the touched
+//! sessions are updated once each, in key order.
+
+use std::collections::{BTreeMap, HashMap};
+
+use redb::{ReadableTable, Table, WriteTransaction};
+
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::model::{Span, SpanId, StoredSpan, TraceId};
+
+use super::facts::{self, SessionIdSource};
+use super::session::{SessionState, TurnRef, sort_values};
+use super::trace::{Filing, NewSpan, TraceRecord, TurnBody};
+use super::{
+    META, META_APPLIED, META_NEXT_PROJECT, META_NEXT_SESSION, PROJECTS, SESSION_IDS, SESSION_ORDER,
+    SESSIONS, TRACES, TURNS, decode, order_key, session_id_key, turn_key,
+};
+
+/// What the index derivation depends on besides the spans.
+#[derive(Debug, Clone)]
+pub(crate) struct IndexConfig {
+    pub session_id_sources: Vec<SessionIdSource>,
+}
+
+/// One span of a batch, already written to the log at `lsn`.
+pub(crate) struct NewRecord<'a> {
+    pub lsn: u64,
+    pub project: &'a str,
+    pub span: &'a Span,
+}
+
+/// Reads a span back from the log (needed when a turn's head span arrived
+/// in an earlier batch).
+pub(crate) type SpanSource<'a> = dyn Fn(u64) -> Result<StoredSpan> + 'a;
+
+/// The write transaction of one batch.
+pub(crate) struct IndexWriter {
+    txn: WriteTransaction,
+    /// Trace records loaded by [`IndexWriter::is_stored`], reused by `apply`.
+    cache: HashMap<[u8; 16], TraceRecord>,
+}
+
+struct Tables<'t> {
+    meta: Table<'t, &'static str, u64>,
+    projects: Table<'t, &'static str, u32>,
+    session_ids: Table<'t, &'static [u8], u64>,
+    sessions: Table<'t, u64, &'static [u8]>,
+    turns: Table<'t, [u8; 32], &'static [u8]>,
+    order: Table<'t, &'static [u8], u64>,
+    traces: Table<'t, [u8; 16], &'static [u8]>,
+}
+
+/// A turn entering, changing in, or leaving one session.
+struct Delta {
+    trace_id: [u8; 16],
+    old: Option<(u64, TurnBody)>,
+    new: Option<(u64, TurnBody)>,
+}
+
+/// Identity of a session, for creating its summary.
+#[derive(Clone)]
+struct SessionIdent {
+    project_id: u32,
+    project: String,
+    session_id: String,
+}
+
+fn load_trace(traces: &Table<'_, [u8; 16], &'static [u8]>, id: [u8; 16]) -> Result<TraceRecord> {
+    match traces.get(id)? {
+        Some(v) => decode("trace record", v.value()),
+        None => Ok(TraceRecord::default()),
+    }
+}
+
+impl IndexWriter {
+    pub(super) fn new(txn: WriteTransaction) -> Self {
+        Self {
+            txn,
+            cache: HashMap::new(),
+        }
+    }
+
+    /// True when the span is already indexed (idempotency by trace and span id).
+    pub(crate) fn is_stored(&mut self, trace_id: TraceId, span_id: SpanId) -> Result<bool> {
+        if let Some(rec) = self.cache.get(&trace_id.0) {
+            return Ok(rec.contains(&span_id));
+        }
+        let traces = self.txn.open_table(TRACES)?;
+        let rec = load_trace(&traces, trace_id.0)?;
+        let stored = rec.contains(&span_id);
+        self.cache.insert(trace_id.0, rec);
+        Ok(stored)
+    }
+
+    /// Commits (non-durably: see `Index::checkpoint`).
+    pub(crate) fn commit(self) -> Result<()> {
+        self.txn.commit()?;
+        Ok(())
+    }
+
+    /// Empties every derived table (for a rebuild) and resets the applied LSN.
+    pub(crate) fn clear(&mut self) -> Result<()> {
+        self.cache.clear();
+        let mut t = self.tables()?;
+        t.meta.insert(META_APPLIED, 0)?;
+        t.meta.insert(META_NEXT_SESSION, 0)?;
+        t.meta.insert(META_NEXT_PROJECT, 0)?;
+        t.projects.retain(|_, _| false)?;
+        t.session_ids.retain(|_, _| false)?;
+        t.sessions.retain(|_, _| false)?;
+        t.turns.retain(|_, _| false)?;
+        t.order.retain(|_, _| false)?;
+        t.traces.retain(|_, _| false)?;
+        Ok(())
+    }
+
+    /// Sets a meta value (checkpoint bookkeeping, config fingerprint).
+    pub(crate) fn set_meta(&mut self, key: &str, value: u64) -> Result<()> {
+        let mut meta = self.txn.open_table(META)?;
+        meta.insert(key, value)?;
+        Ok(())
+    }
+
+    fn tables(&self) -> Result<Tables<'_>> {
+        Ok(Tables {
+            meta: self.txn.open_table(META)?,
+            projects: self.txn.open_table(PROJECTS)?,
+            session_ids: self.txn.open_table(SESSION_IDS)?,
+            sessions: self.txn.open_table(SESSIONS)?,
+            turns: self.txn.open_table(TURNS)?,
+            order: self.txn.open_table(SESSION_ORDER)?,
+            traces: self.txn.open_table(TRACES)?,
+        })
+    }
+
+    /// Applies records (in log order) and records `applied_lsn`. Spans
+    /// already indexed are skipped, so replaying a record is harmless.
+    pub(crate) fn apply(
+        &mut self,
+        cfg: &IndexConfig,
+        batch: &[NewRecord<'_>],
+        source: &SpanSource<'_>,
+        applied_lsn: u64,
+    ) -> Result<()> {
+        let mut cache = std::mem::take(&mut self.cache);
+        let mut t = self.tables()?;
+        let mut by_trace: BTreeMap<[u8; 16], Vec<&NewRecord<'_>>> = BTreeMap::new();
+        for r in batch {
+            by_trace.entry(r.span.trace_id.0).or_default().push(r);
+        }
+        let mut counters = Counters::load(&t.meta)?;
+        let mut idents: HashMap<u64, SessionIdent> = HashMap::new();
+        let mut deltas: BTreeMap<u64, Vec<Delta>> = BTreeMap::new();
+
+        for (tid, recs) in by_trace {
+            let mut rec = match cache.remove(&tid) {
+                Some(r) => r,
+                None => load_trace(&t.traces, tid)?,
+            };
+            let old_filing = rec.filing;
+            let old_head = rec.head().map(|(f, _)| f.span_id);
+            let mut changed = false;
+            for r in &recs {
+                let session_id = facts::session_id(r.span, &cfg.session_id_sources);
+                changed |= rec.add(&NewSpan {
+                    lsn: r.lsn,
+                    project: r.project,
+                    span: r.span,
+                    session_id,
+                });
+            }
+            if !changed {
+                continue;
+            }
+            let new_session = match (rec.project(), rec.session_id()) {
+                (Some(p), Some(s)) => {
+                    let ident = SessionIdent {
+                        project_id: counters.project(&mut t.projects, p)?,
+                        project: p.to_owned(),
+                        session_id: s.to_owned(),
+                    };
+                    let n = counters.session(&mut t.session_ids, ident.project_id, s)?;
+                    idents.entry(n).or_insert(ident);
+                    Some(n)
+                }
+                _ => None,
+            };
+            let old_body = match old_filing {
+                Some(f) => {
+                    let v = t.turns.get(turn_key(f.session, f.start, tid))?;
+                    match v {
+                        Some(v) => Some(decode::<TurnBody>("turn", v.value())?),
+                        None => {
+                            return Err(Error::Index(Box::new(redb::Error::Corrupted(format!(
+                                "trace {} is filed under a missing turn",
+                                TraceId(tid)
+                            )))));
+                        }
+                    }
+                }
+                None => None,
+            };
+            let new_filing = new_session.map(|session| Filing {
+                session,
+                start: rec.start,
+            });
+            let new_body = match new_filing {
+                Some(_) => Some(turn_body(&rec, &recs, old_head, old_body.as_ref(), source)?),
+                None => None,
+            };
+            if let Some(f) = old_filing
+                && Some(f) != new_filing
+            {
+                t.turns.remove(turn_key(f.session, f.start, tid))?;
+            }
+            if let (Some(f), Some(body)) = (new_filing, &new_body) {
+                t.turns.insert(
+                    turn_key(f.session, f.start, tid),
+                    codec::encode_value(body).as_slice(),
+                )?;
+            }
+            rec.filing = new_filing;
+            t.traces.insert(tid, codec::encode_value(&rec).as_slice())?;
+
+            let old = old_filing.zip(old_body);
+            let new = new_filing.zip(new_body);
+            match (old, new) {
+                (Some((of, ob)), Some((nf, nb))) if of.session == nf.session => {
+                    deltas.entry(nf.session).or_default().push(Delta {
+                        trace_id: tid,
+                        old: Some((of.start, ob)),
+                        new: Some((nf.start, nb)),
+                    });
+                }
+                (old, new) => {
+                    if let Some((of, ob)) = old {
+                        deltas.entry(of.session).or_default().push(Delta {
+                            trace_id: tid,
+                            old: Some((of.start, ob)),
+                            new: None,
+                        });
+                    }
+                    if let Some((nf, nb)) = new {
+                        deltas.entry(nf.session).or_default().push(Delta {
+                            trace_id: tid,
+                            old: None,
+                            new: Some((nf.start, nb)),
+                        });
+                    }
+                }
+            }
+        }
+
+        for (session, ds) in deltas {
+            update_session(&mut t, session, &ds, idents.get(&session))?;
+        }
+        counters.store(&mut t.meta)?;
+        t.meta.insert(META_APPLIED, applied_lsn)?;
+        Ok(())
+    }
+}
+
+/// Builds the stored turn of a trace filed under a session.
+fn turn_body(
+    rec: &TraceRecord,
+    batch: &[&NewRecord<'_>],
+    old_head: Option<[u8; 8]>,
+    old_body: Option<&TurnBody>,
+    source: &SpanSource<'_>,
+) -> Result<TurnBody> {
+    let (head, root_missing) = match rec.head() {
+        Some(h) => h,
+        None => {
+            return Err(Error::Index(Box::new(redb::Error::Corrupted(
+                "trace record without spans".into(),
+            ))));
+        }
+    };
+    let in_batch = batch.iter().find(|r| r.span.span_id.0 == head.span_id);
+    let (input, output) = match (in_batch, old_body) {
+        (Some(r), _) => (facts::input(r.span), facts::output(r.span)),
+        (None, Some(ob)) if old_head == Some(head.span_id) => (ob.input.clone(), ob.output.clone()),
+        _ => {
+            let stored = source(head.lsn)?;
+            (facts::input(&stored.span), facts::output(&stored.span))
+        }
+    };
+    Ok(TurnBody {
+        end: rec.end,
+        head_span_id: head.span_id,
+        root_missing,
+        input,
+        output,
+        tokens: rec.tokens,
+        status: rec.status(),
+        num_spans: rec.spans.len() as u64,
+        conflicts: rec.conflicts(),
+        user: rec.user.clone(),
+    })
+}
+
+fn update_session(
+    t: &mut Tables<'_>,
+    session: u64,
+    deltas: &[Delta],
+    ident: Option<&SessionIdent>,
+) -> Result<()> {
+    let old: Option<SessionState> = match t.sessions.get(session)? {
+        Some(v) => Some(decode("session summary", v.value())?),
+        None => None,
+    };
+    let mut state = match (&old, ident) {
+        (Some(s), _) => s.clone(),
+        (None, Some(i)) => SessionState::new(i.project_id, &i.project, &i.session_id),
+        (None, None) => {
+            return Err(Error::Index(Box::new(redb::Error::Corrupted(format!(
+                "session {session} has turns but no summary"
+            )))));
+        }
+    };
+    let mut incremental = true;
+    for d in deltas {
+        match (&d.old, &d.new) {
+            (None, Some((start, body))) => state.add(TurnRef {
+                start: *start,
+                trace_id: d.trace_id,
+                body,
+            }),
+            (Some((os, ob)), Some((ns, nb))) => {
+                let old_turn = TurnRef {
+                    start: *os,
+                    trace_id: d.trace_id,
+                    body: ob,
+                };
+                let new_turn = TurnRef {
+                    start: *ns,
+                    trace_id: d.trace_id,
+                    body: nb,
+                };
+                if !state.replace(old_turn, new_turn) {
+                    incremental = false;
+                    break;
+                }
+            }
+            _ => {
+                incremental = false;
+                break;
+            }
+        }
+    }
+    if !incremental {
+        state = refold(&t.turns, session, &state)?;
+    }
+    let project_id = state.project_id;
+    if let Some(o) = &old
+        && o.num_traces > 0
+    {
+        let (ov, nv) = (sort_values(o), sort_values(&state));
+        for (kind, (a, b)) in ov.iter().zip(nv.iter()).enumerate() {
+            if a != b || state.num_traces == 0 {
+                let k = order_key(project_id, kind_byte(kind), *a, &o.session_id);
+                t.order.remove(k.as_slice())?;
+            }
+        }
+    }
+    if state.num_traces == 0 {
+        t.sessions.remove(session)?;
+        return Ok(());
+    }
+    let old_values = old.as_ref().filter(|o| o.num_traces > 0).map(sort_values);
+    for (kind, v) in sort_values(&state).iter().enumerate() {
+        if old_values.is_none_or(|ov| ov.get(kind) != Some(v)) {
+            let k = order_key(project_id, kind_byte(kind), *v, &state.session_id);
+            t.order.insert(k.as_slice(), session)?;
+        }
+    }
+    t.sessions
+        .insert(session, codec::encode_value(&state).as_slice())?;
+    Ok(())
+}
+
+#[expect(clippy::cast_possible_truncation, reason = "kind < SORT_KINDS (5)")]
+fn kind_byte(kind: usize) -> u8 {
+    kind as u8
+}
+
+/// Recomputes a session summary from all its turns.
+fn refold(
+    turns: &Table<'_, [u8; 32], &'static [u8]>,
+    session: u64,
+    base: &SessionState,
+) -> Result<SessionState> {
+    let mut state = SessionState::new(base.project_id, &base.project, &base.session_id);
+    let lo = turn_key(session, 0, [0; 16]);
+    let hi = turn_key(session, u64::MAX, [0xff; 16]);
+    for item in turns.range(lo..=hi)? {
+        let (k, v) = item?;
+        let (_, start, trace_id) = super::split_turn_key(&k.value());
+        let body: TurnBody = decode("turn", v.value())?;
+        state.add(TurnRef {
+            start,
+            trace_id,
+            body: &body,
+        });
+    }
+    Ok(state)
+}
+
+/// Project and session number allocation, written back once per batch.
+struct Counters {
+    next_project: u64,
+    next_session: u64,
+}
+
+impl Counters {
+    fn load(meta: &Table<'_, &'static str, u64>) -> Result<Self> {
+        let get = |k| -> Result<u64> { Ok(meta.get(k)?.map(|v| v.value()).unwrap_or(0)) };
+        Ok(Self {
+            next_project: get(META_NEXT_PROJECT)?,
+            next_session: get(META_NEXT_SESSION)?,
+        })
+    }
+
+    fn store(&self, meta: &mut Table<'_, &'static str, u64>) -> Result<()> {
+        meta.insert(META_NEXT_PROJECT, self.next_project)?;
+        meta.insert(META_NEXT_SESSION, self.next_session)?;
+        Ok(())
+    }
+
+    fn project(&mut self, projects: &mut Table<'_, &'static str, u32>, name: &str) -> Result<u32> {
+        if let Some(v) = projects.get(name)? {
+            return Ok(v.value());
+        }
+        let id = u32::try_from(self.next_project)
+            .map_err(|_| Error::invalid("more than 2^32 projects"))?;
+        self.next_project += 1;
+        projects.insert(name, id)?;
+        Ok(id)
+    }
+
+    fn session(
+        &mut self,
+        ids: &mut Table<'_, &'static [u8], u64>,
+        project_id: u32,
+        session_id: &str,
+    ) -> Result<u64> {
+        let key = session_id_key(project_id, session_id);
+        if let Some(v) = ids.get(key.as_slice())? {
+            return Ok(v.value());
+        }
+        let n = self.next_session;
+        self.next_session += 1;
+        ids.insert(key.as_slice(), n)?;
+        Ok(n)
+    }
+}

@@ -1,0 +1,258 @@
+//! What one span contributes to its trace: session id, user, tokens, input
+//! and output. Pure functions of a span and the store's configuration.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{AttributeValue, IoValue, Span, StatusCode, Tokens, keys};
+
+/// Where a session id may be found on a span, tried in order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SessionIdSource {
+    /// A span attribute, for example `session.id`.
+    Attribute(String),
+    /// A top-level field of the JSON object in the span's `metadata`
+    /// attribute (LangChain style), for example `thread_id`.
+    MetadataField(String),
+}
+
+impl SessionIdSource {
+    /// The default list: `session.id`, `gen_ai.conversation.id`, then the
+    /// `metadata` JSON fields `session_id`, `conversation_id`, `thread_id`.
+    pub fn defaults() -> Vec<SessionIdSource> {
+        vec![
+            SessionIdSource::Attribute(keys::SESSION_ID.into()),
+            SessionIdSource::Attribute(keys::GEN_AI_CONVERSATION_ID.into()),
+            SessionIdSource::MetadataField("session_id".into()),
+            SessionIdSource::MetadataField("conversation_id".into()),
+            SessionIdSource::MetadataField("thread_id".into()),
+        ]
+    }
+}
+
+/// Trims an id and maps the empty string to none (contract rule 2).
+fn non_empty(s: &str) -> Option<String> {
+    let t = s.trim();
+    (!t.is_empty()).then(|| t.to_owned())
+}
+
+fn json_to_id(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => non_empty(s),
+        serde_json::Value::Bool(b) => Some(if *b { "True" } else { "False" }.to_owned()),
+        other => non_empty(&other.to_string()),
+    }
+}
+
+/// Resolves a span's session id from the ordered list of sources: the
+/// first source giving a non-empty (trimmed) value wins; non-string values
+/// are stringified.
+pub(crate) fn session_id(span: &Span, sources: &[SessionIdSource]) -> Option<String> {
+    let mut metadata: Option<Option<serde_json::Value>> = None;
+    for source in sources {
+        let found = match source {
+            SessionIdSource::Attribute(key) => {
+                span.attribute(key).and_then(|v| non_empty(&v.to_string()))
+            }
+            SessionIdSource::MetadataField(field) => {
+                let parsed = metadata.get_or_insert_with(|| {
+                    span.attribute(keys::METADATA)
+                        .and_then(AttributeValue::as_str)
+                        .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+                });
+                parsed
+                    .as_ref()
+                    .and_then(|m| m.get(field))
+                    .and_then(json_to_id)
+            }
+        };
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
+}
+
+/// The span's `user.id`, stringified and trimmed; none when empty.
+pub(crate) fn user_id(span: &Span) -> Option<String> {
+    span.attribute(keys::USER_ID)
+        .and_then(|v| non_empty(&v.to_string()))
+}
+
+/// True for spans whose tokens count (contract rule 5): OpenInference kind
+/// `LLM`, or a GenAI `chat` / `text_completion` / `generate_content` operation.
+pub(crate) fn is_llm(span: &Span) -> bool {
+    let oi_llm = span
+        .attribute(keys::SPAN_KIND)
+        .and_then(AttributeValue::as_str)
+        .is_some_and(|k| k.trim().eq_ignore_ascii_case("LLM"));
+    let genai_llm = span
+        .attribute(keys::GEN_AI_OPERATION_NAME)
+        .and_then(AttributeValue::as_str)
+        .is_some_and(|op| matches!(op.trim(), "chat" | "text_completion" | "generate_content"));
+    oi_llm || genai_llm
+}
+
+fn count(span: &Span, key: &str) -> Option<u64> {
+    span.attribute(key)
+        .and_then(AttributeValue::as_i64)
+        .map(|n| u64::try_from(n).unwrap_or(0))
+}
+
+/// Tokens of one span: zero unless it is an LLM span. OpenInference counts
+/// win over GenAI usage; a missing total is prompt + completion.
+pub(crate) fn tokens(span: &Span) -> Tokens {
+    if !is_llm(span) {
+        return Tokens::default();
+    }
+    let prompt = count(span, keys::TOKEN_COUNT_PROMPT)
+        .or_else(|| count(span, keys::GEN_AI_USAGE_INPUT_TOKENS))
+        .unwrap_or(0);
+    let completion = count(span, keys::TOKEN_COUNT_COMPLETION)
+        .or_else(|| count(span, keys::GEN_AI_USAGE_OUTPUT_TOKENS))
+        .unwrap_or(0);
+    let total = count(span, keys::TOKEN_COUNT_TOTAL).unwrap_or(prompt.saturating_add(completion));
+    Tokens {
+        prompt,
+        completion,
+        total,
+    }
+}
+
+fn io(span: &Span, value_key: &str, mime_key: &str) -> Option<IoValue> {
+    let value = span.attribute(value_key)?.to_string();
+    let mime_type = span
+        .attribute(mime_key)
+        .map(|m| m.to_string())
+        .filter(|m| !m.trim().is_empty())
+        .unwrap_or_else(|| "text/plain".to_owned());
+    Some(IoValue { value, mime_type })
+}
+
+/// The span's `input.value` and `input.mime_type` (default `text/plain`).
+pub(crate) fn input(span: &Span) -> Option<IoValue> {
+    io(span, keys::INPUT_VALUE, keys::INPUT_MIME_TYPE)
+}
+
+/// The span's `output.value` and `output.mime_type` (default `text/plain`).
+pub(crate) fn output(span: &Span) -> Option<IoValue> {
+    io(span, keys::OUTPUT_VALUE, keys::OUTPUT_MIME_TYPE)
+}
+
+/// True when the span's status is ERROR.
+pub(crate) fn is_error(span: &Span) -> bool {
+    span.status.code == StatusCode::Error
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{SpanId, TraceId};
+
+    fn span() -> Span {
+        Span::new(TraceId([1; 16]), SpanId([1; 8]), None, "s", 0, 1)
+    }
+
+    #[test]
+    fn session_id_sources_are_tried_in_order() {
+        let d = SessionIdSource::defaults();
+        let s = span()
+            .with_attribute("gen_ai.conversation.id", "conv")
+            .with_attribute("session.id", "sess");
+        assert_eq!(session_id(&s, &d).as_deref(), Some("sess"));
+        let s = span().with_attribute("gen_ai.conversation.id", "conv");
+        assert_eq!(session_id(&s, &d).as_deref(), Some("conv"));
+        let s = span().with_attribute(
+            "metadata",
+            r#"{"thread_id": "t", "conversation_id": "c", "x": 1}"#,
+        );
+        assert_eq!(session_id(&s, &d).as_deref(), Some("c"));
+        let s = span().with_attribute("metadata", r#"{"thread_id": " t1 "}"#);
+        assert_eq!(session_id(&s, &d).as_deref(), Some("t1"));
+        let s = span().with_attribute("metadata", "not json");
+        assert_eq!(session_id(&s, &d), None);
+    }
+
+    #[test]
+    fn session_ids_are_stringified_trimmed_and_empty_means_none() {
+        let d = SessionIdSource::defaults();
+        assert_eq!(
+            session_id(&span().with_attribute("session.id", 7i64), &d).as_deref(),
+            Some("7")
+        );
+        assert_eq!(
+            session_id(&span().with_attribute("session.id", true), &d).as_deref(),
+            Some("True")
+        );
+        assert_eq!(
+            session_id(&span().with_attribute("session.id", "  a b "), &d).as_deref(),
+            Some("a b")
+        );
+        // An empty session.id falls through to the next source.
+        let s = span()
+            .with_attribute("session.id", "   ")
+            .with_attribute("gen_ai.conversation.id", "c");
+        assert_eq!(session_id(&s, &d).as_deref(), Some("c"));
+        assert_eq!(
+            session_id(&span().with_attribute("session.id", ""), &d),
+            None
+        );
+        let s = span().with_attribute("metadata", r#"{"session_id": 12}"#);
+        assert_eq!(session_id(&s, &d).as_deref(), Some("12"));
+    }
+
+    #[test]
+    fn custom_sources_replace_the_defaults() {
+        let only = vec![SessionIdSource::Attribute("langfuse.session.id".into())];
+        let s = span()
+            .with_attribute("session.id", "ignored")
+            .with_attribute("langfuse.session.id", "lf");
+        assert_eq!(session_id(&s, &only).as_deref(), Some("lf"));
+    }
+
+    #[test]
+    fn tokens_count_only_on_llm_spans() {
+        let chain = span()
+            .with_attribute("openinference.span.kind", "CHAIN")
+            .with_attribute("llm.token_count.total", 100i64);
+        assert_eq!(tokens(&chain), Tokens::default());
+        let llm = span()
+            .with_attribute("openinference.span.kind", "LLM")
+            .with_attribute("llm.token_count.prompt", 10i64)
+            .with_attribute("llm.token_count.completion", 5i64);
+        assert_eq!(
+            tokens(&llm),
+            Tokens {
+                prompt: 10,
+                completion: 5,
+                total: 15
+            }
+        );
+        let genai = span()
+            .with_attribute("gen_ai.operation.name", "chat")
+            .with_attribute("gen_ai.usage.input_tokens", 3i64)
+            .with_attribute("gen_ai.usage.output_tokens", 4i64);
+        assert_eq!(tokens(&genai).total, 7);
+        let embed = span()
+            .with_attribute("gen_ai.operation.name", "embeddings")
+            .with_attribute("gen_ai.usage.input_tokens", 3i64);
+        assert_eq!(tokens(&embed), Tokens::default());
+    }
+
+    #[test]
+    fn io_defaults_mime_to_text_plain() {
+        let s = span()
+            .with_attribute("input.value", "hi")
+            .with_attribute("output.value", "{}")
+            .with_attribute("output.mime_type", "application/json");
+        assert_eq!(
+            input(&s).map(|v| v.mime_type).as_deref(),
+            Some("text/plain")
+        );
+        assert_eq!(
+            output(&s).map(|v| v.mime_type).as_deref(),
+            Some("application/json")
+        );
+        assert_eq!(input(&span()), None);
+    }
+}

@@ -1,0 +1,157 @@
+//! Secondary indexes in redb, derived from the span log.
+//!
+//! Every table is rebuildable by replaying the log. Keys are fixed-width
+//! big-endian byte strings (projects and sessions interned to integers) so
+//! that redb compares them with one memcmp and ranges are prefix scans.
+//! The tables and their byte layouts are drawn in `docs/FORMAT.md`.
+
+mod apply;
+pub(crate) mod facts;
+pub(crate) mod session;
+pub(crate) mod trace;
+
+use std::path::Path;
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::codec;
+use crate::error::{Error, Result};
+
+pub(crate) use apply::{IndexConfig, IndexWriter, NewRecord};
+
+/// Version of the table layout; a mismatch triggers a rebuild from the log.
+pub(crate) const INDEX_FORMAT_VERSION: u64 = 1;
+
+/// Counters and checkpoint state.
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Project name -> project number.
+pub(crate) const PROJECTS: TableDefinition<&str, u32> = TableDefinition::new("projects");
+/// project number (4 B BE) ++ session id bytes -> session number.
+pub(crate) const SESSION_IDS: TableDefinition<&[u8], u64> = TableDefinition::new("session_ids");
+/// Session number -> `SessionState`.
+pub(crate) const SESSIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("sessions");
+/// session (8) ++ trace start (8) ++ trace id (16) -> `TurnBody`.
+pub(crate) const TURNS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("turns");
+/// project (4) ++ sort key (1) ++ value (8) ++ session id bytes -> session number.
+pub(crate) const SESSION_ORDER: TableDefinition<&[u8], u64> = TableDefinition::new("session_order");
+/// Trace id -> `TraceRecord`.
+pub(crate) const TRACES: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("traces");
+
+pub(crate) const META_FORMAT: &str = "format_version";
+pub(crate) const META_APPLIED: &str = "applied_lsn";
+pub(crate) const META_CONFIG: &str = "config_fingerprint";
+pub(crate) const META_NEXT_SESSION: &str = "next_session";
+pub(crate) const META_NEXT_PROJECT: &str = "next_project";
+
+/// Key of a turn in `TURNS`.
+pub(crate) fn turn_key(session: u64, start: u64, trace_id: [u8; 16]) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    k[..8].copy_from_slice(&session.to_be_bytes());
+    k[8..16].copy_from_slice(&start.to_be_bytes());
+    k[16..].copy_from_slice(&trace_id);
+    k
+}
+
+/// Splits a `TURNS` key into (session, start, trace id).
+pub(crate) fn split_turn_key(k: &[u8; 32]) -> (u64, u64, [u8; 16]) {
+    let mut s = [0u8; 8];
+    let mut t = [0u8; 8];
+    let mut id = [0u8; 16];
+    s.copy_from_slice(&k[..8]);
+    t.copy_from_slice(&k[8..16]);
+    id.copy_from_slice(&k[16..]);
+    (u64::from_be_bytes(s), u64::from_be_bytes(t), id)
+}
+
+/// Key of a session in `SESSION_IDS`.
+pub(crate) fn session_id_key(project_id: u32, session_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + session_id.len());
+    k.extend_from_slice(&project_id.to_be_bytes());
+    k.extend_from_slice(session_id.as_bytes());
+    k
+}
+
+/// Key of a session in `SESSION_ORDER` for one sort order.
+pub(crate) fn order_key(project_id: u32, kind: u8, value: u64, session_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(13 + session_id.len());
+    k.extend_from_slice(&project_id.to_be_bytes());
+    k.push(kind);
+    k.extend_from_slice(&value.to_be_bytes());
+    k.extend_from_slice(session_id.as_bytes());
+    k
+}
+
+fn corrupt_index(what: &str, e: codec::DecodeError) -> Error {
+    Error::Index(Box::new(redb::Error::Corrupted(format!(
+        "undecodable {what}: {e}"
+    ))))
+}
+
+/// Decodes a stored index value, mapping failure to an index corruption error.
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T> {
+    codec::decode_value(bytes).map_err(|e| corrupt_index(what, e))
+}
+
+/// The redb database holding every index table.
+pub(crate) struct Index {
+    db: redb::Database,
+}
+
+impl Index {
+    /// Opens or creates the index file.
+    pub(crate) fn open(path: &Path, cache_bytes: usize) -> Result<Index> {
+        let db = redb::Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path)?;
+        let index = Index { db };
+        index.ensure_tables()?;
+        Ok(index)
+    }
+
+    fn ensure_tables(&self) -> Result<()> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::Immediate)?;
+        {
+            let mut meta = txn.open_table(META)?;
+            if meta.get(META_FORMAT)?.is_none() {
+                meta.insert(META_FORMAT, INDEX_FORMAT_VERSION)?;
+            }
+            txn.open_table(PROJECTS)?;
+            txn.open_table(SESSION_IDS)?;
+            txn.open_table(SESSIONS)?;
+            txn.open_table(TURNS)?;
+            txn.open_table(SESSION_ORDER)?;
+            txn.open_table(TRACES)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Reads one counter of the meta table (0 when absent).
+    pub(crate) fn meta(&self, key: &str) -> Result<u64> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        Ok(meta.get(key)?.map(|v| v.value()).unwrap_or(0))
+    }
+
+    /// Starts the (single) write transaction of a batch. Commits are
+    /// non-durable; [`Index::checkpoint`] makes them durable.
+    pub(crate) fn begin_write(&self) -> Result<IndexWriter> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::None)?;
+        Ok(IndexWriter::new(txn))
+    }
+
+    /// Makes every earlier non-durable commit durable with one fsync.
+    pub(crate) fn checkpoint(&self) -> Result<()> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::Immediate)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// A consistent snapshot for reads.
+    pub(crate) fn begin_read(&self) -> Result<redb::ReadTransaction> {
+        Ok(self.db.begin_read()?)
+    }
+}

@@ -1,0 +1,220 @@
+//! Session summaries (contract rule 6), kept exact incrementally.
+//!
+//! Sums are updated by delta. Minimums and maximums (start, end, first
+//! input, last output, user) only ever improve while a trace stays in its
+//! session, so they are updated by comparison; when a change could make one
+//! worse (a trace leaves the session, or the trace holding the first input
+//! or last output changes in a way that may lose its place) the summary is
+//! refolded from the session's turns. Latency quantiles are computed when
+//! read, from the turn keys.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{IoValue, LatencyQuantiles, SessionSummary, Tokens, TraceStatus};
+
+use super::trace::{Earliest, TurnBody};
+
+/// The stored summary of one session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct SessionState {
+    pub project_id: u32,
+    pub project: String,
+    pub session_id: String,
+    pub num_traces: u64,
+    pub num_errors: u64,
+    pub tokens: Tokens,
+    pub start: u64,
+    pub end: u64,
+    /// (trace start, trace id, root input) of the earliest trace with an input.
+    pub first_input: Option<(u64, [u8; 16], IoValue)>,
+    /// (trace start, trace id, root output) of the latest trace with an output.
+    pub last_output: Option<(u64, [u8; 16], IoValue)>,
+    /// (span start, trace id, span id, user) of the first span with a user id.
+    pub user: Option<(u64, [u8; 16], [u8; 8], String)>,
+}
+
+/// A turn as seen by the session summary.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TurnRef<'a> {
+    pub start: u64,
+    pub trace_id: [u8; 16],
+    pub body: &'a TurnBody,
+}
+
+impl TurnRef<'_> {
+    fn user(&self) -> Option<(u64, [u8; 16], [u8; 8], String)> {
+        self.body.user.as_ref().map(
+            |Earliest {
+                 start,
+                 span_id,
+                 value,
+             }| { (*start, self.trace_id, *span_id, value.clone()) },
+        )
+    }
+}
+
+/// The sort values of a session (see `SortKey` in the index).
+pub(crate) fn sort_values(s: &SessionState) -> [u64; 5] {
+    [
+        s.start,
+        s.end,
+        s.num_traces,
+        s.tokens.total,
+        s.end.saturating_sub(s.start),
+    ]
+}
+
+impl SessionState {
+    /// An empty session (no traces yet).
+    pub fn new(project_id: u32, project: &str, session_id: &str) -> Self {
+        Self {
+            project_id,
+            project: project.to_owned(),
+            session_id: session_id.to_owned(),
+            num_traces: 0,
+            num_errors: 0,
+            tokens: Tokens::default(),
+            start: 0,
+            end: 0,
+            first_input: None,
+            last_output: None,
+            user: None,
+        }
+    }
+
+    /// Adds a turn that is not yet counted (also used to fold from scratch).
+    pub fn add(&mut self, t: TurnRef<'_>) {
+        if self.num_traces == 0 {
+            self.start = t.start;
+            self.end = t.body.end;
+        } else {
+            self.start = self.start.min(t.start);
+            self.end = self.end.max(t.body.end);
+        }
+        self.num_traces += 1;
+        self.num_errors += u64::from(t.body.status == TraceStatus::Error);
+        self.tokens = self.tokens.saturating_add(t.body.tokens);
+        if let Some(input) = &t.body.input
+            && self
+                .first_input
+                .as_ref()
+                .is_none_or(|(s, id, _)| (t.start, t.trace_id) < (*s, *id))
+        {
+            self.first_input = Some((t.start, t.trace_id, input.clone()));
+        }
+        if let Some(output) = &t.body.output
+            && self
+                .last_output
+                .as_ref()
+                .is_none_or(|(s, id, _)| (t.start, t.trace_id) > (*s, *id))
+        {
+            self.last_output = Some((t.start, t.trace_id, output.clone()));
+        }
+        if let Some(user) = t.user()
+            && self.user.as_ref().is_none_or(|cur| user < *cur)
+        {
+            self.user = Some(user);
+        }
+    }
+
+    /// Replaces a counted turn `old` by `new` (the same trace, still in this
+    /// session). Returns false when the result cannot be derived
+    /// incrementally and the caller must refold.
+    pub fn replace(&mut self, old: TurnRef<'_>, new: TurnRef<'_>) -> bool {
+        // A trace only gains spans: start never rises, end never falls.
+        if new.start > old.start || new.body.end < old.body.end {
+            return false;
+        }
+        let holds_input = self
+            .first_input
+            .as_ref()
+            .is_some_and(|(_, id, _)| *id == old.trace_id);
+        if holds_input && new.body.input.is_none() {
+            return false;
+        }
+        let holds_output = self
+            .last_output
+            .as_ref()
+            .is_some_and(|(_, id, _)| *id == old.trace_id);
+        if holds_output && (new.body.output.is_none() || new.start != old.start) {
+            return false;
+        }
+        let holds_user = self
+            .user
+            .as_ref()
+            .is_some_and(|(_, id, _, _)| *id == old.trace_id);
+        if holds_user && new.body.user.is_none() {
+            return false;
+        }
+        self.num_traces -= 1;
+        self.num_errors -= u64::from(old.body.status == TraceStatus::Error);
+        self.tokens = self.tokens.saturating_sub(old.body.tokens);
+        if holds_input {
+            self.first_input = None;
+        }
+        if holds_output {
+            self.last_output = None;
+        }
+        if holds_user {
+            self.user = None;
+        }
+        // The new turn's keys are no worse than the old ones (checked
+        // above), so it re-takes every slot the old turn held.
+        self.add(new);
+        true
+    }
+
+    /// The public summary, given latency quantiles computed at read time.
+    pub fn to_summary(&self, trace_latency_ms: LatencyQuantiles) -> SessionSummary {
+        SessionSummary {
+            project: self.project.clone(),
+            session_id: self.session_id.clone(),
+            num_traces: self.num_traces,
+            num_traces_with_error: self.num_errors,
+            tokens: self.tokens,
+            start_time_unix_nano: self.start,
+            end_time_unix_nano: self.end,
+            first_input: self.first_input.as_ref().map(|(_, _, v)| v.clone()),
+            last_output: self.last_output.as_ref().map(|(_, _, v)| v.clone()),
+            user_id: self.user.as_ref().map(|(_, _, _, u)| u.clone()),
+            trace_latency_ms,
+        }
+    }
+}
+
+/// Quantile by linear interpolation between closest ranks (numpy's
+/// default, which Phoenix uses). `sorted` must be ascending.
+pub(crate) fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let Some(last) = sorted.len().checked_sub(1) else {
+        return 0.0;
+    };
+    #[expect(clippy::cast_precision_loss, reason = "ranks stay far below 2^52")]
+    let pos = q.clamp(0.0, 1.0) * last as f64;
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "pos is within [0, last]"
+    )]
+    let lo = pos.floor() as usize;
+    let hi = (lo + 1).min(last);
+    let (Some(a), Some(b)) = (sorted.get(lo), sorted.get(hi)) else {
+        return 0.0;
+    };
+    #[expect(clippy::cast_precision_loss, reason = "lo is small")]
+    let frac = pos - lo as f64;
+    a + (b - a) * frac
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_interpolate_like_numpy() {
+        assert_eq!(quantile(&[], 0.5), 0.0);
+        assert_eq!(quantile(&[7.0], 0.99), 7.0);
+        assert_eq!(quantile(&[1.0, 2.0, 3.0, 4.0], 0.5), 2.5);
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert!((quantile(&v, 0.99) - 99.01).abs() < 1e-9);
+    }
+}

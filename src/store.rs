@@ -1,0 +1,542 @@
+//! `SessionStore`: the facade that ties the log and the indexes together,
+//! with locking, durability and checkpoints.
+
+use std::collections::HashSet;
+use std::fs::{self, File, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::index::facts::{self, SessionIdSource};
+use crate::index::{
+    INDEX_FORMAT_VERSION, Index, IndexConfig, IndexWriter, META_APPLIED, META_CONFIG, META_FORMAT,
+    NewRecord,
+};
+use crate::log::{FrameRef, Log, LogOptions, Lsn};
+use crate::model::{
+    AppendReport, Page, Rejection, ResourceSpans, SessionSummary, Span, StoredSpan, Trace, TraceId,
+    Turn,
+};
+use crate::query::{self, SessionQuery};
+
+/// Longest project name, session id or user id accepted, in bytes.
+pub const MAX_ID_BYTES: usize = 4096;
+
+/// When an acknowledged append is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Durability {
+    /// Each `append` fsyncs the log before it returns: an acknowledged
+    /// batch survives a power loss. Appenders take turns, one fsync each.
+    Sync,
+    /// Like `Sync`, but concurrent appenders share fsyncs: each waits until
+    /// one fsync covers its batch. Same promise, more throughput under
+    /// concurrency.
+    #[default]
+    GroupCommit,
+    /// The log is written to the operating system on every append but not
+    /// fsynced: an acknowledged batch survives a crash of the process, not
+    /// of the machine. [`SessionStore::sync`] makes everything durable.
+    Buffered,
+}
+
+/// Options for opening a store; `StoreOptions::default()` gives sensible ones.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    segment_bytes: u64,
+    durability: Durability,
+    cache_bytes: usize,
+    session_id_sources: Vec<SessionIdSource>,
+    max_span_bytes: u32,
+    checkpoint_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 64 << 20,
+            durability: Durability::default(),
+            cache_bytes: 64 << 20,
+            session_id_sources: SessionIdSource::defaults(),
+            max_span_bytes: 16 << 20,
+            checkpoint_bytes: 64 << 20,
+        }
+    }
+}
+
+impl StoreOptions {
+    /// The defaults: 64 MiB segments, group commit, 64 MiB index cache,
+    /// the default session-id keys, spans up to 16 MiB encoded.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Size at which a log segment is sealed and a new one started.
+    pub fn segment_bytes(mut self, bytes: u64) -> Self {
+        self.segment_bytes = bytes.max(4096);
+        self
+    }
+
+    /// When appends are durable (see [`Durability`]).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Size of redb's page cache for the indexes.
+    pub fn cache_bytes(mut self, bytes: usize) -> Self {
+        self.cache_bytes = bytes;
+        self
+    }
+
+    /// Where session ids are looked for, in order (contract rule 2).
+    /// Changing the list on an existing store rebuilds its indexes on open.
+    pub fn session_id_sources(mut self, sources: Vec<SessionIdSource>) -> Self {
+        self.session_id_sources = sources;
+        self
+    }
+
+    /// Largest encoded span accepted; larger spans are rejected.
+    pub fn max_span_bytes(mut self, bytes: u32) -> Self {
+        self.max_span_bytes = bytes.clamp(1024, (codec::MAX_DECODE_BYTES - 1024) as u32);
+        self
+    }
+
+    /// Log bytes between durable index checkpoints: more means fewer
+    /// fsyncs of the index, and a longer replay after a crash.
+    pub fn checkpoint_bytes(mut self, bytes: u64) -> Self {
+        self.checkpoint_bytes = bytes.max(1);
+        self
+    }
+
+    /// Opens (or creates) the store in `dir` with these options.
+    pub fn open(self, dir: impl AsRef<Path>) -> Result<SessionStore> {
+        SessionStore::open_with(dir.as_ref(), self)
+    }
+}
+
+struct WriterState {
+    /// Log end covered by the last durable index checkpoint.
+    checkpointed: Lsn,
+}
+
+/// An embedded store of spans grouped into sessions.
+///
+/// `SessionStore` is `Send + Sync`: share it with an `Arc`. Appends are
+/// serialized; reads run on snapshots and never wait for a writer.
+///
+/// ```
+/// use span_sessions::{ResourceSpans, SessionStore, Span, SpanId, TraceId};
+/// # fn main() -> Result<(), span_sessions::Error> {
+/// # let dir = tempfile::tempdir().map_err(|e| span_sessions::Error::Io { context: "tempdir".into(), source: e })?;
+/// let store = SessionStore::open(dir.path())?;
+/// let root = Span::new(TraceId([1; 16]), SpanId([1; 8]), None, "agent", 1_000, 2_000)
+///     .with_attribute("session.id", "chat-42")
+///     .with_attribute("input.value", "What is the capital of France?")
+///     .with_attribute("output.value", "Paris.");
+/// let report = store.append(&[ResourceSpans::for_project("support-bot", vec![root])])?;
+/// assert_eq!(report.accepted, 1);
+/// let turns = store.session_history("support-bot", "chat-42")?;
+/// assert_eq!(turns[0].output.as_ref().map(|o| o.value.as_str()), Some("Paris."));
+/// # Ok(()) }
+/// ```
+pub struct SessionStore {
+    dir: PathBuf,
+    opts: StoreOptions,
+    cfg: IndexConfig,
+    log: Log,
+    index: Index,
+    writer: Mutex<WriterState>,
+    poisoned: AtomicBool,
+    _lock: File,
+}
+
+/// A span that passed validation, waiting to be written.
+struct Candidate<'a> {
+    project: &'a str,
+    span: &'a Span,
+}
+
+impl SessionStore {
+    /// Opens (or creates) a store in `dir` with default options.
+    pub fn open(dir: impl AsRef<Path>) -> Result<SessionStore> {
+        StoreOptions::default().open(dir)
+    }
+
+    /// Options to open a store with.
+    pub fn options() -> StoreOptions {
+        StoreOptions::default()
+    }
+
+    fn open_with(dir: &Path, opts: StoreOptions) -> Result<SessionStore> {
+        fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let lock_path = dir.join("LOCK");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io(format!("opening {}", lock_path.display()), e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(Error::Locked { path: lock_path }),
+            Err(TryLockError::Error(e)) => {
+                return Err(Error::io(format!("locking {}", lock_path.display()), e));
+            }
+        }
+        let cfg = IndexConfig {
+            session_id_sources: opts.session_id_sources.clone(),
+        };
+        let index = Index::open(&dir.join("index.redb"), opts.cache_bytes)?;
+        let fingerprint = u64::from(crc32fast::hash(&codec::encode_value(
+            &cfg.session_id_sources,
+        )));
+        let stale = index.meta(META_FORMAT)? != INDEX_FORMAT_VERSION
+            || index.meta(META_CONFIG)? != fingerprint;
+        if stale {
+            let mut w = index.begin_write()?;
+            w.clear()?;
+            w.set_meta(META_FORMAT, INDEX_FORMAT_VERSION)?;
+            w.set_meta(META_CONFIG, fingerprint)?;
+            w.commit()?;
+        }
+        let applied = index.meta(META_APPLIED)?;
+        let (log, _report) = Log::open(
+            &dir.join("log"),
+            LogOptions {
+                segment_bytes: opts.segment_bytes,
+                max_frame_bytes: opts.max_span_bytes,
+            },
+            applied,
+        )?;
+        let store = SessionStore {
+            dir: dir.to_owned(),
+            opts,
+            cfg,
+            log,
+            index,
+            writer: Mutex::new(WriterState {
+                checkpointed: applied,
+            }),
+            poisoned: AtomicBool::new(false),
+            _lock: lock,
+        };
+        {
+            let mut ws = store.lock_writer()?;
+            let mut w = store.index.begin_write()?;
+            store.replay(&mut w, applied)?;
+            w.commit()?;
+            store.checkpoint(&mut ws)?;
+        }
+        Ok(store)
+    }
+
+    /// The directory holding the store.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn lock_writer(&self) -> Result<MutexGuard<'_, WriterState>> {
+        self.writer.lock().map_err(|_| Error::Poisoned)
+    }
+
+    fn ensure_writable(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) || self.log.is_poisoned() {
+            return Err(Error::Poisoned);
+        }
+        Ok(())
+    }
+
+    /// Reads and decodes the span stored at `lsn`.
+    fn read_span(&self, lsn: Lsn) -> Result<StoredSpan> {
+        let frame = self.log.read(lsn)?;
+        codec::decode_span(frame.tag(), frame.payload()).map_err(|e| self.corruption_at(lsn, e.0))
+    }
+
+    fn corruption_at(&self, lsn: Lsn, reason: String) -> Error {
+        let segments = self.log.segments();
+        let seg = segments.iter().rev().find(|s| s.base <= lsn);
+        Error::Corruption {
+            segment: seg.map(|s| s.path.clone()).unwrap_or_default(),
+            offset: seg.map_or(lsn, |s| lsn - s.base),
+            reason,
+        }
+    }
+
+    /// Re-applies every log frame from `from` (0: the start) to the end.
+    fn replay(&self, w: &mut IndexWriter, from: Lsn) -> Result<()> {
+        const CHUNK: usize = 4096;
+        let mut pending: Vec<(Lsn, StoredSpan)> = Vec::with_capacity(CHUNK);
+        let source = |lsn: Lsn| self.read_span(lsn);
+        for item in self.log.scan(from) {
+            let (lsn, frame) = item?;
+            let span = codec::decode_span(frame.tag(), frame.payload())
+                .map_err(|e| self.corruption_at(lsn, e.0))?;
+            pending.push((lsn, span));
+            if pending.len() == CHUNK {
+                self.apply_owned(w, &pending, self.log.end(), &source)?;
+                pending.clear();
+            }
+        }
+        self.apply_owned(w, &pending, self.log.end(), &source)
+    }
+
+    fn apply_owned(
+        &self,
+        w: &mut IndexWriter,
+        spans: &[(Lsn, StoredSpan)],
+        applied: Lsn,
+        source: &dyn Fn(Lsn) -> Result<StoredSpan>,
+    ) -> Result<()> {
+        let records: Vec<NewRecord<'_>> = spans
+            .iter()
+            .map(|(lsn, s)| NewRecord {
+                lsn: *lsn,
+                project: &s.project,
+                span: &s.span,
+            })
+            .collect();
+        w.apply(&self.cfg, &records, source, applied)
+    }
+
+    /// Syncs the log and makes the index durable up to the log's end.
+    fn checkpoint(&self, ws: &mut WriterState) -> Result<()> {
+        let end = self.log.end();
+        self.log.sync(end)?;
+        self.index.checkpoint().inspect_err(|_| self.poison())?;
+        ws.checkpointed = end;
+        Ok(())
+    }
+
+    fn poison(&self) {
+        self.poisoned.store(true, Ordering::Release);
+    }
+
+    fn validate(
+        &self,
+        project: &str,
+        span: &Span,
+        encoded_len: usize,
+    ) -> std::result::Result<(), String> {
+        if span.trace_id.is_zero() {
+            return Err("trace_id is all zeros".into());
+        }
+        if span.span_id.is_zero() {
+            return Err("span_id is all zeros".into());
+        }
+        if span.parent_span_id.is_some_and(|p| p.is_zero()) {
+            return Err("parent_span_id is all zeros (use None for a root span)".into());
+        }
+        if project.len() > MAX_ID_BYTES {
+            return Err(format!(
+                "project name is {} bytes, more than {MAX_ID_BYTES}",
+                project.len()
+            ));
+        }
+        if let Some(sid) = facts::session_id(span, &self.cfg.session_id_sources)
+            && sid.len() > MAX_ID_BYTES
+        {
+            return Err(format!(
+                "session id is {} bytes, more than {MAX_ID_BYTES}",
+                sid.len()
+            ));
+        }
+        if let Some(user) = facts::user_id(span)
+            && user.len() > MAX_ID_BYTES
+        {
+            return Err(format!(
+                "user.id is {} bytes, more than {MAX_ID_BYTES}",
+                user.len()
+            ));
+        }
+        if encoded_len > self.opts.max_span_bytes as usize {
+            return Err(format!(
+                "span encodes to {encoded_len} bytes, more than the limit of {}",
+                self.opts.max_span_bytes
+            ));
+        }
+        Ok(())
+    }
+
+    /// Stores a batch of spans.
+    ///
+    /// Each span is stored, recognised as a duplicate of a stored span
+    /// (same trace id and span id: ignored, so exporter retries are
+    /// harmless), or rejected with a reason while the rest of the batch is
+    /// stored. When `append` returns, every query sees the batch; under
+    /// [`Durability::Sync`] and [`Durability::GroupCommit`] it is also on
+    /// disk. An `Err` means nothing of the batch was acknowledged.
+    pub fn append(&self, batch: &[ResourceSpans]) -> Result<AppendReport> {
+        self.ensure_writable()?;
+        let mut report = AppendReport::default();
+        let mut buf = Vec::new();
+        let mut bounds: Vec<(usize, usize)> = Vec::new();
+        let mut candidates: Vec<Candidate<'_>> = Vec::new();
+        for rs in batch {
+            let project = rs.project();
+            for span in &rs.spans {
+                let at = buf.len();
+                let encoded = codec::encode_span_parts(project, &rs.resource, span, &mut buf)
+                    .map_err(|e| e.0);
+                let verdict = encoded.and_then(|_| self.validate(project, span, buf.len() - at));
+                match verdict {
+                    Ok(()) => {
+                        bounds.push((at, buf.len()));
+                        candidates.push(Candidate { project, span });
+                    }
+                    Err(reason) => {
+                        buf.truncate(at);
+                        report.rejected.push(Rejection {
+                            trace_id: span.trace_id,
+                            span_id: span.span_id,
+                            reason,
+                        });
+                    }
+                }
+            }
+        }
+
+        let mut ws = self.lock_writer()?;
+        self.ensure_writable()?;
+        let mut w = self.index.begin_write()?;
+        let mut seen = HashSet::new();
+        let mut frames = Vec::new();
+        let mut accepted = Vec::new();
+        for (c, (a, b)) in candidates.iter().zip(&bounds) {
+            let key = (c.span.trace_id, c.span.span_id);
+            if !seen.insert(key) || w.is_stored(key.0, key.1)? {
+                report.duplicates += 1;
+                continue;
+            }
+            frames.push(FrameRef {
+                tag: codec::TAG_SPAN_V1,
+                payload: buf.get(*a..*b).unwrap_or(&[]),
+            });
+            accepted.push(c);
+        }
+        report.accepted = accepted.len();
+        if accepted.is_empty() {
+            return Ok(report);
+        }
+        let lsns = self.log.append(&frames)?;
+        let end = self.log.end();
+        let records: Vec<NewRecord<'_>> = accepted
+            .iter()
+            .zip(&lsns)
+            .map(|(c, lsn)| NewRecord {
+                lsn: *lsn,
+                project: c.project,
+                span: c.span,
+            })
+            .collect();
+        let source = |lsn: Lsn| self.read_span(lsn);
+        // The log now holds the batch; if the index cannot take it, only a
+        // reopen (which replays the log) can make them agree again.
+        w.apply(&self.cfg, &records, &source, end)
+            .and_then(|()| w.commit())
+            .inspect_err(|_| self.poison())?;
+        if end.saturating_sub(ws.checkpointed) >= self.opts.checkpoint_bytes {
+            self.checkpoint(&mut ws)?;
+        }
+        match self.opts.durability {
+            Durability::Sync => self.log.sync(end)?,
+            Durability::GroupCommit => {
+                drop(ws);
+                self.log.sync(end)?;
+            }
+            Durability::Buffered => {}
+        }
+        Ok(report)
+    }
+
+    /// Makes everything appended so far durable (log and indexes), in any
+    /// durability mode.
+    pub fn sync(&self) -> Result<()> {
+        self.ensure_writable()?;
+        let mut ws = self.lock_writer()?;
+        self.checkpoint(&mut ws)
+    }
+
+    /// Drops the indexes and recreates them from the log alone.
+    pub fn rebuild_indexes(&self) -> Result<()> {
+        self.ensure_writable()?;
+        let mut ws = self.lock_writer()?;
+        let mut w = self.index.begin_write()?;
+        w.clear()?;
+        self.replay(&mut w, 0)?;
+        w.commit()?;
+        self.checkpoint(&mut ws)
+    }
+
+    /// A session's turns in (start, trace id) order, all of them.
+    /// Empty when the session does not exist.
+    pub fn session_history(&self, project: &str, session_id: &str) -> Result<Vec<Turn>> {
+        let txn = self.index.begin_read()?;
+        let page = query::history_page(&txn, project, session_id, usize::MAX, None)?;
+        Ok(page.items)
+    }
+
+    /// One page of a session's turns: at most `limit`, after `cursor` (the
+    /// previous page's `next_cursor`). A session of any size can be read
+    /// page by page in constant memory.
+    pub fn session_history_page(
+        &self,
+        project: &str,
+        session_id: &str,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<Turn>> {
+        let txn = self.index.begin_read()?;
+        query::history_page(&txn, project, session_id, limit, cursor)
+    }
+
+    /// The summary of one session (contract rule 6); `None` if unknown.
+    pub fn session(&self, project: &str, session_id: &str) -> Result<Option<SessionSummary>> {
+        let txn = self.index.begin_read()?;
+        query::session(&txn, project, session_id)
+    }
+
+    /// One page of a project's sessions, sorted as asked.
+    pub fn sessions(&self, project: &str, q: &SessionQuery) -> Result<Page<SessionSummary>> {
+        let txn = self.index.begin_read()?;
+        query::sessions(&txn, project, q)
+    }
+
+    /// Every stored span of a trace in (start, span id) order; `None` if unknown.
+    pub fn trace(&self, trace_id: TraceId) -> Result<Option<Trace>> {
+        let txn = self.index.begin_read()?;
+        query::trace(&txn, trace_id, &|lsn| self.read_span(lsn))
+    }
+
+    /// Names of all projects with stored spans, sorted.
+    pub fn projects(&self) -> Result<Vec<String>> {
+        let txn = self.index.begin_read()?;
+        query::projects(&txn)
+    }
+
+    /// Makes everything durable and closes the store, reporting any error
+    /// that dropping it would swallow.
+    pub fn close(self) -> Result<()> {
+        if !self.poisoned.load(Ordering::Acquire) && !self.log.is_poisoned() {
+            let mut ws = self.lock_writer()?;
+            self.checkpoint(&mut ws)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SessionStore {
+    fn drop(&mut self) {
+        if self.poisoned.load(Ordering::Acquire) || self.log.is_poisoned() {
+            return;
+        }
+        if let Ok(mut ws) = self.writer.lock()
+            && ws.checkpointed != self.log.end()
+        {
+            // Best effort: an error here loses nothing, the log is replayed on open.
+            let _ = self.checkpoint(&mut ws);
+        }
+    }
+}
