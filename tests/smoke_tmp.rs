@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 use span_sessions::*;
 #[test]
 fn smoke() -> Result<()> {
