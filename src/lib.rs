@@ -22,6 +22,7 @@ mod log;
 mod model;
 mod query;
 mod store;
+pub mod workload;
 
 pub use error::{Error, ErrorKind, Result};
 pub use index::facts::SessionIdSource;
