@@ -401,12 +401,18 @@ impl SessionStore {
         let mut ws = self.lock_writer()?;
         self.ensure_writable()?;
         let mut w = self.index.begin_write()?;
-        let mut seen = HashSet::new();
-        let mut frames = Vec::new();
-        let mut accepted = Vec::new();
-        for (c, (a, b)) in candidates.iter().zip(&bounds) {
-            let key = (c.span.trace_id, c.span.span_id);
-            if !seen.insert(key) || w.is_stored(key.0, key.1)? {
+        let keys: Vec<_> = candidates
+            .iter()
+            .map(|c| (c.span.trace_id, c.span.span_id))
+            .collect();
+        let stored = w.stored(&keys)?;
+        let mut seen = HashSet::with_capacity(keys.len());
+        let mut frames = Vec::with_capacity(keys.len());
+        let mut accepted = Vec::with_capacity(keys.len());
+        for ((c, (a, b)), (key, stored)) in
+            candidates.iter().zip(&bounds).zip(keys.iter().zip(stored))
+        {
+            if stored || !seen.insert(*key) {
                 report.duplicates += 1;
                 continue;
             }

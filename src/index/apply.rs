@@ -84,16 +84,21 @@ impl IndexWriter {
         }
     }
 
-    /// True when the span is already indexed (idempotency by trace and span id).
-    pub(crate) fn is_stored(&mut self, trace_id: TraceId, span_id: SpanId) -> Result<bool> {
-        if let Some(rec) = self.cache.get(&trace_id.0) {
-            return Ok(rec.contains(&span_id));
-        }
+    /// For each (trace, span), whether it is already indexed (idempotency
+    /// by trace and span id). Trace records are cached for `apply`.
+    pub(crate) fn stored(&mut self, keys: &[(TraceId, SpanId)]) -> Result<Vec<bool>> {
         let traces = self.txn.open_table(TRACES)?;
-        let rec = load_trace(&traces, trace_id.0)?;
-        let stored = rec.contains(&span_id);
-        self.cache.insert(trace_id.0, rec);
-        Ok(stored)
+        let mut out = Vec::with_capacity(keys.len());
+        for (trace_id, span_id) in keys {
+            let rec = match self.cache.entry(trace_id.0) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(load_trace(&traces, trace_id.0)?)
+                }
+            };
+            out.push(rec.contains(span_id));
+        }
+        Ok(out)
     }
 
     /// Commits (non-durably: see `Index::checkpoint`).
