@@ -1,0 +1,35 @@
+//! Ingest loop for profiling: `cargo run --release --example ingest_profile -- [spans]`.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+use std::time::Instant;
+
+use span_sessions::workload::{Workload, WorkloadConfig};
+use span_sessions::{Durability, SessionStore};
+
+fn main() {
+    let spans: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(300_000);
+    let durability = match std::env::args().nth(2).as_deref() {
+        Some("sync") => Durability::Sync,
+        Some("group") => Durability::GroupCommit,
+        _ => Durability::Buffered,
+    };
+    let batches: Vec<_> = Workload::new(WorkloadConfig {
+        sessions: usize::MAX,
+        projects: 4,
+        turns: (1, 20),
+        spans_per_trace: (3, 30),
+        concurrent_sessions: 64,
+        ..WorkloadConfig::default()
+    })
+    .batches(1000)
+    .take(spans / 1000)
+    .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let store = SessionStore::options().durability(durability).open(dir.path()).unwrap();
+    let t = Instant::now();
+    let mut n = 0;
+    for b in &batches {
+        n += store.append(b).unwrap().accepted;
+    }
+    let el = t.elapsed();
+    println!("{n} spans in {el:?}: {:.0} spans/s", n as f64 / el.as_secs_f64());
+}
