@@ -32,5 +32,5 @@ pub use model::{
     StatusCode, StoredSpan, Tokens, Trace, TraceId, TraceStatus, Turn, find_attribute, keys,
     nanos_to_ms, project_of_resource,
 };
-pub use query::{SessionQuery, SessionSort};
+pub use query::{ProjectStats, SessionFilter, SessionQuery, SessionSort};
 pub use store::{Durability, MAX_ID_BYTES, SessionStore, StoreOptions};

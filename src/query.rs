@@ -2,17 +2,20 @@
 //! only. Lists and histories read stored summaries, never span payloads;
 //! only [`trace`] reads spans back from the log.
 
+use std::collections::{BTreeSet, HashSet};
+
 use redb::{ReadTransaction, ReadableTable};
 
 use crate::error::{Error, Result};
-use crate::index::session::{SessionState, quantile};
+use crate::index::search::{self, ChunkSet};
+use crate::index::session::{SessionState, quantile, sort_values};
 use crate::index::trace::{TraceRecord, TurnBody};
 use crate::index::{
-    PROJECTS, SESSION_IDS, SESSION_ORDER, SESSIONS, TRACES, TURNS, decode, order_key,
-    session_id_key, split_turn_key, turn_key,
+    PROJECT_STATS, PROJECTS, ProjectCounters, SEARCH, SESSION_IDS, SESSION_ORDER, SESSIONS, TRACES,
+    TURNS, decode, order_key, session_id_key, split_turn_key, turn_key,
 };
 use crate::model::{
-    LatencyQuantiles, Page, SessionSummary, StoredSpan, Trace, TraceId, Turn, nanos_to_ms,
+    LatencyQuantiles, Page, SessionSummary, StoredSpan, Tokens, Trace, TraceId, Turn, nanos_to_ms,
 };
 
 /// The orders in which the session list can be sorted. Ties are broken by
@@ -45,6 +48,28 @@ impl SessionSort {
     }
 }
 
+/// Which sessions to keep. Every set field must hold; the default keeps all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionFilter {
+    /// Keep sessions whose `[start, end]` overlaps this inclusive window of
+    /// unix nanoseconds (a long session that started before the window and
+    /// is still active in it is kept).
+    pub time_range: Option<(u64, u64)>,
+    /// Keep sessions whose user id (contract rule 6) equals this.
+    pub user_id: Option<String>,
+    /// Keep sessions with at least this many traces.
+    pub min_traces: Option<u64>,
+    /// Keep sessions with at most this many traces.
+    pub max_traces: Option<u64>,
+    /// `Some(true)`: only sessions with an error trace; `Some(false)`: only without.
+    pub has_errors: Option<bool>,
+    /// Keep sessions where some trace's root input or output contains this
+    /// text, compared case-insensitively (full Unicode lowercase). Terms of
+    /// three or more characters use the trigram index; shorter ones are
+    /// checked against every session that passes the other filters.
+    pub search: Option<String>,
+}
+
 /// A request for one page of a project's session list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionQuery {
@@ -56,6 +81,8 @@ pub struct SessionQuery {
     pub limit: usize,
     /// The `next_cursor` of the previous page, `None` for the first page.
     pub cursor: Option<String>,
+    /// Which sessions to list.
+    pub filter: SessionFilter,
 }
 
 impl Default for SessionQuery {
@@ -65,8 +92,24 @@ impl Default for SessionQuery {
             descending: true,
             limit: 50,
             cursor: None,
+            filter: SessionFilter::default(),
         }
     }
+}
+
+/// Project-level figures.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ProjectStats {
+    /// Sessions with at least one trace.
+    pub sessions: u64,
+    /// Traces (with or without a session).
+    pub traces: u64,
+    /// Stored spans.
+    pub spans: u64,
+    /// Tokens over all LLM spans.
+    pub tokens: Tokens,
+    /// Session duration (end minus start) p50/p99 in ms, linear interpolation.
+    pub session_duration_ms: LatencyQuantiles,
 }
 
 /// Every project that has stored spans, sorted by name.
@@ -238,6 +281,139 @@ pub(crate) fn session(
     }
 }
 
+/// A prepared filter: the search term normalized and its candidate set.
+struct Matcher {
+    filter: SessionFilter,
+    term: Option<String>,
+    /// Sessions the trigram index allows; `None` when the index was not used.
+    candidates: Option<HashSet<u64>>,
+}
+
+impl Matcher {
+    fn new(txn: &ReadTransaction, project_id: u32, filter: &SessionFilter) -> Result<Matcher> {
+        let term = filter
+            .search
+            .as_deref()
+            .map(search::normalize)
+            .filter(|t| !t.is_empty());
+        let candidates = match &term {
+            Some(t) if t.chars().count() >= 3 => Some(candidates(txn, project_id, t)?),
+            _ => None,
+        };
+        Ok(Matcher {
+            filter: filter.clone(),
+            term,
+            candidates,
+        })
+    }
+
+    /// Checks the cheap fields, then the index, then the text itself.
+    fn matches(&self, txn: &ReadTransaction, session: u64, s: &SessionState) -> Result<bool> {
+        let f = &self.filter;
+        if let Some((from, to)) = f.time_range
+            && (s.start > to || s.end < from)
+        {
+            return Ok(false);
+        }
+        if let Some(u) = &f.user_id
+            && s.user.as_ref().map(|x| &x.3) != Some(u)
+        {
+            return Ok(false);
+        }
+        if f.min_traces.is_some_and(|m| s.num_traces < m)
+            || f.max_traces.is_some_and(|m| s.num_traces > m)
+            || f.has_errors.is_some_and(|e| e != (s.num_errors > 0))
+        {
+            return Ok(false);
+        }
+        if let Some(c) = &self.candidates
+            && !c.contains(&session)
+        {
+            return Ok(false);
+        }
+        match &self.term {
+            Some(term) => session_text_contains(txn, session, term),
+            None => Ok(true),
+        }
+    }
+}
+
+/// Sessions of a project whose texts contain every trigram of `term`.
+fn candidates(txn: &ReadTransaction, project_id: u32, term: &str) -> Result<HashSet<u64>> {
+    let mut tris = BTreeSet::new();
+    search::trigrams(term, &mut tris);
+    let table = txn.open_table(SEARCH)?;
+    // Start from the trigram with the fewest chunks, then intersect.
+    let mut best: Option<Vec<(u32, ChunkSet)>> = None;
+    for tri in &tris {
+        let lo = search::posting_key(project_id, tri, 0);
+        let hi = search::posting_key(project_id, tri, u32::MAX);
+        let mut chunks = Vec::new();
+        for item in table.range(lo..=hi)? {
+            let (k, v) = item?;
+            let set = ChunkSet::decode(v.value()).ok_or_else(bad_posting)?;
+            chunks.push((search::key_chunk(&k.value()), set));
+        }
+        if best.as_ref().is_none_or(|b| chunks.len() < b.len()) {
+            best = Some(chunks);
+        }
+    }
+    let mut out = HashSet::new();
+    for (chunk, set) in best.unwrap_or_default() {
+        'session: for session in set.sessions(chunk) {
+            let (_, offset) = search::chunk_of(session);
+            for tri in &tris {
+                let Some(v) = table.get(search::posting_key(project_id, tri, chunk))? else {
+                    continue 'session;
+                };
+                let other = ChunkSet::decode(v.value()).ok_or_else(bad_posting)?;
+                if !other.contains(offset) {
+                    continue 'session;
+                }
+            }
+            out.insert(session);
+        }
+    }
+    Ok(out)
+}
+
+fn bad_posting() -> Error {
+    Error::Index(Box::new(redb::Error::Corrupted(
+        "undecodable search posting".into(),
+    )))
+}
+
+/// True when some turn's root input or output contains `term` (normalized).
+fn session_text_contains(txn: &ReadTransaction, session: u64, term: &str) -> Result<bool> {
+    let table = txn.open_table(TURNS)?;
+    let lo = turn_key(session, 0, [0; 16]);
+    let hi = turn_key(session, u64::MAX, [0xff; 16]);
+    for item in table.range(lo..=hi)? {
+        let (_, v) = item?;
+        let body: TurnBody = decode("turn", v.value())?;
+        let hit = [&body.input, &body.output]
+            .into_iter()
+            .flatten()
+            .any(|io| search::normalize(&io.value).contains(term));
+        if hit {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn load_state(txn: &ReadTransaction, session: u64) -> Result<Option<SessionState>> {
+    let table = txn.open_table(SESSIONS)?;
+    match table.get(session)? {
+        Some(v) => Ok(Some(decode("session summary", v.value())?)),
+        None => Ok(None),
+    }
+}
+
+/// Candidate sets at most this large are sorted in memory instead of
+/// walking the sort index.
+const SMALL_CANDIDATE_SET: usize = 4096;
+
 /// One page of a project's sessions in the requested order.
 pub(crate) fn sessions(
     txn: &ReadTransaction,
@@ -245,67 +421,235 @@ pub(crate) fn sessions(
     q: &SessionQuery,
 ) -> Result<Page<SessionSummary>> {
     let limit = q.limit.max(1);
-    let Some(p) = project_number(txn, project)? else {
-        return Ok(Page {
-            items: Vec::new(),
-            next_cursor: None,
-        });
+    let empty = Page {
+        items: Vec::new(),
+        next_cursor: None,
     };
+    let cursor = match &q.cursor {
+        None => None,
+        Some(c) => Some(unhex(c).filter(|t| t.len() >= 8).ok_or_else(bad_cursor)?),
+    };
+    let Some(p) = project_number(txn, project)? else {
+        return Ok(empty);
+    };
+    let matcher = Matcher::new(txn, p, &q.filter)?;
     let kind = q.sort.kind();
-    let prefix = order_key(p, kind, 0, "");
+    let hits = match &matcher.candidates {
+        Some(c) if c.len() <= SMALL_CANDIDATE_SET => sorted_candidates(
+            txn,
+            &matcher,
+            c,
+            kind,
+            q.descending,
+            cursor.as_deref(),
+            limit,
+        )?,
+        _ => walk_order(
+            txn,
+            &matcher,
+            p,
+            kind,
+            q.descending,
+            cursor.as_deref(),
+            limit,
+        )?,
+    };
+    let (hits, more) = hits;
+    let next_cursor = if more {
+        hits.last().map(|(tail, _, _)| hex(tail))
+    } else {
+        None
+    };
+    let items = hits
+        .into_iter()
+        .map(|(_, session, state)| Ok(state.to_summary(latency_quantiles(txn, session)?)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Page { items, next_cursor })
+}
+
+/// Sort-order tail of a session: value (8 B BE) ‖ session id bytes.
+fn order_tail(kind: u8, s: &SessionState) -> Vec<u8> {
+    let value = sort_values(s).get(usize::from(kind)).copied().unwrap_or(0);
+    let mut t = value.to_be_bytes().to_vec();
+    t.extend_from_slice(s.session_id.as_bytes());
+    t
+}
+
+type Hits = (Vec<(Vec<u8>, u64, SessionState)>, bool);
+
+fn sorted_candidates(
+    txn: &ReadTransaction,
+    matcher: &Matcher,
+    candidates: &HashSet<u64>,
+    kind: u8,
+    descending: bool,
+    cursor: Option<&[u8]>,
+    limit: usize,
+) -> Result<Hits> {
+    let mut rows = Vec::new();
+    for &session in candidates {
+        let Some(state) = load_state(txn, session)? else {
+            continue;
+        };
+        let tail = order_tail(kind, &state);
+        let after_cursor = match cursor {
+            None => true,
+            Some(c) if descending => tail.as_slice() < c,
+            Some(c) => tail.as_slice() > c,
+        };
+        if after_cursor && state.num_traces > 0 {
+            rows.push((tail, session, state));
+        }
+    }
+    rows.sort_by(|a, b| {
+        if descending {
+            b.0.cmp(&a.0)
+        } else {
+            a.0.cmp(&b.0)
+        }
+    });
+    let mut out = Vec::new();
+    let mut more = false;
+    for (tail, session, state) in rows {
+        if !matcher.matches(txn, session, &state)? {
+            continue;
+        }
+        if out.len() == limit {
+            more = true;
+            break;
+        }
+        out.push((tail, session, state));
+    }
+    Ok((out, more))
+}
+
+fn walk_order(
+    txn: &ReadTransaction,
+    matcher: &Matcher,
+    project_id: u32,
+    kind: u8,
+    descending: bool,
+    cursor: Option<&[u8]>,
+    limit: usize,
+) -> Result<Hits> {
+    let prefix = order_key(project_id, kind, 0, "");
     let prefix = prefix.get(..5).unwrap_or(&[]).to_vec();
     let mut end_prefix = prefix.clone();
     let has_end = increment(&mut end_prefix);
-    let cursor_key = match &q.cursor {
-        None => None,
-        Some(c) => {
-            let tail = unhex(c).filter(|t| t.len() >= 8).ok_or_else(bad_cursor)?;
-            let mut k = prefix.clone();
-            k.extend_from_slice(&tail);
-            Some(k)
-        }
-    };
+    let cursor_key = cursor.map(|tail| {
+        let mut k = prefix.clone();
+        k.extend_from_slice(tail);
+        k
+    });
     let table = txn.open_table(SESSION_ORDER)?;
     let lo = cursor_key
         .as_deref()
-        .filter(|_| !q.descending)
+        .filter(|_| !descending)
         .unwrap_or(prefix.as_slice());
     let hi_default: &[u8] = if has_end { &end_prefix } else { &[0xff; 6] };
     let hi = cursor_key
         .as_deref()
-        .filter(|_| q.descending)
+        .filter(|_| descending)
         .unwrap_or(hi_default);
     let range = table.range::<&[u8]>(lo..hi)?;
-    let iter: Box<dyn Iterator<Item = _>> = if q.descending {
+    let iter: Box<dyn Iterator<Item = _>> = if descending {
         Box::new(range.rev())
     } else {
         Box::new(range)
     };
-    let mut items = Vec::new();
-    let mut last_key = None;
+    let mut out = Vec::new();
     let mut more = false;
     for item in iter {
         let (k, v) = item?;
         let key = k.value();
         // Ascending ranges include the cursor itself; skip it.
-        if !q.descending && cursor_key.as_deref() == Some(key) {
+        if !descending && cursor_key.as_deref() == Some(key) {
             continue;
         }
-        if items.len() == limit {
+        let session = v.value();
+        let Some(state) = load_state(txn, session)? else {
+            continue;
+        };
+        if !matcher.matches(txn, session, &state)? {
+            continue;
+        }
+        if out.len() == limit {
             more = true;
             break;
         }
-        if let Some(s) = summary_of(txn, v.value())? {
-            items.push(s);
-            last_key = Some(key.to_vec());
-        }
+        out.push((key.get(5..).unwrap_or(&[]).to_vec(), session, state));
     }
-    let next_cursor = if more {
-        last_key.map(|k| hex(k.get(5..).unwrap_or(&[])))
-    } else {
-        None
+    Ok((out, more))
+}
+
+/// Number of the project's sessions that pass `filter`.
+pub(crate) fn session_count(
+    txn: &ReadTransaction,
+    project: &str,
+    filter: &SessionFilter,
+) -> Result<u64> {
+    let Some(p) = project_number(txn, project)? else {
+        return Ok(0);
     };
-    Ok(Page { items, next_cursor })
+    if *filter == SessionFilter::default() {
+        return Ok(project_counters(txn, p)?.sessions);
+    }
+    let matcher = Matcher::new(txn, p, filter)?;
+    let mut n = 0;
+    if let Some(c) = &matcher.candidates {
+        for &session in c {
+            if let Some(state) = load_state(txn, session)?
+                && state.num_traces > 0
+                && matcher.matches(txn, session, &state)?
+            {
+                n += 1;
+            }
+        }
+        return Ok(n);
+    }
+    let (all, _) = walk_order(txn, &matcher, p, 0, false, None, usize::MAX)?;
+    Ok(all.len() as u64)
+}
+
+fn project_counters(txn: &ReadTransaction, project_id: u32) -> Result<ProjectCounters> {
+    let table = txn.open_table(PROJECT_STATS)?;
+    match table.get(project_id)? {
+        Some(v) => decode("project counters", v.value()),
+        None => Ok(ProjectCounters::default()),
+    }
+}
+
+/// Project-level figures; `None` for an unknown project.
+pub(crate) fn project_stats(txn: &ReadTransaction, project: &str) -> Result<Option<ProjectStats>> {
+    let Some(p) = project_number(txn, project)? else {
+        return Ok(None);
+    };
+    let c = project_counters(txn, p)?;
+    // The duration sort index is the sorted list of session durations.
+    let prefix = order_key(p, SessionSort::Duration.kind(), 0, "");
+    let prefix = prefix.get(..5).unwrap_or(&[]).to_vec();
+    let mut end = prefix.clone();
+    increment(&mut end);
+    let table = txn.open_table(SESSION_ORDER)?;
+    let mut durations = Vec::new();
+    for item in table.range::<&[u8]>(prefix.as_slice()..end.as_slice())? {
+        let (k, _) = item?;
+        let v = k
+            .value()
+            .get(5..13)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok());
+        durations.push(nanos_to_ms(v.map_or(0, u64::from_be_bytes)));
+    }
+    Ok(Some(ProjectStats {
+        sessions: c.sessions,
+        traces: c.traces,
+        spans: c.spans,
+        tokens: c.tokens,
+        session_duration_ms: LatencyQuantiles {
+            p50: quantile(&durations, 0.5),
+            p99: quantile(&durations, 0.99),
+        },
+    }))
 }
 
 /// Every span of a trace, in (start, span id) order.

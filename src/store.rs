@@ -19,7 +19,7 @@ use crate::model::{
     AppendReport, Page, Rejection, ResourceSpans, SessionSummary, Span, StoredSpan, Trace, TraceId,
     Turn,
 };
-use crate::query::{self, SessionQuery};
+use crate::query::{self, ProjectStats, SessionFilter, SessionQuery};
 
 /// Longest project name, session id or user id accepted, in bytes.
 pub const MAX_ID_BYTES: usize = 4096;
@@ -508,6 +508,19 @@ impl SessionStore {
     pub fn sessions(&self, project: &str, q: &SessionQuery) -> Result<Page<SessionSummary>> {
         let txn = self.index.begin_read()?;
         query::sessions(&txn, project, q)
+    }
+
+    /// How many of the project's sessions pass `filter`.
+    pub fn session_count(&self, project: &str, filter: &SessionFilter) -> Result<u64> {
+        let txn = self.index.begin_read()?;
+        query::session_count(&txn, project, filter)
+    }
+
+    /// Project-level figures (sessions, traces, spans, tokens, session
+    /// duration p50/p99); `None` for an unknown project.
+    pub fn project_stats(&self, project: &str) -> Result<Option<ProjectStats>> {
+        let txn = self.index.begin_read()?;
+        query::project_stats(&txn, project)
     }
 
     /// Every stored span of a trace in (start, span id) order; `None` if unknown.

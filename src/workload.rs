@@ -231,8 +231,9 @@ impl Workload {
             self.cfg.spans_per_trace.0.max(3),
             self.cfg.spans_per_trace.1.max(3),
         );
-        let q = self.rng.pick(QUESTIONS);
-        let a = self.rng.pick(ANSWERS);
+        let qa = self.rng.range(0, QUESTIONS.len().min(ANSWERS.len()) - 1);
+        let q = QUESTIONS.get(qa).copied().unwrap_or("");
+        let a = ANSWERS.get(qa).copied().unwrap_or("");
         let pad = self.cfg.span_bytes.saturating_sub(420);
         let start = plan.clock;
         let mut t = start + 1_000_000;

@@ -13,11 +13,13 @@ use crate::error::{Error, Result};
 use crate::model::{Span, SpanId, StoredSpan, TraceId};
 
 use super::facts::{self, SessionIdSource};
+use super::search::{self, ChunkSet, PendingPostings};
 use super::session::{SessionState, TurnRef, sort_values};
 use super::trace::{Filing, NewSpan, TraceRecord, TurnBody};
 use super::{
-    META, META_APPLIED, META_NEXT_PROJECT, META_NEXT_SESSION, PROJECTS, SESSION_IDS, SESSION_ORDER,
-    SESSIONS, TRACES, TURNS, decode, order_key, session_id_key, turn_key,
+    META, META_APPLIED, META_NEXT_PROJECT, META_NEXT_SESSION, PROJECT_STATS, PROJECTS,
+    ProjectCounters, SEARCH, SESSION_IDS, SESSION_ORDER, SESSIONS, TRACES, TURNS, decode,
+    order_key, session_id_key, turn_key,
 };
 
 /// What the index derivation depends on besides the spans.
@@ -52,6 +54,39 @@ struct Tables<'t> {
     turns: Table<'t, [u8; 32], &'static [u8]>,
     order: Table<'t, &'static [u8], u64>,
     traces: Table<'t, [u8; 16], &'static [u8]>,
+    search: Table<'t, [u8; 20], &'static [u8]>,
+    project_stats: Table<'t, u32, &'static [u8]>,
+}
+
+/// Signed changes to one project's counters within a batch.
+#[derive(Default)]
+struct ProjectDelta {
+    sessions: i64,
+    traces: i64,
+    spans: i64,
+    tokens: [i64; 3],
+}
+
+impl ProjectDelta {
+    fn trace(&mut self, sign: i64, spans: usize, tokens: crate::model::Tokens) {
+        self.traces += sign;
+        self.spans += sign * i64::try_from(spans).unwrap_or(i64::MAX);
+        for (slot, v) in
+            self.tokens
+                .iter_mut()
+                .zip([tokens.prompt, tokens.completion, tokens.total])
+        {
+            *slot += sign * i64::try_from(v).unwrap_or(i64::MAX);
+        }
+    }
+}
+
+fn apply_signed(v: u64, d: i64) -> u64 {
+    if d >= 0 {
+        v.saturating_add(d.unsigned_abs())
+    } else {
+        v.saturating_sub(d.unsigned_abs())
+    }
 }
 
 /// A turn entering, changing in, or leaving one session.
@@ -120,6 +155,8 @@ impl IndexWriter {
         t.turns.retain(|_, _| false)?;
         t.order.retain(|_, _| false)?;
         t.traces.retain(|_, _| false)?;
+        t.search.retain(|_, _| false)?;
+        t.project_stats.retain(|_, _| false)?;
         Ok(())
     }
 
@@ -139,6 +176,8 @@ impl IndexWriter {
             turns: self.txn.open_table(TURNS)?,
             order: self.txn.open_table(SESSION_ORDER)?,
             traces: self.txn.open_table(TRACES)?,
+            search: self.txn.open_table(SEARCH)?,
+            project_stats: self.txn.open_table(PROJECT_STATS)?,
         })
     }
 
@@ -160,6 +199,8 @@ impl IndexWriter {
         let mut counters = Counters::load(&t.meta)?;
         let mut idents: HashMap<u64, SessionIdent> = HashMap::new();
         let mut deltas: BTreeMap<u64, Vec<Delta>> = BTreeMap::new();
+        let mut postings = PendingPostings::new();
+        let mut projects: BTreeMap<u32, ProjectDelta> = BTreeMap::new();
 
         for (tid, recs) in by_trace {
             let mut rec = match cache.remove(&tid) {
@@ -168,6 +209,8 @@ impl IndexWriter {
             };
             let old_filing = rec.filing;
             let old_head = rec.head().map(|(f, _)| f.span_id);
+            let old_project = rec.project().map(str::to_owned);
+            let (old_spans, old_tokens) = (rec.spans.len(), rec.tokens);
             let mut changed = false;
             for r in &recs {
                 let session_id = facts::session_id(r.span, &cfg.session_id_sources);
@@ -180,6 +223,20 @@ impl IndexWriter {
             }
             if !changed {
                 continue;
+            }
+            if let Some(p) = &old_project {
+                let id = counters.project(&mut t.projects, p)?;
+                projects
+                    .entry(id)
+                    .or_default()
+                    .trace(-1, old_spans, old_tokens);
+            }
+            if let Some(p) = rec.project() {
+                let id = counters.project(&mut t.projects, p)?;
+                projects
+                    .entry(id)
+                    .or_default()
+                    .trace(1, rec.spans.len(), rec.tokens);
             }
             let new_session = match (rec.project(), rec.session_id()) {
                 (Some(p), Some(s)) => {
@@ -228,6 +285,20 @@ impl IndexWriter {
                     codec::encode_value(body).as_slice(),
                 )?;
             }
+            if let (Some(nf), Some(body)) = (new_filing, &new_body) {
+                let text_changed = old_filing.map(|f| f.session) != Some(nf.session)
+                    || old_body
+                        .as_ref()
+                        .is_none_or(|ob| ob.input != body.input || ob.output != body.output);
+                if text_changed && let Some(ident) = idents.get(&nf.session) {
+                    let texts: Vec<&str> = [&body.input, &body.output]
+                        .into_iter()
+                        .flatten()
+                        .map(|v| v.value.as_str())
+                        .collect();
+                    search::queue(&mut postings, ident.project_id, nf.session, &texts);
+                }
+            }
             rec.filing = new_filing;
             t.traces.insert(tid, codec::encode_value(&rec).as_slice())?;
 
@@ -261,7 +332,35 @@ impl IndexWriter {
         }
 
         for (session, ds) in deltas {
-            update_session(&mut t, session, &ds, idents.get(&session))?;
+            let (project_id, change) = update_session(&mut t, session, &ds, idents.get(&session))?;
+            projects.entry(project_id).or_default().sessions += change;
+        }
+        for (key, offsets) in postings {
+            let mut set = match t.search.get(key)? {
+                Some(v) => ChunkSet::decode(v.value()).ok_or_else(|| {
+                    Error::Index(Box::new(redb::Error::Corrupted(
+                        "undecodable search posting".into(),
+                    )))
+                })?,
+                None => ChunkSet::default(),
+            };
+            if set.extend(&offsets) {
+                t.search.insert(key, set.encode().as_slice())?;
+            }
+        }
+        for (project_id, d) in projects {
+            let mut c: ProjectCounters = match t.project_stats.get(project_id)? {
+                Some(v) => decode("project counters", v.value())?,
+                None => ProjectCounters::default(),
+            };
+            c.sessions = apply_signed(c.sessions, d.sessions);
+            c.traces = apply_signed(c.traces, d.traces);
+            c.spans = apply_signed(c.spans, d.spans);
+            c.tokens.prompt = apply_signed(c.tokens.prompt, d.tokens[0]);
+            c.tokens.completion = apply_signed(c.tokens.completion, d.tokens[1]);
+            c.tokens.total = apply_signed(c.tokens.total, d.tokens[2]);
+            t.project_stats
+                .insert(project_id, codec::encode_value(&c).as_slice())?;
         }
         counters.store(&mut t.meta)?;
         t.meta.insert(META_APPLIED, applied_lsn)?;
@@ -313,7 +412,7 @@ fn update_session(
     session: u64,
     deltas: &[Delta],
     ident: Option<&SessionIdent>,
-) -> Result<()> {
+) -> Result<(u32, i64)> {
     let old: Option<SessionState> = match t.sessions.get(session)? {
         Some(v) => Some(decode("session summary", v.value())?),
         None => None,
@@ -372,9 +471,10 @@ fn update_session(
             }
         }
     }
+    let was_listed = old.as_ref().is_some_and(|o| o.num_traces > 0);
     if state.num_traces == 0 {
         t.sessions.remove(session)?;
-        return Ok(());
+        return Ok((project_id, -i64::from(was_listed)));
     }
     let old_values = old.as_ref().filter(|o| o.num_traces > 0).map(sort_values);
     for (kind, v) in sort_values(&state).iter().enumerate() {
@@ -385,7 +485,7 @@ fn update_session(
     }
     t.sessions
         .insert(session, codec::encode_value(&state).as_slice())?;
-    Ok(())
+    Ok((project_id, i64::from(!was_listed)))
 }
 
 #[expect(clippy::cast_possible_truncation, reason = "kind < SORT_KINDS (5)")]

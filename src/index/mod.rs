@@ -7,6 +7,7 @@
 
 mod apply;
 pub(crate) mod facts;
+pub(crate) mod search;
 pub(crate) mod session;
 pub(crate) mod trace;
 
@@ -20,7 +21,7 @@ use crate::error::{Error, Result};
 pub(crate) use apply::{IndexConfig, IndexWriter, NewRecord};
 
 /// Version of the table layout; a mismatch triggers a rebuild from the log.
-pub(crate) const INDEX_FORMAT_VERSION: u64 = 1;
+pub(crate) const INDEX_FORMAT_VERSION: u64 = 2;
 
 /// Counters and checkpoint state.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -36,6 +37,19 @@ pub(crate) const TURNS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new(
 pub(crate) const SESSION_ORDER: TableDefinition<&[u8], u64> = TableDefinition::new("session_order");
 /// Trace id -> `TraceRecord`.
 pub(crate) const TRACES: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("traces");
+/// project (4) ++ trigram (12) ++ chunk (4) -> set of session offsets (see `search`).
+pub(crate) const SEARCH: TableDefinition<[u8; 20], &[u8]> = TableDefinition::new("search");
+/// Project number -> `ProjectCounters`.
+pub(crate) const PROJECT_STATS: TableDefinition<u32, &[u8]> = TableDefinition::new("project_stats");
+
+/// Per-project totals, kept by delta at ingest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct ProjectCounters {
+    pub sessions: u64,
+    pub traces: u64,
+    pub spans: u64,
+    pub tokens: crate::model::Tokens,
+}
 
 pub(crate) const META_FORMAT: &str = "format_version";
 pub(crate) const META_APPLIED: &str = "applied_lsn";
@@ -122,6 +136,8 @@ impl Index {
             txn.open_table(TURNS)?;
             txn.open_table(SESSION_ORDER)?;
             txn.open_table(TRACES)?;
+            txn.open_table(SEARCH)?;
+            txn.open_table(PROJECT_STATS)?;
         }
         txn.commit()?;
         Ok(())
