@@ -1,0 +1,162 @@
+//! Helpers shared by the behavioural tests: id builders, paging loops and a
+//! snapshot of every answer a store gives, for order-independence checks.
+#![allow(dead_code)]
+
+use span_sessions::{
+    ErrorKind, SessionQuery, SessionSort, SessionStore, SessionSummary, SpanId, Trace, TraceId,
+    Turn,
+};
+
+/// Every sort key of the session list.
+pub const SORTS: [SessionSort; 5] = [
+    SessionSort::StartTime,
+    SessionSort::EndTime,
+    SessionSort::NumTraces,
+    SessionSort::TotalTokens,
+    SessionSort::Duration,
+];
+
+/// A trace id whose last eight bytes are `n` (big endian), so ids order like numbers.
+pub fn tid(n: u64) -> TraceId {
+    let mut b = [0u8; 16];
+    b[8..].copy_from_slice(&n.to_be_bytes());
+    TraceId(b)
+}
+
+/// A span id holding `n` big endian, so ids order like numbers.
+pub fn sid(n: u64) -> SpanId {
+    SpanId(n.to_be_bytes())
+}
+
+/// Reads the whole session list page by page with `limit` items per page,
+/// checking that no page is larger than asked and that every cursor leads on.
+pub fn list_all(
+    store: &SessionStore,
+    project: &str,
+    sort: SessionSort,
+    descending: bool,
+    limit: usize,
+) -> Vec<SessionSummary> {
+    let mut out = Vec::new();
+    let mut cursor = None;
+    for _ in 0..10_000 {
+        let q = SessionQuery {
+            sort,
+            descending,
+            limit,
+            cursor: cursor.clone(),
+            ..SessionQuery::default()
+        };
+        let page = store
+            .sessions(project, &q)
+            .unwrap_or_else(|e| panic!("sessions({project}, {q:?}) failed: {e}"));
+        assert!(
+            page.items.len() <= limit.max(1),
+            "page of {} items for limit {limit}",
+            page.items.len()
+        );
+        if page.next_cursor.is_some() {
+            assert!(!page.items.is_empty(), "empty page with a next cursor");
+        }
+        out.extend(page.items);
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return out,
+        }
+    }
+    panic!("session list paging does not terminate");
+}
+
+/// Reads a session's history page by page.
+pub fn history_all(store: &SessionStore, project: &str, session: &str, limit: usize) -> Vec<Turn> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..10_000 {
+        let page = store
+            .session_history_page(project, session, limit, cursor.as_deref())
+            .unwrap_or_else(|e| panic!("session_history_page({project}, {session}) failed: {e}"));
+        assert!(page.items.len() <= limit.max(1));
+        if page.next_cursor.is_some() {
+            assert!(
+                !page.items.is_empty(),
+                "empty history page with a next cursor"
+            );
+        }
+        out.extend(page.items);
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return out,
+        }
+    }
+    panic!("history paging does not terminate");
+}
+
+/// Every answer a store gives about a set of projects, sessions and traces.
+#[derive(Debug, PartialEq)]
+pub struct Snapshot {
+    pub projects: Vec<String>,
+    /// (project, sort, descending, full list)
+    pub lists: Vec<(String, SessionSort, bool, Vec<SessionSummary>)>,
+    /// (project, session id, summary, history)
+    pub sessions: Vec<(String, String, Option<SessionSummary>, Vec<Turn>)>,
+    pub traces: Vec<(TraceId, Option<Trace>)>,
+}
+
+/// Takes a snapshot of `store`: the project list, every project's session
+/// list in every order, every listed session (plus `extra_sessions`, which
+/// may have vanished) and the given traces.
+pub fn snapshot(
+    store: &SessionStore,
+    trace_ids: &[TraceId],
+    extra_projects: &[&str],
+    extra_sessions: &[(&str, &str)],
+) -> Snapshot {
+    let projects = store.projects().unwrap();
+    let mut project_names: Vec<String> = projects.clone();
+    project_names.extend(extra_projects.iter().map(|p| (*p).to_owned()));
+    project_names.extend(extra_sessions.iter().map(|(p, _)| (*p).to_owned()));
+    project_names.sort();
+    project_names.dedup();
+    let mut lists = Vec::new();
+    let mut keys: Vec<(String, String)> = extra_sessions
+        .iter()
+        .map(|(p, s)| ((*p).to_owned(), (*s).to_owned()))
+        .collect();
+    for p in &project_names {
+        for sort in SORTS {
+            for desc in [false, true] {
+                let l = list_all(store, p, sort, desc, 1000);
+                keys.extend(l.iter().map(|s| (s.project.clone(), s.session_id.clone())));
+                lists.push((p.clone(), sort, desc, l));
+            }
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    let sessions = keys
+        .into_iter()
+        .map(|(p, s)| {
+            let summary = store.session(&p, &s).unwrap();
+            let history = store.session_history(&p, &s).unwrap();
+            (p, s, summary, history)
+        })
+        .collect();
+    let traces = trace_ids
+        .iter()
+        .map(|t| (*t, store.trace(*t).unwrap()))
+        .collect();
+    Snapshot {
+        projects,
+        lists,
+        sessions,
+        traces,
+    }
+}
+
+/// Asserts that `r` failed with `ErrorKind::InvalidInput`.
+pub fn assert_invalid_input<T: std::fmt::Debug>(r: span_sessions::Result<T>, what: &str) {
+    match r {
+        Err(e) => assert_eq!(e.kind(), ErrorKind::InvalidInput, "{what}: {e}"),
+        Ok(v) => panic!("{what}: expected InvalidInput, got Ok({v:?})"),
+    }
+}
