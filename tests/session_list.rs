@@ -1,0 +1,455 @@
+//! The sessions list (issue 4): sorted, filtered, searched, paged, checked
+//! against a model that recomputes everything from the spans.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use proptest::prelude::*;
+use span_sessions::{
+    ResourceSpans, SessionFilter, SessionQuery, SessionSort, SessionStore, Span, SpanId,
+    StatusCode, TraceId,
+};
+
+const WORDS: &[&str] = &[
+    "refund",
+    "Invoice",
+    "GPU",
+    "naïve",
+    "Ünïcödé",
+    "日本語のテキスト",
+    "straße",
+    "ΑΒΓ",
+    "emoji🙂ok",
+    "latency",
+    "p99",
+    "deploy",
+    "x",
+];
+
+/// One generated turn: a root span (input/output/user/error) and an LLM child.
+#[derive(Debug, Clone)]
+struct TurnSpec {
+    project: u8,
+    session: u8,
+    start: u64,
+    dur: u64,
+    input: String,
+    output: String,
+    user: Option<u8>,
+    error: bool,
+    tokens: u64,
+}
+
+fn text() -> impl Strategy<Value = String> {
+    prop::collection::vec(prop::sample::select(WORDS), 0..4).prop_map(|w| w.join(" "))
+}
+
+fn turn() -> impl Strategy<Value = TurnSpec> {
+    (
+        0u8..2,
+        0u8..6,
+        0u64..1_000,
+        0u64..300,
+        text(),
+        text(),
+        prop::option::of(0u8..3),
+        prop::bool::weighted(0.2),
+        0u64..50,
+    )
+        .prop_map(
+            |(project, session, start, dur, input, output, user, error, tokens)| TurnSpec {
+                project,
+                session,
+                start,
+                dur,
+                input,
+                output,
+                user,
+                error,
+                tokens,
+            },
+        )
+}
+
+fn spans_of(i: usize, t: &TurnSpec) -> Vec<(String, Span)> {
+    let mut tid = [0u8; 16];
+    tid[..8].copy_from_slice(&(i as u64 + 1).to_be_bytes());
+    let tid = TraceId(tid);
+    let project = format!("p{}", t.project);
+    let mut root = Span::new(tid, SpanId([1; 8]), None, "agent", t.start, t.start + t.dur)
+        .with_attribute("session.id", format!("s{}", t.session))
+        .with_attribute("input.value", t.input.clone())
+        .with_attribute("output.value", t.output.clone());
+    if let Some(u) = t.user {
+        root = root.with_attribute("user.id", format!("u{u}"));
+    }
+    if t.error {
+        root = root.with_status(StatusCode::Error, "boom");
+    }
+    let child = Span::new(
+        tid,
+        SpanId([2; 8]),
+        Some(SpanId([1; 8])),
+        "llm",
+        t.start + 1,
+        t.start + 2,
+    )
+    .with_attribute("openinference.span.kind", "LLM")
+    .with_attribute("llm.token_count.total", i64::try_from(t.tokens).unwrap());
+    vec![(project.clone(), child), (project, root)]
+}
+
+/// The model's view of a session.
+#[derive(Debug, Clone, Default)]
+struct ModelSession {
+    id: String,
+    traces: Vec<(u64, u64, usize)>, // start, end, turn index
+    errors: u64,
+    tokens: u64,
+    texts: Vec<String>,
+    user: Option<(u64, usize, String)>,
+}
+
+impl ModelSession {
+    fn start(&self) -> u64 {
+        self.traces.iter().map(|t| t.0).min().unwrap_or(0)
+    }
+    fn end(&self) -> u64 {
+        self.traces.iter().map(|t| t.1).max().unwrap_or(0)
+    }
+    fn sort_value(&self, sort: SessionSort) -> u64 {
+        match sort {
+            SessionSort::StartTime => self.start(),
+            SessionSort::EndTime => self.end(),
+            SessionSort::NumTraces => self.traces.len() as u64,
+            SessionSort::TotalTokens => self.tokens,
+            SessionSort::Duration => self.end() - self.start(),
+            _ => unreachable!(),
+        }
+    }
+}
+
+fn model(turns: &[TurnSpec], project: u8) -> Vec<ModelSession> {
+    let mut m: BTreeMap<u8, ModelSession> = BTreeMap::new();
+    for (i, t) in turns.iter().enumerate() {
+        if t.project != project {
+            continue;
+        }
+        let s = m.entry(t.session).or_default();
+        s.id = format!("s{}", t.session);
+        // The LLM child spans [start + 1, start + 2].
+        s.traces.push((t.start, (t.start + t.dur).max(t.start + 2), i));
+        s.errors += u64::from(t.error);
+        s.tokens += t.tokens;
+        s.texts.push(t.input.clone());
+        s.texts.push(t.output.clone());
+        if let Some(u) = t.user {
+            // First user by span start; ties by trace id (= turn index order).
+            let cand = (t.start, i, format!("u{u}"));
+            if s.user
+                .as_ref()
+                .is_none_or(|cur| (cand.0, cand.1) < (cur.0, cur.1))
+            {
+                s.user = Some(cand);
+            }
+        }
+    }
+    m.into_values().collect()
+}
+
+fn passes(s: &ModelSession, f: &SessionFilter) -> bool {
+    if let Some((a, b)) = f.time_range
+        && (s.start() > b || s.end() < a)
+    {
+        return false;
+    }
+    if let Some(u) = &f.user_id
+        && s.user.as_ref().map(|x| &x.2) != Some(u)
+    {
+        return false;
+    }
+    let n = s.traces.len() as u64;
+    if f.min_traces.is_some_and(|m| n < m) || f.max_traces.is_some_and(|m| n > m) {
+        return false;
+    }
+    if f.has_errors.is_some_and(|e| e != (s.errors > 0)) {
+        return false;
+    }
+    if let Some(term) = &f.search {
+        let term = term.to_lowercase();
+        if !term.is_empty() && !s.texts.iter().any(|t| t.to_lowercase().contains(&term)) {
+            return false;
+        }
+    }
+    true
+}
+
+fn sort_strategy() -> impl Strategy<Value = SessionSort> {
+    prop::sample::select(vec![
+        SessionSort::StartTime,
+        SessionSort::EndTime,
+        SessionSort::NumTraces,
+        SessionSort::TotalTokens,
+        SessionSort::Duration,
+    ])
+}
+
+fn search_term() -> impl Strategy<Value = Option<String>> {
+    prop_oneof![
+        Just(None),
+        prop::sample::select(vec![
+            "REFUND",
+            "invoice",
+            "naÏve",
+            "ünï",
+            "日本語",
+            "テキ",
+            "STRASSE",
+            "straße",
+            "αβγ",
+            "🙂",
+            "p9",
+            "zzz-absent",
+            "x",
+            " ",
+            "ate",
+        ])
+        .prop_map(|s| Some(s.to_owned())),
+    ]
+}
+
+fn filter_strategy() -> impl Strategy<Value = SessionFilter> {
+    (
+        prop::option::of((0u64..1200, 0u64..600).prop_map(|(a, w)| (a, a + w))),
+        prop::option::of((0u8..3).prop_map(|u| format!("u{u}"))),
+        prop::option::of(1u64..4),
+        prop::option::of(1u64..6),
+        prop::option::of(any::<bool>()),
+        search_term(),
+    )
+        .prop_map(
+            |(time_range, user_id, min_traces, max_traces, has_errors, search)| SessionFilter {
+                time_range,
+                user_id,
+                min_traces,
+                max_traces,
+                has_errors,
+                search,
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48),
+        ..ProptestConfig::default()
+    })]
+
+    /// Pages concatenated equal the model's sorted, filtered list, for any
+    /// arrival order, sort, direction, filter and page size.
+    #[test]
+    fn pages_concatenate_to_the_models_list(
+        turns in prop::collection::vec(turn(), 1..40),
+        order_seed in any::<u64>(),
+        batch in 1usize..20,
+        queries in prop::collection::vec(
+            (sort_strategy(), any::<bool>(), filter_strategy(), 1usize..7), 1..6),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SessionStore::open(dir.path()).unwrap();
+        let mut spans: Vec<(String, Span)> =
+            turns.iter().enumerate().flat_map(|(i, t)| spans_of(i, t)).collect();
+        // Deterministic shuffle from the seed.
+        let mut x = order_seed | 1;
+        for i in (1..spans.len()).rev() {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            spans.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        for chunk in spans.chunks(batch) {
+            let groups: Vec<ResourceSpans> = chunk
+                .iter()
+                .map(|(p, s)| ResourceSpans::for_project(p.clone(), vec![s.clone()]))
+                .collect();
+            store.append(&groups).unwrap();
+        }
+        for (sort, descending, filter, limit) in queries {
+            for project in 0u8..2 {
+                let mut expected: Vec<ModelSession> = model(&turns, project)
+                    .into_iter()
+                    .filter(|s| passes(s, &filter))
+                    .collect();
+                expected.sort_by(|a, b| {
+                    let ka = (a.sort_value(sort), a.id.clone());
+                    let kb = (b.sort_value(sort), b.id.clone());
+                    if descending { kb.cmp(&ka) } else { ka.cmp(&kb) }
+                });
+                let mut got = Vec::new();
+                let mut cursor = None;
+                loop {
+                    let q = SessionQuery { sort, descending, limit, cursor, filter: filter.clone() };
+                    let page = store.sessions(&format!("p{project}"), &q).unwrap();
+                    prop_assert!(page.items.len() <= limit);
+                    got.extend(page.items);
+                    match page.next_cursor {
+                        Some(c) => cursor = Some(c),
+                        None => break,
+                    }
+                    prop_assert!(got.len() <= expected.len() + limit, "runaway paging");
+                }
+                let got_ids: Vec<_> = got.iter().map(|s| s.session_id.clone()).collect();
+                let want_ids: Vec<_> = expected.iter().map(|s| s.id.clone()).collect();
+                prop_assert_eq!(&got_ids, &want_ids, "sort {:?} desc {} filter {:?}", sort, descending, filter);
+                for (g, w) in got.iter().zip(&expected) {
+                    prop_assert_eq!(g.num_traces, w.traces.len() as u64);
+                    prop_assert_eq!(g.num_traces_with_error, w.errors);
+                    prop_assert_eq!(g.tokens.total, w.tokens);
+                    prop_assert_eq!(g.start_time_unix_nano, w.start());
+                    prop_assert_eq!(g.end_time_unix_nano, w.end());
+                    prop_assert_eq!(g.user_id.clone(), w.user.as_ref().map(|u| u.2.clone()));
+                }
+                let count = store.session_count(&format!("p{project}"), &filter).unwrap();
+                prop_assert_eq!(count, expected.len() as u64);
+            }
+        }
+    }
+}
+
+#[test]
+fn project_stats_match_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SessionStore::open(dir.path()).unwrap();
+    let turns: Vec<TurnSpec> = (0..20u64)
+        .map(|i| TurnSpec {
+            project: 0,
+            session: (i % 4) as u8,
+            start: i * 10,
+            dur: 5,
+            input: "hello".into(),
+            output: "world".into(),
+            user: None,
+            error: false,
+            tokens: i,
+        })
+        .collect();
+    for (i, t) in turns.iter().enumerate() {
+        let groups: Vec<ResourceSpans> = spans_of(i, t)
+            .into_iter()
+            .map(|(p, s)| ResourceSpans::for_project(p, vec![s]))
+            .collect();
+        store.append(&groups).unwrap();
+    }
+    let st = store.project_stats("p0").unwrap().unwrap();
+    assert_eq!((st.sessions, st.traces, st.spans), (4, 20, 40));
+    assert_eq!(st.tokens.total, (0..20).sum::<u64>());
+    // Session k spans [10k, 10k + 160 + 5]: every duration is 165 ns.
+    assert!((st.session_duration_ms.p50 - 165e-6).abs() < 1e-12);
+    assert!(store.project_stats("nope").unwrap().is_none());
+}
+
+/// Walking pages while another thread appends never skips or repeats a
+/// session whose sort value did not change.
+#[test]
+fn cursor_walk_is_stable_under_concurrent_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SessionStore::open(dir.path()).unwrap());
+    // 200 fixed sessions with distinct starts; the writer adds new sessions
+    // and new turns to the "hot" ones, which may move.
+    let fixed: Vec<TurnSpec> = (0..200u64)
+        .map(|i| TurnSpec {
+            project: 0,
+            session: 0,
+            start: 1_000 + i,
+            dur: 1,
+            input: String::new(),
+            output: String::new(),
+            user: None,
+            error: false,
+            tokens: 0,
+        })
+        .collect();
+    for (i, t) in fixed.iter().enumerate() {
+        let mut spans = spans_of(i, t);
+        for (_, s) in &mut spans {
+            s.attributes.retain(|kv| kv.key != "session.id");
+            s.attributes.push(span_sessions::KeyValue::new(
+                "session.id",
+                format!("fixed-{i:03}"),
+            ));
+        }
+        let groups: Vec<ResourceSpans> = spans
+            .into_iter()
+            .map(|(p, s)| ResourceSpans::for_project(p, vec![s]))
+            .collect();
+        store.append(&groups).unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let store = Arc::clone(&store);
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut i = 10_000usize;
+            while !stop.load(Ordering::Relaxed) {
+                let t = TurnSpec {
+                    project: 0,
+                    session: 0,
+                    start: (i as u64 * 7919) % 3_000,
+                    dur: 3,
+                    input: "hot".into(),
+                    output: String::new(),
+                    user: None,
+                    error: false,
+                    tokens: 1,
+                };
+                let mut spans = spans_of(i, &t);
+                for (_, s) in &mut spans {
+                    s.attributes.retain(|kv| kv.key != "session.id");
+                    s.attributes.push(span_sessions::KeyValue::new(
+                        "session.id",
+                        format!("hot-{}", i % 50),
+                    ));
+                }
+                let groups: Vec<ResourceSpans> = spans
+                    .into_iter()
+                    .map(|(p, s)| ResourceSpans::for_project(p, vec![s]))
+                    .collect();
+                store.append(&groups).unwrap();
+                i += 1;
+            }
+        })
+    };
+    for sort in [SessionSort::StartTime, SessionSort::NumTraces] {
+        for descending in [false, true] {
+            let mut seen = Vec::new();
+            let mut cursor = None;
+            loop {
+                let q = SessionQuery {
+                    sort,
+                    descending,
+                    limit: 7,
+                    cursor,
+                    filter: SessionFilter::default(),
+                };
+                let page = store.sessions("p0", &q).unwrap();
+                seen.extend(
+                    page.items
+                        .into_iter()
+                        .map(|s| s.session_id)
+                        .filter(|id| id.starts_with("fixed-")),
+                );
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+            let mut sorted = seen.clone();
+            sorted.sort();
+            sorted.dedup();
+            assert_eq!(sorted.len(), seen.len(), "a fixed session was repeated");
+            assert_eq!(seen.len(), 200, "a fixed session was skipped");
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+}
