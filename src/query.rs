@@ -2,12 +2,12 @@
 //! only. Lists and histories read stored summaries, never span payloads;
 //! only [`trace`] reads spans back from the log.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use redb::{ReadTransaction, ReadableTable};
 
 use crate::error::{Error, Result};
-use crate::index::search::{self, ChunkSet};
+use crate::index::search::{self, ChunkSet, PostingBuffer};
 use crate::index::session::{SessionState, quantile, sort_values};
 use crate::index::trace::{TraceRecord, TurnBody};
 use crate::index::{
@@ -282,7 +282,8 @@ pub(crate) fn session(
 }
 
 /// A prepared filter: the search term normalized and its candidate set.
-struct Matcher {
+pub(crate) struct Matcher {
+    project_id: u32,
     filter: SessionFilter,
     term: Option<String>,
     /// Sessions the trigram index allows; `None` when the index was not used.
@@ -290,21 +291,34 @@ struct Matcher {
 }
 
 impl Matcher {
-    fn new(txn: &ReadTransaction, project_id: u32, filter: &SessionFilter) -> Result<Matcher> {
+    /// Prepares `filter` for a project; `None` when the project is unknown.
+    /// `pending` holds search postings not yet written to the table; the
+    /// caller must read it under the same lock as it opened `txn`, so that
+    /// the two agree (see `SessionStore::sessions`).
+    pub(crate) fn new(
+        txn: &ReadTransaction,
+        project: &str,
+        filter: &SessionFilter,
+        pending: &PostingBuffer,
+    ) -> Result<Option<Matcher>> {
+        let Some(project_id) = project_number(txn, project)? else {
+            return Ok(None);
+        };
         let term = filter
             .search
             .as_deref()
             .map(search::normalize)
             .filter(|t| !t.is_empty());
         let candidates = match &term {
-            Some(t) if t.chars().count() >= 3 => Some(candidates(txn, project_id, t)?),
+            Some(t) if t.chars().count() >= 3 => Some(candidates(txn, project_id, t, pending)?),
             _ => None,
         };
-        Ok(Matcher {
+        Ok(Some(Matcher {
+            project_id,
             filter: filter.clone(),
             term,
             candidates,
-        })
+        }))
     }
 
     /// Checks the cheap fields, then the index, then the text itself.
@@ -339,39 +353,47 @@ impl Matcher {
 }
 
 /// Sessions of a project whose texts contain every trigram of `term`.
-fn candidates(txn: &ReadTransaction, project_id: u32, term: &str) -> Result<HashSet<u64>> {
-    let mut tris = BTreeSet::new();
+fn candidates(
+    txn: &ReadTransaction,
+    project_id: u32,
+    term: &str,
+    pending: &PostingBuffer,
+) -> Result<HashSet<u64>> {
+    let mut tris = Vec::new();
     search::trigrams(term, &mut tris);
+    tris.sort_unstable();
+    tris.dedup();
     let table = txn.open_table(SEARCH)?;
-    // Start from the trigram with the fewest chunks, then intersect.
-    let mut best: Option<Vec<(u32, ChunkSet)>> = None;
+    // chunk -> set, per trigram, from the table and the pending buffer.
+    let mut per_tri: Vec<BTreeMap<u32, ChunkSet>> = Vec::new();
     for tri in &tris {
-        let lo = search::posting_key(project_id, tri, 0);
-        let hi = search::posting_key(project_id, tri, u32::MAX);
-        let mut chunks = Vec::new();
+        let lo = search::posting_key(project_id, *tri, 0);
+        let hi = search::posting_key(project_id, *tri, u32::MAX);
+        let mut chunks: BTreeMap<u32, ChunkSet> = BTreeMap::new();
         for item in table.range(lo..=hi)? {
             let (k, v) = item?;
             let set = ChunkSet::decode(v.value()).ok_or_else(bad_posting)?;
-            chunks.push((search::key_chunk(&k.value()), set));
+            chunks.insert(search::key_chunk(&k.value()), set);
         }
-        if best.as_ref().is_none_or(|b| chunks.len() < b.len()) {
-            best = Some(chunks);
+        for (chunk, set) in pending.get(project_id, *tri).into_iter().flatten() {
+            chunks.entry(*chunk).or_default().union(set);
         }
+        per_tri.push(chunks);
     }
+    per_tri.sort_by_key(BTreeMap::len);
     let mut out = HashSet::new();
-    for (chunk, set) in best.unwrap_or_default() {
-        'session: for session in set.sessions(chunk) {
+    let Some((first, rest)) = per_tri.split_first() else {
+        return Ok(out);
+    };
+    for (chunk, set) in first {
+        for session in set.sessions(*chunk) {
             let (_, offset) = search::chunk_of(session);
-            for tri in &tris {
-                let Some(v) = table.get(search::posting_key(project_id, tri, chunk))? else {
-                    continue 'session;
-                };
-                let other = ChunkSet::decode(v.value()).ok_or_else(bad_posting)?;
-                if !other.contains(offset) {
-                    continue 'session;
-                }
+            if rest
+                .iter()
+                .all(|m| m.get(chunk).is_some_and(|s| s.contains(offset)))
+            {
+                out.insert(session);
             }
-            out.insert(session);
         }
     }
     Ok(out)
@@ -417,7 +439,7 @@ const SMALL_CANDIDATE_SET: usize = 4096;
 /// One page of a project's sessions in the requested order.
 pub(crate) fn sessions(
     txn: &ReadTransaction,
-    project: &str,
+    matcher: Option<&Matcher>,
     q: &SessionQuery,
 ) -> Result<Page<SessionSummary>> {
     let limit = q.limit.max(1);
@@ -429,10 +451,10 @@ pub(crate) fn sessions(
         None => None,
         Some(c) => Some(unhex(c).filter(|t| t.len() >= 8).ok_or_else(bad_cursor)?),
     };
-    let Some(p) = project_number(txn, project)? else {
+    let Some(matcher) = matcher else {
         return Ok(empty);
     };
-    let matcher = Matcher::new(txn, p, &q.filter)?;
+    let p = matcher.project_id;
     let kind = q.sort.kind();
     let hits = match &matcher.candidates {
         Some(c) if c.len() <= SMALL_CANDIDATE_SET => sorted_candidates(
@@ -583,18 +605,14 @@ fn walk_order(
 }
 
 /// Number of the project's sessions that pass `filter`.
-pub(crate) fn session_count(
-    txn: &ReadTransaction,
-    project: &str,
-    filter: &SessionFilter,
-) -> Result<u64> {
-    let Some(p) = project_number(txn, project)? else {
+pub(crate) fn session_count(txn: &ReadTransaction, matcher: Option<&Matcher>) -> Result<u64> {
+    let Some(matcher) = matcher else {
         return Ok(0);
     };
-    if *filter == SessionFilter::default() {
+    let p = matcher.project_id;
+    if matcher.filter == SessionFilter::default() {
         return Ok(project_counters(txn, p)?.sessions);
     }
-    let matcher = Matcher::new(txn, p, filter)?;
     let mut n = 0;
     if let Some(c) = &matcher.candidates {
         for &session in c {
@@ -607,7 +625,7 @@ pub(crate) fn session_count(
         }
         return Ok(n);
     }
-    let (all, _) = walk_order(txn, &matcher, p, 0, false, None, usize::MAX)?;
+    let (all, _) = walk_order(txn, matcher, p, 0, false, None, usize::MAX)?;
     Ok(all.len() as u64)
 }
 

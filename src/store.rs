@@ -5,11 +5,12 @@ use std::collections::HashSet;
 use std::fs::{self, File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, RwLock};
 
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::index::facts::{self, SessionIdSource};
+use crate::index::search::{BatchPostings, PostingBuffer};
 use crate::index::{
     INDEX_FORMAT_VERSION, Index, IndexConfig, IndexWriter, META_APPLIED, META_CONFIG, META_FORMAT,
     NewRecord,
@@ -149,9 +150,18 @@ pub struct SessionStore {
     log: Log,
     index: Index,
     writer: Mutex<WriterState>,
+    /// Search postings not yet in the search table. Appends merge into it
+    /// while committing (write lock held across the commit), searches read
+    /// it under the read lock together with opening their snapshot, so a
+    /// search sees exactly the postings of the batches its snapshot holds
+    /// (or more, which verification discards). Written out at checkpoints.
+    search_buffer: RwLock<PostingBuffer>,
     poisoned: AtomicBool,
     _lock: File,
 }
+
+/// Buffered search postings beyond this many keys are written out early.
+const SEARCH_BUFFER_KEYS: usize = 200_000;
 
 /// A span that passed validation, waiting to be written.
 struct Candidate<'a> {
@@ -220,14 +230,16 @@ impl SessionStore {
             writer: Mutex::new(WriterState {
                 checkpointed: applied,
             }),
+            search_buffer: RwLock::new(PostingBuffer::default()),
             poisoned: AtomicBool::new(false),
             _lock: lock,
         };
         {
             let mut ws = store.lock_writer()?;
             let mut w = store.index.begin_write()?;
-            store.replay(&mut w, applied)?;
-            w.commit()?;
+            let mut postings = BatchPostings::new();
+            store.replay(&mut w, applied, &mut postings)?;
+            store.commit_with_postings(w, postings)?;
             store.checkpoint(&mut ws)?;
         }
         Ok(store)
@@ -265,8 +277,30 @@ impl SessionStore {
         }
     }
 
+    /// Commits a batch's index changes and publishes its search postings
+    /// atomically with respect to searches (see `search_buffer`).
+    fn commit_with_postings(&self, w: IndexWriter, postings: BatchPostings) -> Result<()> {
+        let mut buffer = self.search_buffer.write().map_err(|_| Error::Poisoned)?;
+        w.commit()?;
+        buffer.merge(postings);
+        Ok(())
+    }
+
+    /// Writes buffered search postings to the search table.
+    fn flush_postings(&self) -> Result<()> {
+        let mut buffer = self.search_buffer.write().map_err(|_| Error::Poisoned)?;
+        if buffer.is_empty() {
+            return Ok(());
+        }
+        let mut w = self.index.begin_write()?;
+        w.write_postings(&buffer)?;
+        w.commit()?;
+        buffer.clear();
+        Ok(())
+    }
+
     /// Re-applies every log frame from `from` (0: the start) to the end.
-    fn replay(&self, w: &mut IndexWriter, from: Lsn) -> Result<()> {
+    fn replay(&self, w: &mut IndexWriter, from: Lsn, postings: &mut BatchPostings) -> Result<()> {
         const CHUNK: usize = 4096;
         let mut pending: Vec<(Lsn, StoredSpan)> = Vec::with_capacity(CHUNK);
         let source = |lsn: Lsn| self.read_span(lsn);
@@ -276,11 +310,11 @@ impl SessionStore {
                 .map_err(|e| self.corruption_at(lsn, e.0))?;
             pending.push((lsn, span));
             if pending.len() == CHUNK {
-                self.apply_owned(w, &pending, self.log.end(), &source)?;
+                self.apply_owned(w, &pending, self.log.end(), &source, postings)?;
                 pending.clear();
             }
         }
-        self.apply_owned(w, &pending, self.log.end(), &source)
+        self.apply_owned(w, &pending, self.log.end(), &source, postings)
     }
 
     fn apply_owned(
@@ -289,6 +323,7 @@ impl SessionStore {
         spans: &[(Lsn, StoredSpan)],
         applied: Lsn,
         source: &dyn Fn(Lsn) -> Result<StoredSpan>,
+        postings: &mut BatchPostings,
     ) -> Result<()> {
         let records: Vec<NewRecord<'_>> = spans
             .iter()
@@ -298,11 +333,12 @@ impl SessionStore {
                 span: &s.span,
             })
             .collect();
-        w.apply(&self.cfg, &records, source, applied)
+        w.apply(&self.cfg, &records, source, applied, postings)
     }
 
     /// Syncs the log and makes the index durable up to the log's end.
     fn checkpoint(&self, ws: &mut WriterState) -> Result<()> {
+        self.flush_postings().inspect_err(|_| self.poison())?;
         let end = self.log.end();
         self.log.sync(end)?;
         self.index.checkpoint().inspect_err(|_| self.poison())?;
@@ -440,11 +476,14 @@ impl SessionStore {
         let source = |lsn: Lsn| self.read_span(lsn);
         // The log now holds the batch; if the index cannot take it, only a
         // reopen (which replays the log) can make them agree again.
-        w.apply(&self.cfg, &records, &source, end)
-            .and_then(|()| w.commit())
+        let mut postings = BatchPostings::new();
+        w.apply(&self.cfg, &records, &source, end, &mut postings)
+            .and_then(|()| self.commit_with_postings(w, postings))
             .inspect_err(|_| self.poison())?;
         if end.saturating_sub(ws.checkpointed) >= self.opts.checkpoint_bytes {
             self.checkpoint(&mut ws)?;
+        } else if self.search_buffer.read().map_or(0, |b| b.len()) > SEARCH_BUFFER_KEYS {
+            self.flush_postings().inspect_err(|_| self.poison())?;
         }
         match self.opts.durability {
             Durability::Sync => self.log.sync(end)?,
@@ -471,8 +510,13 @@ impl SessionStore {
         let mut ws = self.lock_writer()?;
         let mut w = self.index.begin_write()?;
         w.clear()?;
-        self.replay(&mut w, 0)?;
-        w.commit()?;
+        let mut postings = BatchPostings::new();
+        self.replay(&mut w, 0, &mut postings)?;
+        {
+            let mut buffer = self.search_buffer.write().map_err(|_| Error::Poisoned)?;
+            buffer.clear();
+        }
+        self.commit_with_postings(w, postings)?;
         self.checkpoint(&mut ws)
     }
 
@@ -506,14 +550,27 @@ impl SessionStore {
 
     /// One page of a project's sessions, sorted as asked.
     pub fn sessions(&self, project: &str, q: &SessionQuery) -> Result<Page<SessionSummary>> {
+        let (txn, matcher) = self.prepare(project, &q.filter)?;
+        query::sessions(&txn, matcher.as_ref(), q)
+    }
+
+    /// Opens a snapshot and prepares a filter against it and the search buffer.
+    fn prepare(
+        &self,
+        project: &str,
+        filter: &SessionFilter,
+    ) -> Result<(redb::ReadTransaction, Option<query::Matcher>)> {
+        let buffer = self.search_buffer.read().map_err(|_| Error::Poisoned)?;
         let txn = self.index.begin_read()?;
-        query::sessions(&txn, project, q)
+        let matcher = query::Matcher::new(&txn, project, filter, &buffer)?;
+        drop(buffer);
+        Ok((txn, matcher))
     }
 
     /// How many of the project's sessions pass `filter`.
     pub fn session_count(&self, project: &str, filter: &SessionFilter) -> Result<u64> {
-        let txn = self.index.begin_read()?;
-        query::session_count(&txn, project, filter)
+        let (txn, matcher) = self.prepare(project, filter)?;
+        query::session_count(&txn, matcher.as_ref())
     }
 
     /// Project-level figures (sessions, traces, spans, tokens, session

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::model::{Span, SpanId, StoredSpan, TraceId};
 
 use super::facts::{self, SessionIdSource};
-use super::search::{self, ChunkSet, PendingPostings};
+use super::search::{self, BatchPostings, ChunkSet, PostingBuffer};
 use super::session::{SessionState, TurnRef, sort_values};
 use super::trace::{Filing, NewSpan, TraceRecord, TurnBody};
 use super::{
@@ -54,7 +54,7 @@ struct Tables<'t> {
     turns: Table<'t, [u8; 32], &'static [u8]>,
     order: Table<'t, &'static [u8], u64>,
     traces: Table<'t, [u8; 16], &'static [u8]>,
-    search: Table<'t, [u8; 20], &'static [u8]>,
+    search: Table<'t, [u8; 12], &'static [u8]>,
     project_stats: Table<'t, u32, &'static [u8]>,
 }
 
@@ -181,7 +181,30 @@ impl IndexWriter {
         })
     }
 
-    /// Applies records (in log order) and records `applied_lsn`. Spans
+    /// Merges buffered search postings into the search table.
+    pub(crate) fn write_postings(&mut self, pending: &PostingBuffer) -> Result<()> {
+        let mut table = self.txn.open_table(SEARCH)?;
+        let mut items: Vec<_> = pending.iter().collect();
+        items.sort_unstable_by_key(|(k, _)| *k);
+        for (key, offsets) in items {
+            let mut set = match table.get(key)? {
+                Some(v) => ChunkSet::decode(v.value()).ok_or_else(|| {
+                    Error::Index(Box::new(redb::Error::Corrupted(
+                        "undecodable search posting".into(),
+                    )))
+                })?,
+                None => ChunkSet::default(),
+            };
+            if set.union(offsets) {
+                table.insert(key, set.encode().as_slice())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies records (in log order) and records `applied_lsn`. Search
+    /// postings are added to `postings`, not written: the caller buffers
+    /// them across batches and writes them with [`IndexWriter::write_postings`]. Spans
     /// already indexed are skipped, so replaying a record is harmless.
     pub(crate) fn apply(
         &mut self,
@@ -189,6 +212,7 @@ impl IndexWriter {
         batch: &[NewRecord<'_>],
         source: &SpanSource<'_>,
         applied_lsn: u64,
+        postings: &mut BatchPostings,
     ) -> Result<()> {
         let mut cache = std::mem::take(&mut self.cache);
         let mut t = self.tables()?;
@@ -199,7 +223,6 @@ impl IndexWriter {
         let mut counters = Counters::load(&t.meta)?;
         let mut idents: HashMap<u64, SessionIdent> = HashMap::new();
         let mut deltas: BTreeMap<u64, Vec<Delta>> = BTreeMap::new();
-        let mut postings = PendingPostings::new();
         let mut projects: BTreeMap<u32, ProjectDelta> = BTreeMap::new();
 
         for (tid, recs) in by_trace {
@@ -296,7 +319,7 @@ impl IndexWriter {
                         .flatten()
                         .map(|v| v.value.as_str())
                         .collect();
-                    search::queue(&mut postings, ident.project_id, nf.session, &texts);
+                    search::queue(postings, ident.project_id, nf.session, &texts);
                 }
             }
             rec.filing = new_filing;
@@ -334,19 +357,6 @@ impl IndexWriter {
         for (session, ds) in deltas {
             let (project_id, change) = update_session(&mut t, session, &ds, idents.get(&session))?;
             projects.entry(project_id).or_default().sessions += change;
-        }
-        for (key, offsets) in postings {
-            let mut set = match t.search.get(key)? {
-                Some(v) => ChunkSet::decode(v.value()).ok_or_else(|| {
-                    Error::Index(Box::new(redb::Error::Corrupted(
-                        "undecodable search posting".into(),
-                    )))
-                })?,
-                None => ChunkSet::default(),
-            };
-            if set.extend(&offsets) {
-                t.search.insert(key, set.encode().as_slice())?;
-            }
         }
         for (project_id, d) in projects {
             let mut c: ProjectCounters = match t.project_stats.get(project_id)? {

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 pub(crate) use apply::{IndexConfig, IndexWriter, NewRecord};
 
 /// Version of the table layout; a mismatch triggers a rebuild from the log.
-pub(crate) const INDEX_FORMAT_VERSION: u64 = 2;
+pub(crate) const INDEX_FORMAT_VERSION: u64 = 3;
 
 /// Counters and checkpoint state.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -37,8 +37,8 @@ pub(crate) const TURNS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new(
 pub(crate) const SESSION_ORDER: TableDefinition<&[u8], u64> = TableDefinition::new("session_order");
 /// Trace id -> `TraceRecord`.
 pub(crate) const TRACES: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("traces");
-/// project (4) ++ trigram (12) ++ chunk (4) -> set of session offsets (see `search`).
-pub(crate) const SEARCH: TableDefinition<[u8; 20], &[u8]> = TableDefinition::new("search");
+/// project (4) ++ trigram code (4) ++ chunk (4) -> set of session offsets (see `search`).
+pub(crate) const SEARCH: TableDefinition<[u8; 12], &[u8]> = TableDefinition::new("search");
 /// Project number -> `ProjectCounters`.
 pub(crate) const PROJECT_STATS: TableDefinition<u32, &[u8]> = TableDefinition::new("project_stats");
 

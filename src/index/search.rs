@@ -1,39 +1,60 @@
 //! The search index: which sessions may contain a text, by trigram.
 //!
 //! Root inputs and outputs are lowercased (full Unicode lowercase) and cut
-//! into overlapping 3-character trigrams. For each (project, trigram) the
-//! index keeps the set of session numbers whose turns contain it, in
-//! chunks of 4,096 sessions: key `project (4 B BE) ‖ trigram (UTF-8, zero
-//! padded to 12 B) ‖ chunk (4 B BE)`, value either a sorted array of
-//! 16-bit offsets (tag 0) or a 4,096-bit bitmap (tag 1), whichever is
-//! smaller. Sets only grow: when a turn's text changes or a trace leaves a
-//! session, stale members stay, so the index gives a superset; every
-//! candidate is verified against the session's turns before it is shown.
+//! into overlapping 3-character trigrams, each named by a 32-bit code: the
+//! three 7-bit characters packed exactly when all are ASCII, else a hash
+//! with the top bit set. For each (project, trigram code) the index keeps
+//! the set of session numbers whose turns contain it, in chunks of 4,096
+//! sessions: key `project (4 B BE) ‖ trigram code (4 B BE) ‖ chunk (4 B
+//! BE)`, value either a sorted array of 16-bit offsets (tag 0) or a
+//! 4,096-bit bitmap (tag 1), whichever is smaller. Sets only grow: when a
+//! turn's text changes or a trace leaves a session, stale members stay, and
+//! hashed codes may collide, so the index gives a superset; every candidate
+//! is verified against the session's turns before it is shown.
+//!
+//! Appends do not write postings one by one: each batch's postings are
+//! merged into an in-memory [`PostingBuffer`] that searches consult next to
+//! the table, and the buffer is written out at checkpoints (and when it
+//! grows large), so a common trigram costs one table write per checkpoint,
+//! not one per batch. After a crash the buffer is rebuilt by the replay
+//! from the checkpoint, like every other index change.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap};
 
 /// Sessions per chunk of a posting set.
 pub(crate) const CHUNK_BITS: u32 = 12;
 const CHUNK: usize = 1 << CHUNK_BITS;
 const BITMAP_BYTES: usize = CHUNK / 8;
 
-/// A trigram as fixed-width bytes (three chars of up to 4 UTF-8 bytes each).
-pub(crate) type Trigram = [u8; 12];
+/// A trigram code (see the module docs).
+pub(crate) type Trigram = u32;
 
 /// Key of a posting chunk.
-pub(crate) fn posting_key(project_id: u32, tri: &Trigram, chunk: u32) -> [u8; 20] {
-    let mut k = [0u8; 20];
+pub(crate) fn posting_key(project_id: u32, tri: Trigram, chunk: u32) -> [u8; 12] {
+    let mut k = [0u8; 12];
     k[..4].copy_from_slice(&project_id.to_be_bytes());
-    k[4..16].copy_from_slice(tri);
-    k[16..].copy_from_slice(&chunk.to_be_bytes());
+    k[4..8].copy_from_slice(&tri.to_be_bytes());
+    k[8..].copy_from_slice(&chunk.to_be_bytes());
     k
 }
 
 /// The chunk number stored in a posting key.
-pub(crate) fn key_chunk(k: &[u8; 20]) -> u32 {
+pub(crate) fn key_chunk(k: &[u8; 12]) -> u32 {
     let mut c = [0u8; 4];
-    c.copy_from_slice(&k[16..]);
+    c.copy_from_slice(&k[8..]);
     u32::from_be_bytes(c)
+}
+
+fn trigram_code(a: char, b: char, c: char) -> Trigram {
+    let (a, b, c) = (u32::from(a), u32::from(b), u32::from(c));
+    if a < 128 && b < 128 && c < 128 {
+        return (a << 14) | (b << 7) | c;
+    }
+    let mut h = a.wrapping_mul(0x9E37_79B1);
+    h = (h ^ b).wrapping_mul(0x85EB_CA77).rotate_left(13);
+    h = (h ^ c).wrapping_mul(0xC2B2_AE3D);
+    h ^= h >> 16;
+    h | 0x8000_0000
 }
 
 /// Normalizes text for search: full Unicode lowercase.
@@ -41,101 +62,159 @@ pub(crate) fn normalize(text: &str) -> String {
     text.to_lowercase()
 }
 
-/// Distinct trigrams of already-normalized text.
-pub(crate) fn trigrams(normalized: &str, out: &mut BTreeSet<Trigram>) {
-    let chars: Vec<char> = normalized.chars().collect();
-    for w in chars.windows(3) {
-        let mut t = [0u8; 12];
-        let mut at = 0;
-        for c in w {
-            let n = c.len_utf8();
-            if let Some(slot) = t.get_mut(at..at + n) {
-                c.encode_utf8(slot);
-            }
-            at += n;
-        }
-        out.insert(t);
+/// Trigram codes of already-normalized text (may repeat).
+pub(crate) fn trigrams(normalized: &str, out: &mut Vec<Trigram>) {
+    let mut it = normalized.chars();
+    let (Some(mut a), Some(mut b)) = (it.next(), it.next()) else {
+        return;
+    };
+    for c in it {
+        out.push(trigram_code(a, b, c));
+        (a, b) = (b, c);
     }
 }
 
-/// A set of session offsets within one chunk.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub(crate) struct ChunkSet(BTreeSet<u16>);
+/// A set of session offsets within one chunk: a sorted array while
+/// small, a bitmap once the array would be larger than the bitmap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ChunkSet {
+    /// Sorted, distinct offsets.
+    Sparse(Vec<u16>),
+    /// Bit `i` set when offset `i` is present.
+    Dense(Box<[u8; BITMAP_BYTES]>),
+}
+
+impl Default for ChunkSet {
+    fn default() -> Self {
+        ChunkSet::Sparse(Vec::new())
+    }
+}
 
 impl ChunkSet {
     /// Decodes a stored value; unknown or damaged encodings decode to `None`.
     pub fn decode(bytes: &[u8]) -> Option<ChunkSet> {
         let (&tag, body) = bytes.split_first()?;
-        let mut set = BTreeSet::new();
         match tag {
             0 => {
-                if body.len() % 2 != 0 {
+                if !body.len().is_multiple_of(2) {
                     return None;
                 }
-                for pair in body.chunks_exact(2) {
-                    set.insert(u16::from_le_bytes([pair[0], pair[1]]));
-                }
+                let v: Vec<u16> = body
+                    .chunks_exact(2)
+                    .map(|p| u16::from_le_bytes([p[0], p[1]]))
+                    .collect();
+                // Must be strictly increasing and inside the chunk.
+                let ordered = v.windows(2).all(|w| w[0] < w[1]);
+                let in_range = v.last().is_none_or(|&x| usize::from(x) < CHUNK);
+                (ordered && in_range).then_some(ChunkSet::Sparse(v))
             }
             1 => {
-                if body.len() != BITMAP_BYTES {
-                    return None;
-                }
-                for (i, byte) in body.iter().enumerate() {
-                    for bit in 0..8 {
-                        if byte & (1 << bit) != 0 {
-                            #[expect(
-                                clippy::cast_possible_truncation,
-                                reason = "i < 512, so i * 8 + bit < 4096"
-                            )]
-                            set.insert((i * 8 + bit) as u16);
-                        }
-                    }
-                }
+                let bits: [u8; BITMAP_BYTES] = body.try_into().ok()?;
+                Some(ChunkSet::Dense(Box::new(bits)))
             }
-            _ => return None,
+            _ => None,
         }
-        Some(ChunkSet(set))
     }
 
-    /// Encodes as the smaller of an offset array and a bitmap.
+    /// Encodes with the tag byte.
     pub fn encode(&self) -> Vec<u8> {
-        if self.0.len() * 2 < BITMAP_BYTES {
-            let mut out = Vec::with_capacity(1 + self.0.len() * 2);
-            out.push(0);
-            for v in &self.0 {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-            out
-        } else {
-            let mut out = vec![0u8; 1 + BITMAP_BYTES];
-            out[0] = 1;
-            for v in &self.0 {
-                let v = usize::from(*v);
-                if let Some(b) = out.get_mut(1 + v / 8) {
-                    *b |= 1 << (v % 8);
+        match self {
+            ChunkSet::Sparse(v) => {
+                let mut out = Vec::with_capacity(1 + v.len() * 2);
+                out.push(0);
+                for x in v {
+                    out.extend_from_slice(&x.to_le_bytes());
                 }
+                out
             }
-            out
+            ChunkSet::Dense(bits) => {
+                let mut out = Vec::with_capacity(1 + BITMAP_BYTES);
+                out.push(1);
+                out.extend_from_slice(bits.as_slice());
+                out
+            }
         }
     }
 
     /// Adds offsets; returns true when the set grew.
-    pub fn extend(&mut self, offsets: &BTreeSet<u16>) -> bool {
-        let before = self.0.len();
-        self.0.extend(offsets.iter().copied());
-        self.0.len() != before
+    pub fn extend_iter(&mut self, offsets: impl Iterator<Item = u16> + Clone) -> bool {
+        let mut grew = false;
+        if let ChunkSet::Sparse(v) = self {
+            for o in offsets.clone() {
+                if let Err(at) = v.binary_search(&o) {
+                    v.insert(at, o);
+                    grew = true;
+                }
+            }
+            if v.len() * 2 < BITMAP_BYTES {
+                return grew;
+            }
+            let mut bits = Box::new([0u8; BITMAP_BYTES]);
+            for &o in v.iter() {
+                set_bit(&mut bits, o);
+            }
+            *self = ChunkSet::Dense(bits);
+            return grew;
+        }
+        if let ChunkSet::Dense(bits) = self {
+            for o in offsets {
+                grew |= set_bit(bits, o);
+            }
+        }
+        grew
+    }
+
+    /// Adds every member of `other`; returns true when the set grew.
+    pub fn union(&mut self, other: &ChunkSet) -> bool {
+        match other {
+            ChunkSet::Sparse(v) => self.extend_iter(v.iter().copied()),
+            ChunkSet::Dense(_) => {
+                let all: Vec<u16> = other
+                    .sessions(0)
+                    .into_iter()
+                    .map(|s| chunk_of(s).1)
+                    .collect();
+                self.extend_iter(all.into_iter())
+            }
+        }
     }
 
     /// True when the offset is in the set.
     pub fn contains(&self, offset: u16) -> bool {
-        self.0.contains(&offset)
+        match self {
+            ChunkSet::Sparse(v) => v.binary_search(&offset).is_ok(),
+            ChunkSet::Dense(bits) => bits
+                .get(usize::from(offset / 8))
+                .is_some_and(|b| b & (1 << (offset % 8)) != 0),
+        }
     }
 
     /// Session numbers in this chunk.
-    pub fn sessions(&self, chunk: u32) -> impl Iterator<Item = u64> + '_ {
-        self.0
-            .iter()
-            .map(move |o| (u64::from(chunk) << CHUNK_BITS) | u64::from(*o))
+    pub fn sessions(&self, chunk: u32) -> Vec<u64> {
+        let base = u64::from(chunk) << CHUNK_BITS;
+        match self {
+            ChunkSet::Sparse(v) => v.iter().map(|o| base | u64::from(*o)).collect(),
+            ChunkSet::Dense(bits) => (0..CHUNK as u64)
+                .filter(|i| {
+                    bits.get((i / 8) as usize)
+                        .is_some_and(|b| b & (1 << (i % 8)) != 0)
+                })
+                .map(|i| base | i)
+                .collect(),
+        }
+    }
+}
+
+/// Sets a bit; returns true when it was clear.
+fn set_bit(bits: &mut [u8; BITMAP_BYTES], offset: u16) -> bool {
+    match bits.get_mut(usize::from(offset / 8)) {
+        Some(b) => {
+            let mask = 1 << (offset % 8);
+            let was_clear = *b & mask == 0;
+            *b |= mask;
+            was_clear
+        }
+        None => false,
     }
 }
 
@@ -152,48 +231,145 @@ pub(crate) fn chunk_of(session: u64) -> (u32, u16) {
     parts
 }
 
-/// Postings to add in one batch: key -> offsets.
-pub(crate) type PendingPostings = BTreeMap<[u8; 20], BTreeSet<u16>>;
+/// Postings queued by one batch: (project, trigram, session); unsorted,
+/// may repeat.
+pub(crate) type BatchPostings = Vec<(u32, Trigram, u64)>;
 
 /// Queues the trigrams of a turn's texts for a session.
-pub(crate) fn queue(pending: &mut PendingPostings, project_id: u32, session: u64, texts: &[&str]) {
-    let mut tris = BTreeSet::new();
+pub(crate) fn queue(batch: &mut BatchPostings, project_id: u32, session: u64, texts: &[&str]) {
+    let mut tris = Vec::new();
     for t in texts {
         trigrams(&normalize(t), &mut tris);
     }
-    let (chunk, offset) = chunk_of(session);
-    for tri in &tris {
-        pending
-            .entry(posting_key(project_id, tri, chunk))
-            .or_default()
-            .insert(offset);
+    tris.sort_unstable();
+    tris.dedup();
+    batch.extend(tris.into_iter().map(|t| (project_id, t, session)));
+}
+
+/// Postings not yet written to the search table.
+#[derive(Debug, Default)]
+pub(crate) struct PostingBuffer {
+    map: HashMap<(u32, Trigram), BTreeMap<u32, ChunkSet>>,
+    chunks: usize,
+}
+
+impl PostingBuffer {
+    /// Merges one batch's postings.
+    pub fn merge(&mut self, mut batch: BatchPostings) {
+        batch.sort_unstable();
+        batch.dedup();
+        let mut i = 0;
+        while let Some(&(p, t, _)) = batch.get(i) {
+            let chunks = self.map.entry((p, t)).or_default();
+            while let Some(&(p2, t2, session)) = batch.get(i) {
+                if (p2, t2) != (p, t) {
+                    break;
+                }
+                let (chunk, offset) = chunk_of(session);
+                let set = chunks.entry(chunk).or_insert_with(|| {
+                    self.chunks += 1;
+                    ChunkSet::default()
+                });
+                set.extend_iter(std::iter::once(offset));
+                i += 1;
+            }
+        }
+    }
+
+    /// The buffered chunks of one (project, trigram).
+    pub fn get(&self, project_id: u32, tri: Trigram) -> Option<&BTreeMap<u32, ChunkSet>> {
+        self.map.get(&(project_id, tri))
+    }
+
+    /// Every buffered chunk with its table key.
+    pub fn iter(&self) -> impl Iterator<Item = ([u8; 12], &ChunkSet)> {
+        self.map.iter().flat_map(|(&(p, t), chunks)| {
+            chunks
+                .iter()
+                .map(move |(&c, set)| (posting_key(p, t, c), set))
+        })
+    }
+
+    /// Number of buffered chunks.
+    pub fn len(&self) -> usize {
+        self.chunks
+    }
+
+    /// True when nothing is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.chunks == 0
+    }
+
+    /// Drops everything buffered.
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.chunks = 0;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     #[test]
     fn trigrams_are_unicode_and_lowercase() {
-        let mut s = BTreeSet::new();
-        trigrams(&normalize("ÄbÇ"), &mut s);
-        assert_eq!(s.len(), 1);
-        let t = s.iter().next().copied().unwrap_or_default();
-        assert_eq!(&t[..6], "äbç".as_bytes());
-        let mut s = BTreeSet::new();
-        trigrams("ab", &mut s);
-        assert!(s.is_empty());
+        let mut a = Vec::new();
+        trigrams(&normalize("ÄbÇd"), &mut a);
+        let mut b = Vec::new();
+        trigrams("äbçd", &mut b);
+        assert_eq!(a.len(), 2);
+        assert_eq!(a, b);
+        assert!(
+            a.iter().all(|t| t & 0x8000_0000 != 0),
+            "non-ASCII codes are hashed"
+        );
+        let mut c = Vec::new();
+        trigrams("abcd", &mut c);
+        assert_eq!(
+            c,
+            vec![(97 << 14) | (98 << 7) | 99, (98 << 14) | (99 << 7) | 100]
+        );
+        let mut d = Vec::new();
+        trigrams("ab", &mut d);
+        assert!(d.is_empty());
     }
 
     #[test]
-    fn chunk_sets_round_trip_in_both_encodings() {
+    fn buffer_merges_batches() {
+        let mut buf = PostingBuffer::default();
+        let mut batch = BatchPostings::new();
+        queue(&mut batch, 1, 5, &["Hello"]);
+        queue(&mut batch, 1, 4097, &["hello"]);
+        buf.merge(batch);
+        let code = (u32::from(b'h') << 14) | (u32::from(b'e') << 7) | u32::from(b'l');
+        let chunks = buf.get(1, code).cloned().unwrap_or_default();
+        assert_eq!(chunks.len(), 2);
+        assert!(chunks.get(&0).is_some_and(|s| s.contains(5)));
+        assert!(chunks.get(&1).is_some_and(|s| s.contains(1)));
+        assert_eq!(buf.len(), 3 * 2);
+        assert!(buf.get(2, code).is_none());
+    }
+
+    #[test]
+    fn chunk_sets_round_trip_and_switch_to_bitmaps() {
         for n in [0usize, 1, 10, 255, 256, 300, 4096] {
-            let set = ChunkSet((0..n).map(|i| (i * 4096 / n.max(1)) as u16).collect());
+            let offsets: BTreeSet<u16> = (0..n).map(|i| (i * 4096 / n.max(1)) as u16).collect();
+            let mut set = ChunkSet::default();
+            assert_eq!(set.extend_iter(offsets.iter().copied()), n > 0);
+            assert!(
+                !set.extend_iter(offsets.iter().copied()),
+                "n={n}: nothing new the second time"
+            );
+            assert_eq!(matches!(set, ChunkSet::Dense(_)), n >= 256, "n={n}");
             assert_eq!(ChunkSet::decode(&set.encode()), Some(set.clone()), "n={n}");
+            let listed: BTreeSet<u16> = set.sessions(0).into_iter().map(|s| s as u16).collect();
+            assert_eq!(listed, offsets);
+            assert!(offsets.iter().all(|&o| set.contains(o)));
         }
         assert_eq!(ChunkSet::decode(&[7, 1, 2]), None);
         assert_eq!(ChunkSet::decode(&[0, 1]), None);
+        assert_eq!(ChunkSet::decode(&[0, 2, 0, 1, 0]), None, "unsorted");
         assert_eq!(ChunkSet::decode(&[1, 0, 0]), None);
     }
 
@@ -201,7 +377,8 @@ mod tests {
     fn session_numbers_split_and_join() {
         let (c, o) = chunk_of(4096 * 3 + 17);
         assert_eq!((c, o), (3, 17));
-        let set = ChunkSet([o].into_iter().collect());
-        assert_eq!(set.sessions(c).collect::<Vec<_>>(), vec![4096 * 3 + 17]);
+        let mut set = ChunkSet::default();
+        set.extend_iter(std::iter::once(o));
+        assert_eq!(set.sessions(c), vec![4096 * 3 + 17]);
     }
 }
