@@ -6,7 +6,10 @@ use span_sessions::workload::{Workload, WorkloadConfig};
 use span_sessions::{Durability, SessionStore};
 
 fn main() {
-    let spans: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(300_000);
+    let spans: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(300_000);
     let durability = match std::env::args().nth(2).as_deref() {
         Some("sync") => Durability::Sync,
         Some("group") => Durability::GroupCommit,
@@ -24,12 +27,18 @@ fn main() {
     .take(spans / 1000)
     .collect();
     let dir = tempfile::tempdir().unwrap();
-    let store = SessionStore::options().durability(durability).open(dir.path()).unwrap();
+    let store = SessionStore::options()
+        .durability(durability)
+        .open(dir.path())
+        .unwrap();
     let t = Instant::now();
     let mut n = 0;
     for b in &batches {
         n += store.append(b).unwrap().accepted;
     }
     let el = t.elapsed();
-    println!("{n} spans in {el:?}: {:.0} spans/s", n as f64 / el.as_secs_f64());
+    println!(
+        "{n} spans in {el:?}: {:.0} spans/s",
+        n as f64 / el.as_secs_f64()
+    );
 }

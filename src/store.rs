@@ -217,7 +217,9 @@ impl SessionStore {
             &dir.join("log"),
             LogOptions {
                 segment_bytes: opts.segment_bytes,
-                max_frame_bytes: opts.max_span_bytes,
+                // Fixed, not `max_span_bytes`: lowering that option must not
+                // make frames written earlier unreadable.
+                max_frame_bytes: codec::MAX_DECODE_BYTES as u32,
             },
             applied,
         )?;

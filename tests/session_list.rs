@@ -140,7 +140,8 @@ fn model(turns: &[TurnSpec], project: u8) -> Vec<ModelSession> {
         let s = m.entry(t.session).or_default();
         s.id = format!("s{}", t.session);
         // The LLM child spans [start + 1, start + 2].
-        s.traces.push((t.start, (t.start + t.dur).max(t.start + 2), i));
+        s.traces
+            .push((t.start, (t.start + t.dur).max(t.start + 2), i));
         s.errors += u64::from(t.error);
         s.tokens += t.tokens;
         s.texts.push(t.input.clone());

@@ -1,122 +1,710 @@
-//! TEMPORARY in-memory stand-in for the span log (replaced by the real log).
-#![allow(dead_code, missing_docs)]
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+//! The append-only span log: the store's source of truth.
+//!
+//! Records are opaque payloads with a tag byte, framed with a checksum and
+//! appended to segment files in `dir`. A record's LSN is its global byte
+//! offset, so an index entry finds it by a binary search over segment bases.
+//! The layout and the recovery rules are in `docs/FORMAT.md`.
+//!
+//! Concurrency: one writer at a time (a mutex around the writer state);
+//! readers never take that mutex. They look segments up in a read-mostly list
+//! and only see bytes below a segment's published length, which the writer
+//! advances after the bytes are written, so a reader never sees a partial
+//! frame. Sealed segments are immutable and shared through `Arc<Mmap>`.
+//!
+//! Nothing above the storage layer uses this module yet, so outside of tests
+//! its items look unused; the allowance below goes away once the store calls
+//! the log.
 
+mod file;
+mod frame;
+mod recovery;
+mod segment;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
+
+use self::file::SegmentFile;
+use self::frame::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, encode_frame};
+use self::recovery::{create_segment, recover};
+pub(crate) use self::segment::FrameBuf;
+use self::segment::{Segment, Window};
 use crate::error::{Error, Result};
 
+/// Log sequence number: the global byte offset of a frame. Frame LSNs grow
+/// with every append and never repeat, even across segments.
 pub(crate) type Lsn = u64;
+
+/// A write buffer larger than this is flushed to the file before more frames
+/// are encoded, so a huge batch does not need a buffer of its own size.
+const WRITE_CHUNK: usize = 4 << 20;
+
+/// Size knobs of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct LogOptions {
+    /// A segment is sealed and a new one started once it has at least this
+    /// many bytes; bounds how much one retention step deletes and how large
+    /// one mapping is.
     pub segment_bytes: u64,
+    /// Largest payload accepted; also bounds what recovery and reads will
+    /// allocate for a frame whose length field is damaged.
     pub max_frame_bytes: u32,
 }
+
+impl Default for LogOptions {
+    /// 64 MiB segments, 16 MiB frames: segments large enough to make rolling
+    /// rare, frames far above any sane span.
+    fn default() -> Self {
+        LogOptions {
+            segment_bytes: 64 << 20,
+            max_frame_bytes: 16 << 20,
+        }
+    }
+}
+
+/// A frame to append: borrowed, so callers can encode into their own buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FrameRef<'a> {
+    /// Caller-defined record type (e.g. the codec's tag); stored and checked
+    /// with the payload.
     pub tag: u8,
+    /// The record bytes, opaque to the log.
     pub payload: &'a [u8],
 }
-pub(crate) struct FrameBuf {
-    tag: u8,
-    payload: Vec<u8>,
-}
-impl FrameBuf {
-    pub(crate) fn tag(&self) -> u8 {
-        self.tag
-    }
-    pub(crate) fn payload(&self) -> &[u8] {
-        &self.payload
-    }
-}
+
+/// What `Log::open` found and repaired, for the store to log or surface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RecoveryReport {
+    /// Bytes cut from the end of the last segment (torn or zero-filled tail,
+    /// or a segment whose creation was interrupted).
     pub truncated_bytes: u64,
+    /// Frames whose checksum was verified (those at or after `scan_from`).
     pub frames_scanned: u64,
+    /// Number of segment files after recovery.
     pub segments: usize,
+    /// End of the log after recovery (`Log::end`).
     pub end: Lsn,
 }
+
+/// A description of one segment, for retention, diagnostics and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SegmentInfo {
+    /// The segment file.
     pub path: PathBuf,
+    /// LSN of the file's first byte.
     pub base: Lsn,
+    /// Bytes of the file holding complete frames (and the header).
     pub len: u64,
+    /// True once the segment is full and read-only (mapped).
     pub sealed: bool,
 }
+
+/// State owned by the single writer.
+struct Writer {
+    /// The segment being appended to (also in the segment list).
+    active: Arc<Segment>,
+    /// Its file handle, for writing and syncing.
+    file: Arc<SegmentFile>,
+    /// Its length on disk (equal to its published length between appends).
+    len: u64,
+    /// Encoding buffer, reused across appends.
+    buf: Vec<u8>,
+}
+
+/// Group-commit state: what is durable and whether someone is syncing.
+struct SyncState {
+    /// Everything below this LSN is durable.
+    synced: Lsn,
+    /// A thread is inside `sync_data` right now; others wait for it.
+    syncing: bool,
+}
+
+/// What an append did before it published anything; enough to undo it.
+#[derive(Default)]
+struct Staged {
+    /// Segments filled and sealed during this append, with their final
+    /// lengths and their new mappings.
+    sealed: Vec<(Arc<Segment>, u64)>,
+    /// Mappings of `sealed`, in the same order.
+    maps: Vec<memmap2::Mmap>,
+    /// Segments created during this append, with their file handles.
+    created: Vec<(Arc<Segment>, Arc<SegmentFile>)>,
+}
+
+/// The result of writing an append, before it is published.
+struct Written {
+    /// LSN of each frame.
+    lsns: Vec<Lsn>,
+    /// The active segment after the append (a new one if it rolled).
+    active: Arc<Segment>,
+    /// Its file handle.
+    file: Arc<SegmentFile>,
+    /// Its length after the append.
+    len: u64,
+}
+
+/// The log: `Send + Sync`, every method takes `&self`.
 pub(crate) struct Log {
-    frames: Mutex<Vec<(Lsn, u8, Vec<u8>)>>,
+    /// The log directory.
+    dir: PathBuf,
+    /// Size limits.
+    opts: LogOptions,
+    /// LSN of the first frame.
+    start: Lsn,
+    /// All segments, oldest first; the last is the active one. Readers clone
+    /// an `Arc` out and drop the lock before reading.
+    segments: RwLock<Vec<Arc<Segment>>>,
+    /// The writer; held for the whole of an append.
+    writer: Mutex<Writer>,
+    /// Published end of the log: every frame below it is complete.
+    end: AtomicU64,
+    /// Mirror of `SyncState::synced`, readable without the lock.
+    synced: AtomicU64,
+    /// Group-commit state.
+    sync_state: Mutex<SyncState>,
+    /// Wakes threads waiting for an in-flight sync.
+    sync_done: Condvar,
+    /// Set by a failed write or fsync; refuses further appends and syncs.
+    poisoned: AtomicBool,
 }
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("dir", &self.dir)
+            .field("start", &self.start)
+            .field("end", &self.end())
+            .field("synced", &self.synced())
+            .field("poisoned", &self.is_poisoned())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Log {
+    /// Opens or creates the log in `dir`. Frames before `scan_from` are trusted
+    /// (a durable checkpoint covers them); frames from `scan_from` to the end
+    /// are CRC-checked. `scan_from` 0 means the first frame. Checks segment
+    /// headers and continuity of bases, and cuts a torn tail off the last
+    /// segment; corruption is reported without modifying any file.
+    pub(crate) fn open(
+        dir: &Path,
+        opts: LogOptions,
+        scan_from: Lsn,
+    ) -> Result<(Log, RecoveryReport)> {
+        let rec = recover(dir, &opts, scan_from)?;
+        let start = rec
+            .segments
+            .first()
+            .map_or(SEGMENT_HEADER_LEN, |s| s.base + SEGMENT_HEADER_LEN);
+        let active = rec
+            .segments
+            .last()
+            .cloned()
+            .ok_or_else(|| Error::invalid("log recovery returned no segment"))?;
+        let end = rec.report.end;
+        let log = Log {
+            dir: dir.to_path_buf(),
+            opts,
+            start,
+            segments: RwLock::new(rec.segments),
+            writer: Mutex::new(Writer {
+                active,
+                file: rec.active_file,
+                len: rec.active_len,
+                buf: Vec::new(),
+            }),
+            end: AtomicU64::new(end),
+            // Recovery synced the active segment; sealed ones were synced
+            // when they were sealed.
+            synced: AtomicU64::new(end),
+            sync_state: Mutex::new(SyncState {
+                synced: end,
+                syncing: false,
+            }),
+            sync_done: Condvar::new(),
+            poisoned: AtomicBool::new(false),
+        };
+        Ok((log, rec.report))
+    }
+
+    /// LSN just past the last frame (the next frame's LSN, modulo rolling).
+    pub(crate) fn end(&self) -> Lsn {
+        self.end.load(Ordering::Acquire)
+    }
+
+    /// LSN of the first frame (32 for a fresh log).
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "for retention, which drops old segments")
+    )]
+    pub(crate) fn start(&self) -> Lsn {
+        self.start
+    }
+
+    /// Everything below this LSN is known durable.
+    pub(crate) fn synced(&self) -> Lsn {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// True after a failed write or fsync: appends and syncs are refused until
+    /// the log is reopened (and recovered from what actually reached disk).
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Appends frames in order and returns each frame's LSN. The frames are
+    /// written to the OS (visible to `read`/`scan`) on return, not synced.
+    ///
+    /// All frames become visible together. If a write fails part-way, the
+    /// files are cut back to the previous end (best effort), the error is
+    /// returned and the log is poisoned. A payload larger than
+    /// `max_frame_bytes` is `Error::InvalidInput` and nothing is written.
+    pub(crate) fn append(&self, frames: &[FrameRef<'_>]) -> Result<Vec<Lsn>> {
+        if self.is_poisoned() {
+            return Err(Error::Poisoned);
+        }
+        let max = self.opts.max_frame_bytes;
+        let mut lens = Vec::with_capacity(frames.len());
+        for (i, f) in frames.iter().enumerate() {
+            match u32::try_from(f.payload.len()) {
+                Ok(n) if n <= max => lens.push(n),
+                _ => {
+                    return Err(Error::invalid(format!(
+                        "frame {i}: payload of {} bytes exceeds max_frame_bytes {max}",
+                        f.payload.len()
+                    )));
+                }
+            }
+        }
+        if frames.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut guard = self.writer.lock().map_err(|_| Error::Poisoned)?;
+        // Checked again under the lock: another append may have failed while
+        // this one waited.
+        if self.is_poisoned() {
+            return Err(Error::Poisoned);
+        }
+        let w = &mut *guard;
+        let mut buf = std::mem::take(&mut w.buf);
+        let mut staged = Staged::default();
+        let result = self.write_frames(w, frames, &lens, &mut buf, &mut staged);
+        buf.clear();
+        // Keep the buffer for the next append unless one huge frame grew it.
+        if buf.capacity() > WRITE_CHUNK.saturating_add(max as usize).saturating_add(9) {
+            buf = Vec::new();
+        }
+        w.buf = buf;
+        match result {
+            Ok(written) => Ok(self.publish(w, staged, written)),
+            Err(e) => {
+                self.roll_back(w, staged);
+                self.poisoned.store(true, Ordering::Release);
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes the frames, rolling segments as needed, without publishing
+    /// anything. Returns the LSNs and the new active segment and length.
+    fn write_frames(
+        &self,
+        w: &Writer,
+        frames: &[FrameRef<'_>],
+        lens: &[u32],
+        buf: &mut Vec<u8>,
+        staged: &mut Staged,
+    ) -> Result<Written> {
+        let mut seg = Arc::clone(&w.active);
+        let mut file = Arc::clone(&w.file);
+        let mut len = w.len;
+        // File offset where `buf` goes.
+        let mut buf_at = len;
+        let mut lsns = Vec::with_capacity(frames.len());
+        for (f, &n) in frames.iter().zip(lens) {
+            if len >= self.opts.segment_bytes && len > SEGMENT_HEADER_LEN {
+                // Roll: finish and sync the full segment, then start the next
+                // one right where it ends.
+                write_buf(&file, &seg, buf, buf_at)?;
+                buf.clear();
+                file.sync_data()
+                    .map_err(|e| io_err("syncing full segment", &seg.path, e))?;
+                let (next, next_file) = create_segment(&self.dir, seg.base + len)?;
+                let next = Arc::new(next);
+                staged
+                    .created
+                    .push((Arc::clone(&next), Arc::clone(&next_file)));
+                staged.sealed.push((seg, len));
+                seg = next;
+                file = next_file;
+                len = SEGMENT_HEADER_LEN;
+                buf_at = len;
+            }
+            lsns.push(seg.base + len);
+            encode_frame(buf, n, f.tag, f.payload);
+            len += FRAME_HEADER_LEN + u64::from(n);
+            if buf.len() >= WRITE_CHUNK {
+                write_buf(&file, &seg, buf, buf_at)?;
+                buf_at += buf.len() as u64;
+                buf.clear();
+            }
+        }
+        write_buf(&file, &seg, buf, buf_at)?;
+        // Sealed segments are final and synced: map them for readers.
+        for (s, final_len) in &staged.sealed {
+            let f = match &s.data {
+                segment::SegmentData::File(f) => f,
+                segment::SegmentData::Mapped(_) => continue,
+            };
+            let map = f
+                .map()
+                .map_err(|e| io_err("mapping sealed segment", &s.path, e))?;
+            if map.len() as u64 != *final_len {
+                return Err(s.corrupt(
+                    *final_len,
+                    format!(
+                        "sealed segment is {} bytes on disk, expected {final_len}",
+                        map.len()
+                    ),
+                ));
+            }
+            staged.maps.push(map);
+        }
+        Ok(Written {
+            lsns,
+            active: seg,
+            file,
+            len,
+        })
+    }
+
+    /// Makes a completed append visible: new segments first, then sealed
+    /// segments swapped for their mapped twins, then lengths, then the end.
+    /// Returns the frames' LSNs.
+    fn publish(&self, w: &mut Writer, staged: Staged, written: Written) -> Vec<Lsn> {
+        let Written {
+            lsns,
+            active,
+            file,
+            len,
+        } = written;
+        let rolled = !staged.sealed.is_empty();
+        let mut mapped = Vec::with_capacity(staged.sealed.len());
+        for ((s, final_len), map) in staged.sealed.into_iter().zip(staged.maps) {
+            // Readers still holding the file-backed Arc see the final length.
+            s.publish_len(final_len);
+            mapped.push(Arc::new(Segment::mapped(s.path.clone(), s.base, map)));
+        }
+        {
+            let mut list = self
+                .segments
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            list.extend(staged.created.into_iter().map(|(s, _)| s));
+            for m in mapped {
+                if let Some(slot) = list.iter_mut().rev().find(|s| s.base == m.base) {
+                    *slot = m;
+                }
+            }
+        }
+        active.publish_len(len);
+        let end = active.base + len;
+        w.active = active;
+        w.file = file;
+        w.len = len;
+        self.end.store(end, Ordering::Release);
+        if rolled {
+            // Sealing synced everything before the active segment. (Bumped
+            // after the end moved, so `synced() <= end()` at all times.)
+            let durable = w.active.base;
+            if let Ok(mut st) = self.sync_state.lock()
+                && st.synced < durable
+            {
+                st.synced = durable;
+                self.synced.store(durable, Ordering::Release);
+            }
+        }
+        lsns
+    }
+
+    /// Undoes an append that failed before publishing: removes the segments
+    /// it created, then cuts the previously active segment back. Best effort;
+    /// the log is poisoned anyway and recovery sorts out the rest on reopen.
+    fn roll_back(&self, w: &Writer, staged: Staged) {
+        drop(staged.maps);
+        // Remove new segments before truncating the old one, so a crash in
+        // between leaves a contiguous log (the old one still holds the synced
+        // frames the new one's base was computed from).
+        for (s, _) in staged.created.iter().rev() {
+            let _ = file::remove_file(&s.path);
+        }
+        if !staged.created.is_empty() {
+            let _ = file::sync_dir(&self.dir);
+        }
+        let _ = w.file.set_len(w.len);
+    }
+
+    /// Group commit: returns once every frame below `upto` is durable
+    /// (fdatasync). Concurrent callers share one fsync: one thread syncs with
+    /// the lock released while the others wait for it. A failed fsync poisons
+    /// the log; that call and every later append or sync return
+    /// `Error::Poisoned` (so the OS error itself is not reported). Nothing is
+    /// retried: after a failed fsync the kernel may already have dropped the
+    /// dirty pages, so only a reopen, which recovers from what is really on
+    /// disk, can restore the promise.
+    pub(crate) fn sync(&self, upto: Lsn) -> Result<()> {
+        if self.is_poisoned() {
+            return Err(Error::Poisoned);
+        }
+        let end = self.end();
+        if upto > end {
+            return Err(Error::invalid(format!(
+                "cannot sync up to LSN {upto}: the log ends at {end}"
+            )));
+        }
+        let mut st = self.sync_state.lock().map_err(|_| Error::Poisoned)?;
+        loop {
+            if self.is_poisoned() {
+                return Err(Error::Poisoned);
+            }
+            if st.synced >= upto {
+                return Ok(());
+            }
+            if st.syncing {
+                st = self.sync_done.wait(st).map_err(|_| Error::Poisoned)?;
+                continue;
+            }
+            st.syncing = true;
+            drop(st);
+            let outcome = self.sync_active();
+            st = self.sync_state.lock().map_err(|_| Error::Poisoned)?;
+            st.syncing = false;
+            match outcome {
+                Some(target) => {
+                    if target > st.synced {
+                        st.synced = target;
+                        self.synced.store(target, Ordering::Release);
+                    }
+                    self.sync_done.notify_all();
+                }
+                None => {
+                    self.poisoned.store(true, Ordering::Release);
+                    self.sync_done.notify_all();
+                    return Err(Error::Poisoned);
+                }
+            }
+        }
+    }
+
+    /// fdatasyncs the active segment; returns the LSN now durable, or `None`
+    /// if the fsync failed.
+    fn sync_active(&self) -> Option<Lsn> {
+        // Read the end before picking the segment: if a roll happens in
+        // between, the end lies in a segment that sealing already synced.
+        let target = self.end();
+        let last = self
+            .segments
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .last()
+            .cloned();
+        let Some(last) = last else {
+            return Some(target); // no segment, nothing to sync
+        };
+        match &last.data {
+            segment::SegmentData::File(f) => f.sync_data().ok().map(|()| target),
+            segment::SegmentData::Mapped(_) => Some(target),
+        }
+    }
+
+    /// Reads and CRC-checks the frame at `lsn`, which must be a frame
+    /// boundary returned by `append` or `scan`. Anything else is an error
+    /// (`InvalidInput` outside the log, usually `Corruption` inside it, since
+    /// a misaligned position cannot be told from damage).
+    pub(crate) fn read(&self, lsn: Lsn) -> Result<FrameBuf> {
+        let end = self.end();
+        if lsn < self.start || lsn >= end {
+            return Err(Error::invalid(format!(
+                "LSN {lsn} is outside the log [{}, {end})",
+                self.start
+            )));
+        }
+        let seg = self
+            .locate(lsn)
+            .ok_or_else(|| Error::invalid(format!("no segment holds LSN {lsn}")))?;
+        let (frame, _) = seg
+            .frame_at(lsn - seg.base, self.opts.max_frame_bytes, None)
+            .map_err(|e| match e {
+                Error::Corruption {
+                    segment,
+                    offset,
+                    reason,
+                } => Error::Corruption {
+                    segment,
+                    offset,
+                    reason: format!("{reason} (or LSN {lsn} is not a frame boundary)"),
+                },
+                other => other,
+            })?;
+        Ok(frame)
+    }
+
+    /// Iterates frames from `from` (a frame boundary, or 0 for the start) up
+    /// to `end()` as of this call, checking CRCs. Stops after the first error.
+    pub(crate) fn scan(&self, from: Lsn) -> LogScan<'_> {
+        let limit = self.end();
+        let mut scan = LogScan {
+            log: self,
+            next: if from == 0 { self.start } else { from },
+            limit,
+            seg: None,
+            win: Window::default(),
+            pending: None,
+            done: false,
+        };
+        if from != 0 && (from < self.start || from > limit) {
+            scan.pending = Some(Error::invalid(format!(
+                "scan from LSN {from} is outside the log [{}, {limit}]",
+                self.start
+            )));
+        }
+        scan
+    }
+
+    /// A snapshot of the segment list.
+    pub(crate) fn segments(&self) -> Vec<SegmentInfo> {
+        self.segment_list()
+            .iter()
+            .map(|s| SegmentInfo {
+                path: s.path.clone(),
+                base: s.base,
+                len: s.len(),
+                sealed: s.is_sealed(),
+            })
+            .collect()
+    }
+
+    /// A clone of the segment list. The list stays consistent even if a
+    /// thread panicked while holding the lock (each update is one replace or
+    /// push), so a poisoned lock is recovered rather than reported.
+    fn segment_list(&self) -> Vec<Arc<Segment>> {
+        self.segments
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The segment holding `lsn`: the last one whose base is `<= lsn`.
+    fn locate(&self, lsn: Lsn) -> Option<Arc<Segment>> {
+        let list = self.segments.read().unwrap_or_else(PoisonError::into_inner);
+        let idx = list.partition_point(|s| s.base <= lsn).checked_sub(1)?;
+        list.get(idx).cloned()
+    }
+}
+
+/// Writes `buf` (if any) at `at` in `file`.
+fn write_buf(file: &SegmentFile, seg: &Segment, buf: &[u8], at: u64) -> Result<()> {
+    if buf.is_empty() {
+        return Ok(());
+    }
+    file.write_all_at(buf, at)
+        .map_err(|e| io_err("appending to segment", &seg.path, e))
+}
+
+/// Builds an I/O error naming a segment.
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> Error {
+    Error::io(format!("{what} {}", path.display()), e)
+}
+
+/// Iterator over frames, returned by [`Log::scan`]. Holds at most one
+/// segment and one read-ahead buffer; frames of sealed segments are
+/// zero-copy.
 pub(crate) struct LogScan<'a> {
+    /// The log being scanned.
     log: &'a Log,
-    at: usize,
+    /// LSN of the next frame.
+    next: Lsn,
+    /// `end()` when the scan started; frames appended later are not visited.
+    limit: Lsn,
+    /// The segment `next` is in, cached to avoid the list lock per frame.
+    seg: Option<Arc<Segment>>,
+    /// Read-ahead buffer for the active segment.
+    win: Window,
+    /// An error to yield first (a bad `from`).
+    pending: Option<Error>,
+    /// Set after an error or the end.
+    done: bool,
 }
+
+impl LogScan<'_> {
+    /// Finds the next frame, or `None` at the limit.
+    fn step(&mut self) -> Result<Option<(Lsn, FrameBuf)>> {
+        loop {
+            if self.next >= self.limit {
+                return Ok(None);
+            }
+            let next = self.next;
+            let seg = match &self.seg {
+                Some(s) if s.base <= next && next - s.base < s.len() => Arc::clone(s),
+                _ => {
+                    let s = self
+                        .log
+                        .locate(next)
+                        .ok_or_else(|| Error::invalid(format!("no segment holds LSN {next}")))?;
+                    if s.base != self.seg.as_ref().map_or(u64::MAX, |c| c.base) {
+                        self.win = Window::default();
+                    }
+                    self.seg = Some(Arc::clone(&s));
+                    s
+                }
+            };
+            let off = next - seg.base;
+            if off == 0 {
+                // The end of the previous segment: skip this one's header.
+                self.next = seg.base + SEGMENT_HEADER_LEN;
+                continue;
+            }
+            if off < SEGMENT_HEADER_LEN || off >= seg.len() {
+                return Err(Error::invalid(format!(
+                    "LSN {next} is not a frame position in {}",
+                    seg.path.display()
+                )));
+            }
+            let win = match seg.data {
+                segment::SegmentData::File(_) => Some(&mut self.win),
+                segment::SegmentData::Mapped(_) => None,
+            };
+            let (frame, total) = seg.frame_at(off, self.log.opts.max_frame_bytes, win)?;
+            self.next = next + total;
+            return Ok(Some((next, frame)));
+        }
+    }
+}
+
 impl Iterator for LogScan<'_> {
     type Item = Result<(Lsn, FrameBuf)>;
+
     fn next(&mut self) -> Option<Self::Item> {
-        let f = self.log.frames.lock().ok()?;
-        let (lsn, tag, p) = f.get(self.at)?.clone();
-        self.at += 1;
-        Some(Ok((lsn, FrameBuf { tag, payload: p })))
-    }
-}
-impl Log {
-    pub(crate) fn open(_dir: &Path, _o: LogOptions, _from: Lsn) -> Result<(Log, RecoveryReport)> {
-        Ok((
-            Log {
-                frames: Mutex::new(Vec::new()),
-            },
-            RecoveryReport {
-                truncated_bytes: 0,
-                frames_scanned: 0,
-                segments: 1,
-                end: 32,
-            },
-        ))
-    }
-    pub(crate) fn end(&self) -> Lsn {
-        self.frames
-            .lock()
-            .ok()
-            .and_then(|f| f.last().map(|(l, _, p)| l + 9 + p.len() as u64))
-            .unwrap_or(32)
-    }
-    pub(crate) fn start(&self) -> Lsn {
-        32
-    }
-    pub(crate) fn append(&self, frames: &[FrameRef<'_>]) -> Result<Vec<Lsn>> {
-        let mut end = self.end();
-        let mut f = self.frames.lock().map_err(|_| Error::Poisoned)?;
-        let mut out = vec![];
-        for fr in frames {
-            f.push((end, fr.tag, fr.payload.to_vec()));
-            out.push(end);
-            end += 9 + fr.payload.len() as u64;
+        if self.done {
+            return None;
         }
-        Ok(out)
-    }
-    pub(crate) fn sync(&self, _upto: Lsn) -> Result<()> {
-        Ok(())
-    }
-    pub(crate) fn synced(&self) -> Lsn {
-        self.end()
-    }
-    pub(crate) fn read(&self, lsn: Lsn) -> Result<FrameBuf> {
-        let f = self.frames.lock().map_err(|_| Error::Poisoned)?;
-        f.iter()
-            .find(|x| x.0 == lsn)
-            .map(|(_, t, p)| FrameBuf {
-                tag: *t,
-                payload: p.clone(),
-            })
-            .ok_or_else(|| Error::invalid("no frame"))
-    }
-    pub(crate) fn scan(&self, from: Lsn) -> LogScan<'_> {
-        let at = self
-            .frames
-            .lock()
-            .map(|f| f.iter().position(|x| x.0 >= from).unwrap_or(f.len()))
-            .unwrap_or(0);
-        LogScan { log: self, at }
-    }
-    pub(crate) fn segments(&self) -> Vec<SegmentInfo> {
-        vec![]
-    }
-    pub(crate) fn is_poisoned(&self) -> bool {
-        false
+        if let Some(e) = self.pending.take() {
+            self.done = true;
+            return Some(Err(e));
+        }
+        match self.step() {
+            Ok(Some(item)) => Some(Ok(item)),
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
     }
 }

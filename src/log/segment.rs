@@ -1,0 +1,318 @@
+//! One segment file as the readers see it, and frames read back from it.
+//!
+//! A segment is either sealed (length final, read through a shared read-only
+//! mmap, frames handed out zero-copy) or active (still growing, read with
+//! positional reads, frames copied out). Its published length only ever covers
+//! complete frames, which is what lets readers run next to the writer.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use memmap2::Mmap;
+
+use super::Lsn;
+use super::file::SegmentFile;
+use super::frame::{FRAME_HEADER_LEN, FrameHeader, SEGMENT_HEADER_LEN, frame_crc};
+use crate::error::{Error, Result};
+
+/// How many bytes a [`Window`] reads at once from an active segment: large
+/// enough that scanning small frames costs one syscall per many frames.
+const WINDOW_CHUNK: u64 = 1 << 20;
+
+/// Where a segment's bytes come from.
+#[derive(Debug)]
+pub(super) enum SegmentData {
+    /// Sealed: mapped once, shared by every frame read from it.
+    Mapped(Arc<Mmap>),
+    /// Active (or sealed but not yet swapped for its mapped twin in the
+    /// segment list): positional reads on the shared file handle.
+    File(Arc<SegmentFile>),
+}
+
+/// A segment file: its place in the LSN space and how to read it.
+#[derive(Debug)]
+pub(super) struct Segment {
+    /// Path, for error messages and `Log::segments`.
+    pub(super) path: PathBuf,
+    /// LSN of the segment's first byte (its header).
+    pub(super) base: Lsn,
+    /// Bytes of the file that readers may look at: the header plus complete
+    /// frames. Stored by the writer only after the bytes are written.
+    len: AtomicU64,
+    /// The bytes.
+    pub(super) data: SegmentData,
+}
+
+impl Segment {
+    /// A sealed segment over its mapping; its length is the mapping's length.
+    pub(super) fn mapped(path: PathBuf, base: Lsn, map: Mmap) -> Segment {
+        let len = map.len() as u64;
+        Segment {
+            path,
+            base,
+            len: AtomicU64::new(len),
+            data: SegmentData::Mapped(Arc::new(map)),
+        }
+    }
+
+    /// A segment read through its file, with `len` bytes published so far.
+    pub(super) fn file(path: PathBuf, base: Lsn, file: Arc<SegmentFile>, len: u64) -> Segment {
+        Segment {
+            path,
+            base,
+            len: AtomicU64::new(len),
+            data: SegmentData::File(file),
+        }
+    }
+
+    /// Published length: every byte below it belongs to a complete frame.
+    pub(super) fn len(&self) -> u64 {
+        self.len.load(Ordering::Acquire)
+    }
+
+    /// Makes bytes up to `len` visible to readers. Called by the writer only
+    /// after those bytes have been written.
+    pub(super) fn publish_len(&self, len: u64) {
+        self.len.store(len, Ordering::Release);
+    }
+
+    /// Sealed segments are the mapped ones.
+    pub(super) fn is_sealed(&self) -> bool {
+        matches!(self.data, SegmentData::Mapped(_))
+    }
+
+    /// A corruption error naming this segment.
+    pub(super) fn corrupt(&self, offset: u64, reason: impl Into<String>) -> Error {
+        corruption(&self.path, offset, reason)
+    }
+
+    /// Reads and checks the frame at byte `off` of this segment. Returns the
+    /// frame and its total size (header plus payload). `win`, when given, is a
+    /// read-ahead buffer reused across calls (sequential scans of the active
+    /// segment); without it an active-segment read costs two positional reads.
+    pub(super) fn frame_at(
+        &self,
+        off: u64,
+        max_frame_bytes: u32,
+        win: Option<&mut Window>,
+    ) -> Result<(FrameBuf, u64)> {
+        let seg_len = self.len();
+        if off < SEGMENT_HEADER_LEN || off >= seg_len {
+            return Err(Error::invalid(format!(
+                "offset {off} is not a frame position in {} ({seg_len} bytes)",
+                self.path.display()
+            )));
+        }
+        if seg_len - off < FRAME_HEADER_LEN {
+            return Err(self.corrupt(off, "frame header runs past the end of the segment"));
+        }
+        match &self.data {
+            SegmentData::Mapped(map) => {
+                let start = to_usize(off)?;
+                let h = map
+                    .get(start..)
+                    .and_then(FrameHeader::parse)
+                    .ok_or_else(|| self.corrupt(off, "frame header runs past the end"))?;
+                let total = self.check_len(&h, off, seg_len, max_frame_bytes)?;
+                let p_start = start + 9;
+                let p_end = start + to_usize(total)?;
+                let payload = map
+                    .get(p_start..p_end)
+                    .ok_or_else(|| self.corrupt(off, "frame runs past the end"))?;
+                self.check_crc(&h, payload, off)?;
+                Ok((
+                    FrameBuf {
+                        tag: h.tag,
+                        data: FrameData::Mapped {
+                            map: Arc::clone(map),
+                            start: p_start,
+                            end: p_end,
+                        },
+                    },
+                    total,
+                ))
+            }
+            SegmentData::File(file) => match win {
+                Some(win) => {
+                    let h = FrameHeader::parse(win.get(file, &self.path, off, 9, seg_len)?)
+                        .ok_or_else(|| self.corrupt(off, "short frame header"))?;
+                    let total = self.check_len(&h, off, seg_len, max_frame_bytes)?;
+                    let bytes = win.get(file, &self.path, off, total, seg_len)?;
+                    let payload = bytes.get(9..).unwrap_or_default();
+                    self.check_crc(&h, payload, off)?;
+                    Ok((FrameBuf::owned(h.tag, payload.to_vec()), total))
+                }
+                None => {
+                    let mut hb = [0u8; 9];
+                    file.read_exact_at(&mut hb, off)
+                        .map_err(|e| self.read_error(off, e))?;
+                    let h = FrameHeader::parse(&hb)
+                        .ok_or_else(|| self.corrupt(off, "short frame header"))?;
+                    let total = self.check_len(&h, off, seg_len, max_frame_bytes)?;
+                    // Both bounds checked above, so this allocation is at most
+                    // max_frame_bytes and within the file.
+                    let mut payload = vec![0u8; to_usize(u64::from(h.len))?];
+                    file.read_exact_at(&mut payload, off + FRAME_HEADER_LEN)
+                        .map_err(|e| self.read_error(off, e))?;
+                    self.check_crc(&h, &payload, off)?;
+                    Ok((FrameBuf::owned(h.tag, payload), total))
+                }
+            },
+        }
+    }
+
+    /// Checks the length field before anything is allocated or sliced.
+    fn check_len(&self, h: &FrameHeader, off: u64, seg_len: u64, max: u32) -> Result<u64> {
+        if h.len > max {
+            return Err(self.corrupt(
+                off,
+                format!("frame length {} exceeds max_frame_bytes {max}", h.len),
+            ));
+        }
+        let total = h.frame_len();
+        if total > seg_len - off {
+            return Err(self.corrupt(
+                off,
+                format!(
+                    "frame of {total} bytes runs past the end of the segment ({} bytes left)",
+                    seg_len - off
+                ),
+            ));
+        }
+        Ok(total)
+    }
+
+    /// Verifies the checksum of a frame whose payload is in hand.
+    fn check_crc(&self, h: &FrameHeader, payload: &[u8], off: u64) -> Result<()> {
+        let crc = frame_crc(h.len, h.tag, payload);
+        if crc == h.crc {
+            Ok(())
+        } else {
+            Err(self.corrupt(
+                off,
+                format!(
+                    "frame checksum mismatch (stored {:#010x}, computed {crc:#010x})",
+                    h.crc
+                ),
+            ))
+        }
+    }
+
+    /// An I/O error while reading this segment.
+    fn read_error(&self, off: u64, e: std::io::Error) -> Error {
+        Error::io(
+            format!("reading {} at offset {off}", self.path.display()),
+            e,
+        )
+    }
+}
+
+/// Builds `Error::Corruption` for a segment file.
+pub(super) fn corruption(path: &Path, offset: u64, reason: impl Into<String>) -> Error {
+    Error::Corruption {
+        segment: path.to_path_buf(),
+        offset,
+        reason: reason.into(),
+    }
+}
+
+/// Converts a file offset to a slice index; only fails on targets where
+/// `usize` is narrower than the file, which we report instead of truncating.
+pub(super) fn to_usize(v: u64) -> Result<usize> {
+    usize::try_from(v).map_err(|_| Error::invalid(format!("offset {v} does not fit in memory")))
+}
+
+/// A read-ahead buffer over an active segment, so that sequential scans read
+/// the file in large chunks instead of two syscalls per frame.
+#[derive(Debug, Default)]
+pub(super) struct Window {
+    /// File offset of `buf[0]`.
+    start: u64,
+    /// Cached bytes.
+    buf: Vec<u8>,
+}
+
+impl Window {
+    /// Returns bytes `[off, off + n)` of `file`. The caller guarantees
+    /// `off + n <= limit` where `limit` is a length known to be on disk, and
+    /// that `n` was bounds-checked (it is at most a frame, or a chunk).
+    pub(super) fn get(
+        &mut self,
+        file: &SegmentFile,
+        path: &Path,
+        off: u64,
+        n: u64,
+        limit: u64,
+    ) -> Result<&[u8]> {
+        let have_end = self.start + self.buf.len() as u64;
+        if off < self.start || off + n > have_end {
+            let want = n.max(WINDOW_CHUNK).min(limit.saturating_sub(off));
+            if want < n {
+                return Err(corruption(path, off, "read past the end of the segment"));
+            }
+            self.buf.clear();
+            self.buf.resize(to_usize(want)?, 0);
+            file.read_exact_at(&mut self.buf, off)
+                .map_err(|e| Error::io(format!("reading {} at offset {off}", path.display()), e))?;
+            self.start = off;
+        }
+        let s = to_usize(off - self.start)?;
+        let e = s + to_usize(n)?;
+        self.buf
+            .get(s..e)
+            .ok_or_else(|| corruption(path, off, "read past the end of the buffered window"))
+    }
+}
+
+/// A frame read back from the log.
+///
+/// Zero-copy over the mapping for sealed segments (it keeps the mapping
+/// alive, even if the segment is later deleted), owned for the active one.
+#[derive(Debug, Clone)]
+pub(crate) struct FrameBuf {
+    /// The frame's tag byte.
+    tag: u8,
+    /// Where the payload lives.
+    data: FrameData,
+}
+
+/// Storage behind a [`FrameBuf`].
+#[derive(Debug, Clone)]
+enum FrameData {
+    /// A range of a sealed segment's mapping (bounds checked on creation).
+    Mapped {
+        /// The mapping, kept alive by this frame.
+        map: Arc<Mmap>,
+        /// Payload start in the mapping.
+        start: usize,
+        /// Payload end in the mapping.
+        end: usize,
+    },
+    /// A copy, for frames of the active segment.
+    Owned(Vec<u8>),
+}
+
+impl FrameBuf {
+    /// An owned frame.
+    fn owned(tag: u8, payload: Vec<u8>) -> FrameBuf {
+        FrameBuf {
+            tag,
+            data: FrameData::Owned(payload),
+        }
+    }
+
+    /// The caller-defined record type stored with the payload.
+    pub(crate) fn tag(&self) -> u8 {
+        self.tag
+    }
+
+    /// The payload bytes, as appended.
+    pub(crate) fn payload(&self) -> &[u8] {
+        match &self.data {
+            // The range was checked against the mapping when the frame was read.
+            FrameData::Mapped { map, start, end } => map.get(*start..*end).unwrap_or_default(),
+            FrameData::Owned(v) => v,
+        }
+    }
+}

@@ -1,0 +1,994 @@
+//! Behaviour tests of the log: round trips, recovery, concurrency.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+
+use super::*;
+
+/// Tests return errors instead of panicking (the crate denies unwrap).
+type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+/// Small segments so a few hundred bytes already roll.
+fn small() -> LogOptions {
+    LogOptions {
+        segment_bytes: 256,
+        max_frame_bytes: 4096,
+    }
+}
+
+/// One big segment, so recovery tests work on the last (active) segment.
+fn single() -> LogOptions {
+    LogOptions {
+        segment_bytes: 1 << 30,
+        max_frame_bytes: 4096,
+    }
+}
+
+/// A deterministic, non-zero, self-describing payload for record `i`: its
+/// first 4 bytes are `i`, the rest a pattern derived from `i`.
+fn payload(i: u32) -> Vec<u8> {
+    let n = 4 + (i as usize * 37) % 120;
+    let mut v = i.to_le_bytes().to_vec();
+    v.extend((4..n).map(|k| (k as u32 * 31 + i * 7) as u8 | 1));
+    v
+}
+
+/// The tag stored with record `i`.
+fn tag(i: u32) -> u8 {
+    (i % 250) as u8 + 1
+}
+
+/// Checks that a frame is record `i`, as written.
+fn is_record(f: &FrameBuf, i: u32) -> bool {
+    f.tag() == tag(i) && f.payload() == payload(i).as_slice()
+}
+
+/// Appends records `from..to` in batches of varying size; returns their LSNs.
+fn append_records(log: &Log, from: u32, to: u32) -> Result<Vec<Lsn>> {
+    let mut lsns = Vec::new();
+    let mut i = from;
+    let mut batch = 1;
+    while i < to {
+        let hi = (i + batch).min(to);
+        let payloads: Vec<Vec<u8>> = (i..hi).map(payload).collect();
+        let frames: Vec<FrameRef<'_>> = (i..hi)
+            .zip(&payloads)
+            .map(|(j, p)| FrameRef {
+                tag: tag(j),
+                payload: p,
+            })
+            .collect();
+        lsns.extend(log.append(&frames)?);
+        i = hi;
+        batch = batch % 7 + 1;
+    }
+    Ok(lsns)
+}
+
+/// Collects a full scan, failing on the first error.
+fn scan_all(log: &Log, from: Lsn) -> Result<Vec<(Lsn, FrameBuf)>> {
+    log.scan(from).collect()
+}
+
+/// Copies every file of `src` into a new temporary directory.
+fn copy_dir(src: &Path) -> std::io::Result<tempfile::TempDir> {
+    let dst = tempfile::tempdir()?;
+    for e in fs::read_dir(src)? {
+        let e = e?;
+        fs::copy(e.path(), dst.path().join(e.file_name()))?;
+    }
+    Ok(dst)
+}
+
+/// The segment holding `lsn`, from a `segments()` snapshot.
+fn seg_of(segs: &[SegmentInfo], lsn: Lsn) -> Option<&SegmentInfo> {
+    segs.iter().rev().find(|s| s.base <= lsn)
+}
+
+/// Flips one bit of a file.
+fn flip_bit(path: &Path, offset: u64, bit: u8) -> std::io::Result<()> {
+    let mut bytes = fs::read(path)?;
+    if let Some(b) = bytes.get_mut(offset as usize) {
+        *b ^= 1 << bit;
+    }
+    fs::write(path, bytes)
+}
+
+/// Expects `Error::Corruption` naming `segment` and `offset`.
+fn expect_corruption<T>(r: Result<T>, segment: &Path, offset: u64) -> TestResult {
+    match r {
+        Err(Error::Corruption {
+            segment: s,
+            offset: o,
+            ..
+        }) if s == segment && o == offset => Ok(()),
+        Err(e) => Err(format!(
+            "expected corruption in {} at {offset}, got {e}",
+            segment.display()
+        )
+        .into()),
+        Ok(_) => Err(format!(
+            "expected corruption in {} at {offset}, got success",
+            segment.display()
+        )
+        .into()),
+    }
+}
+
+/// A log in `dir` holding records `0..n`, closed again; returns the LSNs.
+fn build(dir: &Path, opts: LogOptions, n: u32) -> Result<Vec<Lsn>> {
+    let (log, _) = Log::open(dir, opts, 0)?;
+    let lsns = append_records(&log, 0, n)?;
+    log.sync(log.end())?;
+    Ok(lsns)
+}
+
+#[test]
+fn log_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Log>();
+    check::<FrameBuf>();
+}
+
+#[test]
+fn fresh_log_starts_at_32() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (log, report) = Log::open(&dir.path().join("log"), small(), 0)?;
+    assert_eq!(
+        report,
+        RecoveryReport {
+            truncated_bytes: 0,
+            frames_scanned: 0,
+            segments: 1,
+            end: 32
+        }
+    );
+    assert_eq!((log.start(), log.end(), log.synced()), (32, 32, 32));
+    assert_eq!(scan_all(&log, 0)?.len(), 0);
+    assert_eq!(log.append(&[])?, Vec::<Lsn>::new());
+    let segs = log.segments();
+    assert_eq!(segs.len(), 1);
+    assert_eq!(
+        segs.first()
+            .map(|s| s.path.file_name().map(|n| n.to_owned())),
+        Some(Some("00000000000000000000.seg".into()))
+    );
+    Ok(())
+}
+
+#[test]
+fn round_trip_across_rolls_and_reopen() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("log");
+    let (log, _) = Log::open(&dir, small(), 0)?;
+    let mut lsns = append_records(&log, 0, 100)?;
+    assert_eq!(lsns.first(), Some(&32));
+    check_log(&log, &lsns)?;
+    let segs = log.segments();
+    assert!(segs.len() > 5, "expected several rolls, got {}", segs.len());
+    let end = log.end();
+    drop(log);
+
+    let (log, report) = Log::open(&dir, small(), 0)?;
+    assert_eq!(report.end, end);
+    assert_eq!(report.truncated_bytes, 0);
+    assert_eq!(report.frames_scanned, 100);
+    assert_eq!(report.segments, segs.len());
+    assert_eq!(log.end(), end);
+    let more = append_records(&log, 100, 150)?;
+    // Continuity: the next frame sits at the old end, or just past the next
+    // segment's header if the full segment rolled first.
+    let first_new = more.first().copied().unwrap_or(0);
+    assert!(
+        first_new == end || first_new == end + 32,
+        "{first_new} vs {end}"
+    );
+    lsns.extend(more);
+    check_log(&log, &lsns)?;
+    drop(log);
+
+    let (log, report) = Log::open(&dir, small(), 0)?;
+    assert_eq!(report.frames_scanned, 150);
+    check_log(&log, &lsns)?;
+    Ok(())
+}
+
+/// Checks every invariant a healthy log holding records `0..lsns.len()` has.
+fn check_log(log: &Log, lsns: &[Lsn]) -> TestResult {
+    for w in lsns.windows(2) {
+        if let [a, b] = w {
+            assert!(a < b);
+        }
+    }
+    for (i, &lsn) in lsns.iter().enumerate() {
+        let f = log.read(lsn)?;
+        assert!(is_record(&f, i as u32), "record {i} at {lsn}");
+    }
+    let scanned = scan_all(log, 0)?;
+    assert_eq!(scanned.len(), lsns.len());
+    for (i, ((lsn, f), want)) in scanned.iter().zip(lsns).enumerate() {
+        assert_eq!(lsn, want);
+        assert!(is_record(f, i as u32));
+    }
+    // Segments are contiguous, all but the last sealed, and no frame spans two.
+    let segs = log.segments();
+    for w in segs.windows(2) {
+        if let [a, b] = w {
+            assert_eq!(a.base + a.len, b.base);
+            assert!(a.sealed);
+        }
+    }
+    let last = segs.last().ok_or("no segments")?;
+    assert!(!last.sealed);
+    assert_eq!(last.base + last.len, log.end());
+    for (i, &lsn) in lsns.iter().enumerate() {
+        let s = seg_of(&segs, lsn).ok_or("lsn outside segments")?;
+        assert!(lsn + 9 + payload(i as u32).len() as u64 <= s.base + s.len);
+        assert!(lsn >= s.base + 32);
+    }
+    // Scanning from the middle starts at that frame.
+    if let Some(&mid) = lsns.get(lsns.len() / 2) {
+        let tail = scan_all(log, mid)?;
+        assert_eq!(tail.len(), lsns.len() - lsns.len() / 2);
+        assert_eq!(tail.first().map(|(l, _)| *l), Some(mid));
+    }
+    Ok(())
+}
+
+#[test]
+fn oversize_frame_goes_alone_and_too_large_is_refused() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let (log, _) = Log::open(tmp.path(), small(), 0)?;
+    let big = vec![7u8; 1000]; // larger than a 256-byte segment
+    let two = |log: &Log| {
+        log.append(&[
+            FrameRef {
+                tag: 1,
+                payload: &big,
+            },
+            FrameRef {
+                tag: 2,
+                payload: b"after",
+            },
+        ])
+    };
+    // First in a segment: the big frame is written whole and alone, and the
+    // next frame starts a new segment.
+    let lsns = two(&log)?;
+    let segs = log.segments();
+    let a = seg_of(&segs, lsns[0]).ok_or("no seg")?;
+    let b = seg_of(&segs, lsns[1]).ok_or("no seg")?;
+    assert_eq!((lsns[0], a.base), (32, 0));
+    assert_eq!(a.len, 32 + 9 + 1000);
+    assert_eq!(b.base, a.base + a.len);
+    assert_eq!(log.read(lsns[0])?.payload(), big.as_slice());
+    // Behind smaller frames in a segment that is not yet full, it joins them
+    // (the roll rule only looks at the length before each frame), and again
+    // the frame after it rolls.
+    let lsns = two(&log)?;
+    let segs = log.segments();
+    let a = seg_of(&segs, lsns[0]).ok_or("no seg")?;
+    let b = seg_of(&segs, lsns[1]).ok_or("no seg")?;
+    assert_eq!(lsns[0], a.base + 32 + 9 + 5);
+    assert_eq!(b.base, a.base + a.len);
+    assert_eq!(log.read(lsns[0])?.payload(), big.as_slice());
+
+    // Too large: refused, nothing written, log still usable.
+    let end = log.end();
+    let huge = vec![1u8; 4097];
+    let r = log.append(&[
+        FrameRef {
+            tag: 1,
+            payload: b"ok",
+        },
+        FrameRef {
+            tag: 1,
+            payload: &huge,
+        },
+    ]);
+    assert!(matches!(r, Err(Error::InvalidInput { .. })));
+    assert_eq!(log.end(), end);
+    assert!(!log.is_poisoned());
+    assert_eq!(
+        log.append(&[FrameRef {
+            tag: 3,
+            payload: &[]
+        }])?
+        .len(),
+        1
+    );
+    // An empty payload round-trips.
+    let last = scan_all(&log, 0)?.pop().ok_or("empty")?;
+    assert_eq!((last.1.tag(), last.1.payload()), (3, &[][..]));
+    Ok(())
+}
+
+#[test]
+fn bad_positions_are_errors_not_panics() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let (log, _) = Log::open(tmp.path(), small(), 0)?;
+    let lsns = append_records(&log, 0, 40)?;
+    let end = log.end();
+    for lsn in [0, 1, 31, end, end + 1, u64::MAX] {
+        assert!(log.read(lsn).is_err(), "read({lsn})");
+    }
+    // Misaligned positions inside frames, including inside later headers.
+    for &l in &lsns {
+        for d in [1, 4, 8, 9] {
+            let _ = log.read(l + d); // may be Err; must not panic
+        }
+    }
+    for &b in log.segments().iter().map(|s| &s.base).skip(1) {
+        assert!(log.read(b).is_err());
+        assert!(log.read(b + 5).is_err());
+    }
+    assert!(scan_all(&log, end + 1).is_err());
+    assert!(scan_all(&log, 5).is_err());
+    assert_eq!(scan_all(&log, end)?.len(), 0);
+    assert!(log.sync(end + 1).is_err());
+    let mut s = log.scan(lsns[1] + 3);
+    assert!(matches!(s.next(), Some(Err(_))));
+    assert!(s.next().is_none(), "a scan stops after an error");
+    Ok(())
+}
+
+/// Cuts the last segment of a copy of `dir` at `cut` and checks recovery.
+fn check_cut(dir: &Path, opts: LogOptions, lsns: &[Lsn], last_seg: &Path, cut: u64) -> TestResult {
+    let copy = copy_dir(dir)?;
+    let seg = copy.path().join(last_seg.file_name().ok_or("no name")?);
+    let f = fs::OpenOptions::new().write(true).open(&seg)?;
+    let full = f.metadata()?.len();
+    f.set_len(cut)?;
+    drop(f);
+    let base = lsns
+        .iter()
+        .zip(0u32..)
+        .map(|(&l, i)| (l, l + 9 + payload(i).len() as u64))
+        .collect::<Vec<_>>();
+    let seg_base: Lsn = last_seg
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.parse().ok())
+        .ok_or("bad name")?;
+    // Records that survive: those ending at or before the cut.
+    let keep = base
+        .iter()
+        .take_while(|(_, e)| *e <= seg_base + cut)
+        .count();
+    let expect_end = base
+        .get(keep.wrapping_sub(1))
+        .map_or(seg_base + 32, |(_, e)| *e)
+        .max(seg_base + 32);
+    // A cut inside the header is an interrupted segment creation: the whole
+    // stub is discarded and a fresh header written.
+    let expect_truncated = if cut < 32 {
+        cut
+    } else {
+        seg_base + cut - expect_end
+    };
+    let (log, report) = Log::open(copy.path(), opts, 0)?;
+    assert_eq!(report.end, expect_end, "cut {cut} of {full}");
+    assert_eq!(log.end(), expect_end);
+    assert_eq!(report.truncated_bytes, expect_truncated, "cut {cut}");
+    let got = scan_all(&log, 0)?;
+    assert_eq!(got.len(), keep, "cut {cut}");
+    for (i, (_, f)) in got.iter().enumerate() {
+        assert!(is_record(f, i as u32));
+    }
+    // Appending after recovery works and survives a reopen.
+    let p = payload(9999);
+    let l = log.append(&[FrameRef {
+        tag: 42,
+        payload: &p,
+    }])?;
+    assert_eq!(l.first().copied(), Some(expect_end));
+    log.sync(log.end())?;
+    drop(log);
+    let (log, report) = Log::open(copy.path(), opts, 0)?;
+    assert_eq!(report.truncated_bytes, 0);
+    let got = scan_all(&log, 0)?;
+    assert_eq!(got.len(), keep + 1);
+    let (last_lsn, last) = got.last().ok_or("empty")?;
+    assert_eq!(
+        (*last_lsn, last.tag(), last.payload()),
+        (expect_end, 42, p.as_slice())
+    );
+    Ok(())
+}
+
+#[test]
+fn torn_tail_at_every_cut_point_single_segment() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let lsns = build(tmp.path(), single(), 12)?;
+    let seg = tmp.path().join("00000000000000000000.seg");
+    let len = fs::metadata(&seg)?.len();
+    let from = lsns[lsns.len() - 2];
+    for cut in from..=len {
+        check_cut(tmp.path(), single(), &lsns, &seg, cut)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn torn_tail_at_every_cut_point_after_rolls() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let opts = LogOptions {
+        segment_bytes: 600,
+        max_frame_bytes: 4096,
+    };
+    // Pick a record count whose last two frames share the last segment.
+    let (log, _) = Log::open(tmp.path(), opts, 0)?;
+    let mut lsns = append_records(&log, 0, 30)?;
+    let mut i = 30;
+    loop {
+        let segs = log.segments();
+        let last = segs.last().ok_or("no segments")?;
+        if segs.len() > 2 && lsns.len() >= 2 && lsns[lsns.len() - 2] > last.base {
+            break;
+        }
+        lsns.extend(append_records(&log, i, i + 1)?);
+        i += 1;
+    }
+    log.sync(log.end())?;
+    let last = log.segments().last().cloned().ok_or("none")?;
+    drop(log);
+    for cut in (lsns[lsns.len() - 2] - last.base)..=last.len {
+        check_cut(tmp.path(), opts, &lsns, &last.path, cut)?;
+    }
+    // Cutting into the header of the last segment: a torn segment creation.
+    for cut in 0..32 {
+        check_cut(tmp.path(), opts, &lsns, &last.path, cut)
+            .map_err(|e| format!("header cut {cut}: {e}"))?;
+    }
+    Ok(())
+}
+
+#[test]
+fn zero_filled_tail_is_truncated() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let lsns = build(tmp.path(), single(), 10)?;
+    let seg = tmp.path().join("00000000000000000000.seg");
+    let len = fs::metadata(&seg)?.len();
+
+    // Zeros after the last complete frame.
+    let copy = copy_dir(tmp.path())?;
+    let cseg = copy.path().join("00000000000000000000.seg");
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&cseg)?
+        .set_len(len + 5000)?;
+    let (log, report) = Log::open(copy.path(), single(), 0)?;
+    assert_eq!((report.end, report.truncated_bytes), (len, 5000));
+    assert_eq!(scan_all(&log, 0)?.len(), 10);
+    assert_eq!(fs::metadata(&cseg)?.len(), len);
+    drop(log);
+
+    // A torn last frame followed by zeros.
+    let copy = copy_dir(tmp.path())?;
+    let cseg = copy.path().join("00000000000000000000.seg");
+    let f = fs::OpenOptions::new().write(true).open(&cseg)?;
+    f.set_len(lsns[9] + 12)?;
+    f.set_len(len + 100)?;
+    drop(f);
+    let (log, report) = Log::open(copy.path(), single(), 0)?;
+    assert_eq!(report.end, lsns[9]);
+    assert_eq!(report.truncated_bytes, len + 100 - lsns[9]);
+    assert_eq!(scan_all(&log, 0)?.len(), 9);
+    drop(log);
+
+    // The last frame's payload end zero-filled (complete, bad CRC) and zeros
+    // after it: torn.
+    let copy = copy_dir(tmp.path())?;
+    let cseg = copy.path().join("00000000000000000000.seg");
+    let mut bytes = fs::read(&cseg)?;
+    let n = bytes.len();
+    bytes[n - 3..].fill(0);
+    bytes.extend([0u8; 64]);
+    fs::write(&cseg, &bytes)?;
+    let (log, report) = Log::open(copy.path(), single(), 0)?;
+    assert_eq!(report.end, lsns[9]);
+    assert_eq!(scan_all(&log, 0)?.len(), 9);
+    drop(log);
+
+    // The same damage with nothing after it is reported, not dropped.
+    let copy = copy_dir(tmp.path())?;
+    let cseg = copy.path().join("00000000000000000000.seg");
+    fs::write(&cseg, &bytes[..n])?;
+    expect_corruption(Log::open(copy.path(), single(), 0), &cseg, lsns[9])?;
+    Ok(())
+}
+
+/// Flips every bit of the frame header and some payload bits of record `k`
+/// and expects corruption at that frame each time.
+fn check_flips(dir: &Path, opts: LogOptions, seg: &SegmentInfo, lsn: Lsn, k: u32) -> TestResult {
+    let off = lsn - seg.base;
+    let name = seg.path.file_name().ok_or("no name")?;
+    let plen = payload(k).len() as u64;
+    let mut positions: Vec<(u64, u8)> = (0..9)
+        .flat_map(|b| (0..8).map(move |bit| (b, bit)))
+        .collect();
+    positions.extend([(9, 0), (9, 7), (9 + plen / 2, 3), (9 + plen - 1, 5)]);
+    for (b, bit) in positions {
+        let copy = copy_dir(dir)?;
+        let path = copy.path().join(name);
+        flip_bit(&path, off + b, bit)?;
+        expect_corruption(Log::open(copy.path(), opts, 0), &path, off)
+            .map_err(|e| format!("byte {b} bit {bit} of record {k}: {e}"))?;
+    }
+    Ok(())
+}
+
+#[test]
+fn flipped_bits_in_the_active_segment_are_corruption() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let lsns = build(tmp.path(), single(), 10)?;
+    let (log, _) = Log::open(tmp.path(), single(), 0)?;
+    let seg = log.segments().last().cloned().ok_or("none")?;
+    drop(log);
+    // An earlier frame, the second to last, and even the very last one.
+    for k in [0u32, 3, 8, 9] {
+        check_flips(tmp.path(), single(), &seg, lsns[k as usize], k)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn flipped_bits_in_a_sealed_segment_are_corruption() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let lsns = build(tmp.path(), small(), 60)?;
+    let (log, _) = Log::open(tmp.path(), small(), 0)?;
+    let segs = log.segments();
+    drop(log);
+    let k = 5u32;
+    let seg = seg_of(&segs, lsns[k as usize]).cloned().ok_or("none")?;
+    assert!(seg.sealed);
+    check_flips(tmp.path(), small(), &seg, lsns[k as usize], k)?;
+
+    // A sealed segment that lost its last byte is corruption too (it was
+    // synced whole before the next one began): the next base no longer follows.
+    let copy = copy_dir(tmp.path())?;
+    let p = copy.path().join(seg.path.file_name().ok_or("no name")?);
+    let mut bytes = fs::read(&p)?;
+    bytes.truncate(bytes.len() - 1);
+    fs::write(&p, &bytes)?;
+    assert!(matches!(
+        Log::open(copy.path(), small(), 0),
+        Err(Error::Corruption { .. })
+    ));
+    Ok(())
+}
+
+#[test]
+fn damaged_segment_headers_are_reported() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    build(tmp.path(), small(), 60)?;
+    let (log, _) = Log::open(tmp.path(), small(), 0)?;
+    let segs = log.segments();
+    drop(log);
+    let sealed = segs.get(1).ok_or("no second segment")?;
+    let last = segs.last().ok_or("none")?;
+    for seg in [sealed, last] {
+        let name = seg.path.file_name().ok_or("no name")?;
+        for (b, bit) in [
+            (0u64, 0u8),
+            (3, 1),
+            (5, 0),
+            (8, 2),
+            (15, 7),
+            (20, 4),
+            (30, 6),
+        ] {
+            let copy = copy_dir(tmp.path())?;
+            let p = copy.path().join(name);
+            flip_bit(&p, b, bit)?;
+            let r = Log::open(copy.path(), small(), 0);
+            let ok = match &r {
+                Err(Error::Corruption {
+                    segment, offset, ..
+                }) => segment == &p && *offset == 0,
+                // A flipped version byte reads as an unknown version.
+                Err(Error::Incompatible { reason }) => {
+                    b == 5 && reason.contains(&*p.to_string_lossy())
+                }
+                _ => false,
+            };
+            assert!(ok, "header byte {b} bit {bit} of {}: {r:?}", p.display());
+        }
+    }
+    // A well-formed header of a newer version is incompatible.
+    let copy = copy_dir(tmp.path())?;
+    let p = copy.path().join(sealed.path.file_name().ok_or("no name")?);
+    let mut bytes = fs::read(&p)?;
+    bytes[4] = 2;
+    let crc = crc32fast::hash(&bytes[..28]);
+    bytes[28..32].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&p, &bytes)?;
+    assert!(matches!(
+        Log::open(copy.path(), small(), 0),
+        Err(Error::Incompatible { .. })
+    ));
+    Ok(())
+}
+
+/// A valid header for base 18446744073709551000.
+fn encode_huge_header() -> [u8; 32] {
+    frame::encode_segment_header(18_446_744_073_709_551_000)
+}
+
+#[test]
+fn segment_set_problems_are_reported() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    build(tmp.path(), small(), 60)?;
+    let (log, _) = Log::open(tmp.path(), small(), 0)?;
+    let segs = log.segments();
+    drop(log);
+
+    // A missing middle segment leaves a gap, reported on the next one.
+    let copy = copy_dir(tmp.path())?;
+    let name = |s: &SegmentInfo| s.path.file_name().map(|n| n.to_owned()).unwrap_or_default();
+    fs::remove_file(copy.path().join(name(&segs[2])))?;
+    expect_corruption(
+        Log::open(copy.path(), small(), 0),
+        &copy.path().join(name(&segs[3])),
+        0,
+    )?;
+
+    // A badly named .seg file is reported; other files are ignored.
+    let copy = copy_dir(tmp.path())?;
+    fs::write(copy.path().join("notes.txt"), b"hello")?;
+    fs::write(copy.path().join("00000000000000000000.seg.bak"), b"x")?;
+    fs::create_dir(copy.path().join("sub.seg"))?;
+    assert!(Log::open(copy.path(), small(), 0).is_ok());
+    fs::write(copy.path().join("12.seg"), b"")?;
+    expect_corruption(
+        Log::open(copy.path(), small(), 0),
+        &copy.path().join("12.seg"),
+        0,
+    )?;
+    // A base so large that offsets from it could overflow is refused.
+    let copy = copy_dir(tmp.path())?;
+    let huge = copy.path().join("18446744073709551000.seg");
+    fs::write(&huge, encode_huge_header())?;
+    expect_corruption(Log::open(copy.path(), small(), 0), &huge, 0)?;
+
+    // Garbage that is not a header prefix in a short last segment.
+    let copy = copy_dir(tmp.path())?;
+    let last = segs.last().ok_or("none")?;
+    let next_base = last.base + last.len;
+    let p = copy.path().join(format!("{next_base:020}.seg"));
+    fs::write(&p, b"garbage")?;
+    expect_corruption(Log::open(copy.path(), small(), 0), &p, 0)?;
+    Ok(())
+}
+
+#[test]
+fn interrupted_roll_leaves_a_repairable_segment() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let lsns = build(tmp.path(), small(), 60)?;
+    let (log, _) = Log::open(tmp.path(), small(), 0)?;
+    let segs = log.segments();
+    drop(log);
+    let last = segs.last().ok_or("none")?;
+    let next_base = last.base + last.len;
+    for junk in [Vec::new(), vec![0u8; 32], vec![0u8; 100]] {
+        let copy = copy_dir(tmp.path())?;
+        let p = copy.path().join(format!("{next_base:020}.seg"));
+        fs::write(&p, &junk)?;
+        let (log, report) = Log::open(copy.path(), small(), 0)?;
+        assert_eq!(report.end, next_base + 32);
+        assert_eq!(report.segments, segs.len() + 1);
+        assert_eq!(report.truncated_bytes, junk.len() as u64);
+        assert_eq!(fs::metadata(&p)?.len(), 32);
+        let l = log.append(&[FrameRef {
+            tag: 9,
+            payload: b"x",
+        }])?;
+        assert_eq!(l, vec![next_base + 32]);
+        assert_eq!(scan_all(&log, 0)?.len(), lsns.len() + 1);
+    }
+    Ok(())
+}
+
+#[test]
+fn scan_from_skips_checks_but_finds_the_end() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let lsns = build(tmp.path(), small(), 60)?;
+    let end = {
+        let (log, _) = Log::open(tmp.path(), small(), 0)?;
+        log.end()
+    };
+    // Damage a frame before the checkpoint: open does not look at it.
+    let copy = copy_dir(tmp.path())?;
+    let (log, _) = Log::open(copy.path(), small(), 0)?;
+    let segs = log.segments();
+    drop(log);
+    let seg = seg_of(&segs, lsns[3]).ok_or("none")?;
+    let p = copy.path().join(seg.path.file_name().ok_or("no name")?);
+    flip_bit(&p, lsns[3] - seg.base + 12, 0)?;
+    let (log, report) = Log::open(copy.path(), small(), lsns[40])?;
+    assert_eq!(report.frames_scanned, 20);
+    assert_eq!(report.end, end);
+    // ...but reading it still checks.
+    expect_corruption(log.read(lsns[3]), &p, lsns[3] - seg.base)?;
+    assert!(is_record(&log.read(lsns[40])?, 40));
+    drop(log);
+    // From scratch the damage is found.
+    expect_corruption(Log::open(copy.path(), small(), 0), &p, lsns[3] - seg.base)?;
+
+    // A checkpoint at a segment boundary (the end of a full segment).
+    let b = segs.get(3).ok_or("few segments")?.base;
+    let (_, report) = Log::open(tmp.path(), small(), b)?;
+    assert_eq!(report.end, end);
+    let after = lsns.iter().filter(|&&l| l > b).count() as u64;
+    assert_eq!(report.frames_scanned, after);
+
+    // A checkpoint at the end scans nothing; past it is corruption.
+    let (_, report) = Log::open(tmp.path(), small(), end)?;
+    assert_eq!((report.frames_scanned, report.end), (0, end));
+    let last = segs.last().ok_or("none")?;
+    let last_name = last.path.file_name().ok_or("no name")?;
+    expect_corruption(
+        Log::open(tmp.path(), small(), end + 10),
+        &tmp.path().join(last_name),
+        end + 10 - last.base,
+    )?;
+    // Inside a header: not a frame boundary.
+    assert!(matches!(
+        Log::open(tmp.path(), small(), b + 3),
+        Err(Error::InvalidInput { .. })
+    ));
+    // A checkpoint the lost tail used to cover.
+    let copy = copy_dir(tmp.path())?;
+    let p = copy.path().join(last_name);
+    let f = fs::OpenOptions::new().write(true).open(&p)?;
+    f.set_len(f.metadata()?.len() - 3)?;
+    drop(f);
+    expect_corruption(Log::open(copy.path(), small(), end), &p, end - last.base)?;
+    // An empty directory with a checkpoint lost everything.
+    let empty = tempfile::tempdir()?;
+    assert!(matches!(
+        Log::open(empty.path(), small(), 1000),
+        Err(Error::Corruption { .. })
+    ));
+    Ok(())
+}
+
+#[test]
+fn failed_roll_poisons_and_rolls_back() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let (log, _) = Log::open(tmp.path(), small(), 0)?;
+    let lsns = append_records(&log, 0, 20)?;
+    // Fill the active segment so the next append rolls, then block the roll
+    // by occupying the next segment's file name.
+    while log.segments().last().is_some_and(|s| s.len < 256) {
+        log.append(&[FrameRef {
+            tag: 1,
+            payload: b"fill",
+        }])?;
+    }
+    let end = log.end();
+    let blocker = tmp.path().join(format!("{end:020}.seg"));
+    fs::write(&blocker, b"")?;
+    let r = log.append(&[FrameRef {
+        tag: 1,
+        payload: b"rolls",
+    }]);
+    assert!(matches!(r, Err(Error::Io { .. })), "{r:?}");
+    assert!(log.is_poisoned());
+    assert_eq!(log.end(), end);
+    assert!(matches!(
+        log.append(&[FrameRef {
+            tag: 1,
+            payload: b"x"
+        }]),
+        Err(Error::Poisoned)
+    ));
+    assert!(matches!(log.sync(end), Err(Error::Poisoned)));
+    // Reads still work.
+    assert!(is_record(&log.read(lsns[7])?, 7));
+    assert_eq!(
+        fs::metadata(&log.segments().last().ok_or("none")?.path)?.len(),
+        end - log.segments().last().map_or(0, |s| s.base)
+    );
+    drop(log);
+    // The blocker is an empty last segment: reopening repairs it.
+    let (log, report) = Log::open(tmp.path(), small(), 0)?;
+    assert_eq!(report.end, end + 32);
+    let l = log.append(&[FrameRef {
+        tag: 1,
+        payload: b"again",
+    }])?;
+    assert_eq!(l, vec![end + 32]);
+    Ok(())
+}
+
+#[test]
+fn group_commit_from_many_threads() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let (log, _) = Log::open(tmp.path(), small(), 0)?;
+    let log = Arc::new(log);
+    let threads = 4u32;
+    let per = 150u32;
+    let mut handles = Vec::new();
+    for t in 0..threads {
+        let log = Arc::clone(&log);
+        handles.push(thread::spawn(move || -> Result<Vec<(u32, Lsn)>> {
+            let mut mine = Vec::new();
+            for j in 0..per {
+                let i = t * per + j;
+                let p = payload(i);
+                let l = log.append(&[FrameRef {
+                    tag: tag(i),
+                    payload: &p,
+                }])?;
+                let lsn = l.first().copied().unwrap_or(0);
+                let upto = lsn + 9 + p.len() as u64;
+                log.sync(upto)?;
+                if log.synced() < upto {
+                    return Err(Error::invalid("synced() did not advance"));
+                }
+                mine.push((i, lsn));
+            }
+            Ok(mine)
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.join().map_err(|_| "thread panicked")??);
+    }
+    assert_eq!(all.len(), (threads * per) as usize);
+    for &(i, lsn) in &all {
+        assert!(is_record(&log.read(lsn)?, i));
+    }
+    assert_eq!(scan_all(&log, 0)?.len(), all.len());
+    log.sync(log.end())?;
+    assert_eq!(log.synced(), log.end());
+    Ok(())
+}
+
+#[test]
+fn readers_never_see_partial_frames() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let opts = LogOptions {
+        segment_bytes: 4096,
+        max_frame_bytes: 4096,
+    };
+    let (log, _) = Log::open(tmp.path(), opts, 0)?;
+    let log = Arc::new(log);
+    let done = Arc::new(AtomicBool::new(false));
+    let total = 3000u32;
+    let writer = {
+        let (log, done) = (Arc::clone(&log), Arc::clone(&done));
+        thread::spawn(move || -> Result<()> {
+            let r = append_records(&log, 0, total);
+            done.store(true, Ordering::Release);
+            r.map(|_| ())
+        })
+    };
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        let (log, done) = (Arc::clone(&log), Arc::clone(&done));
+        readers.push(thread::spawn(
+            move || -> std::result::Result<u64, String> {
+                let mut rounds = 0u64;
+                loop {
+                    let finished = done.load(Ordering::Acquire);
+                    let mut n = 0u32;
+                    let mut last = None;
+                    for item in log.scan(0) {
+                        let (lsn, f) = item.map_err(|e| e.to_string())?;
+                        if !is_record(&f, n) {
+                            return Err(format!("bad record {n} at {lsn}"));
+                        }
+                        last = Some((lsn, n));
+                        n += 1;
+                    }
+                    // Point reads of the newest frame seen race the writer too.
+                    if let Some((lsn, i)) = last {
+                        let f = log.read(lsn).map_err(|e| e.to_string())?;
+                        if !is_record(&f, i) {
+                            return Err(format!("bad point read {i}"));
+                        }
+                    }
+                    rounds += 1;
+                    if finished {
+                        if n != total {
+                            return Err(format!("saw {n} of {total} records"));
+                        }
+                        return Ok(rounds);
+                    }
+                }
+            },
+        ));
+    }
+    writer.join().map_err(|_| "writer panicked")??;
+    for r in readers {
+        r.join().map_err(|_| "reader panicked")??;
+    }
+    check_log(
+        &log,
+        &scan_all(&log, 0)?
+            .iter()
+            .map(|(l, _)| *l)
+            .collect::<Vec<_>>(),
+    )?;
+    Ok(())
+}
+
+#[test]
+fn frames_from_sealed_segments_outlive_the_log() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let lsns = build(tmp.path(), small(), 30)?;
+    let (log, _) = Log::open(tmp.path(), small(), 0)?;
+    let f = log.read(lsns[0])?;
+    let path: PathBuf = log
+        .segments()
+        .first()
+        .map(|s| s.path.clone())
+        .ok_or("none")?;
+    drop(log);
+    // The mapping stays valid through the frame even after the file is gone.
+    fs::remove_file(path)?;
+    assert!(is_record(&f, 0));
+    Ok(())
+}
+
+/// Rough throughput figures, not a benchmark (the crate's criterion benches
+/// cover the store). Run with
+/// `cargo test --release --lib log::tests::throughput -- --ignored --nocapture`.
+#[test]
+#[ignore = "timing, run by hand"]
+fn throughput() -> TestResult {
+    use std::time::Instant;
+    let tmp = tempfile::tempdir()?;
+    let span = vec![0x5Au8; 500];
+    for (label, sync) in [("no sync", false), ("sync per batch", true)] {
+        let dir = tmp.path().join(label.replace(' ', "_"));
+        let (log, _) = Log::open(&dir, LogOptions::default(), 0)?;
+        let batches = 2000;
+        let frames: Vec<FrameRef<'_>> = (0..512)
+            .map(|_| FrameRef {
+                tag: 1,
+                payload: &span,
+            })
+            .collect();
+        let t = Instant::now();
+        for _ in 0..batches {
+            log.append(&frames)?;
+            if sync {
+                log.sync(log.end())?;
+            }
+        }
+        let secs = t.elapsed().as_secs_f64();
+        let n = f64::from(batches * 512);
+        println!(
+            "append {label}: {:.2} M frames/s, {:.0} MB/s ({} segments)",
+            n / secs / 1e6,
+            (log.end() as f64) / secs / 1e6,
+            log.segments().len()
+        );
+        let t = Instant::now();
+        let mut count = 0u64;
+        for item in log.scan(0) {
+            let (_, f) = item?;
+            count += f.payload().len() as u64;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "scan (sealed mmap + active pread): {:.2} M frames/s ({count} payload bytes)",
+            n / secs / 1e6
+        );
+        drop(log);
+        let t = Instant::now();
+        let (_, report) = Log::open(&dir, LogOptions::default(), 0)?;
+        println!(
+            "reopen, checking {} frames: {:.0} ms",
+            report.frames_scanned,
+            t.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    Ok(())
+}

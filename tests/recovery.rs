@@ -1,0 +1,226 @@
+//! Recovery: torn log tails, flipped bits, lost indexes.
+//!
+//! A crash is simulated by copying a live store's directory (every append
+//! has been written to the OS, and redb's last durable commit is what its
+//! file says), then damaging the copy and opening it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use span_sessions::{
+    Durability, ErrorKind, ResourceSpans, SessionQuery, SessionSort, SessionStore, Span, SpanId,
+    TraceId,
+};
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+fn only_segment(dir: &Path) -> PathBuf {
+    let mut segs: Vec<PathBuf> = fs::read_dir(dir.join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segs.sort();
+    assert_eq!(segs.len(), 1, "test expects one segment: {segs:?}");
+    segs.remove(0)
+}
+
+/// Turn `i` of session `s{i % 2}`: a single root span with input and output.
+fn turn(i: u8) -> Vec<ResourceSpans> {
+    let span = Span::new(
+        TraceId([i + 1; 16]),
+        SpanId([1; 8]),
+        None,
+        "agent",
+        1_000 * u64::from(i),
+        1_000 * u64::from(i) + 500,
+    )
+    .with_attribute("session.id", format!("s{}", i % 2))
+    .with_attribute("input.value", format!("question {i}"))
+    .with_attribute("output.value", format!("answer {i}"));
+    vec![ResourceSpans::for_project("p", vec![span])]
+}
+
+fn options() -> span_sessions::StoreOptions {
+    SessionStore::options()
+        .durability(Durability::Buffered)
+        .checkpoint_bytes(u64::MAX)
+}
+
+/// What a store answers, for comparisons.
+fn answers(store: &SessionStore) -> String {
+    let mut out = String::new();
+    for p in store.projects().unwrap() {
+        for sort in [SessionSort::StartTime, SessionSort::NumTraces] {
+            let q = SessionQuery {
+                sort,
+                limit: 1000,
+                ..SessionQuery::default()
+            };
+            out += &format!("{:?}\n", store.sessions(&p, &q).unwrap().items);
+        }
+        let all = SessionQuery {
+            limit: 100_000,
+            ..SessionQuery::default()
+        };
+        for s in store.sessions(&p, &all).unwrap().items {
+            out += &format!("{:?}\n", store.session_history(&p, &s.session_id).unwrap());
+        }
+    }
+    out
+}
+
+/// Builds a store with `durable` checkpointed turns and `pending` turns
+/// after the checkpoint; returns the live store's dir and the log size
+/// after each append (index i: size after turn i).
+fn crashed_store(durable: u8, pending: u8) -> (tempfile::TempDir, Vec<u64>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = options().open(dir.path()).unwrap();
+    let seg = only_segment(dir.path());
+    let mut sizes = Vec::new();
+    for i in 0..durable + pending {
+        assert_eq!(store.append(&turn(i)).unwrap().accepted, 1);
+        if i + 1 == durable {
+            store.sync().unwrap();
+        }
+        sizes.push(fs::metadata(&seg).unwrap().len());
+    }
+    let snapshot = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), snapshot.path());
+    drop(store);
+    (snapshot, sizes)
+}
+
+#[test]
+fn torn_tail_at_every_byte_reopens_to_the_complete_prefix() {
+    let (durable, pending) = (3u8, 3u8);
+    let (snapshot, sizes) = crashed_store(durable, pending);
+    let first_cut = sizes[usize::from(durable + pending) - 3];
+    let last = *sizes.last().unwrap();
+    for cut in first_cut..=last {
+        let work = tempfile::tempdir().unwrap();
+        copy_dir(snapshot.path(), work.path());
+        let seg = only_segment(work.path());
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(cut)
+            .unwrap();
+        let store = options()
+            .open(work.path())
+            .unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+        let complete = sizes.iter().filter(|&&s| s <= cut).count();
+        let traces: u64 = ["s0", "s1"]
+            .iter()
+            .map(|s| store.session("p", s).unwrap().map_or(0, |x| x.num_traces))
+            .sum();
+        assert_eq!(traces, complete as u64, "cut at {cut}");
+        for i in 0..durable + pending {
+            let present = store.trace(TraceId([i + 1; 16])).unwrap().is_some();
+            assert_eq!(present, usize::from(i) < complete, "turn {i}, cut at {cut}");
+        }
+        // The store takes appends after recovery, and they survive a reopen.
+        store.append(&turn(100)).unwrap();
+        drop(store);
+        let store = options().open(work.path()).unwrap();
+        assert!(store.trace(TraceId([101; 16])).unwrap().is_some());
+    }
+}
+
+#[test]
+fn flipped_bit_after_the_checkpoint_stops_the_open_and_names_the_frame() {
+    let (snapshot, sizes) = crashed_store(2, 3);
+    // A byte inside the payload of turn 3 (not the last frame).
+    let frame_start = sizes[2];
+    let target = frame_start + 12;
+    let seg = only_segment(snapshot.path());
+    let mut bytes = fs::read(&seg).unwrap();
+    bytes[usize::try_from(target).unwrap()] ^= 0x10;
+    fs::write(&seg, &bytes).unwrap();
+    let err = match options().open(snapshot.path()) {
+        Ok(_) => panic!("a corrupted frame must stop the open"),
+        Err(e) => e,
+    };
+    assert_eq!(err.kind(), ErrorKind::Corrupted, "{err}");
+    let msg = err.to_string();
+    let name = seg.file_name().unwrap().to_string_lossy().to_string();
+    assert!(msg.contains(&name), "{msg}");
+    assert!(msg.contains(&format!("offset {frame_start}")), "{msg}");
+}
+
+#[test]
+fn flipped_bit_before_the_checkpoint_is_reported_when_read() {
+    let (snapshot, sizes) = crashed_store(3, 0);
+    // Damage turn 1's frame, which a durable checkpoint covers.
+    let target = sizes[0] + 12;
+    let seg = only_segment(snapshot.path());
+    let mut bytes = fs::read(&seg).unwrap();
+    bytes[usize::try_from(target).unwrap()] ^= 0x01;
+    fs::write(&seg, &bytes).unwrap();
+    let store = options().open(snapshot.path()).unwrap();
+    let err = store.trace(TraceId([2; 16])).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupted, "{err}");
+    // Undamaged spans still read.
+    assert!(store.trace(TraceId([1; 16])).unwrap().is_some());
+    // A rebuild refuses to silently drop the frame.
+    assert_eq!(
+        store.rebuild_indexes().unwrap_err().kind(),
+        ErrorKind::Corrupted
+    );
+}
+
+#[test]
+fn deleted_index_is_rebuilt_from_the_log_with_identical_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SessionStore::options()
+        .segment_bytes(4096)
+        .open(dir.path())
+        .unwrap();
+    for b in span_sessions::workload::Workload::new(Default::default()).batches(50) {
+        store.append(&b).unwrap();
+    }
+    let before = answers(&store);
+    assert!(before.len() > 1000);
+    drop(store);
+    fs::remove_file(dir.path().join("index.redb")).unwrap();
+    let store = SessionStore::open(dir.path()).unwrap();
+    assert_eq!(answers(&store), before);
+    store.rebuild_indexes().unwrap();
+    assert_eq!(answers(&store), before);
+}
+
+#[test]
+fn second_open_of_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SessionStore::open(dir.path()).unwrap();
+    let err = match SessionStore::open(dir.path()) {
+        Ok(_) => panic!("second open must fail"),
+        Err(e) => e,
+    };
+    assert_eq!(err.kind(), ErrorKind::Locked);
+    // Another process gets a clear error too.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_span-sessions"))
+        .arg("--store")
+        .arg(dir.path())
+        .arg("projects")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("already open"), "{stderr}");
+    drop(store);
+    assert!(SessionStore::open(dir.path()).is_ok());
+}
