@@ -225,6 +225,15 @@ impl IndexWriter {
         let mut deltas: BTreeMap<u64, Vec<Delta>> = BTreeMap::new();
         let mut projects: BTreeMap<u32, ProjectDelta> = BTreeMap::new();
 
+        // Every project a span was appended under is listed by `projects()`,
+        // whichever project its trace ends up in.
+        let mut seen_projects: Vec<&str> = Vec::new();
+        for r in batch {
+            if !seen_projects.contains(&r.project) {
+                seen_projects.push(r.project);
+                counters.project(&mut t.projects, r.project)?;
+            }
+        }
         for (tid, recs) in by_trace {
             let mut rec = match cache.remove(&tid) {
                 Some(r) => r,

@@ -175,15 +175,21 @@ impl TraceRecord {
     }
 
     /// The span that heads the turn: the root, else the earliest span whose
-    /// parent is absent (flagged `root_missing`). Returns the fact and the flag.
+    /// parent is absent (flagged `root_missing`), else (parent cycles) the
+    /// earliest span. Returns the fact and the flag.
     pub fn head(&self) -> Option<(&SpanFact, bool)> {
         if let Some(root) = &self.root {
             return self.fact(root.span_id).map(|f| (f, false));
         }
-        self.spans
+        let orphan = self
+            .spans
             .iter()
             .filter(|f| f.parent.is_none_or(|p| self.fact(p).is_none()))
-            .min_by_key(|f| (f.start, f.span_id))
+            .min_by_key(|f| (f.start, f.span_id));
+        // Parent links that form a cycle leave no orphan; the earliest span
+        // stands in then, so every trace has a head.
+        orphan
+            .or_else(|| self.spans.iter().min_by_key(|f| (f.start, f.span_id)))
             .map(|f| (f, true))
     }
 
