@@ -1,0 +1,244 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+//! Readers on other threads while appends run: every answer is a
+//! consistent snapshot made of whole batches (contract rules 4 and 8,
+//! DESIGN.md "Concurrency"). Each test runs for a bounded time (~1 s).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{sid, tid};
+use span_sessions::{
+    Durability, ResourceSpans, SessionQuery, SessionSort, SessionStore, Span, StatusCode,
+    StoreOptions, TraceStatus,
+};
+
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<SessionStore>();
+};
+
+/// Spans per trace: a root and `K - 1` LLM children, the last one an error.
+const K: u64 = 5;
+const PROMPT: u64 = 3;
+const COMPLETION: u64 = 2;
+/// Tokens of one whole trace.
+const TRACE_TOTAL: u64 = (K - 1) * (PROMPT + COMPLETION);
+
+const SESSIONS: [&str; 3] = ["s0", "s1", "s2"];
+
+/// Trace number `n` of `session`: one batch holding all its spans.
+fn whole_trace(n: u64, session: &str) -> Vec<ResourceSpans> {
+    let start = n * 1_000;
+    let mut spans = vec![
+        Span::new(tid(n), sid(1), None, "agent", start, start + 500)
+            .with_attribute("session.id", session)
+            .with_attribute("input.value", format!("question {n}"))
+            .with_attribute("output.value", format!("answer {n}")),
+    ];
+    for c in 2..=K {
+        let mut child = Span::new(
+            tid(n),
+            sid(c),
+            Some(sid(1)),
+            "llm",
+            start + c,
+            start + 10 * c,
+        )
+        .with_attribute("openinference.span.kind", "LLM")
+        .with_attribute("llm.token_count.prompt", i64::try_from(PROMPT).unwrap())
+        .with_attribute(
+            "llm.token_count.completion",
+            i64::try_from(COMPLETION).unwrap(),
+        );
+        if c == K {
+            child = child.with_status(StatusCode::Error, "rate limited");
+        }
+        spans.push(child);
+    }
+    // Two resource groups, so a batch is not one homogeneous list.
+    let tail = spans.split_off(2);
+    vec![
+        ResourceSpans::for_project("p", spans),
+        ResourceSpans::for_project("p", tail),
+    ]
+}
+
+/// Checks one reader pass; returns the number of traces seen per session.
+fn check_snapshot_answers(store: &SessionStore, last_seen: &mut BTreeMap<String, u64>) {
+    for s in SESSIONS {
+        if let Some(sum) = store.session("p", s).unwrap() {
+            let n = sum.num_traces;
+            assert!(n > 0, "{s}: a listed session without traces");
+            assert_eq!(
+                sum.tokens.total,
+                n * TRACE_TOTAL,
+                "{s}: {n} traces but {} tokens: a partial batch is visible",
+                sum.tokens.total
+            );
+            assert_eq!(sum.tokens.prompt, n * (K - 1) * PROMPT, "{s}");
+            assert_eq!(sum.tokens.completion, n * (K - 1) * COMPLETION, "{s}");
+            assert_eq!(sum.num_traces_with_error, n, "{s}: error count");
+            assert!(
+                sum.first_input.is_some() && sum.last_output.is_some(),
+                "{s}"
+            );
+            let prev = last_seen.get(s).copied().unwrap_or(0);
+            assert!(n >= prev, "{s}: went back from {prev} to {n} traces");
+            last_seen.insert(s.to_owned(), n);
+        }
+        let history = store.session_history("p", s).unwrap();
+        let seen = last_seen.get(s).copied().unwrap_or(0);
+        assert!(
+            u64::try_from(history.len()).unwrap() >= seen,
+            "{s}: history of {} turns after a summary of {seen}",
+            history.len()
+        );
+        for turn in &history {
+            assert_eq!(turn.num_spans, K, "{s}: a turn with a partial span count");
+            assert_eq!(turn.tokens.total, TRACE_TOTAL, "{s}: partial tokens");
+            assert_eq!(turn.status, TraceStatus::Error, "{s}");
+            assert!(!turn.root_missing, "{s}: a trace without its root");
+        }
+        if let Some(last) = history.last()
+            && let Some(trace) = store.trace(last.trace_id).unwrap()
+        {
+            assert_eq!(
+                u64::try_from(trace.spans.len()).unwrap(),
+                K,
+                "{s}: trace view"
+            );
+            assert_eq!(trace.session_id.as_deref(), Some(s));
+        }
+    }
+    let list = store
+        .sessions(
+            "p",
+            &SessionQuery {
+                sort: SessionSort::TotalTokens,
+                descending: true,
+                limit: 10,
+                ..SessionQuery::default()
+            },
+        )
+        .unwrap();
+    for sum in list.items {
+        assert_eq!(
+            sum.tokens.total,
+            sum.num_traces * TRACE_TOTAL,
+            "session list"
+        );
+    }
+}
+
+#[test]
+fn session_store_is_send_and_sync() {
+    fn shared<T: Send + Sync + 'static>(_: &T) {}
+    let dir = tempfile::tempdir().unwrap();
+    let store = SessionStore::open(dir.path()).unwrap();
+    shared(&store);
+}
+
+#[test]
+fn readers_see_whole_batches_while_one_writer_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StoreOptions::default()
+        .durability(Durability::Buffered)
+        .segment_bytes(64 << 10)
+        .open(dir.path())
+        .unwrap();
+    let stop = AtomicBool::new(false);
+    let passes = AtomicU64::new(0);
+    let appended = std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                let mut last_seen = BTreeMap::new();
+                while !stop.load(Ordering::Acquire) {
+                    check_snapshot_answers(&store, &mut last_seen);
+                    passes.fetch_add(1, Ordering::Relaxed);
+                }
+                // One more pass after the last append.
+                check_snapshot_answers(&store, &mut last_seen);
+            });
+        }
+        let writer = scope.spawn(|| {
+            let deadline = Instant::now() + Duration::from_millis(1000);
+            let mut n = 0u64;
+            while Instant::now() < deadline && n < 5_000 {
+                n += 1;
+                let session = SESSIONS[usize::try_from(n).unwrap() % SESSIONS.len()];
+                let r = store.append(&whole_trace(n, session)).unwrap();
+                assert_eq!(r.accepted, usize::try_from(K).unwrap());
+            }
+            stop.store(true, Ordering::Release);
+            n
+        });
+        writer.join().unwrap()
+    });
+    assert!(appended > 10, "only {appended} appends in a second");
+    assert!(passes.load(Ordering::Relaxed) > 0, "readers never ran");
+    let total: u64 = SESSIONS
+        .iter()
+        .map(|s| store.session("p", s).unwrap().map_or(0, |x| x.num_traces))
+        .sum();
+    assert_eq!(total, appended);
+}
+
+#[test]
+fn concurrent_appenders_share_group_commits_and_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StoreOptions::default()
+        .durability(Durability::GroupCommit)
+        .open(dir.path())
+        .unwrap();
+    let stop = AtomicBool::new(false);
+    let counts: Vec<u64> = std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let mut last_seen = BTreeMap::new();
+            while !stop.load(Ordering::Acquire) {
+                check_snapshot_answers(&store, &mut last_seen);
+            }
+        });
+        let writers: Vec<_> = (0..3u64)
+            .map(|w| {
+                let store = &store;
+                scope.spawn(move || {
+                    let session = SESSIONS[usize::try_from(w).unwrap()];
+                    let deadline = Instant::now() + Duration::from_millis(700);
+                    let mut n = 0u64;
+                    while Instant::now() < deadline && n < 2_000 {
+                        n += 1;
+                        // Trace numbers interleave between writers, never collide.
+                        let t = n * 3 + w;
+                        let r = store.append(&whole_trace(t, session)).unwrap();
+                        assert_eq!(r.accepted, usize::try_from(K).unwrap());
+                        // An exporter retry now and then: all duplicates.
+                        if n.is_multiple_of(7) {
+                            let r = store.append(&whole_trace(t, session)).unwrap();
+                            assert_eq!(
+                                (r.accepted, r.duplicates),
+                                (0, usize::try_from(K).unwrap())
+                            );
+                        }
+                    }
+                    n
+                })
+            })
+            .collect();
+        let counts = writers.into_iter().map(|h| h.join().unwrap()).collect();
+        stop.store(true, Ordering::Release);
+        reader.join().unwrap();
+        counts
+    });
+    for (w, n) in counts.iter().enumerate() {
+        let s = store.session("p", SESSIONS[w]).unwrap().unwrap();
+        assert_eq!(s.num_traces, *n, "writer {w}");
+        assert_eq!(s.tokens.total, n * TRACE_TOTAL, "writer {w}");
+        assert_eq!(
+            u64::try_from(store.session_history("p", SESSIONS[w]).unwrap().len()).unwrap(),
+            *n
+        );
+    }
+}
