@@ -15,12 +15,13 @@ fn main() {
         Some("group") => Durability::GroupCommit,
         _ => Durability::Buffered,
     };
+    let wide = std::env::var_os("WIDE").is_some();
     let batches: Vec<_> = Workload::new(WorkloadConfig {
         sessions: usize::MAX,
-        projects: 4,
-        turns: (1, 20),
-        spans_per_trace: (3, 30),
-        concurrent_sessions: 64,
+        projects: if wide { 1 } else { 4 },
+        turns: if wide { (1, 2) } else { (1, 20) },
+        spans_per_trace: if wide { (3, 12) } else { (3, 30) },
+        concurrent_sessions: if wide { 256 } else { 64 },
         ..WorkloadConfig::default()
     })
     .batches(1000)
