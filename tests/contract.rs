@@ -1581,6 +1581,51 @@ fn rule7_session_list_pages_concatenate_to_the_sorted_list() {
 }
 
 #[test]
+fn rule7_ties_order_by_session_id_bytes_and_zero_limits_still_page() {
+    let (_d, store) = open();
+    let ids = ["b", "a\u{1}", "é", "ab", "Z", "a", "a b", "\u{10FFFF}"];
+    let spans: Vec<Span> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            sp(u64::try_from(i).unwrap() + 1, 1, None, 100, 200).with_attribute("session.id", *id)
+        })
+        .collect();
+    put(&store, "p", spans);
+    let mut want: Vec<&str> = ids.to_vec();
+    want.sort_unstable();
+    assert_eq!(
+        want,
+        vec!["Z", "a", "a\u{1}", "a b", "ab", "b", "é", "\u{10FFFF}"]
+    );
+    for sort in SORTS {
+        for limit in [0, 1, 3] {
+            let got: Vec<String> = list_all(&store, "p", sort, false, limit)
+                .into_iter()
+                .map(|s| s.session_id)
+                .collect();
+            assert_eq!(got, want, "{sort:?} ascending, limit {limit}");
+            let got: Vec<String> = list_all(&store, "p", sort, true, limit)
+                .into_iter()
+                .map(|s| s.session_id)
+                .collect();
+            let rev: Vec<&str> = want.iter().rev().copied().collect();
+            assert_eq!(got, rev, "{sort:?} descending, limit {limit}");
+        }
+    }
+    // A limit of 0 pages like a limit of 1 in a history too.
+    put(
+        &store,
+        "p",
+        vec![sp(50, 1, None, 300, 400).with_attribute("session.id", "a")],
+    );
+    assert_eq!(
+        history_all(&store, "p", "a", 0),
+        store.session_history("p", "a").unwrap()
+    );
+}
+
+#[test]
 fn rule7_session_list_cursors_are_stable_under_appends() {
     let (_d, store) = open();
     sessions_with_ties(&store);
@@ -1872,6 +1917,24 @@ fn rule9_bad_spans_are_rejected_with_reasons_and_the_rest_is_stored() {
 }
 
 #[test]
+fn rule9_a_rejected_copy_does_not_block_a_valid_one() {
+    let (_d, store) = open_with(StoreOptions::default().max_span_bytes(4096));
+    let valid = sp(1, 1, None, 10, 20)
+        .with_attribute("session.id", "s")
+        .with_attribute("input.value", "small");
+    let oversize = Span {
+        attributes: vec![
+            KeyValue::new("session.id", "s"),
+            KeyValue::new("input.value", long('x', 10_000)),
+        ],
+        ..valid.clone()
+    };
+    let r = put(&store, "p", vec![oversize, valid]);
+    assert_eq!((r.accepted, r.duplicates, r.rejected.len()), (1, 0, 1));
+    assert_eq!(only_turn(&store, "p", "s").input, text("small"));
+}
+
+#[test]
 fn rule9_ids_of_exactly_the_limit_are_accepted() {
     let (_d, store) = open();
     let project = long('p', 4096);
@@ -1891,7 +1954,7 @@ fn rule9_ids_of_exactly_the_limit_are_accepted() {
 
 #[test]
 fn rule9_a_fully_rejected_batch_leaves_no_trace() {
-    let (_d, store) = open_with(StoreOptions::default().max_span_bytes(4096));
+    let (dir, store) = open_with(StoreOptions::default().max_span_bytes(4096));
     let items = scenario();
     append_in_batches(&store, &items, &[5]);
     let mut traces = scenario_traces();
@@ -1946,6 +2009,22 @@ fn rule9_a_fully_rejected_batch_leaves_no_trace() {
         snapshot(&store, &traces, &["p", "q", "new-project"], &extra_sessions),
         before
     );
+    // Nothing of the rejected batch reaches the log either: a reopen replays
+    // the log and gives the same answers.
+    drop(store);
+    let store = StoreOptions::default()
+        .max_span_bytes(4096)
+        .open(dir.path())
+        .unwrap();
+    assert_eq!(
+        snapshot(&store, &traces, &["p", "q", "new-project"], &extra_sessions),
+        before
+    );
+    store.rebuild_indexes().unwrap();
+    assert_eq!(
+        snapshot(&store, &traces, &["p", "q", "new-project"], &extra_sessions),
+        before
+    );
 }
 
 /// A span that is its own parent, and two spans that are each other's
@@ -1967,7 +2046,7 @@ fn rule9_parent_cycles_are_stored_or_rejected_and_the_store_stays_usable() {
     ];
     for (name, spans) in cases {
         for one_by_one in [false, true] {
-            let (_d, store) = open();
+            let (dir, store) = open();
             let batches: Vec<Vec<Span>> = if one_by_one {
                 spans.iter().map(|s| vec![s.clone()]).collect()
             } else {
@@ -1997,6 +2076,13 @@ fn rule9_parent_cycles_are_stored_or_rejected_and_the_store_stays_usable() {
                 vec![sp(2, 1, None, 1, 2).with_attribute("session.id", "w")],
             );
             assert_eq!(r.accepted, 1, "{name}");
+            // And it reopens (the log replays the cycle) with the same answers.
+            let before = snapshot(&store, &[tid(1), tid(2)], &["p"], &[("p", "w")]);
+            drop(store);
+            let store = SessionStore::open(dir.path())
+                .unwrap_or_else(|e| panic!("{name}: the store no longer opens: {e:?}"));
+            let after = snapshot(&store, &[tid(1), tid(2)], &["p"], &[("p", "w")]);
+            assert_eq!(after, before, "{name}: answers changed across a reopen");
         }
     }
 }
