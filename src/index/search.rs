@@ -246,33 +246,53 @@ pub(crate) fn queue(batch: &mut BatchPostings, project_id: u32, session: u64, te
     batch.extend(tris.into_iter().map(|t| (project_id, t, session)));
 }
 
+/// A multiply-rotate hasher for small integer keys (the default SipHash
+/// dominated the profile of postings merges; keys here are not attacker
+/// controlled in a way that matters: a collision only slows one bucket).
+#[derive(Default, Clone, Copy)]
+pub(crate) struct IntHasher(u64);
+
+impl std::hash::Hasher for IntHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7cc1_b727_220a_95);
+    }
+}
+
+type IntMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IntHasher>>;
+
 /// Postings not yet written to the search table.
 #[derive(Debug, Default)]
 pub(crate) struct PostingBuffer {
-    map: HashMap<(u32, Trigram), BTreeMap<u32, ChunkSet>>,
+    map: IntMap<(u32, Trigram), BTreeMap<u32, ChunkSet>>,
     chunks: usize,
 }
 
 impl PostingBuffer {
     /// Merges one batch's postings.
-    pub fn merge(&mut self, mut batch: BatchPostings) {
-        batch.sort_unstable();
-        batch.dedup();
-        let mut i = 0;
-        while let Some(&(p, t, _)) = batch.get(i) {
-            let chunks = self.map.entry((p, t)).or_default();
-            while let Some(&(p2, t2, session)) = batch.get(i) {
-                if (p2, t2) != (p, t) {
-                    break;
-                }
-                let (chunk, offset) = chunk_of(session);
-                let set = chunks.entry(chunk).or_insert_with(|| {
+    pub fn merge(&mut self, batch: BatchPostings) {
+        for (p, t, session) in batch {
+            let (chunk, offset) = chunk_of(session);
+            let set = self
+                .map
+                .entry((p, t))
+                .or_default()
+                .entry(chunk)
+                .or_insert_with(|| {
                     self.chunks += 1;
                     ChunkSet::default()
                 });
-                set.extend_iter(std::iter::once(offset));
-                i += 1;
-            }
+            set.extend_iter(std::iter::once(offset));
         }
     }
 
