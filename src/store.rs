@@ -167,6 +167,7 @@ const SEARCH_BUFFER_KEYS: usize = 200_000;
 struct Candidate<'a> {
     project: &'a str,
     span: &'a Span,
+    session_id: Option<String>,
 }
 
 impl SessionStore {
@@ -333,9 +334,10 @@ impl SessionStore {
                 lsn: *lsn,
                 project: &s.project,
                 span: &s.span,
+                session_id: facts::session_id(&s.span, &self.cfg.session_id_sources),
             })
             .collect();
-        w.apply(&self.cfg, &records, source, applied, postings)
+        w.apply(&records, source, applied, postings)
     }
 
     /// Syncs the log and makes the index durable up to the log's end.
@@ -356,6 +358,7 @@ impl SessionStore {
         &self,
         project: &str,
         span: &Span,
+        session_id: Option<&str>,
         encoded_len: usize,
     ) -> std::result::Result<(), String> {
         if span.trace_id.is_zero() {
@@ -373,7 +376,7 @@ impl SessionStore {
                 project.len()
             ));
         }
-        if let Some(sid) = facts::session_id(span, &self.cfg.session_id_sources)
+        if let Some(sid) = session_id
             && sid.len() > MAX_ID_BYTES
         {
             return Err(format!(
@@ -418,11 +421,18 @@ impl SessionStore {
                 let at = buf.len();
                 let encoded = codec::encode_span_parts(project, &rs.resource, span, &mut buf)
                     .map_err(|e| e.0);
-                let verdict = encoded.and_then(|_| self.validate(project, span, buf.len() - at));
+                let session_id = facts::session_id(span, &self.cfg.session_id_sources);
+                let verdict = encoded.and_then(|_| {
+                    self.validate(project, span, session_id.as_deref(), buf.len() - at)
+                });
                 match verdict {
                     Ok(()) => {
                         bounds.push((at, buf.len()));
-                        candidates.push(Candidate { project, span });
+                        candidates.push(Candidate {
+                            project,
+                            span,
+                            session_id,
+                        });
                     }
                     Err(reason) => {
                         buf.truncate(at);
@@ -473,13 +483,14 @@ impl SessionStore {
                 lsn: *lsn,
                 project: c.project,
                 span: c.span,
+                session_id: c.session_id.clone(),
             })
             .collect();
         let source = |lsn: Lsn| self.read_span(lsn);
         // The log now holds the batch; if the index cannot take it, only a
         // reopen (which replays the log) can make them agree again.
         let mut postings = BatchPostings::new();
-        w.apply(&self.cfg, &records, &source, end, &mut postings)
+        w.apply(&records, &source, end, &mut postings)
             .and_then(|()| self.commit_with_postings(w, postings))
             .inspect_err(|_| self.poison())?;
         if end.saturating_sub(ws.checkpointed) >= self.opts.checkpoint_bytes {

@@ -33,6 +33,8 @@ pub(crate) struct NewRecord<'a> {
     pub lsn: u64,
     pub project: &'a str,
     pub span: &'a Span,
+    /// The span's own session id (`facts::session_id`), resolved by the caller.
+    pub session_id: Option<String>,
 }
 
 /// Reads a span back from the log (needed when a turn's head span arrived
@@ -43,7 +45,7 @@ pub(crate) type SpanSource<'a> = dyn Fn(u64) -> Result<StoredSpan> + 'a;
 pub(crate) struct IndexWriter {
     txn: WriteTransaction,
     /// Trace records loaded by [`IndexWriter::is_stored`], reused by `apply`.
-    cache: HashMap<[u8; 16], TraceRecord>,
+    cache: search::IntMap<[u8; 16], TraceRecord>,
 }
 
 struct Tables<'t> {
@@ -115,7 +117,7 @@ impl IndexWriter {
     pub(super) fn new(txn: WriteTransaction) -> Self {
         Self {
             txn,
-            cache: HashMap::new(),
+            cache: search::IntMap::default(),
         }
     }
 
@@ -208,7 +210,6 @@ impl IndexWriter {
     /// already indexed are skipped, so replaying a record is harmless.
     pub(crate) fn apply(
         &mut self,
-        cfg: &IndexConfig,
         batch: &[NewRecord<'_>],
         source: &SpanSource<'_>,
         applied_lsn: u64,
@@ -245,12 +246,11 @@ impl IndexWriter {
             let (old_spans, old_tokens) = (rec.spans.len(), rec.tokens);
             let mut changed = false;
             for r in &recs {
-                let session_id = facts::session_id(r.span, &cfg.session_id_sources);
                 changed |= rec.add(&NewSpan {
                     lsn: r.lsn,
                     project: r.project,
                     span: r.span,
-                    session_id,
+                    session_id: r.session_id.clone(),
                 });
             }
             if !changed {

@@ -51,9 +51,7 @@ pub(crate) fn session_id(span: &Span, sources: &[SessionIdSource]) -> Option<Str
     let mut metadata: Option<Option<serde_json::Value>> = None;
     for source in sources {
         let found = match source {
-            SessionIdSource::Attribute(key) => {
-                span.attribute(key).and_then(|v| non_empty(&v.to_string()))
-            }
+            SessionIdSource::Attribute(key) => span.attribute(key).and_then(id_of),
             SessionIdSource::MetadataField(field) => {
                 let parsed = metadata.get_or_insert_with(|| {
                     span.attribute(keys::METADATA)
@@ -73,10 +71,18 @@ pub(crate) fn session_id(span: &Span, sources: &[SessionIdSource]) -> Option<Str
     None
 }
 
+/// An attribute value as an id: stringified, trimmed, none when empty.
+fn id_of(v: &AttributeValue) -> Option<String> {
+    match v {
+        // The common case, without formatting a copy first.
+        AttributeValue::String(s) => non_empty(s),
+        other => non_empty(&other.to_string()),
+    }
+}
+
 /// The span's `user.id`, stringified and trimmed; none when empty.
 pub(crate) fn user_id(span: &Span) -> Option<String> {
-    span.attribute(keys::USER_ID)
-        .and_then(|v| non_empty(&v.to_string()))
+    span.attribute(keys::USER_ID).and_then(id_of)
 }
 
 /// True for spans whose tokens count (contract rule 5): OpenInference kind
