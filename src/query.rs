@@ -459,7 +459,7 @@ pub(crate) fn sessions(
     let hits = match &matcher.candidates {
         Some(c) if c.len() <= SMALL_CANDIDATE_SET => sorted_candidates(
             txn,
-            &matcher,
+            matcher,
             c,
             kind,
             q.descending,
@@ -468,7 +468,7 @@ pub(crate) fn sessions(
         )?,
         _ => walk_order(
             txn,
-            &matcher,
+            matcher,
             p,
             kind,
             q.descending,
