@@ -83,8 +83,16 @@ fn main() {
         store.sessions("project-0", &q).unwrap().items.len()
     };
     let cases: Vec<(&str, SessionFilter, SessionSort)> = vec![
-        ("first page by start", SessionFilter::default(), SessionSort::StartTime),
-        ("first page by tokens", SessionFilter::default(), SessionSort::TotalTokens),
+        (
+            "first page by start",
+            SessionFilter::default(),
+            SessionSort::StartTime,
+        ),
+        (
+            "first page by tokens",
+            SessionFilter::default(),
+            SessionSort::TotalTokens,
+        ),
         (
             "rare term 'zanzibar'",
             SessionFilter {
