@@ -454,28 +454,16 @@ pub(crate) fn sessions(
     let Some(matcher) = matcher else {
         return Ok(empty);
     };
-    let p = matcher.project_id;
-    let kind = q.sort.kind();
-    let hits = match &matcher.candidates {
-        Some(c) if c.len() <= SMALL_CANDIDATE_SET => sorted_candidates(
-            txn,
-            matcher,
-            c,
-            kind,
-            q.descending,
-            cursor.as_deref(),
-            limit,
-        )?,
-        _ => walk_order(
-            txn,
-            matcher,
-            p,
-            kind,
-            q.descending,
-            cursor.as_deref(),
-            limit,
-        )?,
-    };
+    let small = matches!(&matcher.candidates, Some(c) if c.len() <= SMALL_CANDIDATE_SET);
+    let run = if small { sorted_candidates } else { walk_order };
+    let hits = run(
+        txn,
+        matcher,
+        q.sort.kind(),
+        q.descending,
+        cursor.as_deref(),
+        limit,
+    )?;
     let (hits, more) = hits;
     let next_cursor = if more {
         hits.last().map(|(tail, _, _)| hex(tail))
@@ -499,17 +487,17 @@ fn order_tail(kind: u8, s: &SessionState) -> Vec<u8> {
 
 type Hits = (Vec<(Vec<u8>, u64, SessionState)>, bool);
 
+/// Sorts the (small) candidate set of a search in memory.
 fn sorted_candidates(
     txn: &ReadTransaction,
     matcher: &Matcher,
-    candidates: &HashSet<u64>,
     kind: u8,
     descending: bool,
     cursor: Option<&[u8]>,
     limit: usize,
 ) -> Result<Hits> {
     let mut rows = Vec::new();
-    for &session in candidates {
+    for &session in matcher.candidates.iter().flatten() {
         let Some(state) = load_state(txn, session)? else {
             continue;
         };
@@ -545,16 +533,16 @@ fn sorted_candidates(
     Ok((out, more))
 }
 
+/// Walks the project's sort index, filtering as it goes.
 fn walk_order(
     txn: &ReadTransaction,
     matcher: &Matcher,
-    project_id: u32,
     kind: u8,
     descending: bool,
     cursor: Option<&[u8]>,
     limit: usize,
 ) -> Result<Hits> {
-    let prefix = order_key(project_id, kind, 0, "");
+    let prefix = order_key(matcher.project_id, kind, 0, "");
     let prefix = prefix.get(..5).unwrap_or(&[]).to_vec();
     let mut end_prefix = prefix.clone();
     let has_end = increment(&mut end_prefix);
@@ -625,7 +613,7 @@ pub(crate) fn session_count(txn: &ReadTransaction, matcher: Option<&Matcher>) ->
         }
         return Ok(n);
     }
-    let (all, _) = walk_order(txn, matcher, p, 0, false, None, usize::MAX)?;
+    let (all, _) = walk_order(txn, matcher, 0, false, None, usize::MAX)?;
     Ok(all.len() as u64)
 }
 

@@ -10,12 +10,12 @@ use redb::{ReadableTable, Table, WriteTransaction};
 
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::model::{Span, SpanId, StoredSpan, TraceId};
+use crate::model::{SpanId, StoredSpan, TraceId};
 
 use super::facts::{self, SessionIdSource};
 use super::search::{self, BatchPostings, ChunkSet, PostingBuffer};
 use super::session::{SessionState, TurnRef, sort_values};
-use super::trace::{Filing, NewSpan, TraceRecord, TurnBody};
+use super::trace::{Filing, NewRecord, TraceRecord, TurnBody};
 use super::{
     META, META_APPLIED, META_NEXT_PROJECT, META_NEXT_SESSION, PROJECT_STATS, PROJECTS,
     ProjectCounters, SEARCH, SESSION_IDS, SESSION_ORDER, SESSIONS, TRACES, TURNS, decode,
@@ -26,15 +26,6 @@ use super::{
 #[derive(Debug, Clone)]
 pub(crate) struct IndexConfig {
     pub session_id_sources: Vec<SessionIdSource>,
-}
-
-/// One span of a batch, already written to the log at `lsn`.
-pub(crate) struct NewRecord<'a> {
-    pub lsn: u64,
-    pub project: &'a str,
-    pub span: &'a Span,
-    /// The span's own session id (`facts::session_id`), resolved by the caller.
-    pub session_id: Option<String>,
 }
 
 /// Reads a span back from the log (needed when a turn's head span arrived
@@ -246,12 +237,7 @@ impl IndexWriter {
             let (old_spans, old_tokens) = (rec.spans.len(), rec.tokens);
             let mut changed = false;
             for r in &recs {
-                changed |= rec.add(&NewSpan {
-                    lsn: r.lsn,
-                    project: r.project,
-                    span: r.span,
-                    session_id: r.session_id.clone(),
-                });
+                changed |= rec.add(r);
             }
             if !changed {
                 continue;

@@ -18,7 +18,8 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use crate::codec;
 use crate::error::{Error, Result};
 
-pub(crate) use apply::{IndexConfig, IndexWriter, NewRecord};
+pub(crate) use apply::{IndexConfig, IndexWriter};
+pub(crate) use trace::NewRecord;
 
 /// Version of the table layout; a mismatch triggers a rebuild from the log.
 pub(crate) const INDEX_FORMAT_VERSION: u64 = 3;

@@ -76,11 +76,12 @@ pub(crate) struct TraceRecord {
     pub filing: Option<Filing>,
 }
 
-/// A span of the current batch, with the facts derived from it.
-pub(crate) struct NewSpan<'a> {
+/// One span of a batch, already written to the log at `lsn`.
+pub(crate) struct NewRecord<'a> {
     pub lsn: u64,
     pub project: &'a str,
     pub span: &'a Span,
+    /// The span's own session id (`facts::session_id`), resolved by the caller.
     pub session_id: Option<String>,
 }
 
@@ -94,7 +95,7 @@ impl TraceRecord {
 
     /// Folds one span in; returns false (and changes nothing) when a span
     /// with the same id is already stored.
-    pub fn add(&mut self, new: &NewSpan<'_>) -> bool {
+    pub fn add(&mut self, new: &NewRecord<'_>) -> bool {
         let span = new.span;
         let fact = SpanFact {
             span_id: span.span_id.0,
@@ -262,7 +263,7 @@ mod tests {
     use super::*;
 
     fn add(rec: &mut TraceRecord, span: &Span, project: &str, sid: Option<&str>) {
-        rec.add(&NewSpan {
+        rec.add(&NewRecord {
             lsn: 0,
             project,
             span,
