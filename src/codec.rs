@@ -9,7 +9,7 @@ use bincode::config::{Configuration, Limit, LittleEndian, Varint};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::model::{KeyValue, Span, StoredSpan};
+use crate::model::{AttributeValue, KeyValue, Span, SpanKind, StatusCode, StoredSpan};
 
 /// Largest payload any decode may claim. Guards against corrupted length
 /// prefixes asking for gigabytes (bincode preallocates on length).
@@ -38,30 +38,152 @@ pub(crate) fn encode_span(span: &StoredSpan, buf: &mut Vec<u8>) -> Result<u8, De
     encode_span_parts(&span.project, &span.resource, &span.span, buf)
 }
 
-/// Borrowed mirror of [`StoredSpan`]: serializes to the same bytes without
-/// cloning the caller's span.
-#[derive(Serialize)]
-struct StoredSpanRef<'a> {
-    project: &'a str,
-    resource: &'a [KeyValue],
-    span: &'a Span,
-}
-
 /// Like [`encode_span`], from the parts of a record.
+///
+/// This is the ingest hot path, so it writes bincode 2's wire format
+/// (standard config: varint integers, little-endian) directly instead of
+/// going through serde, which cost about a fifth of an append. The bytes
+/// are identical to `bincode::serde` encoding a [`StoredSpan`]; the test
+/// `direct_encoding_matches_bincode` checks that on generated spans, and
+/// decoding still goes through bincode.
 pub(crate) fn encode_span_parts(
     project: &str,
     resource: &[KeyValue],
     span: &Span,
     buf: &mut Vec<u8>,
 ) -> Result<u8, DecodeError> {
-    let rec = StoredSpanRef {
-        project,
-        resource,
-        span,
-    };
-    bincode::serde::encode_into_std_write(&rec, buf, CONFIG)
-        .map_err(|e| DecodeError(format!("cannot encode span: {e}")))?;
+    let w = buf;
+    put_str(w, project);
+    put_attributes(w, resource);
+    w.extend_from_slice(&span.trace_id.0);
+    w.extend_from_slice(&span.span_id.0);
+    match span.parent_span_id {
+        None => w.push(0),
+        Some(p) => {
+            w.push(1);
+            w.extend_from_slice(&p.0);
+        }
+    }
+    put_str(w, &span.name);
+    put_varint(w, span_kind_index(span.kind));
+    put_varint(w, span.start_time_unix_nano);
+    put_varint(w, span.end_time_unix_nano);
+    put_varint(w, status_index(span.status.code));
+    put_str(w, &span.status.message);
+    put_attributes(w, &span.attributes);
+    put_len(w, span.events.len());
+    for e in &span.events {
+        put_varint(w, e.time_unix_nano);
+        put_str(w, &e.name);
+        put_attributes(w, &e.attributes);
+    }
+    put_len(w, span.links.len());
+    for l in &span.links {
+        w.extend_from_slice(&l.trace_id.0);
+        w.extend_from_slice(&l.span_id.0);
+        put_attributes(w, &l.attributes);
+    }
     Ok(TAG_SPAN_V1)
+}
+
+/// bincode 2 varint: one byte below 251, else a marker and 2, 4 or 8 bytes.
+fn put_varint(w: &mut Vec<u8>, v: u64) {
+    if v < 251 {
+        w.push(v as u8);
+    } else if let Ok(v) = u16::try_from(v) {
+        w.push(251);
+        w.extend_from_slice(&v.to_le_bytes());
+    } else if let Ok(v) = u32::try_from(v) {
+        w.push(252);
+        w.extend_from_slice(&v.to_le_bytes());
+    } else {
+        w.push(253);
+        w.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+fn put_len(w: &mut Vec<u8>, n: usize) {
+    put_varint(w, n as u64);
+}
+
+fn put_i64(w: &mut Vec<u8>, v: i64) {
+    // Zigzag, as bincode encodes signed varints.
+    put_varint(w, ((v << 1) ^ (v >> 63)) as u64);
+}
+
+fn put_str(w: &mut Vec<u8>, s: &str) {
+    put_len(w, s.len());
+    w.extend_from_slice(s.as_bytes());
+}
+
+fn span_kind_index(k: SpanKind) -> u64 {
+    match k {
+        SpanKind::Unspecified => 0,
+        SpanKind::Internal => 1,
+        SpanKind::Server => 2,
+        SpanKind::Client => 3,
+        SpanKind::Producer => 4,
+        SpanKind::Consumer => 5,
+    }
+}
+
+fn status_index(c: StatusCode) -> u64 {
+    match c {
+        StatusCode::Unset => 0,
+        StatusCode::Ok => 1,
+        StatusCode::Error => 2,
+    }
+}
+
+fn put_attributes(w: &mut Vec<u8>, attrs: &[KeyValue]) {
+    put_len(w, attrs.len());
+    for kv in attrs {
+        put_str(w, &kv.key);
+        match &kv.value {
+            AttributeValue::String(s) => {
+                w.push(0);
+                put_str(w, s);
+            }
+            AttributeValue::Bool(b) => {
+                w.push(1);
+                w.push(u8::from(*b));
+            }
+            AttributeValue::Int(i) => {
+                w.push(2);
+                put_i64(w, *i);
+            }
+            AttributeValue::Double(d) => {
+                w.push(3);
+                w.extend_from_slice(&d.to_le_bytes());
+            }
+            AttributeValue::StringArray(v) => {
+                w.push(4);
+                put_len(w, v.len());
+                for s in v {
+                    put_str(w, s);
+                }
+            }
+            AttributeValue::BoolArray(v) => {
+                w.push(5);
+                put_len(w, v.len());
+                w.extend(v.iter().map(|b| u8::from(*b)));
+            }
+            AttributeValue::IntArray(v) => {
+                w.push(6);
+                put_len(w, v.len());
+                for i in v {
+                    put_i64(w, *i);
+                }
+            }
+            AttributeValue::DoubleArray(v) => {
+                w.push(7);
+                put_len(w, v.len());
+                for d in v {
+                    w.extend_from_slice(&d.to_le_bytes());
+                }
+            }
+        }
+    }
 }
 
 /// Decodes a span record from a frame's tag and payload.
@@ -133,6 +255,90 @@ mod tests {
         // A string length prefix claiming u64::MAX bytes.
         let bytes = [0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
         assert!(decode_value::<String>(&bytes).is_err());
+    }
+
+    fn via_serde(rec: &StoredSpan) -> Vec<u8> {
+        bincode::serde::encode_to_vec(rec, CONFIG).unwrap_or_default()
+    }
+
+    #[test]
+    fn direct_encoding_matches_bincode() {
+        use crate::model::{Event, Link, Status};
+        let values = [
+            AttributeValue::String("héllo".into()),
+            AttributeValue::String("x".repeat(300)),
+            AttributeValue::Bool(true),
+            AttributeValue::Int(0),
+            AttributeValue::Int(-1),
+            AttributeValue::Int(250),
+            AttributeValue::Int(i64::MIN),
+            AttributeValue::Int(i64::MAX),
+            AttributeValue::Double(-0.5),
+            AttributeValue::Double(f64::NAN),
+            AttributeValue::StringArray(vec!["a".into(), String::new()]),
+            AttributeValue::BoolArray(vec![true, false]),
+            AttributeValue::IntArray(vec![1, -70_000, 1 << 40]),
+            AttributeValue::DoubleArray(vec![1.0, f64::INFINITY]),
+        ];
+        let attrs: Vec<KeyValue> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| KeyValue::new(format!("k{i}"), v.clone()))
+            .collect();
+        let kinds = [
+            SpanKind::Unspecified,
+            SpanKind::Internal,
+            SpanKind::Server,
+            SpanKind::Client,
+            SpanKind::Producer,
+            SpanKind::Consumer,
+        ];
+        let times = [
+            0u64,
+            250,
+            251,
+            65_535,
+            65_536,
+            u64::from(u32::MAX) + 1,
+            u64::MAX,
+        ];
+        for (i, kind) in kinds.iter().enumerate() {
+            let mut span = Span::new(
+                TraceId([i as u8 + 1; 16]),
+                SpanId([7; 8]),
+                (i % 2 == 0).then_some(SpanId([3; 8])),
+                "name",
+                times[i % times.len()],
+                times[(i + 3) % times.len()],
+            );
+            span.kind = *kind;
+            span.status = Status {
+                code: [StatusCode::Unset, StatusCode::Ok, StatusCode::Error][i % 3],
+                message: "m".repeat(i * 100),
+            };
+            span.attributes = attrs.clone();
+            span.events = vec![Event {
+                time_unix_nano: times[i % times.len()],
+                name: "exception".into(),
+                attributes: attrs[..i].to_vec(),
+            }];
+            span.links = vec![Link {
+                trace_id: TraceId([9; 16]),
+                span_id: SpanId([8; 8]),
+                attributes: attrs[i..].to_vec(),
+            }];
+            let rec = StoredSpan {
+                project: "p".repeat(i * 60),
+                resource: attrs[..i].to_vec(),
+                span,
+            };
+            let mut direct = Vec::new();
+            assert!(encode_span(&rec, &mut direct).is_ok());
+            assert_eq!(direct, via_serde(&rec), "case {i}");
+            // NaN != NaN, so compare the decoded record by re-encoding it.
+            let decoded = decode_span(TAG_SPAN_V1, &direct).map(|d| via_serde(&d));
+            assert_eq!(decoded, Ok(direct.clone()), "case {i}");
+        }
     }
 
     /// Golden bytes: a format change must be deliberate (bump the tag).
