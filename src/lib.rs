@@ -12,12 +12,17 @@
 //! Start with [`SessionStore::open`], [`SessionStore::append`] and
 //! [`SessionStore::session_history`]. `README.md` gives the contract and the
 //! durability modes; `docs/FORMAT.md` draws the on-disk format.
+//!
+//! OpenTelemetry speaks to a store through [`otlp`] (OTLP requests as
+//! protobuf or OTLP/JSON, feature `otlp`); it is on by default.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 mod codec;
 mod error;
 mod index;
+#[cfg(feature = "otlp")]
+mod ingest;
 mod log;
 mod model;
 mod query;
@@ -26,6 +31,8 @@ pub mod workload;
 
 pub use error::{Error, ErrorKind, Result};
 pub use index::facts::SessionIdSource;
+#[cfg(feature = "otlp")]
+pub use ingest::otlp;
 pub use model::{
     AppendReport, AttributeValue, Event, IoValue, KeyValue, LatencyQuantiles, Link, Page,
     ParseIdError, Rejection, ResourceSpans, SessionSummary, Span, SpanId, SpanKind, Status,

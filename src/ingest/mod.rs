@@ -1,0 +1,8 @@
+//! OpenTelemetry ingest, on top of the public [`SessionStore`](crate::SessionStore) API.
+//!
+//! - [`otlp`]: OTLP `ExportTraceServiceRequest`s (protobuf or OTLP/JSON) into
+//!   the public model, and an `export` that stores one with OTLP's
+//!   partial-success semantics (feature `otlp`).
+
+pub mod otlp;
+mod value;
