@@ -14,7 +14,9 @@
 //! durability modes; `docs/FORMAT.md` draws the on-disk format.
 //!
 //! OpenTelemetry speaks to a store through [`otlp`] (OTLP requests as
-//! protobuf or OTLP/JSON, feature `otlp`); it is on by default.
+//! protobuf or OTLP/JSON, feature `otlp`) and [`StoreExporter`] (an
+//! `opentelemetry_sdk` span exporter, feature `opentelemetry`); both are on
+//! by default.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -31,6 +33,8 @@ pub mod workload;
 
 pub use error::{Error, ErrorKind, Result};
 pub use index::facts::SessionIdSource;
+#[cfg(feature = "opentelemetry")]
+pub use ingest::exporter::StoreExporter;
 #[cfg(feature = "otlp")]
 pub use ingest::otlp;
 pub use model::{

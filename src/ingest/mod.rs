@@ -3,6 +3,10 @@
 //! - [`otlp`]: OTLP `ExportTraceServiceRequest`s (protobuf or OTLP/JSON) into
 //!   the public model, and an `export` that stores one with OTLP's
 //!   partial-success semantics (feature `otlp`).
+//! - [`exporter`]: an `opentelemetry_sdk` `SpanExporter` writing into a
+//!   store (feature `opentelemetry`).
 
+#[cfg(feature = "opentelemetry")]
+pub(crate) mod exporter;
 pub mod otlp;
 mod value;
