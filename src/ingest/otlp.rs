@@ -153,10 +153,14 @@ pub fn decode_protobuf(body: &[u8]) -> Result<ExportTraceServiceRequest, DecodeE
 /// mapping with lowerCamelCase field names, hex trace and span ids, 64-bit
 /// integers as strings or numbers and enums as integers.
 pub fn decode_json(body: &[u8]) -> Result<ExportTraceServiceRequest, DecodeError> {
-    serde_json::from_slice(body).map_err(|e| DecodeError::Json {
-        line: e.line(),
-        column: e.column(),
-        reason: e.to_string(),
+    serde_json::from_slice(body).map_err(|e| {
+        let reason = e.to_string();
+        let position = format!(" at line {} column {}", e.line(), e.column());
+        DecodeError::Json {
+            line: e.line(),
+            column: e.column(),
+            reason: reason.strip_suffix(&position).unwrap_or(&reason).to_owned(),
+        }
     })
 }
 
