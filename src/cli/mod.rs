@@ -1,0 +1,280 @@
+//! Argument parsing and dispatch. Every command prints a human-readable
+//! table by default and JSON with `--json`; errors go to stderr with a
+//! non-zero exit code.
+
+mod demo;
+mod ingest;
+mod output;
+mod read;
+mod serve;
+
+use std::fmt;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use span_sessions::{SessionSort, SessionStore};
+
+/// Embedded storage for LLM-tracing spans grouped into sessions.
+#[derive(Debug, Parser)]
+#[command(name = "span-sessions", version, about, max_term_width = 100)]
+struct Cli {
+    /// The store directory.
+    #[arg(
+        long,
+        global = true,
+        env = "SPAN_SESSIONS_DIR",
+        default_value = "./span-sessions-data",
+        value_name = "DIR"
+    )]
+    store: PathBuf,
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Store OTLP trace requests from files or directories: `.pb`/`.binpb`
+    /// (protobuf), `.json` (one OTLP/JSON request), `.jsonl` (one per line).
+    Ingest {
+        /// Files, or directories searched recursively for those extensions.
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// File every span under this project, whatever its resource says.
+        #[arg(long, value_name = "P")]
+        project: Option<String>,
+        /// Largest request accepted (a file, or one line of a `.jsonl` file).
+        #[arg(long, default_value_t = DEFAULT_MAX_REQUEST_BYTES, value_name = "BYTES")]
+        max_request_bytes: u64,
+    },
+    /// List the projects.
+    Projects,
+    /// List a project's sessions.
+    Sessions {
+        /// The project.
+        #[arg(long, value_name = "P")]
+        project: String,
+        /// Sort key.
+        #[arg(long, value_enum, default_value_t = SortKey::Start)]
+        sort: SortKey,
+        /// Smallest first.
+        #[arg(long, conflicts_with = "desc")]
+        asc: bool,
+        /// Largest first (the default).
+        #[arg(long)]
+        desc: bool,
+        /// Only sessions whose root inputs or outputs contain TEXT
+        /// (case-insensitive).
+        #[arg(long, value_name = "TEXT")]
+        search: Option<String>,
+        /// Page size.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: u32,
+        /// The `next_cursor` of the previous page.
+        #[arg(long, value_name = "C")]
+        cursor: Option<String>,
+    },
+    /// Show a session's turns, oldest first.
+    History {
+        /// The project.
+        #[arg(long, value_name = "P")]
+        project: String,
+        /// The session id.
+        #[arg(long, value_name = "S")]
+        session: String,
+        /// Page size.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: u32,
+        /// The `next_cursor` of the previous page.
+        #[arg(long, value_name = "C")]
+        cursor: Option<String>,
+    },
+    /// Show every span of a trace.
+    Trace {
+        /// The trace id, 32 hex digits.
+        trace_id: String,
+    },
+    /// Counts per project and the store's size on disk.
+    Stats,
+    /// Check that the indexes agree with the stored spans.
+    Verify,
+    /// Ingest realistic demo sessions into the store and print them.
+    Demo,
+    /// Receive OTLP/HTTP (`POST /v1/traces`, protobuf or JSON, gzip or not)
+    /// into the store.
+    Serve {
+        /// Address to listen on (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:4318", value_name = "ADDR")]
+        listen: String,
+        /// File every span under this project, whatever its resource says.
+        #[arg(long, value_name = "P")]
+        project: Option<String>,
+        /// Largest request body accepted, before and after gzip decompression.
+        #[arg(long, default_value_t = DEFAULT_MAX_REQUEST_BYTES, value_name = "BYTES")]
+        max_body_bytes: u64,
+        /// Threads handling requests.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+        threads: u16,
+    },
+}
+
+/// Largest OTLP request accepted by default (the OpenTelemetry Collector's
+/// default limit for OTLP/HTTP bodies is 20 MiB).
+const DEFAULT_MAX_REQUEST_BYTES: u64 = 20 << 20;
+
+/// Session list sort keys, as named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SortKey {
+    /// Start of the earliest trace.
+    Start,
+    /// End of the latest trace (last activity).
+    End,
+    /// Number of traces.
+    Traces,
+    /// Total tokens.
+    Tokens,
+    /// End minus start.
+    Duration,
+}
+
+impl From<SortKey> for SessionSort {
+    fn from(k: SortKey) -> Self {
+        match k {
+            SortKey::Start => SessionSort::StartTime,
+            SortKey::End => SessionSort::EndTime,
+            SortKey::Traces => SessionSort::NumTraces,
+            SortKey::Tokens => SessionSort::TotalTokens,
+            SortKey::Duration => SessionSort::Duration,
+        }
+    }
+}
+
+/// A command's failure: printed to stderr, exit code 1.
+#[derive(Debug)]
+pub(crate) struct CliError(String);
+
+/// The message of a write to a closed pipe (`span-sessions ... | head`),
+/// which ends the command quietly.
+const BROKEN_PIPE: &str = "";
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<span_sessions::Error> for CliError {
+    fn from(e: span_sessions::Error) -> Self {
+        CliError(e.to_string())
+    }
+}
+
+impl From<String> for CliError {
+    fn from(s: String) -> Self {
+        CliError(s)
+    }
+}
+
+impl From<std::io::Error> for CliError {
+    fn from(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            CliError(BROKEN_PIPE.to_owned())
+        } else {
+            CliError(format!("writing output: {e}"))
+        }
+    }
+}
+
+pub(crate) type CliResult<T = ()> = Result<T, CliError>;
+
+/// Parses the arguments, runs the command and maps the outcome to an exit code.
+pub(crate) fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if e.0 != BROKEN_PIPE {
+                let _ = writeln!(std::io::stderr(), "span-sessions: {e}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn open(dir: &std::path::Path) -> CliResult<SessionStore> {
+    SessionStore::open(dir).map_err(|e| CliError(format!("opening store {}: {e}", dir.display())))
+}
+
+fn run(cli: Cli) -> CliResult {
+    let json = cli.json;
+    match cli.command {
+        Command::Ingest {
+            paths,
+            project,
+            max_request_bytes,
+        } => {
+            let store = open(&cli.store)?;
+            ingest::run(&store, &paths, project, max_request_bytes, json)
+        }
+        Command::Projects => read::projects(&open(&cli.store)?, json),
+        Command::Sessions {
+            project,
+            sort,
+            asc,
+            desc: _,
+            search,
+            limit,
+            cursor,
+        } => {
+            let query = read::SessionsArgs {
+                project,
+                sort: sort.into(),
+                descending: !asc,
+                search,
+                limit: limit as usize,
+                cursor,
+            };
+            read::sessions(&open(&cli.store)?, &query, json)
+        }
+        Command::History {
+            project,
+            session,
+            limit,
+            cursor,
+        } => read::history(
+            &open(&cli.store)?,
+            &project,
+            &session,
+            limit as usize,
+            cursor.as_deref(),
+            json,
+        ),
+        Command::Trace { trace_id } => {
+            let id = trace_id
+                .parse()
+                .map_err(|e| CliError(format!("bad trace id {trace_id:?}: {e}")))?;
+            read::trace(&open(&cli.store)?, id, json)
+        }
+        Command::Stats => read::stats(&open(&cli.store)?, json),
+        Command::Verify => read::verify(&open(&cli.store)?, json),
+        Command::Demo => demo::run(&open(&cli.store)?, json),
+        Command::Serve {
+            listen,
+            project,
+            max_body_bytes,
+            threads,
+        } => serve::run(
+            open(&cli.store)?,
+            &serve::ServeOptions {
+                listen,
+                project,
+                max_body_bytes,
+                threads: usize::from(threads),
+            },
+        ),
+    }
+}
