@@ -1,0 +1,275 @@
+//! The OTLP/HTTP receiver (`span-sessions serve`): statuses and bodies per
+//! the OTLP/HTTP specification, and bad requests that leave no trace.
+#![cfg(feature = "cli")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use prost::Message;
+use span_sessions::SessionStore;
+use span_sessions::otlp::ExportTraceServiceResponse;
+use support::*;
+
+/// `google.rpc.Status`, as the receiver sends it on errors.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+const PB: &str = "application/x-protobuf";
+const JSON: &str = "application/json";
+const LIMIT: usize = 64 * 1024;
+
+#[test]
+fn good_requests_in_every_encoding_are_stored_and_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let r = Receiver::start(&store, &["--max-body-bytes", &LIMIT.to_string()]);
+
+    // Protobuf: 200, an ExportTraceServiceResponse without partial success.
+    let body = session_request("pb", "s", 1, 2).encode_to_vec();
+    let resp = post(&r.addr, PB, &[], &body);
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("content-type"), Some(PB));
+    let decoded = ExportTraceServiceResponse::decode(resp.body.as_slice()).unwrap();
+    assert_eq!(decoded.partial_success, None);
+
+    // Protobuf with a charset parameter and gzip.
+    let body = gzip(&session_request("pb-gzip", "s", 10, 3).encode_to_vec());
+    let resp = post(
+        &r.addr,
+        "application/x-protobuf; charset=binary",
+        &[("Content-Encoding", "gzip")],
+        &body,
+    );
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+
+    // JSON (as the library's serde writes it: hex ids, 64-bit ints as strings).
+    let body = serde_json::to_vec(&session_request("json", "s", 20, 1)).unwrap();
+    let resp = post(&r.addr, JSON, &[], &body);
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("content-type"), Some(JSON));
+    let v: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+    assert_eq!(v, serde_json::json!({}));
+
+    // JSON, gzip.
+    let body = gzip(&serde_json::to_vec(&session_request("json-gzip", "s", 30, 2)).unwrap());
+    let resp = post(&r.addr, JSON, &[("Content-Encoding", "gzip")], &body);
+    assert_eq!(resp.status, 200);
+
+    // A retry of the first request: accepted (duplicates are not rejections).
+    let body = session_request("pb", "s", 1, 2).encode_to_vec();
+    let resp = post(&r.addr, PB, &[], &body);
+    assert_eq!(resp.status, 200);
+    r.stop();
+
+    let s = SessionStore::open(&store).unwrap();
+    assert_eq!(
+        s.projects().unwrap(),
+        ["json", "json-gzip", "pb", "pb-gzip"]
+    );
+    for (project, turns) in [("pb", 2), ("pb-gzip", 3), ("json", 1), ("json-gzip", 2)] {
+        let h = s.session_history(project, "s").unwrap();
+        assert_eq!(h.len(), turns, "{project}");
+        assert_eq!(h[0].tokens.total, 15);
+        assert_eq!(
+            h[0].input.as_ref().map(|v| v.value.as_str()),
+            Some("question 0 in s")
+        );
+        assert_eq!(
+            s.project_stats(project).unwrap().unwrap().spans,
+            2 * turns as u64
+        );
+    }
+}
+
+#[test]
+fn bad_ids_give_a_partial_success_in_the_request_encoding() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let r = Receiver::start(&store, &[]);
+    let mut req = session_request("partial", "s", 1, 2);
+    let spans = &mut req.resource_spans[0].scope_spans[0].spans;
+    spans[0].trace_id.truncate(15); // trace 1's root: wrong length
+    spans[3].span_id = vec![0; 8]; // trace 2's child: all zeros
+    let resp = post(&r.addr, PB, &[], &req.encode_to_vec());
+    assert_eq!(resp.status, 200);
+    let p = ExportTraceServiceResponse::decode(resp.body.as_slice())
+        .unwrap()
+        .partial_success
+        .expect("partial success");
+    assert_eq!(p.rejected_spans, 2);
+    assert!(
+        p.error_message
+            .contains("trace_id is 15 bytes, expected 16"),
+        "{}",
+        p.error_message
+    );
+    assert!(
+        p.error_message.contains("span_id is all zeros"),
+        "{}",
+        p.error_message
+    );
+
+    let mut req = session_request("partial-json", "s", 10, 1);
+    req.resource_spans[0].scope_spans[0].spans[1].parent_span_id = vec![1, 2, 3];
+    let resp = post(&r.addr, JSON, &[], &serde_json::to_vec(&req).unwrap());
+    assert_eq!(resp.status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+    assert_eq!(v["partialSuccess"]["rejectedSpans"], "1");
+    assert!(
+        v["partialSuccess"]["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("parent_span_id is 3 bytes")
+    );
+    r.stop();
+
+    let s = SessionStore::open(&store).unwrap();
+    assert_eq!(s.project_stats("partial").unwrap().unwrap().spans, 2);
+    assert_eq!(s.project_stats("partial-json").unwrap().unwrap().spans, 1);
+}
+
+/// Each bad request names its own project; afterwards only the good
+/// request's project exists, with exactly its spans.
+#[test]
+fn bad_requests_get_the_right_status_and_leave_the_store_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let r = Receiver::start(&store, &["--max-body-bytes", &LIMIT.to_string()]);
+    let good = session_request("good", "s", 1, 2).encode_to_vec();
+    assert_eq!(post(&r.addr, PB, &[], &good).status, 200);
+
+    let rpc_status = |resp: &HttpResponse| RpcStatus::decode(resp.body.as_slice()).unwrap();
+
+    // Truncated protobuf: 400 with a google.rpc.Status (INVALID_ARGUMENT).
+    let pb = session_request("bad-truncated", "s", 100, 3).encode_to_vec();
+    let resp = post(&r.addr, PB, &[], &pb[..pb.len() - 7]);
+    assert_eq!(resp.status, 400);
+    let st = rpc_status(&resp);
+    assert_eq!(st.code, 3);
+    assert!(
+        st.message.contains("invalid OTLP protobuf request"),
+        "{}",
+        st.message
+    );
+
+    // Invalid UTF-8 in a string field: the whole request is refused.
+    let mut pb = session_request("bad-utf8", "s", 200, 1).encode_to_vec();
+    let at = pb.windows(5).position(|w| w == b"agent").unwrap();
+    pb[at] = 0xff;
+    let resp = post(&r.addr, PB, &[], &pb);
+    assert_eq!(resp.status, 400);
+    assert!(rpc_status(&resp).message.contains("not valid UTF-8"));
+
+    // Wrong content types: 415.
+    let json = serde_json::to_vec(&session_request("bad-type", "s", 300, 1)).unwrap();
+    for ct in ["text/plain", "application/xml", "application/grpc"] {
+        let resp = post(&r.addr, ct, &[], &json);
+        assert_eq!(resp.status, 415, "{ct}");
+    }
+    let resp = http(&r.addr, "POST", "/v1/traces", &[], &json);
+    assert_eq!(resp.status, 415, "no content type");
+    let resp = post(&r.addr, JSON, &[("Content-Encoding", "br")], &json);
+    assert_eq!(resp.status, 415, "unsupported encoding");
+
+    // Invalid JSON: 400 with a JSON Status.
+    for body in [
+        &b"{\"resourceSpans\": ["[..],
+        b"not json",
+        b"{\"resourceSpans\": 7}",
+    ] {
+        let resp = post(&r.addr, JSON, &[], body);
+        assert_eq!(resp.status, 400);
+        let v: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+        assert_eq!(v["code"], 3);
+        assert!(v["message"].as_str().unwrap().contains("OTLP/JSON"));
+    }
+    // A non-hex id in JSON is malformed, not a per-span rejection.
+    let mut v: serde_json::Value = serde_json::from_slice(
+        &serde_json::to_vec(&session_request("bad-hex", "s", 400, 1)).unwrap(),
+    )
+    .unwrap();
+    v["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["traceId"] = "zz".repeat(16).into();
+    assert_eq!(
+        post(&r.addr, JSON, &[], v.to_string().as_bytes()).status,
+        400
+    );
+
+    // Oversize: by Content-Length, and after gzip decompression.
+    let big = session_request("bad-oversize", "s", 500, 400).encode_to_vec();
+    assert!(big.len() > LIMIT);
+    let resp = post(&r.addr, PB, &[], &big);
+    assert_eq!(resp.status, 413);
+    assert_eq!(rpc_status(&resp).code, 8);
+    let bomb = gzip(&big);
+    assert!(bomb.len() < LIMIT);
+    let resp = post(&r.addr, PB, &[("Content-Encoding", "gzip")], &bomb);
+    assert_eq!(resp.status, 413);
+    let zeros = gzip(&vec![0u8; 50 * LIMIT]);
+    assert_eq!(
+        post(&r.addr, PB, &[("Content-Encoding", "gzip")], &zeros).status,
+        413
+    );
+
+    // A body that is not gzip although it says so: 400.
+    let resp = post(&r.addr, PB, &[("Content-Encoding", "gzip")], &good);
+    assert_eq!(resp.status, 400);
+
+    // Other paths and methods.
+    assert_eq!(
+        http(&r.addr, "POST", "/v1/logs", &[("Content-Type", PB)], &good).status,
+        404
+    );
+    let resp = http(&r.addr, "GET", "/v1/traces", &[], b"");
+    assert_eq!(resp.status, 405);
+    assert_eq!(resp.header("allow"), Some("POST"));
+
+    // The receiver still works after all that.
+    let more = session_request("good", "s2", 50, 1).encode_to_vec();
+    assert_eq!(post(&r.addr, PB, &[], &more).status, 200);
+    r.stop();
+
+    let s = SessionStore::open(&store).unwrap();
+    assert_eq!(s.projects().unwrap(), ["good"]);
+    let stats = s.project_stats("good").unwrap().unwrap();
+    assert_eq!((stats.sessions, stats.traces, stats.spans), (2, 3, 6));
+}
+
+#[test]
+fn concurrent_exporters_all_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let r = Receiver::start(&store, &["--threads", "4"]);
+    std::thread::scope(|scope| {
+        for t in 0..4u64 {
+            let addr = r.addr.clone();
+            scope.spawn(move || {
+                for i in 0..10u64 {
+                    let body = session_request("conc", &format!("s{t}"), 1000 * t + 10 * i, 2)
+                        .encode_to_vec();
+                    assert_eq!(post(&addr, PB, &[], &body).status, 200);
+                }
+            });
+        }
+    });
+    r.stop();
+    let s = SessionStore::open(&store).unwrap();
+    let stats = s.project_stats("conc").unwrap().unwrap();
+    assert_eq!((stats.sessions, stats.traces, stats.spans), (4, 80, 160));
+}
+
+#[test]
+fn project_override_files_everything_under_one_project() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let r = Receiver::start(&store, &["--project", "forced"]);
+    let body = session_request("ignored", "s", 1, 1).encode_to_vec();
+    assert_eq!(post(&r.addr, PB, &[], &body).status, 200);
+    r.stop();
+    let s = SessionStore::open(&store).unwrap();
+    assert_eq!(s.projects().unwrap(), ["forced"]);
+}
