@@ -319,6 +319,7 @@ pub fn session_request(
 }
 
 /// Gzip-compresses `data`.
+#[cfg(feature = "cli")]
 pub fn gzip(data: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     enc.write_all(data).unwrap();
