@@ -1,0 +1,653 @@
+//! The command line: every `--json` document parsed back and checked field
+//! by field (scripts rely on them), paging, errors, and `ingest`.
+#![cfg(feature = "cli")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use prost::Message;
+use serde_json::Value;
+use support::*;
+
+const SESSION_KEYS: [&str; 11] = [
+    "project",
+    "session_id",
+    "num_traces",
+    "num_traces_with_error",
+    "start_time_unix_nano",
+    "end_time_unix_nano",
+    "first_input",
+    "last_output",
+    "user_id",
+    "tokens",
+    "trace_latency_ms",
+];
+
+const TURN_KEYS: [&str; 10] = [
+    "trace_id",
+    "start_time_unix_nano",
+    "end_time_unix_nano",
+    "latency_ms",
+    "input",
+    "output",
+    "tokens",
+    "status",
+    "num_spans",
+    "root_missing",
+];
+
+const SPAN_KEYS: [&str; 9] = [
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "name",
+    "kind",
+    "start_time_unix_nano",
+    "end_time_unix_nano",
+    "status",
+    "attributes",
+];
+
+fn demo_store() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let out = run(&store, &["demo"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("history of travel-agent / trip-planner-7"),
+        "{text}"
+    );
+    (dir, store)
+}
+
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn check_io(v: &Value) {
+    if !v.is_null() {
+        assert_eq!(keys(v), sorted(&["value", "mime_type"]));
+        assert!(v["value"].is_string() && v["mime_type"].is_string());
+    }
+}
+
+fn check_tokens(v: &Value) {
+    assert_eq!(keys(v), sorted(&["prompt", "completion", "total"]));
+    assert!(v["prompt"].is_u64() && v["completion"].is_u64() && v["total"].is_u64());
+}
+
+#[test]
+fn every_read_command_prints_the_documented_json() {
+    let (_dir, store) = demo_store();
+
+    let projects = json(&store, &["projects"]);
+    assert_eq!(keys(&projects), ["projects"]);
+    let names: Vec<&str> = projects["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"support-bot") && names.contains(&"travel-agent"),
+        "{names:?}"
+    );
+
+    // sessions
+    let page = json(&store, &["sessions", "--project", "support-bot"]);
+    assert_eq!(keys(&page), sorted(&["sessions", "next_cursor"]));
+    assert!(page["next_cursor"].is_null());
+    let sessions = page["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 1);
+    let s = &sessions[0];
+    assert_eq!(keys(s), sorted(&SESSION_KEYS));
+    assert_eq!(s["project"], "support-bot");
+    assert_eq!(s["session_id"], "ticket-5521");
+    assert_eq!(s["num_traces"], 2);
+    assert_eq!(s["num_traces_with_error"], 1);
+    assert!(
+        s["start_time_unix_nano"].as_u64().unwrap() < s["end_time_unix_nano"].as_u64().unwrap()
+    );
+    check_io(&s["first_input"]);
+    check_io(&s["last_output"]);
+    assert_eq!(s["first_input"]["value"], "My order #5521 hasn't arrived.");
+    assert_eq!(s["first_input"]["mime_type"], "text/plain");
+    assert_eq!(s["user_id"], "alice@example.com");
+    check_tokens(&s["tokens"]);
+    assert_eq!(keys(&s["trace_latency_ms"]), sorted(&["p50", "p99"]));
+    assert_eq!(s["trace_latency_ms"]["p50"], 5000.0);
+
+    // history
+    let h = json(
+        &store,
+        &[
+            "history",
+            "--project",
+            "support-bot",
+            "--session",
+            "ticket-5521",
+        ],
+    );
+    assert_eq!(
+        keys(&h),
+        sorted(&["project", "session_id", "turns", "next_cursor"])
+    );
+    assert_eq!(h["project"], "support-bot");
+    assert_eq!(h["session_id"], "ticket-5521");
+    assert!(h["next_cursor"].is_null());
+    let turns = h["turns"].as_array().unwrap();
+    assert_eq!(turns.len(), 2);
+    for t in turns {
+        assert_eq!(keys(t), sorted(&TURN_KEYS));
+        assert!(is_hex(t["trace_id"].as_str().unwrap(), 32));
+        check_io(&t["input"]);
+        check_io(&t["output"]);
+        check_tokens(&t["tokens"]);
+        assert!(t["latency_ms"].is_f64());
+        assert!(t["num_spans"].is_u64());
+        assert!(t["root_missing"].is_boolean());
+    }
+    assert_eq!(turns[0]["status"], "unset");
+    assert_eq!(turns[1]["status"], "error");
+    assert_eq!(turns[1]["latency_ms"], 5000.0);
+    assert!(turns[0]["start_time_unix_nano"].as_u64() < turns[1]["start_time_unix_nano"].as_u64());
+    assert_eq!(
+        turns[1]["output"]["value"],
+        "The carrier shows it out for delivery today before 18:00."
+    );
+
+    // trace
+    let id = turns[1]["trace_id"].as_str().unwrap();
+    let t = json(&store, &["trace", id]);
+    assert_eq!(keys(&t), sorted(&["trace_id", "spans"]));
+    assert_eq!(t["trace_id"], id);
+    let spans = t["spans"].as_array().unwrap();
+    assert_eq!(spans.len(), 2);
+    for sp in spans {
+        assert_eq!(keys(sp), sorted(&SPAN_KEYS));
+        assert_eq!(sp["trace_id"], id);
+        assert!(is_hex(sp["span_id"].as_str().unwrap(), 16));
+        assert_eq!(keys(&sp["status"]), sorted(&["code", "message"]));
+        assert!(sp["attributes"].is_object());
+    }
+    assert!(spans[0]["parent_span_id"].is_null());
+    assert_eq!(spans[0]["name"], "support-agent");
+    assert_eq!(spans[0]["kind"], "unspecified");
+    assert_eq!(spans[0]["attributes"]["session.id"], "ticket-5521");
+    assert_eq!(spans[1]["parent_span_id"], spans[0]["span_id"]);
+    assert_eq!(spans[1]["status"]["code"], "error");
+    assert_eq!(spans[1]["status"]["message"], "carrier API timeout");
+
+    // stats and verify
+    let stats = json(&store, &["stats"]);
+    assert_eq!(keys(&stats), sorted(&["store", "disk_bytes", "projects"]));
+    assert!(stats["disk_bytes"].as_u64().unwrap() > 0);
+    let support = stats["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["project"] == "support-bot")
+        .unwrap();
+    assert_eq!(
+        keys(support),
+        sorted(&[
+            "project",
+            "sessions",
+            "traces",
+            "spans",
+            "tokens",
+            "session_duration_ms"
+        ])
+    );
+    assert_eq!(
+        (
+            support["sessions"].as_u64(),
+            support["traces"].as_u64(),
+            support["spans"].as_u64()
+        ),
+        (Some(1), Some(2), Some(4))
+    );
+    let verify = json(&store, &["verify"]);
+    assert_eq!(
+        keys(&verify),
+        sorted(&[
+            "ok",
+            "sessions",
+            "traces",
+            "spans",
+            "problems",
+            "not_checked"
+        ])
+    );
+    assert_eq!(verify["ok"], true);
+    assert_eq!(verify["problems"].as_array().unwrap().len(), 0);
+    assert!(verify["spans"].as_u64().unwrap() > 1000);
+
+    // Human output is a table.
+    let out = run(&store, &["sessions", "--project", "support-bot"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with("SESSION") && text.contains("ticket-5521"),
+        "{text}"
+    );
+}
+
+/// The value a sort key orders by, from a session's JSON.
+fn sort_value(s: &Value, sort: &str) -> u64 {
+    let n = |k: &str| s[k].as_u64().unwrap();
+    match sort {
+        "start" => n("start_time_unix_nano"),
+        "end" => n("end_time_unix_nano"),
+        "traces" => n("num_traces"),
+        "tokens" => s["tokens"]["total"].as_u64().unwrap(),
+        "duration" => n("end_time_unix_nano") - n("start_time_unix_nano"),
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn session_list_pages_sorts_and_searches() {
+    let (_dir, store) = demo_store();
+    for sort in ["start", "end", "traces", "tokens", "duration"] {
+        for dir in ["--asc", "--desc"] {
+            let all = json(
+                &store,
+                &[
+                    "sessions",
+                    "--project",
+                    "project-0",
+                    "--sort",
+                    sort,
+                    dir,
+                    "--limit",
+                    "1000",
+                ],
+            );
+            let all: Vec<Value> = all["sessions"].as_array().unwrap().clone();
+            assert_eq!(all.len(), 20);
+            for w in all.windows(2) {
+                let (a, b) = (sort_value(&w[0], sort), sort_value(&w[1], sort));
+                assert!(
+                    if dir == "--asc" { a <= b } else { a >= b },
+                    "{sort} {dir}: {a} then {b}"
+                );
+            }
+            // Pages of 3 add up to the same list, each session once.
+            let mut walked = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let mut args = vec![
+                    "sessions",
+                    "--project",
+                    "project-0",
+                    "--sort",
+                    sort,
+                    dir,
+                    "--limit",
+                    "3",
+                ];
+                if let Some(c) = &cursor {
+                    args.extend(["--cursor", c.as_str()]);
+                }
+                let page = json(&store, &args);
+                let items = page["sessions"].as_array().unwrap();
+                assert!(items.len() <= 3);
+                walked.extend(
+                    items
+                        .iter()
+                        .map(|s| s["session_id"].as_str().unwrap().to_owned()),
+                );
+                match page["next_cursor"].as_str() {
+                    Some(c) => cursor = Some(c.to_owned()),
+                    None => break,
+                }
+            }
+            let expected: Vec<String> = all
+                .iter()
+                .map(|s| s["session_id"].as_str().unwrap().to_owned())
+                .collect();
+            assert_eq!(walked, expected, "{sort} {dir}");
+        }
+    }
+    // Descending is the default.
+    let default = json(
+        &store,
+        &["sessions", "--project", "project-0", "--limit", "1000"],
+    );
+    let desc = json(
+        &store,
+        &[
+            "sessions",
+            "--project",
+            "project-0",
+            "--desc",
+            "--limit",
+            "1000",
+        ],
+    );
+    assert_eq!(default, desc);
+
+    // --search finds a session by its first input, case-insensitively.
+    let first = &default["sessions"][0];
+    let input = first["first_input"]["value"].as_str().unwrap().to_owned();
+    let word = input
+        .split_whitespace()
+        .max_by_key(|w| w.len())
+        .unwrap()
+        .to_uppercase();
+    let hits = json(
+        &store,
+        &[
+            "sessions",
+            "--project",
+            "project-0",
+            "--search",
+            &word,
+            "--limit",
+            "1000",
+        ],
+    );
+    let ids: HashSet<&str> = hits["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["session_id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(first["session_id"].as_str().unwrap()),
+        "{word}: {ids:?}"
+    );
+    let none = json(
+        &store,
+        &[
+            "sessions",
+            "--project",
+            "project-0",
+            "--search",
+            "zqxj-never-said",
+        ],
+    );
+    assert_eq!(none["sessions"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn errors_go_to_stderr_with_a_non_zero_exit_code() {
+    let (_dir, store) = demo_store();
+    let cases: [&[&str]; 7] = [
+        &["trace", "not-hex"],
+        &["trace", "0123456789abcdef0123456789abcdef"],
+        &[
+            "history",
+            "--project",
+            "support-bot",
+            "--session",
+            "no-such-session",
+        ],
+        &["sessions", "--project", "project-0", "--cursor", "zz"],
+        &["sessions", "--project", "project-0", "--asc", "--desc"],
+        &["sessions"],
+        &["sessions", "--project", "p", "--limit", "0"],
+    ];
+    for args in cases {
+        let out = run(&store, args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            out.stdout.is_empty(),
+            "{args:?} printed {:?}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(!out.stderr.is_empty(), "{args:?} said nothing on stderr");
+    }
+    let out = run(
+        &store,
+        &["--json", "trace", "0123456789abcdef0123456789abcdef"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+    // Usage errors exit with 2.
+    assert_eq!(run(&store, &["sessions"]).status.code(), Some(2));
+    assert_eq!(run(&store, &["no-such-command"]).status.code(), Some(2));
+}
+
+#[test]
+fn the_store_directory_comes_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let from_env = dir.path().join("from-env");
+    let out = bin()
+        .args(["--json", "demo"])
+        .env("SPAN_SESSIONS_DIR", &from_env)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["spans_appended"].as_u64().unwrap() > 1000);
+    assert!(from_env.join("index.redb").exists());
+    // --store wins over the environment.
+    let flag = dir.path().join("flag");
+    let out = bin()
+        .arg("--store")
+        .arg(&flag)
+        .arg("projects")
+        .env("SPAN_SESSIONS_DIR", &from_env)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(out.stdout.is_empty(), "a new store has no projects");
+}
+
+fn write(path: &Path, bytes: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn json_line(req: &span_sessions::otlp::ExportTraceServiceRequest) -> String {
+    serde_json::to_string(req).unwrap()
+}
+
+#[test]
+fn ingest_reads_every_file_type_from_files_and_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let a = session_request("files", "a", 1, 2);
+    write(&data.join("a.pb"), &a.encode_to_vec());
+    write(
+        &data.join("nested/b.binpb"),
+        &session_request("files", "b", 10, 1).encode_to_vec(),
+    );
+    write(
+        &data.join("c.json"),
+        serde_json::to_string_pretty(&session_request("files", "c", 20, 3))
+            .unwrap()
+            .as_bytes(),
+    );
+    let lines = format!(
+        "{}\n\n{}\r\n",
+        json_line(&session_request("files", "d", 30, 1)),
+        json_line(&a), // a retry of a.pb: duplicates
+    );
+    write(&data.join("d.JSONL"), lines.as_bytes());
+    write(
+        &data.join("notes.txt"),
+        b"not an OTLP file: skipped in a directory",
+    );
+    let extra = dir.path().join("e.json");
+    write(
+        &extra,
+        json_line(&session_request("files", "e", 40, 1)).as_bytes(),
+    );
+
+    let store = dir.path().join("store");
+    let summary = json(
+        &store,
+        &["ingest", data.to_str().unwrap(), extra.to_str().unwrap()],
+    );
+    assert_eq!(
+        keys(&summary),
+        sorted(&[
+            "files",
+            "requests",
+            "failed_requests",
+            "spans_accepted",
+            "duplicates",
+            "spans_rejected",
+            "rejections",
+            "failures"
+        ])
+    );
+    assert_eq!(summary["files"], 5);
+    assert_eq!(summary["requests"], 6);
+    assert_eq!(summary["failed_requests"], 0);
+    assert_eq!(summary["spans_accepted"], 2 * (2 + 1 + 3 + 1 + 1));
+    assert_eq!(summary["duplicates"], 4);
+    assert_eq!(summary["spans_rejected"], 0);
+
+    let list = json(
+        &store,
+        &["sessions", "--project", "files", "--sort", "start", "--asc"],
+    );
+    let counts: Vec<(String, u64)> = list["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["session_id"].as_str().unwrap().to_owned(),
+                s["num_traces"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let mut counts = counts;
+    counts.sort();
+    assert_eq!(
+        counts,
+        [
+            ("a".into(), 2),
+            ("b".into(), 1),
+            ("c".into(), 3),
+            ("d".into(), 1),
+            ("e".into(), 1)
+        ]
+    );
+    // Human summary.
+    let out = run(&store, &["ingest", data.join("a.pb").to_str().unwrap()]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+        "ingested 1 file(s), 1 request(s): 0 spans accepted, 4 duplicates, 0 rejected"
+    );
+}
+
+#[test]
+fn ingest_reports_rejected_spans_and_bad_requests_and_stores_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut partial = session_request("mixed", "p", 1, 2);
+    partial.resource_spans[0].scope_spans[0].spans[0].span_id = vec![1, 2];
+    write(&data.join("1-partial.pb"), &partial.encode_to_vec());
+    let pb = session_request("bad-truncated", "x", 50, 2).encode_to_vec();
+    write(&data.join("2-truncated.pb"), &pb[..pb.len() - 3]);
+    write(&data.join("3-broken.json"), b"{\"resourceSpans\": [}");
+    let lines = format!(
+        "{}\nnot json\n{}\n",
+        json_line(&session_request("mixed", "q", 10, 1)),
+        json_line(&session_request("mixed", "r", 20, 1)),
+    );
+    write(&data.join("4-lines.jsonl"), lines.as_bytes());
+    let big = session_request("bad-big", "big", 100, 50).encode_to_vec();
+    write(&data.join("5-big.pb"), &big);
+    let two = format!(
+        "{}\n{}\n",
+        json_line(&session_request("bad-two", "t", 200, 1)),
+        json_line(&session_request("bad-two", "t", 201, 1))
+    );
+    write(&data.join("6-two-requests.json"), two.as_bytes());
+
+    let store = dir.path().join("store");
+    let limit = (big.len() - 1).to_string();
+    let out = run(
+        &store,
+        &[
+            "--json",
+            "ingest",
+            "--max-request-bytes",
+            &limit,
+            data.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "bad requests make the run fail");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("5 request(s) could not be read or decoded"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("4-lines.jsonl:2"), "{stderr}");
+    assert!(
+        stderr.contains("name a file with one request per line .jsonl"),
+        "{stderr}"
+    );
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["files"], 6);
+    assert_eq!(s["requests"], 3);
+    assert_eq!(s["failed_requests"], 5);
+    assert_eq!(s["spans_accepted"], 3 + 2 + 2);
+    assert_eq!(s["spans_rejected"], 1);
+    let r = &s["rejections"][0];
+    assert_eq!(
+        keys(r),
+        sorted(&["source", "trace_id", "span_id", "reason"])
+    );
+    assert!(r["source"].as_str().unwrap().ends_with("1-partial.pb"));
+    assert_eq!(r["span_id"], "0102");
+    assert_eq!(r["reason"], "span_id is 2 bytes, expected 8");
+    let failures = s["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 5);
+    for f in failures {
+        assert_eq!(keys(f), sorted(&["source", "error"]));
+    }
+    assert!(failures.iter().any(|f| {
+        f["error"]
+            .as_str()
+            .unwrap()
+            .contains("larger than --max-request-bytes")
+    }));
+
+    // Only the good requests are there.
+    let projects = json(&store, &["projects"]);
+    assert_eq!(projects["projects"], serde_json::json!(["mixed"]));
+    let list = json(&store, &["sessions", "--project", "mixed"]);
+    assert_eq!(list["sessions"].as_array().unwrap().len(), 3);
+
+    // An explicit file of an unknown type is refused before anything is read.
+    let txt = dir.path().join("x.txt");
+    write(&txt, b"?");
+    let out = run(
+        &store,
+        &[
+            "ingest",
+            data.join("1-partial.pb").to_str().unwrap(),
+            txt.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown file type"));
+    assert!(out.stdout.is_empty());
+    let out = run(
+        &store,
+        &["ingest", dir.path().join("missing.pb").to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+}
