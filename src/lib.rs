@@ -44,4 +44,6 @@ pub use model::{
     nanos_to_ms, project_of_resource,
 };
 pub use query::{ProjectStats, SessionFilter, SessionQuery, SessionSort};
-pub use store::{Durability, MAX_ID_BYTES, SessionStore, StoreOptions};
+pub use store::{
+    Durability, MAX_ID_BYTES, SegmentStats, SessionStore, StoreOptions, StoreStats, VerifyReport,
+};

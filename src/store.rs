@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock};
 
 use crate::codec;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::index::facts::{self, SessionIdSource};
 use crate::index::search::{BatchPostings, PostingBuffer};
 use crate::index::{
@@ -21,6 +21,58 @@ use crate::model::{
     Turn,
 };
 use crate::query::{self, ProjectStats, SessionFilter, SessionQuery};
+
+/// What [`SessionStore::verify`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Log frames checked (checksum and decoding).
+    pub frames: u64,
+    /// Log end (bytes, headers included).
+    pub log_bytes: u64,
+    /// Every problem found, one line each; empty when the store is sound.
+    pub problems: Vec<String>,
+}
+
+impl VerifyReport {
+    /// True when nothing is wrong.
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// One log segment, for [`StoreStats`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentStats {
+    /// The segment file.
+    pub path: PathBuf,
+    /// LSN of the file's first byte.
+    pub base_lsn: u64,
+    /// Bytes in the file.
+    pub bytes: u64,
+    /// True once the segment is full and read-only (memory-mapped).
+    pub sealed: bool,
+}
+
+/// Store-wide figures from [`SessionStore::stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Projects with stored spans.
+    pub projects: u64,
+    /// Sessions with at least one trace.
+    pub sessions: u64,
+    /// Traces.
+    pub traces: u64,
+    /// Stored spans.
+    pub spans: u64,
+    /// Bytes in log segments.
+    pub log_bytes: u64,
+    /// The log's segments, oldest first.
+    pub segments: Vec<SegmentStats>,
+    /// Size of the index file.
+    pub index_bytes: u64,
+    /// Log end that the indexes cover.
+    pub applied_lsn: u64,
+}
 
 /// Longest project name, session id or user id accepted, in bytes.
 pub const MAX_ID_BYTES: usize = 4096;
@@ -303,21 +355,24 @@ impl SessionStore {
     }
 
     /// Re-applies every log frame from `from` (0: the start) to the end.
-    fn replay(&self, w: &mut IndexWriter, from: Lsn, postings: &mut BatchPostings) -> Result<()> {
+    fn replay(&self, w: &mut IndexWriter, from: Lsn, postings: &mut BatchPostings) -> Result<u64> {
         const CHUNK: usize = 4096;
         let mut pending: Vec<(Lsn, StoredSpan)> = Vec::with_capacity(CHUNK);
+        let mut frames = 0u64;
         let source = |lsn: Lsn| self.read_span(lsn);
         for item in self.log.scan(from) {
             let (lsn, frame) = item?;
             let span = codec::decode_span(frame.tag(), frame.payload())
                 .map_err(|e| self.corruption_at(lsn, e.0))?;
             pending.push((lsn, span));
+            frames += 1;
             if pending.len() == CHUNK {
                 self.apply_owned(w, &pending, self.log.end(), &source, postings)?;
                 pending.clear();
             }
         }
-        self.apply_owned(w, &pending, self.log.end(), &source, postings)
+        self.apply_owned(w, &pending, self.log.end(), &source, postings)?;
+        Ok(frames)
     }
 
     fn apply_owned(
@@ -531,6 +586,90 @@ impl SessionStore {
         }
         self.commit_with_postings(w, postings)?;
         self.checkpoint(&mut ws)
+    }
+
+    /// Checks the whole store: every log frame's checksum and encoding, and
+    /// that every index table equals what a replay of the log derives
+    /// (rebuilt into a temporary file next to the index, then removed).
+    /// Read-only apart from writing buffered search postings out; appends
+    /// wait while it runs. Damage is reported in the result, not as `Err`.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        self.ensure_writable()?;
+        let _ws = self.lock_writer()?;
+        let tmp = self.dir.join("verify-index.redb.tmp");
+        let remove = |p: &Path| match fs::remove_file(p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("removing {}", p.display()), e)),
+        };
+        remove(&tmp)?;
+        let result = self.verify_into(&tmp);
+        remove(&tmp)?;
+        result
+    }
+
+    fn verify_into(&self, tmp: &Path) -> Result<VerifyReport> {
+        let mut report = VerifyReport {
+            log_bytes: self.log.end(),
+            ..VerifyReport::default()
+        };
+        let fresh = Index::open(tmp, 16 << 20)?;
+        let mut w = fresh.begin_write()?;
+        let mut postings = BatchPostings::new();
+        match self.replay(&mut w, 0, &mut postings) {
+            Ok(frames) => report.frames = frames,
+            Err(e) if e.kind() == ErrorKind::Corrupted => {
+                report.problems.push(e.to_string());
+                return Ok(report);
+            }
+            Err(e) => return Err(e),
+        }
+        w.commit()?;
+        let mut buffer = PostingBuffer::default();
+        buffer.merge(postings);
+        let mut w = fresh.begin_write()?;
+        w.write_postings(&buffer)?;
+        w.commit()?;
+        self.flush_postings()?;
+        let live = self.index.begin_read()?;
+        let expected = fresh.begin_read()?;
+        report.problems = crate::index::compare(&live, &expected)?;
+        Ok(report)
+    }
+
+    /// Store-wide figures: totals over projects, log segments, file sizes.
+    pub fn stats(&self) -> Result<StoreStats> {
+        let txn = self.index.begin_read()?;
+        let projects = query::projects(&txn)?;
+        let mut st = StoreStats {
+            projects: projects.len() as u64,
+            ..StoreStats::default()
+        };
+        for p in &projects {
+            if let Some(ps) = query::project_stats(&txn, p)? {
+                st.sessions += ps.sessions;
+                st.traces += ps.traces;
+                st.spans += ps.spans;
+            }
+        }
+        st.segments = self
+            .log
+            .segments()
+            .into_iter()
+            .map(|s| SegmentStats {
+                path: s.path,
+                base_lsn: s.base,
+                bytes: s.len,
+                sealed: s.sealed,
+            })
+            .collect();
+        st.log_bytes = st.segments.iter().map(|s| s.bytes).sum();
+        let index = self.dir.join("index.redb");
+        st.index_bytes = fs::metadata(&index)
+            .map_err(|e| Error::io(format!("reading {}", index.display()), e))?
+            .len();
+        st.applied_lsn = self.log.end();
+        Ok(st)
     }
 
     /// A session's turns in (start, trace id) order, all of them.

@@ -190,7 +190,23 @@ fn every_read_command_prints_the_documented_json() {
 
     // stats and verify
     let stats = json(&store, &["stats"]);
-    assert_eq!(keys(&stats), sorted(&["store", "disk_bytes", "projects"]));
+    assert_eq!(
+        keys(&stats),
+        sorted(&[
+            "store",
+            "disk_bytes",
+            "log_bytes",
+            "index_bytes",
+            "segments",
+            "projects"
+        ])
+    );
+    assert!(stats["log_bytes"].as_u64().unwrap() > 0);
+    assert!(stats["index_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(
+        keys(&stats["segments"][0]),
+        sorted(&["path", "base_lsn", "bytes", "sealed"])
+    );
     assert!(stats["disk_bytes"].as_u64().unwrap() > 0);
     let support = stats["projects"]
         .as_array()
@@ -222,16 +238,18 @@ fn every_read_command_prints_the_documented_json() {
         keys(&verify),
         sorted(&[
             "ok",
+            "frames",
+            "log_bytes",
             "sessions",
             "traces",
             "spans",
-            "problems",
-            "not_checked"
+            "problems"
         ])
     );
     assert_eq!(verify["ok"], true);
     assert_eq!(verify["problems"].as_array().unwrap().len(), 0);
     assert!(verify["spans"].as_u64().unwrap() > 1000);
+    assert_eq!(verify["frames"], verify["spans"]);
 
     // Human output is a table.
     let out = run(&store, &["sessions", "--project", "support-bot"]);

@@ -6,6 +6,7 @@
 //! The tables and their byte layouts are drawn in `docs/FORMAT.md`.
 
 mod apply;
+mod compare;
 pub(crate) mod facts;
 pub(crate) mod search;
 pub(crate) mod session;
@@ -19,6 +20,7 @@ use crate::codec;
 use crate::error::{Error, Result};
 
 pub(crate) use apply::{IndexConfig, IndexWriter};
+pub(crate) use compare::compare;
 pub(crate) use trace::NewRecord;
 
 /// Version of the table layout; a mismatch triggers a rebuild from the log.
