@@ -8,6 +8,12 @@
 //! batch processor sends them: children (which end first) before their
 //! root, turns of concurrent sessions interleaved.
 //!
+//! The defaults are small and uniform (the demo uses them). For benchmarks,
+//! [`WorkloadConfig::realistic`] draws turns per session and spans per trace
+//! from power laws (most sessions short, a few of up to 1,000 turns), sends
+//! some roots first and some spans late, and mentions rare ticket numbers
+//! for search. [`encoded_bytes`] tells how many bytes a batch takes in the log.
+//!
 //! ```
 //! use span_sessions::workload::{Workload, WorkloadConfig};
 //! let batches: Vec<_> = Workload::new(WorkloadConfig { sessions: 3, ..Default::default() })
@@ -16,7 +22,25 @@
 //! assert!(!batches.is_empty());
 //! ```
 
-use crate::model::{ResourceSpans, Span, SpanId, SpanKind, StatusCode, TraceId, keys};
+use std::collections::VecDeque;
+
+use crate::codec;
+use crate::model::{KeyValue, ResourceSpans, Span, SpanId, SpanKind, StatusCode, TraceId, keys};
+
+/// How a count is drawn from its inclusive range.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[non_exhaustive]
+pub enum Spread {
+    /// Every value of the range equally likely.
+    #[default]
+    Uniform,
+    /// A power law truncated to the range: the chance of exceeding the low
+    /// end by `k` or more falls like `(k + 1)^-exponent`, so most draws are
+    /// near the low end and a few reach the high end. With an exponent of
+    /// 1.5 over `1..=1000`, 97% of draws are below 10 and one in a thousand
+    /// is 100 or more.
+    PowerLaw(f64),
+}
 
 /// Shape of a generated workload.
 #[derive(Debug, Clone)]
@@ -27,20 +51,37 @@ pub struct WorkloadConfig {
     pub projects: usize,
     /// Number of sessions, spread over the projects.
     pub sessions: usize,
-    /// Turns per session, drawn uniformly in this inclusive range...
+    /// Turns per session, drawn in this inclusive range (see `turns_spread`)...
     pub turns: (usize, usize),
+    /// ...with this distribution...
+    pub turns_spread: Spread,
     /// ...except that one session in this many is long (`long_turns`); 0 for none.
     pub long_session_every: usize,
     /// Turns of a long session.
     pub long_turns: usize,
     /// Spans per trace, inclusive range (at least 3).
     pub spans_per_trace: (usize, usize),
+    /// How spans per trace are drawn from their range.
+    pub spans_spread: Spread,
     /// Approximate encoded size of a span in bytes (about 500 or 4096).
     pub span_bytes: usize,
     /// How many sessions are active at once (their turns interleave).
     pub concurrent_sessions: usize,
     /// Unix nanoseconds of the first turn.
     pub start_unix_nano: u64,
+    /// One trace in this many sends its root before its children (as an
+    /// exporter that flushes per span does); 0 for none.
+    pub root_first_every: usize,
+    /// One trace in this many holds back one child span, which arrives
+    /// alone (as a one-span [`GeneratedTrace`]) after up to `late_delay`
+    /// further traces, usually after its root; 0 for none.
+    pub late_span_every: usize,
+    /// Most traces that pass before a held-back span arrives.
+    pub late_delay: usize,
+    /// One turn in this many mentions a ticket number (`ticket T-123456`,
+    /// six random digits) in its question: rare terms for search
+    /// benchmarks; 0 for none.
+    pub ticket_every: usize,
 }
 
 impl Default for WorkloadConfig {
@@ -56,8 +97,59 @@ impl Default for WorkloadConfig {
             span_bytes: 500,
             concurrent_sessions: 8,
             start_unix_nano: 1_767_225_600_000_000_000, // 2026-01-01T00:00:00Z
+            turns_spread: Spread::Uniform,
+            spans_spread: Spread::Uniform,
+            root_first_every: 0,
+            late_span_every: 0,
+            late_delay: 64,
+            ticket_every: 0,
         }
     }
+}
+
+impl WorkloadConfig {
+    /// The shape the benchmarks use: `sessions` sessions of 1 to 1,000
+    /// turns (power law, exponent 1.5: mean about 2.5, a few hundred-plus),
+    /// traces of 3 to 30 spans (power law, exponent 1.2: mean about 6),
+    /// spans of about `span_bytes` encoded bytes (500 or 4096), four
+    /// projects, 64 sessions active at once, one root in ten sent first,
+    /// one trace in twenty with a late span, one turn in a thousand
+    /// mentioning a ticket number.
+    pub fn realistic(seed: u64, sessions: usize, span_bytes: usize) -> Self {
+        Self {
+            seed,
+            projects: 4,
+            sessions,
+            turns: (1, 1000),
+            turns_spread: Spread::PowerLaw(1.5),
+            long_session_every: 0,
+            spans_per_trace: (3, 30),
+            spans_spread: Spread::PowerLaw(1.2),
+            span_bytes,
+            concurrent_sessions: 64,
+            root_first_every: 10,
+            late_span_every: 20,
+            late_delay: 256,
+            ticket_every: 1000,
+            ..Self::default()
+        }
+    }
+}
+
+/// Bytes the spans of `batch` take as log records (the encoded payloads,
+/// without frame headers): the "bytes" of bytes-per-second figures.
+pub fn encoded_bytes(batch: &[ResourceSpans]) -> u64 {
+    let mut buf = Vec::new();
+    let mut total = 0;
+    for rs in batch {
+        for span in &rs.spans {
+            buf.clear();
+            if codec::encode_span_parts(rs.project(), &rs.resource, span, &mut buf).is_ok() {
+                total += buf.len() as u64;
+            }
+        }
+    }
+    total
 }
 
 /// SplitMix64: small, fast, and good enough for test data.
@@ -82,6 +174,39 @@ impl Rng {
         )]
         let r = (self.next() % span) as usize;
         lo + r
+    }
+
+    /// Uniform in `[0, 1)`.
+    fn unit(&mut self) -> f64 {
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "53 random bits fit an f64 mantissa exactly"
+        )]
+        let r = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
+        r
+    }
+
+    /// In `lo..=hi`, drawn as `spread` says.
+    fn draw(&mut self, lo: usize, hi: usize, spread: Spread) -> usize {
+        let hi = hi.max(lo);
+        match spread {
+            Spread::Uniform => self.range(lo, hi),
+            Spread::PowerLaw(exponent) => {
+                // Inverse CDF of a Pareto law on [1, n + 1), floored to 1..=n.
+                let exponent = exponent.max(0.01);
+                #[expect(clippy::cast_precision_loss, reason = "ranges are far below 2^52")]
+                let n = (hi - lo + 1) as f64;
+                let tail = (n + 1.0).powf(-exponent);
+                let x = (1.0 - self.unit() * (1.0 - tail)).powf(-1.0 / exponent);
+                #[expect(
+                    clippy::cast_possible_truncation,
+                    clippy::cast_sign_loss,
+                    reason = "x is in [1, n + 1), clamped to the range below"
+                )]
+                let k = x.floor() as usize;
+                lo + k.clamp(1, hi - lo + 1) - 1
+            }
+        }
     }
 
     fn pick<'a>(&mut self, items: &'a [&'a str]) -> &'a str {
@@ -128,7 +253,8 @@ pub struct GeneratedTrace {
     pub project: String,
     /// The session id on the root span.
     pub session_id: String,
-    /// Spans, children before the root.
+    /// Spans in arrival order: children before the root, unless the
+    /// config sends some roots first; a held-back span arrives alone.
     pub spans: Vec<Span>,
 }
 
@@ -149,6 +275,10 @@ pub struct Workload {
     rng: Rng,
     next_session: usize,
     active: Vec<SessionPlan>,
+    /// Traces emitted so far, the clock of held-back spans.
+    emitted: usize,
+    /// Held-back spans with the `emitted` count at which they arrive.
+    late: VecDeque<(usize, GeneratedTrace)>,
 }
 
 impl std::fmt::Debug for SessionPlan {
@@ -166,6 +296,8 @@ impl Workload {
             rng,
             next_session: 0,
             active: Vec::new(),
+            emitted: 0,
+            late: VecDeque::new(),
         }
     }
 
@@ -207,7 +339,7 @@ impl Workload {
         let turns = if long {
             cfg.long_turns
         } else {
-            rng.range(cfg.turns.0.max(1), cfg.turns.1.max(cfg.turns.0.max(1)))
+            rng.draw(cfg.turns.0.max(1), cfg.turns.1, cfg.turns_spread)
         };
         SessionPlan {
             project: n % cfg.projects.max(1),
@@ -227,14 +359,26 @@ impl Workload {
         let trace_id = TraceId(id);
         let mut next_span = || SpanId((rng.next() | 1).to_be_bytes());
         let root_id = next_span();
-        let n = self.rng.range(
+        let n = self.rng.draw(
             self.cfg.spans_per_trace.0.max(3),
             self.cfg.spans_per_trace.1.max(3),
+            self.cfg.spans_spread,
         );
         let qa = self.rng.range(0, QUESTIONS.len().min(ANSWERS.len()) - 1);
         let q = QUESTIONS.get(qa).copied().unwrap_or("");
         let a = ANSWERS.get(qa).copied().unwrap_or("");
-        let pad = self.cfg.span_bytes.saturating_sub(420);
+        let question = if self.cfg.ticket_every > 0
+            && self
+                .rng
+                .next()
+                .is_multiple_of(self.cfg.ticket_every as u64)
+        {
+            format!("{q} (ticket T-{:06})", self.rng.next() % 1_000_000)
+        } else {
+            q.to_owned()
+        };
+        let project = format!("project-{}", plan.project);
+        let resource = ResourceSpans::for_project(project.as_str(), Vec::new()).resource;
         let start = plan.clock;
         let mut t = start + 1_000_000;
         let mut children = Vec::new();
@@ -281,9 +425,6 @@ impl Workload {
                     s = s.with_attribute("retrieval.documents.0.document.id", "doc-17");
                 }
             }
-            if pad > 0 {
-                s = s.with_attribute("padding", "x".repeat(pad));
-            }
             if self.rng.next().is_multiple_of(50) {
                 s = s.with_status(StatusCode::Error, "upstream timeout");
             }
@@ -307,18 +448,86 @@ impl Workload {
             )
             .with_attribute(keys::SESSION_ID, plan.id.as_str())
             .with_attribute(keys::USER_ID, plan.user.as_str())
-            .with_attribute(keys::INPUT_VALUE, q)
+            .with_attribute(keys::INPUT_VALUE, question)
             .with_attribute(keys::OUTPUT_VALUE, a);
         root.kind = SpanKind::Server;
-        children.push(root);
+        let mut buf = Vec::new();
+        pad_to(
+            &mut root,
+            &project,
+            &resource,
+            self.cfg.span_bytes,
+            &mut buf,
+        );
+        for s in &mut children {
+            pad_to(s, &project, &resource, self.cfg.span_bytes, &mut buf);
+        }
+        if self.cfg.root_first_every > 0
+            && self
+                .rng
+                .next()
+                .is_multiple_of(self.cfg.root_first_every as u64)
+        {
+            children.insert(0, root);
+        } else {
+            children.push(root);
+        }
+        if self.cfg.late_span_every > 0
+            && self
+                .rng
+                .next()
+                .is_multiple_of(self.cfg.late_span_every as u64)
+        {
+            // Hold back one child; the root (first or last) stays.
+            let at = if children.first().is_some_and(|s| s.parent_span_id.is_none()) {
+                self.rng.range(1, children.len() - 1)
+            } else {
+                self.rng.range(0, children.len() - 2)
+            };
+            let span = children.remove(at);
+            let due = self.emitted + 1 + self.rng.range(0, self.cfg.late_delay);
+            let pos = self.late.partition_point(|(d, _)| *d <= due);
+            self.late.insert(
+                pos,
+                (
+                    due,
+                    GeneratedTrace {
+                        project: project.clone(),
+                        session_id: plan.id.clone(),
+                        spans: vec![span],
+                    },
+                ),
+            );
+        }
         plan.turn += 1;
         // Next turn: the user reads and types for a few seconds.
         plan.clock = end + 3_000_000_000 + self.rng.next() % 20_000_000_000;
         GeneratedTrace {
-            project: format!("project-{}", plan.project),
+            project,
             session_id: plan.id.clone(),
             spans: children,
         }
+    }
+}
+
+/// Adds a `padding` attribute so that `span` encodes to about `target`
+/// bytes as a log record of `project` (no change if it is already larger).
+fn pad_to(span: &mut Span, project: &str, resource: &[KeyValue], target: usize, buf: &mut Vec<u8>) {
+    buf.clear();
+    if codec::encode_span_parts(project, resource, span, buf).is_err() {
+        return;
+    }
+    // The attribute costs its key (1 + 7 bytes), the value's variant (1)
+    // and the string's length (1 byte below 251, else 3), plus the text.
+    let room = target.saturating_sub(buf.len() + 9);
+    let pad = if room > 251 {
+        room - 3
+    } else {
+        room.saturating_sub(1)
+    };
+    if pad > 0 {
+        span.attributes
+            .push(KeyValue::new("padding", "x".repeat(pad)));
     }
 }
 
@@ -326,6 +535,13 @@ impl Iterator for Workload {
     type Item = GeneratedTrace;
 
     fn next(&mut self) -> Option<GeneratedTrace> {
+        if self
+            .late
+            .front()
+            .is_some_and(|(due, _)| *due <= self.emitted)
+        {
+            return self.late.pop_front().map(|(_, t)| t);
+        }
         while self.active.len() < self.cfg.concurrent_sessions.max(1)
             && self.next_session < self.cfg.sessions
         {
@@ -336,15 +552,113 @@ impl Iterator for Workload {
             self.active.push(plan);
         }
         if self.active.is_empty() {
-            return None;
+            return self.late.pop_front().map(|(_, t)| t);
         }
         let i = self.rng.range(0, self.active.len() - 1);
         let mut plan = self.active.swap_remove(i);
         let trace = self.trace(&mut plan);
+        self.emitted += 1;
         plan.turns_left -= 1;
         if plan.turns_left > 0 {
             self.active.push(plan);
         }
         Some(trace)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{HashMap, HashSet};
+
+    use super::*;
+
+    fn spans_of(cfg: WorkloadConfig) -> Vec<(String, Span)> {
+        Workload::new(cfg)
+            .flat_map(|t| {
+                let p = t.project;
+                t.spans.into_iter().map(move |s| (p.clone(), s))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn same_seed_same_spans() {
+        let a = spans_of(WorkloadConfig::realistic(7, 200, 500));
+        let b = spans_of(WorkloadConfig::realistic(7, 200, 500));
+        assert_eq!(a, b);
+        let c = spans_of(WorkloadConfig::realistic(8, 200, 500));
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn realistic_shape() {
+        let cfg = WorkloadConfig::realistic(1, 3000, 500);
+        let mut turns: HashMap<String, HashSet<TraceId>> = HashMap::new();
+        let mut spans_per_trace: HashMap<TraceId, usize> = HashMap::new();
+        let mut seen_root: HashSet<TraceId> = HashSet::new();
+        let (mut late, mut root_first, mut bytes, mut n) = (0, 0, 0, 0);
+        for t in Workload::new(cfg) {
+            if t.spans.len() == 1 {
+                // A held-back span: a child, usually after its root.
+                assert!(t.spans[0].parent_span_id.is_some());
+                late += usize::from(seen_root.contains(&t.spans[0].trace_id));
+            } else {
+                root_first += usize::from(t.spans[0].parent_span_id.is_none());
+                assert!(
+                    t.spans
+                        .iter()
+                        .filter(|s| s.parent_span_id.is_none())
+                        .count()
+                        == 1
+                );
+            }
+            for s in &t.spans {
+                turns
+                    .entry(t.session_id.clone())
+                    .or_default()
+                    .insert(s.trace_id);
+                *spans_per_trace.entry(s.trace_id).or_default() += 1;
+                if s.parent_span_id.is_none() {
+                    seen_root.insert(s.trace_id);
+                }
+            }
+            bytes += encoded_bytes(&[ResourceSpans::for_project(t.project, t.spans.clone())]);
+            n += t.spans.len() as u64;
+        }
+        assert_eq!(turns.len(), 3000);
+        let counts: Vec<usize> = turns.values().map(HashSet::len).collect();
+        assert!(counts.iter().all(|&c| (1..=1000).contains(&c)));
+        assert!(counts.iter().filter(|&&c| c == 1).count() > 1500);
+        assert!(counts.iter().any(|&c| c >= 50));
+        assert!(spans_per_trace.values().all(|&c| (3..=30).contains(&c)));
+        assert!(spans_per_trace.values().any(|&c| c >= 20));
+        assert!(late > 100, "late spans after their root: {late}");
+        assert!(root_first > 100, "roots first: {root_first}");
+        let mean = bytes / n;
+        assert!((450..=560).contains(&mean), "mean span bytes {mean}");
+    }
+
+    #[test]
+    fn large_spans_are_about_4_kib() {
+        let mut cfg = WorkloadConfig::realistic(3, 50, 4096);
+        cfg.late_span_every = 0;
+        for t in Workload::new(cfg) {
+            for s in t.spans {
+                let b = encoded_bytes(&[ResourceSpans::for_project(t.project.as_str(), vec![s])]);
+                assert!((4090..=4200).contains(&b), "span of {b} bytes");
+            }
+        }
+    }
+
+    #[test]
+    fn power_law_stays_in_range() {
+        let mut rng = Rng(5);
+        let draws: Vec<usize> = (0..100_000)
+            .map(|_| rng.draw(1, 1000, Spread::PowerLaw(1.5)))
+            .collect();
+        assert!(draws.iter().all(|&d| (1..=1000).contains(&d)));
+        let below_10 = draws.iter().filter(|&&d| d < 10).count();
+        assert!((95_000..99_000).contains(&below_10), "{below_10}");
+        assert!(draws.iter().filter(|&&d| d >= 100).count() > 20);
     }
 }
