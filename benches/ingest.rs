@@ -1,71 +1,192 @@
-//! Ingest throughput: spans/s and bytes/s for batches of 1,000 spans, per
-//! durability mode ("without sync" = Buffered, "with sync" = GroupCommit),
-//! on a fresh store per sample.
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+//! Ingest throughput, spans/s and bytes/s, against the SQLite baseline.
+//!
+//! For ~500 B and ~4 KiB spans and batches of 1, 100 and 1,000 spans:
+//!
+//! - `without_sync_buffered`: `Durability::Buffered` (written to the OS,
+//!   not fsynced), against `sqlite_normal` (WAL, `synchronous=NORMAL`,
+//!   which does not fsync a commit either): the CPU cost.
+//! - `with_sync_sync` and `with_sync_group_commit`: `Durability::Sync` and
+//!   `GroupCommit` (fsynced before `append` returns), against
+//!   `sqlite_full` (WAL, `synchronous=FULL`): the cost of durability.
+//!
+//! `ingest_concurrent_4x_500B` has four appender threads share one store
+//! (and four SQLite connections share one database), which is where group
+//! commit differs from sync.
+//!
+//! Every sample appends the same realistic spans
+//! (`WorkloadConfig::realistic`) into a fresh, empty store; one iteration
+//! is one `append` of one batch (one transaction for SQLite). Bytes are
+//! the encoded span records (`workload::encoded_bytes`).
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
 
+mod support;
+
+use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{
-    BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
+    BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group,
+    criterion_main, measurement::WallTime,
 };
-use span_sessions::workload::{Workload, WorkloadConfig};
 use span_sessions::{Durability, ResourceSpans, SessionStore};
+use support::BatchPool;
+use support::sqlite::{self, Synchronous};
 
-const BATCH: usize = 1000;
+/// The engines and modes compared, as bench function names.
+#[derive(Clone, Copy)]
+enum Engine {
+    SpanSessions(Durability),
+    Sqlite(Synchronous),
+}
 
-fn batches(n: usize, seed: u64, span_bytes: usize) -> Vec<Vec<ResourceSpans>> {
-    Workload::new(WorkloadConfig {
-        seed,
-        projects: 4,
-        sessions: usize::MAX,
-        turns: (1, 20),
-        spans_per_trace: (3, 30),
-        span_bytes,
-        concurrent_sessions: 64,
-        ..WorkloadConfig::default()
-    })
-    .batches(BATCH)
-    .take(n)
-    .collect()
+impl Engine {
+    fn label(self) -> &'static str {
+        match self {
+            Engine::SpanSessions(Durability::Buffered) => "without_sync_buffered",
+            Engine::SpanSessions(Durability::Sync) => "with_sync_sync",
+            Engine::SpanSessions(_) => "with_sync_group_commit",
+            Engine::Sqlite(s) => s.label(),
+        }
+    }
+}
+
+const ENGINES: [Engine; 5] = [
+    Engine::SpanSessions(Durability::Buffered),
+    Engine::SpanSessions(Durability::Sync),
+    Engine::SpanSessions(Durability::GroupCommit),
+    Engine::Sqlite(Synchronous::Normal),
+    Engine::Sqlite(Synchronous::Full),
+];
+
+/// An empty store of either engine in a fresh temporary directory.
+enum Target {
+    SpanSessions(SessionStore),
+    /// One connection per appender thread (a `Connection` is `Send`, not `Sync`).
+    Sqlite(Vec<Mutex<rusqlite::Connection>>),
+}
+
+fn fresh(engine: Engine, dir: &std::path::Path, connections: usize) -> Target {
+    match engine {
+        Engine::SpanSessions(d) => {
+            Target::SpanSessions(SessionStore::options().durability(d).open(dir).unwrap())
+        }
+        Engine::Sqlite(s) => {
+            let path = dir.join("sqlite.db");
+            Target::Sqlite(
+                (0..connections)
+                    .map(|_| Mutex::new(sqlite::open(&path, s)))
+                    .collect(),
+            )
+        }
+    }
+}
+
+fn append(target: &Target, thread: usize, batch: &[ResourceSpans]) {
+    match target {
+        Target::SpanSessions(store) => {
+            let r = store.append(batch).unwrap();
+            assert!(r.rejected.is_empty());
+        }
+        Target::Sqlite(conns) => {
+            sqlite::append(&conns[thread].lock().unwrap(), batch);
+        }
+    }
+}
+
+/// Times appending the first `iters` batches of `pool` with `threads`
+/// appenders (thread `t` appends batches `t`, `t + threads`, ...).
+fn run(engine: Engine, pool: &mut BatchPool, iters: u64, threads: usize) -> Duration {
+    let batches = pool.take(iters as usize);
+    let dir = tempfile::tempdir().unwrap();
+    let target = fresh(engine, dir.path(), threads);
+    let elapsed = if threads == 1 {
+        let t = Instant::now();
+        for b in batches {
+            append(&target, 0, b);
+        }
+        t.elapsed()
+    } else {
+        let barrier = Barrier::new(threads + 1);
+        std::thread::scope(|s| {
+            for thread in 0..threads {
+                let (target, barrier) = (&target, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    for b in batches.iter().skip(thread).step_by(threads) {
+                        append(target, thread, b);
+                    }
+                });
+            }
+            barrier.wait();
+            let t = Instant::now();
+            // The scope joins every appender before it returns.
+            t
+        })
+        .elapsed()
+    };
+    drop(target);
+    elapsed
+}
+
+fn configure(group: &mut BenchmarkGroup<'_, WallTime>) {
+    group.sampling_mode(SamplingMode::Flat);
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_millis(500));
+    group.measurement_time(Duration::from_secs(3));
+}
+
+fn bench(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    engine: Engine,
+    pool: &mut BatchPool,
+    threads: usize,
+) {
+    let bytes = pool.mean_batch_bytes();
+    group.throughput(Throughput::ElementsAndBytes {
+        elements: pool.batch as u64,
+        bytes,
+    });
+    group.bench_function(BenchmarkId::new(engine.label(), pool.batch), |b| {
+        b.iter_custom(|iters| run(engine, pool, iters, threads));
+    });
 }
 
 fn ingest(c: &mut Criterion) {
-    let mut group = c.benchmark_group("ingest");
-    group.sampling_mode(SamplingMode::Flat);
-    group.sample_size(10);
-    group.measurement_time(Duration::from_secs(8));
-    group.throughput(Throughput::Elements(BATCH as u64));
-    for (label, durability) in [
-        ("without_sync", Durability::Buffered),
-        ("with_sync_group_commit", Durability::GroupCommit),
-    ] {
-        let span_bytes = 500;
-        group.bench_function(
-            BenchmarkId::new(label, format!("{span_bytes}B_x{BATCH}")),
-            |b| {
-                let mut seed = 0;
-                b.iter_custom(|iters| {
-                    seed += 1;
-                    let data = batches(iters as usize, seed, span_bytes);
-                    let dir = tempfile::tempdir().unwrap();
-                    let store = SessionStore::options()
-                        .durability(durability)
-                        .open(dir.path())
-                        .unwrap();
-                    let t = Instant::now();
-                    for batch in &data {
-                        let r = store.append(batch).unwrap();
-                        assert!(r.rejected.is_empty());
-                    }
-                    let elapsed = t.elapsed();
-                    drop(store);
-                    elapsed
-                });
-            },
-        );
+    for (span_bytes, size) in [(500, "500B"), (4096, "4KiB")] {
+        let mut group = c.benchmark_group(format!("ingest_{size}"));
+        configure(&mut group);
+        for batch in [1, 100, 1000] {
+            let mut pool = BatchPool::new(1, span_bytes, batch);
+            for engine in ENGINES {
+                bench(&mut group, engine, &mut pool, 1);
+            }
+        }
+        group.finish();
+    }
+}
+
+fn ingest_concurrent(c: &mut Criterion) {
+    const THREADS: usize = 4;
+    let mut group = c.benchmark_group(format!("ingest_concurrent_{THREADS}x_500B"));
+    configure(&mut group);
+    for batch in [1, 100, 1000] {
+        let mut pool = BatchPool::new(2, 500, batch);
+        for engine in [
+            Engine::SpanSessions(Durability::Sync),
+            Engine::SpanSessions(Durability::GroupCommit),
+            Engine::Sqlite(Synchronous::Full),
+        ] {
+            bench(&mut group, engine, &mut pool, THREADS);
+        }
     }
     group.finish();
 }
 
-criterion_group!(benches, ingest);
+criterion_group!(benches, ingest, ingest_concurrent);
 criterion_main!(benches);
