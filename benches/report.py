@@ -1,0 +1,243 @@
+#!/usr/bin/env python3
+"""Regenerates the results section of BENCHMARKS.md from criterion's output.
+
+Reads target/criterion/<group>/<function>/<param>/new/{benchmark,estimates}.json
+(the latest run of each bench), and replaces the text between the
+`<!-- results:begin -->` and `<!-- results:end -->` markers of
+BENCHMARKS.md with tables of medians and ratios to the SQLite baseline
+measured in the same run. Usage (from the repository root):
+
+    python3 benches/report.py            # rewrite BENCHMARKS.md
+    python3 benches/report.py --print    # print the tables only
+
+Standard library only.
+"""
+
+import datetime
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+CRITERION = TARGET / "criterion"
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+# span-sessions mode -> (SQLite run with the same promise, issue 5's baseline)
+INGEST_PAIRS = {
+    "without_sync_buffered": "sqlite_normal",
+    "with_sync_sync": "sqlite_full",
+    "with_sync_group_commit": "sqlite_full",
+}
+MODE_NAMES = {
+    "without_sync_buffered": "Buffered (without sync)",
+    "with_sync_sync": "Sync (with sync)",
+    "with_sync_group_commit": "GroupCommit (with sync)",
+    "sqlite_normal": "SQLite WAL, NORMAL",
+    "sqlite_full": "SQLite WAL, FULL",
+}
+
+
+def load():
+    """{(group, function, param): record} for every bench of the latest run."""
+    results = {}
+    for bench in CRITERION.glob("*/*/*/new/benchmark.json"):
+        est = bench.with_name("estimates.json")
+        if not est.exists():
+            continue
+        b = json.loads(bench.read_text())
+        e = json.loads(est.read_text())
+        key = (b["group_id"], b["function_id"], b["value_str"])
+        results[key] = {
+            "median_ns": e["median"]["point_estimate"],
+            "throughput": b.get("throughput"),
+            "mtime": est.stat().st_mtime,
+        }
+    return results
+
+
+def per_second(rec):
+    """(elements/s, bytes/s) from a record's throughput and median."""
+    t = rec["throughput"] or {}
+    secs = rec["median_ns"] / 1e9
+    if "ElementsAndBytes" in t:
+        v = t["ElementsAndBytes"]
+        return v["elements"] / secs, v["bytes"] / secs
+    if "Elements" in t:
+        return t["Elements"] / secs, None
+    if "Bytes" in t:
+        return None, t["Bytes"] / secs
+    return None, None
+
+
+def fmt_time(ns):
+    if ns >= 1e9:
+        return f"{ns / 1e9:.2f} s"
+    if ns >= 1e6:
+        return f"{ns / 1e6:.2f} ms"
+    if ns >= 1e3:
+        return f"{ns / 1e3:.1f} µs"
+    return f"{ns:.0f} ns"
+
+
+def fmt_rate(x):
+    if x is None:
+        return "-"
+    if x >= 1e6:
+        return f"{x / 1e6:.2f} M"
+    if x >= 1e3:
+        return f"{x / 1e3:.1f} k"
+    return f"{x:.0f}"
+
+
+def fmt_ratio(x):
+    if x is None:
+        return "-"
+    return f"{x:.1f}x" if x < 100 else f"{x:.0f}x"
+
+
+def ingest_tables(r):
+    out = []
+    groups = sorted({g for (g, _, _) in r if g.startswith("ingest_")},
+                    key=lambda g: ("concurrent" in g, g))
+    for g in groups:
+        concurrent = "concurrent" in g
+        out.append(f"### `{g}`\n")
+        out.append("| batch | mode | median per batch | spans/s | MB/s | vs SQLite, same promise | vs SQLite NORMAL |")
+        out.append("|---:|---|---:|---:|---:|---:|---:|")
+        batches = sorted({int(p) for (gg, _, p) in r if gg == g})
+        for batch in batches:
+            funcs = [f for (gg, f, p) in r if gg == g and p == str(batch)]
+            order = list(MODE_NAMES)
+            for f in sorted(funcs, key=lambda f: order.index(f) if f in order else 99):
+                rec = r[(g, f, str(batch))]
+                el, by = per_second(rec)
+                same = normal = None
+                if f in INGEST_PAIRS:
+                    base = r.get((g, INGEST_PAIRS[f], str(batch)))
+                    if base:
+                        same = el / per_second(base)[0]
+                    base = r.get((g, "sqlite_normal", str(batch)))
+                    if base:
+                        normal = el / per_second(base)[0]
+                name = MODE_NAMES.get(f, f)
+                if f.startswith("sqlite"):
+                    name = f"*{name}*"
+                    if concurrent:
+                        name += " (4 connections)"
+                out.append(
+                    f"| {batch} | {name} | {fmt_time(rec['median_ns'])} | {fmt_rate(el)} "
+                    f"| {by / 1e6:.1f} | {fmt_ratio(same)} | {fmt_ratio(normal)} |"
+                    if by is not None else
+                    f"| {batch} | {name} | {fmt_time(rec['median_ns'])} | {fmt_rate(el)} | - "
+                    f"| {fmt_ratio(same)} | {fmt_ratio(normal)} |"
+                )
+        out.append("")
+    return out
+
+
+QUERY_ROWS = [
+    # (group, span-sessions function, SQLite function, description)
+    ("history", "span_sessions_full", "sqlite_full", "`session_history`, whole session"),
+    ("history", "span_sessions_page100", "sqlite_page100", "`session_history_page`, first 100 turns"),
+    ("sessions_first_page_50", "span_sessions", "sqlite", "`sessions`, first page of 50 by start"),
+    ("session_summary", "span_sessions", "sqlite", "`session` summary"),
+    ("trace", "span_sessions", "sqlite", "`trace`"),
+    ("search_first_page_50", "span_sessions", "sqlite", "sessions page of 50, substring search"),
+    ("recovery", "span_sessions", "sqlite_wal", "reopen after a crash, log past checkpoint"),
+]
+
+
+def sort_param(p):
+    digits = "".join(ch for ch in p if ch.isdigit())
+    return (int(digits) if digits else 0, p)
+
+
+def query_table(r):
+    out = [
+        "| query | case | span-sessions median | SQLite median | SQLite / span-sessions |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for g, ours, theirs, what in QUERY_ROWS:
+        params = sorted({p for (gg, f, p) in r if gg == g and f in (ours, theirs)}, key=sort_param)
+        for p in params:
+            a, b = r.get((g, ours, p)), r.get((g, theirs, p))
+            if a is None and b is None:
+                continue
+            case = p.replace("_", " ")
+            if g == "history":
+                case = f"{p} turns"
+            elif g == "session_summary":
+                case = f"{p} turns"
+            ratio = b["median_ns"] / a["median_ns"] if a and b else None
+            out.append(
+                f"| {what} | {case} | {fmt_time(a['median_ns']) if a else 'not measured'} "
+                f"| {fmt_time(b['median_ns']) if b else '-'} | {fmt_ratio(ratio)} |"
+            )
+    out.append("")
+    return out
+
+
+def fixtures():
+    out = []
+    root = TARGET / "bench-stores"
+    for complete in sorted(root.glob("*/COMPLETE")):
+        fields = dict(l.split("=", 1) for l in complete.read_text().split() if "=" in l)
+        out.append(f"- `{complete.parent.name}`: " + ", ".join(f"{k} {v}" for k, v in fields.items()))
+    return out
+
+
+def render(r):
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip() or "unknown"
+    times = [rec["mtime"] for rec in r.values()]
+    span = ""
+    if times:
+        fmt = "%Y-%m-%d %H:%M UTC"
+        lo = datetime.datetime.fromtimestamp(min(times), datetime.timezone.utc).strftime(fmt)
+        hi = datetime.datetime.fromtimestamp(max(times), datetime.timezone.utc).strftime(fmt)
+        span = f"{lo} to {hi}"
+    out = [
+        f"Generated by `benches/report.py` from `target/criterion` (runs {span}, "
+        f"commit `{commit}`). Medians; ratios are against SQLite measured in the same "
+        "bench process. A ratio above 1 means span-sessions is faster.",
+        "",
+        "## Ingest",
+        "",
+        "Per batch: one `append` (one transaction for SQLite) into a fresh store. "
+        "MB/s counts encoded span records (10^6 bytes). \"Same promise\": Buffered is "
+        "compared with SQLite NORMAL (neither fsyncs a commit), Sync and GroupCommit "
+        "with SQLite FULL (both fsync every commit); issue 5's baseline is NORMAL.",
+        "",
+    ]
+    out += ingest_tables(r)
+    out += ["## Queries and recovery", ""]
+    out += query_table(r)
+    fx = fixtures()
+    if fx:
+        out += ["Stores measured (from `target/bench-stores/*/COMPLETE`):", ""] + fx + [""]
+    return "\n".join(out)
+
+
+def main():
+    r = load()
+    if not r:
+        sys.exit(f"no criterion results under {CRITERION}; run cargo bench first")
+    text = render(r)
+    if "--print" in sys.argv:
+        print(text)
+        return
+    doc = ROOT / "BENCHMARKS.md"
+    body = doc.read_text()
+    if BEGIN not in body or END not in body:
+        sys.exit(f"{doc} lacks the {BEGIN} / {END} markers")
+    head, rest = body.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    doc.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+    print(f"updated {doc}")
+
+
+if __name__ == "__main__":
+    main()
