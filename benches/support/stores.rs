@@ -350,7 +350,8 @@ pub fn crashed_template(log_mib: u64) -> CrashedTemplate {
     let cfg = WorkloadConfig::realistic(99, usize::MAX, 500);
     let description = format!("{BUILD_VERSION}|crash|{log_mib}|{cfg:?}");
     let dir = cache_root().join(format!("recovery-{log_mib}MiB-{}", key(&description)));
-    if let Some(fields) = read_complete(&dir) {
+    // A template without a log dates from a build whose log was not on disk.
+    if let Some(fields) = read_complete(&dir).filter(|f| field(f, "log_bytes") > Some(0)) {
         eprintln!("recovery template: reusing {}", dir.display());
         return CrashedTemplate {
             spans: field(&fields, "spans").unwrap_or(0),
