@@ -368,10 +368,7 @@ impl Workload {
         let q = QUESTIONS.get(qa).copied().unwrap_or("");
         let a = ANSWERS.get(qa).copied().unwrap_or("");
         let question = if self.cfg.ticket_every > 0
-            && self
-                .rng
-                .next()
-                .is_multiple_of(self.cfg.ticket_every as u64)
+            && self.rng.next().is_multiple_of(self.cfg.ticket_every as u64)
         {
             format!("{q} (ticket T-{:06})", self.rng.next() % 1_000_000)
         } else {
