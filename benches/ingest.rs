@@ -66,16 +66,16 @@ const ENGINES: [Engine; 5] = [
 
 /// An empty store of either engine in a fresh temporary directory.
 enum Target {
-    SpanSessions(SessionStore),
+    SpanSessions(Box<SessionStore>),
     /// One connection per appender thread (a `Connection` is `Send`, not `Sync`).
     Sqlite(Vec<Mutex<rusqlite::Connection>>),
 }
 
 fn fresh(engine: Engine, dir: &std::path::Path, connections: usize) -> Target {
     match engine {
-        Engine::SpanSessions(d) => {
-            Target::SpanSessions(SessionStore::options().durability(d).open(dir).unwrap())
-        }
+        Engine::SpanSessions(d) => Target::SpanSessions(Box::new(
+            SessionStore::options().durability(d).open(dir).unwrap(),
+        )),
         Engine::Sqlite(s) => {
             let path = dir.join("sqlite.db");
             Target::Sqlite(
