@@ -168,13 +168,22 @@ impl ChunkSet {
     pub fn union(&mut self, other: &ChunkSet) -> bool {
         match other {
             ChunkSet::Sparse(v) => self.extend_iter(v.iter().copied()),
-            ChunkSet::Dense(_) => {
-                let all: Vec<u16> = other
-                    .sessions(0)
-                    .into_iter()
-                    .map(|s| chunk_of(s).1)
-                    .collect();
-                self.extend_iter(all.into_iter())
+            ChunkSet::Dense(theirs) => {
+                if let ChunkSet::Sparse(v) = self {
+                    let mut bits = Box::new([0u8; BITMAP_BYTES]);
+                    for &o in v.iter() {
+                        set_bit(&mut bits, o);
+                    }
+                    *self = ChunkSet::Dense(bits);
+                }
+                let mut grew = false;
+                if let ChunkSet::Dense(mine) = self {
+                    for (m, t) in mine.iter_mut().zip(theirs.iter()) {
+                        grew |= (*t & !*m) != 0;
+                        *m |= *t;
+                    }
+                }
+                grew
             }
         }
     }
@@ -393,6 +402,13 @@ mod tests {
             let listed: BTreeSet<u16> = set.sessions(0).into_iter().map(|s| s as u16).collect();
             assert_eq!(listed, offsets);
             assert!(offsets.iter().all(|&o| set.contains(o)));
+            // Union with itself adds nothing; into an empty set, everything.
+            let mut copy = set.clone();
+            assert!(!copy.union(&set));
+            let mut empty = ChunkSet::default();
+            assert_eq!(empty.union(&set), n > 0);
+            let got: BTreeSet<u16> = empty.sessions(0).into_iter().map(|s| s as u16).collect();
+            assert_eq!(got, offsets);
         }
         assert_eq!(ChunkSet::decode(&[7, 1, 2]), None);
         assert_eq!(ChunkSet::decode(&[0, 1]), None);
