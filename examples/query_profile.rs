@@ -69,6 +69,58 @@ fn main() {
         store.sync().unwrap();
         println!("built {spans} spans in {:?}", t.elapsed());
     }
+    if store.session("project-0", "long-100").unwrap().is_none() {
+        // One session of 100 turns of 3 spans, for the history latency.
+        let mut spans = Vec::new();
+        for t in 0..100u64 {
+            let mut id = [0xdd; 16];
+            id[8..].copy_from_slice(&t.to_be_bytes());
+            let start = 1_767_225_600_000_000_000 + t * 60_000_000_000;
+            let root = Span::new(
+                TraceId(id),
+                SpanId([1; 8]),
+                None,
+                "agent",
+                start,
+                start + 900,
+            )
+            .with_attribute("session.id", "long-100")
+            .with_attribute(
+                "input.value",
+                format!("question number {t} about the invoice"),
+            )
+            .with_attribute("output.value", format!("answer number {t}: it was paid"));
+            for c in 2..4u8 {
+                spans.push(
+                    Span::new(
+                        TraceId(id),
+                        SpanId([c; 8]),
+                        Some(SpanId([1; 8])),
+                        "llm",
+                        start + 1,
+                        start + 800,
+                    )
+                    .with_attribute("openinference.span.kind", "LLM")
+                    .with_attribute("llm.token_count.total", 100i64),
+                );
+            }
+            spans.push(root);
+        }
+        store
+            .append(&[ResourceSpans::for_project("project-0", spans)])
+            .unwrap();
+        store.sync().unwrap();
+    }
+    let (t, n) = median(|| {
+        store
+            .session_history("project-0", "long-100")
+            .unwrap()
+            .len()
+    });
+    println!(
+        "{:<28} median {t:>10.3?} ({n} turns)",
+        "history of 100 turns"
+    );
     let stats = store.project_stats("project-0").unwrap().unwrap();
     println!(
         "store: {} sessions, {} traces, {} spans",
