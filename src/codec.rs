@@ -6,8 +6,8 @@
 //! segments stay readable by dispatching on the tag.
 
 use bincode::config::{Configuration, Limit, LittleEndian, Varint};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::model::{AttributeValue, KeyValue, Span, SpanKind, StatusCode, StoredSpan};
 
@@ -21,6 +21,28 @@ const CONFIG: Config = bincode::config::standard().with_limit::<MAX_DECODE_BYTES
 
 /// Frame tag of a span record: `StoredSpan`, bincode 2 standard config via serde.
 pub(crate) const TAG_SPAN_V1: u8 = 1;
+
+/// Frame tag of a delete record (a tombstone): `DeleteRecord`, bincode 2
+/// standard config via serde.
+pub(crate) const TAG_DELETE_V1: u8 = 2;
+
+/// A tombstone: the traces it names are deleted whole, in one index
+/// transaction. Victims are resolved (from a session, project or user)
+/// before the record is written, so that a replay deletes exactly the
+/// spans of these traces that precede the record, whatever else the log
+/// holds then (which keeps replay exact after compaction moves frames).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct DeleteRecord {
+    /// Trace ids, sorted, distinct.
+    pub traces: Vec<[u8; 16]>,
+}
+
+/// A decoded log frame.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum LogRecord {
+    Span(Box<StoredSpan>),
+    Delete(DeleteRecord),
+}
 
 /// Why bytes could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,6 +216,22 @@ pub(crate) fn decode_span(tag: u8, payload: &[u8]) -> Result<StoredSpan, DecodeE
     }
 }
 
+/// Encodes a delete record; returns the frame tag.
+pub(crate) fn encode_delete(rec: &DeleteRecord, buf: &mut Vec<u8>) -> Result<u8, DecodeError> {
+    bincode::serde::encode_into_std_write(rec, buf, CONFIG)
+        .map_err(|e| DecodeError(format!("cannot encode delete record: {e}")))?;
+    Ok(TAG_DELETE_V1)
+}
+
+/// Decodes any log frame from its tag and payload.
+pub(crate) fn decode_record(tag: u8, payload: &[u8]) -> Result<LogRecord, DecodeError> {
+    match tag {
+        TAG_SPAN_V1 => decode_exact(payload).map(|s| LogRecord::Span(Box::new(s))),
+        TAG_DELETE_V1 => decode_exact(payload).map(LogRecord::Delete),
+        other => Err(DecodeError(format!("unknown frame tag {other}"))),
+    }
+}
+
 /// Encodes an index value.
 pub(crate) fn encode_value<T: Serialize>(value: &T) -> Vec<u8> {
     // Encoding into a Vec fails only if serde's Serialize impl fails,
@@ -339,6 +377,26 @@ mod tests {
             let decoded = decode_span(TAG_SPAN_V1, &direct).map(|d| via_serde(&d));
             assert_eq!(decoded, Ok(direct.clone()), "case {i}");
         }
+    }
+
+    /// Golden bytes of a tombstone: the count, then the ids.
+    #[test]
+    fn delete_encoding_is_stable_and_round_trips() {
+        let rec = DeleteRecord {
+            traces: vec![[3; 16], [4; 16]],
+        };
+        let mut buf = Vec::new();
+        assert_eq!(encode_delete(&rec, &mut buf).ok(), Some(TAG_DELETE_V1));
+        let mut expected = vec![2];
+        expected.extend_from_slice(&[3; 16]);
+        expected.extend_from_slice(&[4; 16]);
+        assert_eq!(buf, expected);
+        assert_eq!(
+            decode_record(TAG_DELETE_V1, &buf),
+            Ok(LogRecord::Delete(rec))
+        );
+        // A span frame is not a delete, and the reverse.
+        assert!(decode_span(TAG_DELETE_V1, &buf).is_err());
     }
 
     /// Golden bytes: a format change must be deliberate (bump the tag).
