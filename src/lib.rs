@@ -38,10 +38,10 @@ pub use ingest::exporter::StoreExporter;
 #[cfg(feature = "otlp")]
 pub use ingest::otlp;
 pub use model::{
-    AppendReport, AttributeValue, Event, IoValue, KeyValue, LatencyQuantiles, Link, Page,
-    ParseIdError, Rejection, ResourceSpans, SessionSummary, Span, SpanId, SpanKind, Status,
-    StatusCode, StoredSpan, Tokens, Trace, TraceId, TraceStatus, Turn, find_attribute, keys,
-    nanos_to_ms, project_of_resource,
+    AppendReport, AttributeValue, DeleteReport, Event, IoValue, KeyValue, LatencyQuantiles, Link,
+    Page, ParseIdError, Rejection, ResourceSpans, RetentionPolicy, SessionSummary, Span, SpanId,
+    SpanKind, Status, StatusCode, StoredSpan, Tokens, Trace, TraceId, TraceStatus, Turn,
+    find_attribute, keys, nanos_to_ms, project_of_resource,
 };
 pub use query::{ProjectStats, SessionFilter, SessionQuery, SessionSort};
 pub use store::{

@@ -665,6 +665,47 @@ pub struct AppendReport {
     pub rejected: Vec<Rejection>,
 }
 
+/// What a delete (or a retention run) removed. Deletes remove whole
+/// traces; a session is counted when its last trace went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DeleteReport {
+    /// Sessions that vanished (their last trace was deleted).
+    pub sessions: u64,
+    /// Traces deleted, with or without a session.
+    pub traces: u64,
+    /// Stored spans deleted.
+    pub spans: u64,
+}
+
+impl DeleteReport {
+    /// Adds another report's counts to this one.
+    pub fn add(&mut self, other: DeleteReport) {
+        self.sessions += other.sessions;
+        self.traces += other.traces;
+        self.spans += other.spans;
+    }
+}
+
+/// Which sessions a retention run keeps ([`crate::SessionStore::retain`]).
+/// A session is kept or deleted whole; traces without a session are judged
+/// by their own end time (and only by `max_age`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RetentionPolicy {
+    /// The current time in unix nanoseconds, passed by the caller (the
+    /// engine reads no clock).
+    pub now_unix_nano: u64,
+    /// Delete sessions whose last activity (end of their latest trace) is
+    /// more than this many nanoseconds before `now_unix_nano`, and traces
+    /// without a session that ended before then.
+    pub max_age_nanos: Option<u64>,
+    /// Keep at most this many sessions per project: the ones with the
+    /// latest last activity (ties: the larger session id is kept).
+    pub max_sessions: Option<u64>,
+    /// Apply to this project only; `None`: to every project (each project
+    /// keeps its own `max_sessions`).
+    pub project: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,8 @@
 //! `SessionStore`: the facade that ties the log and the indexes together,
 //! with locking, durability and checkpoints.
 
+mod lifecycle;
+
 use std::collections::HashSet;
 use std::fs::{self, File, TryLockError};
 use std::path::{Path, PathBuf};
@@ -8,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock};
 
 use crate::codec;
+use crate::codec::LogRecord;
 use crate::error::{Error, ErrorKind, Result};
 use crate::index::facts::{self, SessionIdSource};
 use crate::index::search::{BatchPostings, PostingBuffer};
@@ -354,7 +357,10 @@ impl SessionStore {
         Ok(())
     }
 
-    /// Re-applies every log frame from `from` (0: the start) to the end.
+    /// Re-applies every log frame from `from` (0: the start) to the end,
+    /// in log order: spans before a tombstone are applied before it, so a
+    /// delete removes on replay exactly what it removed when it was made.
+    /// Returns the number of frames read.
     fn replay(&self, w: &mut IndexWriter, from: Lsn, postings: &mut BatchPostings) -> Result<u64> {
         const CHUNK: usize = 4096;
         let mut pending: Vec<(Lsn, StoredSpan)> = Vec::with_capacity(CHUNK);
@@ -362,10 +368,17 @@ impl SessionStore {
         let source = |lsn: Lsn| self.read_span(lsn);
         for item in self.log.scan(from) {
             let (lsn, frame) = item?;
-            let span = codec::decode_span(frame.tag(), frame.payload())
+            let record = codec::decode_record(frame.tag(), frame.payload())
                 .map_err(|e| self.corruption_at(lsn, e.0))?;
-            pending.push((lsn, span));
             frames += 1;
+            match record {
+                LogRecord::Span(span) => pending.push((lsn, *span)),
+                LogRecord::Delete(del) => {
+                    self.apply_owned(w, &pending, self.log.end(), &source, postings)?;
+                    pending.clear();
+                    w.delete_traces(&del.traces, &source)?;
+                }
+            }
             if pending.len() == CHUNK {
                 self.apply_owned(w, &pending, self.log.end(), &source, postings)?;
                 pending.clear();

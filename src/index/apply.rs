@@ -17,8 +17,8 @@ use super::search::{self, BatchPostings, ChunkSet, PostingBuffer};
 use super::session::{SessionState, TurnRef, sort_values};
 use super::trace::{Filing, NewRecord, TraceRecord, TurnBody};
 use super::{
-    META, META_APPLIED, META_NEXT_PROJECT, META_NEXT_SESSION, PROJECT_STATS, PROJECTS,
-    ProjectCounters, SEARCH, SESSION_IDS, SESSION_ORDER, SESSIONS, TRACES, TURNS, decode,
+    META, META_APPLIED, META_NEXT_PROJECT, META_NEXT_SESSION, PROJECT_SPANS, PROJECT_STATS,
+    PROJECTS, ProjectCounters, SEARCH, SESSION_IDS, SESSION_ORDER, SESSIONS, TRACES, TURNS, decode,
     order_key, session_id_key, turn_key,
 };
 
@@ -34,26 +34,27 @@ pub(crate) type SpanSource<'a> = dyn Fn(u64) -> Result<StoredSpan> + 'a;
 
 /// The write transaction of one batch.
 pub(crate) struct IndexWriter {
-    txn: WriteTransaction,
+    pub(super) txn: WriteTransaction,
     /// Trace records loaded by [`IndexWriter::is_stored`], reused by `apply`.
-    cache: search::IntMap<[u8; 16], TraceRecord>,
+    pub(super) cache: search::IntMap<[u8; 16], TraceRecord>,
 }
 
-struct Tables<'t> {
-    meta: Table<'t, &'static str, u64>,
-    projects: Table<'t, &'static str, u32>,
-    session_ids: Table<'t, &'static [u8], u64>,
-    sessions: Table<'t, u64, &'static [u8]>,
-    turns: Table<'t, [u8; 32], &'static [u8]>,
-    order: Table<'t, &'static [u8], u64>,
-    traces: Table<'t, [u8; 16], &'static [u8]>,
-    search: Table<'t, [u8; 12], &'static [u8]>,
-    project_stats: Table<'t, u32, &'static [u8]>,
+pub(super) struct Tables<'t> {
+    pub meta: Table<'t, &'static str, u64>,
+    pub projects: Table<'t, &'static str, u32>,
+    pub session_ids: Table<'t, &'static [u8], u64>,
+    pub sessions: Table<'t, u64, &'static [u8]>,
+    pub turns: Table<'t, [u8; 32], &'static [u8]>,
+    pub order: Table<'t, &'static [u8], u64>,
+    pub traces: Table<'t, [u8; 16], &'static [u8]>,
+    pub search: Table<'t, [u8; 12], &'static [u8]>,
+    pub project_stats: Table<'t, u32, &'static [u8]>,
+    pub project_spans: Table<'t, u32, u64>,
 }
 
 /// Signed changes to one project's counters within a batch.
 #[derive(Default)]
-struct ProjectDelta {
+pub(super) struct ProjectDelta {
     sessions: i64,
     traces: i64,
     spans: i64,
@@ -61,7 +62,7 @@ struct ProjectDelta {
 }
 
 impl ProjectDelta {
-    fn trace(&mut self, sign: i64, spans: usize, tokens: crate::model::Tokens) {
+    pub(super) fn trace(&mut self, sign: i64, spans: usize, tokens: crate::model::Tokens) {
         self.traces += sign;
         self.spans += sign * i64::try_from(spans).unwrap_or(i64::MAX);
         for (slot, v) in
@@ -74,7 +75,24 @@ impl ProjectDelta {
     }
 }
 
-fn apply_signed(v: u64, d: i64) -> u64 {
+impl ProjectDelta {
+    /// Applies these changes to stored counters.
+    pub(super) fn apply_to(&self, c: &mut ProjectCounters) {
+        c.sessions = apply_signed(c.sessions, self.sessions);
+        c.traces = apply_signed(c.traces, self.traces);
+        c.spans = apply_signed(c.spans, self.spans);
+        c.tokens.prompt = apply_signed(c.tokens.prompt, self.tokens[0]);
+        c.tokens.completion = apply_signed(c.tokens.completion, self.tokens[1]);
+        c.tokens.total = apply_signed(c.tokens.total, self.tokens[2]);
+    }
+
+    /// Counts one session appearing (`+1`) or vanishing (`-1`).
+    pub(super) fn session(&mut self, change: i64) {
+        self.sessions += change;
+    }
+}
+
+pub(super) fn apply_signed(v: u64, d: i64) -> u64 {
     if d >= 0 {
         v.saturating_add(d.unsigned_abs())
     } else {
@@ -83,21 +101,24 @@ fn apply_signed(v: u64, d: i64) -> u64 {
 }
 
 /// A turn entering, changing in, or leaving one session.
-struct Delta {
-    trace_id: [u8; 16],
-    old: Option<(u64, TurnBody)>,
-    new: Option<(u64, TurnBody)>,
+pub(super) struct Delta {
+    pub trace_id: [u8; 16],
+    pub old: Option<(u64, TurnBody)>,
+    pub new: Option<(u64, TurnBody)>,
 }
 
 /// Identity of a session, for creating its summary.
 #[derive(Clone)]
-struct SessionIdent {
+pub(super) struct SessionIdent {
     project_id: u32,
     project: String,
     session_id: String,
 }
 
-fn load_trace(traces: &Table<'_, [u8; 16], &'static [u8]>, id: [u8; 16]) -> Result<TraceRecord> {
+pub(super) fn load_trace(
+    traces: &Table<'_, [u8; 16], &'static [u8]>,
+    id: [u8; 16],
+) -> Result<TraceRecord> {
     match traces.get(id)? {
         Some(v) => decode("trace record", v.value()),
         None => Ok(TraceRecord::default()),
@@ -150,6 +171,7 @@ impl IndexWriter {
         t.traces.retain(|_, _| false)?;
         t.search.retain(|_, _| false)?;
         t.project_stats.retain(|_, _| false)?;
+        t.project_spans.retain(|_, _| false)?;
         Ok(())
     }
 
@@ -160,7 +182,7 @@ impl IndexWriter {
         Ok(())
     }
 
-    fn tables(&self) -> Result<Tables<'_>> {
+    pub(super) fn tables(&self) -> Result<Tables<'_>> {
         Ok(Tables {
             meta: self.txn.open_table(META)?,
             projects: self.txn.open_table(PROJECTS)?,
@@ -171,6 +193,7 @@ impl IndexWriter {
             traces: self.txn.open_table(TRACES)?,
             search: self.txn.open_table(SEARCH)?,
             project_stats: self.txn.open_table(PROJECT_STATS)?,
+            project_spans: self.txn.open_table(PROJECT_SPANS)?,
         })
     }
 
@@ -216,6 +239,8 @@ impl IndexWriter {
         let mut idents: HashMap<u64, SessionIdent> = HashMap::new();
         let mut deltas: BTreeMap<u64, Vec<Delta>> = BTreeMap::new();
         let mut projects: BTreeMap<u32, ProjectDelta> = BTreeMap::new();
+        // Stored spans per project they were appended under (for `projects()`).
+        let mut appended: BTreeMap<&str, i64> = BTreeMap::new();
 
         // Every project a span was appended under is listed by `projects()`,
         // whichever project its trace ends up in.
@@ -237,7 +262,11 @@ impl IndexWriter {
             let (old_spans, old_tokens) = (rec.spans.len(), rec.tokens);
             let mut changed = false;
             for r in &recs {
-                changed |= rec.add(r);
+                let added = rec.add(r);
+                if added {
+                    *appended.entry(r.project).or_default() += 1;
+                }
+                changed |= added;
             }
             if !changed {
                 continue;
@@ -353,6 +382,11 @@ impl IndexWriter {
             let (project_id, change) = update_session(&mut t, session, &ds, idents.get(&session))?;
             projects.entry(project_id).or_default().sessions += change;
         }
+        for (project, n) in appended {
+            let id = counters.project(&mut t.projects, project)?;
+            let old = t.project_spans.get(id)?.map_or(0, |v| v.value());
+            t.project_spans.insert(id, apply_signed(old, n))?;
+        }
         for (project_id, d) in projects {
             let mut c: ProjectCounters = match t.project_stats.get(project_id)? {
                 Some(v) => decode("project counters", v.value())?,
@@ -412,7 +446,7 @@ fn turn_body(
     })
 }
 
-fn update_session(
+pub(super) fn update_session(
     t: &mut Tables<'_>,
     session: u64,
     deltas: &[Delta],

@@ -16,7 +16,8 @@ use crate::error::Result;
 use super::search::ChunkSet;
 use super::trace::TraceRecord;
 use super::{
-    PROJECT_STATS, PROJECTS, SEARCH, SESSION_IDS, SESSION_ORDER, SESSIONS, TRACES, TURNS, decode,
+    PROJECT_SPANS, PROJECT_STATS, PROJECTS, SEARCH, SESSION_IDS, SESSION_ORDER, SESSIONS, TRACES,
+    TURNS, decode,
 };
 
 /// Differences reported per table before the rest are summarised.
@@ -100,8 +101,17 @@ impl Snapshot {
             .collect();
         let exact = |pairs: Vec<(Vec<u8>, Vec<u8>)>| pairs.into_iter().collect::<Canon>();
         s.tables.push(("projects", exact(raw(txn, PROJECTS)?)));
+        // All-zero counters equal no counters: a project whose traces all
+        // moved away or were deleted keeps a zero entry, which a rebuild
+        // batching the spans differently may never write.
+        let zero = codec::encode_value(&super::ProjectCounters::default());
+        let stats = raw(txn, PROJECT_STATS)?
+            .into_iter()
+            .filter(|(_, v)| *v != zero)
+            .collect();
+        s.tables.push(("project_stats", stats));
         s.tables
-            .push(("project_stats", exact(raw(txn, PROJECT_STATS)?)));
+            .push(("project_spans", exact(raw(txn, PROJECT_SPANS)?)));
         let sessions = raw(txn, SESSIONS)?
             .into_iter()
             .map(|(k, v)| (s.name(le_u64(&k)), v))
@@ -149,7 +159,9 @@ impl Snapshot {
                 .map(|set| set.sessions(u32::try_from(chunk).unwrap_or(u32::MAX)))
                 .unwrap_or_default()
                 .into_iter()
-                .map(|n| s.name(n))
+                // A deleted session's number has no name and can never
+                // be found again: its stale postings are not compared.
+                .filter_map(|n| s.names.get(&n).cloned())
                 .collect();
             s.search
                 .entry(k.get(..8).unwrap_or(&[]).to_vec())

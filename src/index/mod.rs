@@ -7,6 +7,7 @@
 
 mod apply;
 mod compare;
+mod delete;
 pub(crate) mod facts;
 pub(crate) mod search;
 pub(crate) mod session;
@@ -21,10 +22,11 @@ use crate::error::{Error, Result};
 
 pub(crate) use apply::{IndexConfig, IndexWriter};
 pub(crate) use compare::compare;
+pub(crate) use delete::{DeleteTarget, RetentionVictims};
 pub(crate) use trace::NewRecord;
 
 /// Version of the table layout; a mismatch triggers a rebuild from the log.
-pub(crate) const INDEX_FORMAT_VERSION: u64 = 3;
+pub(crate) const INDEX_FORMAT_VERSION: u64 = 4;
 
 /// Counters and checkpoint state.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -44,6 +46,11 @@ pub(crate) const TRACES: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new
 pub(crate) const SEARCH: TableDefinition<[u8; 12], &[u8]> = TableDefinition::new("search");
 /// Project number -> `ProjectCounters`.
 pub(crate) const PROJECT_STATS: TableDefinition<u32, &[u8]> = TableDefinition::new("project_stats");
+/// Project number -> number of stored spans appended under that project
+/// (whichever project their trace belongs to). A project is listed while
+/// this is above zero; when a delete brings it to zero the project is
+/// forgotten (see `delete`).
+pub(crate) const PROJECT_SPANS: TableDefinition<u32, u64> = TableDefinition::new("project_spans");
 
 /// Per-project totals, kept by delta at ingest.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -141,6 +148,7 @@ impl Index {
             txn.open_table(TRACES)?;
             txn.open_table(SEARCH)?;
             txn.open_table(PROJECT_STATS)?;
+            txn.open_table(PROJECT_SPANS)?;
         }
         txn.commit()?;
         Ok(())
