@@ -1,0 +1,391 @@
+//! Deletes and retention: exact summaries after a delete, vanishing
+//! sessions and projects, late spans of deleted traces, privacy deletes,
+//! retention that keeps sessions whole, and crash consistency of a
+//! tombstone (a crash at every byte of it reopens to before or after).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::tid;
+use span_sessions::{
+    DeleteReport, Durability, ResourceSpans, RetentionPolicy, SessionFilter, SessionQuery,
+    SessionStore, Span, SpanId, StoreOptions, TraceId,
+};
+
+fn options() -> StoreOptions {
+    SessionStore::options()
+        .durability(Durability::Buffered)
+        .checkpoint_bytes(u64::MAX)
+}
+
+/// A one-span trace `n` in `session` of `project`, starting at `start`.
+fn turn(project: &str, session: Option<&str>, n: u64, start: u64) -> ResourceSpans {
+    let mut span = Span::new(tid(n), SpanId([1; 8]), None, "agent", start, start + 10)
+        .with_attribute("input.value", format!("question {n}"))
+        .with_attribute("output.value", format!("answer {n}"));
+    if let Some(s) = session {
+        span = span.with_attribute("session.id", s);
+    }
+    ResourceSpans::for_project(project, vec![span])
+}
+
+fn with_user(mut rs: ResourceSpans, user: &str) -> ResourceSpans {
+    for s in &mut rs.spans {
+        *s = s.clone().with_attribute("user.id", user);
+    }
+    rs
+}
+
+fn search(store: &SessionStore, project: &str, term: &str) -> Vec<String> {
+    let q = SessionQuery {
+        limit: 1000,
+        filter: SessionFilter {
+            search: Some(term.into()),
+            ..SessionFilter::default()
+        },
+        ..SessionQuery::default()
+    };
+    let page = store.sessions(project, &q).unwrap();
+    page.items.into_iter().map(|s| s.session_id).collect()
+}
+
+fn report(sessions: u64, traces: u64, spans: u64) -> DeleteReport {
+    DeleteReport {
+        sessions,
+        traces,
+        spans,
+    }
+}
+
+#[test]
+fn deleting_a_sessions_first_trace_refolds_its_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = options().open(dir.path()).unwrap();
+    for (n, start) in [(1, 100), (2, 200), (3, 300)] {
+        store.append(&[turn("p", Some("s"), n, start)]).unwrap();
+    }
+    assert_eq!(store.delete_trace(tid(1)).unwrap(), report(0, 1, 1));
+    let s = store.session("p", "s").unwrap().unwrap();
+    assert_eq!(s.num_traces, 2);
+    assert_eq!(s.start_time_unix_nano, 200);
+    assert_eq!(s.first_input.unwrap().value, "question 2");
+    // The last trace: end and last output move back.
+    assert_eq!(store.delete_trace(tid(3)).unwrap(), report(0, 1, 1));
+    let s = store.session("p", "s").unwrap().unwrap();
+    assert_eq!(s.end_time_unix_nano, 210);
+    assert_eq!(s.last_output.unwrap().value, "answer 2");
+    let stats = store.project_stats("p").unwrap().unwrap();
+    assert_eq!((stats.sessions, stats.traces, stats.spans), (1, 1, 1));
+    assert!(store.trace(tid(1)).unwrap().is_none());
+    // Deleting what does not exist deletes nothing.
+    assert_eq!(store.delete_trace(tid(1)).unwrap(), report(0, 0, 0));
+    assert_eq!(
+        store.delete_session("p", "nope").unwrap(),
+        DeleteReport::default()
+    );
+}
+
+#[test]
+fn a_session_without_traces_vanishes_everywhere_and_so_does_its_project() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = options().open(dir.path()).unwrap();
+    store.append(&[turn("p", Some("gone"), 1, 100)]).unwrap();
+    store.append(&[turn("p", Some("gone"), 2, 150)]).unwrap();
+    store.append(&[turn("q", Some("kept"), 3, 200)]).unwrap();
+    assert_eq!(search(&store, "p", "question 1"), vec!["gone"]);
+    assert_eq!(store.delete_session("p", "gone").unwrap(), report(1, 2, 2));
+    assert_eq!(store.session("p", "gone").unwrap(), None);
+    assert!(store.session_history("p", "gone").unwrap().is_empty());
+    // The search postings stay (a superset index); verification drops them.
+    assert!(search(&store, "p", "question 1").is_empty());
+    assert_eq!(
+        store.session_count("p", &SessionFilter::default()).unwrap(),
+        0
+    );
+    // p held nothing else: it is forgotten.
+    assert_eq!(store.projects().unwrap(), vec!["q"]);
+    assert_eq!(store.project_stats("p").unwrap(), None);
+    // The same session id comes back as a new session.
+    store.append(&[turn("p", Some("gone"), 4, 400)]).unwrap();
+    let s = store.session("p", "gone").unwrap().unwrap();
+    assert_eq!((s.num_traces, s.start_time_unix_nano), (1, 400));
+    assert_eq!(search(&store, "p", "question"), vec!["gone"]);
+    assert_eq!(store.projects().unwrap(), vec!["p", "q"]);
+}
+
+#[test]
+fn spans_of_a_deleted_trace_that_arrive_later_are_stored_as_a_new_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = options().open(dir.path()).unwrap();
+    let root = turn("p", Some("s"), 1, 100);
+    let child = Span::new(
+        tid(1),
+        SpanId([2; 8]),
+        Some(SpanId([1; 8])),
+        "llm",
+        105,
+        106,
+    );
+    store.append(std::slice::from_ref(&root)).unwrap();
+    assert_eq!(store.delete_trace(tid(1)).unwrap(), report(1, 1, 1));
+    // A late child: a new trace of one span, its root missing, sessionless.
+    let r = store
+        .append(&[ResourceSpans::for_project("p", vec![child])])
+        .unwrap();
+    assert_eq!((r.accepted, r.duplicates), (1, 0));
+    let t = store.trace(tid(1)).unwrap().unwrap();
+    assert_eq!(t.spans.len(), 1);
+    assert_eq!(t.session_id, None);
+    // An exporter retry of the deleted root is stored again too.
+    let r = store.append(&[root]).unwrap();
+    assert_eq!((r.accepted, r.duplicates), (1, 0));
+    let h = store.session_history("p", "s").unwrap();
+    assert_eq!((h.len(), h[0].num_spans, h[0].root_missing), (1, 2, false));
+    // The same holds after a replay of the whole log.
+    drop(store);
+    let store = options().open(dir.path()).unwrap();
+    store.rebuild_indexes().unwrap();
+    assert_eq!(store.session_history("p", "s").unwrap(), h);
+}
+
+#[test]
+fn delete_user_removes_their_sessions_in_every_project_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = options().open(dir.path()).unwrap();
+    store
+        .append(&[with_user(turn("p", Some("a"), 1, 100), "alice")])
+        .unwrap();
+    // A later trace of alice's session without a user id goes with it.
+    store.append(&[turn("p", Some("a"), 2, 200)]).unwrap();
+    store
+        .append(&[with_user(turn("q", Some("a2"), 3, 100), "alice")])
+        .unwrap();
+    store
+        .append(&[with_user(turn("q", None, 4, 100), "alice")])
+        .unwrap();
+    // Bob's session, with a later trace that names alice: bob's, kept.
+    store
+        .append(&[with_user(turn("p", Some("b"), 5, 100), "bob")])
+        .unwrap();
+    store
+        .append(&[with_user(turn("p", Some("b"), 6, 200), "alice")])
+        .unwrap();
+    assert_eq!(store.delete_user("alice").unwrap(), report(2, 4, 4));
+    assert_eq!(store.session("p", "a").unwrap(), None);
+    assert_eq!(store.session("q", "a2").unwrap(), None);
+    assert!(store.trace(tid(4)).unwrap().is_none());
+    assert_eq!(store.session("p", "b").unwrap().unwrap().num_traces, 2);
+    assert_eq!(store.projects().unwrap(), vec!["p"]);
+}
+
+#[test]
+fn delete_project_removes_its_traces_with_and_without_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = options().open(dir.path()).unwrap();
+    store.append(&[turn("p", Some("s"), 1, 100)]).unwrap();
+    store.append(&[turn("p", None, 2, 100)]).unwrap();
+    store.append(&[turn("q", Some("s"), 3, 100)]).unwrap();
+    assert_eq!(store.delete_project("p").unwrap(), report(1, 2, 2));
+    assert_eq!(store.projects().unwrap(), vec!["q"]);
+    assert!(store.session("q", "s").unwrap().is_some());
+}
+
+#[test]
+fn retention_keeps_sessions_with_recent_activity_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = options().open(dir.path()).unwrap();
+    // "live": an old first trace, a recent last one. "old": all old.
+    store.append(&[turn("p", Some("live"), 1, 100)]).unwrap();
+    store.append(&[turn("p", Some("live"), 2, 900)]).unwrap();
+    store.append(&[turn("p", Some("old"), 3, 150)]).unwrap();
+    store.append(&[turn("p", Some("old"), 4, 200)]).unwrap();
+    store.append(&[turn("p", None, 5, 100)]).unwrap(); // sessionless, old
+    store.append(&[turn("p", None, 6, 950)]).unwrap(); // sessionless, recent
+    let policy = RetentionPolicy {
+        now_unix_nano: 1_000,
+        max_age_nanos: Some(500),
+        ..RetentionPolicy::default()
+    };
+    assert_eq!(store.retain(&policy).unwrap(), report(1, 3, 3));
+    assert_eq!(store.session("p", "old").unwrap(), None);
+    let live = store.session("p", "live").unwrap().unwrap();
+    assert_eq!((live.num_traces, live.start_time_unix_nano), (2, 100));
+    assert!(store.trace(tid(5)).unwrap().is_none());
+    assert!(store.trace(tid(6)).unwrap().is_some());
+    // Running it again finds nothing more.
+    assert_eq!(store.retain(&policy).unwrap(), DeleteReport::default());
+}
+
+#[test]
+fn retention_by_count_keeps_the_newest_sessions_per_project() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = options().open(dir.path()).unwrap();
+    for (n, project) in [(1u64, "p"), (2, "q")] {
+        for i in 0..5u64 {
+            let id = n * 100 + i;
+            store
+                .append(&[turn(project, Some(&format!("s{i}")), id, 100 * i)])
+                .unwrap();
+        }
+    }
+    let per_project = RetentionPolicy {
+        max_sessions: Some(2),
+        ..RetentionPolicy::default()
+    };
+    let only_q = RetentionPolicy {
+        project: Some("q".into()),
+        max_sessions: Some(1),
+        ..RetentionPolicy::default()
+    };
+    assert_eq!(store.retain(&only_q).unwrap(), report(4, 4, 4));
+    assert_eq!(store.retain(&per_project).unwrap(), report(3, 3, 3));
+    let ids = |p: &str| -> Vec<String> {
+        let q = SessionQuery {
+            limit: 100,
+            ..SessionQuery::default()
+        };
+        let page = store.sessions(p, &q).unwrap();
+        page.items.into_iter().map(|s| s.session_id).collect()
+    };
+    assert_eq!(ids("p"), vec!["s4", "s3"]);
+    assert_eq!(ids("q"), vec!["s4"]);
+}
+
+/// A retention run larger than one round (1,024 targets) finishes.
+#[test]
+fn retention_runs_in_rounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = options().open(dir.path()).unwrap();
+    let batch: Vec<ResourceSpans> = (0..2_500u64)
+        .map(|i| {
+            let session = (i % 2 == 0).then(|| format!("s{i}"));
+            turn("p", session.as_deref(), i + 1, i)
+        })
+        .collect();
+    store.append(&batch).unwrap();
+    let policy = RetentionPolicy {
+        now_unix_nano: 2_500,
+        max_age_nanos: Some(500),
+        ..RetentionPolicy::default()
+    };
+    // Traces ending before 2,000 (start < 1,990) go.
+    assert_eq!(store.retain(&policy).unwrap(), report(995, 1990, 1990));
+    assert_eq!(store.project_stats("p").unwrap().unwrap().traces, 510);
+}
+
+// ------------------------------------------------------------ crashes
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+fn last_segment(dir: &Path) -> PathBuf {
+    let mut segs: Vec<PathBuf> = fs::read_dir(dir.join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segs.sort();
+    segs.pop().unwrap()
+}
+
+/// Every answer that a delete can change.
+fn answers(store: &SessionStore, traces: &[TraceId]) -> String {
+    let mut out = format!("{:?}\n", store.projects().unwrap());
+    for p in ["p", "q"] {
+        let q = SessionQuery {
+            limit: 1000,
+            ..SessionQuery::default()
+        };
+        out += &format!("{:?}\n", store.sessions(p, &q).unwrap().items);
+        out += &format!("{:?}\n", store.project_stats(p).unwrap());
+        out += &format!("{:?}\n", search(store, p, "question"));
+        for s in ["s0", "s1"] {
+            out += &format!("{:?}\n", store.session_history(p, s).unwrap());
+        }
+    }
+    for t in traces {
+        out += &format!("{:?}\n", store.trace(*t).unwrap());
+    }
+    out
+}
+
+/// A crash at every point of a delete: the tombstone cut at every byte
+/// (from not written at all to complete), with the index as it was
+/// before the delete or as the live store left it. Every state reopens
+/// to the answers from before the delete or after it, never a mix.
+#[test]
+fn a_crash_at_every_step_of_a_delete_reopens_to_before_or_after() {
+    type Delete = fn(&SessionStore) -> DeleteReport;
+    let deletes: [(&str, Delete); 4] = [
+        ("first trace", |s| s.delete_trace(tid(1)).unwrap()),
+        ("session", |s| s.delete_session("p", "s0").unwrap()),
+        ("user", |s| s.delete_user("u").unwrap()),
+        ("project", |s| s.delete_project("q").unwrap()),
+    ];
+    let traces: Vec<TraceId> = (1..=6).map(tid).collect();
+    for (name, delete) in deletes {
+        let dir = tempfile::tempdir().unwrap();
+        let store = options().open(dir.path()).unwrap();
+        for n in 1..=6u64 {
+            let project = if n == 6 { "q" } else { "p" };
+            let rs = turn(project, Some(&format!("s{}", n % 2)), n, 100 * n);
+            store.append(&[with_user(rs, "u")]).unwrap();
+        }
+        store.sync().unwrap();
+        let before = answers(&store, &traces);
+        let before_dir = tempfile::tempdir().unwrap();
+        copy_dir(dir.path(), before_dir.path());
+        let seg = last_segment(dir.path());
+        let len_before = fs::metadata(&seg).unwrap().len();
+        let r = delete(&store);
+        assert!(r.traces > 0, "{name}");
+        let after = answers(&store, &traces);
+        assert_ne!(before, after, "{name}");
+        let len_after = fs::metadata(&seg).unwrap().len();
+        // The live directory as a crash right after the call would leave it.
+        let after_dir = tempfile::tempdir().unwrap();
+        copy_dir(dir.path(), after_dir.path());
+        drop(store);
+        let seg_name = seg.file_name().unwrap().to_owned();
+        for cut in len_before..=len_after {
+            for index_from in [before_dir.path(), after_dir.path()] {
+                let work = tempfile::tempdir().unwrap();
+                copy_dir(after_dir.path(), work.path());
+                fs::copy(
+                    index_from.join("index.redb"),
+                    work.path().join("index.redb"),
+                )
+                .unwrap();
+                let log = work.path().join("log").join(&seg_name);
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(&log)
+                    .unwrap()
+                    .set_len(cut)
+                    .unwrap();
+                let store = options()
+                    .open(work.path())
+                    .unwrap_or_else(|e| panic!("{name}, cut at {cut}: {e}"));
+                let got = answers(&store, &traces);
+                let want = if cut == len_after { &after } else { &before };
+                assert!(
+                    got == *want,
+                    "{name}, cut at {cut} of {len_before}..={len_after}: a mix"
+                );
+            }
+        }
+    }
+}
