@@ -14,6 +14,7 @@ use crate::codec;
 use crate::error::Result;
 
 use super::search::ChunkSet;
+use super::session::SessionState;
 use super::trace::TraceRecord;
 use super::{
     PROJECT_SPANS, PROJECT_STATS, PROJECTS, SEARCH, SESSION_IDS, SESSION_ORDER, SESSIONS, TRACES,
@@ -91,16 +92,46 @@ impl Snapshot {
             tables: Vec::new(),
             search: BTreeMap::new(),
         };
+        // Project numbers depend on the order projects first appear in the
+        // log (compaction moves frames), so a project is named by its name:
+        // name bytes, then 0xff (never inside UTF-8).
+        let mut projects: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        // redb stores a `u32` little-endian; keys built by hand are big-endian.
+        let le_to_be = |b: &[u8]| -> Vec<u8> {
+            let mut a = [0u8; 4];
+            if let Some(x) = b.get(..4) {
+                a.copy_from_slice(x);
+            }
+            u32::from_le_bytes(a).to_be_bytes().to_vec()
+        };
+        for (k, v) in raw(txn, PROJECTS)? {
+            let mut name = k;
+            name.push(0xff);
+            projects.insert(le_to_be(&v), name);
+        }
+        // Replaces a key's leading 4-byte project number by the project's name.
+        let by_project = |k: &[u8]| -> Vec<u8> {
+            let (num, rest) = k.split_at(k.len().min(4));
+            let mut out = projects
+                .get(num)
+                .cloned()
+                .unwrap_or_else(|| format!("<unnamed project {}>", hex(num)).into_bytes());
+            out.extend_from_slice(rest);
+            out
+        };
         // session_ids: key is the name, value the number (redb stores u64 LE).
         for (k, v) in raw(txn, SESSION_IDS)? {
-            s.names.insert(le_u64(&v), k);
+            s.names.insert(le_u64(&v), by_project(&k));
         }
         let live_sessions: BTreeSet<u64> = raw(txn, SESSIONS)?
             .into_iter()
             .map(|(k, _)| le_u64(&k))
             .collect();
-        let exact = |pairs: Vec<(Vec<u8>, Vec<u8>)>| pairs.into_iter().collect::<Canon>();
-        s.tables.push(("projects", exact(raw(txn, PROJECTS)?)));
+        let names = raw(txn, PROJECTS)?
+            .into_iter()
+            .map(|(k, _)| (k, Vec::new()))
+            .collect();
+        s.tables.push(("projects", names));
         // All-zero counters equal no counters: a project whose traces all
         // moved away or were deleted keeps a zero entry, which a rebuild
         // batching the spans differently may never write.
@@ -108,14 +139,20 @@ impl Snapshot {
         let stats = raw(txn, PROJECT_STATS)?
             .into_iter()
             .filter(|(_, v)| *v != zero)
+            .map(|(k, v)| (by_project(&le_to_be(&k)), v))
             .collect();
         s.tables.push(("project_stats", stats));
-        s.tables
-            .push(("project_spans", exact(raw(txn, PROJECT_SPANS)?)));
-        let sessions = raw(txn, SESSIONS)?
+        let spans = raw(txn, PROJECT_SPANS)?
             .into_iter()
-            .map(|(k, v)| (s.name(le_u64(&k)), v))
+            .map(|(k, v)| (by_project(&le_to_be(&k)), v))
             .collect();
+        s.tables.push(("project_spans", spans));
+        let mut sessions = Canon::new();
+        for (k, v) in raw(txn, SESSIONS)? {
+            let mut state: SessionState = decode("session summary", &v)?;
+            state.project_id = 0;
+            sessions.insert(s.name(le_u64(&k)), codec::encode_value(&state));
+        }
         s.tables.push(("sessions", sessions));
         // Only names of sessions with traces: an emptied session keeps its
         // number, which a rebuild may never allocate.
@@ -134,7 +171,7 @@ impl Snapshot {
         s.tables.push(("turns", turns));
         let order = raw(txn, SESSION_ORDER)?
             .into_iter()
-            .map(|(k, v)| (k, s.name(le_u64(&v))))
+            .map(|(k, v)| (by_project(&k), s.name(le_u64(&v))))
             .collect();
         s.tables.push(("session_order", order));
         let mut traces = Canon::new();
@@ -164,7 +201,7 @@ impl Snapshot {
                 .filter_map(|n| s.names.get(&n).cloned())
                 .collect();
             s.search
-                .entry(k.get(..8).unwrap_or(&[]).to_vec())
+                .entry(by_project(k.get(..8).unwrap_or(&[])))
                 .or_default()
                 .extend(names);
         }
