@@ -45,5 +45,6 @@ pub use model::{
 };
 pub use query::{ProjectStats, SessionFilter, SessionQuery, SessionSort};
 pub use store::{
-    Durability, MAX_ID_BYTES, SegmentStats, SessionStore, StoreOptions, StoreStats, VerifyReport,
+    CompactReport, CompactStep, Durability, MAX_ID_BYTES, SegmentStats, SessionStore, StoreOptions,
+    StoreStats, VerifyReport,
 };

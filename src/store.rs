@@ -1,7 +1,10 @@
 //! `SessionStore`: the facade that ties the log and the indexes together,
 //! with locking, durability and checkpoints.
 
+mod compaction;
 mod lifecycle;
+
+pub use compaction::{CompactReport, CompactStep};
 
 use std::collections::HashSet;
 use std::fs::{self, File, TryLockError};
@@ -54,6 +57,12 @@ pub struct SegmentStats {
     pub bytes: u64,
     /// True once the segment is full and read-only (memory-mapped).
     pub sealed: bool,
+    /// Bytes of span frames the indexes still refer to (frame headers
+    /// included).
+    pub live_bytes: u64,
+    /// Bytes compaction could reclaim: every other frame (copies of
+    /// deleted traces' spans, tombstones) and the segment header.
+    pub dead_bytes: u64,
 }
 
 /// Store-wide figures from [`SessionStore::stats`].
@@ -212,6 +221,10 @@ pub struct SessionStore {
     /// (or more, which verification discards). Written out at checkpoints.
     search_buffer: RwLock<PostingBuffer>,
     poisoned: AtomicBool,
+    /// Taken (shared) by reads that follow LSNs from an index snapshot into
+    /// the log, and (exclusively) by compaction while it drops segments,
+    /// so that no reader looks for a frame in a segment that is gone.
+    read_gate: RwLock<()>,
     _lock: File,
 }
 
@@ -290,6 +303,7 @@ impl SessionStore {
             }),
             search_buffer: RwLock::new(PostingBuffer::default()),
             poisoned: AtomicBool::new(false),
+            read_gate: RwLock::new(()),
             _lock: lock,
         };
         {
@@ -650,7 +664,9 @@ impl SessionStore {
         Ok(report)
     }
 
-    /// Store-wide figures: totals over projects, log segments, file sizes.
+    /// Store-wide figures: totals over projects, log segments (with their
+    /// live and dead bytes), file sizes. Counting live bytes reads every
+    /// log frame, so this costs a scan of the log.
     pub fn stats(&self) -> Result<StoreStats> {
         let txn = self.index.begin_read()?;
         let projects = query::projects(&txn)?;
@@ -674,8 +690,11 @@ impl SessionStore {
                 base_lsn: s.base,
                 bytes: s.len,
                 sealed: s.sealed,
+                live_bytes: 0,
+                dead_bytes: 0,
             })
             .collect();
+        self.fill_segment_usage(&mut st.segments)?;
         st.log_bytes = st.segments.iter().map(|s| s.bytes).sum();
         let index = self.dir.join("index.redb");
         st.index_bytes = fs::metadata(&index)
@@ -747,6 +766,7 @@ impl SessionStore {
 
     /// Every stored span of a trace in (start, span id) order; `None` if unknown.
     pub fn trace(&self, trace_id: TraceId) -> Result<Option<Trace>> {
+        let _gate = self.read_gate.read().map_err(|_| Error::Poisoned)?;
         let txn = self.index.begin_read()?;
         query::trace(&txn, trace_id, &|lsn| self.read_span(lsn))
     }

@@ -520,6 +520,8 @@ enum LifecycleOp {
     Project(String),
     User(String),
     Retain(RetentionPolicy),
+    /// Compaction: deletes nothing, changes no answer.
+    Compact,
 }
 
 impl Model {
@@ -550,6 +552,7 @@ impl Model {
                 .collect::<BTreeSet<_>>()
         };
         match op {
+            LifecycleOp::Compact => BTreeSet::new(),
             LifecycleOp::Trace(t) => want.traces.keys().filter(|k| *k == t).copied().collect(),
             LifecycleOp::Session(p, s) => of_sessions(&|k, _| k.0 == *p && k.1 == *s),
             LifecycleOp::Project(p) => want
@@ -1024,6 +1027,7 @@ fn run(
                 LifecycleOp::Project(p) => store.delete_project(p),
                 LifecycleOp::User(u) => store.delete_user(u),
                 LifecycleOp::Retain(policy) => store.retain(policy),
+                LifecycleOp::Compact => store.compact().map(|_| DeleteReport::default()),
             }
             .unwrap();
             prop_assert_eq!(got, expect, "{}: report of {:?}", ctx, op);
@@ -1061,6 +1065,9 @@ fn run(
 /// A random delete or retention run, mostly aimed at what exists.
 fn pick_op(want: &Expected, rng: &mut Rng) -> LifecycleOp {
     let users = ["u1", "u2", "u3", "5", "nobody"];
+    if rng.chance(4) {
+        return LifecycleOp::Compact;
+    }
     match rng.below(9) {
         0..=1 => {
             let ids: Vec<&TraceId> = want.traces.keys().collect();
@@ -1132,13 +1139,14 @@ proptest! {
         prop_assert_eq!(sa, sb, "two orders of the same spans disagree");
     }
 
-    /// Deletes and retention runs interleaved with appends and reopens:
+    /// Deletes, retention runs and compactions (4 KiB segments, so they
+    /// roll and compact often) interleaved with appends and reopens:
     /// after every operation, every answer equals the model's (which
     /// deletes by recomputing from the remaining spans), the reported
     /// counts match, and spans of deleted traces that arrive later are
     /// stored again as new.
     #[test]
-    fn store_matches_the_model_with_deletes_and_retention(
+    fn store_matches_the_model_with_deletes_retention_and_compaction(
         traces in prop::collection::vec(trace_spec(), 1..=20),
         seed in any::<u64>(),
     ) {

@@ -6,6 +6,7 @@
 //! The tables and their byte layouts are drawn in `docs/FORMAT.md`.
 
 mod apply;
+mod compact;
 mod compare;
 mod delete;
 pub(crate) mod facts;
@@ -21,6 +22,7 @@ use crate::codec;
 use crate::error::{Error, Result};
 
 pub(crate) use apply::{IndexConfig, IndexWriter};
+pub(crate) use compact::{Liveness, Move};
 pub(crate) use compare::compare;
 pub(crate) use delete::{DeleteTarget, RetentionVictims};
 pub(crate) use trace::NewRecord;
@@ -175,6 +177,12 @@ impl Index {
         txn.set_durability(redb::Durability::Immediate)?;
         txn.commit()?;
         Ok(())
+    }
+
+    /// Rewrites the database file to drop free pages (redb `compact`).
+    /// Needs exclusive access: no transaction may be open.
+    pub(crate) fn compact(&mut self) -> Result<bool> {
+        Ok(self.db.compact()?)
     }
 
     /// A consistent snapshot for reads.

@@ -152,8 +152,8 @@ pub(crate) struct Log {
     dir: PathBuf,
     /// Size limits.
     opts: LogOptions,
-    /// LSN of the first frame.
-    start: Lsn,
+    /// LSN of the first frame; grows when compaction drops old segments.
+    start: AtomicU64,
     /// All segments, oldest first; the last is the active one. Readers clone
     /// an `Arc` out and drop the lock before reading.
     segments: RwLock<Vec<Arc<Segment>>>,
@@ -175,7 +175,7 @@ impl std::fmt::Debug for Log {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Log")
             .field("dir", &self.dir)
-            .field("start", &self.start)
+            .field("start", &self.start())
             .field("end", &self.end())
             .field("synced", &self.synced())
             .field("poisoned", &self.is_poisoned())
@@ -208,7 +208,7 @@ impl Log {
         let log = Log {
             dir: dir.to_path_buf(),
             opts,
-            start,
+            start: AtomicU64::new(start),
             segments: RwLock::new(rec.segments),
             writer: Mutex::new(Writer {
                 active,
@@ -235,13 +235,48 @@ impl Log {
         self.end.load(Ordering::Acquire)
     }
 
-    /// LSN of the first frame (32 for a fresh log).
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "for retention, which drops old segments")
-    )]
+    /// LSN of the first frame (32 for a fresh log; later once compaction
+    /// dropped old segments).
     pub(crate) fn start(&self) -> Lsn {
-        self.start
+        self.start.load(Ordering::Acquire)
+    }
+
+    /// Drops every segment before the one whose base is `base` (a sealed
+    /// segment or the active one): the log then starts at `base`. The
+    /// caller guarantees that nothing it will read lies below `base`.
+    /// Readers that already hold one of the segments keep reading it (its
+    /// mapping outlives the file's name). Files are removed oldest first, so
+    /// a crash part-way leaves a log that starts at a later base and is
+    /// still contiguous; recovery accepts any first base. Returns the
+    /// number of segments dropped.
+    pub(crate) fn drop_segments_before(&self, base: Lsn) -> Result<usize> {
+        if self.is_poisoned() {
+            return Err(Error::Poisoned);
+        }
+        // Held so that no segment is sealed or created meanwhile.
+        let _w = self.writer.lock().map_err(|_| Error::Poisoned)?;
+        let dropped: Vec<Arc<Segment>> = {
+            let mut list = self
+                .segments
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            if !list.iter().any(|s| s.base == base) {
+                return Err(Error::invalid(format!("no segment starts at LSN {base}")));
+            }
+            let at = list.partition_point(|s| s.base < base);
+            let keep = list.split_off(at);
+            let dropped = std::mem::replace(&mut *list, keep);
+            self.start
+                .store(base + SEGMENT_HEADER_LEN, Ordering::Release);
+            dropped
+        };
+        for s in &dropped {
+            file::remove_file(&s.path).map_err(|e| io_err("removing segment", &s.path, e))?;
+        }
+        if !dropped.is_empty() {
+            file::sync_dir(&self.dir).map_err(|e| io_err("syncing", &self.dir, e))?;
+        }
+        Ok(dropped.len())
     }
 
     /// Everything below this LSN is known durable.
@@ -526,10 +561,10 @@ impl Log {
     /// a misaligned position cannot be told from damage).
     pub(crate) fn read(&self, lsn: Lsn) -> Result<FrameBuf> {
         let end = self.end();
-        if lsn < self.start || lsn >= end {
+        let start = self.start();
+        if lsn < start || lsn >= end {
             return Err(Error::invalid(format!(
-                "LSN {lsn} is outside the log [{}, {end})",
-                self.start
+                "LSN {lsn} is outside the log [{start}, {end})"
             )));
         }
         let seg = self
@@ -558,17 +593,17 @@ impl Log {
         let limit = self.end();
         let mut scan = LogScan {
             log: self,
-            next: if from == 0 { self.start } else { from },
+            next: if from == 0 { self.start() } else { from },
             limit,
             seg: None,
             win: Window::default(),
             pending: None,
             done: false,
         };
-        if from != 0 && (from < self.start || from > limit) {
+        if from != 0 && (from < self.start() || from > limit) {
             scan.pending = Some(Error::invalid(format!(
                 "scan from LSN {from} is outside the log [{}, {limit}]",
-                self.start
+                self.start()
             )));
         }
         scan

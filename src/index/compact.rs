@@ -1,0 +1,107 @@
+//! What compaction needs from the indexes: whether a span frame is live
+//! (the trace record still points at that very LSN), and remapping the
+//! LSNs of frames that compaction copied.
+
+use std::collections::HashMap;
+
+use redb::{ReadOnlyTable, ReadTransaction};
+
+use crate::error::{Error, Result};
+use crate::model::TraceId;
+
+use super::apply::{IndexWriter, load_trace};
+use super::trace::TraceRecord;
+use super::{TRACES, decode};
+
+/// Trace records cached by a liveness check before the cache is emptied.
+const CACHE_RECORDS: usize = 16_384;
+
+/// Answers "is the span frame at this LSN live?" against one snapshot.
+pub(crate) struct Liveness {
+    traces: ReadOnlyTable<[u8; 16], &'static [u8]>,
+    cache: HashMap<[u8; 16], Option<TraceRecord>>,
+}
+
+impl Liveness {
+    /// Liveness as of the snapshot `txn`.
+    pub(crate) fn new(txn: &ReadTransaction) -> Result<Liveness> {
+        Ok(Liveness {
+            traces: txn.open_table(TRACES)?,
+            cache: HashMap::new(),
+        })
+    }
+
+    /// True when the index refers to the span `(trace_id, span_id)` at
+    /// `lsn`: any other frame (an older copy of a deleted trace's span, a
+    /// copy compaction wrote but never switched to, a tombstone) is dead.
+    pub(crate) fn is_live(
+        &mut self,
+        trace_id: [u8; 16],
+        span_id: [u8; 8],
+        lsn: u64,
+    ) -> Result<bool> {
+        if self.cache.len() >= CACHE_RECORDS && !self.cache.contains_key(&trace_id) {
+            self.cache.clear();
+        }
+        let rec = match self.cache.entry(trace_id) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let rec = match self.traces.get(trace_id)? {
+                    Some(v) => Some(decode::<TraceRecord>("trace record", v.value())?),
+                    None => None,
+                };
+                e.insert(rec)
+            }
+        };
+        Ok(rec.as_ref().is_some_and(|r| {
+            r.spans
+                .binary_search_by(|f| f.span_id.cmp(&span_id))
+                .ok()
+                .and_then(|i| r.spans.get(i))
+                .is_some_and(|f| f.lsn == lsn)
+        }))
+    }
+}
+
+/// One span frame moved by compaction.
+pub(crate) struct Move {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub from: u64,
+    pub to: u64,
+}
+
+impl IndexWriter {
+    /// Points the span facts of moved frames at their new LSNs. A fact
+    /// that no longer points at `from` is left alone (cannot happen under
+    /// the writer lock, but a remap never resurrects anything).
+    pub(crate) fn remap(&mut self, moves: &[Move]) -> Result<()> {
+        self.cache.clear();
+        let mut traces = self.txn.open_table(TRACES)?;
+        let mut by_trace: HashMap<[u8; 16], Vec<&Move>> = HashMap::new();
+        for m in moves {
+            by_trace.entry(m.trace_id).or_default().push(m);
+        }
+        let mut ids: Vec<[u8; 16]> = by_trace.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let mut rec = load_trace(&traces, id)?;
+            if rec.spans.is_empty() {
+                return Err(Error::Index(Box::new(redb::Error::Corrupted(format!(
+                    "compaction moved a span of unknown trace {}",
+                    TraceId(id)
+                )))));
+            }
+            for m in by_trace.get(&id).into_iter().flatten() {
+                if let Ok(i) = rec.spans.binary_search_by(|f| f.span_id.cmp(&m.span_id))
+                    && let Some(f) = rec.spans.get_mut(i)
+                    && f.lsn == m.from
+                {
+                    f.lsn = m.to;
+                }
+            }
+            traces.insert(id, crate::codec::encode_value(&rec).as_slice())?;
+        }
+        Ok(())
+    }
+}

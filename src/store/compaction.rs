@@ -1,0 +1,278 @@
+//! Compaction: giving back the log space of dead frames, and the index
+//! file's free pages.
+//!
+//! The log can only lose a prefix of its segments (recovery requires
+//! contiguous bases, but accepts any first base). So compaction picks the
+//! longest prefix of sealed segments that ends in a mostly dead segment,
+//! appends the prefix's live span frames again at the end of the log
+//! (byte-identical payloads: they are the same spans), points the index at
+//! the copies, makes that durable, and only then removes the prefix's
+//! files, oldest first. `docs/FORMAT.md` (1.8) gives the crash analysis:
+//! each step leaves a log and an index that agree, with the same answers.
+
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::index::search::BatchPostings;
+use crate::index::{IndexWriter, Liveness, META_APPLIED, Move};
+use crate::log::{FrameRef, Lsn};
+
+use super::{SegmentStats, SessionStore};
+
+/// Live frames are copied and remapped in batches of about this many bytes.
+const COPY_BATCH_BYTES: usize = 4 << 20;
+
+/// Frame header bytes (length, checksum, tag) and segment header bytes.
+const FRAME_HEADER: u64 = 9;
+
+/// What [`SessionStore::compact`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompactReport {
+    /// Segment files removed.
+    pub segments_dropped: usize,
+    /// Bytes of the removed files.
+    pub bytes_dropped: u64,
+    /// Live span frames written again at the end of the log.
+    pub frames_copied: u64,
+    /// Bytes of those frames (headers included).
+    pub bytes_copied: u64,
+}
+
+/// A point in a compaction where a crash is interesting (for crash tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CompactStep {
+    /// A batch of live frames was appended and remapped in the (not yet
+    /// committed) index transaction.
+    Copied,
+    /// The index transaction pointing at the copies committed (not durably).
+    Remapped,
+    /// Log and index are durable; no file was removed yet.
+    Durable,
+    /// The prefix's files are gone.
+    Dropped,
+}
+
+/// A live frame waiting to be copied.
+struct Pending {
+    tag: u8,
+    payload: Vec<u8>,
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+    from: Lsn,
+}
+
+impl SessionStore {
+    /// Reclaims log space: rewrites the live frames of the oldest sealed
+    /// segments, up to the last sealed segment whose dead bytes are at least
+    /// its live bytes, at the end of the log, then removes those segments.
+    /// Answers do not change. Appends wait while it runs; reads do not
+    /// (`trace` waits only while the files are removed). Safe to interrupt
+    /// at any point: a crash leaves the store with the same answers (see
+    /// `docs/FORMAT.md`). The active segment is never compacted. Follow with
+    /// [`SessionStore::compact_index`] to shrink the index file.
+    pub fn compact(&self) -> Result<CompactReport> {
+        self.compact_with_crash_points(&mut |_| {})
+    }
+
+    /// [`SessionStore::compact`], calling `at` at each step where a crash
+    /// is worth simulating (tests copy the directory there).
+    #[doc(hidden)]
+    pub fn compact_with_crash_points(
+        &self,
+        at: &mut dyn FnMut(CompactStep),
+    ) -> Result<CompactReport> {
+        self.ensure_writable()?;
+        let mut ws = self.lock_writer()?;
+        self.ensure_writable()?;
+        self.checkpoint(&mut ws)?;
+        let mut segments = self.segment_list();
+        self.segment_usage(&mut segments, &self.index.begin_read()?)?;
+        let mut report = CompactReport::default();
+        let Some(k) = segments
+            .iter()
+            .rposition(|s| s.sealed && s.dead_bytes >= s.live_bytes)
+        else {
+            return Ok(report);
+        };
+        let Some(cut) = segments.get(k + 1).map(|s| s.base_lsn) else {
+            return Ok(report);
+        };
+        report.segments_dropped = k + 1;
+        report.bytes_dropped = segments.iter().take(k + 1).map(|s| s.bytes).sum();
+
+        let txn = self.index.begin_read()?;
+        let mut live = Liveness::new(&txn)?;
+        let mut w = self.index.begin_write()?;
+        let mut batch: Vec<Pending> = Vec::new();
+        let mut batch_bytes = 0usize;
+        for item in self.log.scan(0) {
+            let (lsn, frame) = item?;
+            if lsn >= cut {
+                break;
+            }
+            if frame.tag() != codec::TAG_SPAN_V1 {
+                continue; // a tombstone: the spans it deleted are not copied
+            }
+            let span = codec::decode_span(frame.tag(), frame.payload())
+                .map_err(|e| self.corruption_at(lsn, e.0))?;
+            let (trace_id, span_id) = (span.span.trace_id.0, span.span.span_id.0);
+            if !live.is_live(trace_id, span_id, lsn)? {
+                continue;
+            }
+            batch_bytes += frame.payload().len();
+            batch.push(Pending {
+                tag: frame.tag(),
+                payload: frame.payload().to_vec(),
+                trace_id,
+                span_id,
+                from: lsn,
+            });
+            if batch_bytes >= COPY_BATCH_BYTES {
+                self.copy_batch(&mut w, &mut batch, &mut report)?;
+                batch_bytes = 0;
+                at(CompactStep::Copied);
+            }
+        }
+        if !batch.is_empty() {
+            self.copy_batch(&mut w, &mut batch, &mut report)?;
+            at(CompactStep::Copied);
+        }
+        drop(live);
+        drop(txn);
+        w.set_meta(META_APPLIED, self.log.end())?;
+        self.commit_with_postings(w, BatchPostings::new())
+            .inspect_err(|_| self.poison())?;
+        at(CompactStep::Remapped);
+        self.checkpoint(&mut ws)?;
+        at(CompactStep::Durable);
+        {
+            // Readers that hold an older snapshot may still follow its LSNs
+            // into the prefix: wait for them.
+            let _gate = self.read_gate.write().map_err(|_| Error::Poisoned)?;
+            self.log.drop_segments_before(cut)?;
+        }
+        at(CompactStep::Dropped);
+        Ok(report)
+    }
+
+    /// Appends a batch of live frames again and points the index at them.
+    fn copy_batch(
+        &self,
+        w: &mut IndexWriter,
+        batch: &mut Vec<Pending>,
+        report: &mut CompactReport,
+    ) -> Result<()> {
+        let frames: Vec<FrameRef<'_>> = batch
+            .iter()
+            .map(|p| FrameRef {
+                tag: p.tag,
+                payload: &p.payload,
+            })
+            .collect();
+        let lsns = self.log.append(&frames)?;
+        let moves: Vec<Move> = batch
+            .iter()
+            .zip(lsns)
+            .map(|(p, to)| Move {
+                trace_id: p.trace_id,
+                span_id: p.span_id,
+                from: p.from,
+                to,
+            })
+            .collect();
+        w.remap(&moves)?;
+        report.frames_copied += batch.len() as u64;
+        report.bytes_copied += batch
+            .iter()
+            .map(|p| FRAME_HEADER + p.payload.len() as u64)
+            .sum::<u64>();
+        batch.clear();
+        Ok(())
+    }
+
+    /// Rewrites the index file without its free pages (redb `compact`).
+    /// Needs `&mut self`: no other handle may use the store meanwhile (an
+    /// `Arc<SessionStore>` must be unique: `Arc::get_mut`). Returns whether
+    /// anything was reclaimed.
+    pub fn compact_index(&mut self) -> Result<bool> {
+        self.ensure_writable()?;
+        {
+            let mut ws = self.lock_writer()?;
+            self.checkpoint(&mut ws)?;
+        }
+        self.index.compact()
+    }
+
+    /// The log's segments, without usage figures.
+    fn segment_list(&self) -> Vec<SegmentStats> {
+        self.log
+            .segments()
+            .into_iter()
+            .map(|s| SegmentStats {
+                path: s.path,
+                base_lsn: s.base,
+                bytes: s.len,
+                sealed: s.sealed,
+                live_bytes: 0,
+                dead_bytes: 0,
+            })
+            .collect()
+    }
+
+    /// Fills in live and dead bytes of `segments` (for `stats`).
+    pub(super) fn fill_segment_usage(&self, segments: &mut [SegmentStats]) -> Result<()> {
+        // The snapshot must match the log end it is compared with: take it
+        // where no append can run.
+        let txn = {
+            let _ws = self.lock_writer()?;
+            self.index.begin_read()?
+        };
+        self.segment_usage(segments, &txn)
+    }
+
+    /// Counts, per segment, the bytes of span frames that `txn` refers to.
+    fn segment_usage(
+        &self,
+        segments: &mut [SegmentStats],
+        txn: &redb::ReadTransaction,
+    ) -> Result<()> {
+        let _gate = self.read_gate.read().map_err(|_| Error::Poisoned)?;
+        let mut live = Liveness::new(txn)?;
+        let limit = segments.last().map_or(0, |s| s.base_lsn + s.bytes);
+        for s in segments.iter_mut() {
+            s.live_bytes = 0;
+        }
+        let first = segments.first().map_or(0, |s| s.base_lsn);
+        let mut idx = 0usize;
+        for item in self.log.scan(0) {
+            let (lsn, frame) = item?;
+            if lsn >= limit {
+                break;
+            }
+            if lsn < first {
+                continue;
+            }
+            if frame.tag() != codec::TAG_SPAN_V1 {
+                continue;
+            }
+            let span = codec::decode_span(frame.tag(), frame.payload())
+                .map_err(|e| self.corruption_at(lsn, e.0))?;
+            if !live.is_live(span.span.trace_id.0, span.span.span_id.0, lsn)? {
+                continue;
+            }
+            while segments
+                .get(idx + 1)
+                .is_some_and(|next| next.base_lsn <= lsn)
+            {
+                idx += 1;
+            }
+            if let Some(s) = segments.get_mut(idx) {
+                s.live_bytes += FRAME_HEADER + frame.payload().len() as u64;
+            }
+        }
+        for s in segments.iter_mut() {
+            s.dead_bytes = s.bytes.saturating_sub(s.live_bytes);
+        }
+        Ok(())
+    }
+}
