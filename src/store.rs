@@ -292,6 +292,7 @@ impl SessionStore {
             },
             applied,
         )?;
+        compaction::finish_interrupted(&index, &log)?;
         let store = SessionStore {
             dir: dir.to_owned(),
             opts,

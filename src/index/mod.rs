@@ -68,6 +68,9 @@ pub(crate) const META_APPLIED: &str = "applied_lsn";
 pub(crate) const META_CONFIG: &str = "config_fingerprint";
 pub(crate) const META_NEXT_SESSION: &str = "next_session";
 pub(crate) const META_NEXT_PROJECT: &str = "next_project";
+/// LSN before which a compaction made the log dead: segments below it are
+/// removed on open if a crash interrupted their removal.
+pub(crate) const META_COMPACT_CUT: &str = "compact_cut";
 
 /// Key of a turn in `TURNS`.
 pub(crate) fn turn_key(session: u64, start: u64, trace_id: [u8; 16]) -> [u8; 32] {

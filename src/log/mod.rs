@@ -241,6 +241,65 @@ impl Log {
         self.start.load(Ordering::Acquire)
     }
 
+    /// Seals the active segment now (as if it were full) and starts a new
+    /// one after it, so that compaction can rewrite it. Does nothing when
+    /// the active segment holds no frame. A failure poisons the log, like
+    /// a failed roll during an append.
+    pub(crate) fn seal_active(&self) -> Result<()> {
+        if self.is_poisoned() {
+            return Err(Error::Poisoned);
+        }
+        let mut guard = self.writer.lock().map_err(|_| Error::Poisoned)?;
+        let w = &mut *guard;
+        if w.len <= SEGMENT_HEADER_LEN {
+            return Ok(());
+        }
+        let mut staged = Staged::default();
+        let result = (|| {
+            let (seg, len) = (Arc::clone(&w.active), w.len);
+            w.file
+                .sync_data()
+                .map_err(|e| io_err("syncing full segment", &seg.path, e))?;
+            let (next, next_file) = create_segment(&self.dir, seg.base + len)?;
+            let next = Arc::new(next);
+            staged
+                .created
+                .push((Arc::clone(&next), Arc::clone(&next_file)));
+            let map = w
+                .file
+                .map()
+                .map_err(|e| io_err("mapping sealed segment", &seg.path, e))?;
+            if map.len() as u64 != len {
+                return Err(seg.corrupt(
+                    len,
+                    format!(
+                        "sealed segment is {} bytes on disk, expected {len}",
+                        map.len()
+                    ),
+                ));
+            }
+            staged.sealed.push((seg, len));
+            staged.maps.push(map);
+            Ok(Written {
+                lsns: Vec::new(),
+                active: next,
+                file: next_file,
+                len: SEGMENT_HEADER_LEN,
+            })
+        })();
+        match result {
+            Ok(written) => {
+                self.publish(w, staged, written);
+                Ok(())
+            }
+            Err(e) => {
+                self.roll_back(w, staged);
+                self.poisoned.store(true, Ordering::Release);
+                Err(e)
+            }
+        }
+    }
+
     /// Drops every segment before the one whose base is `base` (a sealed
     /// segment or the active one): the log then starts at `base`. The
     /// caller guarantees that nothing it will read lies below `base`.

@@ -13,16 +13,19 @@
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::index::search::BatchPostings;
-use crate::index::{IndexWriter, Liveness, META_APPLIED, Move};
-use crate::log::{FrameRef, Lsn};
+use crate::index::{Index, IndexWriter, Liveness, META_APPLIED, META_COMPACT_CUT, Move};
+use crate::log::{FrameRef, Log, Lsn};
 
 use super::{SegmentStats, SessionStore};
 
 /// Live frames are copied and remapped in batches of about this many bytes.
 const COPY_BATCH_BYTES: usize = 4 << 20;
 
-/// Frame header bytes (length, checksum, tag) and segment header bytes.
+/// Frame header bytes (length, checksum, tag).
 const FRAME_HEADER: u64 = 9;
+
+/// Segment header bytes.
+const SEGMENT_HEADER: u64 = 32;
 
 /// What [`SessionStore::compact`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -52,6 +55,18 @@ pub enum CompactStep {
     Dropped,
 }
 
+/// On open: if a durable compaction remapped the index past segments that
+/// a crash left on disk, removes them now (before any replay or rebuild
+/// could point the index back at them).
+pub(super) fn finish_interrupted(index: &Index, log: &Log) -> Result<()> {
+    let cut = index.meta(META_COMPACT_CUT)?;
+    let first_base = log.segments().first().map_or(0, |s| s.base);
+    if cut > first_base {
+        log.drop_segments_before(cut)?;
+    }
+    Ok(())
+}
+
 /// A live frame waiting to be copied.
 struct Pending {
     tag: u8,
@@ -65,10 +80,11 @@ impl SessionStore {
     /// Reclaims log space: rewrites the live frames of the oldest sealed
     /// segments, up to the last sealed segment whose dead bytes are at least
     /// its live bytes, at the end of the log, then removes those segments.
+    /// A mostly dead active segment is sealed first so that it counts.
     /// Answers do not change. Appends wait while it runs; reads do not
     /// (`trace` waits only while the files are removed). Safe to interrupt
     /// at any point: a crash leaves the store with the same answers (see
-    /// `docs/FORMAT.md`). The active segment is never compacted. Follow with
+    /// `docs/FORMAT.md`). Follow with
     /// [`SessionStore::compact_index`] to shrink the index file.
     pub fn compact(&self) -> Result<CompactReport> {
         self.compact_with_crash_points(&mut |_| {})
@@ -87,6 +103,15 @@ impl SessionStore {
         self.checkpoint(&mut ws)?;
         let mut segments = self.segment_list();
         self.segment_usage(&mut segments, &self.index.begin_read()?)?;
+        // A mostly dead active segment is sealed first, so that it can go too.
+        if let Some(active) = segments.last()
+            && active.live_bytes < active.dead_bytes
+            && active.bytes > SEGMENT_HEADER
+        {
+            self.log.seal_active()?;
+            segments = self.segment_list();
+            self.segment_usage(&mut segments, &self.index.begin_read()?)?;
+        }
         let mut report = CompactReport::default();
         let Some(k) = segments
             .iter()
@@ -140,6 +165,9 @@ impl SessionStore {
         drop(live);
         drop(txn);
         w.set_meta(META_APPLIED, self.log.end())?;
+        // The intent travels with the remap: once this commit is durable,
+        // an open finishes removing the prefix (`finish_interrupted`).
+        w.set_meta(META_COMPACT_CUT, cut)?;
         self.commit_with_postings(w, BatchPostings::new())
             .inspect_err(|_| self.poison())?;
         at(CompactStep::Remapped);
