@@ -389,3 +389,267 @@ fn a_crash_at_every_step_of_a_delete_reopens_to_before_or_after() {
         }
     }
 }
+
+// ------------------------------------------------------------ compaction
+
+/// Every file of a directory, recursively, in bytes (the lock file too).
+fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    for entry in fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            total += dir_bytes(&entry.path());
+        } else {
+            total += entry.metadata().unwrap().len();
+        }
+    }
+    total
+}
+
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut segs: Vec<PathBuf> = fs::read_dir(dir.join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segs.sort();
+    segs
+}
+
+/// A crash at every step of a compaction (after each batch of copies,
+/// after the remap commit, once durable, after each removed segment, and
+/// with the copies cut at every 23rd byte) reopens with the same answers,
+/// and the reopened store passes `verify` (its indexes equal a rebuild
+/// from what is left of the log).
+#[test]
+fn a_crash_at_every_step_of_a_compaction_keeps_the_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = || options().segment_bytes(4096);
+    let store = opts().open(dir.path()).unwrap();
+    let traces: Vec<TraceId> = (1..=60).map(tid).collect();
+    for n in 1..=60u64 {
+        let project = if n % 3 == 0 { "q" } else { "p" };
+        let session = format!("s{}", n % 12);
+        let rs = turn(
+            project,
+            (n % 5 != 0).then_some(session.as_str()),
+            n,
+            100 * n,
+        );
+        store
+            .append(&[with_user(rs, &format!("u{}", n % 4))])
+            .unwrap();
+    }
+    for s in 2..12 {
+        store.delete_session("p", &format!("s{s}")).unwrap();
+    }
+    store.delete_user("u3").unwrap();
+    store.sync().unwrap();
+    let before = answers(&store, &traces);
+    let stats = store.stats().unwrap();
+    let durable_end = stats.log_bytes + stats.segments[0].base_lsn;
+    let mut images: Vec<(span_sessions::CompactStep, tempfile::TempDir)> = Vec::new();
+    let report = store
+        .compact_with_crash_points(&mut |step| {
+            let image = tempfile::tempdir().unwrap();
+            copy_dir(dir.path(), image.path());
+            images.push((step, image));
+        })
+        .unwrap();
+    assert!(report.segments_dropped > 0, "{report:?}");
+    assert_eq!(answers(&store, &traces), before);
+    let after_segments = segment_files(dir.path());
+    drop(store);
+    // Opens a copy (an open may finish an interrupted compaction).
+    let check = |path: &Path, what: &str| {
+        let work = tempfile::tempdir().unwrap();
+        copy_dir(path, work.path());
+        let store = opts()
+            .open(work.path())
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(answers(&store, &traces) == before, "{what}: answers differ");
+        let v = store.verify().unwrap();
+        assert!(v.is_ok(), "{what}: {:?}", v.problems);
+    };
+    let steps: Vec<_> = images.iter().map(|(s, _)| *s).collect();
+    assert!(
+        steps.contains(&span_sessions::CompactStep::Durable),
+        "{steps:?}"
+    );
+    for (step, image) in &images {
+        check(image.path(), &format!("crash after {step:?}"));
+    }
+    // Removal cut short after each file (oldest first).
+    let (_, durable) = images
+        .iter()
+        .find(|(s, _)| *s == span_sessions::CompactStep::Durable)
+        .unwrap();
+    let all = segment_files(durable.path());
+    let first_kept = after_segments[0].file_name().unwrap().to_owned();
+    let dropped = all
+        .iter()
+        .take_while(|p| p.file_name().unwrap() != first_kept)
+        .count();
+    assert_eq!(dropped, report.segments_dropped);
+    for removed in 0..=dropped {
+        let work = tempfile::tempdir().unwrap();
+        copy_dir(durable.path(), work.path());
+        for p in segment_files(work.path()).iter().take(removed) {
+            fs::remove_file(p).unwrap();
+        }
+        check(
+            work.path(),
+            &format!("{removed} of {dropped} segments removed"),
+        );
+    }
+    // Copies torn anywhere (before they were made durable).
+    let (_, copied) = images
+        .iter()
+        .rfind(|(s, _)| *s == span_sessions::CompactStep::Remapped)
+        .unwrap();
+    let last = segment_files(copied.path()).pop().unwrap();
+    let base: u64 = last.file_stem().unwrap().to_string_lossy().parse().unwrap();
+    let len = fs::metadata(&last).unwrap().len();
+    let low = durable_end.saturating_sub(base).max(32);
+    for cut in (low..len).step_by(23).chain([len]) {
+        let work = tempfile::tempdir().unwrap();
+        copy_dir(copied.path(), work.path());
+        let seg = work.path().join("log").join(last.file_name().unwrap());
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(cut)
+            .unwrap();
+        check(work.path(), &format!("copies cut at {cut} of {len}"));
+    }
+}
+
+/// Space: after deleting 90% of the sessions and compacting (log and
+/// index), the directory is within 1.3x of a fresh store holding only what
+/// is left. Prints the figures (`cargo test --test lifecycle space --
+/// --nocapture`).
+#[test]
+fn space_after_deleting_ninety_percent_and_compacting() {
+    use span_sessions::workload::{Workload, WorkloadConfig};
+    let cfg = WorkloadConfig {
+        sessions: 400,
+        ..WorkloadConfig::default()
+    };
+    let batches: Vec<Vec<ResourceSpans>> = Workload::new(cfg).batches(200).collect();
+    let opts = || {
+        SessionStore::options()
+            .segment_bytes(1 << 20)
+            .durability(Durability::Buffered)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = opts().open(dir.path()).unwrap();
+    for b in &batches {
+        store.append(b).unwrap();
+    }
+    let full = {
+        store.sync().unwrap();
+        dir_bytes(dir.path())
+    };
+    let mut deleted = DeleteReport::default();
+    for p in store.projects().unwrap() {
+        let q = SessionQuery {
+            limit: 100_000,
+            ..SessionQuery::default()
+        };
+        for (i, s) in store.sessions(&p, &q).unwrap().items.iter().enumerate() {
+            if i % 10 != 0 {
+                deleted.add(store.delete_session(&p, &s.session_id).unwrap());
+            }
+        }
+    }
+    let report = store.compact().unwrap();
+    store.compact_index().unwrap();
+    let kept: Vec<Vec<ResourceSpans>> = batches
+        .iter()
+        .map(|b| {
+            b.iter()
+                .map(|rs| ResourceSpans {
+                    resource: rs.resource.clone(),
+                    spans: rs
+                        .spans
+                        .iter()
+                        .filter(|s| store.trace(s.trace_id).unwrap().is_some())
+                        .cloned()
+                        .collect(),
+                })
+                .filter(|rs| !rs.spans.is_empty())
+                .collect::<Vec<_>>()
+        })
+        .filter(|b| !b.is_empty())
+        .collect();
+    let stats = store.stats().unwrap();
+    store.close().unwrap();
+    let compacted = dir_bytes(dir.path());
+
+    let fresh_dir = tempfile::tempdir().unwrap();
+    let fresh = opts().open(fresh_dir.path()).unwrap();
+    for b in &kept {
+        fresh.append(b).unwrap();
+    }
+    let fresh_stats = fresh.stats().unwrap();
+    fresh.close().unwrap();
+    let fresh_bytes = dir_bytes(fresh_dir.path());
+    let ratio = compacted as f64 / fresh_bytes as f64;
+    println!(
+        "full {full} B; deleted {deleted:?}; {report:?}; after: {compacted} B \
+         (log {} B, index {} B); fresh: {fresh_bytes} B (log {} B, index {} B); ratio {ratio:.3}",
+        stats.log_bytes, stats.index_bytes, fresh_stats.log_bytes, fresh_stats.index_bytes
+    );
+    assert!(deleted.traces > 0);
+    assert!(ratio <= 1.3, "compacted store is {ratio:.3}x a fresh one");
+}
+
+/// Readers running during a compaction keep working: `trace` (which
+/// follows LSNs into the log) and the session list never fail and always
+/// give the same answers while segments are rewritten and removed.
+#[test]
+fn readers_keep_working_during_compaction() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(options().segment_bytes(4096).open(dir.path()).unwrap());
+    for n in 1..=200u64 {
+        let s = format!("s{}", n % 40);
+        store.append(&[turn("p", Some(&s), n, n)]).unwrap();
+    }
+    for s in 0..36 {
+        store.delete_session("p", &format!("s{s}")).unwrap();
+    }
+    let kept: Vec<TraceId> = (1..=200u64).filter(|n| n % 40 >= 36).map(tid).collect();
+    let want: Vec<_> = kept.iter().map(|t| store.trace(*t).unwrap()).collect();
+    let done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (store, done, kept, want) = (
+                Arc::clone(&store),
+                Arc::clone(&done),
+                kept.clone(),
+                want.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut rounds = 0u64;
+                while !done.load(Ordering::Acquire) || rounds == 0 {
+                    for (t, w) in kept.iter().zip(&want) {
+                        assert_eq!(&store.trace(*t).unwrap(), w);
+                    }
+                    assert_eq!(store.session("p", "s39").unwrap().unwrap().num_traces, 5);
+                    rounds += 1;
+                }
+                rounds
+            })
+        })
+        .collect();
+    let before = segment_files(dir.path()).len();
+    let report = store.compact().unwrap();
+    done.store(true, Ordering::Release);
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+    assert!(report.segments_dropped > 0 && segment_files(dir.path()).len() < before);
+}
