@@ -13,9 +13,9 @@ use redb::{ReadTransaction, ReadableTable, TableDefinition};
 use crate::codec;
 use crate::error::Result;
 
-use super::search::ChunkSet;
+use super::search::{self, ChunkSet};
 use super::session::SessionState;
-use super::trace::TraceRecord;
+use super::trace::{TraceRecord, TurnBody};
 use super::{
     PROJECT_SPANS, PROJECT_STATS, PROJECTS, SEARCH, SESSION_IDS, SESSION_ORDER, SESSIONS, TRACES,
     TURNS, decode,
@@ -60,6 +60,8 @@ struct Snapshot {
     names: HashMap<u64, Vec<u8>>,
     tables: Vec<(&'static str, Canon)>,
     search: BTreeMap<Vec<u8>, BTreeSet<Vec<u8>>>,
+    /// The postings the stored turns need: (project, trigram) -> sessions.
+    required: BTreeMap<Vec<u8>, BTreeSet<Vec<u8>>>,
 }
 
 fn le_u64(b: &[u8]) -> u64 {
@@ -91,6 +93,7 @@ impl Snapshot {
             names: HashMap::new(),
             tables: Vec::new(),
             search: BTreeMap::new(),
+            required: BTreeMap::new(),
         };
         // Project numbers depend on the order projects first appear in the
         // log (compaction moves frames), so a project is named by its name:
@@ -162,8 +165,25 @@ impl Snapshot {
             .collect();
         s.tables.push(("session_ids", ids));
         let mut turns = Canon::new();
+        let mut tris = Vec::new();
         for (k, v) in raw(txn, TURNS)? {
-            let mut key = s.name(be_u64(&k));
+            let name = s.name(be_u64(&k));
+            // The project part of a session's name ends at the 0xff mark.
+            let project = name
+                .iter()
+                .position(|b| *b == 0xff)
+                .map_or(&name[..0], |i| &name[..=i]);
+            let body: TurnBody = decode("turn", &v)?;
+            tris.clear();
+            for io in [&body.input, &body.output].into_iter().flatten() {
+                search::trigrams(&search::normalize(&io.value), &mut tris);
+            }
+            for t in &tris {
+                let mut key = project.to_vec();
+                key.extend_from_slice(&t.to_be_bytes());
+                s.required.entry(key).or_default().insert(name.clone());
+            }
+            let mut key = name;
             key.push(0);
             key.extend_from_slice(k.get(8..).unwrap_or(&[]));
             turns.insert(key, v);
@@ -210,8 +230,9 @@ impl Snapshot {
 }
 
 /// Compares every derived table of `live` with `expected` (rebuilt from
-/// the log). Search postings may hold more in the live index (they only
-/// grow), never less. Returns one line per problem.
+/// the log). Search postings must cover every trigram of the stored turns'
+/// texts; they may hold more (they only grow). Returns one line per
+/// problem.
 pub(crate) fn compare(live: &ReadTransaction, expected: &ReadTransaction) -> Result<Vec<String>> {
     let a = Snapshot::load(live)?;
     let b = Snapshot::load(expected)?;
@@ -236,7 +257,11 @@ pub(crate) fn compare(live: &ReadTransaction, expected: &ReadTransaction) -> Res
         }
     }
     let mut missing = 0usize;
-    for (tri, want) in &b.search {
+    // Required: what the turns' texts need. (Postings of a rebuild are not
+    // the reference: they also keep trigrams of texts that a turn showed
+    // while its spans arrived in the rebuild's order, which compaction may
+    // have changed.)
+    for (tri, want) in &b.required {
         let have = a.search.get(tri);
         if !want.iter().all(|s| have.is_some_and(|h| h.contains(s))) {
             if missing < MAX_REPORTED {
