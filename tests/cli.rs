@@ -205,7 +205,14 @@ fn every_read_command_prints_the_documented_json() {
     assert!(stats["index_bytes"].as_u64().unwrap() > 0);
     assert_eq!(
         keys(&stats["segments"][0]),
-        sorted(&["path", "base_lsn", "bytes", "sealed"])
+        sorted(&[
+            "path",
+            "base_lsn",
+            "bytes",
+            "sealed",
+            "live_bytes",
+            "dead_bytes"
+        ])
     );
     assert!(stats["disk_bytes"].as_u64().unwrap() > 0);
     let support = stats["projects"]
@@ -668,4 +675,101 @@ fn ingest_reports_rejected_spans_and_bad_requests_and_stores_the_rest() {
         &["ingest", dir.path().join("missing.pb").to_str().unwrap()],
     );
     assert!(!out.status.success());
+}
+
+#[test]
+fn delete_retain_and_compact_from_the_command_line() {
+    let (_dir, store) = demo_store();
+    let count = |project: &str| {
+        json(
+            &store,
+            &["sessions", "--project", project, "--limit", "1000"],
+        )["sessions"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    // One session.
+    let d = json(
+        &store,
+        &[
+            "delete",
+            "--project",
+            "support-bot",
+            "--session",
+            "ticket-5521",
+        ],
+    );
+    assert_eq!(keys(&d), sorted(&["sessions", "traces", "spans"]));
+    assert_eq!(
+        (d["sessions"].as_u64(), d["traces"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(count("support-bot"), 0);
+    // One trace of the LangChain session (its turns have trace ids 10.. and 11..).
+    let d = json(&store, &["delete", "--trace", &"10".repeat(16)]);
+    assert_eq!(
+        (d["traces"].as_u64(), d["sessions"].as_u64()),
+        (Some(1), Some(0))
+    );
+    let h = json(
+        &store,
+        &[
+            "history",
+            "--project",
+            "travel-agent",
+            "--session",
+            "trip-planner-7",
+        ],
+    );
+    assert_eq!(h["turns"].as_array().unwrap().len(), 1);
+    // A whole project.
+    let before = count("project-0");
+    assert!(before > 0);
+    let d = json(&store, &["delete", "--project", "project-0"]);
+    assert_eq!(d["sessions"].as_u64(), Some(before as u64));
+    assert_eq!(count("project-0"), 0);
+    // Retention: keep the newest 2 sessions of each project.
+    let d = json(&store, &["retain", "--max-sessions", "2"]);
+    assert!(d["sessions"].as_u64().unwrap() > 0);
+    assert!(count("project-1") <= 2);
+    // Everything demo wrote is from 2026-01-01; 1 day is old enough for all of it.
+    json(&store, &["retain", "--max-age", "1d"]);
+    assert_eq!(count("project-1"), 0);
+    assert_eq!(count("travel-agent"), 0);
+    // Compaction reclaims the log; stats show live and dead bytes.
+    let before = json(&store, &["stats"]);
+    let dead: u64 = before["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["dead_bytes"].as_u64().unwrap())
+        .sum();
+    assert!(dead > 0);
+    let c = json(&store, &["compact"]);
+    assert_eq!(
+        keys(&c),
+        sorted(&[
+            "segments_dropped",
+            "bytes_dropped",
+            "frames_copied",
+            "bytes_copied",
+            "index_compacted"
+        ])
+    );
+    let after = json(&store, &["stats"]);
+    assert!(after["log_bytes"].as_u64() < before["log_bytes"].as_u64());
+    assert_eq!(json(&store, &["verify"])["ok"], true);
+    // Bad arguments are usage errors.
+    for args in [
+        vec!["delete"],
+        vec!["delete", "--session", "s"],
+        vec!["delete", "--trace", "xyz"],
+        vec!["retain"],
+        vec!["retain", "--max-age", "3y"],
+    ] {
+        let out = run(&store, &args);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
 }

@@ -4,6 +4,7 @@
 
 mod demo;
 mod ingest;
+mod lifecycle;
 mod output;
 mod read;
 mod serve;
@@ -104,6 +105,41 @@ enum Command {
     Verify,
     /// Ingest realistic demo sessions into the store and print them.
     Demo,
+    /// Delete a session (--project P --session S), a trace (--trace ID), a
+    /// whole project (--project P) or every session of a user (--user U).
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["project", "trace", "user"])))]
+    Delete {
+        /// The project (with --session: one of its sessions).
+        #[arg(long, value_name = "P", conflicts_with_all = ["trace", "user"])]
+        project: Option<String>,
+        /// The session to delete (needs --project).
+        #[arg(long, value_name = "S", requires = "project")]
+        session: Option<String>,
+        /// The trace to delete, 32 hex digits.
+        #[arg(long, value_name = "ID", conflicts_with = "user")]
+        trace: Option<String>,
+        /// Delete every session whose user id is U, in every project.
+        #[arg(long, value_name = "U")]
+        user: Option<String>,
+    },
+    /// Delete old sessions whole: those whose last activity is older than
+    /// --max-age (30d, 12h, 90m, 45s, 2w), or all but the newest
+    /// --max-sessions per project.
+    #[command(group(clap::ArgGroup::new("policy").required(true).multiple(true).args(["max_age", "max_sessions"])))]
+    Retain {
+        /// Only this project (default: every project).
+        #[arg(long, value_name = "P")]
+        project: Option<String>,
+        /// Keep sessions active within this age.
+        #[arg(long, value_name = "AGE")]
+        max_age: Option<String>,
+        /// Keep at most this many sessions per project (newest last activity).
+        #[arg(long, value_name = "N")]
+        max_sessions: Option<u64>,
+    },
+    /// Reclaim the space of deleted data: rewrite mostly dead log segments
+    /// and compact the index file.
+    Compact,
     /// Receive OTLP/HTTP (`POST /v1/traces`, protobuf or JSON, gzip or not)
     /// into the store.
     Serve {
@@ -262,6 +298,34 @@ fn run(cli: Cli) -> CliResult {
         Command::Stats => read::stats(&open(&cli.store)?, json),
         Command::Verify => read::verify(&open(&cli.store)?, json),
         Command::Demo => demo::run(&open(&cli.store)?, json),
+        Command::Delete {
+            project,
+            session,
+            trace,
+            user,
+        } => {
+            let target = match (project, session, trace, user) {
+                (Some(project), Some(session), None, None) => {
+                    lifecycle::Target::Session { project, session }
+                }
+                (Some(project), None, None, None) => lifecycle::Target::Project(project),
+                (None, None, Some(trace), None) => lifecycle::Target::Trace(trace),
+                (None, None, None, Some(user)) => lifecycle::Target::User(user),
+                _ => {
+                    return Err(CliError(
+                        "delete takes one of --project P [--session S], --trace ID, --user U"
+                            .into(),
+                    ));
+                }
+            };
+            lifecycle::delete(&open(&cli.store)?, target, json)
+        }
+        Command::Retain {
+            project,
+            max_age,
+            max_sessions,
+        } => lifecycle::retain(&open(&cli.store)?, project, max_age, max_sessions, json),
+        Command::Compact => lifecycle::compact(open(&cli.store)?, json),
         Command::Serve {
             listen,
             project,

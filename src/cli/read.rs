@@ -149,6 +149,8 @@ struct SegmentJson {
     base_lsn: u64,
     bytes: u64,
     sealed: bool,
+    live_bytes: u64,
+    dead_bytes: u64,
 }
 
 fn disk_bytes(dir: &Path) -> io::Result<u64> {
@@ -193,6 +195,8 @@ pub(crate) fn stats(store: &SessionStore, json: bool) -> CliResult {
                 base_lsn: s.base_lsn,
                 bytes: s.bytes,
                 sealed: s.sealed,
+                live_bytes: s.live_bytes,
+                dead_bytes: s.dead_bytes,
             })
             .collect(),
         projects,
