@@ -581,15 +581,22 @@ impl SessionStore {
         } else if self.search_buffer.read().map_or(0, |b| b.len()) > SEARCH_BUFFER_KEYS {
             self.flush_postings().inspect_err(|_| self.poison())?;
         }
+        self.make_durable(ws, end)?;
+        Ok(report)
+    }
+
+    /// Waits, as the durability mode asks, until the log is durable up to
+    /// `end`. Group commit releases the writer first, so that appenders
+    /// queued behind it can share the fsync.
+    fn make_durable(&self, ws: MutexGuard<'_, WriterState>, end: Lsn) -> Result<()> {
         match self.opts.durability {
-            Durability::Sync => self.log.sync(end)?,
+            Durability::Sync => self.log.sync(end),
             Durability::GroupCommit => {
                 drop(ws);
-                self.log.sync(end)?;
+                self.log.sync(end)
             }
-            Durability::Buffered => {}
+            Durability::Buffered => Ok(()),
         }
-        Ok(report)
     }
 
     /// Makes everything appended so far durable (log and indexes), in any
@@ -682,19 +689,7 @@ impl SessionStore {
                 st.spans += ps.spans;
             }
         }
-        st.segments = self
-            .log
-            .segments()
-            .into_iter()
-            .map(|s| SegmentStats {
-                path: s.path,
-                base_lsn: s.base,
-                bytes: s.len,
-                sealed: s.sealed,
-                live_bytes: 0,
-                dead_bytes: 0,
-            })
-            .collect();
+        st.segments = self.segment_list();
         self.fill_segment_usage(&mut st.segments)?;
         st.log_bytes = st.segments.iter().map(|s| s.bytes).sum();
         let index = self.dir.join("index.redb");

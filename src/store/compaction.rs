@@ -232,7 +232,7 @@ impl SessionStore {
     }
 
     /// The log's segments, without usage figures.
-    fn segment_list(&self) -> Vec<SegmentStats> {
+    pub(super) fn segment_list(&self) -> Vec<SegmentStats> {
         self.log
             .segments()
             .into_iter()

@@ -8,7 +8,7 @@ use crate::index::{DeleteTarget, META_APPLIED, RetentionVictims};
 use crate::log::{FrameRef, Lsn};
 use crate::model::{DeleteReport, RetentionPolicy, TraceId};
 
-use super::{Durability, SessionStore, WriterState};
+use super::{SessionStore, WriterState};
 
 /// A delete naming more traces than this is written as several tombstones
 /// (never splitting a session); each is atomic on its own.
@@ -124,14 +124,7 @@ impl SessionStore {
         if total == DeleteReport::default() {
             return Ok(total);
         }
-        match self.opts.durability {
-            Durability::Sync => self.log.sync(end)?,
-            Durability::GroupCommit => {
-                drop(ws);
-                self.log.sync(end)?;
-            }
-            Durability::Buffered => {}
-        }
+        self.make_durable(ws, end)?;
         Ok(total)
     }
 
