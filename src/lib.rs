@@ -22,6 +22,7 @@
 
 mod codec;
 mod error;
+mod fs;
 mod index;
 #[cfg(feature = "otlp")]
 mod ingest;
@@ -30,6 +31,17 @@ mod model;
 mod query;
 mod store;
 pub mod workload;
+
+/// Test support: the file-system seam and a simulated disk that injects
+/// faults and power loss. Not part of the stable API; used by the crate's
+/// tests and fuzz targets.
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::fs::sim::{
+        Fault, FaultError, Injected, Op, Ops, SimFileSystem, Survival, Unsynced,
+    };
+    pub use crate::fs::{FileHandle, FileSystem, OpenMode, OsFileSystem};
+}
 
 pub use error::{Error, ErrorKind, Result};
 pub use index::facts::SessionIdSource;

@@ -5,10 +5,11 @@ use std::collections::HashSet;
 use std::fs::{self, File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
+use crate::fs::{FileSystem, OsFileSystem};
 use crate::index::facts::{self, SessionIdSource};
 use crate::index::search::{BatchPostings, PostingBuffer};
 use crate::index::{
@@ -104,6 +105,8 @@ pub struct StoreOptions {
     session_id_sources: Vec<SessionIdSource>,
     max_span_bytes: u32,
     checkpoint_bytes: u64,
+    /// `None`: the operating system's, with redb's own file backend.
+    file_system: Option<Arc<dyn FileSystem>>,
 }
 
 impl Default for StoreOptions {
@@ -115,6 +118,7 @@ impl Default for StoreOptions {
             session_id_sources: SessionIdSource::defaults(),
             max_span_bytes: 16 << 20,
             checkpoint_bytes: 64 << 20,
+            file_system: None,
         }
     }
 }
@@ -161,6 +165,15 @@ impl StoreOptions {
     /// fsyncs of the index, and a longer replay after a crash.
     pub fn checkpoint_bytes(mut self, bytes: u64) -> Self {
         self.checkpoint_bytes = bytes.max(1);
+        self
+    }
+
+    /// Test support: the log and index files go through `fs` (for example
+    /// `span_sessions::testing::SimFileSystem`, which injects faults and
+    /// power loss). Not part of the stable API.
+    #[doc(hidden)]
+    pub fn file_system(mut self, fs: Arc<dyn FileSystem>) -> Self {
+        self.file_system = Some(fs);
         self
     }
 
@@ -252,7 +265,11 @@ impl SessionStore {
         let cfg = IndexConfig {
             session_id_sources: opts.session_id_sources.clone(),
         };
-        let index = Index::open(&dir.join("index.redb"), opts.cache_bytes)?;
+        let index_path = dir.join("index.redb");
+        let index = match &opts.file_system {
+            None => Index::open(&index_path, opts.cache_bytes)?,
+            Some(fs) => Index::open_on(fs.as_ref(), &index_path, opts.cache_bytes)?,
+        };
         let fingerprint = u64::from(crc32fast::hash(&codec::encode_value(
             &cfg.session_id_sources,
         )));
@@ -266,7 +283,12 @@ impl SessionStore {
             w.commit()?;
         }
         let applied = index.meta(META_APPLIED)?;
-        let (log, _report) = Log::open(
+        let fs: Arc<dyn FileSystem> = match &opts.file_system {
+            None => Arc::new(OsFileSystem),
+            Some(fs) => Arc::clone(fs),
+        };
+        let (log, _report) = Log::open_on(
+            fs,
             &dir.join("log"),
             LogOptions {
                 segment_bytes: opts.segment_bytes,

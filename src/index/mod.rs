@@ -18,6 +18,7 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::codec;
 use crate::error::{Error, Result};
+use crate::fs::{FileSystem, OpenMode, RedbBackend};
 
 pub(crate) use apply::{IndexConfig, IndexWriter};
 pub(crate) use compare::compare;
@@ -120,6 +121,20 @@ impl Index {
         let db = redb::Database::builder()
             .set_cache_size(cache_bytes)
             .create(path)?;
+        let index = Index { db };
+        index.ensure_tables()?;
+        Ok(index)
+    }
+
+    /// Opens or creates the index file through a chosen file system (fault
+    /// injection in tests); [`Index::open`] uses redb's own file backend.
+    pub(crate) fn open_on(fs: &dyn FileSystem, path: &Path, cache_bytes: usize) -> Result<Index> {
+        let file = fs
+            .open(path, OpenMode::Create)
+            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        let db = redb::Database::builder()
+            .set_cache_size(cache_bytes)
+            .create_with_backend(RedbBackend::new(file))?;
         let index = Index { db };
         index.ensure_tables()?;
         Ok(index)

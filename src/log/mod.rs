@@ -33,6 +33,7 @@ use self::recovery::{create_segment, recover};
 pub(crate) use self::segment::FrameBuf;
 use self::segment::{Segment, Window};
 use crate::error::{Error, Result};
+use crate::fs::{FileSystem, OsFileSystem};
 
 /// Log sequence number: the global byte offset of a frame. Frame LSNs grow
 /// with every append and never repeat, even across segments.
@@ -148,6 +149,8 @@ struct Written {
 
 /// The log: `Send + Sync`, every method takes `&self`.
 pub(crate) struct Log {
+    /// Where the files are.
+    fs: Arc<dyn FileSystem>,
     /// The log directory.
     dir: PathBuf,
     /// Size limits.
@@ -189,12 +192,26 @@ impl Log {
     /// are CRC-checked. `scan_from` 0 means the first frame. Checks segment
     /// headers and continuity of bases, and cuts a torn tail off the last
     /// segment; corruption is reported without modifying any file.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "the store opens on a chosen file system")
+    )]
     pub(crate) fn open(
         dir: &Path,
         opts: LogOptions,
         scan_from: Lsn,
     ) -> Result<(Log, RecoveryReport)> {
-        let rec = recover(dir, &opts, scan_from)?;
+        Log::open_on(Arc::new(OsFileSystem), dir, opts, scan_from)
+    }
+
+    /// Like [`Log::open`], with every file operation going through `fs`.
+    pub(crate) fn open_on(
+        fs: Arc<dyn FileSystem>,
+        dir: &Path,
+        opts: LogOptions,
+        scan_from: Lsn,
+    ) -> Result<(Log, RecoveryReport)> {
+        let rec = recover(fs.as_ref(), dir, &opts, scan_from)?;
         let start = rec
             .segments
             .first()
@@ -206,6 +223,7 @@ impl Log {
             .ok_or_else(|| Error::invalid("log recovery returned no segment"))?;
         let end = rec.report.end;
         let log = Log {
+            fs,
             dir: dir.to_path_buf(),
             opts,
             start,
@@ -332,7 +350,8 @@ impl Log {
                 buf.clear();
                 file.sync_data()
                     .map_err(|e| io_err("syncing full segment", &seg.path, e))?;
-                let (next, next_file) = create_segment(&self.dir, seg.base + len)?;
+                let (next, next_file) =
+                    create_segment(self.fs.as_ref(), &self.dir, seg.base + len)?;
                 let next = Arc::new(next);
                 staged
                     .created
@@ -439,10 +458,10 @@ impl Log {
         // between leaves a contiguous log (the old one still holds the synced
         // frames the new one's base was computed from).
         for (s, _) in staged.created.iter().rev() {
-            let _ = file::remove_file(&s.path);
+            let _ = file::remove_file(self.fs.as_ref(), &s.path);
         }
         if !staged.created.is_empty() {
-            let _ = file::sync_dir(&self.dir);
+            let _ = file::sync_dir(self.fs.as_ref(), &self.dir);
         }
         let _ = w.file.set_len(w.len);
     }

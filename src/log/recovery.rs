@@ -15,6 +15,7 @@ use super::frame::{
 use super::segment::{Segment, Window, corruption, to_usize};
 use super::{LogOptions, Lsn, RecoveryReport};
 use crate::error::{Error, Result};
+use crate::fs::FileSystem;
 
 /// Granularity of the zero-tail check, so a long zero-filled tail is checked
 /// without reading it into memory at once.
@@ -44,18 +45,22 @@ pub(super) fn segment_path(dir: &Path, base: Lsn) -> PathBuf {
 
 /// Creates a segment file holding only its header, durably: the header is
 /// synced and so is the directory entry.
-pub(super) fn create_segment(dir: &Path, base: Lsn) -> Result<(Segment, Arc<SegmentFile>)> {
+pub(super) fn create_segment(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    base: Lsn,
+) -> Result<(Segment, Arc<SegmentFile>)> {
     let path = segment_path(dir, base);
-    let f = SegmentFile::create_new(&path)
+    let f = SegmentFile::create_new(fs, &path)
         .map_err(|e| Error::io(format!("creating segment {}", path.display()), e))?;
     let written = f
         .write_all_at(&encode_segment_header(base), 0)
         .and_then(|()| f.sync_data())
-        .and_then(|()| file::sync_dir(dir));
+        .and_then(|()| file::sync_dir(fs, dir));
     if let Err(e) = written {
         // Best effort: a leftover header-less file would be repaired on the
         // next open anyway (see `last_segment_is_fresh`).
-        let _ = file::remove_file(&path);
+        let _ = file::remove_file(fs, &path);
         return Err(Error::io(
             format!("writing header of new segment {}", path.display()),
             e,
@@ -283,10 +288,15 @@ fn header_error(path: &Path, p: HeaderProblem) -> Error {
 }
 
 /// Opens or creates the log in `dir` and recovers it; see `Log::open`.
-pub(super) fn recover(dir: &Path, opts: &LogOptions, scan_from: Lsn) -> Result<Recovered> {
-    file::ensure_dir(dir)
+pub(super) fn recover(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    opts: &LogOptions,
+    scan_from: Lsn,
+) -> Result<Recovered> {
+    file::ensure_dir(fs, dir)
         .map_err(|e| Error::io(format!("creating log directory {}", dir.display()), e))?;
-    let entries = file::list_dir(dir)
+    let entries = file::list_dir(fs, dir)
         .map_err(|e| Error::io(format!("listing log directory {}", dir.display()), e))?;
     let mut found: Vec<(Lsn, PathBuf)> = Vec::new();
     for (name, path) in entries {
@@ -312,7 +322,7 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions, scan_from: Lsn) -> Result<R
                 format!("checkpoint at LSN {scan_from} but the log directory has no segments"),
             ));
         }
-        let (seg, f) = create_segment(dir, 0)?;
+        let (seg, f) = create_segment(fs, dir, 0)?;
         return Ok(Recovered {
             segments: vec![Arc::new(seg)],
             active_file: f,
@@ -331,7 +341,7 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions, scan_from: Lsn) -> Result<R
     let mut expected_base = found.first().map_or(0, |(b, _)| *b);
     for (base, path) in sealed {
         check_continuity(path, *base, expected_base)?;
-        let f = SegmentFile::open_ro(path)
+        let f = SegmentFile::open_ro(fs, path)
             .map_err(|e| Error::io(format!("opening segment {}", path.display()), e))?;
         let map = f
             .map()
@@ -343,7 +353,7 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions, scan_from: Lsn) -> Result<R
         maps.push(map);
     }
     check_continuity(last_path, *last_base, expected_base)?;
-    let last_file = SegmentFile::open_rw(last_path)
+    let last_file = SegmentFile::open_rw(fs, last_path)
         .map_err(|e| Error::io(format!("opening segment {}", last_path.display()), e))?;
     let last_len = last_file
         .len()
@@ -430,7 +440,7 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions, scan_from: Lsn) -> Result<R
         .sync_data()
         .map_err(|e| Error::io(ctx("syncing"), e))?;
     if fresh {
-        file::sync_dir(dir)
+        file::sync_dir(fs, dir)
             .map_err(|e| Error::io(format!("syncing directory {}", dir.display()), e))?;
     }
 
