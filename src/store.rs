@@ -4,11 +4,10 @@
 use std::collections::HashSet;
 use std::fs::{self, File, TryLockError};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use crate::codec;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Poison, Result};
 use crate::fs::{FileSystem, OsFileSystem};
 use crate::index::facts::{self, SessionIdSource};
 use crate::index::search::{BatchPostings, PostingBuffer};
@@ -221,7 +220,7 @@ pub struct SessionStore {
     /// search sees exactly the postings of the batches its snapshot holds
     /// (or more, which verification discards). Written out at checkpoints.
     search_buffer: RwLock<PostingBuffer>,
-    poisoned: AtomicBool,
+    poison: Poison,
     _lock: File,
 }
 
@@ -308,7 +307,7 @@ impl SessionStore {
                 checkpointed: applied,
             }),
             search_buffer: RwLock::new(PostingBuffer::default()),
-            poisoned: AtomicBool::new(false),
+            poison: Poison::default(),
             _lock: lock,
         };
         {
@@ -328,12 +327,15 @@ impl SessionStore {
     }
 
     fn lock_writer(&self) -> Result<MutexGuard<'_, WriterState>> {
-        self.writer.lock().map_err(|_| Error::Poisoned)
+        self.writer.lock().map_err(|_| Error::panicked())
     }
 
     fn ensure_writable(&self) -> Result<()> {
-        if self.poisoned.load(Ordering::Acquire) || self.log.is_poisoned() {
-            return Err(Error::Poisoned);
+        if self.poison.is_set() {
+            return Err(self.poison.error());
+        }
+        if self.log.is_poisoned() {
+            return Err(self.log.poisoned_error());
         }
         Ok(())
     }
@@ -357,7 +359,7 @@ impl SessionStore {
     /// Commits a batch's index changes and publishes its search postings
     /// atomically with respect to searches (see `search_buffer`).
     fn commit_with_postings(&self, w: IndexWriter, postings: BatchPostings) -> Result<()> {
-        let mut buffer = self.search_buffer.write().map_err(|_| Error::Poisoned)?;
+        let mut buffer = self.search_buffer.write().map_err(|_| Error::panicked())?;
         w.commit()?;
         buffer.merge(postings);
         Ok(())
@@ -365,7 +367,7 @@ impl SessionStore {
 
     /// Writes buffered search postings to the search table.
     fn flush_postings(&self) -> Result<()> {
-        let mut buffer = self.search_buffer.write().map_err(|_| Error::Poisoned)?;
+        let mut buffer = self.search_buffer.write().map_err(|_| Error::panicked())?;
         if buffer.is_empty() {
             return Ok(());
         }
@@ -419,16 +421,43 @@ impl SessionStore {
 
     /// Syncs the log and makes the index durable up to the log's end.
     fn checkpoint(&self, ws: &mut WriterState) -> Result<()> {
-        self.flush_postings().inspect_err(|_| self.poison())?;
+        self.flush_postings().map_err(|e| self.poison(e))?;
         let end = self.log.end();
-        self.log.sync(end)?;
-        self.index.checkpoint().inspect_err(|_| self.poison())?;
+        self.log.sync(end).map_err(|e| self.log_failed(e))?;
+        self.index.checkpoint().map_err(|e| self.poison(e))?;
         ws.checkpointed = end;
         Ok(())
     }
 
-    fn poison(&self) {
-        self.poisoned.store(true, Ordering::Release);
+    /// Refuses writes from now on, because of `cause`, and fences the index
+    /// so that not even closing it writes to it: the indexes may be ahead of
+    /// what the log holds on disk, and only the last durable checkpoint (and
+    /// a replay of the log from it on reopen) is known to agree with the log.
+    /// Returns the error to report (`Poisoned`, with the first cause).
+    fn poison(&self, cause: Error) -> Error {
+        self.index.fence();
+        match cause {
+            // The log poisoned itself: share its cause.
+            Error::Poisoned { cause } => {
+                self.poison.adopt(cause);
+                self.poison.error()
+            }
+            e => self.poison.poison(e),
+        }
+    }
+
+    /// A log call failed: if the failure poisoned the log, it poisons the
+    /// store too; other errors (invalid input) are returned as they are.
+    fn log_failed(&self, e: Error) -> Error {
+        if self.log.is_poisoned() {
+            self.poison(e)
+        } else {
+            e
+        }
+    }
+
+    fn is_poisoned(&self) -> bool {
+        self.poison.is_set() || self.log.is_poisoned()
     }
 
     fn validate(
@@ -551,7 +580,7 @@ impl SessionStore {
         if accepted.is_empty() {
             return Ok(report);
         }
-        let lsns = self.log.append(&frames)?;
+        let lsns = self.log.append(&frames).map_err(|e| self.log_failed(e))?;
         let end = self.log.end();
         let records: Vec<NewRecord<'_>> = accepted
             .iter()
@@ -569,17 +598,17 @@ impl SessionStore {
         let mut postings = BatchPostings::new();
         w.apply(&records, &source, end, &mut postings)
             .and_then(|()| self.commit_with_postings(w, postings))
-            .inspect_err(|_| self.poison())?;
+            .map_err(|e| self.poison(e))?;
         if end.saturating_sub(ws.checkpointed) >= self.opts.checkpoint_bytes {
             self.checkpoint(&mut ws)?;
         } else if self.search_buffer.read().map_or(0, |b| b.len()) > SEARCH_BUFFER_KEYS {
-            self.flush_postings().inspect_err(|_| self.poison())?;
+            self.flush_postings().map_err(|e| self.poison(e))?;
         }
         match self.opts.durability {
-            Durability::Sync => self.log.sync(end)?,
+            Durability::Sync => self.log.sync(end).map_err(|e| self.log_failed(e))?,
             Durability::GroupCommit => {
                 drop(ws);
-                self.log.sync(end)?;
+                self.log.sync(end).map_err(|e| self.log_failed(e))?;
             }
             Durability::Buffered => {}
         }
@@ -603,7 +632,7 @@ impl SessionStore {
         let mut postings = BatchPostings::new();
         self.replay(&mut w, 0, &mut postings)?;
         {
-            let mut buffer = self.search_buffer.write().map_err(|_| Error::Poisoned)?;
+            let mut buffer = self.search_buffer.write().map_err(|_| Error::panicked())?;
             buffer.clear();
         }
         self.commit_with_postings(w, postings)?;
@@ -734,7 +763,7 @@ impl SessionStore {
         project: &str,
         filter: &SessionFilter,
     ) -> Result<(redb::ReadTransaction, Option<query::Matcher>)> {
-        let buffer = self.search_buffer.read().map_err(|_| Error::Poisoned)?;
+        let buffer = self.search_buffer.read().map_err(|_| Error::panicked())?;
         let txn = self.index.begin_read()?;
         let matcher = query::Matcher::new(&txn, project, filter, &buffer)?;
         drop(buffer);
@@ -767,26 +796,40 @@ impl SessionStore {
     }
 
     /// Makes everything durable and closes the store, reporting any error
-    /// that dropping it would swallow.
+    /// that dropping it would swallow. A poisoned store closes without
+    /// writing anything and returns its `Poisoned` error: what it
+    /// acknowledged since its last checkpoint is recovered from the log on
+    /// reopen.
     pub fn close(self) -> Result<()> {
-        if !self.poisoned.load(Ordering::Acquire) && !self.log.is_poisoned() {
-            let mut ws = self.lock_writer()?;
-            self.checkpoint(&mut ws)?;
+        if self.is_poisoned() {
+            self.index.fence();
+            return Err(self.ensure_writable().err().unwrap_or_else(Error::panicked));
         }
-        Ok(())
+        let mut ws = self.lock_writer()?;
+        self.checkpoint(&mut ws)
     }
 }
 
 impl Drop for SessionStore {
     fn drop(&mut self) {
-        if self.poisoned.load(Ordering::Acquire) || self.log.is_poisoned() {
+        if self.is_poisoned() {
+            // Also covers a log that poisoned itself without the store
+            // noticing: nothing more may reach the index file.
+            self.index.fence();
             return;
         }
-        if let Ok(mut ws) = self.writer.lock()
-            && ws.checkpointed != self.log.end()
-        {
-            // Best effort: an error here loses nothing, the log is replayed on open.
-            let _ = self.checkpoint(&mut ws);
+        match self.writer.lock() {
+            Ok(mut ws) => {
+                if ws.checkpointed != self.log.end() {
+                    // Best effort: an error loses nothing, the log is replayed
+                    // on open (a failed checkpoint poisons, which fences the
+                    // index).
+                    let _ = self.checkpoint(&mut ws);
+                }
+            }
+            // A writer panicked: whatever it left in the index must not be
+            // made durable by closing it.
+            Err(_) => self.index.fence(),
         }
     }
 }

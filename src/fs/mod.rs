@@ -22,9 +22,11 @@ pub(crate) mod sim;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::ops::Bound;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use memmap2::Mmap;
 
@@ -212,5 +214,117 @@ impl redb::StorageBackend for RedbBackend {
 
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         self.file.write_all_at(data, offset)
+    }
+}
+
+/// A redb backend that can be fenced off: once [`Fence::raise`] is called,
+/// every write, truncation and sync fails, so nothing more reaches the
+/// index file.
+///
+/// Why: redb makes its last non-durable commit durable when the database is
+/// closed. The store commits the index non-durably and only makes it durable
+/// after the log is synced (a checkpoint). After a failed log write or fsync
+/// that order can no longer be kept, and a close would record in the index
+/// an `applied_lsn` past what the log holds on disk; after a power loss the
+/// store would then refuse to open. Fencing makes the close fail instead, so
+/// the index file keeps its last checkpoint and the reopen replays the log.
+#[derive(Debug)]
+pub(crate) struct Fenced<B> {
+    inner: B,
+    fence: Fence,
+}
+
+/// The switch of a [`Fenced`] backend; clones share it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Fence(Arc<AtomicBool>);
+
+impl Fence {
+    /// Refuses every later write and sync of the fenced backend.
+    pub(crate) fn raise(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    fn check(&self) -> io::Result<()> {
+        if self.0.load(Ordering::Acquire) {
+            return Err(io::Error::other(
+                "the index is fenced: the store is poisoned and writes nothing more until reopened",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl<B> Fenced<B> {
+    pub(crate) fn new(inner: B, fence: Fence) -> Fenced<B> {
+        Fenced { inner, fence }
+    }
+}
+
+impl<B: redb::StorageBackend> redb::StorageBackend for Fenced<B> {
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        self.inner.read(offset, out)
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.fence.check()?;
+        self.inner.set_len(len)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.fence.check()?;
+        self.inner.sync_data()
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.fence.check()?;
+        self.inner.write(offset, data)
+    }
+
+    fn close(&self) -> io::Result<()> {
+        self.inner.close()
+    }
+
+    fn try_lock_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.inner.try_lock_range(start, end)
+    }
+
+    fn try_lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.inner.try_lock_shared_range(start, end)
+    }
+
+    fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), redb::BackendError> {
+        self.inner.lock_range(start, end)
+    }
+
+    fn lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<(), redb::BackendError> {
+        self.inner.lock_shared_range(start, end)
+    }
+
+    fn unlock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), redb::BackendError> {
+        self.inner.unlock_range(start, end)
+    }
+
+    fn query_lock_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.inner.query_lock_range(start, end)
     }
 }

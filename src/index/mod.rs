@@ -18,7 +18,7 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::fs::{FileSystem, OpenMode, RedbBackend};
+use crate::fs::{Fence, Fenced, FileSystem, OpenMode, RedbBackend};
 
 pub(crate) use apply::{IndexConfig, IndexWriter};
 pub(crate) use compare::compare;
@@ -113,31 +113,47 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -
 /// The redb database holding every index table.
 pub(crate) struct Index {
     db: redb::Database,
+    /// Stops all writes to the file once the store is poisoned (see [`Fenced`]).
+    fence: Fence,
 }
 
 impl Index {
-    /// Opens or creates the index file.
+    /// Opens or creates the index file (with redb's own file backend).
     pub(crate) fn open(path: &Path, cache_bytes: usize) -> Result<Index> {
-        let db = redb::Database::builder()
-            .set_cache_size(cache_bytes)
-            .create(path)?;
-        let index = Index { db };
-        index.ensure_tables()?;
-        Ok(index)
+        // What `redb::Builder::create` does, with a fence around the backend.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        Index::with_backend(redb::backends::FileBackend::new(file)?, cache_bytes)
     }
 
     /// Opens or creates the index file through a chosen file system (fault
-    /// injection in tests); [`Index::open`] uses redb's own file backend.
+    /// injection in tests).
     pub(crate) fn open_on(fs: &dyn FileSystem, path: &Path, cache_bytes: usize) -> Result<Index> {
         let file = fs
             .open(path, OpenMode::Create)
             .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        Index::with_backend(RedbBackend::new(file), cache_bytes)
+    }
+
+    fn with_backend(backend: impl redb::StorageBackend, cache_bytes: usize) -> Result<Index> {
+        let fence = Fence::default();
         let db = redb::Database::builder()
             .set_cache_size(cache_bytes)
-            .create_with_backend(RedbBackend::new(file))?;
-        let index = Index { db };
+            .create_with_backend(Fenced::new(backend, fence.clone()))?;
+        let index = Index { db, fence };
         index.ensure_tables()?;
         Ok(index)
+    }
+
+    /// From now on nothing is written to the index file, not even when it
+    /// is closed: its last durable checkpoint stays what a reopen finds.
+    pub(crate) fn fence(&self) {
+        self.fence.raise();
     }
 
     fn ensure_tables(&self) -> Result<()> {

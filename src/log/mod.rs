@@ -24,7 +24,7 @@ mod segment;
 mod tests;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
 
 use self::file::SegmentFile;
@@ -32,7 +32,7 @@ use self::frame::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, encode_frame};
 use self::recovery::{create_segment, recover};
 pub(crate) use self::segment::FrameBuf;
 use self::segment::{Segment, Window};
-use crate::error::{Error, Result};
+use crate::error::{Error, Poison, Result};
 use crate::fs::{FileSystem, OsFileSystem};
 
 /// Log sequence number: the global byte offset of a frame. Frame LSNs grow
@@ -171,7 +171,7 @@ pub(crate) struct Log {
     /// Wakes threads waiting for an in-flight sync.
     sync_done: Condvar,
     /// Set by a failed write or fsync; refuses further appends and syncs.
-    poisoned: AtomicBool,
+    poison: Poison,
 }
 
 impl std::fmt::Debug for Log {
@@ -243,7 +243,7 @@ impl Log {
                 syncing: false,
             }),
             sync_done: Condvar::new(),
-            poisoned: AtomicBool::new(false),
+            poison: Poison::default(),
         };
         Ok((log, rec.report))
     }
@@ -270,19 +270,26 @@ impl Log {
     /// True after a failed write or fsync: appends and syncs are refused until
     /// the log is reopened (and recovered from what actually reached disk).
     pub(crate) fn is_poisoned(&self) -> bool {
-        self.poisoned.load(Ordering::Acquire)
+        self.poison.is_set()
+    }
+
+    /// The error refusing writes once poisoned: `Error::Poisoned` naming the
+    /// failure that poisoned the log.
+    pub(crate) fn poisoned_error(&self) -> Error {
+        self.poison.error()
     }
 
     /// Appends frames in order and returns each frame's LSN. The frames are
     /// written to the OS (visible to `read`/`scan`) on return, not synced.
     ///
     /// All frames become visible together. If a write fails part-way, the
-    /// files are cut back to the previous end (best effort), the error is
-    /// returned and the log is poisoned. A payload larger than
+    /// files are cut back to the previous end (best effort) and the log is
+    /// poisoned: the error is `Error::Poisoned` with the failure as its
+    /// cause. A payload larger than
     /// `max_frame_bytes` is `Error::InvalidInput` and nothing is written.
     pub(crate) fn append(&self, frames: &[FrameRef<'_>]) -> Result<Vec<Lsn>> {
         if self.is_poisoned() {
-            return Err(Error::Poisoned);
+            return Err(self.poison.error());
         }
         let max = self.opts.max_frame_bytes;
         let mut lens = Vec::with_capacity(frames.len());
@@ -300,11 +307,11 @@ impl Log {
         if frames.is_empty() {
             return Ok(Vec::new());
         }
-        let mut guard = self.writer.lock().map_err(|_| Error::Poisoned)?;
+        let mut guard = self.writer.lock().map_err(|_| Error::panicked())?;
         // Checked again under the lock: another append may have failed while
         // this one waited.
         if self.is_poisoned() {
-            return Err(Error::Poisoned);
+            return Err(self.poison.error());
         }
         let w = &mut *guard;
         let mut buf = std::mem::take(&mut w.buf);
@@ -320,8 +327,7 @@ impl Log {
             Ok(written) => Ok(self.publish(w, staged, written)),
             Err(e) => {
                 self.roll_back(w, staged);
-                self.poisoned.store(true, Ordering::Release);
-                Err(e)
+                Err(self.poison.poison(e))
             }
         }
     }
@@ -469,14 +475,14 @@ impl Log {
     /// Group commit: returns once every frame below `upto` is durable
     /// (fdatasync). Concurrent callers share one fsync: one thread syncs with
     /// the lock released while the others wait for it. A failed fsync poisons
-    /// the log; that call and every later append or sync return
-    /// `Error::Poisoned` (so the OS error itself is not reported). Nothing is
+    /// the log; that call, the calls waiting for it and every later append or
+    /// sync return `Error::Poisoned` with the fsync's error as cause. Nothing is
     /// retried: after a failed fsync the kernel may already have dropped the
     /// dirty pages, so only a reopen, which recovers from what is really on
     /// disk, can restore the promise.
     pub(crate) fn sync(&self, upto: Lsn) -> Result<()> {
         if self.is_poisoned() {
-            return Err(Error::Poisoned);
+            return Err(self.poison.error());
         }
         let end = self.end();
         if upto > end {
@@ -484,43 +490,42 @@ impl Log {
                 "cannot sync up to LSN {upto}: the log ends at {end}"
             )));
         }
-        let mut st = self.sync_state.lock().map_err(|_| Error::Poisoned)?;
+        let mut st = self.sync_state.lock().map_err(|_| Error::panicked())?;
         loop {
             if self.is_poisoned() {
-                return Err(Error::Poisoned);
+                return Err(self.poison.error());
             }
             if st.synced >= upto {
                 return Ok(());
             }
             if st.syncing {
-                st = self.sync_done.wait(st).map_err(|_| Error::Poisoned)?;
+                st = self.sync_done.wait(st).map_err(|_| Error::panicked())?;
                 continue;
             }
             st.syncing = true;
             drop(st);
             let outcome = self.sync_active();
-            st = self.sync_state.lock().map_err(|_| Error::Poisoned)?;
+            st = self.sync_state.lock().map_err(|_| Error::panicked())?;
             st.syncing = false;
             match outcome {
-                Some(target) => {
+                Ok(target) => {
                     if target > st.synced {
                         st.synced = target;
                         self.synced.store(target, Ordering::Release);
                     }
                     self.sync_done.notify_all();
                 }
-                None => {
-                    self.poisoned.store(true, Ordering::Release);
+                Err(e) => {
+                    let e = self.poison.poison(e);
                     self.sync_done.notify_all();
-                    return Err(Error::Poisoned);
+                    return Err(e);
                 }
             }
         }
     }
 
-    /// fdatasyncs the active segment; returns the LSN now durable, or `None`
-    /// if the fsync failed.
-    fn sync_active(&self) -> Option<Lsn> {
+    /// fdatasyncs the active segment; returns the LSN now durable.
+    fn sync_active(&self) -> Result<Lsn> {
         // Read the end before picking the segment: if a roll happens in
         // between, the end lies in a segment that sealing already synced.
         let target = self.end();
@@ -531,11 +536,14 @@ impl Log {
             .last()
             .cloned();
         let Some(last) = last else {
-            return Some(target); // no segment, nothing to sync
+            return Ok(target); // no segment, nothing to sync
         };
         match &last.data {
-            segment::SegmentData::File(f) => f.sync_data().ok().map(|()| target),
-            segment::SegmentData::Mapped(_) => Some(target),
+            segment::SegmentData::File(f) => f
+                .sync_data()
+                .map(|()| target)
+                .map_err(|e| io_err("syncing", &last.path, e)),
+            segment::SegmentData::Mapped(_) => Ok(target),
         }
     }
 
