@@ -85,7 +85,7 @@ impl BatchId {
                         .with_attribute("llm.token_count.prompt", 10i64)
                         .with_attribute("llm.token_count.completion", 5i64)
                         .with_attribute("llm.token_count.total", 15i64);
-                    if (self.n + t) % 7 == 0 && s == 2 {
+                    if (self.n + t).is_multiple_of(7) && s == 2 {
                         span = span.with_status(StatusCode::Error, "rate limited");
                     }
                 }
@@ -97,7 +97,7 @@ impl BatchId {
 
     /// The batch as `append` takes it.
     pub fn batch(self) -> Vec<ResourceSpans> {
-        vec![ResourceSpans::for_project(&self.project(), self.spans())]
+        vec![ResourceSpans::for_project(self.project(), self.spans())]
     }
 }
 
@@ -242,7 +242,7 @@ pub fn check_store(
         if spans.iter().any(|s| s.status.code == StatusCode::Error) {
             e.num_traces_with_error += 1;
         }
-        for s in spans.iter().filter(|s| s.name == "llm") {
+        for _ in spans.iter().filter(|s| s.name == "llm") {
             e.tokens.prompt += 10;
             e.tokens.completion += 5;
             e.tokens.total += 15;
