@@ -179,8 +179,10 @@ pub enum Survival {
     /// The unsynced writes reached the disk in order, up to this many bytes
     /// of written data; the write in progress at that point is torn.
     Prefix(u64),
-    /// Like `Prefix`, but the file keeps the length it had in the page cache,
-    /// zero-filled past the tear (the size reached the disk, the data did not).
+    /// Like `Prefix`, but the file keeps the length it had in the page cache
+    /// (the size reached the disk, the data did not): past the tear, rounded
+    /// down to a 512-byte sector, it reads as zeros (never below the durable
+    /// length: synced bytes are not lost).
     PrefixZeroFilled(u64),
 }
 
@@ -233,9 +235,12 @@ impl Shadow {
     /// The content after applying unsynced changes up to `budget` bytes.
     fn image(&self, budget: u64, zero_fill: bool) -> Vec<u8> {
         let mut img = self.durable.clone();
+        let durable_len = img.len() as u64;
         let mut full_len = img.len() as u64;
         let mut left = budget;
         let mut torn = false;
+        // File offset where the surviving data stops (for zero fill).
+        let mut tear_at: Option<u64> = None;
         for p in &self.pending {
             match p {
                 Pending::SetLen(n) => {
@@ -264,11 +269,19 @@ impl Shadow {
                     }
                     if n < data.len() as u64 {
                         torn = true;
+                        tear_at = Some(offset + n);
                     }
                 }
             }
         }
         if zero_fill && (img.len() as u64) < full_len {
+            // Whole sectors reach the disk: the sector holding the tear
+            // reads as zeros too, unless it held synced data.
+            const SECTOR: u64 = 512;
+            if let Some(t) = tear_at {
+                let from = (t / SECTOR * SECTOR).max(durable_len);
+                img.truncate(to_usize(from.min(img.len() as u64)));
+            }
             img.resize(to_usize(full_len), 0);
         }
         img
@@ -695,7 +708,9 @@ mod tests {
             (Survival::Nothing, &b"hello"[..]),
             (Survival::All, b"hello world!"),
             (Survival::Prefix(3), b"hello wo"),
-            (Survival::PrefixZeroFilled(3), b"hello wo\0\0\0\0"),
+            // The tear is in the first sector, which also holds synced
+            // bytes: those stay, the rest of the sector reads as zeros.
+            (Survival::PrefixZeroFilled(3), b"hello\0\0\0\0\0\0\0"),
             (Survival::Prefix(6), b"hello world"),
         ] {
             let copy = SimFileSystem::new();

@@ -17,6 +17,10 @@ use super::{LogOptions, Lsn, RecoveryReport};
 use crate::error::{Error, Result};
 use crate::fs::FileSystem;
 
+/// The smallest unit a disk writes: a write cut by a power loss leaves
+/// whole sectors of old data (zeros past the old end of the file).
+const TORN_SECTOR: u64 = 512;
+
 /// Granularity of the zero-tail check, so a long zero-filled tail is checked
 /// without reading it into memory at once.
 const ZERO_CHECK_CHUNK: u64 = 1 << 20;
@@ -222,8 +226,24 @@ fn scan_segment(
         // if zero fill follows it (or it is zero fill itself); a damaged frame
         // at the very end of the file is reported, never dropped.
         let frame_is_zero = frame::is_all_zero(bytes);
+        // Where the frame's trailing run of zero bytes starts.
+        let zeros_from = off
+            + bytes
+                .iter()
+                .rposition(|&b| b != 0)
+                .map_or(0, |i| i as u64 + 1);
         let after = off + total;
         if (frame_is_zero || after < len) && all_zero(src, after, len)? {
+            break;
+        }
+        // A write torn by a power cut on a file system that had already
+        // extended the file: the sectors that never reached the disk read as
+        // zeros. That leaves a zero run from a sector boundary inside the
+        // frame to the end of the file. A damaged frame (a flipped bit) does
+        // not end that way unless its payload happened to end in zeros
+        // across a sector boundary.
+        let boundary = zeros_from.max(off + 1).div_ceil(TORN_SECTOR) * TORN_SECTOR;
+        if boundary < after && all_zero(src, after, len)? {
             break;
         }
         return Err(corrupt(off, what));
