@@ -23,6 +23,8 @@
 mod codec;
 mod error;
 mod fs;
+#[doc(hidden)]
+pub mod fuzzing;
 mod index;
 #[cfg(feature = "otlp")]
 mod ingest;
