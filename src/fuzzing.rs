@@ -1090,7 +1090,8 @@ pub fn store_model(data: &[u8]) -> Result<(), String> {
                 let result = st.append(&batch);
                 if sim.injected().is_empty() {
                     // The append made fewer calls than `nth`: it must have
-                    // worked, as without a fault.
+                    // worked, as without a fault. Disarm the fault.
+                    sim.heal();
                     let report = result
                         .map_err(|e| format!("{what}: append failed without a fault: {e}"))?;
                     expect.check(&report, &what)?;
