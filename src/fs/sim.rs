@@ -130,6 +130,9 @@ pub struct Fault {
     /// Keep failing every matching call after the first failure (a disk
     /// that stays full or broken) until [`SimFileSystem::heal`].
     pub sticky: bool,
+    /// The power fails at this call: it and every later call fail with EIO
+    /// and change nothing, as after [`SimFileSystem::crash`].
+    pub crash: bool,
 }
 
 impl Fault {
@@ -141,6 +144,16 @@ impl Fault {
             error,
             partial: false,
             sticky: false,
+            crash: false,
+        }
+    }
+
+    /// The power fails at the `nth` call in `ops`: that call and everything
+    /// after it never happen. Follow with [`SimFileSystem::power_loss`].
+    pub fn power_cut(ops: Ops, nth: u64) -> Fault {
+        Fault {
+            crash: true,
+            ..Fault::nth(ops, nth, FaultError::Io)
         }
     }
 
@@ -341,6 +354,11 @@ impl State {
         }
         if let Some(i) = fired {
             let (f, _) = self.armed.remove(i);
+            if f.crash {
+                self.crashed = true;
+                self.record(op, path, f.error);
+                return Err((f.error.to_io(), false));
+            }
             if f.sticky {
                 self.failing.push(f);
             }
