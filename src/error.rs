@@ -44,7 +44,7 @@ pub enum Error {
     },
     /// A log frame is damaged: its checksum does not match, or it does not
     /// decode. The store refuses to open rather than silently lose data; see
-    /// the salvage notes in `docs/FORMAT.md`.
+    /// `StoreOptions::salvage_log` and `docs/FORMAT.md` ("Salvage").
     Corruption {
         /// The segment file holding the damaged frame.
         segment: PathBuf,

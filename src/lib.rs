@@ -31,6 +31,7 @@ mod ingest;
 mod log;
 mod model;
 mod query;
+mod repair;
 mod store;
 pub mod workload;
 
@@ -51,6 +52,7 @@ pub use index::facts::SessionIdSource;
 pub use ingest::exporter::StoreExporter;
 #[cfg(feature = "otlp")]
 pub use ingest::otlp;
+pub use log::{DroppedRange, SalvageReport};
 pub use model::{
     AppendReport, AttributeValue, Event, IoValue, KeyValue, LatencyQuantiles, Link, Page,
     ParseIdError, Rejection, ResourceSpans, SessionSummary, Span, SpanId, SpanKind, Status,
@@ -58,6 +60,7 @@ pub use model::{
     nanos_to_ms, project_of_resource,
 };
 pub use query::{ProjectStats, SessionFilter, SessionQuery, SessionSort};
+pub use repair::OpenReport;
 pub use store::{
     Durability, MAX_ID_BYTES, SegmentStats, SessionStore, StoreOptions, StoreStats, VerifyReport,
 };

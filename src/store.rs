@@ -21,6 +21,7 @@ use crate::model::{
     Turn,
 };
 use crate::query::{self, ProjectStats, SessionFilter, SessionQuery};
+use crate::repair::{self, OpenReport};
 
 /// What [`SessionStore::verify`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -106,6 +107,9 @@ pub struct StoreOptions {
     checkpoint_bytes: u64,
     /// `None`: the operating system's, with redb's own file backend.
     file_system: Option<Arc<dyn FileSystem>>,
+    check_index_on_open: bool,
+    rebuild_index_on_open: bool,
+    salvage_log: bool,
 }
 
 impl Default for StoreOptions {
@@ -118,6 +122,9 @@ impl Default for StoreOptions {
             max_span_bytes: 16 << 20,
             checkpoint_bytes: 64 << 20,
             file_system: None,
+            check_index_on_open: true,
+            rebuild_index_on_open: false,
+            salvage_log: false,
         }
     }
 }
@@ -164,6 +171,39 @@ impl StoreOptions {
     /// fsyncs of the index, and a longer replay after a crash.
     pub fn checkpoint_bytes(mut self, bytes: u64) -> Self {
         self.checkpoint_bytes = bytes.max(1);
+        self
+    }
+
+    /// Verify the checksum of every page of the index file on open (the
+    /// default). A damaged index is then detected, set aside as
+    /// `index.redb.corrupt` and rebuilt from the log, and the open reports
+    /// it ([`SessionStore::open_report`]). The check reads the whole index
+    /// file (see `docs/RELIABILITY.md` for what it costs); without it redb
+    /// trusts a file it closed cleanly, and may panic on one damaged since.
+    /// After a crash redb checks the file anyway.
+    pub fn check_index_on_open(mut self, check: bool) -> Self {
+        self.check_index_on_open = check;
+        self
+    }
+
+    /// Drop the index and rebuild it from the log while opening: the repair
+    /// for an index that queries or [`SessionStore::verify`] report as
+    /// damaged, when the open's own check did not catch it.
+    pub fn rebuild_index_on_open(mut self, rebuild: bool) -> Self {
+        self.rebuild_index_on_open = rebuild;
+        self
+    }
+
+    /// Salvage a damaged log while opening. A log with a damaged frame
+    /// (anything but a torn tail) refuses to open with
+    /// [`ErrorKind::Corrupted`] naming the segment and offset; with this set,
+    /// every frame whose checksum holds is kept, every damaged range is
+    /// dropped and listed in [`OpenReport::salvage`], the original log is
+    /// kept as `log.before-salvage`, and the index is rebuilt (also when
+    /// the log is intact, which is then left as it is). See
+    /// `docs/FORMAT.md` ("Salvage") and `docs/RELIABILITY.md`.
+    pub fn salvage_log(mut self, salvage: bool) -> Self {
+        self.salvage_log = salvage;
         self
     }
 
@@ -221,6 +261,8 @@ pub struct SessionStore {
     /// (or more, which verification discards). Written out at checkpoints.
     search_buffer: RwLock<PostingBuffer>,
     poison: Poison,
+    /// What the open found and repaired.
+    open_report: OpenReport,
     _lock: File,
 }
 
@@ -264,11 +306,39 @@ impl SessionStore {
         let cfg = IndexConfig {
             session_id_sources: opts.session_id_sources.clone(),
         };
-        let index_path = dir.join("index.redb");
-        let index = match &opts.file_system {
-            None => Index::open(&index_path, opts.cache_bytes)?,
-            Some(fs) => Index::open_on(fs.as_ref(), &index_path, opts.cache_bytes)?,
+        let fs: Arc<dyn FileSystem> = match &opts.file_system {
+            None => Arc::new(OsFileSystem),
+            Some(fs) => Arc::clone(fs),
         };
+        let log_opts = LogOptions {
+            segment_bytes: opts.segment_bytes,
+            // Fixed, not `max_span_bytes`: lowering that option must not
+            // make frames written earlier unreadable.
+            max_frame_bytes: codec::MAX_DECODE_BYTES as u32,
+        };
+        let mut report = OpenReport::default();
+        let mut rebuild = opts
+            .rebuild_index_on_open
+            .then(|| "StoreOptions::rebuild_index_on_open was set".to_owned());
+        if opts.salvage_log {
+            let salvage = Log::salvage(Arc::clone(&fs), &dir.join("log"), log_opts)?;
+            // Rebuilt even from an intact log: the index may be what is
+            // damaged, or may cover more than the log still holds.
+            rebuild = Some(if salvage.original.is_some() {
+                "the log was salvaged: its frames have new positions".to_owned()
+            } else {
+                "StoreOptions::salvage_log was set".to_owned()
+            });
+            report.salvage = Some(salvage);
+        }
+        let index = repair::open_index(
+            &dir.join("index.redb"),
+            opts.file_system.as_deref(),
+            opts.cache_bytes,
+            opts.check_index_on_open,
+            rebuild,
+            &mut report,
+        )?;
         let fingerprint = u64::from(crc32fast::hash(&codec::encode_value(
             &cfg.session_id_sources,
         )));
@@ -282,22 +352,10 @@ impl SessionStore {
             w.commit()?;
         }
         let applied = index.meta(META_APPLIED)?;
-        let fs: Arc<dyn FileSystem> = match &opts.file_system {
-            None => Arc::new(OsFileSystem),
-            Some(fs) => Arc::clone(fs),
-        };
-        let (log, _report) = Log::open_on(
-            fs,
-            &dir.join("log"),
-            LogOptions {
-                segment_bytes: opts.segment_bytes,
-                // Fixed, not `max_span_bytes`: lowering that option must not
-                // make frames written earlier unreadable.
-                max_frame_bytes: codec::MAX_DECODE_BYTES as u32,
-            },
-            applied,
-        )?;
-        let store = SessionStore {
+        let (log, recovered) = Log::open_on(fs, &dir.join("log"), log_opts, applied)?;
+        report.log_truncated_bytes = recovered.truncated_bytes;
+        report.log_frames_checked = recovered.frames_scanned;
+        let mut store = SessionStore {
             dir: dir.to_owned(),
             opts,
             cfg,
@@ -308,17 +366,27 @@ impl SessionStore {
             }),
             search_buffer: RwLock::new(PostingBuffer::default()),
             poison: Poison::default(),
+            open_report: report,
             _lock: lock,
         };
-        {
+        let replayed = {
             let mut ws = store.lock_writer()?;
             let mut w = store.index.begin_write()?;
             let mut postings = BatchPostings::new();
-            store.replay(&mut w, applied, &mut postings)?;
+            let n = store.replay(&mut w, applied, &mut postings)?;
             store.commit_with_postings(w, postings)?;
             store.checkpoint(&mut ws)?;
-        }
+            n
+        };
+        store.open_report.frames_replayed = replayed;
         Ok(store)
+    }
+
+    /// What opening the store found and repaired: a torn log tail cut, the
+    /// frames replayed into the index, an index rebuilt (and why), what
+    /// salvage dropped.
+    pub fn open_report(&self) -> &OpenReport {
+        &self.open_report
     }
 
     /// The directory holding the store.

@@ -18,6 +18,7 @@
 mod file;
 mod frame;
 mod recovery;
+mod salvage;
 mod segment;
 
 #[cfg(test)]
@@ -30,6 +31,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
 use self::file::SegmentFile;
 use self::frame::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, encode_frame};
 use self::recovery::{create_segment, recover};
+pub use self::salvage::{DroppedRange, SalvageReport};
 pub(crate) use self::segment::FrameBuf;
 use self::segment::{Segment, Window};
 use crate::error::{Error, Poison, Result};

@@ -40,7 +40,7 @@ pub(super) struct Recovered {
 /// Largest base LSN accepted from a file name (4 EiB). Real logs never get
 /// near it; refusing larger ones keeps every `base + offset` sum far from
 /// overflow even for a crafted file name.
-const MAX_BASE: Lsn = 1 << 62;
+pub(super) const MAX_BASE: Lsn = 1 << 62;
 
 /// File name of the segment whose first byte has LSN `base`.
 pub(super) fn segment_path(dir: &Path, base: Lsn) -> PathBuf {
@@ -78,7 +78,7 @@ pub(super) fn create_segment(
 }
 
 /// Parses the base LSN out of a `<20 digits>.seg` file name stem.
-fn parse_base(stem: &str) -> Option<Lsn> {
+pub(super) fn parse_base(stem: &str) -> Option<Lsn> {
     if stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()) {
         stem.parse().ok()
     } else {
