@@ -190,6 +190,8 @@ pub fn log_recovery(data: &[u8]) -> Result<(), String> {
     let mut counter = 0u32;
     let mut damage = false;
     let mut junk = false;
+    // Byte ranges of segment files that damage touched.
+    let mut touched: Vec<(PathBuf, u64, u64)> = Vec::new();
     let mut ops = 0;
     while !input.is_empty() && ops < 64 {
         ops += 1;
@@ -328,6 +330,7 @@ pub fn log_recovery(data: &[u8]) -> Result<(), String> {
                 if let Some(b) = bytes.get_mut(at) {
                     *b ^= mask;
                 }
+                touched.push((path.clone(), at as u64, at as u64 + 1));
                 std::fs::write(path, &bytes).map_err(|e| e.to_string())?;
             }
             6 => {
@@ -337,6 +340,7 @@ pub fn log_recovery(data: &[u8]) -> Result<(), String> {
                 if let Some(path) = segment_files(&dir).last() {
                     let len = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
                     let cut = u64::from(input.u16()) % (len + 1);
+                    touched.push((path.clone(), cut, u64::MAX));
                     std::fs::OpenOptions::new()
                         .write(true)
                         .open(path)
@@ -377,7 +381,100 @@ pub fn log_recovery(data: &[u8]) -> Result<(), String> {
         }
         return check(frames == model, || "final reopen lost frames".to_owned());
     }
-    check_damaged(&dir, &model, junk)
+    // Salvage runs on a copy: `check_damaged` appends to the log.
+    let copy = tmp.path().join("salvage");
+    copy_files(&dir, &copy)?;
+    check_damaged(&dir, &model, junk)?;
+    check_salvage(&dir, &copy, &model, &touched, junk)
+}
+
+fn copy_files(from: &Path, to: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(to).map_err(|e| e.to_string())?;
+    for entry in std::fs::read_dir(from).map_err(|e| e.to_string())? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        std::fs::copy(entry.path(), to.join(entry.file_name())).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Salvages a copy of the damaged log: it must work (unless a segment
+/// claims another format version), leave a log that opens strictly, keep
+/// every frame the damage did not touch, in order, and (without junk)
+/// keep nothing that was not written.
+fn check_salvage(
+    original: &Path,
+    dir: &Path,
+    model: &[Written],
+    touched: &[(PathBuf, u64, u64)],
+    junk: bool,
+) -> Result<(), String> {
+    // Where each frame was: the segment with the largest base at or below it.
+    let segments: Vec<(Lsn, PathBuf)> = segment_files(dir)
+        .into_iter()
+        .filter_map(|p| {
+            let base = p.file_stem()?.to_str()?.parse().ok()?;
+            Some((base, p))
+        })
+        .collect();
+    let is_touched = |w: &Written| {
+        let Some((base, path)) = segments.iter().rev().find(|(b, _)| *b <= w.lsn) else {
+            return true;
+        };
+        let (from, to) = (w.lsn - base, w.lsn - base + 9 + w.payload.len() as u64);
+        touched.iter().any(|(p, a, b)| {
+            p.file_name() == path.file_name()
+                && p.parent() == Some(original)
+                && *a < to
+                && from < *b
+        })
+    };
+    let report = match Log::salvage(Arc::new(SimFileSystem::new()), dir, log_options()) {
+        Ok(r) => r,
+        Err(e) => {
+            return check(e.kind() == ErrorKind::Incompatible, || {
+                format!("salvage fails with {:?}: {e}", e.kind())
+            });
+        }
+    };
+    let lg = open_log(&SimFileSystem::new(), dir, 0)
+        .map_err(|e| format!("a salvaged log does not open: {e} ({report:?})"))?;
+    let (frames, err) = scan_all(&lg);
+    if let Some(e) = err {
+        return Err(format!("a salvaged log does not scan: {e}"));
+    }
+    debug(|| {
+        format!(
+            "log: salvage kept {} frames, dropped {:?}",
+            frames.len(),
+            report.dropped
+        )
+    });
+    check(frames.len() as u64 == report.frames_kept, || {
+        "salvage reports a different number of frames than it kept".to_owned()
+    })?;
+    let mut kept = frames.iter();
+    for w in model.iter().filter(|w| !is_touched(w)) {
+        check(
+            kept.any(|f| f.tag == w.tag && f.payload == w.payload),
+            || {
+                format!(
+                    "salvage lost the undamaged frame at LSN {} ({report:?})",
+                    w.lsn
+                )
+            },
+        )?;
+    }
+    if !junk {
+        for f in &frames {
+            check(
+                model
+                    .iter()
+                    .any(|w| w.tag == f.tag && w.payload == f.payload),
+                || "salvage kept a frame that was never written".to_owned(),
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// Opens a damaged log: it must open or fail with a corruption (or
