@@ -62,5 +62,6 @@ pub use model::{
 pub use query::{ProjectStats, SessionFilter, SessionQuery, SessionSort};
 pub use repair::OpenReport;
 pub use store::{
-    Durability, MAX_ID_BYTES, SegmentStats, SessionStore, StoreOptions, StoreStats, VerifyReport,
+    Durability, MAX_ID_BYTES, MAX_SPANS_PER_TRACE, SegmentStats, SessionStore, StoreOptions,
+    StoreStats, VerifyReport,
 };

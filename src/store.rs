@@ -1,7 +1,7 @@
 //! `SessionStore`: the facade that ties the log and the indexes together,
 //! with locking, durability and checkpoints.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -78,6 +78,12 @@ pub struct StoreStats {
 /// Longest project name, session id or user id accepted, in bytes.
 pub const MAX_ID_BYTES: usize = 4096;
 
+/// Most spans one trace may hold (the default and the largest value of
+/// [`StoreOptions::max_spans_per_trace`]). A trace's index record keeps a
+/// small fact per span, and at about 35 bytes a fact this keeps the record
+/// well under the 64 MiB any stored value may decode to.
+pub const MAX_SPANS_PER_TRACE: usize = 1_000_000;
+
 /// When an acknowledged append is on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -110,6 +116,7 @@ pub struct StoreOptions {
     check_index_on_open: bool,
     rebuild_index_on_open: bool,
     salvage_log: bool,
+    max_spans_per_trace: usize,
 }
 
 impl Default for StoreOptions {
@@ -125,6 +132,7 @@ impl Default for StoreOptions {
             check_index_on_open: true,
             rebuild_index_on_open: false,
             salvage_log: false,
+            max_spans_per_trace: MAX_SPANS_PER_TRACE,
         }
     }
 }
@@ -164,6 +172,14 @@ impl StoreOptions {
     /// Largest encoded span accepted; larger spans are rejected.
     pub fn max_span_bytes(mut self, bytes: u32) -> Self {
         self.max_span_bytes = bytes.clamp(1024, (codec::MAX_DECODE_BYTES - 1024) as u32);
+        self
+    }
+
+    /// Most spans a trace may hold; spans beyond it are rejected with a
+    /// reason (the rest of the batch is stored). At most
+    /// [`MAX_SPANS_PER_TRACE`], which is the default.
+    pub fn max_spans_per_trace(mut self, spans: usize) -> Self {
+        self.max_spans_per_trace = spans.clamp(1, MAX_SPANS_PER_TRACE);
         self
     }
 
@@ -631,6 +647,7 @@ impl SessionStore {
         let mut seen = HashSet::with_capacity(keys.len());
         let mut frames = Vec::with_capacity(keys.len());
         let mut accepted = Vec::with_capacity(keys.len());
+        let mut trace_spans: HashMap<TraceId, usize> = HashMap::new();
         for ((c, (a, b)), (key, stored)) in
             candidates.iter().zip(&bounds).zip(keys.iter().zip(stored))
         {
@@ -638,6 +655,20 @@ impl SessionStore {
                 report.duplicates += 1;
                 continue;
             }
+            let spans = trace_spans
+                .entry(key.0)
+                .or_insert_with(|| w.stored_spans(&key.0));
+            if *spans >= self.opts.max_spans_per_trace {
+                report.rejected.push(Rejection {
+                    trace_id: key.0,
+                    span_id: key.1,
+                    reason: format!(
+                        "the trace already holds {spans} spans, the most a trace may hold"
+                    ),
+                });
+                continue;
+            }
+            *spans += 1;
             frames.push(FrameRef {
                 tag: codec::TAG_SPAN_V1,
                 payload: buf.get(*a..*b).unwrap_or(&[]),
