@@ -3,6 +3,8 @@
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 /// Broad classes of [`Error`], for callers that branch on the kind of failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +44,7 @@ pub enum Error {
     },
     /// A log frame is damaged: its checksum does not match, or it does not
     /// decode. The store refuses to open rather than silently lose data; see
-    /// the salvage notes in `docs/FORMAT.md`.
+    /// `StoreOptions::salvage_log` and `docs/FORMAT.md` ("Salvage").
     Corruption {
         /// The segment file holding the damaged frame.
         segment: PathBuf,
@@ -57,7 +59,15 @@ pub enum Error {
     /// A previous write or fsync failed, so the store can no longer promise
     /// that what it acknowledges is on disk. Writes are refused; reads still
     /// work. Reopen the store to recover from the log.
-    Poisoned,
+    ///
+    /// The call that fails and poisons the store returns this error too, with
+    /// the failure as its `cause` (also its [`std::error::Error::source`]); every
+    /// later refusal carries the same cause.
+    Poisoned {
+        /// The failure that poisoned the store (for example the OS error of a
+        /// failed fsync); `None` if a thread panicked while writing.
+        cause: Option<Arc<Error>>,
+    },
     /// The caller passed an invalid argument (for example a cursor that this
     /// store did not produce).
     InvalidInput {
@@ -84,7 +94,7 @@ impl Error {
                 redb::Error::PreviousIo => ErrorKind::Poisoned,
                 _ => ErrorKind::Io,
             },
-            Error::Poisoned => ErrorKind::Poisoned,
+            Error::Poisoned { .. } => ErrorKind::Poisoned,
             Error::InvalidInput { .. } => ErrorKind::InvalidInput,
             Error::Incompatible { .. } => ErrorKind::Incompatible,
         }
@@ -95,6 +105,12 @@ impl Error {
             context: context.into(),
             source,
         }
+    }
+
+    /// `Poisoned` without a known cause: a thread panicked while holding a
+    /// writer's lock.
+    pub(crate) fn panicked() -> Self {
+        Error::Poisoned { cause: None }
     }
 
     pub(crate) fn invalid(reason: impl Into<String>) -> Self {
@@ -123,9 +139,13 @@ impl fmt::Display for Error {
                 segment.display()
             ),
             Error::Index(e) => write!(f, "index error: {e}"),
-            Error::Poisoned => write!(
+            Error::Poisoned { cause: Some(cause) } => write!(
                 f,
-                "store is poisoned by an earlier write or fsync failure; writes are refused until it is reopened"
+                "store is poisoned by an earlier failure ({cause}); writes are refused until it is reopened"
+            ),
+            Error::Poisoned { cause: None } => write!(
+                f,
+                "store is poisoned (a thread panicked while writing); writes are refused until it is reopened"
             ),
             Error::InvalidInput { reason } => write!(f, "invalid input: {reason}"),
             Error::Incompatible { reason } => write!(f, "incompatible store format: {reason}"),
@@ -138,6 +158,7 @@ impl std::error::Error for Error {
         match self {
             Error::Io { source, .. } => Some(source),
             Error::Index(e) => Some(e.as_ref()),
+            Error::Poisoned { cause: Some(c) } => Some(c.as_ref()),
             _ => None,
         }
     }
@@ -163,6 +184,44 @@ from_redb!(
     redb::CompactionError,
     redb::SetDurabilityError
 );
+
+/// Whether a log or store is poisoned, and by what.
+#[derive(Debug, Default)]
+pub(crate) struct Poison {
+    set: AtomicBool,
+    cause: OnceLock<Arc<Error>>,
+}
+
+impl Poison {
+    /// True once poisoned.
+    pub(crate) fn is_set(&self) -> bool {
+        self.set.load(Ordering::Acquire)
+    }
+
+    /// Poisons with `cause` (the first cause is kept) and returns the error
+    /// to report for it.
+    pub(crate) fn poison(&self, cause: Error) -> Error {
+        let _ = self.cause.set(Arc::new(cause));
+        self.set.store(true, Ordering::Release);
+        self.error()
+    }
+
+    /// Poisons with a cause that is already shared (taken from another
+    /// `Poisoned` error); the first cause is kept.
+    pub(crate) fn adopt(&self, cause: Option<Arc<Error>>) {
+        if let Some(c) = cause {
+            let _ = self.cause.set(c);
+        }
+        self.set.store(true, Ordering::Release);
+    }
+
+    /// The error that refuses a write: `Poisoned` with the first cause.
+    pub(crate) fn error(&self) -> Error {
+        Error::Poisoned {
+            cause: self.cause.get().cloned(),
+        }
+    }
+}
 
 /// Shorthand for results of store operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -22,14 +22,29 @@
 
 mod codec;
 mod error;
+mod fs;
+#[doc(hidden)]
+pub mod fuzzing;
 mod index;
 #[cfg(feature = "otlp")]
 mod ingest;
 mod log;
 mod model;
 mod query;
+mod repair;
 mod store;
 pub mod workload;
+
+/// Test support: the file-system seam and a simulated disk that injects
+/// faults and power loss. Not part of the stable API; used by the crate's
+/// tests and fuzz targets.
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::fs::sim::{
+        Fault, FaultError, Injected, Op, Ops, SimFileSystem, Survival, Unsynced,
+    };
+    pub use crate::fs::{FileHandle, FileSystem, OpenMode, OsFileSystem};
+}
 
 pub use error::{Error, ErrorKind, Result};
 pub use index::facts::SessionIdSource;
@@ -37,6 +52,7 @@ pub use index::facts::SessionIdSource;
 pub use ingest::exporter::StoreExporter;
 #[cfg(feature = "otlp")]
 pub use ingest::otlp;
+pub use log::{DroppedRange, SalvageReport};
 pub use model::{
     AppendReport, AttributeValue, DeleteReport, Event, IoValue, KeyValue, LatencyQuantiles, Link,
     Page, ParseIdError, Rejection, ResourceSpans, RetentionPolicy, SessionSummary, Span, SpanId,
@@ -44,7 +60,8 @@ pub use model::{
     find_attribute, keys, nanos_to_ms, project_of_resource,
 };
 pub use query::{ProjectStats, SessionFilter, SessionQuery, SessionSort};
+pub use repair::OpenReport;
 pub use store::{
-    CompactReport, CompactStep, Durability, MAX_ID_BYTES, SegmentStats, SessionStore, StoreOptions,
-    StoreStats, VerifyReport,
+    CompactReport, CompactStep, Durability, MAX_ID_BYTES, MAX_SPANS_PER_TRACE, SegmentStats,
+    SessionStore, StoreOptions, StoreStats, VerifyReport,
 };

@@ -6,15 +6,15 @@ mod lifecycle;
 
 pub use compaction::{CompactReport, CompactStep};
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, TryLockError};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use crate::codec;
 use crate::codec::LogRecord;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Poison, Result};
+use crate::fs::{FileSystem, OsFileSystem};
 use crate::index::facts::{self, SessionIdSource};
 use crate::index::search::{BatchPostings, PostingBuffer};
 use crate::index::{
@@ -27,6 +27,7 @@ use crate::model::{
     Turn,
 };
 use crate::query::{self, ProjectStats, SessionFilter, SessionQuery};
+use crate::repair::{self, OpenReport};
 
 /// What [`SessionStore::verify`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -89,6 +90,12 @@ pub struct StoreStats {
 /// Longest project name, session id or user id accepted, in bytes.
 pub const MAX_ID_BYTES: usize = 4096;
 
+/// Most spans one trace may hold (the default and the largest value of
+/// [`StoreOptions::max_spans_per_trace`]). A trace's index record keeps a
+/// small fact per span, and at about 35 bytes a fact this keeps the record
+/// well under the 64 MiB any stored value may decode to.
+pub const MAX_SPANS_PER_TRACE: usize = 1_000_000;
+
 /// When an acknowledged append is on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -116,6 +123,12 @@ pub struct StoreOptions {
     session_id_sources: Vec<SessionIdSource>,
     max_span_bytes: u32,
     checkpoint_bytes: u64,
+    /// `None`: the operating system's, with redb's own file backend.
+    file_system: Option<Arc<dyn FileSystem>>,
+    check_index_on_open: bool,
+    rebuild_index_on_open: bool,
+    salvage_log: bool,
+    max_spans_per_trace: usize,
 }
 
 impl Default for StoreOptions {
@@ -127,6 +140,11 @@ impl Default for StoreOptions {
             session_id_sources: SessionIdSource::defaults(),
             max_span_bytes: 16 << 20,
             checkpoint_bytes: 64 << 20,
+            file_system: None,
+            check_index_on_open: true,
+            rebuild_index_on_open: false,
+            salvage_log: false,
+            max_spans_per_trace: MAX_SPANS_PER_TRACE,
         }
     }
 }
@@ -169,10 +187,60 @@ impl StoreOptions {
         self
     }
 
+    /// Most spans a trace may hold; spans beyond it are rejected with a
+    /// reason (the rest of the batch is stored). At most
+    /// [`MAX_SPANS_PER_TRACE`], which is the default.
+    pub fn max_spans_per_trace(mut self, spans: usize) -> Self {
+        self.max_spans_per_trace = spans.clamp(1, MAX_SPANS_PER_TRACE);
+        self
+    }
+
     /// Log bytes between durable index checkpoints: more means fewer
     /// fsyncs of the index, and a longer replay after a crash.
     pub fn checkpoint_bytes(mut self, bytes: u64) -> Self {
         self.checkpoint_bytes = bytes.max(1);
+        self
+    }
+
+    /// Verify the checksum of every page of the index file on open (the
+    /// default). A damaged index is then detected, set aside as
+    /// `index.redb.corrupt` and rebuilt from the log, and the open reports
+    /// it ([`SessionStore::open_report`]). The check reads the whole index
+    /// file (see `docs/RELIABILITY.md` for what it costs); without it redb
+    /// trusts a file it closed cleanly, and may panic on one damaged since.
+    /// After a crash redb checks the file anyway.
+    pub fn check_index_on_open(mut self, check: bool) -> Self {
+        self.check_index_on_open = check;
+        self
+    }
+
+    /// Drop the index and rebuild it from the log while opening: the repair
+    /// for an index that queries or [`SessionStore::verify`] report as
+    /// damaged, when the open's own check did not catch it.
+    pub fn rebuild_index_on_open(mut self, rebuild: bool) -> Self {
+        self.rebuild_index_on_open = rebuild;
+        self
+    }
+
+    /// Salvage a damaged log while opening. A log with a damaged frame
+    /// (anything but a torn tail) refuses to open with
+    /// [`ErrorKind::Corrupted`] naming the segment and offset; with this set,
+    /// every frame whose checksum holds is kept, every damaged range is
+    /// dropped and listed in [`OpenReport::salvage`], the original log is
+    /// kept as `log.before-salvage`, and the index is rebuilt (also when
+    /// the log is intact, which is then left as it is). See
+    /// `docs/FORMAT.md` ("Salvage") and `docs/RELIABILITY.md`.
+    pub fn salvage_log(mut self, salvage: bool) -> Self {
+        self.salvage_log = salvage;
+        self
+    }
+
+    /// Test support: the log and index files go through `fs` (for example
+    /// `span_sessions::testing::SimFileSystem`, which injects faults and
+    /// power loss). Not part of the stable API.
+    #[doc(hidden)]
+    pub fn file_system(mut self, fs: Arc<dyn FileSystem>) -> Self {
+        self.file_system = Some(fs);
         self
     }
 
@@ -220,7 +288,9 @@ pub struct SessionStore {
     /// search sees exactly the postings of the batches its snapshot holds
     /// (or more, which verification discards). Written out at checkpoints.
     search_buffer: RwLock<PostingBuffer>,
-    poisoned: AtomicBool,
+    poison: Poison,
+    /// What the open found and repaired.
+    open_report: OpenReport,
     /// Taken (shared) by reads that follow LSNs from an index snapshot into
     /// the log, and (exclusively) by compaction while it drops segments,
     /// so that no reader looks for a frame in a segment that is gone.
@@ -268,7 +338,39 @@ impl SessionStore {
         let cfg = IndexConfig {
             session_id_sources: opts.session_id_sources.clone(),
         };
-        let index = Index::open(&dir.join("index.redb"), opts.cache_bytes)?;
+        let fs: Arc<dyn FileSystem> = match &opts.file_system {
+            None => Arc::new(OsFileSystem),
+            Some(fs) => Arc::clone(fs),
+        };
+        let log_opts = LogOptions {
+            segment_bytes: opts.segment_bytes,
+            // Fixed, not `max_span_bytes`: lowering that option must not
+            // make frames written earlier unreadable.
+            max_frame_bytes: codec::MAX_DECODE_BYTES as u32,
+        };
+        let mut report = OpenReport::default();
+        let mut rebuild = opts
+            .rebuild_index_on_open
+            .then(|| "StoreOptions::rebuild_index_on_open was set".to_owned());
+        if opts.salvage_log {
+            let salvage = Log::salvage(Arc::clone(&fs), &dir.join("log"), log_opts)?;
+            // Rebuilt even from an intact log: the index may be what is
+            // damaged, or may cover more than the log still holds.
+            rebuild = Some(if salvage.original.is_some() {
+                "the log was salvaged: its frames have new positions".to_owned()
+            } else {
+                "StoreOptions::salvage_log was set".to_owned()
+            });
+            report.salvage = Some(salvage);
+        }
+        let index = repair::open_index(
+            &dir.join("index.redb"),
+            opts.file_system.as_deref(),
+            opts.cache_bytes,
+            opts.check_index_on_open,
+            rebuild,
+            &mut report,
+        )?;
         let fingerprint = u64::from(crc32fast::hash(&codec::encode_value(
             &cfg.session_id_sources,
         )));
@@ -282,18 +384,11 @@ impl SessionStore {
             w.commit()?;
         }
         let applied = index.meta(META_APPLIED)?;
-        let (log, _report) = Log::open(
-            &dir.join("log"),
-            LogOptions {
-                segment_bytes: opts.segment_bytes,
-                // Fixed, not `max_span_bytes`: lowering that option must not
-                // make frames written earlier unreadable.
-                max_frame_bytes: codec::MAX_DECODE_BYTES as u32,
-            },
-            applied,
-        )?;
+        let (log, recovered) = Log::open_on(fs, &dir.join("log"), log_opts, applied)?;
+        report.log_truncated_bytes = recovered.truncated_bytes;
+        report.log_frames_checked = recovered.frames_scanned;
         compaction::finish_interrupted(&index, &log)?;
-        let store = SessionStore {
+        let mut store = SessionStore {
             dir: dir.to_owned(),
             opts,
             cfg,
@@ -303,19 +398,29 @@ impl SessionStore {
                 checkpointed: applied,
             }),
             search_buffer: RwLock::new(PostingBuffer::default()),
-            poisoned: AtomicBool::new(false),
+            poison: Poison::default(),
+            open_report: report,
             read_gate: RwLock::new(()),
             _lock: lock,
         };
-        {
+        let replayed = {
             let mut ws = store.lock_writer()?;
             let mut w = store.index.begin_write()?;
             let mut postings = BatchPostings::new();
-            store.replay(&mut w, applied, &mut postings)?;
+            let n = store.replay(&mut w, applied, &mut postings)?;
             store.commit_with_postings(w, postings)?;
             store.checkpoint(&mut ws)?;
-        }
+            n
+        };
+        store.open_report.frames_replayed = replayed;
         Ok(store)
+    }
+
+    /// What opening the store found and repaired: a torn log tail cut, the
+    /// frames replayed into the index, an index rebuilt (and why), what
+    /// salvage dropped.
+    pub fn open_report(&self) -> &OpenReport {
+        &self.open_report
     }
 
     /// The directory holding the store.
@@ -324,12 +429,15 @@ impl SessionStore {
     }
 
     fn lock_writer(&self) -> Result<MutexGuard<'_, WriterState>> {
-        self.writer.lock().map_err(|_| Error::Poisoned)
+        self.writer.lock().map_err(|_| Error::panicked())
     }
 
     fn ensure_writable(&self) -> Result<()> {
-        if self.poisoned.load(Ordering::Acquire) || self.log.is_poisoned() {
-            return Err(Error::Poisoned);
+        if self.poison.is_set() {
+            return Err(self.poison.error());
+        }
+        if self.log.is_poisoned() {
+            return Err(self.log.poisoned_error());
         }
         Ok(())
     }
@@ -353,7 +461,7 @@ impl SessionStore {
     /// Commits a batch's index changes and publishes its search postings
     /// atomically with respect to searches (see `search_buffer`).
     fn commit_with_postings(&self, w: IndexWriter, postings: BatchPostings) -> Result<()> {
-        let mut buffer = self.search_buffer.write().map_err(|_| Error::Poisoned)?;
+        let mut buffer = self.search_buffer.write().map_err(|_| Error::panicked())?;
         w.commit()?;
         buffer.merge(postings);
         Ok(())
@@ -361,7 +469,7 @@ impl SessionStore {
 
     /// Writes buffered search postings to the search table.
     fn flush_postings(&self) -> Result<()> {
-        let mut buffer = self.search_buffer.write().map_err(|_| Error::Poisoned)?;
+        let mut buffer = self.search_buffer.write().map_err(|_| Error::panicked())?;
         if buffer.is_empty() {
             return Ok(());
         }
@@ -425,16 +533,43 @@ impl SessionStore {
 
     /// Syncs the log and makes the index durable up to the log's end.
     fn checkpoint(&self, ws: &mut WriterState) -> Result<()> {
-        self.flush_postings().inspect_err(|_| self.poison())?;
+        self.flush_postings().map_err(|e| self.poison(e))?;
         let end = self.log.end();
-        self.log.sync(end)?;
-        self.index.checkpoint().inspect_err(|_| self.poison())?;
+        self.log.sync(end).map_err(|e| self.log_failed(e))?;
+        self.index.checkpoint().map_err(|e| self.poison(e))?;
         ws.checkpointed = end;
         Ok(())
     }
 
-    fn poison(&self) {
-        self.poisoned.store(true, Ordering::Release);
+    /// Refuses writes from now on, because of `cause`, and fences the index
+    /// so that not even closing it writes to it: the indexes may be ahead of
+    /// what the log holds on disk, and only the last durable checkpoint (and
+    /// a replay of the log from it on reopen) is known to agree with the log.
+    /// Returns the error to report (`Poisoned`, with the first cause).
+    fn poison(&self, cause: Error) -> Error {
+        self.index.fence();
+        match cause {
+            // The log poisoned itself: share its cause.
+            Error::Poisoned { cause } => {
+                self.poison.adopt(cause);
+                self.poison.error()
+            }
+            e => self.poison.poison(e),
+        }
+    }
+
+    /// A log call failed: if the failure poisoned the log, it poisons the
+    /// store too; other errors (invalid input) are returned as they are.
+    fn log_failed(&self, e: Error) -> Error {
+        if self.log.is_poisoned() {
+            self.poison(e)
+        } else {
+            e
+        }
+    }
+
+    fn is_poisoned(&self) -> bool {
+        self.poison.is_set() || self.log.is_poisoned()
     }
 
     fn validate(
@@ -540,6 +675,7 @@ impl SessionStore {
         let mut seen = HashSet::with_capacity(keys.len());
         let mut frames = Vec::with_capacity(keys.len());
         let mut accepted = Vec::with_capacity(keys.len());
+        let mut trace_spans: HashMap<TraceId, usize> = HashMap::new();
         for ((c, (a, b)), (key, stored)) in
             candidates.iter().zip(&bounds).zip(keys.iter().zip(stored))
         {
@@ -547,6 +683,20 @@ impl SessionStore {
                 report.duplicates += 1;
                 continue;
             }
+            let spans = trace_spans
+                .entry(key.0)
+                .or_insert_with(|| w.stored_spans(&key.0));
+            if *spans >= self.opts.max_spans_per_trace {
+                report.rejected.push(Rejection {
+                    trace_id: key.0,
+                    span_id: key.1,
+                    reason: format!(
+                        "the trace already holds {spans} spans, the most a trace may hold"
+                    ),
+                });
+                continue;
+            }
+            *spans += 1;
             frames.push(FrameRef {
                 tag: codec::TAG_SPAN_V1,
                 payload: buf.get(*a..*b).unwrap_or(&[]),
@@ -557,7 +707,7 @@ impl SessionStore {
         if accepted.is_empty() {
             return Ok(report);
         }
-        let lsns = self.log.append(&frames)?;
+        let lsns = self.log.append(&frames).map_err(|e| self.log_failed(e))?;
         let end = self.log.end();
         let records: Vec<NewRecord<'_>> = accepted
             .iter()
@@ -575,11 +725,11 @@ impl SessionStore {
         let mut postings = BatchPostings::new();
         w.apply(&records, &source, end, &mut postings)
             .and_then(|()| self.commit_with_postings(w, postings))
-            .inspect_err(|_| self.poison())?;
+            .map_err(|e| self.poison(e))?;
         if end.saturating_sub(ws.checkpointed) >= self.opts.checkpoint_bytes {
             self.checkpoint(&mut ws)?;
         } else if self.search_buffer.read().map_or(0, |b| b.len()) > SEARCH_BUFFER_KEYS {
-            self.flush_postings().inspect_err(|_| self.poison())?;
+            self.flush_postings().map_err(|e| self.poison(e))?;
         }
         self.make_durable(ws, end)?;
         Ok(report)
@@ -590,10 +740,10 @@ impl SessionStore {
     /// queued behind it can share the fsync.
     fn make_durable(&self, ws: MutexGuard<'_, WriterState>, end: Lsn) -> Result<()> {
         match self.opts.durability {
-            Durability::Sync => self.log.sync(end),
+            Durability::Sync => self.log.sync(end).map_err(|e| self.log_failed(e)),
             Durability::GroupCommit => {
                 drop(ws);
-                self.log.sync(end)
+                self.log.sync(end).map_err(|e| self.log_failed(e))
             }
             Durability::Buffered => Ok(()),
         }
@@ -616,7 +766,7 @@ impl SessionStore {
         let mut postings = BatchPostings::new();
         self.replay(&mut w, 0, &mut postings)?;
         {
-            let mut buffer = self.search_buffer.write().map_err(|_| Error::Poisoned)?;
+            let mut buffer = self.search_buffer.write().map_err(|_| Error::panicked())?;
             buffer.clear();
         }
         self.commit_with_postings(w, postings)?;
@@ -740,7 +890,7 @@ impl SessionStore {
         project: &str,
         filter: &SessionFilter,
     ) -> Result<(redb::ReadTransaction, Option<query::Matcher>)> {
-        let buffer = self.search_buffer.read().map_err(|_| Error::Poisoned)?;
+        let buffer = self.search_buffer.read().map_err(|_| Error::panicked())?;
         let txn = self.index.begin_read()?;
         let matcher = query::Matcher::new(&txn, project, filter, &buffer)?;
         drop(buffer);
@@ -762,7 +912,7 @@ impl SessionStore {
 
     /// Every stored span of a trace in (start, span id) order; `None` if unknown.
     pub fn trace(&self, trace_id: TraceId) -> Result<Option<Trace>> {
-        let _gate = self.read_gate.read().map_err(|_| Error::Poisoned)?;
+        let _gate = self.read_gate.read().map_err(|_| Error::panicked())?;
         let txn = self.index.begin_read()?;
         query::trace(&txn, trace_id, &|lsn| self.read_span(lsn))
     }
@@ -774,26 +924,40 @@ impl SessionStore {
     }
 
     /// Makes everything durable and closes the store, reporting any error
-    /// that dropping it would swallow.
+    /// that dropping it would swallow. A poisoned store closes without
+    /// writing anything and returns its `Poisoned` error: what it
+    /// acknowledged since its last checkpoint is recovered from the log on
+    /// reopen.
     pub fn close(self) -> Result<()> {
-        if !self.poisoned.load(Ordering::Acquire) && !self.log.is_poisoned() {
-            let mut ws = self.lock_writer()?;
-            self.checkpoint(&mut ws)?;
+        if self.is_poisoned() {
+            self.index.fence();
+            return Err(self.ensure_writable().err().unwrap_or_else(Error::panicked));
         }
-        Ok(())
+        let mut ws = self.lock_writer()?;
+        self.checkpoint(&mut ws)
     }
 }
 
 impl Drop for SessionStore {
     fn drop(&mut self) {
-        if self.poisoned.load(Ordering::Acquire) || self.log.is_poisoned() {
+        if self.is_poisoned() {
+            // Also covers a log that poisoned itself without the store
+            // noticing: nothing more may reach the index file.
+            self.index.fence();
             return;
         }
-        if let Ok(mut ws) = self.writer.lock()
-            && ws.checkpointed != self.log.end()
-        {
-            // Best effort: an error here loses nothing, the log is replayed on open.
-            let _ = self.checkpoint(&mut ws);
+        match self.writer.lock() {
+            Ok(mut ws) => {
+                if ws.checkpointed != self.log.end() {
+                    // Best effort: an error loses nothing, the log is replayed
+                    // on open (a failed checkpoint poisons, which fences the
+                    // index).
+                    let _ = self.checkpoint(&mut ws);
+                }
+            }
+            // A writer panicked: whatever it left in the index must not be
+            // made durable by closing it.
+            Err(_) => self.index.fence(),
         }
     }
 }

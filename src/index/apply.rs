@@ -150,6 +150,11 @@ impl IndexWriter {
         Ok(out)
     }
 
+    /// Spans stored in a trace whose record [`IndexWriter::stored`] loaded.
+    pub(crate) fn stored_spans(&self, trace_id: &TraceId) -> usize {
+        self.cache.get(&trace_id.0).map_or(0, |r| r.spans.len())
+    }
+
     /// Commits (non-durably: see `Index::checkpoint`).
     pub(crate) fn commit(self) -> Result<()> {
         self.txn.commit()?;

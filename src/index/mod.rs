@@ -20,6 +20,7 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::codec;
 use crate::error::{Error, Result};
+use crate::fs::{Fence, Fenced, FileSystem, OpenMode, RedbBackend};
 
 pub(crate) use apply::{IndexConfig, IndexWriter};
 pub(crate) use compact::{Liveness, Move};
@@ -124,17 +125,67 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -
 /// The redb database holding every index table.
 pub(crate) struct Index {
     db: redb::Database,
+    /// Stops all writes to the file once the store is poisoned (see [`Fenced`]).
+    fence: Fence,
 }
 
 impl Index {
-    /// Opens or creates the index file.
+    /// Opens or creates the index file (with redb's own file backend).
     pub(crate) fn open(path: &Path, cache_bytes: usize) -> Result<Index> {
+        Index::open_with(path, None, cache_bytes, false)
+    }
+
+    /// Opens or creates the index file, through `fs` if given (fault
+    /// injection in tests) and else with redb's own file backend. With
+    /// `check_integrity`, redb verifies the checksum of every page first
+    /// and reports a damaged file as corrupted; without it, redb trusts a
+    /// file it closed cleanly and may panic on one damaged since.
+    pub(crate) fn open_with(
+        path: &Path,
+        fs: Option<&dyn FileSystem>,
+        cache_bytes: usize,
+        check_integrity: bool,
+    ) -> Result<Index> {
+        let io = |e| Error::io(format!("opening {}", path.display()), e);
+        match fs {
+            None => {
+                // What `redb::Builder::create` does, with a fence around the backend.
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(path)
+                    .map_err(io)?;
+                let backend = redb::backends::FileBackend::new(file)?;
+                Index::with_backend(backend, cache_bytes, check_integrity)
+            }
+            Some(fs) => {
+                let file = fs.open(path, OpenMode::Create).map_err(io)?;
+                Index::with_backend(RedbBackend::new(file), cache_bytes, check_integrity)
+            }
+        }
+    }
+
+    fn with_backend(
+        backend: impl redb::StorageBackend,
+        cache_bytes: usize,
+        check_integrity: bool,
+    ) -> Result<Index> {
+        let fence = Fence::default();
         let db = redb::Database::builder()
             .set_cache_size(cache_bytes)
-            .create(path)?;
-        let index = Index { db };
+            .set_check_integrity_on_open(check_integrity)
+            .create_with_backend(Fenced::new(backend, fence.clone()))?;
+        let index = Index { db, fence };
         index.ensure_tables()?;
         Ok(index)
+    }
+
+    /// From now on nothing is written to the index file, not even when it
+    /// is closed: its last durable checkpoint stays what a reopen finds.
+    pub(crate) fn fence(&self) {
+        self.fence.raise();
     }
 
     fn ensure_tables(&self) -> Result<()> {

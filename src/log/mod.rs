@@ -18,21 +18,24 @@
 mod file;
 mod frame;
 mod recovery;
+mod salvage;
 mod segment;
 
 #[cfg(test)]
 mod tests;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
 
 use self::file::SegmentFile;
 use self::frame::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, encode_frame};
 use self::recovery::{create_segment, recover};
+pub use self::salvage::{DroppedRange, SalvageReport};
 pub(crate) use self::segment::FrameBuf;
 use self::segment::{Segment, Window};
-use crate::error::{Error, Result};
+use crate::error::{Error, Poison, Result};
+use crate::fs::{FileSystem, OsFileSystem};
 
 /// Log sequence number: the global byte offset of a frame. Frame LSNs grow
 /// with every append and never repeat, even across segments.
@@ -148,6 +151,8 @@ struct Written {
 
 /// The log: `Send + Sync`, every method takes `&self`.
 pub(crate) struct Log {
+    /// Where the files are.
+    fs: Arc<dyn FileSystem>,
     /// The log directory.
     dir: PathBuf,
     /// Size limits.
@@ -168,7 +173,7 @@ pub(crate) struct Log {
     /// Wakes threads waiting for an in-flight sync.
     sync_done: Condvar,
     /// Set by a failed write or fsync; refuses further appends and syncs.
-    poisoned: AtomicBool,
+    poison: Poison,
 }
 
 impl std::fmt::Debug for Log {
@@ -189,12 +194,26 @@ impl Log {
     /// are CRC-checked. `scan_from` 0 means the first frame. Checks segment
     /// headers and continuity of bases, and cuts a torn tail off the last
     /// segment; corruption is reported without modifying any file.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "the store opens on a chosen file system")
+    )]
     pub(crate) fn open(
         dir: &Path,
         opts: LogOptions,
         scan_from: Lsn,
     ) -> Result<(Log, RecoveryReport)> {
-        let rec = recover(dir, &opts, scan_from)?;
+        Log::open_on(Arc::new(OsFileSystem), dir, opts, scan_from)
+    }
+
+    /// Like [`Log::open`], with every file operation going through `fs`.
+    pub(crate) fn open_on(
+        fs: Arc<dyn FileSystem>,
+        dir: &Path,
+        opts: LogOptions,
+        scan_from: Lsn,
+    ) -> Result<(Log, RecoveryReport)> {
+        let rec = recover(fs.as_ref(), dir, &opts, scan_from)?;
         let start = rec
             .segments
             .first()
@@ -206,6 +225,7 @@ impl Log {
             .ok_or_else(|| Error::invalid("log recovery returned no segment"))?;
         let end = rec.report.end;
         let log = Log {
+            fs,
             dir: dir.to_path_buf(),
             opts,
             start: AtomicU64::new(start),
@@ -225,7 +245,7 @@ impl Log {
                 syncing: false,
             }),
             sync_done: Condvar::new(),
-            poisoned: AtomicBool::new(false),
+            poison: Poison::default(),
         };
         Ok((log, rec.report))
     }
@@ -247,9 +267,9 @@ impl Log {
     /// a failed roll during an append.
     pub(crate) fn seal_active(&self) -> Result<()> {
         if self.is_poisoned() {
-            return Err(Error::Poisoned);
+            return Err(self.poison.error());
         }
-        let mut guard = self.writer.lock().map_err(|_| Error::Poisoned)?;
+        let mut guard = self.writer.lock().map_err(|_| Error::panicked())?;
         let w = &mut *guard;
         if w.len <= SEGMENT_HEADER_LEN {
             return Ok(());
@@ -260,7 +280,7 @@ impl Log {
             w.file
                 .sync_data()
                 .map_err(|e| io_err("syncing full segment", &seg.path, e))?;
-            let (next, next_file) = create_segment(&self.dir, seg.base + len)?;
+            let (next, next_file) = create_segment(self.fs.as_ref(), &self.dir, seg.base + len)?;
             let next = Arc::new(next);
             staged
                 .created
@@ -294,8 +314,7 @@ impl Log {
             }
             Err(e) => {
                 self.roll_back(w, staged);
-                self.poisoned.store(true, Ordering::Release);
-                Err(e)
+                Err(self.poison.poison(e))
             }
         }
     }
@@ -310,10 +329,10 @@ impl Log {
     /// number of segments dropped.
     pub(crate) fn drop_segments_before(&self, base: Lsn) -> Result<usize> {
         if self.is_poisoned() {
-            return Err(Error::Poisoned);
+            return Err(self.poison.error());
         }
         // Held so that no segment is sealed or created meanwhile.
-        let _w = self.writer.lock().map_err(|_| Error::Poisoned)?;
+        let _w = self.writer.lock().map_err(|_| Error::panicked())?;
         let dropped: Vec<Arc<Segment>> = {
             let mut list = self
                 .segments
@@ -330,10 +349,14 @@ impl Log {
             dropped
         };
         for s in &dropped {
-            file::remove_file(&s.path).map_err(|e| io_err("removing segment", &s.path, e))?;
+            self.fs
+                .remove_file(&s.path)
+                .map_err(|e| io_err("removing segment", &s.path, e))?;
         }
         if !dropped.is_empty() {
-            file::sync_dir(&self.dir).map_err(|e| io_err("syncing", &self.dir, e))?;
+            self.fs
+                .sync_dir(&self.dir)
+                .map_err(|e| io_err("syncing", &self.dir, e))?;
         }
         Ok(dropped.len())
     }
@@ -346,19 +369,26 @@ impl Log {
     /// True after a failed write or fsync: appends and syncs are refused until
     /// the log is reopened (and recovered from what actually reached disk).
     pub(crate) fn is_poisoned(&self) -> bool {
-        self.poisoned.load(Ordering::Acquire)
+        self.poison.is_set()
+    }
+
+    /// The error refusing writes once poisoned: `Error::Poisoned` naming the
+    /// failure that poisoned the log.
+    pub(crate) fn poisoned_error(&self) -> Error {
+        self.poison.error()
     }
 
     /// Appends frames in order and returns each frame's LSN. The frames are
     /// written to the OS (visible to `read`/`scan`) on return, not synced.
     ///
     /// All frames become visible together. If a write fails part-way, the
-    /// files are cut back to the previous end (best effort), the error is
-    /// returned and the log is poisoned. A payload larger than
+    /// files are cut back to the previous end (best effort) and the log is
+    /// poisoned: the error is `Error::Poisoned` with the failure as its
+    /// cause. A payload larger than
     /// `max_frame_bytes` is `Error::InvalidInput` and nothing is written.
     pub(crate) fn append(&self, frames: &[FrameRef<'_>]) -> Result<Vec<Lsn>> {
         if self.is_poisoned() {
-            return Err(Error::Poisoned);
+            return Err(self.poison.error());
         }
         let max = self.opts.max_frame_bytes;
         let mut lens = Vec::with_capacity(frames.len());
@@ -376,11 +406,11 @@ impl Log {
         if frames.is_empty() {
             return Ok(Vec::new());
         }
-        let mut guard = self.writer.lock().map_err(|_| Error::Poisoned)?;
+        let mut guard = self.writer.lock().map_err(|_| Error::panicked())?;
         // Checked again under the lock: another append may have failed while
         // this one waited.
         if self.is_poisoned() {
-            return Err(Error::Poisoned);
+            return Err(self.poison.error());
         }
         let w = &mut *guard;
         let mut buf = std::mem::take(&mut w.buf);
@@ -396,8 +426,7 @@ impl Log {
             Ok(written) => Ok(self.publish(w, staged, written)),
             Err(e) => {
                 self.roll_back(w, staged);
-                self.poisoned.store(true, Ordering::Release);
-                Err(e)
+                Err(self.poison.poison(e))
             }
         }
     }
@@ -426,7 +455,8 @@ impl Log {
                 buf.clear();
                 file.sync_data()
                     .map_err(|e| io_err("syncing full segment", &seg.path, e))?;
-                let (next, next_file) = create_segment(&self.dir, seg.base + len)?;
+                let (next, next_file) =
+                    create_segment(self.fs.as_ref(), &self.dir, seg.base + len)?;
                 let next = Arc::new(next);
                 staged
                     .created
@@ -533,10 +563,10 @@ impl Log {
         // between leaves a contiguous log (the old one still holds the synced
         // frames the new one's base was computed from).
         for (s, _) in staged.created.iter().rev() {
-            let _ = file::remove_file(&s.path);
+            let _ = file::remove_file(self.fs.as_ref(), &s.path);
         }
         if !staged.created.is_empty() {
-            let _ = file::sync_dir(&self.dir);
+            let _ = file::sync_dir(self.fs.as_ref(), &self.dir);
         }
         let _ = w.file.set_len(w.len);
     }
@@ -544,14 +574,14 @@ impl Log {
     /// Group commit: returns once every frame below `upto` is durable
     /// (fdatasync). Concurrent callers share one fsync: one thread syncs with
     /// the lock released while the others wait for it. A failed fsync poisons
-    /// the log; that call and every later append or sync return
-    /// `Error::Poisoned` (so the OS error itself is not reported). Nothing is
+    /// the log; that call, the calls waiting for it and every later append or
+    /// sync return `Error::Poisoned` with the fsync's error as cause. Nothing is
     /// retried: after a failed fsync the kernel may already have dropped the
     /// dirty pages, so only a reopen, which recovers from what is really on
     /// disk, can restore the promise.
     pub(crate) fn sync(&self, upto: Lsn) -> Result<()> {
         if self.is_poisoned() {
-            return Err(Error::Poisoned);
+            return Err(self.poison.error());
         }
         let end = self.end();
         if upto > end {
@@ -559,43 +589,42 @@ impl Log {
                 "cannot sync up to LSN {upto}: the log ends at {end}"
             )));
         }
-        let mut st = self.sync_state.lock().map_err(|_| Error::Poisoned)?;
+        let mut st = self.sync_state.lock().map_err(|_| Error::panicked())?;
         loop {
             if self.is_poisoned() {
-                return Err(Error::Poisoned);
+                return Err(self.poison.error());
             }
             if st.synced >= upto {
                 return Ok(());
             }
             if st.syncing {
-                st = self.sync_done.wait(st).map_err(|_| Error::Poisoned)?;
+                st = self.sync_done.wait(st).map_err(|_| Error::panicked())?;
                 continue;
             }
             st.syncing = true;
             drop(st);
             let outcome = self.sync_active();
-            st = self.sync_state.lock().map_err(|_| Error::Poisoned)?;
+            st = self.sync_state.lock().map_err(|_| Error::panicked())?;
             st.syncing = false;
             match outcome {
-                Some(target) => {
+                Ok(target) => {
                     if target > st.synced {
                         st.synced = target;
                         self.synced.store(target, Ordering::Release);
                     }
                     self.sync_done.notify_all();
                 }
-                None => {
-                    self.poisoned.store(true, Ordering::Release);
+                Err(e) => {
+                    let e = self.poison.poison(e);
                     self.sync_done.notify_all();
-                    return Err(Error::Poisoned);
+                    return Err(e);
                 }
             }
         }
     }
 
-    /// fdatasyncs the active segment; returns the LSN now durable, or `None`
-    /// if the fsync failed.
-    fn sync_active(&self) -> Option<Lsn> {
+    /// fdatasyncs the active segment; returns the LSN now durable.
+    fn sync_active(&self) -> Result<Lsn> {
         // Read the end before picking the segment: if a roll happens in
         // between, the end lies in a segment that sealing already synced.
         let target = self.end();
@@ -606,11 +635,14 @@ impl Log {
             .last()
             .cloned();
         let Some(last) = last else {
-            return Some(target); // no segment, nothing to sync
+            return Ok(target); // no segment, nothing to sync
         };
         match &last.data {
-            segment::SegmentData::File(f) => f.sync_data().ok().map(|()| target),
-            segment::SegmentData::Mapped(_) => Some(target),
+            segment::SegmentData::File(f) => f
+                .sync_data()
+                .map(|()| target)
+                .map_err(|e| io_err("syncing", &last.path, e)),
+            segment::SegmentData::Mapped(_) => Ok(target),
         }
     }
 

@@ -15,6 +15,11 @@ use super::frame::{
 use super::segment::{Segment, Window, corruption, to_usize};
 use super::{LogOptions, Lsn, RecoveryReport};
 use crate::error::{Error, Result};
+use crate::fs::FileSystem;
+
+/// The smallest unit a disk writes: a write cut by a power loss leaves
+/// whole sectors of old data (zeros past the old end of the file).
+const TORN_SECTOR: u64 = 512;
 
 /// Granularity of the zero-tail check, so a long zero-filled tail is checked
 /// without reading it into memory at once.
@@ -35,7 +40,7 @@ pub(super) struct Recovered {
 /// Largest base LSN accepted from a file name (4 EiB). Real logs never get
 /// near it; refusing larger ones keeps every `base + offset` sum far from
 /// overflow even for a crafted file name.
-const MAX_BASE: Lsn = 1 << 62;
+pub(super) const MAX_BASE: Lsn = 1 << 62;
 
 /// File name of the segment whose first byte has LSN `base`.
 pub(super) fn segment_path(dir: &Path, base: Lsn) -> PathBuf {
@@ -44,18 +49,22 @@ pub(super) fn segment_path(dir: &Path, base: Lsn) -> PathBuf {
 
 /// Creates a segment file holding only its header, durably: the header is
 /// synced and so is the directory entry.
-pub(super) fn create_segment(dir: &Path, base: Lsn) -> Result<(Segment, Arc<SegmentFile>)> {
+pub(super) fn create_segment(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    base: Lsn,
+) -> Result<(Segment, Arc<SegmentFile>)> {
     let path = segment_path(dir, base);
-    let f = SegmentFile::create_new(&path)
+    let f = SegmentFile::create_new(fs, &path)
         .map_err(|e| Error::io(format!("creating segment {}", path.display()), e))?;
     let written = f
         .write_all_at(&encode_segment_header(base), 0)
         .and_then(|()| f.sync_data())
-        .and_then(|()| file::sync_dir(dir));
+        .and_then(|()| file::sync_dir(fs, dir));
     if let Err(e) = written {
         // Best effort: a leftover header-less file would be repaired on the
         // next open anyway (see `last_segment_is_fresh`).
-        let _ = file::remove_file(&path);
+        let _ = file::remove_file(fs, &path);
         return Err(Error::io(
             format!("writing header of new segment {}", path.display()),
             e,
@@ -69,7 +78,7 @@ pub(super) fn create_segment(dir: &Path, base: Lsn) -> Result<(Segment, Arc<Segm
 }
 
 /// Parses the base LSN out of a `<20 digits>.seg` file name stem.
-fn parse_base(stem: &str) -> Option<Lsn> {
+pub(super) fn parse_base(stem: &str) -> Option<Lsn> {
     if stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()) {
         stem.parse().ok()
     } else {
@@ -217,8 +226,24 @@ fn scan_segment(
         // if zero fill follows it (or it is zero fill itself); a damaged frame
         // at the very end of the file is reported, never dropped.
         let frame_is_zero = frame::is_all_zero(bytes);
+        // Where the frame's trailing run of zero bytes starts.
+        let zeros_from = off
+            + bytes
+                .iter()
+                .rposition(|&b| b != 0)
+                .map_or(0, |i| i as u64 + 1);
         let after = off + total;
         if (frame_is_zero || after < len) && all_zero(src, after, len)? {
+            break;
+        }
+        // A write torn by a power cut on a file system that had already
+        // extended the file: the sectors that never reached the disk read as
+        // zeros. That leaves a zero run from a sector boundary inside the
+        // frame to the end of the file. A damaged frame (a flipped bit) does
+        // not end that way unless its payload happened to end in zeros
+        // across a sector boundary.
+        let boundary = zeros_from.max(off + 1).div_ceil(TORN_SECTOR) * TORN_SECTOR;
+        if boundary < after && all_zero(src, after, len)? {
             break;
         }
         return Err(corrupt(off, what));
@@ -283,10 +308,15 @@ fn header_error(path: &Path, p: HeaderProblem) -> Error {
 }
 
 /// Opens or creates the log in `dir` and recovers it; see `Log::open`.
-pub(super) fn recover(dir: &Path, opts: &LogOptions, scan_from: Lsn) -> Result<Recovered> {
-    file::ensure_dir(dir)
+pub(super) fn recover(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    opts: &LogOptions,
+    scan_from: Lsn,
+) -> Result<Recovered> {
+    file::ensure_dir(fs, dir)
         .map_err(|e| Error::io(format!("creating log directory {}", dir.display()), e))?;
-    let entries = file::list_dir(dir)
+    let entries = file::list_dir(fs, dir)
         .map_err(|e| Error::io(format!("listing log directory {}", dir.display()), e))?;
     let mut found: Vec<(Lsn, PathBuf)> = Vec::new();
     for (name, path) in entries {
@@ -312,7 +342,7 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions, scan_from: Lsn) -> Result<R
                 format!("checkpoint at LSN {scan_from} but the log directory has no segments"),
             ));
         }
-        let (seg, f) = create_segment(dir, 0)?;
+        let (seg, f) = create_segment(fs, dir, 0)?;
         return Ok(Recovered {
             segments: vec![Arc::new(seg)],
             active_file: f,
@@ -331,7 +361,7 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions, scan_from: Lsn) -> Result<R
     let mut expected_base = found.first().map_or(0, |(b, _)| *b);
     for (base, path) in sealed {
         check_continuity(path, *base, expected_base)?;
-        let f = SegmentFile::open_ro(path)
+        let f = SegmentFile::open_ro(fs, path)
             .map_err(|e| Error::io(format!("opening segment {}", path.display()), e))?;
         let map = f
             .map()
@@ -343,7 +373,7 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions, scan_from: Lsn) -> Result<R
         maps.push(map);
     }
     check_continuity(last_path, *last_base, expected_base)?;
-    let last_file = SegmentFile::open_rw(last_path)
+    let last_file = SegmentFile::open_rw(fs, last_path)
         .map_err(|e| Error::io(format!("opening segment {}", last_path.display()), e))?;
     let last_len = last_file
         .len()
@@ -430,7 +460,7 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions, scan_from: Lsn) -> Result<R
         .sync_data()
         .map_err(|e| Error::io(ctx("syncing"), e))?;
     if fresh {
-        file::sync_dir(dir)
+        file::sync_dir(fs, dir)
             .map_err(|e| Error::io(format!("syncing directory {}", dir.display()), e))?;
     }
 

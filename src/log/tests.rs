@@ -776,7 +776,13 @@ fn failed_roll_poisons_and_rolls_back() -> TestResult {
         tag: 1,
         payload: b"rolls",
     }]);
-    assert!(matches!(r, Err(Error::Io { .. })), "{r:?}");
+    // The failure poisons the log and is reported as its cause.
+    match &r {
+        Err(Error::Poisoned { cause: Some(c) }) => {
+            assert!(matches!(c.as_ref(), Error::Io { .. }), "{r:?}");
+        }
+        other => panic!("expected Poisoned with an I/O cause, got {other:?}"),
+    }
     assert!(log.is_poisoned());
     assert_eq!(log.end(), end);
     assert!(matches!(
@@ -784,9 +790,9 @@ fn failed_roll_poisons_and_rolls_back() -> TestResult {
             tag: 1,
             payload: b"x"
         }]),
-        Err(Error::Poisoned)
+        Err(Error::Poisoned { .. })
     ));
-    assert!(matches!(log.sync(end), Err(Error::Poisoned)));
+    assert!(matches!(log.sync(end), Err(Error::Poisoned { .. })));
     // Reads still work.
     assert!(is_record(&log.read(lsns[7])?, 7));
     assert_eq!(

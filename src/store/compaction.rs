@@ -169,14 +169,14 @@ impl SessionStore {
         // an open finishes removing the prefix (`finish_interrupted`).
         w.set_meta(META_COMPACT_CUT, cut)?;
         self.commit_with_postings(w, BatchPostings::new())
-            .inspect_err(|_| self.poison())?;
+            .map_err(|e| self.poison(e))?;
         at(CompactStep::Remapped);
         self.checkpoint(&mut ws)?;
         at(CompactStep::Durable);
         {
             // Readers that hold an older snapshot may still follow its LSNs
             // into the prefix: wait for them.
-            let _gate = self.read_gate.write().map_err(|_| Error::Poisoned)?;
+            let _gate = self.read_gate.write().map_err(|_| Error::panicked())?;
             self.log.drop_segments_before(cut)?;
         }
         at(CompactStep::Dropped);
@@ -264,7 +264,7 @@ impl SessionStore {
         segments: &mut [SegmentStats],
         txn: &redb::ReadTransaction,
     ) -> Result<()> {
-        let _gate = self.read_gate.read().map_err(|_| Error::Poisoned)?;
+        let _gate = self.read_gate.read().map_err(|_| Error::panicked())?;
         let mut live = Liveness::new(txn)?;
         let limit = segments.last().map_or(0, |s| s.base_lsn + s.bytes);
         for s in segments.iter_mut() {

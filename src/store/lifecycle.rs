@@ -158,7 +158,7 @@ impl SessionStore {
         let end = self.log.end();
         w.set_meta(META_APPLIED, end)
             .and_then(|()| self.commit_with_postings(w, BatchPostings::new()))
-            .inspect_err(|_| self.poison())?;
+            .map_err(|e| self.poison(e))?;
         total.add(report);
         if end.saturating_sub(ws.checkpointed) >= self.opts.checkpoint_bytes {
             self.checkpoint(ws)?;

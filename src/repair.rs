@@ -1,0 +1,92 @@
+//! What opening a store found and repaired, and the repair of a damaged
+//! index: the index is derived from the log, so a damaged index file is set
+//! aside and rebuilt by a replay, and the open reports it.
+
+use std::path::Path;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::fs::FileSystem;
+use crate::index::Index;
+use crate::log::SalvageReport;
+
+/// What [`crate::SessionStore::open`] found and repaired, from
+/// [`crate::SessionStore::open_report`]. Nothing is repaired silently: every
+/// byte cut and every rebuild is here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OpenReport {
+    /// Bytes cut from the end of the log: the torn or zero-filled tail of
+    /// writes a crash interrupted (see `docs/FORMAT.md`, "Recovery").
+    pub log_truncated_bytes: u64,
+    /// Log frames whose checksum recovery verified (those after the last
+    /// durable checkpoint).
+    pub log_frames_checked: u64,
+    /// Log frames re-applied to the index (those after its checkpoint, or
+    /// all of them when it was rebuilt).
+    pub frames_replayed: u64,
+    /// Why the index was rebuilt from the log, when it was: it was damaged
+    /// (and where the damaged file went), the log was salvaged, or
+    /// [`crate::StoreOptions::rebuild_index_on_open`] asked for it.
+    pub index_rebuilt: Option<String>,
+    /// What [`crate::StoreOptions::salvage_log`] kept and dropped.
+    pub salvage: Option<SalvageReport>,
+}
+
+/// Opens the index file; rebuilds it from scratch when `rebuild` gives a
+/// reason, and when the file turns out to be damaged (moved aside to
+/// `index.redb.corrupt` for inspection).
+pub(crate) fn open_index(
+    path: &Path,
+    fs: Option<&dyn FileSystem>,
+    cache_bytes: usize,
+    check_integrity: bool,
+    rebuild: Option<String>,
+    report: &mut OpenReport,
+) -> Result<Index> {
+    if let Some(reason) = rebuild {
+        remove_if_present(path)?;
+        report.index_rebuilt = Some(reason);
+        return Index::open_with(path, fs, cache_bytes, false);
+    }
+    match Index::open_with(path, fs, cache_bytes, check_integrity) {
+        Err(e) if damaged(&e) => {
+            let aside = path.with_extension("redb.corrupt");
+            std::fs::rename(path, &aside).map_err(|io| {
+                Error::io(
+                    format!("moving the damaged index {} aside", path.display()),
+                    io,
+                )
+            })?;
+            report.index_rebuilt = Some(format!(
+                "the index file {} is damaged ({e}); it was moved to {} and rebuilt from the log",
+                path.display(),
+                aside.display()
+            ));
+            Index::open_with(path, fs, cache_bytes, false)
+        }
+        other => other,
+    }
+}
+
+/// True if opening the index failed because of what the file holds (as
+/// opposed to the disk or the operating system): damaged pages, a header
+/// that is not redb's, or a redb file format this build cannot read. The
+/// index is derived from the log, so all of these are repaired by a rebuild.
+fn damaged(e: &Error) -> bool {
+    match e {
+        Error::Index(inner) => match inner.as_ref() {
+            redb::Error::Corrupted(_) | redb::Error::UpgradeRequired(_) => true,
+            redb::Error::Io(io) => io.kind() == std::io::ErrorKind::InvalidData,
+            _ => false,
+        },
+        other => other.kind() == ErrorKind::Corrupted,
+    }
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("removing {}", path.display()), e)),
+    }
+}
