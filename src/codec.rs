@@ -208,6 +208,163 @@ fn put_attributes(w: &mut Vec<u8>, attrs: &[KeyValue]) {
     }
 }
 
+/// A cursor over bytes in bincode 2's standard wire format (the one
+/// [`encode_value`] writes: varint integers, little-endian), for index
+/// values that hot read paths decode field by field instead of through
+/// serde, borrowing strings from the stored bytes rather than allocating
+/// them. It accepts what `bincode::serde` accepts for these field types
+/// (including non-minimal varints) and rejects the rest with an error;
+/// decoders built on it are checked against bincode by property tests.
+pub(crate) struct WireReader<'a> {
+    rest: &'a [u8],
+}
+
+/// bincode 2 varint markers: the value follows in 2, 4 or 8 bytes.
+const VARINT_U16: u8 = 251;
+const VARINT_U32: u8 = 252;
+const VARINT_U64: u8 = 253;
+
+fn truncated() -> DecodeError {
+    DecodeError("cannot decode: unexpected end of value".to_owned())
+}
+
+impl<'a> WireReader<'a> {
+    /// A reader over `bytes`.
+    #[inline]
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Self { rest: bytes }
+    }
+
+    #[inline]
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if n > self.rest.len() {
+            return Err(truncated());
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        Ok(head)
+    }
+
+    /// A fixed-size byte array (`u8`s and `[u8; N]` are not varints).
+    #[inline]
+    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
+    /// One byte.
+    #[inline]
+    pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
+        let [b] = self.array::<1>()?;
+        Ok(b)
+    }
+
+    /// A varint `u64`.
+    #[inline]
+    pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
+        match self.u8()? {
+            b @ 0..VARINT_U16 => Ok(u64::from(b)),
+            VARINT_U16 => Ok(u64::from(u16::from_le_bytes(self.array()?))),
+            VARINT_U32 => Ok(u64::from(u32::from_le_bytes(self.array()?))),
+            VARINT_U64 => Ok(u64::from_le_bytes(self.array()?)),
+            b => Err(DecodeError(format!(
+                "cannot decode: invalid varint marker {b} for a u64"
+            ))),
+        }
+    }
+
+    /// A varint `u32` (serde enum variant indexes are these).
+    #[inline]
+    pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
+        match self.u8()? {
+            b @ 0..VARINT_U16 => Ok(u32::from(b)),
+            VARINT_U16 => Ok(u32::from(u16::from_le_bytes(self.array()?))),
+            VARINT_U32 => Ok(u32::from_le_bytes(self.array()?)),
+            b => Err(DecodeError(format!(
+                "cannot decode: invalid varint marker {b} for a u32"
+            ))),
+        }
+    }
+
+    /// A `bool`: exactly 0 or 1.
+    #[inline]
+    pub(crate) fn bool(&mut self) -> Result<bool, DecodeError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            b => Err(DecodeError(format!("cannot decode: invalid bool {b}"))),
+        }
+    }
+
+    /// The tag of an `Option`: true for `Some` (its value follows).
+    #[inline]
+    pub(crate) fn option(&mut self) -> Result<bool, DecodeError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            b => Err(DecodeError(format!(
+                "cannot decode: invalid Option tag {b}"
+            ))),
+        }
+    }
+
+    /// The element count of a sequence. Each element takes at least
+    /// `min_element_bytes` (at least 1), so a count the remaining bytes
+    /// cannot hold is rejected before anything is allocated for it.
+    #[inline]
+    pub(crate) fn len(&mut self, min_element_bytes: usize) -> Result<usize, DecodeError> {
+        let n = self.u64()?;
+        let n = usize::try_from(n)
+            .map_err(|_| DecodeError(format!("cannot decode: length {n} out of range")))?;
+        if n.saturating_mul(min_element_bytes.max(1)) > self.rest.len() {
+            return Err(truncated());
+        }
+        Ok(n)
+    }
+
+    /// A string, borrowed from the input; invalid UTF-8 is an error.
+    #[inline]
+    pub(crate) fn str(&mut self) -> Result<&'a str, DecodeError> {
+        let n = self.u64()?;
+        let n = usize::try_from(n)
+            .map_err(|_| DecodeError(format!("cannot decode: length {n} out of range")))?;
+        std::str::from_utf8(self.take(n)?)
+            .map_err(|e| DecodeError(format!("cannot decode: invalid UTF-8: {e}")))
+    }
+
+    /// Like [`Self::str`], but a string equal to one of `known` is
+    /// returned as that `&'static str` without a UTF-8 check.
+    #[inline]
+    pub(crate) fn str_or(&mut self, known: &[&'static str]) -> Result<&'a str, DecodeError> {
+        let before = self.rest;
+        let n = self.u64()?;
+        for k in known {
+            if k.len() as u64 == n
+                && let Some(rest) = self.rest.strip_prefix(k.as_bytes())
+            {
+                self.rest = rest;
+                return Ok(k);
+            }
+        }
+        self.rest = before;
+        self.str()
+    }
+
+    /// Succeeds when every byte was consumed.
+    #[inline]
+    pub(crate) fn finish(self) -> Result<(), DecodeError> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(DecodeError(format!(
+                "{} trailing bytes after the record",
+                self.rest.len()
+            )))
+        }
+    }
+}
+
 /// Decodes a span record from a frame's tag and payload.
 pub(crate) fn decode_span(tag: u8, payload: &[u8]) -> Result<StoredSpan, DecodeError> {
     match tag {
@@ -414,5 +571,73 @@ mod tests {
         expected.extend_from_slice(&[2; 8]);
         expected.extend_from_slice(&[0, 1, b'r', 0, 1, 2, 0, 0, 0, 0, 0]);
         assert_eq!(buf, expected);
+    }
+}
+
+#[cfg(test)]
+mod wire_tests {
+    use super::*;
+
+    /// Every varint form bincode reads (including non-minimal ones) reads
+    /// the same here, and the forms it rejects are rejected.
+    #[test]
+    fn varints_read_like_bincode() {
+        let cases: &[&[u8]] = &[
+            &[0],
+            &[250],
+            &[251, 0, 0],
+            &[251, 0xff, 0xff],
+            &[252, 1, 0, 0, 0],
+            &[252, 0xff, 0xff, 0xff, 0xff],
+            &[253, 1, 2, 3, 4, 5, 6, 7, 8],
+            &[254, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            &[255],
+            &[251, 0],
+            &[253, 1, 2, 3],
+            &[],
+        ];
+        for bytes in cases {
+            let mut r = WireReader::new(bytes);
+            let direct = r.u64().and_then(|v| r.finish().map(|()| v));
+            assert_eq!(direct.ok(), decode_value::<u64>(bytes).ok(), "{bytes:?}");
+            let mut r = WireReader::new(bytes);
+            let direct = r.u32().and_then(|v| r.finish().map(|()| v));
+            assert_eq!(direct.ok(), decode_value::<u32>(bytes).ok(), "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn strings_are_checked_and_borrowed() {
+        let ok = encode_value(&"héllo".to_owned());
+        assert_eq!(WireReader::new(&ok).str().ok(), Some("héllo"));
+        // Invalid UTF-8, a length past the end.
+        for bad in [&[2u8, 0xc3, 0x28][..], &[5, b'a']] {
+            assert!(WireReader::new(bad).str().is_err());
+            assert!(decode_value::<String>(bad).is_err());
+        }
+        // A known string is matched whole; anything else is read normally.
+        let known = &["text/plain"];
+        for s in ["text/plain", "text/plaim", "text/plai", "text/plain!", ""] {
+            let bytes = encode_value(&s.to_owned());
+            let mut r = WireReader::new(&bytes);
+            assert_eq!(r.str_or(known).ok(), Some(s));
+            assert!(r.finish().is_ok());
+        }
+        let bad = [
+            10, b't', b'e', b'x', b't', b'/', 0xff, b'l', b'a', b'i', b'n',
+        ];
+        assert!(WireReader::new(&bad).str_or(known).is_err());
+    }
+
+    #[test]
+    fn bools_options_and_lengths() {
+        assert_eq!(WireReader::new(&[1]).bool().ok(), Some(true));
+        assert!(WireReader::new(&[2]).bool().is_err());
+        assert_eq!(WireReader::new(&[0]).option().ok(), Some(false));
+        assert!(WireReader::new(&[2]).option().is_err());
+        // Three elements of at least one byte each need three bytes.
+        assert!(WireReader::new(&[3, 0, 0]).len(1).is_err());
+        assert_eq!(WireReader::new(&[3, 0, 0, 0]).len(1).ok(), Some(3));
+        assert!(WireReader::new(&[1, 0]).finish().is_err());
     }
 }

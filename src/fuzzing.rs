@@ -569,7 +569,10 @@ pub fn record_decode(data: &[u8]) -> Result<(), String> {
             }
         }
         2 => round_trip::<crate::index::trace::TraceRecord>(rest)?,
-        3 => round_trip::<crate::index::trace::TurnBody>(rest)?,
+        3 => {
+            round_trip::<crate::index::trace::TurnBody>(rest)?;
+            turn_view_agrees(rest)?;
+        }
         4 => round_trip::<crate::index::session::SessionState>(rest)?,
         _ => {
             if let Some(set) = crate::index::search::ChunkSet::decode(rest) {
@@ -604,6 +607,17 @@ fn round_trip<T: serde::Serialize + serde::de::DeserializeOwned>(
         })?;
     }
     Ok(())
+}
+
+/// The read paths' in-place turn decoder accepts exactly what bincode
+/// accepts, and decodes it to the same value.
+fn turn_view_agrees(bytes: &[u8]) -> Result<(), String> {
+    use crate::index::trace::{TurnBody, TurnView};
+    let serde = codec::decode_value::<TurnBody>(bytes).ok();
+    let direct = TurnView::decode(bytes).ok().map(|v| v.to_body());
+    check(serde == direct, || {
+        format!("TurnView decodes {direct:?} where bincode decodes {serde:?}")
+    })
 }
 
 // ------------------------------------------------------------------- otlp

@@ -9,10 +9,10 @@ use redb::{ReadTransaction, ReadableTable};
 use crate::error::{Error, Result};
 use crate::index::search::{self, ChunkSet, PostingBuffer};
 use crate::index::session::{SessionState, quantile, sort_values};
-use crate::index::trace::{TraceRecord, TurnBody};
+use crate::index::trace::TraceRecord;
 use crate::index::{
     PROJECT_STATS, PROJECTS, ProjectCounters, SEARCH, SESSION_IDS, SESSION_ORDER, SESSIONS, TRACES,
-    TURNS, decode, order_key, session_id_key, split_turn_key, turn_key,
+    TURNS_READ, decode, decode_turn, order_key, session_id_key, split_turn_key, turn_key,
 };
 use crate::model::{
     LatencyQuantiles, Page, SessionSummary, StoredSpan, Tokens, Trace, TraceId, Turn, nanos_to_ms,
@@ -196,18 +196,18 @@ pub(crate) fn history_page(
         }
     };
     let hi = turn_key(session, u64::MAX, [0xff; 16]);
-    let table = txn.open_table(TURNS)?;
+    let table = txn.open_table(TURNS_READ)?;
     let mut items = Vec::new();
     let mut more = false;
-    for item in table.range(lo..=hi)? {
+    for item in table.range::<&[u8; 32]>(&lo..=&hi)? {
         if items.len() == limit {
             more = true;
             break;
         }
         let (k, v) = item?;
-        let (_, start, trace_id) = split_turn_key(&k.value());
-        let body: TurnBody = decode("turn", v.value())?;
-        items.push(body.into_turn(start, TraceId(trace_id)));
+        let (_, start, trace_id) = split_turn_key(k.value());
+        let body = decode_turn(v.value())?;
+        items.push(body.to_turn(start, TraceId(trace_id)));
     }
     let next_cursor = if more {
         items.last().map(|t| {
@@ -242,14 +242,14 @@ fn increment(k: &mut [u8]) -> bool {
 }
 
 fn latency_quantiles(txn: &ReadTransaction, session: u64) -> Result<LatencyQuantiles> {
-    let table = txn.open_table(TURNS)?;
+    let table = txn.open_table(TURNS_READ)?;
     let lo = turn_key(session, 0, [0; 16]);
     let hi = turn_key(session, u64::MAX, [0xff; 16]);
     let mut latencies = Vec::new();
-    for item in table.range(lo..=hi)? {
+    for item in table.range::<&[u8; 32]>(&lo..=&hi)? {
         let (k, v) = item?;
-        let (_, start, _) = split_turn_key(&k.value());
-        let body: TurnBody = decode("turn", v.value())?;
+        let (_, start, _) = split_turn_key(k.value());
+        let body = decode_turn(v.value())?;
         latencies.push(nanos_to_ms(body.end.saturating_sub(start)));
     }
     latencies.sort_by(f64::total_cmp);
@@ -407,16 +407,16 @@ fn bad_posting() -> Error {
 
 /// True when some turn's root input or output contains `term` (normalized).
 fn session_text_contains(txn: &ReadTransaction, session: u64, term: &str) -> Result<bool> {
-    let table = txn.open_table(TURNS)?;
+    let table = txn.open_table(TURNS_READ)?;
     let lo = turn_key(session, 0, [0; 16]);
     let hi = turn_key(session, u64::MAX, [0xff; 16]);
-    for item in table.range(lo..=hi)? {
+    for item in table.range::<&[u8; 32]>(&lo..=&hi)? {
         let (_, v) = item?;
-        let body: TurnBody = decode("turn", v.value())?;
-        let hit = [&body.input, &body.output]
+        let body = decode_turn(v.value())?;
+        let hit = [body.input, body.output]
             .into_iter()
             .flatten()
-            .any(|io| search::normalize(&io.value).contains(term));
+            .any(|io| search::normalize(io.value).contains(term));
         if hit {
             return Ok(true);
         }

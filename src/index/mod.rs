@@ -41,6 +41,11 @@ pub(crate) const SESSION_IDS: TableDefinition<&[u8], u64> = TableDefinition::new
 pub(crate) const SESSIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("sessions");
 /// session (8) ++ trace start (8) ++ trace id (16) -> `TurnBody`.
 pub(crate) const TURNS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("turns");
+/// The same table for reading: redb gives `&[u8; 32]` keys the type name
+/// of `[u8; 32]` (same bytes, same order), and reads them in place, where
+/// `[u8; 32]` keys are rebuilt byte by byte through a `Vec` and compared
+/// byte by byte.
+pub(crate) const TURNS_READ: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("turns");
 /// project (4) ++ sort key (1) ++ value (8) ++ session id bytes -> session number.
 pub(crate) const SESSION_ORDER: TableDefinition<&[u8], u64> = TableDefinition::new("session_order");
 /// Trace id -> `TraceRecord`.
@@ -120,6 +125,12 @@ fn corrupt_index(what: &str, e: codec::DecodeError) -> Error {
 /// Decodes a stored index value, mapping failure to an index corruption error.
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T> {
     codec::decode_value(bytes).map_err(|e| corrupt_index(what, e))
+}
+
+/// Decodes a stored turn in place (see [`trace::TurnView`]), mapping
+/// failure to an index corruption error.
+pub(crate) fn decode_turn(bytes: &[u8]) -> Result<trace::TurnView<'_>> {
+    trace::TurnView::decode(bytes).map_err(|e| corrupt_index("turn", e))
 }
 
 /// The redb database holding every index table.

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::codec::{DecodeError, WireReader};
 use crate::model::{IoValue, Span, SpanId, Tokens, TraceId, TraceStatus};
 
 use super::facts;
@@ -239,21 +240,142 @@ pub(crate) struct TurnBody {
     pub user: Option<Earliest>,
 }
 
-impl TurnBody {
-    /// Converts to the public turn given the key fields.
-    pub fn into_turn(self, start: u64, trace_id: TraceId) -> crate::model::Turn {
+/// A stored [`TurnBody`] decoded in place: strings borrow the stored
+/// bytes, so reading a turn allocates nothing until its strings are copied
+/// out into a public [`Turn`](crate::model::Turn). This is the read paths'
+/// decoder (a session history decodes one per turn); it reads the same
+/// bytes as `codec::decode_value::<TurnBody>` (bincode) and accepts and
+/// rejects the same inputs, which `view_decodes_like_bincode` checks.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TurnView<'a> {
+    pub end: u64,
+    pub head_span_id: [u8; 8],
+    pub root_missing: bool,
+    pub input: Option<IoView<'a>>,
+    pub output: Option<IoView<'a>>,
+    pub tokens: Tokens,
+    pub status: TraceStatus,
+    pub num_spans: u64,
+    pub conflicts: Vec<&'a str>,
+    /// `(start, span id, user id)` of the earliest span with a user id.
+    pub user: Option<(u64, [u8; 8], &'a str)>,
+}
+
+/// Mime types nearly every input and output has (see `facts`); a stored
+/// one equal to these needs no UTF-8 check.
+const KNOWN_MIME_TYPES: &[&str] = &["text/plain", "application/json"];
+
+/// A root input or output, borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IoView<'a> {
+    pub value: &'a str,
+    pub mime_type: &'a str,
+}
+
+impl IoView<'_> {
+    fn to_owned_value(self) -> IoValue {
+        IoValue {
+            value: self.value.to_owned(),
+            mime_type: self.mime_type.to_owned(),
+        }
+    }
+}
+
+impl<'a> TurnView<'a> {
+    /// Decodes a stored turn (the whole slice must be one `TurnBody`).
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        // Fields in `TurnBody`'s declaration order, as serde encodes them.
+        let mut r = WireReader::new(bytes);
+        let end = r.u64()?;
+        let head_span_id = r.array()?;
+        let root_missing = r.bool()?;
+        let input = Self::io(&mut r)?;
+        let output = Self::io(&mut r)?;
+        let tokens = Tokens {
+            prompt: r.u64()?,
+            completion: r.u64()?,
+            total: r.u64()?,
+        };
+        let status = match r.u32()? {
+            0 => TraceStatus::Unset,
+            1 => TraceStatus::Ok,
+            2 => TraceStatus::Error,
+            i => {
+                return Err(DecodeError(format!(
+                    "cannot decode: invalid trace status variant {i}"
+                )));
+            }
+        };
+        let num_spans = r.u64()?;
+        let n = r.len(1)?;
+        let mut conflicts = Vec::with_capacity(n);
+        for _ in 0..n {
+            conflicts.push(r.str()?);
+        }
+        let user = if r.option()? {
+            Some((r.u64()?, r.array()?, r.str()?))
+        } else {
+            None
+        };
+        r.finish()?;
+        Ok(TurnView {
+            end,
+            head_span_id,
+            root_missing,
+            input,
+            output,
+            tokens,
+            status,
+            num_spans,
+            conflicts,
+            user,
+        })
+    }
+
+    fn io(r: &mut WireReader<'a>) -> Result<Option<IoView<'a>>, DecodeError> {
+        if !r.option()? {
+            return Ok(None);
+        }
+        Ok(Some(IoView {
+            value: r.str()?,
+            mime_type: r.str_or(KNOWN_MIME_TYPES)?,
+        }))
+    }
+
+    /// The public turn, given the key fields.
+    pub fn to_turn(&self, start: u64, trace_id: TraceId) -> crate::model::Turn {
         crate::model::Turn {
             trace_id,
             start_time_unix_nano: start,
             end_time_unix_nano: self.end,
             root_span_id: SpanId(self.head_span_id),
-            input: self.input,
-            output: self.output,
+            input: self.input.map(IoView::to_owned_value),
+            output: self.output.map(IoView::to_owned_value),
             tokens: self.tokens,
             status: self.status,
             num_spans: self.num_spans,
             root_missing: self.root_missing,
-            conflicting_session_ids: self.conflicts,
+            conflicting_session_ids: self.conflicts.iter().map(|c| (*c).to_owned()).collect(),
+        }
+    }
+
+    /// The owned body (what bincode decodes from the same bytes).
+    pub fn to_body(&self) -> TurnBody {
+        TurnBody {
+            end: self.end,
+            head_span_id: self.head_span_id,
+            root_missing: self.root_missing,
+            input: self.input.map(IoView::to_owned_value),
+            output: self.output.map(IoView::to_owned_value),
+            tokens: self.tokens,
+            status: self.status,
+            num_spans: self.num_spans,
+            conflicts: self.conflicts.iter().map(|c| (*c).to_owned()).collect(),
+            user: self.user.map(|(start, span_id, value)| Earliest {
+                start,
+                span_id,
+                value: value.to_owned(),
+            }),
         }
     }
 }
@@ -313,5 +435,175 @@ mod tests {
         assert_eq!(r.project(), Some("a"));
         add(&mut r, &sp(1, None, 40), "c", None);
         assert_eq!(r.project(), Some("c"));
+    }
+}
+
+#[cfg(test)]
+mod view_tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::codec::{decode_value, encode_value};
+
+    fn body() -> TurnBody {
+        TurnBody {
+            end: 300,
+            head_span_id: [2; 8],
+            root_missing: false,
+            input: Some(IoValue {
+                value: "hi".into(),
+                mime_type: "text/plain".into(),
+            }),
+            output: Some(IoValue {
+                value: "{}".into(),
+                mime_type: "application/x".into(),
+            }),
+            tokens: Tokens {
+                prompt: 1,
+                completion: 2,
+                total: 3,
+            },
+            status: TraceStatus::Error,
+            num_spans: 4,
+            conflicts: vec!["s2".into()],
+            user: Some(Earliest {
+                start: 5,
+                span_id: [6; 8],
+                value: "u".into(),
+            }),
+        }
+    }
+
+    /// Golden bytes of a stored turn: the format the view decoder reads.
+    #[test]
+    fn turn_encoding_is_stable_and_view_reads_it() {
+        let bytes = encode_value(&body());
+        let mut expected = vec![251, 44, 1]; // end = 300, a u16 varint
+        expected.extend_from_slice(&[2; 8]); // head span id
+        expected.push(0); // root_missing
+        expected.extend_from_slice(&[1, 2, b'h', b'i', 10]);
+        expected.extend_from_slice(b"text/plain");
+        expected.extend_from_slice(&[1, 2, b'{', b'}', 13]);
+        expected.extend_from_slice(b"application/x");
+        expected.extend_from_slice(&[1, 2, 3]); // tokens
+        expected.push(2); // status Error
+        expected.push(4); // num_spans
+        expected.extend_from_slice(&[1, 2, b's', b'2']); // conflicts
+        expected.extend_from_slice(&[1, 5]); // user: Some, start
+        expected.extend_from_slice(&[6; 8]);
+        expected.extend_from_slice(&[1, b'u']);
+        assert_eq!(bytes, expected);
+        let view = TurnView::decode(&bytes).map(|v| v.to_body());
+        assert_eq!(view, Ok(body()));
+    }
+
+    #[test]
+    fn view_rejects_damaged_turns() {
+        let bytes = encode_value(&body());
+        for cut in 0..bytes.len() {
+            assert!(TurnView::decode(&bytes[..cut]).is_err(), "prefix {cut}");
+        }
+        let mut long = bytes.clone();
+        long.push(0);
+        assert!(TurnView::decode(&long).is_err(), "trailing byte");
+        // Byte 11 is root_missing, 12 the input's Option tag, 14.. its
+        // value; the status is at 48.
+        for (at, byte) in [(11, 2), (12, 2), (14, 0xff), (48, 3), (0, 254), (0, 255)] {
+            let mut bad = bytes.clone();
+            bad[at] = byte;
+            assert!(TurnView::decode(&bad).is_err(), "byte {at} = {byte}");
+            assert!(
+                decode_value::<TurnBody>(&bad).is_err(),
+                "bincode: byte {at}"
+            );
+        }
+        // A conflict count far beyond the value's length allocates nothing.
+        let mut huge = bytes[..49].to_vec();
+        huge.extend_from_slice(&[4, 253, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]);
+        assert!(TurnView::decode(&huge).is_err());
+    }
+
+    fn io() -> impl Strategy<Value = Option<IoValue>> {
+        let mime = prop_oneof![
+            Just("text/plain".to_owned()),
+            Just("application/json".to_owned()),
+            ".{0,20}",
+        ];
+        proptest::option::of(
+            (".{0,300}", mime).prop_map(|(value, mime_type)| IoValue { value, mime_type }),
+        )
+    }
+
+    fn any_u64() -> impl Strategy<Value = u64> {
+        prop_oneof![0..300u64, 0..70_000u64, 0..(1u64 << 33), any::<u64>()]
+    }
+
+    prop_compose! {
+        fn turn_body()(
+            end in any_u64(),
+            head_span_id in any::<[u8; 8]>(),
+            root_missing in any::<bool>(),
+            input in io(),
+            output in io(),
+            tokens in (any_u64(), any_u64(), any_u64()),
+            status in 0..3u8,
+            num_spans in any_u64(),
+            conflicts in proptest::collection::vec(".{0,10}", 0..3),
+            user in proptest::option::of((any_u64(), any::<[u8; 8]>(), ".{0,10}")),
+        ) -> TurnBody {
+            TurnBody {
+                end,
+                head_span_id,
+                root_missing,
+                input,
+                output,
+                tokens: Tokens { prompt: tokens.0, completion: tokens.1, total: tokens.2 },
+                status: [TraceStatus::Unset, TraceStatus::Ok, TraceStatus::Error][usize::from(status)],
+                num_spans,
+                conflicts,
+                user: user.map(|(start, span_id, value)| Earliest { start, span_id, value }),
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn view_round_trips(body in turn_body()) {
+            let bytes = encode_value(&body);
+            let view = TurnView::decode(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(view.to_body(), body.clone());
+            let turn = view.to_turn(7, TraceId([1; 16]));
+            prop_assert_eq!(turn.input, body.input);
+            prop_assert_eq!(turn.conflicting_session_ids, body.conflicts);
+        }
+
+        /// Damaged bytes: the view decoder fails exactly where bincode
+        /// does, and agrees with it where both decode.
+        #[test]
+        fn view_decodes_like_bincode(
+            body in turn_body(),
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+            cut in any::<prop::sample::Index>(),
+            truncate in any::<bool>(),
+        ) {
+            let mut bytes = encode_value(&body);
+            for (at, byte) in edits {
+                let i = at.index(bytes.len());
+                bytes[i] = byte;
+            }
+            if truncate {
+                bytes.truncate(cut.index(bytes.len() + 1));
+            }
+            let serde = decode_value::<TurnBody>(&bytes).ok();
+            let direct = TurnView::decode(&bytes).ok().map(|v| v.to_body());
+            prop_assert_eq!(direct, serde);
+        }
+
+        #[test]
+        fn view_agrees_with_bincode_on_noise(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
+            let serde = decode_value::<TurnBody>(&bytes).ok();
+            let direct = TurnView::decode(&bytes).ok().map(|v| v.to_body());
+            prop_assert_eq!(direct, serde);
+        }
     }
 }
