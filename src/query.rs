@@ -197,7 +197,7 @@ pub(crate) fn history_page(
     };
     let hi = turn_key(session, u64::MAX, [0xff; 16]);
     let table = txn.open_table(TURNS_READ)?;
-    let mut items = Vec::new();
+    let mut items = Vec::with_capacity(limit.min(turn_count_hint(txn, session)?));
     let mut more = false;
     for item in table.range::<&[u8; 32]>(&lo..=&hi)? {
         if items.len() == limit {
@@ -219,6 +219,20 @@ pub(crate) fn history_page(
         None
     };
     Ok(Page { items, next_cursor })
+}
+
+/// Most turns a history reserves room for up front; a longer one grows.
+const MAX_RESERVED_TURNS: usize = 1024;
+
+/// The session's trace count from its stored summary, capped, for sizing
+/// a history's buffer (0 if the summary is missing or does not decode).
+fn turn_count_hint(txn: &ReadTransaction, session: u64) -> Result<usize> {
+    let table = txn.open_table(SESSIONS)?;
+    let n = table
+        .get(session)?
+        .and_then(|v| SessionState::stored_num_traces(v.value()))
+        .unwrap_or(0);
+    Ok(usize::try_from(n).map_or(MAX_RESERVED_TURNS, |n| n.min(MAX_RESERVED_TURNS)))
 }
 
 fn parse_turn_cursor(c: &str) -> Option<(u64, [u8; 16])> {

@@ -10,6 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::codec::WireReader;
 use crate::model::{IoValue, LatencyQuantiles, SessionSummary, Tokens, TraceStatus};
 
 use super::trace::{Earliest, TurnBody};
@@ -65,6 +66,18 @@ pub(crate) fn sort_values(s: &SessionState) -> [u64; 5] {
 }
 
 impl SessionState {
+    /// The trace count of a stored summary, read from its leading fields
+    /// without decoding the rest; `None` if they do not decode. Only for
+    /// sizing buffers: the rest of the value is not checked.
+    pub fn stored_num_traces(bytes: &[u8]) -> Option<u64> {
+        // Fields in declaration order: project_id, project, session_id, num_traces.
+        let mut r = WireReader::new(bytes);
+        r.u32().ok()?;
+        r.str().ok()?;
+        r.str().ok()?;
+        r.u64().ok()
+    }
+
     /// An empty session (no traces yet).
     pub fn new(project_id: u32, project: &str, session_id: &str) -> Self {
         Self {
@@ -216,5 +229,20 @@ mod tests {
         assert_eq!(quantile(&[1.0, 2.0, 3.0, 4.0], 0.5), 2.5);
         let v: Vec<f64> = (1..=100).map(f64::from).collect();
         assert!((quantile(&v, 0.99) - 99.01).abs() < 1e-9);
+    }
+}
+
+#[cfg(test)]
+mod hint_tests {
+    use super::*;
+
+    #[test]
+    fn stored_num_traces_reads_the_count() {
+        let mut s = SessionState::new(300, "pröject", "session-1");
+        s.num_traces = 70_000;
+        let bytes = crate::codec::encode_value(&s);
+        assert_eq!(SessionState::stored_num_traces(&bytes), Some(70_000));
+        assert_eq!(SessionState::stored_num_traces(&bytes[..5]), None);
+        assert_eq!(SessionState::stored_num_traces(&[]), None);
     }
 }
