@@ -149,7 +149,7 @@ impl Default for StoreOptions {
             rebuild_index_on_open: false,
             salvage_log: false,
             max_spans_per_trace: MAX_SPANS_PER_TRACE,
-            index_batch_bytes: 16 << 20,
+            index_batch_bytes: 8 << 20,
         }
     }
 }
@@ -201,11 +201,11 @@ impl StoreOptions {
     }
 
     /// Encoded span bytes appended before the indexes take them, in one
-    /// write transaction (16 MiB by default). Appends only write the log
+    /// write transaction (8 MiB by default). Appends only write the log
     /// until then; any read, checkpoint or other write first indexes what
     /// is waiting, so every query still sees every acknowledged batch.
     /// Larger groups mean fewer index writes per span (faster ingest), and
-    /// hold more spans in memory (about twice this many bytes) and make the
+    /// hold more spans in memory (up to about three times this many bytes) and make the
     /// first read after a burst of appends wait longer. 0 indexes every
     /// batch as it is appended.
     pub fn index_batch_bytes(mut self, bytes: usize) -> Self {
