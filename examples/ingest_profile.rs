@@ -16,27 +16,44 @@ fn main() {
         _ => Durability::Buffered,
     };
     let wide = std::env::var_os("WIDE").is_some();
-    let batches: Vec<_> = Workload::new(WorkloadConfig {
-        sessions: usize::MAX,
-        projects: if wide { 1 } else { 4 },
-        turns: if wide { (1, 2) } else { (1, 20) },
-        spans_per_trace: if wide { (3, 12) } else { (3, 30) },
-        concurrent_sessions: if wide { 256 } else { 64 },
-        ..WorkloadConfig::default()
-    })
-    .batches(1000)
-    .take(spans / 1000)
-    .collect();
+    // REALISTIC=1: the benchmarks' workload (`WorkloadConfig::realistic`);
+    // SPAN_BYTES sets its span size (500 by default).
+    let span_bytes: usize = std::env::var("SPAN_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    let cfg = if std::env::var_os("REALISTIC").is_some() {
+        WorkloadConfig::realistic(7, usize::MAX, span_bytes)
+    } else {
+        WorkloadConfig {
+            sessions: usize::MAX,
+            projects: if wide { 1 } else { 4 },
+            turns: if wide { (1, 2) } else { (1, 20) },
+            spans_per_trace: if wide { (3, 12) } else { (3, 30) },
+            concurrent_sessions: if wide { 256 } else { 64 },
+            ..WorkloadConfig::default()
+        }
+    };
+    let batches: Vec<_> = Workload::new(cfg)
+        .batches(1000)
+        .take(spans / 1000)
+        .collect();
     let dir = tempfile::tempdir().unwrap();
-    let store = SessionStore::options()
-        .durability(durability)
-        .open(dir.path())
-        .unwrap();
+    // INDEX_BATCH=bytes: `StoreOptions::index_batch_bytes` (0: index every batch).
+    let mut options = SessionStore::options().durability(durability);
+    if let Some(bytes) = std::env::var("INDEX_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        options = options.index_batch_bytes(bytes);
+    }
+    let store = options.open(dir.path()).unwrap();
     let t = Instant::now();
     let mut n = 0;
     for b in &batches {
         n += store.append(b).unwrap().accepted;
     }
+    drop(store);
     let el = t.elapsed();
     println!(
         "{n} spans in {el:?}: {:.0} spans/s",

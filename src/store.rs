@@ -3,12 +3,13 @@
 
 mod compaction;
 mod lifecycle;
+mod pending;
 
 pub use compaction::{CompactReport, CompactStep};
 
-use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, TryLockError};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use crate::codec;
@@ -19,7 +20,7 @@ use crate::index::facts::{self, SessionIdSource};
 use crate::index::search::{BatchPostings, PostingBuffer};
 use crate::index::{
     INDEX_FORMAT_VERSION, Index, IndexConfig, IndexWriter, META_APPLIED, META_CONFIG, META_FORMAT,
-    NewRecord,
+    NewRecord, SpanInfo,
 };
 use crate::log::{FrameRef, Log, LogOptions, Lsn};
 use crate::model::{
@@ -28,6 +29,8 @@ use crate::model::{
 };
 use crate::query::{self, ProjectStats, SessionFilter, SessionQuery};
 use crate::repair::{self, OpenReport};
+
+use pending::{Pending, SpanIdSet};
 
 /// What [`SessionStore::verify`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -129,6 +132,7 @@ pub struct StoreOptions {
     rebuild_index_on_open: bool,
     salvage_log: bool,
     max_spans_per_trace: usize,
+    index_batch_bytes: usize,
 }
 
 impl Default for StoreOptions {
@@ -145,6 +149,7 @@ impl Default for StoreOptions {
             rebuild_index_on_open: false,
             salvage_log: false,
             max_spans_per_trace: MAX_SPANS_PER_TRACE,
+            index_batch_bytes: 8 << 20,
         }
     }
 }
@@ -192,6 +197,19 @@ impl StoreOptions {
     /// [`MAX_SPANS_PER_TRACE`], which is the default.
     pub fn max_spans_per_trace(mut self, spans: usize) -> Self {
         self.max_spans_per_trace = spans.clamp(1, MAX_SPANS_PER_TRACE);
+        self
+    }
+
+    /// Encoded span bytes appended before the indexes take them, in one
+    /// write transaction (8 MiB by default). Appends only write the log
+    /// until then; any read, checkpoint or other write first indexes what
+    /// is waiting, so every query still sees every acknowledged batch.
+    /// Larger groups mean fewer index writes per span (faster ingest), and
+    /// hold more spans in memory (up to about three times this many bytes) and make the
+    /// first read after a burst of appends wait longer. 0 indexes every
+    /// batch as it is appended.
+    pub fn index_batch_bytes(mut self, bytes: usize) -> Self {
+        self.index_batch_bytes = bytes;
         self
     }
 
@@ -253,6 +271,8 @@ impl StoreOptions {
 struct WriterState {
     /// Log end covered by the last durable index checkpoint.
     checkpointed: Lsn,
+    /// Spans in the log that the indexes have not taken yet.
+    pending: Pending,
 }
 
 /// An embedded store of spans grouped into sessions.
@@ -282,6 +302,9 @@ pub struct SessionStore {
     log: Log,
     index: Index,
     writer: Mutex<WriterState>,
+    /// True while `WriterState::pending` holds spans: reads then index them
+    /// first (contract rule 8). Set and cleared with the writer lock held.
+    unapplied: AtomicBool,
     /// Search postings not yet in the search table. Appends merge into it
     /// while committing (write lock held across the commit), searches read
     /// it under the read lock together with opening their snapshot, so a
@@ -396,7 +419,9 @@ impl SessionStore {
             index,
             writer: Mutex::new(WriterState {
                 checkpointed: applied,
+                pending: Pending::default(),
             }),
+            unapplied: AtomicBool::new(false),
             search_buffer: RwLock::new(PostingBuffer::default()),
             poison: Poison::default(),
             open_report: report,
@@ -430,6 +455,64 @@ impl SessionStore {
 
     fn lock_writer(&self) -> Result<MutexGuard<'_, WriterState>> {
         self.writer.lock().map_err(|_| Error::panicked())
+    }
+
+    /// Takes the writer lock with every appended span indexed: for writes
+    /// that need the indexes current (deletes, compaction, verify).
+    fn lock_applied(&self) -> Result<MutexGuard<'_, WriterState>> {
+        let mut ws = self.lock_writer()?;
+        self.apply_pending(&mut ws)?;
+        Ok(ws)
+    }
+
+    /// Indexes the spans appended but not indexed yet, if any, so that a
+    /// read that starts now sees every batch whose `append` returned
+    /// (contract rule 8).
+    fn catch_up(&self) -> Result<()> {
+        if self.unapplied.load(Ordering::Acquire) {
+            let mut ws = self.lock_writer()?;
+            self.apply_pending(&mut ws)?;
+        }
+        Ok(())
+    }
+
+    /// Indexes the pending spans in one write transaction. A failure
+    /// poisons the store: the log holds spans the indexes could not take.
+    fn apply_pending(&self, ws: &mut WriterState) -> Result<()> {
+        // Set while spans are pending, and still set after a failed apply:
+        // reads then fail (the store is poisoned) rather than silently miss
+        // acknowledged spans.
+        if !self.unapplied.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if self.poison.is_set() {
+            return Err(self.poison.error());
+        }
+        let source = |lsn: Lsn| self.read_span(lsn);
+        let mut postings = BatchPostings::new();
+        ws.pending
+            .take(|records| {
+                let mut w = self.index.begin_write()?;
+                w.apply(records, &source, self.log.end(), &mut postings)?;
+                self.commit_with_postings(w, postings)
+            })
+            .map_err(|e| self.poison(e))?;
+        self.unapplied.store(false, Ordering::Release);
+        if self.search_buffer.read().map_or(0, |b| b.len()) > SEARCH_BUFFER_KEYS {
+            self.flush_postings().map_err(|e| self.poison(e))?;
+        }
+        Ok(())
+    }
+
+    /// A log write or fsync failed while `ws` is held. If the failure
+    /// poisons the store, the spans acknowledged before it are indexed
+    /// first (best effort: reads must keep seeing them, and the indexes
+    /// are fenced once poisoned).
+    fn log_failed_with(&self, ws: &mut WriterState, e: Error) -> Error {
+        if self.log.is_poisoned() && !self.poison.is_set() {
+            let _ = self.apply_pending(ws);
+        }
+        self.log_failed(e)
     }
 
     fn ensure_writable(&self) -> Result<()> {
@@ -485,8 +568,10 @@ impl SessionStore {
     /// delete removes on replay exactly what it removed when it was made.
     /// Returns the number of frames read.
     fn replay(&self, w: &mut IndexWriter, from: Lsn, postings: &mut BatchPostings) -> Result<u64> {
-        const CHUNK: usize = 4096;
-        let mut pending: Vec<(Lsn, StoredSpan)> = Vec::with_capacity(CHUNK);
+        // As large as the groups appends are indexed in (at least 1 MiB).
+        let chunk_bytes = self.opts.index_batch_bytes.max(1 << 20);
+        let mut pending: Vec<(Lsn, StoredSpan)> = Vec::new();
+        let mut pending_bytes = 0usize;
         let mut frames = 0u64;
         let source = |lsn: Lsn| self.read_span(lsn);
         for item in self.log.scan(from) {
@@ -494,17 +579,20 @@ impl SessionStore {
             let record = codec::decode_record(frame.tag(), frame.payload())
                 .map_err(|e| self.corruption_at(lsn, e.0))?;
             frames += 1;
+            pending_bytes += frame.payload().len();
             match record {
                 LogRecord::Span(span) => pending.push((lsn, *span)),
                 LogRecord::Delete(del) => {
                     self.apply_owned(w, &pending, self.log.end(), &source, postings)?;
                     pending.clear();
+                    pending_bytes = 0;
                     w.delete_traces(&del.traces, &source)?;
                 }
             }
-            if pending.len() == CHUNK {
+            if pending_bytes >= chunk_bytes {
                 self.apply_owned(w, &pending, self.log.end(), &source, postings)?;
                 pending.clear();
+                pending_bytes = 0;
             }
         }
         self.apply_owned(w, &pending, self.log.end(), &source, postings)?;
@@ -524,7 +612,7 @@ impl SessionStore {
             .map(|(lsn, s)| NewRecord {
                 lsn: *lsn,
                 project: &s.project,
-                span: &s.span,
+                span: SpanInfo::of(&s.span),
                 session_id: facts::session_id(&s.span, &self.cfg.session_id_sources),
             })
             .collect();
@@ -533,6 +621,7 @@ impl SessionStore {
 
     /// Syncs the log and makes the index durable up to the log's end.
     fn checkpoint(&self, ws: &mut WriterState) -> Result<()> {
+        self.apply_pending(ws)?;
         self.flush_postings().map_err(|e| self.poison(e))?;
         let end = self.log.end();
         self.log.sync(end).map_err(|e| self.log_failed(e))?;
@@ -666,70 +755,79 @@ impl SessionStore {
 
         let mut ws = self.lock_writer()?;
         self.ensure_writable()?;
-        let mut w = self.index.begin_write()?;
-        let keys: Vec<_> = candidates
-            .iter()
-            .map(|c| (c.span.trace_id, c.span.span_id))
-            .collect();
-        let stored = w.stored(&keys)?;
-        let mut seen = HashSet::with_capacity(keys.len());
-        let mut frames = Vec::with_capacity(keys.len());
-        let mut accepted = Vec::with_capacity(keys.len());
-        let mut trace_spans: HashMap<TraceId, usize> = HashMap::new();
-        for ((c, (a, b)), (key, stored)) in
-            candidates.iter().zip(&bounds).zip(keys.iter().zip(stored))
-        {
-            if stored || !seen.insert(*key) {
+        let ws_ref = &mut *ws;
+        // Idempotency and the per-trace limit, against the indexes and the
+        // spans waiting to be indexed (read once per trace per apply).
+        let mut snapshot = None;
+        let mut frames = Vec::with_capacity(candidates.len());
+        let mut accepted = Vec::with_capacity(candidates.len());
+        for (c, (a, b)) in candidates.iter().zip(&bounds) {
+            let (trace_id, span_id) = (c.span.trace_id, c.span.span_id);
+            let ids = match ws_ref.pending.trace_mut(&trace_id.0) {
+                Some(ids) => ids,
+                None => {
+                    let txn = match &mut snapshot {
+                        Some(txn) => txn,
+                        None => snapshot.insert(self.index.begin_read()?),
+                    };
+                    let ids: SpanIdSet = crate::index::indexed_span_ids(txn, trace_id.0)?
+                        .into_iter()
+                        .collect();
+                    ws_ref.pending.insert_trace(trace_id.0, ids)
+                }
+            };
+            if ids.contains(&span_id.0) {
                 report.duplicates += 1;
                 continue;
             }
-            let spans = trace_spans
-                .entry(key.0)
-                .or_insert_with(|| w.stored_spans(&key.0));
-            if *spans >= self.opts.max_spans_per_trace {
+            if ids.len() >= self.opts.max_spans_per_trace {
                 report.rejected.push(Rejection {
-                    trace_id: key.0,
-                    span_id: key.1,
+                    trace_id,
+                    span_id,
                     reason: format!(
-                        "the trace already holds {spans} spans, the most a trace may hold"
+                        "the trace already holds {} spans, the most a trace may hold",
+                        ids.len()
                     ),
                 });
                 continue;
             }
-            *spans += 1;
+            ids.insert(span_id.0);
             frames.push(FrameRef {
                 tag: codec::TAG_SPAN_V1,
                 payload: buf.get(*a..*b).unwrap_or(&[]),
             });
-            accepted.push(c);
+            accepted.push((c, b - a));
         }
+        drop(snapshot);
         report.accepted = accepted.len();
         if accepted.is_empty() {
             return Ok(report);
         }
-        let lsns = self.log.append(&frames).map_err(|e| self.log_failed(e))?;
+        let lsns = match self.log.append(&frames) {
+            Ok(lsns) => lsns,
+            Err(e) => {
+                // Nothing of this batch is acknowledged; its span ids must
+                // not count as stored.
+                ws_ref.pending.forget_spans(
+                    accepted
+                        .iter()
+                        .map(|(c, _)| (c.span.trace_id.0, c.span.span_id.0)),
+                );
+                return Err(self.log_failed_with(ws_ref, e));
+            }
+        };
         let end = self.log.end();
-        let records: Vec<NewRecord<'_>> = accepted
-            .iter()
-            .zip(&lsns)
-            .map(|(c, lsn)| NewRecord {
-                lsn: *lsn,
-                project: c.project,
-                span: c.span,
-                session_id: c.session_id.clone(),
-            })
-            .collect();
-        let source = |lsn: Lsn| self.read_span(lsn);
-        // The log now holds the batch; if the index cannot take it, only a
-        // reopen (which replays the log) can make them agree again.
-        let mut postings = BatchPostings::new();
-        w.apply(&records, &source, end, &mut postings)
-            .and_then(|()| self.commit_with_postings(w, postings))
-            .map_err(|e| self.poison(e))?;
-        if end.saturating_sub(ws.checkpointed) >= self.opts.checkpoint_bytes {
-            self.checkpoint(&mut ws)?;
-        } else if self.search_buffer.read().map_or(0, |b| b.len()) > SEARCH_BUFFER_KEYS {
-            self.flush_postings().map_err(|e| self.poison(e))?;
+        for ((c, bytes), lsn) in accepted.iter().zip(&lsns) {
+            ws_ref
+                .pending
+                .push(*lsn, c.project, c.span, c.session_id.clone(), *bytes);
+        }
+        self.unapplied.store(true, Ordering::Release);
+        if ws_ref.pending.bytes() >= self.opts.index_batch_bytes {
+            self.apply_pending(ws_ref)?;
+        }
+        if end.saturating_sub(ws_ref.checkpointed) >= self.opts.checkpoint_bytes {
+            self.checkpoint(ws_ref)?;
         }
         self.make_durable(ws, end)?;
         Ok(report)
@@ -738,12 +836,22 @@ impl SessionStore {
     /// Waits, as the durability mode asks, until the log is durable up to
     /// `end`. Group commit releases the writer first, so that appenders
     /// queued behind it can share the fsync.
-    fn make_durable(&self, ws: MutexGuard<'_, WriterState>, end: Lsn) -> Result<()> {
+    fn make_durable(&self, mut ws: MutexGuard<'_, WriterState>, end: Lsn) -> Result<()> {
         match self.opts.durability {
-            Durability::Sync => self.log.sync(end).map_err(|e| self.log_failed(e)),
+            Durability::Sync => self
+                .log
+                .sync(end)
+                .map_err(|e| self.log_failed_with(&mut ws, e)),
             Durability::GroupCommit => {
                 drop(ws);
-                self.log.sync(end).map_err(|e| self.log_failed(e))
+                self.log.sync(end).map_err(|e| {
+                    // Batches acknowledged before this one must stay
+                    // readable: index them before the store is fenced.
+                    match self.lock_writer() {
+                        Ok(mut ws) => self.log_failed_with(&mut ws, e),
+                        Err(_) => self.log_failed(e),
+                    }
+                })
             }
             Durability::Buffered => Ok(()),
         }
@@ -760,7 +868,7 @@ impl SessionStore {
     /// Drops the indexes and recreates them from the log alone.
     pub fn rebuild_indexes(&self) -> Result<()> {
         self.ensure_writable()?;
-        let mut ws = self.lock_writer()?;
+        let mut ws = self.lock_applied()?;
         let mut w = self.index.begin_write()?;
         w.clear()?;
         let mut postings = BatchPostings::new();
@@ -780,7 +888,7 @@ impl SessionStore {
     /// wait while it runs. Damage is reported in the result, not as `Err`.
     pub fn verify(&self) -> Result<VerifyReport> {
         self.ensure_writable()?;
-        let _ws = self.lock_writer()?;
+        let _ws = self.lock_applied()?;
         let tmp = self.dir.join("verify-index.redb.tmp");
         let remove = |p: &Path| match fs::remove_file(p) {
             Ok(()) => Ok(()),
@@ -826,6 +934,7 @@ impl SessionStore {
     /// live and dead bytes), file sizes. Counting live bytes reads every
     /// log frame, so this costs a scan of the log.
     pub fn stats(&self) -> Result<StoreStats> {
+        self.catch_up()?;
         let txn = self.index.begin_read()?;
         let projects = query::projects(&txn)?;
         let mut st = StoreStats {
@@ -853,6 +962,7 @@ impl SessionStore {
     /// A session's turns in (start, trace id) order, all of them.
     /// Empty when the session does not exist.
     pub fn session_history(&self, project: &str, session_id: &str) -> Result<Vec<Turn>> {
+        self.catch_up()?;
         let txn = self.index.begin_read()?;
         let page = query::history_page(&txn, project, session_id, usize::MAX, None)?;
         Ok(page.items)
@@ -868,12 +978,14 @@ impl SessionStore {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<Page<Turn>> {
+        self.catch_up()?;
         let txn = self.index.begin_read()?;
         query::history_page(&txn, project, session_id, limit, cursor)
     }
 
     /// The summary of one session (contract rule 6); `None` if unknown.
     pub fn session(&self, project: &str, session_id: &str) -> Result<Option<SessionSummary>> {
+        self.catch_up()?;
         let txn = self.index.begin_read()?;
         query::session(&txn, project, session_id)
     }
@@ -890,6 +1002,7 @@ impl SessionStore {
         project: &str,
         filter: &SessionFilter,
     ) -> Result<(redb::ReadTransaction, Option<query::Matcher>)> {
+        self.catch_up()?;
         let buffer = self.search_buffer.read().map_err(|_| Error::panicked())?;
         let txn = self.index.begin_read()?;
         let matcher = query::Matcher::new(&txn, project, filter, &buffer)?;
@@ -906,12 +1019,14 @@ impl SessionStore {
     /// Project-level figures (sessions, traces, spans, tokens, session
     /// duration p50/p99); `None` for an unknown project.
     pub fn project_stats(&self, project: &str) -> Result<Option<ProjectStats>> {
+        self.catch_up()?;
         let txn = self.index.begin_read()?;
         query::project_stats(&txn, project)
     }
 
     /// Every stored span of a trace in (start, span id) order; `None` if unknown.
     pub fn trace(&self, trace_id: TraceId) -> Result<Option<Trace>> {
+        self.catch_up()?;
         let _gate = self.read_gate.read().map_err(|_| Error::panicked())?;
         let txn = self.index.begin_read()?;
         query::trace(&txn, trace_id, &|lsn| self.read_span(lsn))
@@ -919,6 +1034,7 @@ impl SessionStore {
 
     /// Names of all projects with stored spans, sorted.
     pub fn projects(&self) -> Result<Vec<String>> {
+        self.catch_up()?;
         let txn = self.index.begin_read()?;
         query::projects(&txn)
     }

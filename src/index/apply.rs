@@ -10,7 +10,7 @@ use redb::{ReadableTable, Table, WriteTransaction};
 
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::model::{SpanId, StoredSpan, TraceId};
+use crate::model::{StoredSpan, TraceId};
 
 use super::facts::{self, SessionIdSource};
 use super::search::{self, BatchPostings, ChunkSet, PostingBuffer};
@@ -133,28 +133,6 @@ impl IndexWriter {
         }
     }
 
-    /// For each (trace, span), whether it is already indexed (idempotency
-    /// by trace and span id). Trace records are cached for `apply`.
-    pub(crate) fn stored(&mut self, keys: &[(TraceId, SpanId)]) -> Result<Vec<bool>> {
-        let traces = self.txn.open_table(TRACES)?;
-        let mut out = Vec::with_capacity(keys.len());
-        for (trace_id, span_id) in keys {
-            let rec = match self.cache.entry(trace_id.0) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(load_trace(&traces, trace_id.0)?)
-                }
-            };
-            out.push(rec.contains(span_id));
-        }
-        Ok(out)
-    }
-
-    /// Spans stored in a trace whose record [`IndexWriter::stored`] loaded.
-    pub(crate) fn stored_spans(&self, trace_id: &TraceId) -> usize {
-        self.cache.get(&trace_id.0).map_or(0, |r| r.spans.len())
-    }
-
     /// Commits (non-durably: see `Index::checkpoint`).
     pub(crate) fn commit(self) -> Result<()> {
         self.txn.commit()?;
@@ -238,7 +216,7 @@ impl IndexWriter {
         let mut t = self.tables()?;
         let mut by_trace: BTreeMap<[u8; 16], Vec<&NewRecord<'_>>> = BTreeMap::new();
         for r in batch {
-            by_trace.entry(r.span.trace_id.0).or_default().push(r);
+            by_trace.entry(r.span.trace_id).or_default().push(r);
         }
         let mut counters = Counters::load(&t.meta)?;
         let mut idents: HashMap<u64, SessionIdent> = HashMap::new();
@@ -428,9 +406,13 @@ fn turn_body(
             ))));
         }
     };
-    let in_batch = batch.iter().find(|r| r.span.span_id.0 == head.span_id);
+    // Spans without a parent carry their input and output; another head
+    // (a trace whose root is missing) is read back from the log.
+    let in_batch = batch
+        .iter()
+        .find(|r| r.span.span_id == head.span_id && r.span.parent.is_none());
     let (input, output) = match (in_batch, old_body) {
-        (Some(r), _) => (facts::input(r.span), facts::output(r.span)),
+        (Some(r), _) => (r.span.input.clone(), r.span.output.clone()),
         (None, Some(ob)) if old_head == Some(head.span_id) => (ob.input.clone(), ob.output.clone()),
         _ => {
             let stored = source(head.lsn)?;

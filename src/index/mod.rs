@@ -26,7 +26,7 @@ pub(crate) use apply::{IndexConfig, IndexWriter};
 pub(crate) use compact::{Liveness, Move};
 pub(crate) use compare::compare;
 pub(crate) use delete::{DeleteTarget, RetentionVictims};
-pub(crate) use trace::NewRecord;
+pub(crate) use trace::{NewRecord, SpanInfo};
 
 /// Version of the table layout; a mismatch triggers a rebuild from the log.
 pub(crate) const INDEX_FORMAT_VERSION: u64 = 4;
@@ -253,5 +253,21 @@ impl Index {
     /// A consistent snapshot for reads.
     pub(crate) fn begin_read(&self) -> Result<redb::ReadTransaction> {
         Ok(self.db.begin_read()?)
+    }
+}
+
+/// Span ids of a trace as the index holds them (empty for an unknown
+/// trace): what idempotency checks against.
+pub(crate) fn indexed_span_ids(
+    txn: &redb::ReadTransaction,
+    trace_id: [u8; 16],
+) -> Result<Vec<[u8; 8]>> {
+    let table = txn.open_table(TRACES)?;
+    match table.get(trace_id)? {
+        Some(v) => {
+            let rec: trace::TraceRecord = decode("trace record", v.value())?;
+            Ok(rec.spans.iter().map(|f| f.span_id).collect())
+        }
+        None => Ok(Vec::new()),
     }
 }

@@ -33,14 +33,6 @@ pub(crate) struct Earliest {
     pub value: String,
 }
 
-impl Earliest {
-    fn offer(slot: &mut Option<Earliest>, candidate: Earliest) {
-        if slot.as_ref().is_none_or(|cur| candidate < *cur) {
-            *slot = Some(candidate);
-        }
-    }
-}
-
 /// The root span: the earliest span without a parent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct RootInfo {
@@ -77,31 +69,65 @@ pub(crate) struct TraceRecord {
     pub filing: Option<Filing>,
 }
 
+/// What the indexes take from one span: a pure function of the span, the
+/// project it was appended under and the configured session-id sources.
+/// Computed once when the span is appended (or replayed), so the span
+/// itself need not be kept until the indexes take it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SpanInfo {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent: Option<[u8; 8]>,
+    pub start: u64,
+    pub end: u64,
+    pub tokens: Tokens,
+    pub error: bool,
+    pub ok: bool,
+    pub user: Option<String>,
+    /// Input and output, kept for spans without a parent (root
+    /// candidates); a turn headed by another span reads them from the log.
+    pub input: Option<IoValue>,
+    pub output: Option<IoValue>,
+}
+
+impl SpanInfo {
+    /// The facts of `span`.
+    pub fn of(span: &Span) -> SpanInfo {
+        let root = span.parent_span_id.is_none();
+        SpanInfo {
+            trace_id: span.trace_id.0,
+            span_id: span.span_id.0,
+            parent: span.parent_span_id.map(|p| p.0),
+            start: span.start_time_unix_nano,
+            end: span.end_time_unix_nano,
+            tokens: facts::tokens(span),
+            error: facts::is_error(span),
+            ok: span.status.code == crate::model::StatusCode::Ok,
+            user: facts::user_id(span),
+            input: if root { facts::input(span) } else { None },
+            output: if root { facts::output(span) } else { None },
+        }
+    }
+}
+
 /// One span of a batch, already written to the log at `lsn`.
 pub(crate) struct NewRecord<'a> {
     pub lsn: u64,
     pub project: &'a str,
-    pub span: &'a Span,
+    pub span: SpanInfo,
     /// The span's own session id (`facts::session_id`), resolved by the caller.
     pub session_id: Option<String>,
 }
 
 impl TraceRecord {
-    /// True when the trace already holds a span with this id.
-    pub fn contains(&self, span_id: &SpanId) -> bool {
-        self.spans
-            .binary_search_by(|f| f.span_id.cmp(&span_id.0))
-            .is_ok()
-    }
-
     /// Folds one span in; returns false (and changes nothing) when a span
     /// with the same id is already stored.
     pub fn add(&mut self, new: &NewRecord<'_>) -> bool {
-        let span = new.span;
+        let span = &new.span;
         let fact = SpanFact {
-            span_id: span.span_id.0,
-            parent: span.parent_span_id.map(|p| p.0),
-            start: span.start_time_unix_nano,
+            span_id: span.span_id,
+            parent: span.parent,
+            start: span.start,
             lsn: new.lsn,
         };
         match self
@@ -113,44 +139,54 @@ impl TraceRecord {
         }
         let first = self.spans.len() == 1;
         self.start = if first {
-            span.start_time_unix_nano
+            span.start
         } else {
-            self.start.min(span.start_time_unix_nano)
+            self.start.min(span.start)
         };
         self.end = if first {
-            span.end_time_unix_nano
+            span.end
         } else {
-            self.end.max(span.end_time_unix_nano)
+            self.end.max(span.end)
         };
-        self.tokens = self.tokens.saturating_add(facts::tokens(span));
-        self.any_error |= facts::is_error(span);
-        self.any_ok |= span.status.code == crate::model::StatusCode::Ok;
+        self.tokens = self.tokens.saturating_add(span.tokens);
+        self.any_error |= span.error;
+        self.any_ok |= span.ok;
+        let wins = |slot: &Option<Earliest>| {
+            slot.as_ref()
+                .is_none_or(|cur| (span.start, span.span_id) < (cur.start, cur.span_id))
+        };
         let key = |value: String| Earliest {
-            start: span.start_time_unix_nano,
-            span_id: span.span_id.0,
+            start: span.start,
+            span_id: span.span_id,
             value,
         };
-        Earliest::offer(&mut self.earliest_project, key(new.project.to_owned()));
+        if wins(&self.earliest_project) {
+            self.earliest_project = Some(key(new.project.to_owned()));
+        }
         if let Some(sid) = &new.session_id {
-            Earliest::offer(&mut self.earliest_session, key(sid.clone()));
+            if wins(&self.earliest_session) {
+                self.earliest_session = Some(key(sid.clone()));
+            }
             if let Err(at) = self.session_ids.binary_search(sid)
                 && self.session_ids.len() < MAX_SESSION_IDS_PER_TRACE
             {
                 self.session_ids.insert(at, sid.clone());
             }
         }
-        if let Some(user) = facts::user_id(span) {
-            Earliest::offer(&mut self.user, key(user));
+        if let Some(user) = &span.user
+            && wins(&self.user)
+        {
+            self.user = Some(key(user.clone()));
         }
-        if span.parent_span_id.is_none() {
+        if span.parent.is_none() {
             let better = self
                 .root
                 .as_ref()
-                .is_none_or(|r| (span.start_time_unix_nano, span.span_id.0) < (r.start, r.span_id));
+                .is_none_or(|r| (span.start, span.span_id) < (r.start, r.span_id));
             if better {
                 self.root = Some(RootInfo {
-                    span_id: span.span_id.0,
-                    start: span.start_time_unix_nano,
+                    span_id: span.span_id,
+                    start: span.start,
                     project: new.project.to_owned(),
                     session_id: new.session_id.clone(),
                 });
@@ -388,7 +424,7 @@ mod tests {
         rec.add(&NewRecord {
             lsn: 0,
             project,
-            span,
+            span: SpanInfo::of(span),
             session_id: sid.map(str::to_owned),
         });
     }

@@ -252,7 +252,7 @@ impl SessionStore {
         // The snapshot must match the log end it is compared with: take it
         // where no append can run.
         let txn = {
-            let _ws = self.lock_writer()?;
+            let _ws = self.lock_applied()?;
             self.index.begin_read()?
         };
         self.segment_usage(segments, &txn)

@@ -81,7 +81,7 @@ impl SessionStore {
         let mut total = DeleteReport::default();
         loop {
             let targets = {
-                let _ws = self.lock_writer()?;
+                let _ws = self.lock_applied()?;
                 let w = self.index.begin_write()?;
                 w.retention_victims(&victims, ROUND)?
             };
@@ -106,7 +106,7 @@ impl SessionStore {
     /// naming them (see [`SessionStore::delete_session`]).
     fn delete(&self, targets: Vec<DeleteTarget>) -> Result<DeleteReport> {
         self.ensure_writable()?;
-        let mut ws = self.lock_writer()?;
+        let mut ws = self.lock_applied()?;
         self.ensure_writable()?;
         let victims = self.index.begin_write()?.resolve(&targets)?;
         let mut total = DeleteReport::default();

@@ -1,0 +1,131 @@
+//! Appended spans waiting to be indexed.
+//!
+//! `append` writes a batch to the log and keeps it here instead of
+//! updating the indexes at once; the indexes take the pending spans in one
+//! write transaction when they reach [`StoreOptions::index_batch_bytes`],
+//! at a checkpoint, before any write that needs the indexes current
+//! (deletes, compaction, verify), and before any read (contract rule 8:
+//! when `append` returns, every query sees the batch). One large
+//! transaction groups many batches' spans by trace and session, so each
+//! touched trace record, turn, session summary and sort key is written
+//! once per group instead of once per batch, in key order; that is what
+//! bounds ingest (see BENCHMARKS.md, "What bounds ingest").
+//!
+//! The log is written before a span is kept here, so a crash loses
+//! nothing: a reopen replays the log from the last checkpoint.
+//!
+//! [`StoreOptions::index_batch_bytes`]: crate::StoreOptions::index_batch_bytes
+
+use std::collections::HashSet;
+use std::hash::BuildHasherDefault;
+
+use crate::index::search::{IntHasher, IntMap};
+use crate::index::{NewRecord, SpanInfo};
+use crate::log::Lsn;
+use crate::model::Span;
+
+/// A set of span ids hashed by their bytes (ids are random).
+pub(super) type SpanIdSet = HashSet<[u8; 8], BuildHasherDefault<IntHasher>>;
+
+/// One span written to the log and not yet indexed.
+struct PendingSpan {
+    lsn: Lsn,
+    /// Index into `Pending::projects`.
+    project: usize,
+    /// What the indexes need of the span (not the span: see `SpanInfo`).
+    span: SpanInfo,
+    session_id: Option<String>,
+}
+
+/// Spans written to the log since the indexes last took them.
+#[derive(Default)]
+pub(super) struct Pending {
+    spans: Vec<PendingSpan>,
+    /// Distinct project names of `spans`.
+    projects: Vec<String>,
+    /// For every trace an append touched since the last apply: the ids of
+    /// all its stored spans, indexed or pending (idempotency and the spans
+    /// per trace limit, without reading the trace record again).
+    traces: IntMap<[u8; 16], SpanIdSet>,
+    /// Encoded bytes of `spans`.
+    bytes: usize,
+}
+
+impl Pending {
+    /// Encoded bytes waiting.
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The stored span ids of a trace, if an append since the last apply
+    /// looked them up.
+    pub(super) fn trace_mut(&mut self, trace_id: &[u8; 16]) -> Option<&mut SpanIdSet> {
+        self.traces.get_mut(trace_id)
+    }
+
+    /// Remembers the stored span ids of a trace (read from the index).
+    pub(super) fn insert_trace(&mut self, trace_id: [u8; 16], ids: SpanIdSet) -> &mut SpanIdSet {
+        self.traces.entry(trace_id).or_insert(ids)
+    }
+
+    /// Forgets span ids an append added but did not store (its log write
+    /// failed).
+    pub(super) fn forget_spans(&mut self, spans: impl Iterator<Item = ([u8; 16], [u8; 8])>) {
+        for (trace, span) in spans {
+            if let Some(ids) = self.traces.get_mut(&trace) {
+                ids.remove(&span);
+            }
+        }
+    }
+
+    /// Keeps a span written to the log at `lsn` (`encoded` bytes).
+    pub(super) fn push(
+        &mut self,
+        lsn: Lsn,
+        project: &str,
+        span: &Span,
+        session_id: Option<String>,
+        encoded: usize,
+    ) {
+        let project = match self.projects.iter().position(|p| p == project) {
+            Some(i) => i,
+            None => {
+                self.projects.push(project.to_owned());
+                self.projects.len() - 1
+            }
+        };
+        self.spans.push(PendingSpan {
+            lsn,
+            project,
+            span: SpanInfo::of(span),
+            session_id,
+        });
+        self.bytes += encoded;
+    }
+
+    /// Takes the waiting spans, leaving nothing pending; `with` gets them
+    /// as index records, in log order.
+    pub(super) fn take<T>(&mut self, with: impl FnOnce(&[NewRecord<'_>]) -> T) -> T {
+        let projects = std::mem::take(&mut self.projects);
+        let spans = std::mem::take(&mut self.spans);
+        self.clear();
+        let records: Vec<NewRecord<'_>> = spans
+            .into_iter()
+            .map(|p| NewRecord {
+                lsn: p.lsn,
+                project: projects.get(p.project).map_or("", String::as_str),
+                span: p.span,
+                session_id: p.session_id,
+            })
+            .collect();
+        with(&records)
+    }
+
+    /// Forgets everything (after the indexes took it).
+    pub(super) fn clear(&mut self) {
+        self.spans.clear();
+        self.projects.clear();
+        self.traces.clear();
+        self.bytes = 0;
+    }
+}

@@ -1,0 +1,204 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+//! Deferred indexing (`StoreOptions::index_batch_bytes`): appends write the
+//! log and leave the spans pending; every read indexes what is pending
+//! first. These tests fail if a read could miss an acknowledged batch
+//! (contract rule 8), if idempotency or the spans-per-trace limit forgot
+//! pending spans, or if pending spans were lost by a crash.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::{sid, snapshot, tid};
+use span_sessions::{
+    Durability, ResourceSpans, SessionFilter, SessionQuery, SessionStore, Span, StoreOptions,
+};
+
+/// Never indexes on its own: only reads, checkpoints and other writes do.
+fn lazy() -> StoreOptions {
+    SessionStore::options()
+        .durability(Durability::Buffered)
+        .index_batch_bytes(usize::MAX)
+}
+
+fn turn(t: u64, session: &str, start: u64, text: &str) -> Vec<Span> {
+    let root = Span::new(tid(t), sid(t * 100), None, "agent", start, start + 50)
+        .with_attribute("session.id", session)
+        .with_attribute("user.id", "ada")
+        .with_attribute("input.value", format!("question {text}"))
+        .with_attribute("output.value", format!("answer {text}"));
+    let child = Span::new(
+        tid(t),
+        sid(t * 100 + 1),
+        Some(sid(t * 100)),
+        "llm",
+        start + 1,
+        start + 40,
+    )
+    .with_attribute("openinference.span.kind", "LLM")
+    .with_attribute("llm.token_count.prompt", 7i64)
+    .with_attribute("llm.token_count.completion", 3i64);
+    vec![child, root]
+}
+
+fn put(store: &SessionStore, spans: Vec<Span>) -> span_sessions::AppendReport {
+    store
+        .append(&[ResourceSpans::for_project("p", spans)])
+        .unwrap()
+}
+
+#[test]
+fn every_read_sees_batches_that_are_still_pending() {
+    // One fresh store per read path, so that no earlier read indexed the
+    // batch on the path's behalf.
+    type Read = fn(&SessionStore);
+    let reads: [(&str, Read); 9] = [
+        ("session_history", |s| {
+            let turns = s.session_history("p", "s1").unwrap();
+            assert_eq!(turns.len(), 1);
+            assert_eq!(
+                turns[0].input.as_ref().map(|v| v.value.as_str()),
+                Some("question alpha")
+            );
+        }),
+        ("session_history_page", |s| {
+            let page = s.session_history_page("p", "s1", 10, None).unwrap();
+            assert_eq!(page.items.len(), 1);
+        }),
+        ("session", |s| {
+            let summary = s.session("p", "s1").unwrap().unwrap();
+            assert_eq!(summary.num_traces, 1);
+            assert_eq!(summary.tokens.total, 10);
+        }),
+        ("sessions", |s| {
+            let page = s.sessions("p", &SessionQuery::default()).unwrap();
+            assert_eq!(page.items.len(), 1);
+        }),
+        ("session_count with search", |s| {
+            let filter = SessionFilter {
+                search: Some("ALPHA".into()),
+                ..SessionFilter::default()
+            };
+            assert_eq!(s.session_count("p", &filter).unwrap(), 1);
+        }),
+        ("project_stats", |s| {
+            let stats = s.project_stats("p").unwrap().unwrap();
+            assert_eq!(stats.spans, 2);
+        }),
+        ("trace", |s| {
+            let trace = s.trace(tid(1)).unwrap().unwrap();
+            assert_eq!(trace.spans.len(), 2);
+        }),
+        ("projects", |s| {
+            assert_eq!(s.projects().unwrap(), vec!["p".to_owned()]);
+        }),
+        ("stats", |s| {
+            let st = s.stats().unwrap();
+            assert_eq!((st.sessions, st.traces, st.spans), (1, 1, 2));
+        }),
+    ];
+    for (what, read) in reads {
+        let dir = tempfile::tempdir().unwrap();
+        let store = lazy().open(dir.path()).unwrap();
+        assert_eq!(put(&store, turn(1, "s1", 1_000, "alpha")).accepted, 2);
+        // The index file has not been written since the open: the batch is
+        // pending, yet the read must see it.
+        read(&store);
+        println!("{what}: ok");
+    }
+}
+
+#[test]
+fn pending_and_indexed_spans_are_both_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = lazy().open(dir.path()).unwrap();
+    assert_eq!(put(&store, turn(1, "s1", 1_000, "a")).accepted, 2);
+    // Same spans again while the first copy is pending.
+    let again = put(&store, turn(1, "s1", 1_000, "a"));
+    assert_eq!((again.accepted, again.duplicates), (0, 2));
+    // A read indexes them; a third copy is a duplicate of indexed spans.
+    assert_eq!(store.session("p", "s1").unwrap().unwrap().num_traces, 1);
+    let third = put(&store, turn(1, "s1", 1_000, "a"));
+    assert_eq!((third.accepted, third.duplicates), (0, 2));
+    // A duplicate inside one batch, of a span that is pending.
+    let mut spans = turn(2, "s1", 2_000, "b");
+    spans.extend(turn(2, "s1", 2_000, "b"));
+    let fourth = put(&store, spans);
+    assert_eq!((fourth.accepted, fourth.duplicates), (2, 2));
+    assert_eq!(store.project_stats("p").unwrap().unwrap().spans, 4);
+    assert_eq!(store.trace(tid(2)).unwrap().unwrap().spans.len(), 2);
+}
+
+#[test]
+fn the_spans_per_trace_limit_counts_pending_spans() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = lazy().max_spans_per_trace(3).open(dir.path()).unwrap();
+    let span = |s: u64| Span::new(tid(1), sid(s), Some(sid(1)), "x", s, s + 1);
+    assert_eq!(put(&store, vec![span(2), span(3)]).accepted, 2);
+    let r = put(&store, vec![span(4), span(5)]);
+    assert_eq!(r.accepted, 1);
+    assert_eq!(r.rejected.len(), 1);
+    assert_eq!(r.rejected[0].span_id, sid(5));
+    // Indexed now; the limit still holds.
+    assert_eq!(store.trace(tid(1)).unwrap().unwrap().spans.len(), 3);
+    let r = put(&store, vec![span(6)]);
+    assert_eq!((r.accepted, r.rejected.len()), (0, 1));
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_crash_with_spans_pending_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = lazy().open(dir.path()).unwrap();
+    for t in 1..=20 {
+        put(&store, turn(t, &format!("s{}", t % 3), t * 1_000, "x"));
+    }
+    // What a process killed now leaves on disk: the log holds every
+    // batch, the index none of them (nothing was read or checkpointed).
+    let crashed = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), crashed.path());
+    let traces: Vec<_> = (1..=20).map(tid).collect();
+    let reopened = SessionStore::open(crashed.path()).unwrap();
+    assert_eq!(reopened.open_report().frames_replayed, 40);
+    assert_eq!(
+        snapshot(&reopened, &traces, &[], &[]),
+        snapshot(&store, &traces, &[], &[])
+    );
+    assert!(reopened.verify().unwrap().is_ok());
+}
+
+#[test]
+fn indexing_in_groups_gives_the_same_answers_as_indexing_every_batch() {
+    let answers = |opts: StoreOptions| {
+        let dir = tempfile::tempdir().unwrap();
+        let store = opts.open(dir.path()).unwrap();
+        for t in 1..=60 {
+            // Children and roots of a trace arrive in separate batches.
+            let mut spans = turn(t, &format!("s{}", t % 7), (t % 13) * 1_000 + t, "x");
+            let root = spans.pop().unwrap();
+            put(&store, spans);
+            put(&store, vec![root]);
+        }
+        let traces: Vec<_> = (1..=60).map(tid).collect();
+        snapshot(&store, &traces, &[], &[])
+    };
+    let every_batch = answers(SessionStore::options().index_batch_bytes(0));
+    assert_eq!(
+        answers(SessionStore::options().index_batch_bytes(1 << 10)),
+        every_batch
+    );
+    assert_eq!(answers(lazy()), every_batch);
+}
