@@ -226,3 +226,71 @@ fn a_failed_fsync_then_power_loss_reopens() {
     )
     .unwrap();
 }
+
+/// Group commit under a failing fsync: several threads append at once and
+/// share fsyncs; one fsync fails. No thread may be told its batch is durable
+/// unless an fsync that succeeded covered it: after a power loss that keeps
+/// only synced bytes, every batch acknowledged to any thread is present.
+/// Every append after the failure is refused.
+#[test]
+fn group_commit_never_acknowledges_a_batch_whose_shared_fsync_failed() {
+    use span_sessions::testing::Op;
+    use std::sync::{Arc as StdArc, Mutex};
+    let rounds = reliability::env_bound("SPAN_SESSIONS_GROUP_FAULT_ROUNDS", 12);
+    for round in 0..rounds {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = SimFileSystem::new();
+        let store = StdArc::new(open(
+            dir.path(),
+            &sim,
+            Durability::GroupCommit,
+            Layout::Plain,
+        ));
+        // Fail the (3 + round % 7)-th fsync from now.
+        sim.arm(Fault::nth(
+            Ops::Only(Op::Sync),
+            3 + round % 7,
+            FaultError::Io,
+        ));
+        let acked = StdArc::new(Mutex::new(Vec::new()));
+        let sent = StdArc::new(Mutex::new(Vec::new()));
+        let threads: Vec<_> = (0..4u32)
+            .map(|w| {
+                let store = StdArc::clone(&store);
+                let acked = StdArc::clone(&acked);
+                let sent = StdArc::clone(&sent);
+                std::thread::spawn(move || {
+                    for n in 0..40 {
+                        let id = BatchId::new(w, n);
+                        sent.lock().unwrap().push(id);
+                        match store.append(&id.batch()) {
+                            Ok(_) => acked.lock().unwrap().push(id),
+                            Err(e) => {
+                                assert_eq!(e.kind(), ErrorKind::Poisoned, "{e}");
+                                // Refused from now on.
+                                let again = store.append(&BatchId::new(w, n + 1).batch());
+                                assert!(again.is_err_and(|e| e.kind() == ErrorKind::Poisoned));
+                                break;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(
+            !sim.injected().is_empty(),
+            "round {round}: the fsync fault never fired"
+        );
+        drop(store);
+        sim.power_loss(&mut |_, _| Survival::Nothing).unwrap();
+        let store = options(Durability::GroupCommit, Layout::Plain)
+            .open(dir.path())
+            .unwrap();
+        let sent = sent.lock().unwrap().clone();
+        let acked = acked.lock().unwrap().clone();
+        check_store(&store, &sent, &acked).unwrap_or_else(|e| panic!("round {round}: {e}"));
+    }
+}
