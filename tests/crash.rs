@@ -145,8 +145,24 @@ struct Figures {
     partial_batches: u64,
 }
 
-/// Runs `iters` kill-and-check cycles on one store in `mode`.
+/// Kills per store: a long run starts a fresh store every so often, so that
+/// the check (which replays the whole log) does not grow without bound.
+const KILLS_PER_STORE: u64 = 25;
+
+/// Runs `iters` kill-and-check cycles in `mode`, `KILLS_PER_STORE` per store.
 fn crash_loop(mode: Durability, writers: u32, iters: u64, seed: u64) -> Figures {
+    let mut figures = Figures::default();
+    let mut done = 0;
+    while done < iters {
+        let n = (iters - done).min(KILLS_PER_STORE);
+        crash_store(mode, writers, n, seed + done, &mut figures);
+        done += n;
+    }
+    figures
+}
+
+/// `iters` kill-and-check cycles on one store.
+fn crash_store(mode: Durability, writers: u32, iters: u64, seed: u64, figures: &mut Figures) {
     let mut rng = Rng::new(seed);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
@@ -154,7 +170,6 @@ fn crash_loop(mode: Durability, writers: u32, iters: u64, seed: u64) -> Figures 
     // Per writer: the highest batch sent, and every batch acknowledged.
     let mut sent: BTreeMap<u32, u64> = BTreeMap::new();
     let mut acked: BTreeSet<BatchId> = BTreeSet::new();
-    let mut figures = Figures::default();
     for iter in 0..iters {
         let starts: Vec<String> = (0..writers)
             .map(|w| sent.get(&w).copied().unwrap_or(0).to_string())
@@ -254,7 +269,9 @@ fn crash_loop(mode: Durability, writers: u32, iters: u64, seed: u64) -> Figures 
         let whole = check_store(&store, &all_sent, &acked_list).unwrap_or_else(|e| {
             panic!("{mode:?} iteration {iter} (killed after {wait_ms} ms): {e}; seed {seed}")
         });
-        figures.batches_present = whole as u64;
+        if iter + 1 == iters {
+            figures.batches_present += whole as u64;
+        }
         figures.partial_batches += all_sent
             .iter()
             .filter(|id| {
@@ -267,8 +284,7 @@ fn crash_loop(mode: Durability, writers: u32, iters: u64, seed: u64) -> Figures 
         drop(store);
         std::fs::remove_dir_all(&check_dir).unwrap();
     }
-    figures.acked = acked.len() as u64;
-    figures
+    figures.acked += acked.len() as u64;
 }
 
 fn run(mode: Durability, writers: u32) {
