@@ -12,9 +12,9 @@
 //! | target | what it drives | what it checks |
 //! |---|---|---|
 //! | `log_recovery` | the span log: appends, syncs, reopens, simulated power loss, then bit flips, truncation and junk in segment files | intact logs reopen to exactly what was appended; a power loss keeps a prefix holding everything synced; damaged logs open or fail with a corruption error, never panic, and never return a frame that was not written; recovery is idempotent; salvage keeps every undamaged frame |
-//! | `record_decode` | the codec: log records and index values from arbitrary bytes | no panic or unbounded allocation; what decodes re-encodes to a fixed point |
+//! | `record_decode` | the codec: log records (spans, tombstones) and index values from arbitrary bytes | no panic or unbounded allocation; what decodes re-encodes to a fixed point |
 //! | `otlp_protobuf`, `otlp_json` | OTLP decoding and conversion to the model | no panic; every converted span survives the log codec unchanged |
-//! | `store_model` | a `SessionStore` on a simulated disk: batches of generated spans (duplicates, zero ids, oversize spans, odd timestamps), syncs, reopens, power loss, injected I/O faults | every report, trace, session summary and history equals a simple model's; acknowledged durable spans survive; what survives a crash is a prefix; `verify` passes |
+//! | `store_model` | a `SessionStore` on a simulated disk: batches of generated spans (duplicates, zero ids, oversize spans, odd timestamps), syncs, reopens, power loss, injected I/O faults, trace deletes, compaction | every report, trace, session summary and history equals a simple model's; acknowledged durable spans survive; what survives a crash is a prefix; `verify` passes |
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -540,8 +540,8 @@ fn check_damaged(dir: &Path, model: &[Written], junk: bool) -> Result<(), String
 
 // ---------------------------------------------------------- record_decode
 
-/// Decodes arbitrary bytes as a log record (first byte: the frame tag) or
-/// as one of the index values: no panic, no unbounded allocation (decodes
+/// Decodes arbitrary bytes as a log record (a span or a tombstone; the
+/// first byte picks the frame tag) or as one of the index values: no panic, no unbounded allocation (decodes
 /// are size-limited), and whatever decodes re-encodes to a fixed point.
 pub fn record_decode(data: &[u8]) -> Result<(), String> {
     let Some((&selector, rest)) = data.split_first() else {
@@ -549,23 +549,42 @@ pub fn record_decode(data: &[u8]) -> Result<(), String> {
     };
     match selector % 6 {
         0 | 1 => {
-            let tag = if selector % 6 == 0 {
-                codec::TAG_SPAN_V1
-            } else {
-                selector
+            // Spans, tombstones, and (with the high bit) any tag at all.
+            let tag = match (selector % 6, selector & 0x80 != 0) {
+                (0, _) => codec::TAG_SPAN_V1,
+                (_, false) => codec::TAG_DELETE_V1,
+                (_, true) => selector,
             };
-            if let Ok(rec) = codec::decode_span(tag, rest) {
-                let mut once = Vec::new();
-                codec::encode_span_parts(&rec.project, &rec.resource, &rec.span, &mut once)
-                    .map_err(|e| format!("re-encoding a decoded span: {e}"))?;
-                let again = codec::decode_span(codec::TAG_SPAN_V1, &once)
-                    .map_err(|e| format!("a re-encoded span does not decode: {e}"))?;
-                let mut twice = Vec::new();
-                codec::encode_span_parts(&again.project, &again.resource, &again.span, &mut twice)
+            match codec::decode_record(tag, rest) {
+                Ok(codec::LogRecord::Span(rec)) => {
+                    let mut once = Vec::new();
+                    codec::encode_span_parts(&rec.project, &rec.resource, &rec.span, &mut once)
+                        .map_err(|e| format!("re-encoding a decoded span: {e}"))?;
+                    let again = codec::decode_span(codec::TAG_SPAN_V1, &once)
+                        .map_err(|e| format!("a re-encoded span does not decode: {e}"))?;
+                    let mut twice = Vec::new();
+                    codec::encode_span_parts(
+                        &again.project,
+                        &again.resource,
+                        &again.span,
+                        &mut twice,
+                    )
                     .map_err(|e| format!("re-encoding: {e}"))?;
-                check(once == twice, || {
-                    "span encoding is not a fixed point".to_owned()
-                })?;
+                    check(once == twice, || {
+                        "span encoding is not a fixed point".to_owned()
+                    })?;
+                }
+                Ok(codec::LogRecord::Delete(rec)) => {
+                    let mut once = Vec::new();
+                    codec::encode_delete(&rec, &mut once)
+                        .map_err(|e| format!("re-encoding a tombstone: {e}"))?;
+                    let again = codec::decode_record(codec::TAG_DELETE_V1, &once)
+                        .map_err(|e| format!("a re-encoded tombstone does not decode: {e}"))?;
+                    check(again == codec::LogRecord::Delete(rec), || {
+                        "tombstone does not round-trip".to_owned()
+                    })?;
+                }
+                Err(_) => {}
             }
         }
         2 => round_trip::<crate::index::trace::TraceRecord>(rest)?,
@@ -750,11 +769,41 @@ type ModelTrace = BTreeMap<SpanId, GenSpan>;
 /// The model: spans stored, by trace, and the order the log holds them in.
 #[derive(Debug, Default)]
 struct Model {
+    /// The spans stored now.
     traces: BTreeMap<TraceId, ModelTrace>,
-    /// `(trace, span)` in log order.
-    log: Vec<(TraceId, SpanId)>,
-    /// How many of `log` are durable (synced).
+    /// What the log holds, in order: stored spans and deletes. A crash
+    /// leaves a prefix of it.
+    events: Vec<Event>,
+    /// How many of `events` are durable.
     durable: usize,
+}
+
+/// One entry of the model's log.
+#[derive(Debug, Clone)]
+enum Event {
+    /// A span stored.
+    Add(GenSpan),
+    /// A trace deleted (a tombstone).
+    Delete(TraceId),
+}
+
+/// The spans a prefix of the events leaves.
+fn replay(events: &[Event]) -> BTreeMap<TraceId, ModelTrace> {
+    let mut traces: BTreeMap<TraceId, ModelTrace> = BTreeMap::new();
+    for e in events {
+        match e {
+            Event::Add(g) => {
+                traces
+                    .entry(g.span.trace_id)
+                    .or_default()
+                    .insert(g.span.span_id, g.clone());
+            }
+            Event::Delete(t) => {
+                traces.remove(t);
+            }
+        }
+    }
+    traces
 }
 
 /// What the model expects of an append.
@@ -834,8 +883,24 @@ impl Model {
                 .entry(g.span.trace_id)
                 .or_default()
                 .insert(g.span.span_id, g.clone());
-            self.log.push((g.span.trace_id, g.span.span_id));
+            self.events.push(Event::Add(g.clone()));
         }
+    }
+
+    /// Deletes a trace; returns how many spans it had (0: unknown trace).
+    fn delete(&mut self, t: TraceId) -> usize {
+        match self.traces.remove(&t) {
+            Some(spans) => {
+                self.events.push(Event::Delete(t));
+                spans.len()
+            }
+            None => 0,
+        }
+    }
+
+    /// Spans stored now, in total.
+    fn spans(&self) -> usize {
+        self.traces.values().map(BTreeMap::len).sum()
     }
 }
 
@@ -1021,40 +1086,42 @@ fn check_store(store: &SessionStore, model: &Model, what: &str) -> Result<(), St
     Ok(())
 }
 
-/// After a crash: the store must hold a prefix of the model's log order,
-/// at least its durable part. Trims the model to what survived.
+/// After a crash: the store must hold what a prefix of the model's events
+/// leaves, at least its durable part. Trims the model to that prefix.
 fn reconcile_after_crash(
     store: &SessionStore,
     model: &mut Model,
     what: &str,
 ) -> Result<(), String> {
-    let mut present = Vec::with_capacity(model.log.len());
-    for (t, s) in &model.log {
+    let mut held: BTreeMap<TraceId, BTreeSet<SpanId>> = BTreeMap::new();
+    for t in 1..=4u8 {
+        let id = trace_id(t);
         let tr = store
-            .trace(*t)
+            .trace(id)
             .map_err(|e| format!("{what}: trace does not read back: {e}"))?;
-        present.push(tr.is_some_and(|tr| tr.spans.iter().any(|x| x.span.span_id == *s)));
-    }
-    let k = present.iter().take_while(|p| **p).count();
-    check(!present.iter().skip(k).any(|p| *p), || {
-        format!("{what}: the spans that survived are not a prefix of the log (hole at {k})")
-    })?;
-    check(k >= model.durable, || {
-        format!(
-            "{what}: only {k} spans survived, {} were acknowledged durable",
-            model.durable
-        )
-    })?;
-    for (t, s) in model.log.split_off(k) {
-        if let Some(tr) = model.traces.get_mut(&t) {
-            tr.remove(&s);
-            if tr.is_empty() {
-                model.traces.remove(&t);
-            }
+        if let Some(tr) = tr {
+            held.insert(id, tr.spans.iter().map(|s| s.span.span_id).collect());
         }
     }
-    model.durable = model.log.len();
-    Ok(())
+    for k in (model.durable..=model.events.len()).rev() {
+        let state = replay(&model.events[..k]);
+        let ids: BTreeMap<TraceId, BTreeSet<SpanId>> = state
+            .iter()
+            .map(|(t, spans)| (*t, spans.keys().copied().collect()))
+            .collect();
+        if ids == held {
+            model.events.truncate(k);
+            model.traces = state;
+            model.durable = k;
+            return Ok(());
+        }
+    }
+    Err(format!(
+        "{what}: what survived is not what any prefix of the log holding its {} durable \
+         entries (of {}) leaves",
+        model.durable,
+        model.events.len()
+    ))
 }
 
 fn durability(b: u8) -> Durability {
@@ -1089,7 +1156,8 @@ fn open_store(
 /// duplicates are common; zero ids, zero parents and oversize spans that
 /// must be rejected; timestamps 0, u64::MAX and end before start), sync,
 /// reopen (with another durability mode), power loss (seeded), an I/O
-/// fault at the n-th call of the next append, and a full check. The first
+/// fault at the n-th call of the next append, delete a trace, compact, and
+/// a full check. The first
 /// byte picks the durability mode and the segment and checkpoint sizes.
 pub fn store_model(data: &[u8]) -> Result<(), String> {
     let tmp = TempDir::new("store")?;
@@ -1131,14 +1199,14 @@ pub fn store_model(data: &[u8]) -> Result<(), String> {
                 expect.check(&report, &what)?;
                 model.add(&expect.fresh);
                 if mode != Durability::Buffered {
-                    model.durable = model.log.len();
+                    model.durable = model.events.len();
                 }
                 store = Some(st);
             }
             3 => {
                 if let Some(st) = &store {
                     st.sync().map_err(|e| format!("{what}: sync failed: {e}"))?;
-                    model.durable = model.log.len();
+                    model.durable = model.events.len();
                 }
             }
             4 => {
@@ -1147,7 +1215,7 @@ pub fn store_model(data: &[u8]) -> Result<(), String> {
                     st.close()
                         .map_err(|e| format!("{what}: close failed: {e}"))?;
                 }
-                model.durable = model.log.len();
+                model.durable = model.events.len();
                 mode = durability(input.byte());
                 sim = SimFileSystem::new();
                 let st = open_store(&dir, &sim, mode, small)?;
@@ -1155,7 +1223,7 @@ pub fn store_model(data: &[u8]) -> Result<(), String> {
                 debug(|| {
                     format!(
                         "store: {what}: reopened as {mode:?}, {} spans",
-                        model.log.len()
+                        model.spans()
                     )
                 });
                 store = Some(st);
@@ -1170,12 +1238,12 @@ pub fn store_model(data: &[u8]) -> Result<(), String> {
                 sim = SimFileSystem::new();
                 let st = open_store(&dir, &sim, mode, small)
                     .map_err(|e| format!("{what}: reopen after power loss (seed {seed}): {e}"))?;
-                let before = model.log.len();
+                let before = model.spans();
                 reconcile_after_crash(&st, &mut model, &format!("{what}: power loss seed {seed}"))?;
                 debug(|| {
                     format!(
                         "store: {what}: power loss kept {} of {before} spans",
-                        model.log.len()
+                        model.spans()
                     )
                 });
                 check_store(&st, &model, &format!("{what}: after power loss"))?;
@@ -1208,7 +1276,7 @@ pub fn store_model(data: &[u8]) -> Result<(), String> {
                     expect.check(&report, &what)?;
                     model.add(&expect.fresh);
                     if mode != Durability::Buffered {
-                        model.durable = model.log.len();
+                        model.durable = model.events.len();
                     }
                     store = Some(st);
                     continue;
@@ -1223,12 +1291,16 @@ pub fn store_model(data: &[u8]) -> Result<(), String> {
                 })?;
                 // Readable: everything acknowledged reads back (the failed
                 // batch may or may not be visible).
-                for (t, sp) in &model.log {
+                for (t, spans) in &model.traces {
                     let tr = st
                         .trace(*t)
                         .map_err(|e| format!("{what}: trace unreadable after a fault: {e}"))?;
                     check(
-                        tr.is_some_and(|tr| tr.spans.iter().any(|x| x.span.span_id == *sp)),
+                        tr.is_some_and(|tr| {
+                            spans
+                                .keys()
+                                .all(|sp| tr.spans.iter().any(|x| x.span.span_id == *sp))
+                        }),
                         || format!("{what}: an acknowledged span is gone after a failed append"),
                     )?;
                 }
@@ -1254,11 +1326,41 @@ pub fn store_model(data: &[u8]) -> Result<(), String> {
                 check_store(&st, &model, &format!("{what}: after a fault"))?;
                 store = Some(st);
             }
-            _ => {
-                if let Some(st) = &store {
-                    check_store(st, &model, &what)?;
+            _ => match (op / 8) % 8 {
+                6 => {
+                    // Delete a trace: a tombstone, durable like an append.
+                    let Some(st) = &store else { continue };
+                    let t = trace_id(1 + input.byte() % 4);
+                    let report = st
+                        .delete_trace(t)
+                        .map_err(|e| format!("{what}: delete failed: {e}"))?;
+                    let spans = model.delete(t);
+                    debug(|| format!("store: {what}: delete {report:?}"));
+                    check(
+                        report.spans == spans as u64 && report.traces == u64::from(spans > 0),
+                        || format!("{what}: delete reports {report:?}, the model {spans} spans"),
+                    )?;
+                    if mode != Durability::Buffered {
+                        model.durable = model.events.len();
+                    }
                 }
-            }
+                7 => {
+                    // Compaction: moves live frames, drops a dead prefix;
+                    // starts with a checkpoint, so everything is durable.
+                    let Some(st) = &store else { continue };
+                    let report = st
+                        .compact()
+                        .map_err(|e| format!("{what}: compact failed: {e}"))?;
+                    debug(|| format!("store: {what}: compact {report:?}"));
+                    model.durable = model.events.len();
+                    check_store(st, &model, &format!("{what}: after compaction"))?;
+                }
+                _ => {
+                    if let Some(st) = &store {
+                        check_store(st, &model, &what)?;
+                    }
+                }
+            },
         }
     }
     let st = match store.take() {
@@ -1370,6 +1472,14 @@ fn record_seeds() -> Vec<Vec<u8>> {
         .concat(),
         vec![4, 0, 0, 0],
         vec![5, 0],
+        {
+            let mut tomb = vec![1u8];
+            let rec = codec::DeleteRecord {
+                traces: vec![[1; 16], [2; 16]],
+            };
+            let _ = codec::encode_delete(&rec, &mut tomb);
+            tomb
+        },
     ]
 }
 
@@ -1423,6 +1533,20 @@ fn store_seeds() -> Vec<Vec<u8>> {
             &root(2)[..],
             &[5, 0],
             &turn(3),
+        ]
+        .concat(),
+        // Deletes (opcode 55 and a trace byte) and compaction (63), late
+        // spans of a deleted trace, power loss after both.
+        [
+            &[0x10u8][..],
+            &turn(1),
+            &turn(2),
+            &turn(3),
+            &[55, 1, 63],
+            &turn(2),
+            &[55, 0, 3, 63, 5, 4, 4],
+            &turn(4),
+            &[5, 9, 9, 7],
         ]
         .concat(),
         // Bad spans: zero trace id, zero span id, zero parent, oversize;
