@@ -112,7 +112,7 @@ fn a_power_cut_at_any_call_of_an_append_loses_nothing_acknowledged() {
 
 #[test]
 fn tearing_the_last_append_at_every_byte_keeps_a_consistent_prefix() {
-    let step = env_bound("SPAN_SESSIONS_TEAR_STEP", 5).max(1);
+    let step = env_bound("SPAN_SESSIONS_TEAR_STEP", 9).max(1);
     let mut cases = 0;
     for mode in MODES {
         // How many bytes the append leaves unsynced in the log segment.
