@@ -242,3 +242,199 @@ fn concurrent_appenders_share_group_commits_and_lose_nothing() {
         );
     }
 }
+
+/// Writer `w`'s batch `n` in `several_readers_...`: two whole traces, one in
+/// session `w{w}-a` and one in `w{w}-b`, so a snapshot that shows one
+/// without the other shows half a batch.
+fn paired_batch(w: u64, n: u64) -> Vec<ResourceSpans> {
+    // Trace ids from 1: an all-zero trace id is rejected.
+    let mut batch = whole_trace(n * 8 + w * 2 + 1, &format!("w{w}-a"));
+    batch.extend(whole_trace(n * 8 + w * 2 + 2, &format!("w{w}-b")));
+    batch
+}
+
+/// One reader pass over single snapshots (the session list and the project
+/// figures each read one); returns the traces the project holds.
+fn check_paired_snapshot(
+    store: &SessionStore,
+    writers: u64,
+    last: &mut BTreeMap<String, u64>,
+) -> u64 {
+    let list = store
+        .sessions(
+            "p",
+            &SessionQuery {
+                sort: SessionSort::NumTraces,
+                descending: true,
+                limit: 100,
+                ..SessionQuery::default()
+            },
+        )
+        .unwrap();
+    assert!(list.next_cursor.is_none(), "more sessions than expected");
+    let mut counts = BTreeMap::new();
+    for sum in &list.items {
+        let n = sum.num_traces;
+        assert_eq!(
+            sum.tokens.total,
+            n * TRACE_TOTAL,
+            "{}: partial tokens",
+            sum.session_id
+        );
+        assert_eq!(
+            sum.num_traces_with_error, n,
+            "{}: error count",
+            sum.session_id
+        );
+        let prev = last.get(&sum.session_id).copied().unwrap_or(0);
+        assert!(
+            n >= prev,
+            "{}: went back from {prev} to {n} traces",
+            sum.session_id
+        );
+        last.insert(sum.session_id.clone(), n);
+        counts.insert(sum.session_id.clone(), n);
+    }
+    for w in 0..writers {
+        let a = counts.get(&format!("w{w}-a")).copied().unwrap_or(0);
+        let b = counts.get(&format!("w{w}-b")).copied().unwrap_or(0);
+        assert_eq!(
+            a, b,
+            "writer {w}: one snapshot shows half of a batch ({a} vs {b} traces)"
+        );
+    }
+    let Some(stats) = store.project_stats("p").unwrap() else {
+        return 0;
+    };
+    assert_eq!(stats.traces % 2, 0, "{stats:?}: an odd number of traces");
+    assert_eq!(stats.spans, stats.traces * K, "{stats:?}: a partial trace");
+    assert_eq!(stats.tokens.total, stats.traces * TRACE_TOTAL, "{stats:?}");
+    let prev = last.get("").copied().unwrap_or(0);
+    assert!(
+        stats.traces >= prev,
+        "project went back from {prev} to {} traces",
+        stats.traces
+    );
+    last.insert(String::new(), stats.traces);
+    // A session's turns and the last trace: whole as well.
+    let s = format!("w{}-b", stats.traces % writers);
+    let history = store.session_history("p", &s).unwrap();
+    for turn in &history {
+        assert_eq!(turn.num_spans, K, "{s}: a turn with a partial span count");
+        assert_eq!(turn.tokens.total, TRACE_TOTAL, "{s}: partial tokens");
+    }
+    if let Some(last_turn) = history.last() {
+        let trace = store.trace(last_turn.trace_id).unwrap().unwrap();
+        assert_eq!(
+            u64::try_from(trace.spans.len()).unwrap(),
+            K,
+            "{s}: trace view"
+        );
+    }
+    stats.traces
+}
+
+/// The issue's concurrency bullet: several reader threads against several
+/// group-commit writers (with checkpoints and segment rolls under way) for a
+/// bounded time. Every read is of whole batches, every summary consistent
+/// with its own counts, nothing goes backwards, and the whole run finishes:
+/// a watchdog fails the test if the threads do not (a deadlock).
+#[test]
+fn several_readers_and_group_commit_writers_see_whole_batches_without_deadlock() {
+    const WRITERS: u64 = 3;
+    const READERS: usize = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(
+        StoreOptions::default()
+            .durability(Durability::GroupCommit)
+            .segment_bytes(64 << 10)
+            .checkpoint_bytes(32 << 10)
+            .open(dir.path())
+            .unwrap(),
+    );
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let driver = {
+        let store = std::sync::Arc::clone(&store);
+        std::thread::spawn(move || {
+            let store = &*store;
+            let stop = AtomicBool::new(false);
+            let (counts, observed) = std::thread::scope(|scope| {
+                let readers: Vec<_> = (0..READERS)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            let mut last = BTreeMap::new();
+                            let mut seen = Vec::new();
+                            while !stop.load(Ordering::Acquire) {
+                                seen.push(check_paired_snapshot(store, WRITERS, &mut last));
+                            }
+                            seen.push(check_paired_snapshot(store, WRITERS, &mut last));
+                            seen
+                        })
+                    })
+                    .collect();
+                let writers: Vec<_> = (0..WRITERS)
+                    .map(|w| {
+                        scope.spawn(move || {
+                            let deadline = Instant::now() + Duration::from_millis(1500);
+                            let mut n = 0u64;
+                            while Instant::now() < deadline && n < 3_000 {
+                                let r = store.append(&paired_batch(w, n)).unwrap();
+                                assert_eq!(r.accepted, usize::try_from(2 * K).unwrap());
+                                n += 1;
+                                if w == 0 && n.is_multiple_of(50) {
+                                    store.sync().unwrap();
+                                }
+                            }
+                            n
+                        })
+                    })
+                    .collect();
+                let counts: Vec<u64> = writers.into_iter().map(|h| h.join().unwrap()).collect();
+                stop.store(true, Ordering::Release);
+                let observed: Vec<Vec<u64>> =
+                    readers.into_iter().map(|h| h.join().unwrap()).collect();
+                (counts, observed)
+            });
+            let _ = done_tx.send((counts, observed));
+        })
+    };
+    let Ok((counts, observed)) = done_rx.recv_timeout(Duration::from_secs(120)) else {
+        // A panicking thread ends the driver without a result: report that
+        // panic rather than a deadlock.
+        if driver.is_finished() {
+            driver.join().unwrap();
+        }
+        panic!("readers and writers did not finish within 120 s: a deadlock");
+    };
+    driver.join().unwrap();
+    let total: u64 = counts.iter().sum();
+    assert!(total > 3 * WRITERS, "only {total} batches appended");
+    for (w, n) in counts.iter().enumerate() {
+        for half in ["a", "b"] {
+            let s = store
+                .session("p", &format!("w{w}-{half}"))
+                .unwrap()
+                .unwrap();
+            assert_eq!(s.num_traces, *n, "writer {w}, session {half}");
+        }
+    }
+    let stats = store.project_stats("p").unwrap().unwrap();
+    assert_eq!(stats.traces, 2 * total);
+    // Every reader ran, and at least one read landed while writes were under
+    // way (neither empty nor final), so the checks above saw concurrency.
+    let passes: usize = observed.iter().map(Vec::len).sum();
+    assert!(observed.iter().all(|o| !o.is_empty()), "a reader never ran");
+    assert!(
+        observed.iter().flatten().any(|&t| t > 0 && t < 2 * total),
+        "no reader saw the store mid-run in {passes} passes"
+    );
+    for o in &observed {
+        assert_eq!(o.last().copied(), Some(2 * total), "a reader's final pass");
+    }
+    let report = store.verify().unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    eprintln!(
+        "{WRITERS} group-commit writers appended {total} batches while {READERS} readers \
+         made {passes} passes"
+    );
+}
