@@ -422,3 +422,57 @@ fn verify_accepts_a_trace_that_moved_to_another_project() {
     let report = store.verify().unwrap();
     assert!(report.is_ok(), "{:?}", report.problems);
 }
+
+/// A measurement, not a check of the contract (`--ignored`): what the index
+/// integrity check on open (`StoreOptions::check_index_on_open`) costs for
+/// a store of `SPAN_SESSIONS_INDEX_CHECK_SPANS` spans (300,000 by default),
+/// with a warm page cache: the best of three opens with and without it. Both
+/// opens must give the same answers.
+#[test]
+#[ignore = "a measurement; docs/RELIABILITY.md quotes it"]
+fn index_check_on_open_cost() {
+    let spans = env_bound("SPAN_SESSIONS_INDEX_CHECK_SPANS", 300_000);
+    let dir = tempfile::tempdir().unwrap();
+    let store = SessionStore::options()
+        .durability(Durability::Buffered)
+        .open(dir.path())
+        .unwrap();
+    let per_batch = reliability::SPANS_PER_BATCH as u64;
+    let batches = spans.div_ceil(per_batch);
+    let mut n = 0;
+    while n < batches {
+        let chunk: Vec<_> = (n..batches.min(n + 200))
+            .flat_map(|b| BatchId::new(0, b).batch())
+            .collect();
+        store.append(&chunk).unwrap();
+        n = batches.min(n + 200);
+    }
+    store.close().unwrap();
+    let index_bytes = std::fs::metadata(dir.path().join("index.redb"))
+        .unwrap()
+        .len();
+    let mut best = [std::time::Duration::MAX; 2];
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        for (i, check) in [true, false].into_iter().enumerate() {
+            let t = std::time::Instant::now();
+            let store = SessionStore::options()
+                .check_index_on_open(check)
+                .open(dir.path())
+                .unwrap();
+            best[i] = best[i].min(t.elapsed());
+            let stats = store.project_stats("p0").unwrap().unwrap();
+            assert_eq!(stats.spans, batches * per_batch, "check={check}");
+            answers.push(format!("{stats:?}"));
+            store.close().unwrap();
+        }
+    }
+    assert!(answers.windows(2).all(|w| w[0] == w[1]));
+    eprintln!(
+        "index of {} spans, {:.1} MiB: open with the check {:?}, without {:?}",
+        batches * per_batch,
+        index_bytes as f64 / f64::from(1 << 20),
+        best[0],
+        best[1]
+    );
+}
