@@ -35,8 +35,6 @@ pub(crate) type SpanSource<'a> = dyn Fn(u64) -> Result<StoredSpan> + 'a;
 /// The write transaction of one batch.
 pub(crate) struct IndexWriter {
     pub(super) txn: WriteTransaction,
-    /// Trace records loaded by [`IndexWriter::is_stored`], reused by `apply`.
-    pub(super) cache: search::IntMap<[u8; 16], TraceRecord>,
 }
 
 pub(super) struct Tables<'t> {
@@ -127,10 +125,7 @@ pub(super) fn load_trace(
 
 impl IndexWriter {
     pub(super) fn new(txn: WriteTransaction) -> Self {
-        Self {
-            txn,
-            cache: search::IntMap::default(),
-        }
+        Self { txn }
     }
 
     /// Commits (non-durably: see `Index::checkpoint`).
@@ -141,7 +136,6 @@ impl IndexWriter {
 
     /// Empties every derived table (for a rebuild) and resets the applied LSN.
     pub(crate) fn clear(&mut self) -> Result<()> {
-        self.cache.clear();
         let mut t = self.tables()?;
         t.meta.insert(META_APPLIED, 0)?;
         t.meta.insert(META_NEXT_SESSION, 0)?;
@@ -212,7 +206,6 @@ impl IndexWriter {
         applied_lsn: u64,
         postings: &mut BatchPostings,
     ) -> Result<()> {
-        let mut cache = std::mem::take(&mut self.cache);
         let mut t = self.tables()?;
         let mut by_trace: BTreeMap<[u8; 16], Vec<&NewRecord<'_>>> = BTreeMap::new();
         for r in batch {
@@ -235,10 +228,7 @@ impl IndexWriter {
             }
         }
         for (tid, recs) in by_trace {
-            let mut rec = match cache.remove(&tid) {
-                Some(r) => r,
-                None => load_trace(&t.traces, tid)?,
-            };
+            let mut rec = load_trace(&t.traces, tid)?;
             let old_filing = rec.filing;
             let old_head = rec.head().map(|(f, _)| f.span_id);
             let old_project = rec.project().map(str::to_owned);

@@ -76,7 +76,6 @@ impl IndexWriter {
     /// that no longer points at `from` is left alone (cannot happen under
     /// the writer lock, but a remap never resurrects anything).
     pub(crate) fn remap(&mut self, moves: &[Move]) -> Result<()> {
-        self.cache.clear();
         let mut traces = self.txn.open_table(TRACES)?;
         let mut by_trace: HashMap<[u8; 16], Vec<&Move>> = HashMap::new();
         for m in moves {

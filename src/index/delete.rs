@@ -115,7 +115,6 @@ impl IndexWriter {
         ids: &[[u8; 16]],
         source: &SpanSource<'_>,
     ) -> Result<DeleteReport> {
-        self.cache.clear();
         let mut t = self.tables()?;
         let mut counts = DeleteReport::default();
         for chunk in ids.chunks(CHUNK) {

@@ -16,16 +16,15 @@
 //!
 //! [`StoreOptions::index_batch_bytes`]: crate::StoreOptions::index_batch_bytes
 
-use std::collections::HashSet;
-use std::hash::BuildHasherDefault;
+use std::collections::{HashMap, HashSet};
 
-use crate::index::search::{IntHasher, IntMap};
 use crate::index::{NewRecord, SpanInfo};
 use crate::log::Lsn;
 use crate::model::Span;
 
-/// A set of span ids hashed by their bytes (ids are random).
-pub(super) type SpanIdSet = HashSet<[u8; 8], BuildHasherDefault<IntHasher>>;
+/// A set of span ids. Ids come from clients, so the standard library's
+/// randomly keyed hasher: no input can make the set quadratic.
+pub(super) type SpanIdSet = HashSet<[u8; 8]>;
 
 /// One span written to the log and not yet indexed.
 struct PendingSpan {
@@ -46,7 +45,7 @@ pub(super) struct Pending {
     /// For every trace an append touched since the last apply: the ids of
     /// all its stored spans, indexed or pending (idempotency and the spans
     /// per trace limit, without reading the trace record again).
-    traces: IntMap<[u8; 16], SpanIdSet>,
+    traces: HashMap<[u8; 16], SpanIdSet>,
     /// Encoded bytes of `spans`.
     bytes: usize,
 }
