@@ -10,6 +10,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod common;
+
+use common::copy_dir;
 mod reliability;
 
 use std::collections::BTreeMap;
@@ -27,19 +29,6 @@ fn options() -> StoreOptions {
         .durability(Durability::Sync)
         .segment_bytes(4096)
         .checkpoint_bytes(u64::MAX)
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 fn batches() -> Vec<BatchId> {

@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::copy_dir;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -277,19 +279,6 @@ fn retention_runs_in_rounds() {
 }
 
 // ------------------------------------------------------------ crashes
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
 
 fn last_segment(dir: &Path) -> PathBuf {
     let mut segs: Vec<PathBuf> = fs::read_dir(dir.join("log"))

@@ -7,8 +7,7 @@
 
 mod common;
 
-use std::fs;
-use std::path::Path;
+use common::copy_dir;
 
 use common::{sid, snapshot, tid};
 use span_sessions::{
@@ -144,19 +143,6 @@ fn the_spans_per_trace_limit_counts_pending_spans() {
     assert_eq!(store.trace(tid(1)).unwrap().unwrap().spans.len(), 3);
     let r = put(&store, vec![span(6)]);
     assert_eq!((r.accepted, r.rejected.len()), (0, 1));
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 #[test]

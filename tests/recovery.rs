@@ -5,6 +5,10 @@
 //! file says), then damaging the copy and opening it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod common;
+
+use common::copy_dir;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -12,19 +16,6 @@ use span_sessions::{
     Durability, ErrorKind, ResourceSpans, SessionQuery, SessionSort, SessionStore, Span, SpanId,
     TraceId,
 };
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
 
 fn only_segment(dir: &Path) -> PathBuf {
     let mut segs: Vec<PathBuf> = fs::read_dir(dir.join("log"))

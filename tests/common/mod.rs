@@ -160,3 +160,17 @@ pub fn assert_invalid_input<T: std::fmt::Debug>(r: span_sessions::Result<T>, wha
         Ok(v) => panic!("{what}: expected InvalidInput, got Ok({v:?})"),
     }
 }
+
+/// Copies a directory tree (a store as a crash at this moment leaves it).
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
