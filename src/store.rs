@@ -483,6 +483,10 @@ impl SessionStore {
         // reads then fail (the store is poisoned) rather than silently miss
         // acknowledged spans.
         if !self.unapplied.load(Ordering::Acquire) {
+            // Nothing pending, but appends made only of duplicates may have
+            // remembered span ids read from the index: forget them, since
+            // the caller may be about to change the index (a delete).
+            ws.pending.clear();
             return Ok(());
         }
         if self.poison.is_set() {

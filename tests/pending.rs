@@ -188,3 +188,21 @@ fn indexing_in_groups_gives_the_same_answers_as_indexing_every_batch() {
     );
     assert_eq!(answers(lazy()), every_batch);
 }
+
+/// Regression (found by the model test): an append made only of
+/// duplicates leaves nothing pending but remembers the trace's span ids;
+/// a delete must not leave that memory behind, or the deleted spans,
+/// appended again, would be taken for duplicates.
+#[test]
+fn spans_deleted_after_a_duplicate_only_append_can_be_stored_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = lazy().open(dir.path()).unwrap();
+    assert_eq!(put(&store, turn(1, "s1", 1_000, "a")).accepted, 2);
+    assert_eq!(store.session("p", "s1").unwrap().unwrap().num_traces, 1);
+    assert_eq!(put(&store, turn(1, "s1", 1_000, "a")).duplicates, 2);
+    store.delete_trace(tid(1)).unwrap();
+    assert!(store.trace(tid(1)).unwrap().is_none());
+    let again = put(&store, turn(1, "s1", 1_000, "a"));
+    assert_eq!((again.accepted, again.duplicates), (2, 0));
+    assert_eq!(store.trace(tid(1)).unwrap().unwrap().spans.len(), 2);
+}
