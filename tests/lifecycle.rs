@@ -281,13 +281,7 @@ fn retention_runs_in_rounds() {
 // ------------------------------------------------------------ crashes
 
 fn last_segment(dir: &Path) -> PathBuf {
-    let mut segs: Vec<PathBuf> = fs::read_dir(dir.join("log"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    segs.sort();
-    segs.pop().unwrap()
+    common::segments(dir).pop().unwrap()
 }
 
 /// Every answer that a delete can change.

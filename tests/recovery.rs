@@ -18,12 +18,7 @@ use span_sessions::{
 };
 
 fn only_segment(dir: &Path) -> PathBuf {
-    let mut segs: Vec<PathBuf> = fs::read_dir(dir.join("log"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    segs.sort();
+    let mut segs = common::segments(dir);
     assert_eq!(segs.len(), 1, "test expects one segment: {segs:?}");
     segs.remove(0)
 }

@@ -365,12 +365,7 @@ impl IndexWriter {
                 Some(v) => decode("project counters", v.value())?,
                 None => ProjectCounters::default(),
             };
-            c.sessions = apply_signed(c.sessions, d.sessions);
-            c.traces = apply_signed(c.traces, d.traces);
-            c.spans = apply_signed(c.spans, d.spans);
-            c.tokens.prompt = apply_signed(c.tokens.prompt, d.tokens[0]);
-            c.tokens.completion = apply_signed(c.tokens.completion, d.tokens[1]);
-            c.tokens.total = apply_signed(c.tokens.total, d.tokens[2]);
+            d.apply_to(&mut c);
             t.project_stats
                 .insert(project_id, codec::encode_value(&c).as_slice())?;
         }
