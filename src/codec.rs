@@ -393,7 +393,17 @@ pub(crate) fn decode_record(tag: u8, payload: &[u8]) -> Result<LogRecord, Decode
 pub(crate) fn encode_value<T: Serialize>(value: &T) -> Vec<u8> {
     // Encoding into a Vec fails only if serde's Serialize impl fails,
     // which derived impls of our own types never do.
-    bincode::serde::encode_to_vec(value, CONFIG).unwrap_or_default()
+    // Sized first: growing the vector from empty (bincode's `encode_to_vec`
+    // through serde) reallocated several times per value.
+    let mut size = bincode::enc::write::SizeWriter::default();
+    if bincode::serde::encode_into_writer(value, &mut size, CONFIG).is_err() {
+        return Vec::new();
+    }
+    let mut out = Vec::with_capacity(size.bytes_written);
+    match bincode::serde::encode_into_std_write(value, &mut out, CONFIG) {
+        Ok(_) => out,
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Decodes an index value; the whole slice must be consumed.
