@@ -389,8 +389,12 @@ fn candidates(
             let set = ChunkSet::decode(v.value()).ok_or_else(bad_posting)?;
             chunks.insert(search::key_chunk(&k.value()), set);
         }
-        for (chunk, set) in pending.get(project_id, *tri).into_iter().flatten() {
-            chunks.entry(*chunk).or_default().union(set);
+        for session in pending.sessions(project_id, *tri) {
+            let (chunk, offset) = search::chunk_of(session);
+            chunks
+                .entry(chunk)
+                .or_default()
+                .extend_iter(std::iter::once(offset));
         }
         per_tri.push(chunks);
     }

@@ -321,8 +321,9 @@ pub struct SessionStore {
     _lock: File,
 }
 
-/// Buffered search postings beyond this many keys are written out early.
-const SEARCH_BUFFER_KEYS: usize = 200_000;
+/// Buffered search postings beyond this many (8 bytes each) are written
+/// out early.
+const SEARCH_BUFFER_POSTINGS: usize = 1 << 21;
 
 /// A span that passed validation, waiting to be written.
 struct Candidate<'a> {
@@ -431,7 +432,7 @@ impl SessionStore {
         let replayed = {
             let mut ws = store.lock_writer()?;
             let mut w = store.index.begin_write()?;
-            let mut postings = BatchPostings::new();
+            let mut postings = BatchPostings::default();
             let n = store.replay(&mut w, applied, &mut postings)?;
             store.commit_with_postings(w, postings)?;
             store.checkpoint(&mut ws)?;
@@ -493,7 +494,7 @@ impl SessionStore {
             return Err(self.poison.error());
         }
         let source = |lsn: Lsn| self.read_span(lsn);
-        let mut postings = BatchPostings::new();
+        let mut postings = BatchPostings::default();
         ws.pending
             .take(|records| {
                 let mut w = self.index.begin_write()?;
@@ -502,7 +503,7 @@ impl SessionStore {
             })
             .map_err(|e| self.poison(e))?;
         self.unapplied.store(false, Ordering::Release);
-        if self.search_buffer.read().map_or(0, |b| b.len()) > SEARCH_BUFFER_KEYS {
+        if self.search_buffer.read().map_or(0, |b| b.len()) > SEARCH_BUFFER_POSTINGS {
             self.flush_postings().map_err(|e| self.poison(e))?;
         }
         Ok(())
@@ -560,8 +561,9 @@ impl SessionStore {
         if buffer.is_empty() {
             return Ok(());
         }
+        let chunks = buffer.chunks();
         let mut w = self.index.begin_write()?;
-        w.write_postings(&buffer)?;
+        w.write_postings(&chunks)?;
         w.commit()?;
         buffer.clear();
         Ok(())
@@ -875,7 +877,7 @@ impl SessionStore {
         let mut ws = self.lock_applied()?;
         let mut w = self.index.begin_write()?;
         w.clear()?;
-        let mut postings = BatchPostings::new();
+        let mut postings = BatchPostings::default();
         self.replay(&mut w, 0, &mut postings)?;
         {
             let mut buffer = self.search_buffer.write().map_err(|_| Error::panicked())?;
@@ -912,7 +914,7 @@ impl SessionStore {
         };
         let fresh = Index::open(tmp, 16 << 20)?;
         let mut w = fresh.begin_write()?;
-        let mut postings = BatchPostings::new();
+        let mut postings = BatchPostings::default();
         match self.replay(&mut w, 0, &mut postings) {
             Ok(frames) => report.frames = frames,
             Err(e) if e.kind() == ErrorKind::Corrupted => {
@@ -925,7 +927,7 @@ impl SessionStore {
         let mut buffer = PostingBuffer::default();
         buffer.merge(postings);
         let mut w = fresh.begin_write()?;
-        w.write_postings(&buffer)?;
+        w.write_postings(&buffer.chunks())?;
         w.commit()?;
         self.flush_postings()?;
         let live = self.index.begin_read()?;

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::model::{StoredSpan, TraceId};
 
 use super::facts::{self, SessionIdSource};
-use super::search::{self, BatchPostings, ChunkSet, PostingBuffer};
+use super::search::{self, BatchPostings, ChunkSet};
 use super::session::{SessionState, TurnRef, sort_values};
 use super::trace::{Filing, NewRecord, TraceRecord, TurnBody};
 use super::{
@@ -174,12 +174,11 @@ impl IndexWriter {
         })
     }
 
-    /// Merges buffered search postings into the search table.
-    pub(crate) fn write_postings(&mut self, pending: &PostingBuffer) -> Result<()> {
+    /// Merges buffered search postings (from [`PostingBuffer::chunks`], in
+    /// key order) into the search table.
+    pub(crate) fn write_postings(&mut self, chunks: &[([u8; 12], ChunkSet)]) -> Result<()> {
         let mut table = self.txn.open_table(SEARCH)?;
-        let mut items: Vec<_> = pending.iter().collect();
-        items.sort_unstable_by_key(|(k, _)| *k);
-        for (key, offsets) in items {
+        for (key, offsets) in chunks {
             let mut set = match table.get(key)? {
                 Some(v) => ChunkSet::decode(v.value()).ok_or_else(|| {
                     Error::Index(Box::new(redb::Error::Corrupted(
@@ -197,7 +196,8 @@ impl IndexWriter {
 
     /// Applies records (in log order) and records `applied_lsn`. Search
     /// postings are added to `postings`, not written: the caller buffers
-    /// them across batches and writes them with [`IndexWriter::write_postings`]. Spans
+    /// them across batches (a `PostingBuffer`) and writes them with
+    /// [`IndexWriter::write_postings`]. Spans
     /// already indexed are skipped, so replaying a record is harmless.
     pub(crate) fn apply(
         &mut self,

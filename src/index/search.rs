@@ -19,7 +19,7 @@
 //! not one per batch. After a crash the buffer is rebuilt by the replay
 //! from the checkpoint, like every other index change.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 /// Sessions per chunk of a posting set.
 pub(crate) const CHUNK_BITS: u32 = 12;
@@ -136,6 +136,18 @@ impl ChunkSet {
         }
     }
 
+    /// A set of sorted, distinct offsets.
+    pub fn from_sorted(offsets: Vec<u16>) -> ChunkSet {
+        if offsets.len() * 2 < BITMAP_BYTES {
+            return ChunkSet::Sparse(offsets);
+        }
+        let mut bits = Box::new([0u8; BITMAP_BYTES]);
+        for &o in &offsets {
+            set_bit(&mut bits, o);
+        }
+        ChunkSet::Dense(bits)
+    }
+
     /// Adds offsets; returns true when the set grew.
     pub fn extend_iter(&mut self, offsets: impl Iterator<Item = u16> + Clone) -> bool {
         let mut grew = false;
@@ -240,33 +252,41 @@ pub(crate) fn chunk_of(session: u64) -> (u32, u16) {
     parts
 }
 
-/// Postings queued by one batch: (project, trigram, session); unsorted,
-/// may repeat.
-pub(crate) type BatchPostings = Vec<(u32, Trigram, u64)>;
+/// A (project, trigram) pair: `project << 32 | trigram`.
+type Term = u64;
 
-/// Queues the trigrams of a turn's texts for a session.
-pub(crate) fn queue(batch: &mut BatchPostings, project_id: u32, session: u64, texts: &[&str]) {
-    let mut tris = Vec::new();
-    for t in texts {
-        trigrams(&normalize(t), &mut tris);
-    }
-    tris.sort_unstable();
-    tris.dedup();
-    batch.extend(tris.into_iter().map(|t| (project_id, t, session)));
+fn term(project_id: u32, tri: Trigram) -> Term {
+    (u64::from(project_id) << 32) | u64::from(tri)
 }
 
-/// A multiply-rotate hasher for small internal integer keys (the default
-/// SipHash dominated the profile of postings merges). `finish` mixes the
-/// high bits into the low ones (the splitmix64 finalizer): the multiply
-/// alone leaves the low bits of the hash a function of the low bits of the
-/// key, so keys that differ only in their high bytes (big-endian counters,
-/// for example) would all land in one bucket and make a hash map
-/// quadratic. Not for keys an attacker chooses (span and trace ids use the
-/// standard library's randomly keyed hasher).
-#[derive(Default, Clone, Copy)]
-pub(crate) struct IntHasher(u64);
+/// Hashes [`Term`]s for the posting maps: the splitmix64 finalizer of the
+/// term xor a key drawn at random per map. The finalizer spreads every
+/// input bit over the bucket bits (terms differ mostly in their low bits,
+/// sessions in theirs), and the random key keeps texts chosen to make
+/// trigram codes collide from predicting buckets. About a tenth of the
+/// standard library's SipHash here, which dominated the profile of
+/// postings.
+#[derive(Clone, Copy)]
+pub(crate) struct TermHashing(u64);
 
-impl std::hash::Hasher for IntHasher {
+impl Default for TermHashing {
+    fn default() -> Self {
+        use std::hash::BuildHasher;
+        TermHashing(std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64))
+    }
+}
+
+impl std::hash::BuildHasher for TermHashing {
+    type Hasher = TermHasher;
+    fn build_hasher(&self) -> TermHasher {
+        TermHasher(self.0)
+    }
+}
+
+/// The hasher of [`TermHashing`].
+pub(crate) struct TermHasher(u64);
+
+impl std::hash::Hasher for TermHasher {
     fn finish(&self) -> u64 {
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -274,80 +294,146 @@ impl std::hash::Hasher for IntHasher {
         z ^ (z >> 31)
     }
     fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            self.write_u64(u64::from_le_bytes(w));
-        }
-        for b in chunks.remainder() {
+        for b in bytes {
             self.write_u64(u64::from(*b));
         }
     }
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(u64::from(n));
-    }
     fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+        self.0 = self.0.rotate_left(29) ^ n;
     }
 }
 
-/// A `HashMap` with [`IntHasher`].
-pub(crate) type IntMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IntHasher>>;
-
-/// Postings not yet written to the search table.
+/// Search postings held in memory: for each (project, trigram), the
+/// sessions whose turns contain it, in arrival order (a session repeats
+/// only when other sessions came between its turns; [`Postings::chunks`]
+/// sorts and deduplicates). One map per indexed group
+/// ([`BatchPostings`]), merged into the store's buffer when the group
+/// commits ([`PostingBuffer`]).
 #[derive(Debug, Default)]
-pub(crate) struct PostingBuffer {
-    map: IntMap<(u32, Trigram), BTreeMap<u32, ChunkSet>>,
-    chunks: usize,
+pub(crate) struct Postings {
+    map: HashMap<Term, Vec<u64>, TermHashing>,
+    len: usize,
 }
 
-impl PostingBuffer {
-    /// Merges one batch's postings.
-    pub fn merge(&mut self, batch: BatchPostings) {
-        for (p, t, session) in batch {
-            let (chunk, offset) = chunk_of(session);
-            let set = self
-                .map
-                .entry((p, t))
-                .or_default()
-                .entry(chunk)
-                .or_insert_with(|| {
-                    self.chunks += 1;
-                    ChunkSet::default()
-                });
-            set.extend_iter(std::iter::once(offset));
+/// Postings queued by one indexed group.
+pub(crate) type BatchPostings = Postings;
+
+/// Postings of committed groups not yet written to the search table.
+pub(crate) type PostingBuffer = Postings;
+
+/// Calls `f` with the trigram code of every trigram of `text` once
+/// normalized (may repeat): the codes `trigrams(&normalize(text))` gives,
+/// without building the lowercase copy when the text is ASCII.
+pub(crate) fn for_each_trigram(text: &str, mut f: impl FnMut(Trigram)) {
+    if !text.is_ascii() {
+        let mut tris = Vec::new();
+        trigrams(&normalize(text), &mut tris);
+        tris.into_iter().for_each(f);
+        return;
+    }
+    // ASCII lowercases byte by byte; the code of (a, b, c) is the rolling
+    // `a << 14 | b << 7 | c`.
+    let mut code: u32 = 0;
+    for (i, b) in text.bytes().enumerate() {
+        code = ((code << 7) | u32::from(b.to_ascii_lowercase())) & 0x1f_ffff;
+        if i >= 2 {
+            f(code);
         }
     }
+}
 
-    /// The buffered chunks of one (project, trigram).
-    pub fn get(&self, project_id: u32, tri: Trigram) -> Option<&BTreeMap<u32, ChunkSet>> {
-        self.map.get(&(project_id, tri))
+/// Queues the trigrams of a turn's texts for a session.
+pub(crate) fn queue(batch: &mut BatchPostings, project_id: u32, session: u64, texts: &[&str]) {
+    for t in texts {
+        for_each_trigram(t, |tri| {
+            let sessions = batch.map.entry(term(project_id, tri)).or_default();
+            // Repeats within a turn (and across consecutive turns of one
+            // session) end here.
+            if sessions.last() != Some(&session) {
+                sessions.push(session);
+                batch.len += 1;
+            }
+        });
+    }
+}
+
+impl Postings {
+    /// Takes in another map's postings.
+    pub fn merge(&mut self, other: Postings) {
+        if self.map.is_empty() {
+            *self = other;
+            return;
+        }
+        for (t, sessions) in other.map {
+            let mine = self.map.entry(t).or_default();
+            if mine.is_empty() {
+                *mine = sessions;
+            } else {
+                mine.extend_from_slice(&sessions);
+            }
+        }
+        self.len += other.len;
     }
 
-    /// Every buffered chunk with its table key.
-    pub fn iter(&self) -> impl Iterator<Item = ([u8; 12], &ChunkSet)> {
-        self.map.iter().flat_map(|(&(p, t), chunks)| {
-            chunks
-                .iter()
-                .map(move |(&c, set)| (posting_key(p, t, c), set))
-        })
+    /// Sessions buffered for one (project, trigram); may repeat.
+    pub fn sessions(&self, project_id: u32, tri: Trigram) -> impl Iterator<Item = u64> + '_ {
+        self.map
+            .get(&term(project_id, tri))
+            .into_iter()
+            .flatten()
+            .copied()
     }
 
-    /// Number of buffered chunks.
+    /// Every buffered posting set with its table key, in key order (sorts
+    /// and deduplicates the buffered sessions in place).
+    pub fn chunks(&mut self) -> Vec<([u8; 12], ChunkSet)> {
+        let mut terms: Vec<(&Term, &mut Vec<u64>)> = self.map.iter_mut().collect();
+        terms.sort_unstable_by_key(|(t, _)| **t);
+        let mut out = Vec::new();
+        for (&t, sessions) in terms {
+            sessions.sort_unstable();
+            sessions.dedup();
+            #[expect(clippy::cast_possible_truncation, reason = "halves of the term")]
+            let (project_id, tri) = ((t >> 32) as u32, t as u32);
+            let mut offsets: Vec<u16> = Vec::new();
+            let mut current = None;
+            for &session in sessions.iter() {
+                let (chunk, offset) = chunk_of(session);
+                if current != Some(chunk) {
+                    if let Some(c) = current {
+                        out.push((
+                            posting_key(project_id, tri, c),
+                            ChunkSet::from_sorted(std::mem::take(&mut offsets)),
+                        ));
+                    }
+                    current = Some(chunk);
+                }
+                offsets.push(offset);
+            }
+            if let Some(c) = current {
+                out.push((
+                    posting_key(project_id, tri, c),
+                    ChunkSet::from_sorted(offsets),
+                ));
+            }
+        }
+        out
+    }
+
+    /// Number of postings held (a session listed twice counts twice).
     pub fn len(&self) -> usize {
-        self.chunks
+        self.len
     }
 
-    /// True when nothing is buffered.
+    /// True when nothing is held.
     pub fn is_empty(&self) -> bool {
-        self.chunks == 0
+        self.len == 0
     }
 
-    /// Drops everything buffered.
+    /// Drops everything held.
     pub fn clear(&mut self) {
         self.map.clear();
-        self.chunks = 0;
+        self.len = 0;
     }
 }
 
@@ -355,21 +441,6 @@ impl PostingBuffer {
 mod tests {
     use super::*;
 
-    /// Regression: keys that differ only in their high bytes (here the
-    /// little-endian reading of big-endian counters) must still spread over
-    /// the low bits that pick a hash map's bucket.
-    #[test]
-    fn int_hasher_spreads_keys_that_differ_only_in_high_bytes() {
-        use std::hash::{BuildHasher, BuildHasherDefault};
-        let build = BuildHasherDefault::<IntHasher>::default();
-        let mut buckets = std::collections::HashSet::new();
-        for i in 0..4096u64 {
-            let key: [u8; 8] = i.to_be_bytes();
-            buckets.insert(build.hash_one(key) & 0xfff);
-        }
-        // 4,096 keys into 4,096 buckets: a uniform hash fills about 63%.
-        assert!(buckets.len() > 2_300, "only {} buckets used", buckets.len());
-    }
     use std::collections::BTreeSet;
 
     #[test]
@@ -396,19 +467,126 @@ mod tests {
     }
 
     #[test]
+    fn ascii_fast_path_gives_the_normalized_trigrams() {
+        for text in [
+            "",
+            "ab",
+            "abc",
+            "Hello, World! ~\u{7f}\t",
+            "MiXeD CaSe 123",
+            "Ärger",
+            "naïve Café",
+            "İstanbul",
+            "ΣΑΣ",
+            "x\u{0}y",
+        ] {
+            let mut want = Vec::new();
+            trigrams(&normalize(text), &mut want);
+            let mut got = Vec::new();
+            for_each_trigram(text, |t| got.push(t));
+            assert_eq!(got, want, "{text:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn ascii_fast_path_matches_normalize(text in "[ -~]{0,40}|\\PC{0,20}") {
+            let mut want = Vec::new();
+            trigrams(&normalize(&text), &mut want);
+            let mut got = Vec::new();
+            for_each_trigram(&text, |t| got.push(t));
+            proptest::prop_assert_eq!(got, want);
+        }
+    }
+
+    #[test]
     fn buffer_merges_batches() {
         let mut buf = PostingBuffer::default();
-        let mut batch = BatchPostings::new();
+        let mut batch = BatchPostings::default();
         queue(&mut batch, 1, 5, &["Hello"]);
-        queue(&mut batch, 1, 4097, &["hello"]);
+        queue(&mut batch, 1, 4097, &["hello", "hello"]);
+        assert_eq!(batch.len(), 3 * 2, "repeats within a turn dropped");
         buf.merge(batch);
+        let mut again = BatchPostings::default();
+        queue(&mut again, 1, 5, &["help"]);
+        queue(&mut again, 2, 9, &["help"]);
+        buf.merge(again);
         let code = (u32::from(b'h') << 14) | (u32::from(b'e') << 7) | u32::from(b'l');
-        let chunks = buf.get(1, code).cloned().unwrap_or_default();
-        assert_eq!(chunks.len(), 2);
-        assert!(chunks.get(&0).is_some_and(|s| s.contains(5)));
-        assert!(chunks.get(&1).is_some_and(|s| s.contains(1)));
-        assert_eq!(buf.len(), 3 * 2);
-        assert!(buf.get(2, code).is_none());
+        let mut got: Vec<u64> = buf.sessions(1, code).collect();
+        got.sort_unstable();
+        assert_eq!(got, vec![5, 5, 4097], "each group lists its own postings");
+        assert_eq!(buf.sessions(2, code).collect::<Vec<_>>(), vec![9]);
+        assert_eq!(buf.sessions(3, code).count(), 0);
+        assert_eq!(buf.len(), 6 + 4);
+        // Written out: one set per (project, trigram, chunk), in key order,
+        // each posting once.
+        let chunks = buf.chunks();
+        assert!(chunks.windows(2).all(|w| w[0].0 < w[1].0));
+        let hel: Vec<_> = chunks
+            .iter()
+            .filter(|(k, _)| k[4..8] == code.to_be_bytes() && k[..4] == 1u32.to_be_bytes())
+            .collect();
+        assert_eq!(hel.len(), 2);
+        assert_eq!(hel[0].1.sessions(key_chunk(&hel[0].0)), vec![5]);
+        assert_eq!(hel[1].1.sessions(key_chunk(&hel[1].0)), vec![4097]);
+        let total: usize = chunks
+            .iter()
+            .map(|(k, s)| s.sessions(key_chunk(k)).len())
+            .sum();
+        assert_eq!(total, 6 + 4 - 1, "(1, hel, 5) came in both groups");
+    }
+
+    /// The buffer answers like a set of (project, trigram, session), however
+    /// postings arrive in groups, and writes that set out.
+    #[test]
+    fn buffer_matches_a_set() {
+        use std::collections::BTreeSet;
+        let mut buf = PostingBuffer::default();
+        let mut model = BTreeSet::new();
+        let mut x: u64 = 1;
+        let words = ["abc", "bcd", "xyz", "Äbç", "zzz"];
+        for round in 0..200 {
+            let mut batch = BatchPostings::default();
+            for _ in 0..(round % 37) {
+                x = x
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                let p = (x >> 60) as u32 % 3;
+                let session = (x >> 8) % 9000;
+                let word = words[(x >> 33) as usize % words.len()];
+                queue(&mut batch, p, session, &[word]);
+                let mut tris = Vec::new();
+                trigrams(&normalize(word), &mut tris);
+                model.insert((p, tris[0], session));
+            }
+            buf.merge(batch);
+        }
+        let mut tris = Vec::new();
+        for w in words {
+            trigrams(&normalize(w), &mut tris);
+        }
+        for p in 0..3 {
+            for &t in &tris {
+                let got: BTreeSet<u64> = buf.sessions(p, t).collect();
+                let want: BTreeSet<u64> = model
+                    .range((p, t, 0)..=(p, t, u64::MAX))
+                    .map(|&(_, _, s)| s)
+                    .collect();
+                assert_eq!(got, want, "project {p} trigram {t}");
+            }
+        }
+        let written: BTreeSet<(u32, u32, u64)> = buf
+            .chunks()
+            .iter()
+            .flat_map(|(k, set)| {
+                let p = u32::from_be_bytes([k[0], k[1], k[2], k[3]]);
+                let t = u32::from_be_bytes([k[4], k[5], k[6], k[7]]);
+                set.sessions(key_chunk(k))
+                    .into_iter()
+                    .map(move |s| (p, t, s))
+            })
+            .collect();
+        assert_eq!(written, model);
     }
 
     #[test]

@@ -168,7 +168,7 @@ impl SessionStore {
         // The intent travels with the remap: once this commit is durable,
         // an open finishes removing the prefix (`finish_interrupted`).
         w.set_meta(META_COMPACT_CUT, cut)?;
-        self.commit_with_postings(w, BatchPostings::new())
+        self.commit_with_postings(w, BatchPostings::default())
             .map_err(|e| self.poison(e))?;
         at(CompactStep::Remapped);
         self.checkpoint(&mut ws)?;

@@ -157,7 +157,7 @@ impl SessionStore {
         }])?;
         let end = self.log.end();
         w.set_meta(META_APPLIED, end)
-            .and_then(|()| self.commit_with_postings(w, BatchPostings::new()))
+            .and_then(|()| self.commit_with_postings(w, BatchPostings::default()))
             .map_err(|e| self.poison(e))?;
         total.add(report);
         if end.saturating_sub(ws.checkpointed) >= self.opts.checkpoint_bytes {
