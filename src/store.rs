@@ -321,6 +321,28 @@ pub struct SessionStore {
     _lock: File,
 }
 
+/// What the reading side of a replay sends the applying side.
+enum Replayed {
+    Spans(ReplayChunk),
+    Delete(codec::DeleteRecord),
+}
+
+/// Decoded spans of a replay, with the projects they name.
+#[derive(Default)]
+struct ReplayChunk {
+    projects: Vec<String>,
+    spans: Vec<ReplayedSpan>,
+}
+
+/// What the indexes need of one logged span.
+struct ReplayedSpan {
+    lsn: Lsn,
+    /// Index into `ReplayChunk::projects`.
+    project: usize,
+    info: SpanInfo,
+    session_id: Option<String>,
+}
+
 /// Buffered search postings beyond this many (8 bytes each) are written
 /// out early.
 const SEARCH_BUFFER_POSTINGS: usize = 1 << 21;
@@ -573,56 +595,126 @@ impl SessionStore {
     /// in log order: spans before a tombstone are applied before it, so a
     /// delete removes on replay exactly what it removed when it was made.
     /// Returns the number of frames read.
+    ///
+    /// Two threads: one reads and decodes the log and derives what the
+    /// indexes need of each span (about a third of the work), the calling
+    /// one applies it, in chunks as large as the groups appends are indexed
+    /// in, at most two chunks ahead.
     fn replay(&self, w: &mut IndexWriter, from: Lsn, postings: &mut BatchPostings) -> Result<u64> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Replayed>>(2);
+        std::thread::scope(|scope| {
+            let reader = scope.spawn(move || self.read_for_replay(from, &tx));
+            let applied = self.apply_replayed(w, rx, postings);
+            // The receiver is gone: a reader blocked on sending stops.
+            let frames = reader.join().map_err(|_| Error::panicked())?;
+            applied.and(frames)
+        })
+    }
+
+    /// The reading side of [`Self::replay`]: sends chunks of decoded spans
+    /// and each tombstone in log order, or the error that stopped it.
+    /// Returns the number of frames read.
+    fn read_for_replay(
+        &self,
+        from: Lsn,
+        tx: &std::sync::mpsc::SyncSender<Result<Replayed>>,
+    ) -> Result<u64> {
         // As large as the groups appends are indexed in (at least 1 MiB).
         let chunk_bytes = self.opts.index_batch_bytes.max(1 << 20);
-        let mut pending: Vec<(Lsn, StoredSpan)> = Vec::new();
-        let mut pending_bytes = 0usize;
+        let mut chunk = ReplayChunk::default();
+        let mut chunk_bytes_now = 0usize;
         let mut frames = 0u64;
-        let source = |lsn: Lsn| self.read_span(lsn);
+        let send = |msg: Result<Replayed>| tx.send(msg).is_ok();
         for item in self.log.scan(from) {
-            let (lsn, frame) = item?;
-            let record = codec::decode_record(frame.tag(), frame.payload())
-                .map_err(|e| self.corruption_at(lsn, e.0))?;
+            let decoded = item.and_then(|(lsn, frame)| {
+                let record = codec::decode_record(frame.tag(), frame.payload())
+                    .map_err(|e| self.corruption_at(lsn, e.0))?;
+                Ok((lsn, frame.payload().len(), record))
+            });
+            let (lsn, bytes, record) = match decoded {
+                Ok(d) => d,
+                Err(e) => {
+                    send(Err(e));
+                    return Ok(frames);
+                }
+            };
             frames += 1;
-            pending_bytes += frame.payload().len();
+            chunk_bytes_now += bytes;
             match record {
-                LogRecord::Span(span) => pending.push((lsn, *span)),
+                LogRecord::Span(stored) => {
+                    let StoredSpan { project, span, .. } = *stored;
+                    let project = match chunk.projects.iter().position(|p| *p == project) {
+                        Some(i) => i,
+                        None => {
+                            chunk.projects.push(project);
+                            chunk.projects.len() - 1
+                        }
+                    };
+                    chunk.spans.push(ReplayedSpan {
+                        lsn,
+                        project,
+                        info: SpanInfo::of(&span),
+                        session_id: facts::session_id(&span, &self.cfg.session_id_sources),
+                    });
+                }
                 LogRecord::Delete(del) => {
-                    self.apply_owned(w, &pending, self.log.end(), &source, postings)?;
-                    pending.clear();
-                    pending_bytes = 0;
-                    w.delete_traces(&del.traces, &source)?;
+                    let spans = std::mem::take(&mut chunk);
+                    chunk_bytes_now = 0;
+                    if !send(Ok(Replayed::Spans(spans))) || !send(Ok(Replayed::Delete(del))) {
+                        return Ok(frames);
+                    }
                 }
             }
-            if pending_bytes >= chunk_bytes {
-                self.apply_owned(w, &pending, self.log.end(), &source, postings)?;
-                pending.clear();
-                pending_bytes = 0;
+            if chunk_bytes_now >= chunk_bytes {
+                chunk_bytes_now = 0;
+                if !send(Ok(Replayed::Spans(std::mem::take(&mut chunk)))) {
+                    return Ok(frames);
+                }
             }
         }
-        self.apply_owned(w, &pending, self.log.end(), &source, postings)?;
+        send(Ok(Replayed::Spans(chunk)));
         Ok(frames)
     }
 
-    fn apply_owned(
+    /// The applying side of [`Self::replay`].
+    fn apply_replayed(
         &self,
         w: &mut IndexWriter,
-        spans: &[(Lsn, StoredSpan)],
-        applied: Lsn,
-        source: &dyn Fn(Lsn) -> Result<StoredSpan>,
+        rx: std::sync::mpsc::Receiver<Result<Replayed>>,
         postings: &mut BatchPostings,
     ) -> Result<()> {
-        let records: Vec<NewRecord<'_>> = spans
-            .iter()
-            .map(|(lsn, s)| NewRecord {
-                lsn: *lsn,
-                project: &s.project,
-                span: SpanInfo::of(&s.span),
-                session_id: facts::session_id(&s.span, &self.cfg.session_id_sources),
-            })
-            .collect();
-        w.apply(&records, source, applied, postings)
+        let source = |lsn: Lsn| self.read_span(lsn);
+        for msg in rx {
+            match msg? {
+                Replayed::Spans(ReplayChunk { projects, spans }) => {
+                    let records = spans
+                        .into_iter()
+                        .map(|r| {
+                            Ok(NewRecord {
+                                lsn: r.lsn,
+                                project: projects
+                                    .get(r.project)
+                                    .ok_or_else(Error::panicked)?
+                                    .as_str(),
+                                span: r.info,
+                                session_id: r.session_id,
+                            })
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    w.apply(&records, &source, self.log.end(), postings)?;
+                    // A long replay's postings go to the table as they
+                    // grow, not all at the end (memory stays bounded).
+                    if postings.len() > SEARCH_BUFFER_POSTINGS {
+                        w.write_postings(&postings.chunks())?;
+                        postings.clear();
+                    }
+                }
+                Replayed::Delete(del) => {
+                    w.delete_traces(&del.traces, &source)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Syncs the log and makes the index durable up to the log's end.

@@ -1,0 +1,49 @@
+//! Reopening a crashed store, for profiling recovery:
+//! `cargo run --release --example recovery_profile -- DIR [SCRATCH]`.
+//! DIR is a store left by a crash (for example the recovery bench's
+//! `target/bench-stores/recovery-<MiB>MiB-<key>/span-sessions`); it is
+//! copied into a temporary directory under SCRATCH (default: the system's)
+//! and the copy is opened, so DIR itself is never changed.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use span_sessions::SessionStore;
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+fn main() {
+    let from = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .expect("usage: recovery_profile DIR [SCRATCH]"),
+    );
+    let scratch = std::env::args().nth(2).map(PathBuf::from);
+    let tmp = match &scratch {
+        Some(s) => tempfile::tempdir_in(s).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    };
+    let dir = tmp.path().join("store");
+    copy_dir(&from, &dir);
+    let t = Instant::now();
+    let store = SessionStore::open(&dir).unwrap();
+    let el = t.elapsed();
+    let report = store.open_report();
+    println!(
+        "opened in {el:?}: {} frames replayed, {} log bytes",
+        report.frames_replayed,
+        store.stats().map(|s| s.log_bytes).unwrap_or(0)
+    );
+}
