@@ -3,7 +3,8 @@
 //! DIR is a store left by a crash (for example the recovery bench's
 //! `target/bench-stores/recovery-<MiB>MiB-<key>/span-sessions`); it is
 //! copied into a temporary directory under SCRATCH (default: the system's)
-//! and the copy is opened, so DIR itself is never changed.
+//! and the copy is opened, so DIR itself is never changed. `CACHE_MIB`
+//! sets `StoreOptions::cache_bytes` (64 MiB by default).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::{Path, PathBuf};
@@ -38,7 +39,11 @@ fn main() {
     let dir = tmp.path().join("store");
     copy_dir(&from, &dir);
     let t = Instant::now();
-    let store = SessionStore::open(&dir).unwrap();
+    let mut options = SessionStore::options();
+    if let Some(mib) = std::env::var("CACHE_MIB").ok().and_then(|v| v.parse::<usize>().ok()) {
+        options = options.cache_bytes(mib << 20);
+    }
+    let store = options.open(&dir).unwrap();
     let el = t.elapsed();
     let report = store.open_report();
     println!(
