@@ -40,7 +40,10 @@ fn main() {
     copy_dir(&from, &dir);
     let t = Instant::now();
     let mut options = SessionStore::options();
-    if let Some(mib) = std::env::var("CACHE_MIB").ok().and_then(|v| v.parse::<usize>().ok()) {
+    if let Some(mib) = std::env::var("CACHE_MIB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         options = options.cache_bytes(mib << 20);
     }
     let store = options.open(&dir).unwrap();

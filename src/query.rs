@@ -9,10 +9,10 @@ use redb::{ReadTransaction, ReadableTable};
 use crate::error::{Error, Result};
 use crate::index::search::{self, ChunkSet, PostingBuffer};
 use crate::index::session::{SessionState, quantile, sort_values};
-use crate::index::trace::TraceRecord;
 use crate::index::{
-    PROJECT_STATS, PROJECTS, ProjectCounters, SEARCH, SESSION_IDS, SESSION_ORDER, SESSIONS, TRACES,
-    TURNS_READ, decode, decode_turn, order_key, session_id_key, split_turn_key, turn_key,
+    PROJECT_STATS, PROJECTS, ProjectCounters, SEARCH, SESSION_IDS, SESSION_ORDER, SESSIONS,
+    TRACE_HOMES, TRACE_RECORDS, TURNS_READ, decode, decode_turn, order_key, session_id_key,
+    split_turn_key, turn_key,
 };
 use crate::model::{
     LatencyQuantiles, Page, SessionSummary, StoredSpan, Tokens, Trace, TraceId, Turn, nanos_to_ms,
@@ -682,11 +682,11 @@ pub(crate) fn trace(
     trace_id: TraceId,
     read_span: &dyn Fn(u64) -> Result<StoredSpan>,
 ) -> Result<Option<Trace>> {
-    let table = txn.open_table(TRACES)?;
-    let Some(v) = table.get(trace_id.0)? else {
+    let homes = txn.open_table(TRACE_HOMES)?;
+    let records = txn.open_table(TRACE_RECORDS)?;
+    let Some((_, rec)) = crate::index::find_trace(&homes, &records, trace_id.0)? else {
         return Ok(None);
     };
-    let rec: TraceRecord = decode("trace record", v.value())?;
     let mut facts = rec.spans.clone();
     facts.sort_by_key(|f| (f.start, f.span_id));
     let spans = facts

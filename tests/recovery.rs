@@ -285,3 +285,115 @@ fn verify_reports_a_damaged_frame() {
     let name = seg.file_name().unwrap().to_string_lossy().to_string();
     assert!(report.problems[0].contains(&name), "{:?}", report.problems);
 }
+
+/// Trace ids of every span a workload appended.
+fn appended_trace_ids(
+    batches: &[Vec<span_sessions::ResourceSpans>],
+) -> Vec<span_sessions::TraceId> {
+    let mut ids: Vec<_> = batches
+        .iter()
+        .flatten()
+        .flat_map(|rs| rs.spans.iter().map(|s| s.trace_id))
+        .collect();
+    ids.sort_by_key(|t| t.0);
+    ids.dedup();
+    ids
+}
+
+/// An index written by format 4 (trace records keyed by trace id, in a
+/// table named `traces`) is rebuilt from the log on open: same answers,
+/// and the old table is gone.
+#[test]
+fn an_index_of_the_previous_format_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let batches: Vec<_> = span_sessions::workload::Workload::new(Default::default())
+        .batches(50)
+        .take(20)
+        .collect();
+    let ids = appended_trace_ids(&batches);
+    let store = SessionStore::open(dir.path()).unwrap();
+    for b in &batches {
+        store.append(b).unwrap();
+    }
+    let before = common::snapshot(&store, &ids, &[], &[]);
+    drop(store);
+    {
+        const META: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+        const OLD: redb::TableDefinition<[u8; 16], &[u8]> = redb::TableDefinition::new("traces");
+        const HOMES: redb::TableDefinition<[u8; 16], u64> =
+            redb::TableDefinition::new("trace_homes");
+        const RECORDS: redb::TableDefinition<u64, &[u8]> =
+            redb::TableDefinition::new("trace_records");
+        let db = redb::Database::create(dir.path().join("index.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.delete_table(HOMES).unwrap();
+        txn.delete_table(RECORDS).unwrap();
+        txn.open_table(OLD)
+            .unwrap()
+            .insert([7; 16], &b"old"[..])
+            .unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert("format_version", 4)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let store = SessionStore::open(dir.path()).unwrap();
+    assert_eq!(common::snapshot(&store, &ids, &[], &[]), before);
+    assert!(store.verify().unwrap().is_ok());
+    drop(store);
+    let db = redb::Database::create(dir.path().join("index.redb")).unwrap();
+    let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let names: Vec<String> = txn
+        .list_tables()
+        .unwrap()
+        .map(|t| redb::TableHandle::name(&t).to_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n == "traces"), "{names:?}");
+    assert!(names.iter().any(|n| n == "trace_homes"), "{names:?}");
+}
+
+/// A trace whose home leads nowhere, or a record no trace leads to, is
+/// damage that `verify` names (and a rebuild repairs).
+#[test]
+fn verify_names_trace_records_out_of_step_with_their_homes() {
+    const HOMES: redb::TableDefinition<[u8; 16], u64> = redb::TableDefinition::new("trace_homes");
+    const RECORDS: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("trace_records");
+    for damage in ["drop a record", "drop a home"] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SessionStore::open(dir.path()).unwrap();
+        for b in span_sessions::workload::Workload::new(Default::default())
+            .batches(50)
+            .take(10)
+        {
+            store.append(&b).unwrap();
+        }
+        drop(store);
+        {
+            let db = redb::Database::create(dir.path().join("index.redb")).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                use redb::ReadableTable;
+                if damage == "drop a record" {
+                    let mut t = txn.open_table(RECORDS).unwrap();
+                    let home = t.first().unwrap().unwrap().0.value();
+                    t.remove(home).unwrap();
+                } else {
+                    let mut t = txn.open_table(HOMES).unwrap();
+                    let id = t.first().unwrap().unwrap().0.value();
+                    t.remove(id).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let store = SessionStore::open(dir.path()).unwrap();
+        let report = store.verify().unwrap();
+        assert!(
+            report.problems.iter().any(|p| p.starts_with("traces:")),
+            "{damage}: {:?}",
+            report.problems
+        );
+        store.rebuild_indexes().unwrap();
+        assert!(store.verify().unwrap().is_ok(), "{damage}");
+    }
+}

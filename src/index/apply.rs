@@ -17,9 +17,9 @@ use super::search::{self, BatchPostings, ChunkSet};
 use super::session::{SessionState, TurnRef, sort_values};
 use super::trace::{Filing, NewRecord, TraceRecord, TurnBody};
 use super::{
-    META, META_APPLIED, META_NEXT_PROJECT, META_NEXT_SESSION, PROJECT_SPANS, PROJECT_STATS,
-    PROJECTS, ProjectCounters, SEARCH, SESSION_IDS, SESSION_ORDER, SESSIONS, TRACES, TURNS, decode,
-    order_key, session_id_key, turn_key,
+    LEGACY_TRACES, META, META_APPLIED, META_NEXT_PROJECT, META_NEXT_SESSION, PROJECT_SPANS,
+    PROJECT_STATS, PROJECTS, ProjectCounters, SEARCH, SESSION_IDS, SESSION_ORDER, SESSIONS,
+    TRACE_HOMES, TRACE_RECORDS, TURNS, decode, order_key, session_id_key, turn_key,
 };
 
 /// What the index derivation depends on besides the spans.
@@ -44,7 +44,8 @@ pub(super) struct Tables<'t> {
     pub sessions: Table<'t, u64, &'static [u8]>,
     pub turns: Table<'t, [u8; 32], &'static [u8]>,
     pub order: Table<'t, &'static [u8], u64>,
-    pub traces: Table<'t, [u8; 16], &'static [u8]>,
+    pub trace_homes: Table<'t, [u8; 16], u64>,
+    pub trace_records: Table<'t, u64, &'static [u8]>,
     pub search: Table<'t, [u8; 12], &'static [u8]>,
     pub project_stats: Table<'t, u32, &'static [u8]>,
     pub project_spans: Table<'t, u32, u64>,
@@ -113,14 +114,31 @@ pub(super) struct SessionIdent {
     session_id: String,
 }
 
-pub(super) fn load_trace(
-    traces: &Table<'_, [u8; 16], &'static [u8]>,
+/// A trace's home and record; no home and an empty record for a trace the
+/// index does not hold.
+pub(super) fn load_trace(t: &Tables<'_>, id: [u8; 16]) -> Result<(Option<u64>, TraceRecord)> {
+    Ok(
+        match super::find_trace(&t.trace_homes, &t.trace_records, id)? {
+            Some((home, rec)) => (Some(home), rec),
+            None => (None, TraceRecord::default()),
+        },
+    )
+}
+
+/// Writes a trace's record at its home, giving a new trace `home`.
+pub(super) fn store_trace(
+    t: &mut Tables<'_>,
     id: [u8; 16],
-) -> Result<TraceRecord> {
-    match traces.get(id)? {
-        Some(v) => decode("trace record", v.value()),
-        None => Ok(TraceRecord::default()),
+    home: u64,
+    is_new: bool,
+    rec: &TraceRecord,
+) -> Result<()> {
+    if is_new {
+        t.trace_homes.insert(id, home)?;
     }
+    t.trace_records
+        .insert(home, codec::encode_value(rec).as_slice())?;
+    Ok(())
 }
 
 impl IndexWriter {
@@ -136,6 +154,7 @@ impl IndexWriter {
 
     /// Empties every derived table (for a rebuild) and resets the applied LSN.
     pub(crate) fn clear(&mut self) -> Result<()> {
+        self.txn.delete_table(LEGACY_TRACES)?;
         let mut t = self.tables()?;
         t.meta.insert(META_APPLIED, 0)?;
         t.meta.insert(META_NEXT_SESSION, 0)?;
@@ -145,7 +164,8 @@ impl IndexWriter {
         t.sessions.retain(|_, _| false)?;
         t.turns.retain(|_, _| false)?;
         t.order.retain(|_, _| false)?;
-        t.traces.retain(|_, _| false)?;
+        t.trace_homes.retain(|_, _| false)?;
+        t.trace_records.retain(|_, _| false)?;
         t.search.retain(|_, _| false)?;
         t.project_stats.retain(|_, _| false)?;
         t.project_spans.retain(|_, _| false)?;
@@ -167,7 +187,8 @@ impl IndexWriter {
             sessions: self.txn.open_table(SESSIONS)?,
             turns: self.txn.open_table(TURNS)?,
             order: self.txn.open_table(SESSION_ORDER)?,
-            traces: self.txn.open_table(TRACES)?,
+            trace_homes: self.txn.open_table(TRACE_HOMES)?,
+            trace_records: self.txn.open_table(TRACE_RECORDS)?,
             search: self.txn.open_table(SEARCH)?,
             project_stats: self.txn.open_table(PROJECT_STATS)?,
             project_spans: self.txn.open_table(PROJECT_SPANS)?,
@@ -228,7 +249,7 @@ impl IndexWriter {
             }
         }
         for (tid, recs) in by_trace {
-            let mut rec = load_trace(&t.traces, tid)?;
+            let (home, mut rec) = load_trace(&t, tid)?;
             let old_filing = rec.filing;
             let old_head = rec.head().map(|(f, _)| f.span_id);
             let old_project = rec.project().map(str::to_owned);
@@ -320,7 +341,9 @@ impl IndexWriter {
                 }
             }
             rec.filing = new_filing;
-            t.traces.insert(tid, codec::encode_value(&rec).as_slice())?;
+            // A new trace's home: the LSN of its first span in this batch.
+            let first_lsn = recs.iter().map(|r| r.lsn).min().unwrap_or_default();
+            store_trace(&mut t, tid, home.unwrap_or(first_lsn), home.is_none(), &rec)?;
 
             let old = old_filing.zip(old_body);
             let new = new_filing.zip(new_body);

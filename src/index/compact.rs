@@ -9,16 +9,17 @@ use redb::{ReadOnlyTable, ReadTransaction};
 use crate::error::{Error, Result};
 use crate::model::TraceId;
 
-use super::apply::{IndexWriter, load_trace};
+use super::apply::{IndexWriter, load_trace, store_trace};
 use super::trace::TraceRecord;
-use super::{TRACES, decode};
+use super::{TRACE_HOMES, TRACE_RECORDS, find_trace};
 
 /// Trace records cached by a liveness check before the cache is emptied.
 const CACHE_RECORDS: usize = 16_384;
 
 /// Answers "is the span frame at this LSN live?" against one snapshot.
 pub(crate) struct Liveness {
-    traces: ReadOnlyTable<[u8; 16], &'static [u8]>,
+    homes: ReadOnlyTable<[u8; 16], u64>,
+    records: ReadOnlyTable<u64, &'static [u8]>,
     cache: HashMap<[u8; 16], Option<TraceRecord>>,
 }
 
@@ -26,7 +27,8 @@ impl Liveness {
     /// Liveness as of the snapshot `txn`.
     pub(crate) fn new(txn: &ReadTransaction) -> Result<Liveness> {
         Ok(Liveness {
-            traces: txn.open_table(TRACES)?,
+            homes: txn.open_table(TRACE_HOMES)?,
+            records: txn.open_table(TRACE_RECORDS)?,
             cache: HashMap::new(),
         })
     }
@@ -46,10 +48,7 @@ impl Liveness {
         let rec = match self.cache.entry(trace_id) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
-                let rec = match self.traces.get(trace_id)? {
-                    Some(v) => Some(decode::<TraceRecord>("trace record", v.value())?),
-                    None => None,
-                };
+                let rec = find_trace(&self.homes, &self.records, trace_id)?.map(|(_, r)| r);
                 e.insert(rec)
             }
         };
@@ -76,7 +75,7 @@ impl IndexWriter {
     /// that no longer points at `from` is left alone (cannot happen under
     /// the writer lock, but a remap never resurrects anything).
     pub(crate) fn remap(&mut self, moves: &[Move]) -> Result<()> {
-        let mut traces = self.txn.open_table(TRACES)?;
+        let mut t = self.tables()?;
         let mut by_trace: HashMap<[u8; 16], Vec<&Move>> = HashMap::new();
         for m in moves {
             by_trace.entry(m.trace_id).or_default().push(m);
@@ -84,13 +83,12 @@ impl IndexWriter {
         let mut ids: Vec<[u8; 16]> = by_trace.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {
-            let mut rec = load_trace(&traces, id)?;
-            if rec.spans.is_empty() {
+            let (Some(home), mut rec) = load_trace(&t, id)? else {
                 return Err(Error::Index(Box::new(redb::Error::Corrupted(format!(
                     "compaction moved a span of unknown trace {}",
                     TraceId(id)
                 )))));
-            }
+            };
             for m in by_trace.get(&id).into_iter().flatten() {
                 if let Ok(i) = rec.spans.binary_search_by(|f| f.span_id.cmp(&m.span_id))
                     && let Some(f) = rec.spans.get_mut(i)
@@ -99,7 +97,7 @@ impl IndexWriter {
                     f.lsn = m.to;
                 }
             }
-            traces.insert(id, crate::codec::encode_value(&rec).as_slice())?;
+            store_trace(&mut t, id, home, false, &rec)?;
         }
         Ok(())
     }

@@ -17,8 +17,8 @@ use super::search::{self, ChunkSet};
 use super::session::SessionState;
 use super::trace::{TraceRecord, TurnBody};
 use super::{
-    PROJECT_SPANS, PROJECT_STATS, PROJECTS, SEARCH, SESSION_IDS, SESSION_ORDER, SESSIONS, TRACES,
-    TURNS, decode,
+    PROJECT_SPANS, PROJECT_STATS, PROJECTS, SEARCH, SESSION_IDS, SESSION_ORDER, SESSIONS,
+    TRACE_HOMES, TRACE_RECORDS, TURNS, decode,
 };
 
 /// Differences reported per table before the rest are summarised.
@@ -194,8 +194,20 @@ impl Snapshot {
             .map(|(k, v)| (by_project(&k), s.name(le_u64(&v))))
             .collect();
         s.tables.push(("session_order", order));
+        // Compared by trace id: a home is the LSN of the first span the
+        // index took, which a rebuild after compaction (frames copied to
+        // new LSNs) finds elsewhere. A record no home leads to is listed
+        // under its home, so that it shows up as a difference.
+        let mut records: BTreeMap<u64, Vec<u8>> = raw(txn, TRACE_RECORDS)?
+            .into_iter()
+            .map(|(k, v)| (le_u64(&k), v))
+            .collect();
         let mut traces = Canon::new();
-        for (k, v) in raw(txn, TRACES)? {
+        for (k, home) in raw(txn, TRACE_HOMES)? {
+            let Some(v) = records.remove(&le_u64(&home)) else {
+                traces.insert(k, b"a home without a record".to_vec());
+                continue;
+            };
             let mut rec: TraceRecord = decode("trace record", &v)?;
             let filing = rec.filing.take();
             let mut value = codec::encode_value(&rec);
@@ -204,6 +216,11 @@ impl Snapshot {
                 value.extend_from_slice(&f.start.to_be_bytes());
             }
             traces.insert(k, value);
+        }
+        for (home, v) in records {
+            let mut key = b"record without a trace id at ".to_vec();
+            key.extend_from_slice(&home.to_be_bytes());
+            traces.insert(key, v);
         }
         s.tables.push(("traces", traces));
         for (k, v) in raw(txn, SEARCH)? {

@@ -22,7 +22,7 @@ use super::apply::{
 };
 use super::session::SessionState;
 use super::trace::{TraceRecord, TurnBody};
-use super::{ProjectCounters, decode, session_id_key, split_turn_key, turn_key};
+use super::{ProjectCounters, decode, find_trace, session_id_key, split_turn_key, turn_key};
 
 /// Deletes are applied this many traces at a time, so that the memory a
 /// delete holds besides the victims' ids stays bounded.
@@ -186,12 +186,12 @@ impl IndexWriter {
             }
         }
         if let Some(cutoff) = policy.cutoff {
-            for item in t.traces.range(policy.traces_from..)? {
+            for item in t.trace_homes.range(policy.traces_from..)? {
                 if out.len() >= limit {
                     break;
                 }
-                let (k, v) = item?;
-                let rec: TraceRecord = decode("trace record", v.value())?;
+                let (k, home) = item?;
+                let rec = record_at(&t, k.value(), home.value())?;
                 let in_scope = policy.project.is_none_or(|p| rec.project() == Some(p));
                 if rec.filing.is_none() && in_scope && rec.end < cutoff {
                     out.push(DeleteTarget::Trace(k.value()));
@@ -211,8 +211,7 @@ fn resolve(t: &Tables<'_>, targets: &[DeleteTarget]) -> Result<BTreeMap<[u8; 16]
     for target in targets {
         match target {
             DeleteTarget::Trace(id) => {
-                if let Some(v) = t.traces.get(*id)? {
-                    let rec: TraceRecord = decode("trace record", v.value())?;
+                if let Some((_, rec)) = find_trace(&t.trace_homes, &t.trace_records, *id)? {
                     out.insert(*id, rec.filing.map(|f| f.session));
                 }
             }
@@ -248,9 +247,9 @@ fn resolve(t: &Tables<'_>, targets: &[DeleteTarget]) -> Result<BTreeMap<[u8; 16]
     if !scan_projects.is_empty() || !scan_users.is_empty() {
         // Traces by project (with or without a session), and traces
         // without a session by user. One pass over every trace record.
-        for item in t.traces.iter()? {
-            let (k, v) = item?;
-            let rec: TraceRecord = decode("trace record", v.value())?;
+        for item in t.trace_homes.iter()? {
+            let (k, home) = item?;
+            let rec = record_at(t, k.value(), home.value())?;
             let by_project = rec.project().is_some_and(|p| scan_projects.contains(&p));
             let by_user = rec.filing.is_none()
                 && rec
@@ -263,6 +262,14 @@ fn resolve(t: &Tables<'_>, targets: &[DeleteTarget]) -> Result<BTreeMap<[u8; 16]
         }
     }
     Ok(out)
+}
+
+/// The record stored at a trace's home.
+fn record_at(t: &Tables<'_>, id: [u8; 16], home: u64) -> Result<TraceRecord> {
+    match t.trace_records.get(home)? {
+        Some(v) => decode("trace record", v.value()),
+        None => Err(corrupt(format!("trace {} has no record", TraceId(id)))),
+    }
 }
 
 fn session_traces(
@@ -291,9 +298,12 @@ fn delete_traces(
     // Stored spans removed, per project they were appended under.
     let mut appended: BTreeMap<String, i64> = BTreeMap::new();
     for id in ids {
-        let rec: TraceRecord = match t.traces.remove(*id)? {
+        let Some(home) = t.trace_homes.remove(*id)?.map(|v| v.value()) else {
+            continue;
+        };
+        let rec: TraceRecord = match t.trace_records.remove(home)? {
             Some(v) => decode("trace record", v.value())?,
-            None => continue,
+            None => return Err(corrupt(format!("trace {} has no record", TraceId(*id)))),
         };
         counts.traces += 1;
         counts.spans += rec.spans.len() as u64;

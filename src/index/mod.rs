@@ -29,7 +29,7 @@ pub(crate) use delete::{DeleteTarget, RetentionVictims};
 pub(crate) use trace::{NewRecord, SpanInfo};
 
 /// Version of the table layout; a mismatch triggers a rebuild from the log.
-pub(crate) const INDEX_FORMAT_VERSION: u64 = 4;
+pub(crate) const INDEX_FORMAT_VERSION: u64 = 5;
 
 /// Counters and checkpoint state.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -48,8 +48,19 @@ pub(crate) const TURNS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new(
 pub(crate) const TURNS_READ: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("turns");
 /// project (4) ++ sort key (1) ++ value (8) ++ session id bytes -> session number.
 pub(crate) const SESSION_ORDER: TableDefinition<&[u8], u64> = TableDefinition::new("session_order");
-/// Trace id -> `TraceRecord`.
-pub(crate) const TRACES: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("traces");
+/// Trace id -> the trace's home: the LSN of the first of its spans the
+/// index took (unique: no two traces share a span frame, and LSNs are
+/// never reused). Small entries, so this table, which trace ids reach in
+/// random order, stays in the cache far longer than the records would.
+pub(crate) const TRACE_HOMES: TableDefinition<[u8; 16], u64> = TableDefinition::new("trace_homes");
+/// Home -> `TraceRecord`. Keyed by home rather than by the (random) trace
+/// id, so that new traces land at the end of the table and the traces
+/// being written are neighbours: on a large store, random inserts of whole
+/// records into a table bigger than the cache made ingest 1.7x slower.
+pub(crate) const TRACE_RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("trace_records");
+/// The trace table of index format 4 (trace id -> record), dropped when
+/// an index of that format is rebuilt.
+pub(crate) const LEGACY_TRACES: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("traces");
 /// project (4) ++ trigram code (4) ++ chunk (4) -> set of session offsets (see `search`).
 pub(crate) const SEARCH: TableDefinition<[u8; 12], &[u8]> = TableDefinition::new("search");
 /// Project number -> `ProjectCounters`.
@@ -212,7 +223,8 @@ impl Index {
             txn.open_table(SESSIONS)?;
             txn.open_table(TURNS)?;
             txn.open_table(SESSION_ORDER)?;
-            txn.open_table(TRACES)?;
+            txn.open_table(TRACE_HOMES)?;
+            txn.open_table(TRACE_RECORDS)?;
             txn.open_table(SEARCH)?;
             txn.open_table(PROJECT_STATS)?;
             txn.open_table(PROJECT_SPANS)?;
@@ -262,12 +274,28 @@ pub(crate) fn indexed_span_ids(
     txn: &redb::ReadTransaction,
     trace_id: [u8; 16],
 ) -> Result<Vec<[u8; 8]>> {
-    let table = txn.open_table(TRACES)?;
-    match table.get(trace_id)? {
-        Some(v) => {
-            let rec: trace::TraceRecord = decode("trace record", v.value())?;
-            Ok(rec.spans.iter().map(|f| f.span_id).collect())
-        }
+    let homes = txn.open_table(TRACE_HOMES)?;
+    let records = txn.open_table(TRACE_RECORDS)?;
+    match find_trace(&homes, &records, trace_id)? {
+        Some((_, rec)) => Ok(rec.spans.iter().map(|f| f.span_id).collect()),
         None => Ok(Vec::new()),
+    }
+}
+
+/// A trace's home and record, if the index holds the trace.
+pub(crate) fn find_trace(
+    homes: &impl ReadableTable<[u8; 16], u64>,
+    records: &impl ReadableTable<u64, &'static [u8]>,
+    trace_id: [u8; 16],
+) -> Result<Option<(u64, trace::TraceRecord)>> {
+    let Some(home) = homes.get(trace_id)?.map(|v| v.value()) else {
+        return Ok(None);
+    };
+    match records.get(home)? {
+        Some(v) => Ok(Some((home, decode("trace record", v.value())?))),
+        None => Err(Error::Index(Box::new(redb::Error::Corrupted(format!(
+            "trace {} has a home ({home}) without a record",
+            crate::model::TraceId(trace_id)
+        ))))),
     }
 }
