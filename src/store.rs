@@ -597,7 +597,7 @@ impl SessionStore {
     /// Returns the number of frames read.
     ///
     /// Two threads: one reads and decodes the log and derives what the
-    /// indexes need of each span (about a third of the work), the calling
+    /// indexes need of each span (two fifths of the work in a profile), the calling
     /// one applies it, in chunks as large as the groups appends are indexed
     /// in, at most two chunks ahead.
     fn replay(&self, w: &mut IndexWriter, from: Lsn, postings: &mut BatchPostings) -> Result<u64> {

@@ -263,9 +263,8 @@ fn term(project_id: u32, tri: Trigram) -> Term {
 /// term xor a key drawn at random per map. The finalizer spreads every
 /// input bit over the bucket bits (terms differ mostly in their low bits,
 /// sessions in theirs), and the random key keeps texts chosen to make
-/// trigram codes collide from predicting buckets. About a tenth of the
-/// standard library's SipHash here, which dominated the profile of
-/// postings.
+/// trigram codes collide from predicting buckets. (The standard library's
+/// SipHash dominated an earlier profile of the postings.)
 #[derive(Clone, Copy)]
 pub(crate) struct TermHashing(u64);
 
