@@ -677,14 +677,18 @@ pub(crate) fn project_stats(txn: &ReadTransaction, project: &str) -> Result<Opti
 }
 
 /// Every span of a trace, in (start, span id) order.
+/// `known_home` is the trace's home if a deferred change holds it (see
+/// `index::Deferred`), read together with opening `txn`.
 pub(crate) fn trace(
     txn: &ReadTransaction,
     trace_id: TraceId,
+    known_home: Option<u64>,
     read_span: &dyn Fn(u64) -> Result<StoredSpan>,
 ) -> Result<Option<Trace>> {
     let homes = txn.open_table(TRACE_HOMES)?;
     let records = txn.open_table(TRACE_RECORDS)?;
-    let Some((_, rec)) = crate::index::find_trace(&homes, &records, trace_id.0)? else {
+    let found = crate::index::find_trace(&homes, known_home, &records, trace_id.0)?;
+    let Some((_, rec)) = found else {
         return Ok(None);
     };
     let mut facts = rec.spans.clone();

@@ -17,10 +17,9 @@ use crate::codec::LogRecord;
 use crate::error::{Error, ErrorKind, Poison, Result};
 use crate::fs::{FileSystem, OsFileSystem};
 use crate::index::facts::{self, SessionIdSource};
-use crate::index::search::{BatchPostings, PostingBuffer};
 use crate::index::{
-    INDEX_FORMAT_VERSION, Index, IndexConfig, IndexWriter, META_APPLIED, META_CONFIG, META_FORMAT,
-    NewRecord, SpanInfo,
+    Deferred, INDEX_FORMAT_VERSION, Index, IndexConfig, IndexWriter, META_APPLIED, META_CONFIG,
+    META_FORMAT, NewRecord, SpanInfo,
 };
 use crate::log::{FrameRef, Log, LogOptions, Lsn};
 use crate::model::{
@@ -305,12 +304,14 @@ pub struct SessionStore {
     /// True while `WriterState::pending` holds spans: reads then index them
     /// first (contract rule 8). Set and cleared with the writer lock held.
     unapplied: AtomicBool,
-    /// Search postings not yet in the search table. Appends merge into it
-    /// while committing (write lock held across the commit), searches read
-    /// it under the read lock together with opening their snapshot, so a
-    /// search sees exactly the postings of the batches its snapshot holds
-    /// (or more, which verification discards). Written out at checkpoints.
-    search_buffer: RwLock<PostingBuffer>,
+    /// Index changes not yet in their tables (search postings, homes of
+    /// new traces). Indexing merges each group's into it while committing
+    /// (write lock held across the commit); reads that use it take the read
+    /// lock while they open their snapshot, so they see exactly the changes
+    /// of the groups their snapshot holds (searches may see more postings,
+    /// which verification discards). Changed only under the writer lock.
+    /// Written out at checkpoints, when large, and before deletes.
+    deferred: RwLock<Deferred>,
     poison: Poison,
     /// What the open found and repaired.
     open_report: OpenReport,
@@ -342,10 +343,6 @@ struct ReplayedSpan {
     info: SpanInfo,
     session_id: Option<String>,
 }
-
-/// Buffered search postings beyond this many (8 bytes each) are written
-/// out early.
-const SEARCH_BUFFER_POSTINGS: usize = 1 << 21;
 
 /// A span that passed validation, waiting to be written.
 struct Candidate<'a> {
@@ -445,7 +442,7 @@ impl SessionStore {
                 pending: Pending::default(),
             }),
             unapplied: AtomicBool::new(false),
-            search_buffer: RwLock::new(PostingBuffer::default()),
+            deferred: RwLock::new(Deferred::default()),
             poison: Poison::default(),
             open_report: report,
             read_gate: RwLock::new(()),
@@ -454,9 +451,9 @@ impl SessionStore {
         let replayed = {
             let mut ws = store.lock_writer()?;
             let mut w = store.index.begin_write()?;
-            let mut postings = BatchPostings::default();
-            let n = store.replay(&mut w, applied, &mut postings)?;
-            store.commit_with_postings(w, postings)?;
+            let mut deferred = Deferred::default();
+            let n = store.replay(&mut w, applied, &mut deferred)?;
+            store.commit_with_deferred(w, deferred)?;
             store.checkpoint(&mut ws)?;
             n
         };
@@ -485,6 +482,7 @@ impl SessionStore {
     fn lock_applied(&self) -> Result<MutexGuard<'_, WriterState>> {
         let mut ws = self.lock_writer()?;
         self.apply_pending(&mut ws)?;
+        self.flush_homes().map_err(|e| self.poison(e))?;
         Ok(ws)
     }
 
@@ -516,17 +514,26 @@ impl SessionStore {
             return Err(self.poison.error());
         }
         let source = |lsn: Lsn| self.read_span(lsn);
-        let mut postings = BatchPostings::default();
+        let mut group = Deferred::default();
         ws.pending
             .take(|records| {
                 let mut w = self.index.begin_write()?;
-                w.apply(records, &source, self.log.end(), &mut postings)?;
-                self.commit_with_postings(w, postings)
+                {
+                    let committed = self.deferred.read().map_err(|_| Error::panicked())?;
+                    w.apply(
+                        records,
+                        &source,
+                        self.log.end(),
+                        &mut group,
+                        &committed.homes,
+                    )?;
+                }
+                self.commit_with_deferred(w, group)
             })
             .map_err(|e| self.poison(e))?;
         self.unapplied.store(false, Ordering::Release);
-        if self.search_buffer.read().map_or(0, |b| b.len()) > SEARCH_BUFFER_POSTINGS {
-            self.flush_postings().map_err(|e| self.poison(e))?;
+        if self.deferred.read().is_ok_and(|d| d.is_large()) {
+            self.flush_deferred().map_err(|e| self.poison(e))?;
         }
         Ok(())
     }
@@ -568,26 +575,39 @@ impl SessionStore {
         }
     }
 
-    /// Commits a batch's index changes and publishes its search postings
-    /// atomically with respect to searches (see `search_buffer`).
-    fn commit_with_postings(&self, w: IndexWriter, postings: BatchPostings) -> Result<()> {
-        let mut buffer = self.search_buffer.write().map_err(|_| Error::panicked())?;
+    /// Commits a group's index changes and publishes its deferred ones
+    /// atomically with respect to reads (see `deferred`).
+    fn commit_with_deferred(&self, w: IndexWriter, group: Deferred) -> Result<()> {
+        let mut deferred = self.deferred.write().map_err(|_| Error::panicked())?;
         w.commit()?;
-        buffer.merge(postings);
+        deferred.merge(group);
         Ok(())
     }
 
-    /// Writes buffered search postings to the search table.
-    fn flush_postings(&self) -> Result<()> {
-        let mut buffer = self.search_buffer.write().map_err(|_| Error::panicked())?;
-        if buffer.is_empty() {
+    /// Writes every deferred index change to its table.
+    fn flush_deferred(&self) -> Result<()> {
+        let mut deferred = self.deferred.write().map_err(|_| Error::panicked())?;
+        if deferred.is_empty() {
             return Ok(());
         }
-        let chunks = buffer.chunks();
         let mut w = self.index.begin_write()?;
-        w.write_postings(&chunks)?;
+        w.write_deferred(&mut deferred)?;
         w.commit()?;
-        buffer.clear();
+        deferred.clear();
+        Ok(())
+    }
+
+    /// Writes the deferred trace homes to their table: deletes, retention
+    /// and compaction read traces from the tables alone.
+    fn flush_homes(&self) -> Result<()> {
+        let mut deferred = self.deferred.write().map_err(|_| Error::panicked())?;
+        if deferred.homes.is_empty() {
+            return Ok(());
+        }
+        let mut w = self.index.begin_write()?;
+        w.write_homes(&deferred.homes)?;
+        w.commit()?;
+        deferred.homes.clear();
         Ok(())
     }
 
@@ -600,11 +620,11 @@ impl SessionStore {
     /// indexes need of each span (two fifths of the work in a profile), the calling
     /// one applies it, in chunks as large as the groups appends are indexed
     /// in, at most two chunks ahead.
-    fn replay(&self, w: &mut IndexWriter, from: Lsn, postings: &mut BatchPostings) -> Result<u64> {
+    fn replay(&self, w: &mut IndexWriter, from: Lsn, deferred: &mut Deferred) -> Result<u64> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Replayed>>(2);
         std::thread::scope(|scope| {
             let reader = scope.spawn(move || self.read_for_replay(from, &tx));
-            let applied = self.apply_replayed(w, rx, postings);
+            let applied = self.apply_replayed(w, rx, deferred);
             // The receiver is gone: a reader blocked on sending stops.
             let frames = reader.join().map_err(|_| Error::panicked())?;
             applied.and(frames)
@@ -681,9 +701,12 @@ impl SessionStore {
         &self,
         w: &mut IndexWriter,
         rx: std::sync::mpsc::Receiver<Result<Replayed>>,
-        postings: &mut BatchPostings,
+        deferred: &mut Deferred,
     ) -> Result<()> {
         let source = |lsn: Lsn| self.read_span(lsn);
+        // A replay never looks at the store's deferred changes: it starts
+        // from the tables (open, rebuild and verify see to that).
+        let none = std::collections::HashMap::new();
         for msg in rx {
             match msg? {
                 Replayed::Spans(ReplayChunk { projects, spans }) => {
@@ -701,15 +724,18 @@ impl SessionStore {
                             })
                         })
                         .collect::<Result<Vec<_>>>()?;
-                    w.apply(&records, &source, self.log.end(), postings)?;
-                    // A long replay's postings go to the table as they
-                    // grow, not all at the end (memory stays bounded).
-                    if postings.len() > SEARCH_BUFFER_POSTINGS {
-                        w.write_postings(&postings.chunks())?;
-                        postings.clear();
+                    w.apply(&records, &source, self.log.end(), deferred, &none)?;
+                    // A long replay's deferred changes go to their tables
+                    // as they grow, not all at the end (memory stays bounded).
+                    if deferred.is_large() {
+                        w.write_deferred(deferred)?;
+                        deferred.clear();
                     }
                 }
                 Replayed::Delete(del) => {
+                    // Deletes find traces through the tables alone.
+                    w.write_homes(&deferred.homes)?;
+                    deferred.homes.clear();
                     w.delete_traces(&del.traces, &source)?;
                 }
             }
@@ -720,7 +746,7 @@ impl SessionStore {
     /// Syncs the log and makes the index durable up to the log's end.
     fn checkpoint(&self, ws: &mut WriterState) -> Result<()> {
         self.apply_pending(ws)?;
-        self.flush_postings().map_err(|e| self.poison(e))?;
+        self.flush_deferred().map_err(|e| self.poison(e))?;
         let end = self.log.end();
         self.log.sync(end).map_err(|e| self.log_failed(e))?;
         self.index.checkpoint().map_err(|e| self.poison(e))?;
@@ -868,9 +894,12 @@ impl SessionStore {
                         Some(txn) => txn,
                         None => snapshot.insert(self.index.begin_read()?),
                     };
-                    let ids: SpanIdSet = crate::index::indexed_span_ids(txn, trace_id.0)?
-                        .into_iter()
-                        .collect();
+                    // Under the writer lock: `deferred` cannot change.
+                    let deferred = self.deferred.read().map_err(|_| Error::panicked())?;
+                    let ids: SpanIdSet =
+                        crate::index::indexed_span_ids(txn, &deferred, trace_id.0)?
+                            .into_iter()
+                            .collect();
                     ws_ref.pending.insert_trace(trace_id.0, ids)
                 }
             };
@@ -969,13 +998,14 @@ impl SessionStore {
         let mut ws = self.lock_applied()?;
         let mut w = self.index.begin_write()?;
         w.clear()?;
-        let mut postings = BatchPostings::default();
-        self.replay(&mut w, 0, &mut postings)?;
+        let mut deferred = Deferred::default();
+        self.replay(&mut w, 0, &mut deferred)?;
         {
-            let mut buffer = self.search_buffer.write().map_err(|_| Error::panicked())?;
-            buffer.clear();
+            // Whatever was deferred described the tables just cleared.
+            let mut stale = self.deferred.write().map_err(|_| Error::panicked())?;
+            stale.clear();
         }
-        self.commit_with_postings(w, postings)?;
+        self.commit_with_deferred(w, deferred)?;
         self.checkpoint(&mut ws)
     }
 
@@ -1006,8 +1036,8 @@ impl SessionStore {
         };
         let fresh = Index::open(tmp, 16 << 20)?;
         let mut w = fresh.begin_write()?;
-        let mut postings = BatchPostings::default();
-        match self.replay(&mut w, 0, &mut postings) {
+        let mut deferred = Deferred::default();
+        match self.replay(&mut w, 0, &mut deferred) {
             Ok(frames) => report.frames = frames,
             Err(e) if e.kind() == ErrorKind::Corrupted => {
                 report.problems.push(e.to_string());
@@ -1016,12 +1046,10 @@ impl SessionStore {
             Err(e) => return Err(e),
         }
         w.commit()?;
-        let mut buffer = PostingBuffer::default();
-        buffer.merge(postings);
         let mut w = fresh.begin_write()?;
-        w.write_postings(&buffer.chunks())?;
+        w.write_deferred(&mut deferred)?;
         w.commit()?;
-        self.flush_postings()?;
+        self.flush_deferred()?;
         let live = self.index.begin_read()?;
         let expected = fresh.begin_read()?;
         report.problems = crate::index::compare(&live, &expected)?;
@@ -1101,10 +1129,10 @@ impl SessionStore {
         filter: &SessionFilter,
     ) -> Result<(redb::ReadTransaction, Option<query::Matcher>)> {
         self.catch_up()?;
-        let buffer = self.search_buffer.read().map_err(|_| Error::panicked())?;
+        let deferred = self.deferred.read().map_err(|_| Error::panicked())?;
         let txn = self.index.begin_read()?;
-        let matcher = query::Matcher::new(&txn, project, filter, &buffer)?;
-        drop(buffer);
+        let matcher = query::Matcher::new(&txn, project, filter, &deferred.postings)?;
+        drop(deferred);
         Ok((txn, matcher))
     }
 
@@ -1126,8 +1154,12 @@ impl SessionStore {
     pub fn trace(&self, trace_id: TraceId) -> Result<Option<Trace>> {
         self.catch_up()?;
         let _gate = self.read_gate.read().map_err(|_| Error::panicked())?;
-        let txn = self.index.begin_read()?;
-        query::trace(&txn, trace_id, &|lsn| self.read_span(lsn))
+        let (txn, home) = {
+            let deferred = self.deferred.read().map_err(|_| Error::panicked())?;
+            let txn = self.index.begin_read()?;
+            (txn, deferred.homes.get(&trace_id.0).copied())
+        };
+        query::trace(&txn, trace_id, home, &|lsn| self.read_span(lsn))
     }
 
     /// Names of all projects with stored spans, sorted.

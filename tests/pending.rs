@@ -206,3 +206,49 @@ fn spans_deleted_after_a_duplicate_only_append_can_be_stored_again() {
     assert_eq!((again.accepted, again.duplicates), (2, 0));
     assert_eq!(store.trace(tid(1)).unwrap().unwrap().spans.len(), 2);
 }
+
+/// The homes of new traces (`trace_homes`) are written at checkpoints, not
+/// with each group: until then every path must find those traces through
+/// the homes held in memory (a later group's spans, duplicates, `trace`,
+/// deletes, and a replay that meets a tombstone), or a trace would be
+/// split in two, a duplicate stored, or a delete miss its victim.
+#[test]
+fn traces_whose_homes_are_not_written_yet_are_found_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = lazy().checkpoint_bytes(u64::MAX).open(dir.path()).unwrap();
+    let mut spans = turn(1, "s1", 1_000, "a");
+    let root = spans.pop().unwrap();
+    put(&store, spans);
+    // Indexed: the trace's record is in the table, its home in memory.
+    assert_eq!(store.stats().unwrap().traces, 1);
+    put(&store, vec![root.clone()]);
+    assert_eq!(store.trace(tid(1)).unwrap().unwrap().spans.len(), 2);
+    let st = store.stats().unwrap();
+    assert_eq!((st.traces, st.spans), (1, 2), "one trace, not two");
+    let again = put(&store, turn(1, "s1", 1_000, "a"));
+    assert_eq!((again.accepted, again.duplicates), (0, 2));
+
+    // A trace first seen after the last write of homes, then deleted.
+    put(&store, turn(2, "s2", 2_000, "b"));
+    assert_eq!(store.session("p", "s2").unwrap().unwrap().num_traces, 1);
+    assert_eq!(store.delete_trace(tid(2)).unwrap().traces, 1);
+    assert!(store.trace(tid(2)).unwrap().is_none());
+    put(&store, turn(3, "s1", 3_000, "c"));
+    let traces: Vec<_> = (1..=3).map(tid).collect();
+    let before = snapshot(&store, &traces, &[], &[("p", "s2")]);
+    assert_eq!(before.traces.iter().filter(|(_, t)| t.is_some()).count(), 2);
+
+    // Replays (verify's scratch index, a rebuild, a reopen after a crash)
+    // meet trace 2's spans and then its tombstone while its home is still
+    // in memory.
+    assert!(store.verify().unwrap().is_ok());
+    store.rebuild_indexes().unwrap();
+    assert_eq!(snapshot(&store, &traces, &[], &[("p", "s2")]), before);
+    put(&store, turn(2, "s2", 4_000, "d"));
+    store.delete_trace(tid(2)).unwrap();
+    let crashed = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), crashed.path());
+    let reopened = SessionStore::open(crashed.path()).unwrap();
+    assert!(reopened.open_report().frames_replayed > 0);
+    assert_eq!(snapshot(&reopened, &traces, &[], &[("p", "s2")]), before);
+}

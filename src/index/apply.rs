@@ -13,13 +13,13 @@ use crate::error::{Error, Result};
 use crate::model::{StoredSpan, TraceId};
 
 use super::facts::{self, SessionIdSource};
-use super::search::{self, BatchPostings, ChunkSet};
+use super::search::{self, ChunkSet};
 use super::session::{SessionState, TurnRef, sort_values};
 use super::trace::{Filing, NewRecord, TraceRecord, TurnBody};
 use super::{
-    LEGACY_TRACES, META, META_APPLIED, META_NEXT_PROJECT, META_NEXT_SESSION, PROJECT_SPANS,
-    PROJECT_STATS, PROJECTS, ProjectCounters, SEARCH, SESSION_IDS, SESSION_ORDER, SESSIONS,
-    TRACE_HOMES, TRACE_RECORDS, TURNS, decode, order_key, session_id_key, turn_key,
+    Deferred, LEGACY_TRACES, META, META_APPLIED, META_NEXT_PROJECT, META_NEXT_SESSION,
+    PROJECT_SPANS, PROJECT_STATS, PROJECTS, ProjectCounters, SEARCH, SESSION_IDS, SESSION_ORDER,
+    SESSIONS, TRACE_HOMES, TRACE_RECORDS, TURNS, decode, order_key, session_id_key, turn_key,
 };
 
 /// What the index derivation depends on besides the spans.
@@ -115,27 +115,21 @@ pub(super) struct SessionIdent {
 }
 
 /// A trace's home and record; no home and an empty record for a trace the
-/// index does not hold.
-pub(super) fn load_trace(t: &Tables<'_>, id: [u8; 16]) -> Result<(Option<u64>, TraceRecord)> {
-    Ok(
-        match super::find_trace(&t.trace_homes, &t.trace_records, id)? {
-            Some((home, rec)) => (Some(home), rec),
-            None => (None, TraceRecord::default()),
-        },
-    )
+/// index does not hold. `known_home`: its home if a deferred change holds it.
+pub(super) fn load_trace(
+    t: &Tables<'_>,
+    id: [u8; 16],
+    known_home: Option<u64>,
+) -> Result<(Option<u64>, TraceRecord)> {
+    let found = super::find_trace(&t.trace_homes, known_home, &t.trace_records, id)?;
+    Ok(match found {
+        Some((home, rec)) => (Some(home), rec),
+        None => (None, TraceRecord::default()),
+    })
 }
 
-/// Writes a trace's record at its home, giving a new trace `home`.
-pub(super) fn store_trace(
-    t: &mut Tables<'_>,
-    id: [u8; 16],
-    home: u64,
-    is_new: bool,
-    rec: &TraceRecord,
-) -> Result<()> {
-    if is_new {
-        t.trace_homes.insert(id, home)?;
-    }
+/// Writes a trace's record at its home.
+pub(super) fn store_trace(t: &mut Tables<'_>, home: u64, rec: &TraceRecord) -> Result<()> {
     t.trace_records
         .insert(home, codec::encode_value(rec).as_slice())?;
     Ok(())
@@ -195,9 +189,28 @@ impl IndexWriter {
         })
     }
 
-    /// Merges buffered search postings (from [`PostingBuffer::chunks`], in
-    /// key order) into the search table.
-    pub(crate) fn write_postings(&mut self, chunks: &[([u8; 12], ChunkSet)]) -> Result<()> {
+    /// Writes deferred changes to their tables, in key order. `deferred`
+    /// keeps them (its postings sorted): the caller empties it once the
+    /// transaction commits.
+    pub(crate) fn write_deferred(&mut self, deferred: &mut Deferred) -> Result<()> {
+        self.write_postings(&deferred.postings.chunks())?;
+        self.write_homes(&deferred.homes)
+    }
+
+    /// Writes deferred trace homes to `trace_homes`, in key order.
+    pub(crate) fn write_homes(&mut self, homes: &HashMap<[u8; 16], u64>) -> Result<()> {
+        let mut sorted: Vec<_> = homes.iter().collect();
+        sorted.sort_unstable();
+        let mut table = self.txn.open_table(TRACE_HOMES)?;
+        for (id, home) in sorted {
+            table.insert(id, home)?;
+        }
+        Ok(())
+    }
+
+    /// Merges search postings (from `Postings::chunks`, in key order) into
+    /// the search table.
+    fn write_postings(&mut self, chunks: &[([u8; 12], ChunkSet)]) -> Result<()> {
         let mut table = self.txn.open_table(SEARCH)?;
         for (key, offsets) in chunks {
             let mut set = match table.get(key)? {
@@ -216,16 +229,18 @@ impl IndexWriter {
     }
 
     /// Applies records (in log order) and records `applied_lsn`. Search
-    /// postings are added to `postings`, not written: the caller buffers
-    /// them across batches (a `PostingBuffer`) and writes them with
-    /// [`IndexWriter::write_postings`]. Spans
-    /// already indexed are skipped, so replaying a record is harmless.
+    /// postings and the homes of new traces go to `group`, not to their
+    /// tables: the caller keeps them across groups and writes them with
+    /// [`IndexWriter::write_deferred`]; `committed` holds the homes of
+    /// earlier groups not written yet. Spans already indexed are skipped,
+    /// so replaying a record is harmless.
     pub(crate) fn apply(
         &mut self,
         batch: &[NewRecord<'_>],
         source: &SpanSource<'_>,
         applied_lsn: u64,
-        postings: &mut BatchPostings,
+        group: &mut Deferred,
+        committed: &HashMap<[u8; 16], u64>,
     ) -> Result<()> {
         let mut t = self.tables()?;
         let mut by_trace: BTreeMap<[u8; 16], Vec<&NewRecord<'_>>> = BTreeMap::new();
@@ -249,7 +264,8 @@ impl IndexWriter {
             }
         }
         for (tid, recs) in by_trace {
-            let (home, mut rec) = load_trace(&t, tid)?;
+            let known = group.homes.get(&tid).or_else(|| committed.get(&tid));
+            let (home, mut rec) = load_trace(&t, tid, known.copied())?;
             let old_filing = rec.filing;
             let old_head = rec.head().map(|(f, _)| f.span_id);
             let old_project = rec.project().map(str::to_owned);
@@ -337,13 +353,20 @@ impl IndexWriter {
                         .flatten()
                         .map(|v| v.value.as_str())
                         .collect();
-                    search::queue(postings, ident.project_id, nf.session, &texts);
+                    search::queue(&mut group.postings, ident.project_id, nf.session, &texts);
                 }
             }
             rec.filing = new_filing;
             // A new trace's home: the LSN of its first span in this batch.
-            let first_lsn = recs.iter().map(|r| r.lsn).min().unwrap_or_default();
-            store_trace(&mut t, tid, home.unwrap_or(first_lsn), home.is_none(), &rec)?;
+            let home = match home {
+                Some(h) => h,
+                None => {
+                    let first = recs.iter().map(|r| r.lsn).min().unwrap_or_default();
+                    group.homes.insert(tid, first);
+                    first
+                }
+            };
+            store_trace(&mut t, home, &rec)?;
 
             let old = old_filing.zip(old_body);
             let new = new_filing.zip(new_body);

@@ -48,7 +48,7 @@ impl Liveness {
         let rec = match self.cache.entry(trace_id) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
-                let rec = find_trace(&self.homes, &self.records, trace_id)?.map(|(_, r)| r);
+                let rec = find_trace(&self.homes, None, &self.records, trace_id)?.map(|(_, r)| r);
                 e.insert(rec)
             }
         };
@@ -83,7 +83,7 @@ impl IndexWriter {
         let mut ids: Vec<[u8; 16]> = by_trace.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {
-            let (Some(home), mut rec) = load_trace(&t, id)? else {
+            let (Some(home), mut rec) = load_trace(&t, id, None)? else {
                 return Err(Error::Index(Box::new(redb::Error::Corrupted(format!(
                     "compaction moved a span of unknown trace {}",
                     TraceId(id)
@@ -97,7 +97,7 @@ impl IndexWriter {
                     f.lsn = m.to;
                 }
             }
-            store_trace(&mut t, id, home, false, &rec)?;
+            store_trace(&mut t, home, &rec)?;
         }
         Ok(())
     }

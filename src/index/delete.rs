@@ -211,7 +211,7 @@ fn resolve(t: &Tables<'_>, targets: &[DeleteTarget]) -> Result<BTreeMap<[u8; 16]
     for target in targets {
         match target {
             DeleteTarget::Trace(id) => {
-                if let Some((_, rec)) = find_trace(&t.trace_homes, &t.trace_records, *id)? {
+                if let Some((_, rec)) = find_trace(&t.trace_homes, None, &t.trace_records, *id)? {
                     out.insert(*id, rec.filing.map(|f| f.session));
                 }
             }

@@ -71,6 +71,56 @@ pub(crate) const PROJECT_STATS: TableDefinition<u32, &[u8]> = TableDefinition::n
 /// forgotten (see `delete`).
 pub(crate) const PROJECT_SPANS: TableDefinition<u32, u64> = TableDefinition::new("project_spans");
 
+/// Index changes held in memory and written to their tables together, in
+/// key order, at checkpoints (or when they grow large): search postings,
+/// and the homes of traces first seen since (their records are already in
+/// `trace_records`). Both kinds of key arrive in random order, so writing
+/// them one group at a time would touch most leaves of their tables each
+/// time. Readers consult this next to the tables (see `SessionStore`);
+/// after a crash the replay from the checkpoint re-derives it.
+#[derive(Debug, Default)]
+pub(crate) struct Deferred {
+    /// Search postings.
+    pub postings: search::Postings,
+    /// Trace id -> home, for traces whose `trace_homes` entry is not written yet.
+    pub homes: std::collections::HashMap<[u8; 16], u64>,
+}
+
+impl Deferred {
+    /// Takes in a later group's changes.
+    pub fn merge(&mut self, other: Deferred) {
+        self.postings.merge(other.postings);
+        if self.homes.is_empty() {
+            self.homes = other.homes;
+        } else {
+            self.homes.extend(other.homes);
+        }
+    }
+
+    /// True when nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.postings.is_empty() && self.homes.is_empty()
+    }
+
+    /// True when it holds more than it should keep in memory.
+    pub fn is_large(&self) -> bool {
+        self.postings.len() > DEFERRED_POSTINGS || self.homes.len() > DEFERRED_HOMES
+    }
+
+    /// Drops everything held.
+    pub fn clear(&mut self) {
+        self.postings.clear();
+        self.homes.clear();
+    }
+}
+
+/// Deferred search postings beyond this many (8 bytes each) are written out
+/// early.
+const DEFERRED_POSTINGS: usize = 1 << 21;
+/// Deferred trace homes beyond this many (about 40 bytes each) are written
+/// out early.
+const DEFERRED_HOMES: usize = 1 << 19;
+
 /// Per-project totals, kept by delta at ingest.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct ProjectCounters {
@@ -269,27 +319,41 @@ impl Index {
 }
 
 /// Span ids of a trace as the index holds them (empty for an unknown
-/// trace): what idempotency checks against.
+/// trace): what idempotency checks against. `deferred` must be the
+/// in-memory changes that go with the snapshot `txn`.
 pub(crate) fn indexed_span_ids(
     txn: &redb::ReadTransaction,
+    deferred: &Deferred,
     trace_id: [u8; 16],
 ) -> Result<Vec<[u8; 8]>> {
     let homes = txn.open_table(TRACE_HOMES)?;
     let records = txn.open_table(TRACE_RECORDS)?;
-    match find_trace(&homes, &records, trace_id)? {
+    let found = find_trace(
+        &homes,
+        deferred.homes.get(&trace_id).copied(),
+        &records,
+        trace_id,
+    )?;
+    match found {
         Some((_, rec)) => Ok(rec.spans.iter().map(|f| f.span_id).collect()),
         None => Ok(Vec::new()),
     }
 }
 
-/// A trace's home and record, if the index holds the trace.
+/// A trace's home and record, if the index holds the trace. `known_home`
+/// is its home when an in-memory change holds it (see [`Deferred`]).
 pub(crate) fn find_trace(
     homes: &impl ReadableTable<[u8; 16], u64>,
+    known_home: Option<u64>,
     records: &impl ReadableTable<u64, &'static [u8]>,
     trace_id: [u8; 16],
 ) -> Result<Option<(u64, trace::TraceRecord)>> {
-    let Some(home) = homes.get(trace_id)?.map(|v| v.value()) else {
-        return Ok(None);
+    let home = match known_home {
+        Some(h) => h,
+        None => match homes.get(trace_id)? {
+            Some(v) => v.value(),
+            None => return Ok(None),
+        },
     };
     match records.get(home)? {
         Some(v) => Ok(Some((home, decode("trace record", v.value())?))),

@@ -12,7 +12,7 @@
 
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::index::search::BatchPostings;
+use crate::index::Deferred;
 use crate::index::{Index, IndexWriter, Liveness, META_APPLIED, META_COMPACT_CUT, Move};
 use crate::log::{FrameRef, Log, Lsn};
 
@@ -168,7 +168,7 @@ impl SessionStore {
         // The intent travels with the remap: once this commit is durable,
         // an open finishes removing the prefix (`finish_interrupted`).
         w.set_meta(META_COMPACT_CUT, cut)?;
-        self.commit_with_postings(w, BatchPostings::default())
+        self.commit_with_deferred(w, Deferred::default())
             .map_err(|e| self.poison(e))?;
         at(CompactStep::Remapped);
         self.checkpoint(&mut ws)?;

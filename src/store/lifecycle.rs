@@ -3,7 +3,7 @@
 
 use crate::codec::{self, DeleteRecord};
 use crate::error::{Error, Result};
-use crate::index::search::BatchPostings;
+use crate::index::Deferred;
 use crate::index::{DeleteTarget, META_APPLIED, RetentionVictims};
 use crate::log::{FrameRef, Lsn};
 use crate::model::{DeleteReport, RetentionPolicy, TraceId};
@@ -157,7 +157,7 @@ impl SessionStore {
         }])?;
         let end = self.log.end();
         w.set_meta(META_APPLIED, end)
-            .and_then(|()| self.commit_with_postings(w, BatchPostings::default()))
+            .and_then(|()| self.commit_with_deferred(w, Deferred::default()))
             .map_err(|e| self.poison(e))?;
         total.add(report);
         if end.saturating_sub(ws.checkpointed) >= self.opts.checkpoint_bytes {
