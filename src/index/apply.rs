@@ -213,16 +213,23 @@ impl IndexWriter {
     fn write_postings(&mut self, chunks: &[([u8; 12], ChunkSet)]) -> Result<()> {
         let mut table = self.txn.open_table(SEARCH)?;
         for (key, offsets) in chunks {
-            let mut set = match table.get(key)? {
-                Some(v) => ChunkSet::decode(v.value()).ok_or_else(|| {
+            let stored = match table.get(key)? {
+                Some(v) => Some(ChunkSet::decode(v.value()).ok_or_else(|| {
                     Error::Index(Box::new(redb::Error::Corrupted(
                         "undecodable search posting".into(),
                     )))
-                })?,
-                None => ChunkSet::default(),
+                })?),
+                None => None,
             };
-            if set.union(offsets) {
-                table.insert(key, set.encode().as_slice())?;
+            match stored {
+                Some(mut set) => {
+                    if set.union(offsets) {
+                        table.insert(key, set.encode().as_slice())?;
+                    }
+                }
+                None => {
+                    table.insert(key, offsets.encode().as_slice())?;
+                }
             }
         }
         Ok(())

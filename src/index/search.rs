@@ -21,6 +21,10 @@
 
 use std::collections::HashMap;
 
+/// A (project, trigram) with at most this many buffered sessions is
+/// written out by sorting them; more, through a bitmap per chunk.
+const SORT_AT_MOST: usize = 64;
+
 /// Sessions per chunk of a posting set.
 pub(crate) const CHUNK_BITS: u32 = 12;
 const CHUNK: usize = 1 << CHUNK_BITS;
@@ -134,6 +138,32 @@ impl ChunkSet {
                 out
             }
         }
+    }
+
+    /// The set a bitmap holds, in the smaller encoding.
+    pub fn from_bitmap(bits: Box<[u8; BITMAP_BYTES]>) -> ChunkSet {
+        // Bit `i` of byte `j` is offset `8j + i`: read as little-endian
+        // words, bit `k` of word `w` is offset `64w + k`.
+        let words = || {
+            bits.chunks_exact(8).map(|c| {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(c);
+                u64::from_le_bytes(w)
+            })
+        };
+        let members: u32 = words().map(u64::count_ones).sum();
+        if (members as usize) * 2 >= BITMAP_BYTES {
+            return ChunkSet::Dense(bits);
+        }
+        let mut offsets = Vec::with_capacity(members as usize);
+        for (base, mut w) in (0u16..).step_by(64).zip(words()) {
+            while w != 0 {
+                #[expect(clippy::cast_possible_truncation, reason = "below 64")]
+                offsets.push(base + w.trailing_zeros() as u16);
+                w &= w - 1;
+            }
+        }
+        ChunkSet::Sparse(offsets)
     }
 
     /// A set of sorted, distinct offsets.
@@ -390,10 +420,34 @@ impl Postings {
         terms.sort_unstable_by_key(|(t, _)| **t);
         let mut out = Vec::new();
         for (&t, sessions) in terms {
-            sessions.sort_unstable();
-            sessions.dedup();
             #[expect(clippy::cast_possible_truncation, reason = "halves of the term")]
             let (project_id, tri) = ((t >> 32) as u32, t as u32);
+            if sessions.len() > SORT_AT_MOST {
+                // Many sessions: a bitmap per chunk, no sort.
+                let mut maps: Vec<(u32, Box<[u8; BITMAP_BYTES]>)> = Vec::new();
+                for &session in sessions.iter() {
+                    let (chunk, offset) = chunk_of(session);
+                    // Sessions arrive nearly in order: the chunk is
+                    // almost always the last one.
+                    let i = match maps.iter().rposition(|(c, _)| *c == chunk) {
+                        Some(i) => i,
+                        None => {
+                            maps.push((chunk, Box::new([0u8; BITMAP_BYTES])));
+                            maps.len() - 1
+                        }
+                    };
+                    if let Some((_, bits)) = maps.get_mut(i) {
+                        set_bit(bits, offset);
+                    }
+                }
+                maps.sort_unstable_by_key(|(c, _)| *c);
+                out.extend(maps.into_iter().map(|(c, bits)| {
+                    (posting_key(project_id, tri, c), ChunkSet::from_bitmap(bits))
+                }));
+                continue;
+            }
+            sessions.sort_unstable();
+            sessions.dedup();
             let mut offsets: Vec<u16> = Vec::new();
             let mut current = None;
             for &session in sessions.iter() {
@@ -560,6 +614,13 @@ mod tests {
             }
             buf.merge(batch);
         }
+        // One trigram of many sessions in one chunk (a bitmap when written).
+        let mut dense = BatchPostings::default();
+        for session in (0..900).rev() {
+            queue(&mut dense, 1, session, &["zzz"]);
+            model.insert((1, trigram_code('z', 'z', 'z'), session));
+        }
+        buf.merge(dense);
         let mut tris = Vec::new();
         for w in words {
             trigrams(&normalize(w), &mut tris);
@@ -586,6 +647,12 @@ mod tests {
             })
             .collect();
         assert_eq!(written, model);
+        assert!(
+            buf.chunks()
+                .iter()
+                .any(|(_, set)| matches!(set, ChunkSet::Dense(_))),
+            "the dense case is covered"
+        );
     }
 
     #[test]
