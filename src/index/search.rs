@@ -12,11 +12,12 @@
 //! hashed codes may collide, so the index gives a superset; every candidate
 //! is verified against the session's turns before it is shown.
 //!
-//! Appends do not write postings one by one: each batch's postings are
-//! merged into an in-memory [`PostingBuffer`] that searches consult next to
-//! the table, and the buffer is written out at checkpoints (and when it
+//! Appends do not write postings one by one: each indexed group's postings
+//! are merged into an in-memory [`PostingBuffer`] (part of the store's
+//! deferred index changes, `index::Deferred`) that searches consult next
+//! to the table, and the buffer is written out at checkpoints (and when it
 //! grows large), so a common trigram costs one table write per checkpoint,
-//! not one per batch. After a crash the buffer is rebuilt by the replay
+//! not one per group. After a crash the buffer is rebuilt by the replay
 //! from the checkpoint, like every other index change.
 
 use std::collections::HashMap;
