@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::copy_dir;
+use common::{copy_dir, segments};
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -389,16 +389,6 @@ fn dir_bytes(dir: &Path) -> u64 {
     total
 }
 
-fn segment_files(dir: &Path) -> Vec<PathBuf> {
-    let mut segs: Vec<PathBuf> = fs::read_dir(dir.join("log"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    segs.sort();
-    segs
-}
-
 /// A crash at every step of a compaction (after each batch of copies,
 /// after the remap commit, once durable, after each removed segment, and
 /// with the copies cut at every 23rd byte) reopens with the same answers,
@@ -441,7 +431,7 @@ fn a_crash_at_every_step_of_a_compaction_keeps_the_answers() {
         .unwrap();
     assert!(report.segments_dropped > 0, "{report:?}");
     assert_eq!(answers(&store, &traces), before);
-    let after_segments = segment_files(dir.path());
+    let after_segments = segments(dir.path());
     drop(store);
     // Opens a copy (an open may finish an interrupted compaction).
     let check = |path: &Path, what: &str| {
@@ -467,7 +457,7 @@ fn a_crash_at_every_step_of_a_compaction_keeps_the_answers() {
         .iter()
         .find(|(s, _)| *s == span_sessions::CompactStep::Durable)
         .unwrap();
-    let all = segment_files(durable.path());
+    let all = segments(durable.path());
     let first_kept = after_segments[0].file_name().unwrap().to_owned();
     let dropped = all
         .iter()
@@ -477,7 +467,7 @@ fn a_crash_at_every_step_of_a_compaction_keeps_the_answers() {
     for removed in 0..=dropped {
         let work = tempfile::tempdir().unwrap();
         copy_dir(durable.path(), work.path());
-        for p in segment_files(work.path()).iter().take(removed) {
+        for p in segments(work.path()).iter().take(removed) {
             fs::remove_file(p).unwrap();
         }
         check(
@@ -490,7 +480,7 @@ fn a_crash_at_every_step_of_a_compaction_keeps_the_answers() {
         .iter()
         .rfind(|(s, _)| *s == span_sessions::CompactStep::Remapped)
         .unwrap();
-    let last = segment_files(copied.path()).pop().unwrap();
+    let last = segments(copied.path()).pop().unwrap();
     let base: u64 = last.file_stem().unwrap().to_string_lossy().parse().unwrap();
     let len = fs::metadata(&last).unwrap().len();
     let low = durable_end.saturating_sub(base).max(32);
@@ -628,11 +618,11 @@ fn readers_keep_working_during_compaction() {
             })
         })
         .collect();
-    let before = segment_files(dir.path()).len();
+    let before = segments(dir.path()).len();
     let report = store.compact().unwrap();
     done.store(true, Ordering::Release);
     for r in readers {
         assert!(r.join().unwrap() > 0);
     }
-    assert!(report.segments_dropped > 0 && segment_files(dir.path()).len() < before);
+    assert!(report.segments_dropped > 0 && segments(dir.path()).len() < before);
 }
