@@ -2,6 +2,7 @@
 //! with locking, durability and checkpoints.
 
 mod compaction;
+mod indexing;
 mod lifecycle;
 mod pending;
 
@@ -29,6 +30,7 @@ use crate::model::{
 use crate::query::{self, ProjectStats, SessionFilter, SessionQuery};
 use crate::repair::{self, OpenReport};
 
+use indexing::{GroupIndexer, Indexing};
 use pending::{Pending, SpanIdSet};
 
 /// What [`SessionStore::verify`] found.
@@ -201,12 +203,14 @@ impl StoreOptions {
 
     /// Encoded span bytes appended before the indexes take them, in one
     /// write transaction (8 MiB by default). Appends only write the log
-    /// until then; any read, checkpoint or other write first indexes what
-    /// is waiting, so every query still sees every acknowledged batch.
-    /// Larger groups mean fewer index writes per span (faster ingest), and
-    /// hold more spans in memory (up to about three times this many bytes) and make the
-    /// first read after a burst of appends wait longer. 0 indexes every
-    /// batch as it is appended.
+    /// until then; then the group is indexed on a thread of its own while
+    /// later appends go on, one group at a time (the next group waits for
+    /// it). Any read, checkpoint or other write first indexes what is
+    /// waiting, so every query still sees every acknowledged batch. Larger
+    /// groups mean fewer index writes per span (faster ingest), hold more
+    /// spans in memory (up to about three times this many bytes for each of
+    /// the two groups) and make the first read after a burst of appends
+    /// wait longer. 0 hands every batch to the indexes as it is appended.
     pub fn index_batch_bytes(mut self, bytes: usize) -> Self {
         self.index_batch_bytes = bytes;
         self
@@ -272,6 +276,8 @@ struct WriterState {
     checkpointed: Lsn,
     /// Spans in the log that the indexes have not taken yet.
     pending: Pending,
+    /// The group of spans being indexed on its own thread, if any.
+    indexing: Option<Indexing>,
 }
 
 /// An embedded store of spans grouped into sessions.
@@ -298,11 +304,12 @@ pub struct SessionStore {
     dir: PathBuf,
     opts: StoreOptions,
     cfg: IndexConfig,
-    log: Log,
-    index: Index,
+    log: Arc<Log>,
+    index: Arc<Index>,
     writer: Mutex<WriterState>,
-    /// True while `WriterState::pending` holds spans: reads then index them
-    /// first (contract rule 8). Set and cleared with the writer lock held.
+    /// True while `WriterState::pending` holds spans or a group is being
+    /// indexed: reads then index them first (contract rule 8). Set and
+    /// cleared with the writer lock held.
     unapplied: AtomicBool,
     /// Index changes not yet in their tables (search postings, homes of
     /// new traces). Indexing merges each group's into it while committing
@@ -311,7 +318,7 @@ pub struct SessionStore {
     /// of the groups their snapshot holds (searches may see more postings,
     /// which verification discards). Changed only under the writer lock.
     /// Written out at checkpoints, when large, and before deletes.
-    deferred: RwLock<Deferred>,
+    deferred: Arc<RwLock<Deferred>>,
     poison: Poison,
     /// What the open found and repaired.
     open_report: OpenReport,
@@ -435,14 +442,15 @@ impl SessionStore {
             dir: dir.to_owned(),
             opts,
             cfg,
-            log,
-            index,
+            log: Arc::new(log),
+            index: Arc::new(index),
             writer: Mutex::new(WriterState {
                 checkpointed: applied,
                 pending: Pending::default(),
+                indexing: None,
             }),
             unapplied: AtomicBool::new(false),
-            deferred: RwLock::new(Deferred::default()),
+            deferred: Arc::new(RwLock::new(Deferred::default())),
             poison: Poison::default(),
             open_report: report,
             read_gate: RwLock::new(()),
@@ -497,9 +505,12 @@ impl SessionStore {
         Ok(())
     }
 
-    /// Indexes the pending spans in one write transaction. A failure
-    /// poisons the store: the log holds spans the indexes could not take.
+    /// Indexes every appended span not indexed yet: waits for the group
+    /// being indexed on its own thread, then indexes the pending spans in
+    /// one write transaction. A failure poisons the store: the log holds
+    /// spans the indexes could not take.
     fn apply_pending(&self, ws: &mut WriterState) -> Result<()> {
+        self.settle(ws)?;
         // Set while spans are pending, and still set after a failed apply:
         // reads then fail (the store is poisoned) rather than silently miss
         // acknowledged spans.
@@ -513,29 +524,55 @@ impl SessionStore {
         if self.poison.is_set() {
             return Err(self.poison.error());
         }
-        let source = |lsn: Lsn| self.read_span(lsn);
-        let mut group = Deferred::default();
-        ws.pending
-            .take(|records| {
-                let mut w = self.index.begin_write()?;
-                {
-                    let committed = self.deferred.read().map_err(|_| Error::panicked())?;
-                    w.apply(
-                        records,
-                        &source,
-                        self.log.end(),
-                        &mut group,
-                        &committed.homes,
-                    )?;
-                }
-                self.commit_with_deferred(w, group)
-            })
-            .map_err(|e| self.poison(e))?;
-        self.unapplied.store(false, Ordering::Release);
-        if self.deferred.read().is_ok_and(|d| d.is_large()) {
-            self.flush_deferred().map_err(|e| self.poison(e))?;
+        if ws.pending.is_empty() {
+            ws.pending.clear();
+        } else {
+            let (group, _) = ws.pending.take();
+            self.group_indexer()
+                .index(group, self.log.end())
+                .map_err(|e| self.poison(e))?;
         }
+        self.unapplied.store(false, Ordering::Release);
         Ok(())
+    }
+
+    /// Waits for the group being indexed on its own thread, if any; its
+    /// failure poisons the store.
+    fn settle(&self, ws: &mut WriterState) -> Result<()> {
+        match ws.indexing.take() {
+            Some(job) => job.wait().map_err(|e| self.poison(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Starts indexing the pending spans on a thread of their own, once the
+    /// group before them is indexed (see `store::indexing`).
+    fn hand_off(&self, ws: &mut WriterState) -> Result<()> {
+        self.settle(ws)?;
+        if self.poison.is_set() {
+            return Err(self.poison.error());
+        }
+        let (group, traces) = ws.pending.take();
+        let applied = self.log.end();
+        match self.group_indexer().start(group, applied, traces) {
+            Ok(job) => {
+                ws.indexing = Some(job);
+                Ok(())
+            }
+            // No thread could be started: index the group here.
+            Err(group) => self
+                .group_indexer()
+                .index(group, applied)
+                .map_err(|e| self.poison(e)),
+        }
+    }
+
+    fn group_indexer(&self) -> GroupIndexer {
+        GroupIndexer {
+            log: Arc::clone(&self.log),
+            index: Arc::clone(&self.index),
+            deferred: Arc::clone(&self.deferred),
+        }
     }
 
     /// A log write or fsync failed while `ws` is held. If the failure
@@ -561,40 +598,22 @@ impl SessionStore {
 
     /// Reads and decodes the span stored at `lsn`.
     fn read_span(&self, lsn: Lsn) -> Result<StoredSpan> {
-        let frame = self.log.read(lsn)?;
-        codec::decode_span(frame.tag(), frame.payload()).map_err(|e| self.corruption_at(lsn, e.0))
+        indexing::read_span(&self.log, lsn)
     }
 
     fn corruption_at(&self, lsn: Lsn, reason: String) -> Error {
-        let segments = self.log.segments();
-        let seg = segments.iter().rev().find(|s| s.base <= lsn);
-        Error::Corruption {
-            segment: seg.map(|s| s.path.clone()).unwrap_or_default(),
-            offset: seg.map_or(lsn, |s| lsn - s.base),
-            reason,
-        }
+        indexing::corruption_at(&self.log, lsn, reason)
     }
 
     /// Commits a group's index changes and publishes its deferred ones
     /// atomically with respect to reads (see `deferred`).
     fn commit_with_deferred(&self, w: IndexWriter, group: Deferred) -> Result<()> {
-        let mut deferred = self.deferred.write().map_err(|_| Error::panicked())?;
-        w.commit()?;
-        deferred.merge(group);
-        Ok(())
+        indexing::commit_with_deferred(&self.deferred, w, group)
     }
 
     /// Writes every deferred index change to its table.
     fn flush_deferred(&self) -> Result<()> {
-        let mut deferred = self.deferred.write().map_err(|_| Error::panicked())?;
-        if deferred.is_empty() {
-            return Ok(());
-        }
-        let mut w = self.index.begin_write()?;
-        w.write_deferred(&mut deferred)?;
-        w.commit()?;
-        deferred.clear();
-        Ok(())
+        indexing::flush_deferred(&self.index, &self.deferred)
     }
 
     /// Writes the deferred trace homes to their table: deletes, retention
@@ -880,8 +899,9 @@ impl SessionStore {
         let mut ws = self.lock_writer()?;
         self.ensure_writable()?;
         let ws_ref = &mut *ws;
-        // Idempotency and the per-trace limit, against the indexes and the
-        // spans waiting to be indexed (read once per trace per apply).
+        // Idempotency and the per-trace limit, against the indexes, the
+        // group being indexed and the spans waiting to be indexed (read once
+        // per trace per group).
         let mut snapshot = None;
         let mut frames = Vec::with_capacity(candidates.len());
         let mut accepted = Vec::with_capacity(candidates.len());
@@ -890,16 +910,27 @@ impl SessionStore {
             let ids = match ws_ref.pending.trace_mut(&trace_id.0) {
                 Some(ids) => ids,
                 None => {
-                    let txn = match &mut snapshot {
-                        Some(txn) => txn,
-                        None => snapshot.insert(self.index.begin_read()?),
+                    // A trace the group being indexed touched: the indexes
+                    // may not hold that group yet.
+                    let indexing = ws_ref.indexing.as_ref();
+                    let ids = match indexing.and_then(|job| job.traces.get(&trace_id.0)) {
+                        Some(ids) => ids.clone(),
+                        None => {
+                            // The deferred changes are read with the snapshot
+                            // they belong to, as reads do: the indexing thread
+                            // may commit or write them out meanwhile.
+                            let (deferred, txn) = match &mut snapshot {
+                                Some(s) => s,
+                                None => snapshot.insert((
+                                    self.deferred.read().map_err(|_| Error::panicked())?,
+                                    self.index.begin_read()?,
+                                )),
+                            };
+                            crate::index::indexed_span_ids(txn, deferred, trace_id.0)?
+                                .into_iter()
+                                .collect::<SpanIdSet>()
+                        }
                     };
-                    // Under the writer lock: `deferred` cannot change.
-                    let deferred = self.deferred.read().map_err(|_| Error::panicked())?;
-                    let ids: SpanIdSet =
-                        crate::index::indexed_span_ids(txn, &deferred, trace_id.0)?
-                            .into_iter()
-                            .collect();
                     ws_ref.pending.insert_trace(trace_id.0, ids)
                 }
             };
@@ -951,7 +982,7 @@ impl SessionStore {
         }
         self.unapplied.store(true, Ordering::Release);
         if ws_ref.pending.bytes() >= self.opts.index_batch_bytes {
-            self.apply_pending(ws_ref)?;
+            self.hand_off(ws_ref)?;
         }
         if end.saturating_sub(ws_ref.checkpointed) >= self.opts.checkpoint_bytes {
             self.checkpoint(ws_ref)?;
@@ -1175,6 +1206,7 @@ impl SessionStore {
     /// acknowledged since its last checkpoint is recovered from the log on
     /// reopen.
     pub fn close(self) -> Result<()> {
+        self.stop_indexing();
         if self.is_poisoned() {
             self.index.fence();
             return Err(self.ensure_writable().err().unwrap_or_else(Error::panicked));
@@ -1182,10 +1214,22 @@ impl SessionStore {
         let mut ws = self.lock_writer()?;
         self.checkpoint(&mut ws)
     }
+
+    /// Waits for the group being indexed on its own thread, if any, even
+    /// if a writer panicked: its thread holds the index open, which must
+    /// be closed before the store is.
+    fn stop_indexing(&self) {
+        let mut ws = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = self.settle(&mut ws);
+    }
 }
 
 impl Drop for SessionStore {
     fn drop(&mut self) {
+        self.stop_indexing();
         if self.is_poisoned() {
             // Also covers a log that poisoned itself without the store
             // noticing: nothing more may reach the index file.

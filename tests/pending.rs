@@ -252,3 +252,66 @@ fn traces_whose_homes_are_not_written_yet_are_found_everywhere() {
     assert!(reopened.open_report().frames_replayed > 0);
     assert_eq!(snapshot(&reopened, &traces, &[], &[("p", "s2")]), before);
 }
+
+/// With `index_batch_bytes(0)` every append hands its spans to a thread of
+/// their own and returns, so the next append runs while the group before it
+/// is being indexed: idempotency and the spans-per-trace limit must count
+/// that group's spans, which the indexes may not hold yet.
+#[test]
+fn appends_made_while_a_group_is_indexed_count_its_spans() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SessionStore::options()
+        .durability(Durability::Buffered)
+        .index_batch_bytes(0)
+        .max_spans_per_trace(3)
+        .open(dir.path())
+        .unwrap();
+    let span = |t: u64, k: u64| {
+        let parent = (k > 0).then(|| sid(t * 10));
+        Span::new(
+            tid(t),
+            sid(t * 10 + k),
+            parent,
+            "step",
+            t * 100 + k,
+            t * 100 + 50,
+        )
+        .with_attribute("session.id", format!("s{}", t % 50))
+    };
+    let rounds = 20u64;
+    for round in 0..rounds {
+        let traces: Vec<u64> = (round * 500 + 1..=round * 500 + 500).collect();
+        // Two spans of each of 500 new traces: a group that takes a while
+        // to index.
+        let first: Vec<Span> = traces
+            .iter()
+            .flat_map(|&t| [span(t, 0), span(t, 1)])
+            .collect();
+        assert_eq!(put(&store, first.clone()).accepted, 1_000);
+        // At once, most likely while that group is being indexed: the same
+        // spans again, and two more of each trace, of which the limit
+        // admits one.
+        let mut second = first;
+        second.extend(traces.iter().flat_map(|&t| [span(t, 2), span(t, 3)]));
+        let r = put(&store, second);
+        assert_eq!(
+            (r.accepted, r.duplicates, r.rejected.len()),
+            (500, 1_000, 500),
+            "round {round}"
+        );
+    }
+    for t in [1, 777, rounds * 500] {
+        let ids: Vec<_> = store
+            .trace(tid(t))
+            .unwrap()
+            .unwrap()
+            .spans
+            .iter()
+            .map(|s| s.span.span_id)
+            .collect();
+        assert_eq!(ids, vec![sid(t * 10), sid(t * 10 + 1), sid(t * 10 + 2)]);
+    }
+    let stats = store.project_stats("p").unwrap().unwrap();
+    assert_eq!((stats.traces, stats.spans), (rounds * 500, rounds * 1_500));
+    assert!(store.verify().unwrap().is_ok());
+}

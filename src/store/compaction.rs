@@ -228,7 +228,11 @@ impl SessionStore {
             let mut ws = self.lock_writer()?;
             self.checkpoint(&mut ws)?;
         }
-        self.index.compact()
+        // The checkpoint waited for the indexing thread, the only other
+        // holder of the index.
+        std::sync::Arc::get_mut(&mut self.index)
+            .ok_or_else(|| Error::invalid("the index is still in use by an indexing thread"))?
+            .compact()
     }
 
     /// The log's segments, without usage figures.

@@ -22,7 +22,7 @@ impl SessionStore {
     /// Like every delete, this appends a tombstone to the log and applies it
     /// to the indexes in one transaction: when it returns, no read sees the
     /// session; it is durable under the same rules as `append`
-    /// ([`Durability`]); a crash leaves the store as before or after it;
+    /// ([`Durability`](crate::Durability)); a crash leaves the store as before or after it;
     /// recovery replays it in log order. Spans of a deleted trace that
     /// arrive later are stored again, as a new trace: idempotency is by
     /// what is stored now.

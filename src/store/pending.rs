@@ -2,8 +2,8 @@
 //!
 //! `append` writes a batch to the log and keeps it here instead of
 //! updating the indexes at once; the indexes take the pending spans in one
-//! write transaction when they reach [`StoreOptions::index_batch_bytes`],
-//! at a checkpoint, before any write that needs the indexes current
+//! write transaction when they reach [`StoreOptions::index_batch_bytes`]
+//! (on a thread of their own, see `store::indexing`), at a checkpoint, before any write that needs the indexes current
 //! (deletes, compaction, verify), and before any read (contract rule 8:
 //! when `append` returns, every query sees the batch). One large
 //! transaction groups many batches' spans by trace and session, so each
@@ -48,6 +48,30 @@ pub(super) struct Pending {
     traces: HashMap<[u8; 16], SpanIdSet>,
     /// Encoded bytes of `spans`.
     bytes: usize,
+}
+
+/// Spans taken from [`Pending`] to be indexed together, in log order.
+pub(super) struct Group {
+    projects: Vec<String>,
+    spans: Vec<PendingSpan>,
+}
+
+impl Group {
+    /// Gives `with` the group's spans as index records, in log order.
+    pub(super) fn with_records<T>(self, with: impl FnOnce(&[NewRecord<'_>]) -> T) -> T {
+        let projects = self.projects;
+        let records: Vec<NewRecord<'_>> = self
+            .spans
+            .into_iter()
+            .map(|p| NewRecord {
+                lsn: p.lsn,
+                project: projects.get(p.project).map_or("", String::as_str),
+                span: p.span,
+                session_id: p.session_id,
+            })
+            .collect();
+        with(&records)
+    }
 }
 
 impl Pending {
@@ -102,22 +126,22 @@ impl Pending {
         self.bytes += encoded;
     }
 
-    /// Takes the waiting spans, leaving nothing pending; `with` gets them
-    /// as index records, in log order.
-    pub(super) fn take<T>(&mut self, with: impl FnOnce(&[NewRecord<'_>]) -> T) -> T {
-        let projects = std::mem::take(&mut self.projects);
-        let spans = std::mem::take(&mut self.spans);
+    /// Takes the waiting spans, leaving nothing pending, with the stored
+    /// span ids of the traces they touched (which appends made while the
+    /// group is indexed still need).
+    pub(super) fn take(&mut self) -> (Group, HashMap<[u8; 16], SpanIdSet>) {
+        let group = Group {
+            projects: std::mem::take(&mut self.projects),
+            spans: std::mem::take(&mut self.spans),
+        };
+        let traces = std::mem::take(&mut self.traces);
         self.clear();
-        let records: Vec<NewRecord<'_>> = spans
-            .into_iter()
-            .map(|p| NewRecord {
-                lsn: p.lsn,
-                project: projects.get(p.project).map_or("", String::as_str),
-                span: p.span,
-                session_id: p.session_id,
-            })
-            .collect();
-        with(&records)
+        (group, traces)
+    }
+
+    /// True when no span is waiting.
+    pub(super) fn is_empty(&self) -> bool {
+        self.spans.is_empty()
     }
 
     /// Forgets everything (after the indexes took it).
