@@ -30,7 +30,7 @@ use crate::model::{
 use crate::query::{self, ProjectStats, SessionFilter, SessionQuery};
 use crate::repair::{self, OpenReport};
 
-use indexing::{GroupIndexer, Indexing};
+use indexing::{GroupIndexer, Indexing, Job};
 use pending::{Pending, SpanIdSet};
 
 /// What [`SessionStore::verify`] found.
@@ -278,6 +278,8 @@ struct WriterState {
     pending: Pending,
     /// The group of spans being indexed on its own thread, if any.
     indexing: Option<Indexing>,
+    /// Log end of the last checkpoint started (at least `checkpointed`).
+    checkpoint_started: Lsn,
 }
 
 /// An embedded store of spans grouped into sessions.
@@ -448,6 +450,7 @@ impl SessionStore {
                 checkpointed: applied,
                 pending: Pending::default(),
                 indexing: None,
+                checkpoint_started: applied,
             }),
             unapplied: AtomicBool::new(false),
             deferred: Arc::new(RwLock::new(Deferred::default())),
@@ -500,17 +503,29 @@ impl SessionStore {
     fn catch_up(&self) -> Result<()> {
         if self.unapplied.load(Ordering::Acquire) {
             let mut ws = self.lock_writer()?;
-            self.apply_pending(&mut ws)?;
+            let applied = self.apply_pending(&mut ws);
+            if applied.is_err() && !self.unapplied.load(Ordering::Acquire) {
+                // Work after a group failed (its checkpoint): the store is
+                // poisoned, which writes report, but every appended span is
+                // indexed, so reads go on.
+                return Ok(());
+            }
+            applied?;
         }
         Ok(())
     }
 
     /// Indexes every appended span not indexed yet: waits for the group
-    /// being indexed on its own thread, then indexes the pending spans in
-    /// one write transaction. A failure poisons the store: the log holds
-    /// spans the indexes could not take.
+    /// being indexed on its own thread, then indexes the pending spans.
     fn apply_pending(&self, ws: &mut WriterState) -> Result<()> {
         self.settle(ws)?;
+        self.index_pending(ws)
+    }
+
+    /// Indexes the pending spans in one write transaction (no group may be
+    /// being indexed). A failure poisons the store: the log holds spans the
+    /// indexes could not take.
+    fn index_pending(&self, ws: &mut WriterState) -> Result<()> {
         // Set while spans are pending, and still set after a failed apply:
         // reads then fail (the store is poisoned) rather than silently miss
         // acknowledged spans.
@@ -524,46 +539,95 @@ impl SessionStore {
         if self.poison.is_set() {
             return Err(self.poison.error());
         }
-        if ws.pending.is_empty() {
-            ws.pending.clear();
-        } else {
-            let (group, _) = ws.pending.take();
-            self.group_indexer()
-                .index(group, self.log.end())
-                .map_err(|e| self.poison(e))?;
-        }
+        let job = Job {
+            group: (!ws.pending.is_empty()).then(|| ws.pending.take().0),
+            applied: self.log.end(),
+            checkpoint: false,
+        };
+        ws.pending.clear();
+        self.finish(ws, self.group_indexer().run(job), None)?;
         self.unapplied.store(false, Ordering::Release);
         Ok(())
     }
 
-    /// Waits for the group being indexed on its own thread, if any; its
-    /// failure poisons the store.
+    /// Waits for the group being indexed on its own thread, if any, and
+    /// for the checkpoint it takes.
     fn settle(&self, ws: &mut WriterState) -> Result<()> {
         match ws.indexing.take() {
-            Some(job) => job.wait().map_err(|e| self.poison(e)),
+            Some(job) => {
+                let checkpoint = job.checkpoint;
+                self.finish(ws, job.wait(), checkpoint)
+            }
             None => Ok(()),
         }
     }
 
+    /// Takes in how a job ended (`checkpoint`: the log end it checkpointed
+    /// at, if it took a checkpoint). A failure poisons the store; if only
+    /// what followed the group failed, the pending spans are indexed first
+    /// (best effort, as in `log_failed_with`), so that reads keep seeing
+    /// every acknowledged batch.
+    fn finish(
+        &self,
+        ws: &mut WriterState,
+        outcome: indexing::Outcome,
+        checkpoint: Option<Lsn>,
+    ) -> Result<()> {
+        match outcome.result {
+            Ok(()) => {
+                if let Some(end) = checkpoint {
+                    ws.checkpointed = end;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if outcome.indexed && !self.poison.is_set() {
+                    if ws.pending.is_empty() {
+                        // Every appended span is indexed.
+                        self.unapplied.store(false, Ordering::Release);
+                    } else {
+                        let _ = self.index_pending(ws);
+                    }
+                }
+                Err(self.poison(e))
+            }
+        }
+    }
+
     /// Starts indexing the pending spans on a thread of their own, once the
-    /// group before them is indexed (see `store::indexing`).
-    fn hand_off(&self, ws: &mut WriterState) -> Result<()> {
+    /// group before them is indexed (see `store::indexing`); with
+    /// `checkpoint`, the thread then also takes a checkpoint.
+    fn hand_off(&self, ws: &mut WriterState, checkpoint: bool) -> Result<()> {
         self.settle(ws)?;
         if self.poison.is_set() {
             return Err(self.poison.error());
         }
-        let (group, traces) = ws.pending.take();
-        let applied = self.log.end();
-        match self.group_indexer().start(group, applied, traces) {
+        let (group, traces) = if ws.pending.is_empty() {
+            ws.pending.clear();
+            (None, Default::default())
+        } else {
+            let (group, traces) = ws.pending.take();
+            (Some(group), traces)
+        };
+        let job = Job {
+            group,
+            applied: self.log.end(),
+            checkpoint,
+        };
+        if checkpoint {
+            ws.checkpoint_started = job.applied;
+        }
+        match self.group_indexer().start(job, traces) {
             Ok(job) => {
                 ws.indexing = Some(job);
                 Ok(())
             }
-            // No thread could be started: index the group here.
-            Err(group) => self
-                .group_indexer()
-                .index(group, applied)
-                .map_err(|e| self.poison(e)),
+            // No thread could be started: do the job here.
+            Err(job) => {
+                let end = job.checkpoint.then_some(job.applied);
+                let outcome = self.group_indexer().run(job);
+                self.finish(ws, outcome, end)
+            }
         }
     }
 
@@ -767,6 +831,7 @@ impl SessionStore {
         self.apply_pending(ws)?;
         self.flush_deferred().map_err(|e| self.poison(e))?;
         let end = self.log.end();
+        ws.checkpoint_started = end;
         self.log.sync(end).map_err(|e| self.log_failed(e))?;
         self.index.checkpoint().map_err(|e| self.poison(e))?;
         ws.checkpointed = end;
@@ -899,6 +964,18 @@ impl SessionStore {
         let mut ws = self.lock_writer()?;
         self.ensure_writable()?;
         let ws_ref = &mut *ws;
+        // A batch that will hand the pending group off (or find the group
+        // before it done) first waits for the group being indexed, so that
+        // a failure there is reported before this batch is written.
+        let hands_off = ws_ref.pending.bytes() + buf.len() >= self.opts.index_batch_bytes
+            || (self.log.end()
+                + buf.len() as u64
+                + compaction::FRAME_HEADER * candidates.len() as u64)
+                .saturating_sub(ws_ref.checkpoint_started)
+                >= self.opts.checkpoint_bytes;
+        if hands_off || ws_ref.indexing.as_ref().is_some_and(Indexing::is_done) {
+            self.settle(ws_ref)?;
+        }
         // Idempotency and the per-trace limit, against the indexes, the
         // group being indexed and the spans waiting to be indexed (read once
         // per trace per group).
@@ -981,11 +1058,19 @@ impl SessionStore {
                 .push(*lsn, c.project, c.span, c.session_id.clone(), *bytes);
         }
         self.unapplied.store(true, Ordering::Release);
-        if ws_ref.pending.bytes() >= self.opts.index_batch_bytes {
-            self.hand_off(ws_ref)?;
+        // A checkpoint is taken by the indexing thread too, after the group.
+        let checkpoint =
+            end.saturating_sub(ws_ref.checkpoint_started) >= self.opts.checkpoint_bytes;
+        if checkpoint {
+            // The log part of the checkpoint is the append's: a failure is
+            // this append's error, before anything is acknowledged (a failed
+            // fsync may drop written pages, even under `Buffered`).
+            self.log
+                .sync(end)
+                .map_err(|e| self.log_failed_with(ws_ref, e))?;
         }
-        if end.saturating_sub(ws_ref.checkpointed) >= self.opts.checkpoint_bytes {
-            self.checkpoint(ws_ref)?;
+        if checkpoint || ws_ref.pending.bytes() >= self.opts.index_batch_bytes {
+            self.hand_off(ws_ref, checkpoint)?;
         }
         self.make_durable(ws, end)?;
         Ok(report)

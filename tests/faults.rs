@@ -36,7 +36,7 @@ const MODES: [Durability; 3] = [
 /// Acknowledged batches appended before the faulty one.
 const PRELOAD: u64 = 4;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Layout {
     /// The append writes the log, commits the index, syncs the log.
     Plain,
@@ -81,8 +81,11 @@ fn calls_per_append(mode: Durability, layout: Layout, ops: Ops) -> u64 {
     let sim = SimFileSystem::new();
     let store = open(dir.path(), &sim, mode, layout);
     preload(&store);
+    store.projects().unwrap();
     let before = sim.count(ops);
     store.append(&BatchId::new(0, PRELOAD).batch()).unwrap();
+    // With the work the append left to the indexing thread.
+    store.projects().unwrap();
     sim.count(ops) - before
 }
 
@@ -98,26 +101,40 @@ fn case(mode: Durability, layout: Layout, fault: Fault, power_loss: bool) -> boo
     let dir = tempfile::tempdir().unwrap();
     let sim = SimFileSystem::new();
     let store = open(dir.path(), &sim, mode, layout);
-    let acked = preload(&store);
+    let mut acked = preload(&store);
+    // Appends leave work to an indexing thread (with a checkpoint every
+    // append in `RollAndCheckpoint`): a read waits for it, so that the
+    // fault meets the next append or the work that append leaves.
+    store.projects().unwrap();
     let failing = BatchId::new(0, PRELOAD);
     sim.arm(fault);
     let result = store.append(&failing.batch());
+    let after = store.projects();
     let fired = !sim.injected().is_empty();
     if !fired {
         assert!(result.is_ok(), "{what}: no fault fired, yet {result:?}");
+        assert!(after.is_ok(), "{what}: no fault fired, yet {after:?}");
         return false;
     }
-    let err = match result {
-        Ok(r) => panic!(
-            "{what}: the append succeeded ({r:?}) despite {:?}",
-            sim.injected()
+    match result {
+        // The fault met the work the append left to the indexing thread
+        // (its checkpoint), after the append returned: the batch was
+        // acknowledged, the store is poisoned, and reads go on.
+        Ok(r) => {
+            assert_eq!(r.accepted, 6, "{what}");
+            assert!(
+                layout == Layout::RollAndCheckpoint,
+                "{what}: the append succeeded ({r:?}) despite {:?}",
+                sim.injected()
+            );
+            assert!(after.is_ok(), "{what}: a read after the fault: {after:?}");
+            acked.push(failing);
+        }
+        Err(err) => assert!(
+            matches!(err.kind(), ErrorKind::Io | ErrorKind::Poisoned),
+            "{what}: unexpected error kind: {err}"
         ),
-        Err(e) => e,
-    };
-    assert!(
-        matches!(err.kind(), ErrorKind::Io | ErrorKind::Poisoned),
-        "{what}: unexpected error kind: {err}"
-    );
+    }
 
     // Readable: every acknowledged batch reads back.
     for id in &acked {
@@ -147,7 +164,10 @@ fn case(mode: Durability, layout: Layout, fault: Fault, power_loss: bool) -> boo
     let store = options(mode, layout)
         .open(dir.path())
         .unwrap_or_else(|e| panic!("{what}: reopen failed: {e}"));
-    let sent: Vec<BatchId> = acked.iter().copied().chain([failing]).collect();
+    let mut sent = acked.clone();
+    if !sent.contains(&failing) {
+        sent.push(failing);
+    }
     // Under Buffered, acknowledged means "written to the OS": a power loss
     // may take batches after the last checkpoint.
     let must_have: &[BatchId] = if power_loss && mode == Durability::Buffered {

@@ -193,8 +193,19 @@ impl IndexWriter {
     /// keeps them (its postings sorted): the caller empties it once the
     /// transaction commits.
     pub(crate) fn write_deferred(&mut self, deferred: &mut Deferred) -> Result<()> {
-        self.write_postings(&deferred.postings.chunks())?;
-        self.write_homes(&deferred.homes)
+        let postings = deferred.postings.chunks();
+        self.write_deferred_parts(&postings, &deferred.homes)
+    }
+
+    /// [`Self::write_deferred`] with the postings already gathered
+    /// (`Postings::chunks`).
+    pub(crate) fn write_deferred_parts(
+        &mut self,
+        postings: &[([u8; 12], ChunkSet)],
+        homes: &HashMap<[u8; 16], u64>,
+    ) -> Result<()> {
+        self.write_postings(postings)?;
+        self.write_homes(homes)
     }
 
     /// Writes deferred trace homes to `trace_homes`, in key order.

@@ -22,7 +22,7 @@ use super::{SegmentStats, SessionStore};
 const COPY_BATCH_BYTES: usize = 4 << 20;
 
 /// Frame header bytes (length, checksum, tag).
-const FRAME_HEADER: u64 = 9;
+pub(super) const FRAME_HEADER: u64 = 9;
 
 /// Segment header bytes.
 const SEGMENT_HEADER: u64 = 32;

@@ -36,9 +36,31 @@ pub(super) struct GroupIndexer {
     pub(super) deferred: Arc<RwLock<Deferred>>,
 }
 
+/// Work for an indexing thread.
+pub(super) struct Job {
+    /// Spans to index, if any.
+    pub(super) group: Option<Group>,
+    /// The log end the indexes cover once the group is in.
+    pub(super) applied: Lsn,
+    /// Then also take a durable checkpoint at `applied`: write the
+    /// deferred changes, sync the log up to it, make the indexes durable.
+    pub(super) checkpoint: bool,
+}
+
+/// How a job ended.
+pub(super) struct Outcome {
+    /// Whether the indexes hold the job's group (true if it had none):
+    /// false only if indexing the group itself failed, true if what
+    /// followed it failed (writing deferred changes, the checkpoint).
+    pub(super) indexed: bool,
+    pub(super) result: Result<()>,
+}
+
 /// A group being indexed on its own thread.
 pub(super) struct Indexing {
-    thread: JoinHandle<Result<()>>,
+    thread: JoinHandle<Outcome>,
+    /// The log end the job checkpoints at, if it takes a checkpoint.
+    pub(super) checkpoint: Option<Lsn>,
     /// The stored span ids of every trace the group touched: appends made
     /// while the group is indexed check idempotency against these, since
     /// the indexes do not hold the group yet.
@@ -46,19 +68,24 @@ pub(super) struct Indexing {
 }
 
 impl Indexing {
-    /// Waits until the group is indexed, returning how that ended.
-    pub(super) fn wait(self) -> Result<()> {
-        self.thread
-            .join()
-            .unwrap_or_else(|_| Err(Error::panicked()))
+    /// True once the job is done (waiting would not block).
+    pub(super) fn is_done(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    /// Waits until the job is done, returning how it ended.
+    pub(super) fn wait(self) -> Outcome {
+        self.thread.join().unwrap_or_else(|_| Outcome {
+            indexed: false,
+            result: Err(Error::panicked()),
+        })
     }
 }
 
 impl GroupIndexer {
     /// Indexes `group` in one write transaction, recording that the indexes
-    /// cover the log up to `applied`; writes the deferred changes out when
-    /// they have grown large.
-    pub(super) fn index(&self, group: Group, applied: Lsn) -> Result<()> {
+    /// cover the log up to `applied`.
+    fn index(&self, group: Group, applied: Lsn) -> Result<()> {
         let source = |lsn: Lsn| read_span(&self.log, lsn);
         let mut changes = Deferred::default();
         group.with_records(|records| {
@@ -68,40 +95,73 @@ impl GroupIndexer {
                 w.apply(records, &source, applied, &mut changes, &committed.homes)?;
             }
             commit_with_deferred(&self.deferred, w, changes)
-        })?;
-        if self.deferred.read().is_ok_and(|d| d.is_large()) {
-            flush_deferred(&self.index, &self.deferred)?;
-        }
-        Ok(())
+        })
     }
 
-    /// Starts indexing `group` on a new thread. If no thread can be
-    /// started, gives the group back (to be indexed by the caller).
+    /// What follows a group: the checkpoint at `applied` if the job takes
+    /// one, else writing the deferred changes out if they have grown large.
+    fn after(&self, applied: Lsn, checkpoint: bool) -> Result<()> {
+        if checkpoint {
+            flush_deferred(&self.index, &self.deferred)?;
+            self.log.sync(applied)?;
+            self.index.checkpoint()
+        } else if self.deferred.read().is_ok_and(|d| d.is_large()) {
+            flush_deferred(&self.index, &self.deferred)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Does `job`: indexes its group, then what follows it.
+    pub(super) fn run(&self, job: Job) -> Outcome {
+        if let Some(group) = job.group
+            && let Err(e) = self.index(group, job.applied)
+        {
+            return Outcome {
+                indexed: false,
+                result: Err(e),
+            };
+        }
+        Outcome {
+            indexed: true,
+            result: self.after(job.applied, job.checkpoint),
+        }
+    }
+
+    /// Starts `job` on a new thread. If no thread can be started, gives the
+    /// job back (for the caller to do).
     pub(super) fn start(
         self,
-        group: Group,
-        applied: Lsn,
+        job: Job,
         traces: HashMap<[u8; 16], SpanIdSet>,
-    ) -> std::result::Result<Indexing, Group> {
-        // The group travels through a channel rather than the closure, so
+    ) -> std::result::Result<Indexing, Job> {
+        let checkpoint = job.checkpoint.then_some(job.applied);
+        // The job travels through a channel rather than the closure, so
         // that a failed spawn does not take it down with the closure.
-        let (tx, rx) = mpsc::channel::<Group>();
+        let (tx, rx) = mpsc::channel::<Job>();
         let spawned = std::thread::Builder::new()
             .name("span-sessions-index".into())
             .spawn(move || match rx.recv() {
-                Ok(group) => self.index(group, applied),
-                Err(_) => Ok(()),
+                Ok(job) => self.run(job),
+                Err(_) => Outcome {
+                    indexed: true,
+                    result: Ok(()),
+                },
             });
         let thread = match spawned {
             Ok(thread) => thread,
-            Err(_) => return Err(group),
+            Err(_) => return Err(job),
         };
-        match tx.send(group) {
-            Ok(()) => Ok(Indexing { thread, traces }),
-            Err(mpsc::SendError(group)) => {
-                // The thread is gone without its group: nothing was indexed.
+        match tx.send(job) {
+            Ok(()) => Ok(Indexing {
+                thread,
+                checkpoint,
+                traces,
+            }),
+            Err(mpsc::SendError(job)) => {
+                // The thread is gone without its job: nothing was done.
                 let _ = thread.join();
-                Err(group)
+                Err(job)
             }
         }
     }
@@ -137,15 +197,27 @@ pub(super) fn commit_with_deferred(
     Ok(())
 }
 
-/// Writes every deferred index change to its table.
+/// Writes every deferred index change to its table. The caller must be
+/// the one writer of the indexes (the indexing thread, or a holder of the
+/// writer lock with no group being indexed): nothing else changes
+/// `deferred` meanwhile, so reads are shut out only while the postings
+/// are gathered and while the transaction commits, not while it is
+/// written.
 pub(super) fn flush_deferred(index: &Index, deferred: &RwLock<Deferred>) -> Result<()> {
-    let mut deferred = deferred.write().map_err(|_| Error::panicked())?;
-    if deferred.is_empty() {
-        return Ok(());
-    }
+    let chunks = {
+        let mut held = deferred.write().map_err(|_| Error::panicked())?;
+        if held.is_empty() {
+            return Ok(());
+        }
+        held.postings.chunks()
+    };
     let mut w = index.begin_write()?;
-    w.write_deferred(&mut deferred)?;
+    {
+        let held = deferred.read().map_err(|_| Error::panicked())?;
+        w.write_deferred_parts(&chunks, &held.homes)?;
+    }
+    let mut held = deferred.write().map_err(|_| Error::panicked())?;
     w.commit()?;
-    deferred.clear();
+    held.clear();
     Ok(())
 }
