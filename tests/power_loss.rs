@@ -73,14 +73,18 @@ fn a_power_cut_at_any_call_of_an_append_loses_nothing_acknowledged() {
     let mut cases = 0;
     for mode in MODES {
         for rc in [false, true] {
-            // Calls one append makes.
+            // Calls one append makes, with the work it leaves to the
+            // indexing thread (its checkpoint, with `rc`): a read waits
+            // for that work.
             let calls = {
                 let dir = tempfile::tempdir().unwrap();
                 let sim = SimFileSystem::new();
                 let store = open_sim(dir.path(), &sim, mode, rc);
                 preload(&store, 3);
+                store.projects().unwrap();
                 let before = sim.count(Ops::Mutating);
                 store.append(&BatchId::new(0, 3).batch()).unwrap();
+                store.projects().unwrap();
                 sim.count(Ops::Mutating) - before
             };
             for nth in 0..=calls {
@@ -91,6 +95,7 @@ fn a_power_cut_at_any_call_of_an_append_loses_nothing_acknowledged() {
                     let sim = SimFileSystem::new();
                     let store = open_sim(dir.path(), &sim, mode, rc);
                     let acked = preload(&store, 3);
+                    store.projects().unwrap();
                     let last = BatchId::new(0, 3);
                     sim.arm(Fault::power_cut(Ops::Mutating, nth));
                     let result = store.append(&last.batch());
