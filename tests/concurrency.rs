@@ -341,14 +341,32 @@ fn check_paired_snapshot(
 /// a watchdog fails the test if the threads do not (a deadlock).
 #[test]
 fn several_readers_and_group_commit_writers_see_whole_batches_without_deadlock() {
+    readers_against_group_commit_writers(
+        StoreOptions::default()
+            .segment_bytes(64 << 10)
+            .checkpoint_bytes(32 << 10),
+    );
+}
+
+/// The same with small index groups and no checkpoints: appends hand a
+/// group to the indexing thread every few batches, while readers wait for
+/// it and writers check idempotency against it.
+#[test]
+fn readers_and_writers_see_whole_batches_while_groups_are_indexed_in_the_background() {
+    readers_against_group_commit_writers(
+        StoreOptions::default()
+            .index_batch_bytes(4 << 10)
+            .checkpoint_bytes(u64::MAX),
+    );
+}
+
+fn readers_against_group_commit_writers(options: StoreOptions) {
     const WRITERS: u64 = 3;
     const READERS: usize = 4;
     let dir = tempfile::tempdir().unwrap();
     let store = std::sync::Arc::new(
-        StoreOptions::default()
+        options
             .durability(Durability::GroupCommit)
-            .segment_bytes(64 << 10)
-            .checkpoint_bytes(32 << 10)
             .open(dir.path())
             .unwrap(),
     );
