@@ -205,7 +205,7 @@ impl StoreOptions {
     /// write transaction (8 MiB by default). Appends only write the log
     /// until then; then the group is indexed on a thread of its own while
     /// later appends go on, one group at a time (the next group waits for
-    /// it). Any read, checkpoint or other write first indexes what is
+    /// it), or, below 1 MiB, by the `append` that filled it. Any read, checkpoint or other write first indexes what is
     /// waiting, so every query still sees every acknowledged batch. Larger
     /// groups mean fewer index writes per span (faster ingest), hold more
     /// spans in memory (up to about three times this many bytes for each of
@@ -272,7 +272,8 @@ impl StoreOptions {
 }
 
 /// Pending spans of at least this many encoded bytes are indexed on a
-/// thread of their own even when the caller waits for them.
+/// thread of their own (while appends go on, or while the caller waits);
+/// smaller groups are indexed on the caller's thread.
 const OWN_THREAD_BYTES: usize = 1 << 20;
 
 /// A checkpoint writing at least this many deferred search postings does
@@ -1103,8 +1104,16 @@ impl SessionStore {
                 .sync(end)
                 .map_err(|e| self.log_failed_with(ws_ref, e))?;
         }
-        if checkpoint || ws_ref.pending.bytes() >= self.opts.index_batch_bytes {
-            self.hand_off(ws_ref, checkpoint)?;
+        if checkpoint {
+            self.hand_off(ws_ref, true)?;
+        } else if ws_ref.pending.bytes() >= self.opts.index_batch_bytes {
+            if ws_ref.pending.bytes() >= OWN_THREAD_BYTES {
+                self.hand_off(ws_ref, false)?;
+            } else {
+                // A small group is indexed here: starting a thread would
+                // cost more than the overlap gains.
+                self.apply_pending(ws_ref)?;
+            }
         }
         self.make_durable(ws, end)?;
         Ok(report)

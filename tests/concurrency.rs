@@ -348,14 +348,15 @@ fn several_readers_and_group_commit_writers_see_whole_batches_without_deadlock()
     );
 }
 
-/// The same with small index groups and no checkpoints: appends hand a
-/// group to the indexing thread every few batches, while readers wait for
-/// it and writers check idempotency against it.
+/// The same with 1 MiB index groups (the smallest handed to a thread of
+/// their own) and no checkpoints: appends hand a group to the indexing
+/// thread now and then, while readers wait for it and writers check
+/// idempotency against it.
 #[test]
 fn readers_and_writers_see_whole_batches_while_groups_are_indexed_in_the_background() {
     readers_against_group_commit_writers(
         StoreOptions::default()
-            .index_batch_bytes(4 << 10)
+            .index_batch_bytes(1 << 20)
             .checkpoint_bytes(u64::MAX),
     );
 }

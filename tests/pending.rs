@@ -253,16 +253,17 @@ fn traces_whose_homes_are_not_written_yet_are_found_everywhere() {
     assert_eq!(snapshot(&reopened, &traces, &[], &[("p", "s2")]), before);
 }
 
-/// With `index_batch_bytes(0)` every append hands its spans to a thread of
-/// their own and returns, so the next append runs while the group before it
-/// is being indexed: idempotency and the spans-per-trace limit must count
-/// that group's spans, which the indexes may not hold yet.
+/// An append that fills a group of 1 MiB or more hands it to a thread of
+/// its own and returns; the appends after it (until the next group is
+/// full) run while that group is being indexed: idempotency and the
+/// spans-per-trace limit must count the group's spans, which the indexes
+/// may not hold yet.
 #[test]
 fn appends_made_while_a_group_is_indexed_count_its_spans() {
     let dir = tempfile::tempdir().unwrap();
     let store = SessionStore::options()
         .durability(Durability::Buffered)
-        .index_batch_bytes(0)
+        .index_batch_bytes(1 << 20)
         .max_spans_per_trace(3)
         .open(dir.path())
         .unwrap();
@@ -277,28 +278,33 @@ fn appends_made_while_a_group_is_indexed_count_its_spans() {
             t * 100 + 50,
         )
         .with_attribute("session.id", format!("s{}", t % 50))
+        .with_attribute("padding", "x".repeat(1_100))
     };
     let rounds = 20u64;
     for round in 0..rounds {
         let traces: Vec<u64> = (round * 500 + 1..=round * 500 + 500).collect();
-        // Two spans of each of 500 new traces: a group that takes a while
-        // to index.
+        // Two spans of each of 500 new traces: over 1 MiB with what the
+        // previous round left pending, a group handed to its own thread.
         let first: Vec<Span> = traces
             .iter()
             .flat_map(|&t| [span(t, 0), span(t, 1)])
             .collect();
-        assert_eq!(put(&store, first.clone()).accepted, 1_000);
-        // At once, most likely while that group is being indexed: the same
-        // spans again, and two more of each trace, of which the limit
-        // admits one.
-        let mut second = first;
-        second.extend(traces.iter().flat_map(|&t| [span(t, 2), span(t, 3)]));
-        let r = put(&store, second);
-        assert_eq!(
-            (r.accepted, r.duplicates, r.rejected.len()),
-            (500, 1_000, 500),
-            "round {round}"
-        );
+        assert_eq!(put(&store, first).accepted, 1_000);
+        // At once, most likely while that group is being indexed, in
+        // batches too small to fill the next group: the same spans again,
+        // and two more of each trace, of which the limit admits one.
+        for chunk in traces.chunks(50) {
+            let batch: Vec<Span> = chunk
+                .iter()
+                .flat_map(|&t| [span(t, 0), span(t, 1), span(t, 2), span(t, 3)])
+                .collect();
+            let r = put(&store, batch);
+            assert_eq!(
+                (r.accepted, r.duplicates, r.rejected.len()),
+                (50, 100, 50),
+                "round {round}"
+            );
+        }
     }
     for t in [1, 777, rounds * 500] {
         let ids: Vec<_> = store
