@@ -205,12 +205,13 @@ impl StoreOptions {
     /// write transaction (8 MiB by default). Appends only write the log
     /// until then; then the group is indexed on a thread of its own while
     /// later appends go on, one group at a time (the next group waits for
-    /// it), or, below 1 MiB, by the `append` that filled it. Any read, checkpoint or other write first indexes what is
-    /// waiting, so every query still sees every acknowledged batch. Larger
-    /// groups mean fewer index writes per span (faster ingest), hold more
-    /// spans in memory (up to about three times this many bytes for each of
-    /// the two groups) and make the first read after a burst of appends
-    /// wait longer. 0 hands every batch to the indexes as it is appended.
+    /// it), or, below 1 MiB, by the `append` that filled it. Any read,
+    /// checkpoint or other write first indexes what is waiting, so every
+    /// query still sees every acknowledged batch. Larger groups mean fewer
+    /// index writes per span (faster ingest), hold more spans in memory (up
+    /// to about three times this many bytes for each of the two groups) and
+    /// make the first read after a burst of appends wait longer. 0 indexes
+    /// every batch as it is appended.
     pub fn index_batch_bytes(mut self, bytes: usize) -> Self {
         self.index_batch_bytes = bytes;
         self
@@ -556,7 +557,7 @@ impl SessionStore {
         if unapplied && self.poison.is_set() {
             return Err(self.poison.error());
         }
-        // Work of any size runs on a thread of its own, waited for: the
+        // Large work runs on a thread of its own, waited for: the
         // allocator keeps each thread's freed memory for that thread, so
         // indexing and writing deferred changes on the caller's thread as
         // well would hold that memory twice (closing a store after 2
@@ -1093,18 +1094,14 @@ impl SessionStore {
                 .push(*lsn, c.project, c.span, c.session_id.clone(), *bytes);
         }
         self.unapplied.store(true, Ordering::Release);
-        // A checkpoint is taken by the indexing thread too, after the group.
-        let checkpoint =
-            end.saturating_sub(ws_ref.checkpoint_started) >= self.opts.checkpoint_bytes;
-        if checkpoint {
-            // The log part of the checkpoint is the append's: a failure is
+        if end.saturating_sub(ws_ref.checkpoint_started) >= self.opts.checkpoint_bytes {
+            // The log part of a checkpoint is the append's: a failure is
             // this append's error, before anything is acknowledged (a failed
-            // fsync may drop written pages, even under `Buffered`).
+            // fsync may drop written pages, even under `Buffered`). The rest
+            // is the indexing thread's, after the group.
             self.log
                 .sync(end)
                 .map_err(|e| self.log_failed_with(ws_ref, e))?;
-        }
-        if checkpoint {
             self.hand_off(ws_ref, true)?;
         } else if ws_ref.pending.bytes() >= self.opts.index_batch_bytes {
             if ws_ref.pending.bytes() >= OWN_THREAD_BYTES {

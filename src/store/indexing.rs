@@ -1,20 +1,24 @@
 //! Indexing a group of appended spans, on a thread of its own.
 //!
-//! When the pending spans reach [`StoreOptions::index_batch_bytes`],
-//! `append` hands them to a new thread and returns: the indexes take the
-//! group on one core while later appends (encoding, validation, the log
-//! write and its fsync) run on the other. At most one group is indexed at a
-//! time: handing off the next one waits for it, which bounds memory to two
-//! groups and makes appenders wait when indexing falls behind.
+//! When the pending spans reach [`StoreOptions::index_batch_bytes`] (and
+//! at least 1 MiB), `append` hands them to a new thread and returns: the
+//! indexes take the group on one core while later appends (encoding,
+//! validation, the log write and its fsync) run on the other. A checkpoint
+//! goes the same way: the append syncs the log, the thread indexes the
+//! group, writes the deferred changes and makes the indexes durable. At
+//! most one job runs at a time: the append that fills the next group waits
+//! for it before writing, which bounds memory to two groups and makes
+//! appenders wait when indexing falls behind.
 //!
-//! Nothing else writes the indexes while a group is indexed: every path
-//! that needs them current (a read that finds spans not indexed, a
-//! checkpoint, deletes, compaction, verify, closing) first waits for the
-//! group (`SessionStore::settle`), so groups are committed one after the
-//! other in log order, exactly as when `append` indexed them itself. A
-//! failure is reported when the group is waited for, and poisons the store
-//! then; nothing is lost, since the log already holds every span of the
-//! group.
+//! Nothing else writes the indexes while a job runs: every path that needs
+//! them current (a read that finds spans not indexed, a checkpoint,
+//! deletes, compaction, verify, closing) first waits for it
+//! (`SessionStore::settle`), so groups are committed one after the other
+//! in log order, exactly as when `append` indexed them itself. Large work
+//! done while the caller waits (a checkpoint's, a large catch-up) also runs
+//! here, so that index work allocates from one thread's memory. A failure
+//! is reported when the job is waited for, and poisons the store then;
+//! nothing is lost, since the log already holds every span of the group.
 //!
 //! [`StoreOptions::index_batch_bytes`]: crate::StoreOptions::index_batch_bytes
 

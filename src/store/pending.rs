@@ -3,7 +3,8 @@
 //! `append` writes a batch to the log and keeps it here instead of
 //! updating the indexes at once; the indexes take the pending spans in one
 //! write transaction when they reach [`StoreOptions::index_batch_bytes`]
-//! (on a thread of their own, see `store::indexing`), at a checkpoint, before any write that needs the indexes current
+//! (from 1 MiB on a thread of their own, see `store::indexing`), at a
+//! checkpoint, before any write that needs the indexes current
 //! (deletes, compaction, verify), and before any read (contract rule 8:
 //! when `append` returns, every query sees the batch). One large
 //! transaction groups many batches' spans by trace and session, so each
