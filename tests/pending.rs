@@ -47,12 +47,12 @@ fn put(store: &SessionStore, spans: Vec<Span>) -> span_sessions::AppendReport {
         .unwrap()
 }
 
-#[test]
-fn every_read_sees_batches_that_are_still_pending() {
-    // One fresh store per read path, so that no earlier read indexed the
-    // batch on the path's behalf.
-    type Read = fn(&SessionStore);
-    let reads: [(&str, Read); 9] = [
+type Read = fn(&SessionStore);
+
+/// Every read path, each checking that it sees the batch
+/// `turn(1, "s1", 1_000, "alpha")`.
+fn read_paths() -> [(&'static str, Read); 9] {
+    [
         ("session_history", |s| {
             let turns = s.session_history("p", "s1").unwrap();
             assert_eq!(turns.len(), 1);
@@ -96,13 +96,41 @@ fn every_read_sees_batches_that_are_still_pending() {
             let st = s.stats().unwrap();
             assert_eq!((st.sessions, st.traces, st.spans), (1, 1, 2));
         }),
-    ];
-    for (what, read) in reads {
+    ]
+}
+
+#[test]
+fn every_read_sees_batches_that_are_still_pending() {
+    // One fresh store per read path, so that no earlier read indexed the
+    // batch on the path's behalf.
+    for (what, read) in read_paths() {
         let dir = tempfile::tempdir().unwrap();
         let store = lazy().open(dir.path()).unwrap();
         assert_eq!(put(&store, turn(1, "s1", 1_000, "alpha")).accepted, 2);
         // The index file has not been written since the open: the batch is
         // pending, yet the read must see it.
+        read(&store);
+        println!("{what}: ok");
+    }
+}
+
+/// The same while the batch is being indexed on a thread of its own: the
+/// batch (over 1 MiB) fills a 1 MiB group, which `append` hands off before
+/// it returns; every read must wait for it.
+#[test]
+fn every_read_sees_batches_being_indexed_in_the_background() {
+    for (what, read) in read_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SessionStore::options()
+            .durability(Durability::Buffered)
+            .index_batch_bytes(1 << 20)
+            .open(dir.path())
+            .unwrap();
+        let spans: Vec<Span> = turn(1, "s1", 1_000, "alpha")
+            .into_iter()
+            .map(|s| s.with_attribute("padding", "x".repeat(600_000)))
+            .collect();
+        assert_eq!(put(&store, spans).accepted, 2);
         read(&store);
         println!("{what}: ok");
     }
