@@ -134,6 +134,7 @@ pub struct StoreOptions {
     salvage_log: bool,
     max_spans_per_trace: usize,
     index_batch_bytes: usize,
+    own_thread_bytes: usize,
 }
 
 impl Default for StoreOptions {
@@ -151,6 +152,7 @@ impl Default for StoreOptions {
             salvage_log: false,
             max_spans_per_trace: MAX_SPANS_PER_TRACE,
             index_batch_bytes: 8 << 20,
+            own_thread_bytes: OWN_THREAD_BYTES,
         }
     }
 }
@@ -266,6 +268,16 @@ impl StoreOptions {
         self
     }
 
+    /// Test support: groups of pending spans of at least this many encoded
+    /// bytes are indexed on a thread of their own (1 MiB by default), so
+    /// that tests with little data can run the background path. Not part
+    /// of the stable API.
+    #[doc(hidden)]
+    pub fn own_thread_bytes(mut self, bytes: usize) -> Self {
+        self.own_thread_bytes = bytes;
+        self
+    }
+
     /// Opens (or creates) the store in `dir` with these options.
     pub fn open(self, dir: impl AsRef<Path>) -> Result<SessionStore> {
         SessionStore::open_with(dir.as_ref(), self)
@@ -274,7 +286,8 @@ impl StoreOptions {
 
 /// Pending spans of at least this many encoded bytes are indexed on a
 /// thread of their own (while appends go on, or while the caller waits);
-/// smaller groups are indexed on the caller's thread.
+/// smaller groups are indexed on the caller's thread
+/// (`StoreOptions::own_thread_bytes` in tests).
 const OWN_THREAD_BYTES: usize = 1 << 20;
 
 /// A checkpoint writing at least this many deferred search postings does
@@ -563,7 +576,7 @@ impl SessionStore {
         // well would hold that memory twice (closing a store after 2
         // million spans peaked at 165-173 MiB of RSS where ingest peaked at
         // 133 MiB).
-        let large = ws.pending.bytes() >= OWN_THREAD_BYTES
+        let large = ws.pending.bytes() >= self.opts.own_thread_bytes
             || (checkpoint
                 && self
                     .deferred
@@ -1104,7 +1117,7 @@ impl SessionStore {
                 .map_err(|e| self.log_failed_with(ws_ref, e))?;
             self.hand_off(ws_ref, true)?;
         } else if ws_ref.pending.bytes() >= self.opts.index_batch_bytes {
-            if ws_ref.pending.bytes() >= OWN_THREAD_BYTES {
+            if ws_ref.pending.bytes() >= self.opts.own_thread_bytes {
                 self.hand_off(ws_ref, false)?;
             } else {
                 // A small group is indexed here: starting a thread would

@@ -954,17 +954,21 @@ fn opts(rng: &mut Rng) -> StoreOptions {
         Durability::GroupCommit
     };
     let checkpoint = if rng.chance(2) { 8 << 10 } else { 64 << 20 };
-    // Index every batch at once, in small groups, or only when read.
-    let index_batch = match rng.below(3) {
-        0 => 0,
-        1 => 2 << 10,
-        _ => 16 << 20,
+    // Index every batch at once, in small groups (by the append that fills
+    // one, or on a thread of its own while appends go on), or only when
+    // read.
+    let (index_batch, own_thread) = match rng.below(4) {
+        0 => (0, 1 << 20),
+        1 => (2 << 10, 1 << 20),
+        2 => (2 << 10, 0),
+        _ => (16 << 20, 1 << 20),
     };
     StoreOptions::default()
         .segment_bytes(4096)
         .durability(durability)
         .checkpoint_bytes(checkpoint)
         .index_batch_bytes(index_batch)
+        .own_thread_bytes(own_thread)
 }
 
 /// Appends `items` in a random order and batching (roots marked `last`
