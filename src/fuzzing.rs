@@ -1267,12 +1267,19 @@ pub fn store_model(data: &[u8]) -> Result<(), String> {
                     .map(|g| ResourceSpans::for_project(g.project, vec![g.span.clone()]))
                     .collect();
                 let expect = model.expect(&gens);
+                // Appends leave work to an indexing thread (checkpoints, full
+                // groups): a read waits for it, so that the fault meets this
+                // append or the work this append leaves.
+                st.projects()
+                    .map_err(|e| format!("{what}: read before a fault: {e}"))?;
                 sim.arm(Fault::nth(Ops::Mutating, nth, error));
                 let result = st.append(&batch);
+                let after = st.projects();
                 if sim.injected().is_empty() {
                     // The append made fewer calls than `nth`: it must have
                     // worked, as without a fault. Disarm the fault.
                     sim.heal();
+                    after.map_err(|e| format!("{what}: read failed without a fault: {e}"))?;
                     let report = result
                         .map_err(|e| format!("{what}: append failed without a fault: {e}"))?;
                     expect.check(&report, &what)?;
@@ -1283,17 +1290,39 @@ pub fn store_model(data: &[u8]) -> Result<(), String> {
                     store = Some(st);
                     continue;
                 }
-                let err = match result {
-                    Ok(_) => return Err(format!("{what}: append succeeded despite a fault")),
-                    Err(e) => e,
-                };
-                debug(|| format!("store: {what}: fault {:?} -> {err}", sim.injected()));
-                check(err.kind() == ErrorKind::Poisoned, || {
-                    format!("{what}: a failed append returns {:?}: {err}", err.kind())
-                })?;
+                let acknowledged = result.is_ok();
+                // Whether reads must go on: not if the fault kept the
+                // indexes from taking an acknowledged group (they fail with
+                // `Poisoned` until the reopen, which recovers the group).
+                let mut readable = true;
+                match result {
+                    // The fault met the work the append left to the indexing
+                    // thread, after it returned: the batch is acknowledged
+                    // and the store poisoned.
+                    Ok(report) => {
+                        debug(|| format!("store: {what}: fault {:?} after Ok", sim.injected()));
+                        expect.check(&report, &what)?;
+                        model.add(&expect.fresh);
+                        if mode != Durability::Buffered {
+                            model.durable = model.events.len();
+                        }
+                        if let Err(e) = after {
+                            check(e.kind() == ErrorKind::Poisoned, || {
+                                format!("{what}: a read after a background fault: {e}")
+                            })?;
+                            readable = false;
+                        }
+                    }
+                    Err(err) => {
+                        debug(|| format!("store: {what}: fault {:?} -> {err}", sim.injected()));
+                        check(err.kind() == ErrorKind::Poisoned, || {
+                            format!("{what}: a failed append returns {:?}: {err}", err.kind())
+                        })?;
+                    }
+                }
                 // Readable: everything acknowledged reads back (the failed
                 // batch may or may not be visible).
-                for (t, spans) in &model.traces {
+                for (t, spans) in model.traces.iter().filter(|_| readable) {
                     let tr = st
                         .trace(*t)
                         .map_err(|e| format!("{what}: trace unreadable after a fault: {e}"))?;
@@ -1313,10 +1342,12 @@ pub fn store_model(data: &[u8]) -> Result<(), String> {
                         .is_err_and(|e| e.kind() == ErrorKind::Poisoned),
                     || format!("{what}: an append after a fault is not refused"),
                 )?;
-                // Its spans may be in the log (as a prefix of the batch):
-                // add them to the model's log order; the reopen keeps or
-                // drops them.
-                model.add(&expect.fresh);
+                if !acknowledged {
+                    // Its spans may be in the log (as a prefix of the
+                    // batch): add them to the model's log order; the reopen
+                    // keeps or drops them.
+                    model.add(&expect.fresh);
+                }
                 let seed = u64::from(input.u16());
                 drop(st);
                 sim.power_loss_random(seed)
