@@ -582,16 +582,8 @@ impl SessionStore {
                     .deferred
                     .read()
                     .is_ok_and(|d| d.postings.len() >= OWN_THREAD_POSTINGS));
-        let end = self.log.end();
-        let job = Job {
-            group: (unapplied && !ws.pending.is_empty()).then(|| ws.pending.take().0),
-            applied: end,
-            checkpoint,
-        };
-        ws.pending.clear();
-        if checkpoint {
-            ws.checkpoint_started = end;
-        }
+        let (job, _) = self.take_job(ws, checkpoint);
+        let end = job.applied;
         let outcome = if large {
             match self.group_indexer().start(job, Default::default()) {
                 Ok(running) => running.wait(),
@@ -657,21 +649,7 @@ impl SessionStore {
         if self.poison.is_set() {
             return Err(self.poison.error());
         }
-        let (group, traces) = if ws.pending.is_empty() {
-            ws.pending.clear();
-            (None, Default::default())
-        } else {
-            let (group, traces) = ws.pending.take();
-            (Some(group), traces)
-        };
-        let job = Job {
-            group,
-            applied: self.log.end(),
-            checkpoint,
-        };
-        if checkpoint {
-            ws.checkpoint_started = job.applied;
-        }
+        let (job, traces) = self.take_job(ws, checkpoint);
         match self.group_indexer().start(job, traces) {
             Ok(job) => {
                 ws.indexing = Some(job);
@@ -684,6 +662,33 @@ impl SessionStore {
                 self.finish(ws, outcome, end)
             }
         }
+    }
+
+    /// Takes the pending spans (if any) into a job that covers the log up
+    /// to its end, with the span ids of the traces they touched; with
+    /// `checkpoint`, the checkpoint at that end counts as started.
+    fn take_job(
+        &self,
+        ws: &mut WriterState,
+        checkpoint: bool,
+    ) -> (Job, std::collections::HashMap<[u8; 16], SpanIdSet>) {
+        let (group, traces) = if ws.pending.is_empty() {
+            ws.pending.clear();
+            (None, Default::default())
+        } else {
+            let (group, traces) = ws.pending.take();
+            (Some(group), traces)
+        };
+        let applied = self.log.end();
+        if checkpoint {
+            ws.checkpoint_started = applied;
+        }
+        let job = Job {
+            group,
+            applied,
+            checkpoint,
+        };
+        (job, traces)
     }
 
     fn group_indexer(&self) -> GroupIndexer {
