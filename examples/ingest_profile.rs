@@ -5,6 +5,10 @@ use std::time::Instant;
 use span_sessions::workload::{Workload, WorkloadConfig};
 use span_sessions::{Durability, SessionStore};
 
+fn env_number(name: &str) -> Option<usize> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
 fn main() {
     let spans: usize = std::env::args()
         .nth(1)
@@ -39,15 +43,21 @@ fn main() {
         .take(spans / 1000)
         .collect();
     let dir = tempfile::tempdir().unwrap();
-    // INDEX_BATCH=bytes: `StoreOptions::index_batch_bytes` (0: index every batch).
+    // INDEX_BATCH=bytes: `StoreOptions::index_batch_bytes` (0: index every
+    // batch); CACHE_MB: `cache_bytes`; CHECKPOINT_MB: `checkpoint_bytes`.
     let mut options = SessionStore::options().durability(durability);
-    if let Some(bytes) = std::env::var("INDEX_BATCH")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
+    if let Some(bytes) = env_number("INDEX_BATCH") {
         options = options.index_batch_bytes(bytes);
     }
-    let store = options.open(dir.path()).unwrap();
+    if let Some(mb) = env_number("CACHE_MB") {
+        options = options.cache_bytes(mb << 20);
+    }
+    if let Some(mb) = env_number("CHECKPOINT_MB") {
+        options = options.checkpoint_bytes((mb as u64) << 20);
+    }
+    // KEEP=dir: ingest into `dir` and leave the store there.
+    let path = std::env::var_os("KEEP").map_or_else(|| dir.path().to_path_buf(), Into::into);
+    let store = options.open(&path).unwrap();
     let t = Instant::now();
     let mut n = 0;
     for b in &batches {
