@@ -271,6 +271,11 @@ impl IndexWriter {
         let mut projects: BTreeMap<u32, ProjectDelta> = BTreeMap::new();
         // Stored spans per project they were appended under (for `projects()`).
         let mut appended: BTreeMap<&str, i64> = BTreeMap::new();
+        // Writes to `turns` and `trace_records`, applied in key order once
+        // every trace of the group is read: a group's keys are spread over
+        // the tables, and in key order neighbouring writes share pages.
+        let mut turn_writes: BTreeMap<[u8; 32], Option<Vec<u8>>> = BTreeMap::new();
+        let mut record_writes: Vec<(u64, Vec<u8>)> = Vec::new();
 
         // Every project a span was appended under is listed by `projects()`,
         // whichever project its trace ends up in.
@@ -352,13 +357,13 @@ impl IndexWriter {
             if let Some(f) = old_filing
                 && Some(f) != new_filing
             {
-                t.turns.remove(turn_key(f.session, f.start, tid))?;
+                turn_writes.insert(turn_key(f.session, f.start, tid), None);
             }
             if let (Some(f), Some(body)) = (new_filing, &new_body) {
-                t.turns.insert(
+                turn_writes.insert(
                     turn_key(f.session, f.start, tid),
-                    codec::encode_value(body).as_slice(),
-                )?;
+                    Some(codec::encode_value(body)),
+                );
             }
             if let (Some(nf), Some(body)) = (new_filing, &new_body) {
                 let text_changed = old_filing.map(|f| f.session) != Some(nf.session)
@@ -384,7 +389,7 @@ impl IndexWriter {
                     first
                 }
             };
-            store_trace(&mut t, home, &rec)?;
+            record_writes.push((home, codec::encode_value(&rec)));
 
             let old = old_filing.zip(old_body);
             let new = new_filing.zip(new_body);
@@ -415,6 +420,19 @@ impl IndexWriter {
             }
         }
 
+        // Turns and trace records go to their tables in key order, after
+        // every trace is read (no trace is read twice in one group) and
+        // before sessions are refolded from their turns.
+        for (k, v) in turn_writes {
+            match v {
+                Some(body) => t.turns.insert(k, body.as_slice())?,
+                None => t.turns.remove(k)?,
+            };
+        }
+        record_writes.sort_unstable_by_key(|(home, _)| *home);
+        for (home, rec) in record_writes {
+            t.trace_records.insert(home, rec.as_slice())?;
+        }
         for (session, ds) in deltas {
             let (project_id, change) = update_session(&mut t, session, &ds, idents.get(&session))?;
             projects.entry(project_id).or_default().sessions += change;
@@ -482,6 +500,9 @@ fn turn_body(
     })
 }
 
+/// Updates one session's summary by its deltas (refolding it from its
+/// turns when a delta can make a minimum or maximum worse) and its sort
+/// keys.
 pub(super) fn update_session(
     t: &mut Tables<'_>,
     session: u64,
@@ -594,6 +615,8 @@ fn refold(
 struct Counters {
     next_project: u64,
     next_session: u64,
+    /// Project numbers looked up so far (asked for several times per trace).
+    known: HashMap<String, u32>,
 }
 
 impl Counters {
@@ -602,6 +625,7 @@ impl Counters {
         Ok(Self {
             next_project: get(META_NEXT_PROJECT)?,
             next_session: get(META_NEXT_SESSION)?,
+            known: HashMap::new(),
         })
     }
 
@@ -612,13 +636,21 @@ impl Counters {
     }
 
     fn project(&mut self, projects: &mut Table<'_, &'static str, u32>, name: &str) -> Result<u32> {
-        if let Some(v) = projects.get(name)? {
-            return Ok(v.value());
+        if let Some(id) = self.known.get(name) {
+            return Ok(*id);
         }
-        let id = u32::try_from(self.next_project)
-            .map_err(|_| Error::invalid("more than 2^32 projects"))?;
-        self.next_project += 1;
-        projects.insert(name, id)?;
+        let found = projects.get(name)?.map(|v| v.value());
+        let id = match found {
+            Some(id) => id,
+            None => {
+                let id = u32::try_from(self.next_project)
+                    .map_err(|_| Error::invalid("more than 2^32 projects"))?;
+                self.next_project += 1;
+                projects.insert(name, id)?;
+                id
+            }
+        };
+        self.known.insert(name.to_owned(), id);
         Ok(id)
     }
 
