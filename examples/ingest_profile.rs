@@ -52,6 +52,11 @@ fn main() {
     if let Some(mb) = env_number("CACHE_MB") {
         options = options.cache_bytes(mb << 20);
     }
+    // DIRECT=0: write the log through the page cache
+    // (`StoreOptions::direct_writes(false)`).
+    if env_number("DIRECT") == Some(0) {
+        options = options.direct_writes(false);
+    }
     if let Some(mb) = env_number("CHECKPOINT_MB") {
         options = options.checkpoint_bytes((mb as u64) << 20);
     }

@@ -137,15 +137,27 @@ struct Written {
     payload: Vec<u8>,
 }
 
-fn log_options() -> LogOptions {
+fn log_options(direct_writes: bool) -> LogOptions {
     LogOptions {
         segment_bytes: 4096,
         max_frame_bytes: 1 << 16,
+        direct_writes,
     }
 }
 
-fn open_log(fs: &SimFileSystem, dir: &Path, scan_from: Lsn) -> crate::error::Result<Log> {
-    Log::open_on(Arc::new(fs.clone()), dir, log_options(), scan_from).map(|(log, _)| log)
+fn open_log(
+    fs: &SimFileSystem,
+    dir: &Path,
+    scan_from: Lsn,
+    direct_writes: bool,
+) -> crate::error::Result<Log> {
+    Log::open_on(
+        Arc::new(fs.clone()),
+        dir,
+        log_options(direct_writes),
+        scan_from,
+    )
+    .map(|(log, _)| log)
 }
 
 /// Every frame a scan from the start returns, up to the first error.
@@ -181,13 +193,20 @@ fn segment_files(dir: &Path) -> Vec<PathBuf> {
 /// simulate a power loss (seeded: each file keeps none, all or a torn
 /// prefix of its unsynced writes), and, once any damage opcode appears,
 /// flip bits, truncate, or append junk to segment files, then check how the
-/// damaged log opens.
+/// damaged log opens. Runs the program twice: writing through the page
+/// cache, then with direct writes (`LogOptions::direct_writes`, whose block
+/// rewrites a torn write must not damage).
 pub fn log_recovery(data: &[u8]) -> Result<(), String> {
+    log_recovery_with(data, false).map_err(|e| format!("page-cache writes: {e}"))?;
+    log_recovery_with(data, true).map_err(|e| format!("direct writes: {e}"))
+}
+
+fn log_recovery_with(data: &[u8], direct: bool) -> Result<(), String> {
     let tmp = TempDir::new("log")?;
     let dir = tmp.path().join("log");
     let mut input = Input::new(data);
     let mut sim = SimFileSystem::new();
-    let mut log = Some(open_log(&sim, &dir, 0).map_err(|e| format!("fresh log: {e}"))?);
+    let mut log = Some(open_log(&sim, &dir, 0, direct).map_err(|e| format!("fresh log: {e}"))?);
     let mut model: Vec<Written> = Vec::new();
     let mut counter = 0u32;
     let mut damage = false;
@@ -206,7 +225,7 @@ pub fn log_recovery(data: &[u8]) -> Result<(), String> {
             0 | 1 => {
                 let lg = match log.take() {
                     Some(l) => l,
-                    None => open_log(&sim, &dir, 0).map_err(|e| format!("reopen: {e}"))?,
+                    None => open_log(&sim, &dir, 0, direct).map_err(|e| format!("reopen: {e}"))?,
                 };
                 let n = 1 + usize::from(input.byte() % 4);
                 let mut frames = Vec::new();
@@ -253,7 +272,7 @@ pub fn log_recovery(data: &[u8]) -> Result<(), String> {
                 sim.power_loss_random(seed)
                     .map_err(|e| format!("power loss: {e}"))?;
                 sim = SimFileSystem::new();
-                let lg = open_log(&sim, &dir, 0)
+                let lg = open_log(&sim, &dir, 0, direct)
                     .map_err(|e| format!("reopen after power loss (seed {seed}): {e}"))?;
                 let (frames, err) = scan_all(&lg);
                 if let Some(e) = err {
@@ -294,7 +313,7 @@ pub fn log_recovery(data: &[u8]) -> Result<(), String> {
                         .map_or(0, |w| w.lsn),
                 };
                 sim = SimFileSystem::new();
-                let lg = open_log(&sim, &dir, scan_from)
+                let lg = open_log(&sim, &dir, scan_from, direct)
                     .map_err(|e| format!("clean reopen from {scan_from}: {e}"))?;
                 let (frames, err) = scan_all(&lg);
                 if let Some(e) = err {
@@ -375,8 +394,8 @@ pub fn log_recovery(data: &[u8]) -> Result<(), String> {
     }
     drop(log.take());
     if !damage {
-        let lg =
-            open_log(&SimFileSystem::new(), &dir, 0).map_err(|e| format!("final reopen: {e}"))?;
+        let lg = open_log(&SimFileSystem::new(), &dir, 0, direct)
+            .map_err(|e| format!("final reopen: {e}"))?;
         let (frames, err) = scan_all(&lg);
         if let Some(e) = err {
             return Err(format!("final scan: {e}"));
@@ -430,7 +449,7 @@ fn check_salvage(
                 && from < *b
         })
     };
-    let report = match Log::salvage(Arc::new(SimFileSystem::new()), dir, log_options()) {
+    let report = match Log::salvage(Arc::new(SimFileSystem::new()), dir, log_options(false)) {
         Ok(r) => r,
         Err(e) => {
             return check(e.kind() == ErrorKind::Incompatible, || {
@@ -438,7 +457,7 @@ fn check_salvage(
             });
         }
     };
-    let lg = open_log(&SimFileSystem::new(), dir, 0)
+    let lg = open_log(&SimFileSystem::new(), dir, 0, false)
         .map_err(|e| format!("a salvaged log does not open: {e} ({report:?})"))?;
     let (frames, err) = scan_all(&lg);
     if let Some(e) = err {
@@ -484,7 +503,7 @@ fn check_salvage(
 /// written; and a second open must agree with the first.
 fn check_damaged(dir: &Path, model: &[Written], junk: bool) -> Result<(), String> {
     let by_lsn: BTreeMap<Lsn, &Written> = model.iter().map(|w| (w.lsn, w)).collect();
-    let first = open_log(&SimFileSystem::new(), dir, 0);
+    let first = open_log(&SimFileSystem::new(), dir, 0, false);
     debug(|| match &first {
         Ok(lg) => format!("log: damaged log opens, end {}", lg.end()),
         Err(e) => format!("log: damaged log refused: {e}"),
@@ -514,7 +533,7 @@ fn check_damaged(dir: &Path, model: &[Written], junk: bool) -> Result<(), String
     // Recovery is idempotent, and the log takes appends afterwards.
     let end = lg.end();
     drop(lg);
-    let again = open_log(&SimFileSystem::new(), dir, 0)
+    let again = open_log(&SimFileSystem::new(), dir, 0, false)
         .map_err(|e| format!("second open of a recovered log fails: {e}"))?;
     check(again.end() == end, || {
         format!("second open ends at {}, the first at {end}", again.end())
@@ -530,7 +549,7 @@ fn check_damaged(dir: &Path, model: &[Written], junk: bool) -> Result<(), String
         }])
         .map_err(|e| format!("append after recovery: {e}"))?;
     drop(again);
-    let third = open_log(&SimFileSystem::new(), dir, 0)
+    let third = open_log(&SimFileSystem::new(), dir, 0, false)
         .map_err(|e| format!("open after an append to a recovered log: {e}"))?;
     let f = third
         .read(lsn.first().copied().unwrap_or(0))

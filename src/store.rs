@@ -135,6 +135,7 @@ pub struct StoreOptions {
     max_spans_per_trace: usize,
     index_batch_bytes: usize,
     own_thread_bytes: usize,
+    direct_writes: bool,
 }
 
 impl Default for StoreOptions {
@@ -153,6 +154,7 @@ impl Default for StoreOptions {
             max_spans_per_trace: MAX_SPANS_PER_TRACE,
             index_batch_bytes: 8 << 20,
             own_thread_bytes: OWN_THREAD_BYTES,
+            direct_writes: true,
         }
     }
 }
@@ -216,6 +218,23 @@ impl StoreOptions {
     /// every batch as it is appended.
     pub fn index_batch_bytes(mut self, bytes: usize) -> Self {
         self.index_batch_bytes = bytes;
+        self
+    }
+
+    /// Write the log with direct I/O (`O_DIRECT` on Linux; the default):
+    /// appended bytes go from the store's buffer to the disk without being
+    /// copied into the operating system's page cache, a copy that cost
+    /// more CPU than the rest of a durable append of large spans on this
+    /// project's test machine (see `BENCHMARKS.md`). Whole 4 KiB blocks go
+    /// directly; each append's last, partial block goes through the page
+    /// cache and is written again by the next append. The log's files and
+    /// the crash guarantees are the same either way. Where the file system
+    /// has no direct I/O (tmpfs, other platforms), everything goes through
+    /// the page cache, as with `false`. Recently appended spans are then
+    /// read back from the disk rather than from memory (`trace`,
+    /// compaction).
+    pub fn direct_writes(mut self, direct: bool) -> Self {
+        self.direct_writes = direct;
         self
     }
 
@@ -422,6 +441,7 @@ impl SessionStore {
             // Fixed, not `max_span_bytes`: lowering that option must not
             // make frames written earlier unreadable.
             max_frame_bytes: codec::MAX_DECODE_BYTES as u32,
+            direct_writes: opts.direct_writes,
         };
         let mut report = OpenReport::default();
         let mut rebuild = opts

@@ -25,8 +25,8 @@ use std::io;
 use std::ops::Bound;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use memmap2::Mmap;
 
@@ -73,6 +73,15 @@ pub trait FileHandle: fmt::Debug + Send + Sync {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
     /// Writes all of `buf` at `offset`.
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Writes all of `buf` at `offset`, bypassing the operating system's
+    /// page cache where the file system allows it (`O_DIRECT`). The caller
+    /// passes a buffer whose address and length, and an offset, that are
+    /// multiples of [`DIRECT_ALIGN`]. The default writes through the page
+    /// cache, as [`FileHandle::write_all_at`] does; either way the bytes
+    /// are durable only after [`FileHandle::sync_data`].
+    fn write_direct_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.write_all_at(buf, offset)
+    }
     /// Truncates, or extends with zeros, to `len`.
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// fdatasync: data and the metadata needed to read it back.
@@ -82,6 +91,11 @@ pub trait FileHandle: fmt::Debug + Send + Sync {
     fn map(&self) -> io::Result<Mmap>;
 }
 
+/// Alignment of [`FileHandle::write_direct_at`]'s buffer address, length
+/// and offset: 4 KiB, the logical block size of every disk and file system
+/// that direct I/O is used on here (a multiple of 512-byte sectors too).
+pub const DIRECT_ALIGN: usize = 4096;
+
 /// The operating system's file system (`std::fs`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OsFileSystem;
@@ -90,6 +104,14 @@ pub struct OsFileSystem;
 #[derive(Debug)]
 pub struct OsFileHandle {
     file: File,
+    path: PathBuf,
+    /// A second descriptor opened with `O_DIRECT` at the first direct
+    /// write; `None` when the file system refuses direct I/O (tmpfs), and
+    /// then direct writes go through `file`.
+    direct: OnceLock<Option<File>>,
+    /// Set when a direct write was refused (`EINVAL`): later ones go
+    /// through the page cache.
+    direct_refused: AtomicBool,
 }
 
 impl FileSystem for OsFileSystem {
@@ -110,6 +132,9 @@ impl FileSystem for OsFileSystem {
         }
         Ok(Arc::new(OsFileHandle {
             file: o.open(path)?,
+            path: path.to_path_buf(),
+            direct: OnceLock::new(),
+            direct_refused: AtomicBool::new(false),
         }))
     }
 
@@ -157,6 +182,22 @@ impl FileHandle for OsFileHandle {
         self.file.write_all_at(buf, offset)
     }
 
+    fn write_direct_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        if !self.direct_refused.load(Ordering::Relaxed)
+            && let Some(direct) = self.direct.get_or_init(|| open_direct(&self.path))
+        {
+            match direct.write_all_at(buf, offset) {
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                    // The file system takes O_DIRECT opens but not this
+                    // alignment: use the page cache from now on.
+                    self.direct_refused.store(true, Ordering::Relaxed);
+                }
+                done => return done,
+            }
+        }
+        self.file.write_all_at(buf, offset)
+    }
+
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.file.set_len(len)
     }
@@ -179,6 +220,25 @@ impl FileHandle for OsFileHandle {
         // store's lock file; we assume nobody edits the files by hand while the
         // store is open, as every mmap-based engine must.
         unsafe { Mmap::map(&self.file) }
+    }
+}
+
+/// Opens `path` for writing with `O_DIRECT`; `None` where the file system
+/// (or the platform) has no direct I/O.
+fn open_direct(path: &Path) -> Option<File> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+            .ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = path;
+        None
     }
 }
 

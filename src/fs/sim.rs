@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use memmap2::Mmap;
 
-use super::{FileHandle, FileSystem, OpenMode, OsFileSystem};
+use super::{DIRECT_ALIGN, FileHandle, FileSystem, OpenMode, OsFileSystem};
 
 /// Linux's ENOSPC ("No space left on device").
 const ENOSPC: i32 = 28;
@@ -644,6 +644,24 @@ impl FileHandle for SimFileHandle {
         self.sim.with(Op::Read, &self.path, |_, _| {
             self.real.read_exact_at(buf, offset)
         })
+    }
+
+    /// A write like `write_all_at`, after checking the alignment that
+    /// `O_DIRECT` demands: a misaligned direct write fails every test run
+    /// on the simulation, not only on the disks that refuse it (where the
+    /// operating system's handle falls back to the page cache).
+    fn write_direct_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let align = DIRECT_ALIGN;
+        if !buf.as_ptr().addr().is_multiple_of(align)
+            || !buf.len().is_multiple_of(align)
+            || !offset.is_multiple_of(align as u64)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("misaligned direct write of {} bytes at {offset}", buf.len()),
+            ));
+        }
+        self.write_all_at(buf, offset)
     }
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {

@@ -60,6 +60,13 @@ impl SegmentFile {
         self.file.write_all_at(buf, offset)
     }
 
+    /// Positional write of all of `buf`, bypassing the page cache where
+    /// possible; `buf`'s address and length and `offset` are multiples of
+    /// [`crate::fs::DIRECT_ALIGN`].
+    pub(super) fn write_direct_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.file.write_direct_at(buf, offset)
+    }
+
     /// Truncates (or extends with zeros) to `len`.
     pub(super) fn set_len(&self, len: u64) -> io::Result<()> {
         self.file.set_len(len)

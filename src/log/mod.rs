@@ -35,7 +35,7 @@ pub use self::salvage::{DroppedRange, SalvageReport};
 pub(crate) use self::segment::FrameBuf;
 use self::segment::{Segment, Window};
 use crate::error::{Error, Poison, Result};
-use crate::fs::{FileSystem, OsFileSystem};
+use crate::fs::{DIRECT_ALIGN, FileSystem, OsFileSystem};
 
 /// Log sequence number: the global byte offset of a frame. Frame LSNs grow
 /// with every append and never repeat, even across segments.
@@ -55,15 +55,26 @@ pub(crate) struct LogOptions {
     /// Largest payload accepted; also bounds what recovery and reads will
     /// allocate for a frame whose length field is damaged.
     pub max_frame_bytes: u32,
+    /// Write whole aligned blocks with [`FileHandle::write_direct_at`]
+    /// (`O_DIRECT`), bypassing the page cache. An append then starts at
+    /// the block holding the log's end, writing that block's bytes before
+    /// the end again (unchanged) in front of its own frames, and writes its
+    /// last, partial block through the page cache. The file holds exactly
+    /// the frames at all times, as without direct writes: no padding, and
+    /// the same torn-tail rules on recovery.
+    ///
+    /// [`FileHandle::write_direct_at`]: crate::fs::FileHandle::write_direct_at
+    pub direct_writes: bool,
 }
 
 impl Default for LogOptions {
     /// 64 MiB segments, 16 MiB frames: segments large enough to make rolling
-    /// rare, frames far above any sane span.
+    /// rare, frames far above any sane span. Writes through the page cache.
     fn default() -> Self {
         LogOptions {
             segment_bytes: 64 << 20,
             max_frame_bytes: 16 << 20,
+            direct_writes: false,
         }
     }
 }
@@ -115,6 +126,14 @@ struct Writer {
     len: u64,
     /// Encoding buffer, reused across appends.
     buf: Vec<u8>,
+    /// With direct writes: the bytes of the active segment's partial last
+    /// block (`len` rounded down to a block, up to `len`), which the next
+    /// append writes again in front of its frames; `None` until read back
+    /// from the file.
+    tail: Option<Vec<u8>>,
+    /// With direct writes: the aligned buffer the bytes are copied into
+    /// for the write, made at the first append.
+    staging: Option<memmap2::MmapMut>,
 }
 
 /// Group-commit state: what is durable and whether someone is syncing.
@@ -147,6 +166,8 @@ struct Written {
     file: Arc<SegmentFile>,
     /// Its length after the append.
     len: u64,
+    /// With direct writes: its partial last block (see `Writer::tail`).
+    tail: Option<Vec<u8>>,
 }
 
 /// The log: `Send + Sync`, every method takes `&self`.
@@ -235,6 +256,8 @@ impl Log {
                 file: rec.active_file,
                 len: rec.active_len,
                 buf: Vec::new(),
+                tail: None,
+                staging: None,
             }),
             end: AtomicU64::new(end),
             // Recovery synced the active segment; sealed ones were synced
@@ -305,6 +328,7 @@ impl Log {
                 active: next,
                 file: next_file,
                 len: SEGMENT_HEADER_LEN,
+                tail: None,
             })
         })();
         match result {
@@ -416,6 +440,10 @@ impl Log {
         let mut buf = std::mem::take(&mut w.buf);
         let mut staged = Staged::default();
         let result = self.write_frames(w, frames, &lens, &mut buf, &mut staged);
+        if self.opts.direct_writes {
+            // The next append reads the block back if this one failed.
+            w.tail = None;
+        }
         buf.clear();
         // Keep the buffer for the next append unless one huge frame grew it.
         if buf.capacity() > WRITE_CHUNK.saturating_add(max as usize).saturating_add(9) {
@@ -435,7 +463,7 @@ impl Log {
     /// anything. Returns the LSNs and the new active segment and length.
     fn write_frames(
         &self,
-        w: &Writer,
+        w: &mut Writer,
         frames: &[FrameRef<'_>],
         lens: &[u32],
         buf: &mut Vec<u8>,
@@ -444,14 +472,19 @@ impl Log {
         let mut seg = Arc::clone(&w.active);
         let mut file = Arc::clone(&w.file);
         let mut len = w.len;
-        // File offset where `buf` goes.
-        let mut buf_at = len;
+        let mut out = Output {
+            direct: self.opts.direct_writes,
+            staging: &mut w.staging,
+        };
+        // File offset where `buf` goes: with direct writes, the start of
+        // the block holding `len`, whose bytes before `len` lead `buf`.
+        let mut buf_at = out.start(&file, &seg, len, w.tail.as_deref(), buf)?;
         let mut lsns = Vec::with_capacity(frames.len());
         for (f, &n) in frames.iter().zip(lens) {
             if len >= self.opts.segment_bytes && len > SEGMENT_HEADER_LEN {
                 // Roll: finish and sync the full segment, then start the next
                 // one right where it ends.
-                write_buf(&file, &seg, buf, buf_at)?;
+                out.write(&file, &seg, buf, buf_at, true)?;
                 buf.clear();
                 file.sync_data()
                     .map_err(|e| io_err("syncing full segment", &seg.path, e))?;
@@ -465,18 +498,20 @@ impl Log {
                 seg = next;
                 file = next_file;
                 len = SEGMENT_HEADER_LEN;
-                buf_at = len;
+                buf_at = out.start(&file, &seg, len, None, buf)?;
             }
             lsns.push(seg.base + len);
             encode_frame(buf, n, f.tag, f.payload);
             len += FRAME_HEADER_LEN + u64::from(n);
             if buf.len() >= WRITE_CHUNK {
-                write_buf(&file, &seg, buf, buf_at)?;
-                buf_at += buf.len() as u64;
-                buf.clear();
+                // With direct writes, a partial last block stays in `buf`.
+                let written = out.write(&file, &seg, buf, buf_at, false)?;
+                buf.drain(..written);
+                buf_at += written as u64;
             }
         }
-        write_buf(&file, &seg, buf, buf_at)?;
+        out.write(&file, &seg, buf, buf_at, true)?;
+        let tail = out.direct.then(|| buf[aligned_down(buf.len())..].to_vec());
         // Sealed segments are final and synced: map them for readers.
         for (s, final_len) in &staged.sealed {
             let f = match &s.data {
@@ -502,6 +537,7 @@ impl Log {
             active: seg,
             file,
             len,
+            tail,
         })
     }
 
@@ -514,6 +550,7 @@ impl Log {
             active,
             file,
             len,
+            tail,
         } = written;
         let rolled = !staged.sealed.is_empty();
         let mut mapped = Vec::with_capacity(staged.sealed.len());
@@ -539,6 +576,7 @@ impl Log {
         w.active = active;
         w.file = file;
         w.len = len;
+        w.tail = tail;
         self.end.store(end, Ordering::Release);
         if rolled {
             // Sealing synced everything before the active segment. (Bumped
@@ -731,13 +769,95 @@ impl Log {
     }
 }
 
-/// Writes `buf` (if any) at `at` in `file`.
-fn write_buf(file: &SegmentFile, seg: &Segment, buf: &[u8], at: u64) -> Result<()> {
-    if buf.is_empty() {
-        return Ok(());
+/// Bytes copied into the aligned staging buffer per direct write.
+const STAGING_BYTES: usize = WRITE_CHUNK;
+const _: () = assert!(STAGING_BYTES.is_multiple_of(DIRECT_ALIGN));
+
+/// `n` rounded down to a whole number of direct-write blocks.
+fn aligned_down(n: usize) -> usize {
+    n - n % DIRECT_ALIGN
+}
+
+/// How an append's bytes reach the file: through the page cache, or in
+/// whole aligned blocks written directly (see `LogOptions::direct_writes`).
+struct Output<'a> {
+    direct: bool,
+    staging: &'a mut Option<memmap2::MmapMut>,
+}
+
+impl Output<'_> {
+    /// Starts the write buffer for bytes going at `len` in `file`; returns
+    /// the offset the buffer goes at. With direct writes that is `len`
+    /// rounded down to a block, and the buffer starts with the file's bytes
+    /// from there to `len` (`tail` when the writer still has them).
+    fn start(
+        &mut self,
+        file: &SegmentFile,
+        seg: &Segment,
+        len: u64,
+        tail: Option<&[u8]>,
+        buf: &mut Vec<u8>,
+    ) -> Result<u64> {
+        if !self.direct {
+            return Ok(len);
+        }
+        let head = len % DIRECT_ALIGN as u64;
+        let at = len - head;
+        let head = usize::try_from(head).unwrap_or(0);
+        match tail {
+            Some(t) if t.len() == head => buf.extend_from_slice(t),
+            _ => {
+                buf.resize(head, 0);
+                file.read_exact_at(buf, at)
+                    .map_err(|e| io_err("reading the last block of", &seg.path, e))?;
+            }
+        }
+        Ok(at)
     }
-    file.write_all_at(buf, at)
-        .map_err(|e| io_err("appending to segment", &seg.path, e))
+
+    /// Writes `buf` at `at`; returns how many of its bytes were written.
+    /// With direct writes, whole blocks go directly, and a final partial
+    /// block only if `last`, through the page cache (it is then written,
+    /// but not counted: it leads the next write).
+    fn write(
+        &mut self,
+        file: &SegmentFile,
+        seg: &Segment,
+        buf: &[u8],
+        at: u64,
+        last: bool,
+    ) -> Result<usize> {
+        let err = |e| io_err("appending to segment", &seg.path, e);
+        if !self.direct {
+            if !buf.is_empty() {
+                file.write_all_at(buf, at).map_err(err)?;
+            }
+            return Ok(buf.len());
+        }
+        let whole = aligned_down(buf.len());
+        if whole > 0 {
+            let staging = match self.staging {
+                Some(s) => s,
+                None => self.staging.insert(
+                    memmap2::MmapMut::map_anon(STAGING_BYTES)
+                        .map_err(|e| io_err("allocating the write buffer for", &seg.path, e))?,
+                ),
+            };
+            let mut off = 0;
+            // Pieces of whole blocks (STAGING_BYTES is a multiple of one).
+            for piece in buf[..whole].chunks(STAGING_BYTES) {
+                let out = &mut staging[..piece.len()];
+                out.copy_from_slice(piece);
+                file.write_direct_at(out, at + off as u64).map_err(err)?;
+                off += piece.len();
+            }
+        }
+        if last && whole < buf.len() {
+            file.write_all_at(&buf[whole..], at + whole as u64)
+                .map_err(err)?;
+        }
+        Ok(whole)
+    }
 }
 
 /// Builds an I/O error naming a segment.
