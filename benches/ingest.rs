@@ -74,10 +74,20 @@ enum Target {
     Sqlite(Vec<Mutex<rusqlite::Connection>>),
 }
 
+/// `StoreOptions::direct_writes` (default on); `SPAN_SESSIONS_BENCH_DIRECT=0`
+/// turns it off, to compare the two in one sitting.
+fn direct_writes() -> bool {
+    std::env::var("SPAN_SESSIONS_BENCH_DIRECT").map_or(true, |v| v != "0")
+}
+
 fn fresh(engine: Engine, dir: &std::path::Path, connections: usize) -> Target {
     match engine {
         Engine::SpanSessions(d) => Target::SpanSessions(Box::new(
-            SessionStore::options().durability(d).open(dir).unwrap(),
+            SessionStore::options()
+                .durability(d)
+                .direct_writes(direct_writes())
+                .open(dir)
+                .unwrap(),
         )),
         Engine::Sqlite(s) => {
             let path = dir.join("sqlite.db");

@@ -141,7 +141,8 @@ fn log_options(direct_writes: bool) -> LogOptions {
     LogOptions {
         segment_bytes: 4096,
         max_frame_bytes: 1 << 16,
-        direct_writes,
+        // Every append writes directly, however small.
+        direct_writes: direct_writes.then_some(0),
     }
 }
 

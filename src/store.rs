@@ -118,6 +118,10 @@ pub enum Durability {
     Buffered,
 }
 
+/// Smallest append (encoded frames) that `StoreOptions::direct_writes`
+/// writes directly: sixteen 4 KiB blocks.
+const DIRECT_MIN_APPEND_BYTES: u64 = 64 << 10;
+
 /// Options for opening a store; `StoreOptions::default()` gives sensible ones.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -221,18 +225,23 @@ impl StoreOptions {
         self
     }
 
-    /// Write the log with direct I/O (`O_DIRECT` on Linux; the default):
-    /// appended bytes go from the store's buffer to the disk without being
-    /// copied into the operating system's page cache, a copy that cost
-    /// more CPU than the rest of a durable append of large spans on this
-    /// project's test machine (see `BENCHMARKS.md`). Whole 4 KiB blocks go
-    /// directly; each append's last, partial block goes through the page
-    /// cache and is written again by the next append. The log's files and
-    /// the crash guarantees are the same either way. Where the file system
-    /// has no direct I/O (tmpfs, other platforms), everything goes through
-    /// the page cache, as with `false`. Recently appended spans are then
-    /// read back from the disk rather than from memory (`trace`,
-    /// compaction).
+    /// Write large appends to the log with direct I/O (`O_DIRECT` on
+    /// Linux; on by default): the appended bytes go from the store's buffer
+    /// to the disk without being copied into the operating system's page
+    /// cache, a copy that cost more CPU than the rest of a durable append
+    /// of large spans on this project's test machine (see `BENCHMARKS.md`).
+    ///
+    /// It applies to appends of at least 64 KiB of encoded spans under
+    /// [`Durability::Sync`] and [`Durability::GroupCommit`], which wait for
+    /// the disk anyway. A direct write waits for the disk itself, so
+    /// [`Durability::Buffered`] appends and small appends always go through
+    /// the page cache. Whole 4 KiB blocks go directly; the last, partial
+    /// block of an append goes through the page cache and is written again,
+    /// unchanged, by the next direct append. The log's files and the crash
+    /// guarantees are the same either way. Where the file system has no
+    /// direct I/O (tmpfs, other platforms), everything goes through the
+    /// page cache, as with `false`. Spans written directly are read back
+    /// from the disk rather than from memory (`trace`, compaction).
     pub fn direct_writes(mut self, direct: bool) -> Self {
         self.direct_writes = direct;
         self
@@ -441,7 +450,10 @@ impl SessionStore {
             // Fixed, not `max_span_bytes`: lowering that option must not
             // make frames written earlier unreadable.
             max_frame_bytes: codec::MAX_DECODE_BYTES as u32,
-            direct_writes: opts.direct_writes,
+            // Only where appends wait for the disk anyway (see
+            // `StoreOptions::direct_writes`).
+            direct_writes: (opts.direct_writes && opts.durability != Durability::Buffered)
+                .then_some(DIRECT_MIN_APPEND_BYTES),
         };
         let mut report = OpenReport::default();
         let mut rebuild = opts

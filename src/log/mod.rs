@@ -55,8 +55,13 @@ pub(crate) struct LogOptions {
     /// Largest payload accepted; also bounds what recovery and reads will
     /// allocate for a frame whose length field is damaged.
     pub max_frame_bytes: u32,
-    /// Write whole aligned blocks with [`FileHandle::write_direct_at`]
-    /// (`O_DIRECT`), bypassing the page cache. An append then starts at
+    /// `Some(min)`: an append of at least `min` bytes of frames writes its
+    /// whole aligned blocks with [`FileHandle::write_direct_at`]
+    /// (`O_DIRECT`), bypassing the page cache; smaller ones, and every
+    /// append with `None`, go through the page cache. (A direct write
+    /// waits for the disk, and first for the disk to take any dirty page
+    /// of its range, such as a small append's last block not synced yet:
+    /// worth it for large appends, not for a few spans.) A direct append starts at
     /// the block holding the log's end, writing that block's bytes before
     /// the end again (unchanged) in front of its own frames, and writes its
     /// last, partial block through the page cache. The file holds exactly
@@ -64,7 +69,7 @@ pub(crate) struct LogOptions {
     /// the same torn-tail rules on recovery.
     ///
     /// [`FileHandle::write_direct_at`]: crate::fs::FileHandle::write_direct_at
-    pub direct_writes: bool,
+    pub direct_writes: Option<u64>,
 }
 
 impl Default for LogOptions {
@@ -74,7 +79,7 @@ impl Default for LogOptions {
         LogOptions {
             segment_bytes: 64 << 20,
             max_frame_bytes: 16 << 20,
-            direct_writes: false,
+            direct_writes: None,
         }
     }
 }
@@ -440,10 +445,9 @@ impl Log {
         let mut buf = std::mem::take(&mut w.buf);
         let mut staged = Staged::default();
         let result = self.write_frames(w, frames, &lens, &mut buf, &mut staged);
-        if self.opts.direct_writes {
-            // The next append reads the block back if this one failed.
-            w.tail = None;
-        }
+        // Set again by a direct append that succeeds; the next one reads
+        // the block back otherwise.
+        w.tail = None;
         buf.clear();
         // Keep the buffer for the next append unless one huge frame grew it.
         if buf.capacity() > WRITE_CHUNK.saturating_add(max as usize).saturating_add(9) {
@@ -472,8 +476,9 @@ impl Log {
         let mut seg = Arc::clone(&w.active);
         let mut file = Arc::clone(&w.file);
         let mut len = w.len;
+        let bytes: u64 = lens.iter().map(|&n| FRAME_HEADER_LEN + u64::from(n)).sum();
         let mut out = Output {
-            direct: self.opts.direct_writes,
+            direct: self.opts.direct_writes.is_some_and(|min| bytes >= min),
             staging: &mut w.staging,
         };
         // File offset where `buf` goes: with direct writes, the start of

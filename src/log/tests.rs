@@ -874,7 +874,7 @@ fn readers_never_see_partial_frames_with_direct_writes() -> TestResult {
     readers_never_see_partial_frames_with(LogOptions {
         segment_bytes: 64 << 10,
         max_frame_bytes: 4096,
-        direct_writes: true,
+        direct_writes: Some(0),
     })
 }
 
@@ -1067,8 +1067,11 @@ proptest::proptest! {
                 max_frame_bytes: 16 << 20,
                 direct_writes,
             };
-            let (plain, _) = Log::open(plain_dir.path(), opts(false), 0)?;
-            let (direct, _) = Log::open(direct_dir.path(), opts(true), 0)?;
+            // Appends of 16 KiB or more write directly, smaller ones
+            // through the page cache: both, and the switches between them.
+            let direct_opts = opts(Some(16 << 10));
+            let (plain, _) = Log::open(plain_dir.path(), opts(None), 0)?;
+            let (direct, _) = Log::open(direct_dir.path(), direct_opts, 0)?;
             let mut seed = 0u32;
             let mut written = Vec::new();
             for sizes in &batches {
@@ -1098,7 +1101,7 @@ proptest::proptest! {
                 assert_eq!(direct.read(*lsn)?.payload(), p.as_slice());
             }
             drop(direct);
-            let (reopened, report) = Log::open(direct_dir.path(), opts(true), 0)?;
+            let (reopened, report) = Log::open(direct_dir.path(), direct_opts, 0)?;
             assert_eq!(report.truncated_bytes, 0);
             let scanned = scan_all(&reopened, 0)?;
             assert_eq!(scanned.len(), written.len());
