@@ -49,6 +49,9 @@ pub enum Op {
     Read,
     /// A positional write.
     Write,
+    /// A positional write of whole aligned blocks past the page cache
+    /// (`FileHandle::write_direct_at`); simulated like [`Op::Write`].
+    DirectWrite,
     /// Truncating or extending a file.
     SetLen,
     /// fdatasync of a file.
@@ -88,9 +91,15 @@ impl Ops {
             Ops::All => true,
             Ops::Mutating => matches!(
                 op,
-                Op::Write | Op::SetLen | Op::Sync | Op::SyncDir | Op::Create | Op::Remove
+                Op::Write
+                    | Op::DirectWrite
+                    | Op::SetLen
+                    | Op::Sync
+                    | Op::SyncDir
+                    | Op::Create
+                    | Op::Remove
             ),
-            Ops::Writes => matches!(op, Op::Write | Op::SetLen),
+            Ops::Writes => matches!(op, Op::Write | Op::DirectWrite | Op::SetLen),
             Ops::Syncs => matches!(op, Op::Sync | Op::SyncDir),
             Ops::Only(o) => o == op,
         }
@@ -635,37 +644,11 @@ struct SimFileHandle {
     real: Arc<dyn FileHandle>,
 }
 
-impl FileHandle for SimFileHandle {
-    fn len(&self) -> io::Result<u64> {
-        self.sim.with(Op::Len, &self.path, |_, _| self.real.len())
-    }
-
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.sim.with(Op::Read, &self.path, |_, _| {
-            self.real.read_exact_at(buf, offset)
-        })
-    }
-
-    /// A write like `write_all_at`, after checking the alignment that
-    /// `O_DIRECT` demands: a misaligned direct write fails every test run
-    /// on the simulation, not only on the disks that refuse it (where the
-    /// operating system's handle falls back to the page cache).
-    fn write_direct_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        let align = DIRECT_ALIGN;
-        if !buf.as_ptr().addr().is_multiple_of(align)
-            || !buf.len().is_multiple_of(align)
-            || !offset.is_multiple_of(align as u64)
-        {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("misaligned direct write of {} bytes at {offset}", buf.len()),
-            ));
-        }
-        self.write_all_at(buf, offset)
-    }
-
-    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.sim.with(Op::Write, &self.path, |st, partial| {
+impl SimFileHandle {
+    /// A write (`op`: [`Op::Write`] or [`Op::DirectWrite`]): to the real
+    /// file, and recorded as pending until the next sync.
+    fn write(&self, op: Op, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.sim.with(op, &self.path, |st, partial| {
             let data = if partial {
                 buf.get(..buf.len() / 2).unwrap_or_default()
             } else {
@@ -681,7 +664,41 @@ impl FileHandle for SimFileHandle {
             Ok(())
         })
     }
+}
 
+impl FileHandle for SimFileHandle {
+    fn len(&self) -> io::Result<u64> {
+        self.sim.with(Op::Len, &self.path, |_, _| self.real.len())
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.sim.with(Op::Read, &self.path, |_, _| {
+            self.real.read_exact_at(buf, offset)
+        })
+    }
+
+    /// A write like `write_all_at` (counted as [`Op::DirectWrite`]),
+    /// after checking the alignment that `O_DIRECT` demands: a misaligned
+    /// direct write fails every test run on the simulation, not only on
+    /// the disks that refuse it (where the operating system's handle falls
+    /// back to the page cache).
+    fn write_direct_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let align = DIRECT_ALIGN;
+        if !buf.as_ptr().addr().is_multiple_of(align)
+            || !buf.len().is_multiple_of(align)
+            || !offset.is_multiple_of(align as u64)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("misaligned direct write of {} bytes at {offset}", buf.len()),
+            ));
+        }
+        self.write(Op::DirectWrite, buf, offset)
+    }
+
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.write(Op::Write, buf, offset)
+    }
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.sim.with(Op::SetLen, &self.path, |st, partial| {
             if partial {
