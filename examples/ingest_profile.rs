@@ -60,7 +60,8 @@ fn main() {
     if let Some(mb) = env_number("CHECKPOINT_MB") {
         options = options.checkpoint_bytes((mb as u64) << 20);
     }
-    // KEEP=dir: ingest into `dir` and leave the store there.
+    // KEEP=dir: ingest into `dir` and leave the store there. READ_TRACES=n:
+    // then time n `trace` reads (see `read_traces`).
     let path = std::env::var_os("KEEP").map_or_else(|| dir.path().to_path_buf(), Into::into);
     let store = options.open(&path).unwrap();
     let t = Instant::now();
@@ -68,10 +69,45 @@ fn main() {
     for b in &batches {
         n += store.append(b).unwrap().accepted;
     }
-    drop(store);
+    let reads = env_number("READ_TRACES").unwrap_or(0);
+    let store = (reads > 0).then_some(store);
     let el = t.elapsed();
     println!(
         "{n} spans in {el:?}: {:.0} spans/s",
         n as f64 / el.as_secs_f64()
+    );
+    if let Some(store) = store {
+        read_traces(&store, &batches, reads);
+    }
+}
+
+/// READ_TRACES=n: after ingest, reads n traces spread over the whole
+/// ingest with `SessionStore::trace` (its spans come from the log) and
+/// prints the median and 90th percentile (the first read, which waits
+/// for the last group to be indexed, is not counted).
+fn read_traces(store: &SessionStore, batches: &[Vec<span_sessions::ResourceSpans>], n: usize) {
+    let ids: Vec<_> = batches
+        .iter()
+        .flat_map(|b| b.iter().flat_map(|r| r.spans.iter().map(|s| s.trace_id)))
+        .collect();
+    let step = (ids.len() / n).max(1);
+    store.trace(ids[0]).unwrap();
+    let mut times: Vec<_> = ids
+        .iter()
+        .step_by(step)
+        .map(|id| {
+            let t = Instant::now();
+            let trace = store.trace(*id).unwrap();
+            let el = t.elapsed();
+            assert!(trace.is_some());
+            el
+        })
+        .collect();
+    times.sort();
+    println!(
+        "trace(): median {:?}, p90 {:?} over {} reads",
+        times[times.len() / 2],
+        times[times.len() * 9 / 10],
+        times.len()
     );
 }
