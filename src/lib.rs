@@ -43,7 +43,7 @@ pub mod testing {
     pub use crate::fs::sim::{
         Fault, FaultError, Injected, Op, Ops, SimFileSystem, Survival, Unsynced,
     };
-    pub use crate::fs::{FileHandle, FileSystem, OpenMode, OsFileSystem};
+    pub use crate::fs::{DIRECT_ALIGN, FileHandle, FileSystem, OpenMode, OsFileSystem};
 }
 
 pub use error::{Error, ErrorKind, Result};

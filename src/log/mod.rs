@@ -61,12 +61,12 @@ pub(crate) struct LogOptions {
     /// append with `None`, go through the page cache. (A direct write
     /// waits for the disk, and first for the disk to take any dirty page
     /// of its range, such as a small append's last block not synced yet:
-    /// worth it for large appends, not for a few spans.) A direct append starts at
-    /// the block holding the log's end, writing that block's bytes before
-    /// the end again (unchanged) in front of its own frames, and writes its
-    /// last, partial block through the page cache. The file holds exactly
-    /// the frames at all times, as without direct writes: no padding, and
-    /// the same torn-tail rules on recovery.
+    /// worth it for large appends, not for a few spans.) A direct append
+    /// starts at the block holding the log's end, writing that block's
+    /// bytes before the end again (unchanged) in front of its own frames,
+    /// and writes its last, partial block through the page cache. The file
+    /// holds exactly the frames at all times, as without direct writes: no
+    /// padding, and the same torn-tail rules on recovery.
     ///
     /// [`FileHandle::write_direct_at`]: crate::fs::FileHandle::write_direct_at
     pub direct_writes: Option<u64>,
