@@ -76,14 +76,14 @@ fn preload(store: &SessionStore) -> Vec<BatchId> {
 }
 
 /// Calls in `ops` that one append makes (the last of `PRELOAD + 1`).
-fn calls_per_append(mode: Durability, layout: Layout, ops: Ops) -> u64 {
+fn calls_per_append(mode: Durability, layout: Layout, ops: Ops, failing: BatchId) -> u64 {
     let dir = tempfile::tempdir().unwrap();
     let sim = SimFileSystem::new();
     let store = open(dir.path(), &sim, mode, layout);
     preload(&store);
     store.projects().unwrap();
     let before = sim.count(ops);
-    store.append(&BatchId::new(0, PRELOAD).batch()).unwrap();
+    store.append(&failing.batch()).unwrap();
     // With the work the append left to the indexing thread.
     store.projects().unwrap();
     sim.count(ops) - before
@@ -96,8 +96,14 @@ struct Tally {
 }
 
 /// One case: returns whether the fault fired.
-fn case(mode: Durability, layout: Layout, fault: Fault, power_loss: bool) -> bool {
-    let what = format!("{mode:?} {layout:?} {fault:?} power_loss={power_loss}");
+fn case(
+    mode: Durability,
+    layout: Layout,
+    fault: Fault,
+    power_loss: bool,
+    failing: BatchId,
+) -> bool {
+    let what = format!("{mode:?} {layout:?} {fault:?} power_loss={power_loss} {failing:?}");
     let dir = tempfile::tempdir().unwrap();
     let sim = SimFileSystem::new();
     let store = open(dir.path(), &sim, mode, layout);
@@ -106,7 +112,6 @@ fn case(mode: Durability, layout: Layout, fault: Fault, power_loss: bool) -> boo
     // append in `RollAndCheckpoint`): a read waits for it, so that the
     // fault meets the next append or the work that append leaves.
     store.projects().unwrap();
-    let failing = BatchId::new(0, PRELOAD);
     sim.arm(fault);
     let result = store.append(&failing.batch());
     let after = store.projects();
@@ -179,22 +184,34 @@ fn case(mode: Durability, layout: Layout, fault: Fault, power_loss: bool) -> boo
     true
 }
 
+/// The batches whose append the sweeps fail: a small one, and a large
+/// one (`BatchId::is_large`) that `Sync` and `GroupCommit` write directly.
+const FAILING: [BatchId; 2] = [
+    BatchId {
+        writer: 0,
+        n: PRELOAD,
+    },
+    BatchId { writer: 2, n: 0 },
+];
+
 fn sweep(ops: Ops, errors: &[FaultError], partial: bool) -> Tally {
     let mut tally = Tally::default();
     for mode in MODES {
         for layout in [Layout::Plain, Layout::RollAndCheckpoint] {
-            let calls = calls_per_append(mode, layout, ops);
-            assert!(calls > 0, "{mode:?} {layout:?}: no calls in {ops:?}");
-            for nth in 0..calls + 1 {
-                for &error in errors {
-                    for power_loss in [false, true] {
-                        let mut fault = Fault::nth(ops, nth, error);
-                        if partial {
-                            fault = fault.partial();
-                        }
-                        tally.cases += 1;
-                        if case(mode, layout, fault, power_loss) {
-                            tally.fired += 1;
+            for failing in FAILING {
+                let calls = calls_per_append(mode, layout, ops, failing);
+                assert!(calls > 0, "{mode:?} {layout:?}: no calls in {ops:?}");
+                for nth in 0..calls + 1 {
+                    for &error in errors {
+                        for power_loss in [false, true] {
+                            let mut fault = Fault::nth(ops, nth, error);
+                            if partial {
+                                fault = fault.partial();
+                            }
+                            tally.cases += 1;
+                            if case(mode, layout, fault, power_loss, failing) {
+                                tally.fired += 1;
+                            }
                         }
                     }
                 }
@@ -203,6 +220,21 @@ fn sweep(ops: Ops, errors: &[FaultError], partial: bool) -> Tally {
     }
     eprintln!("{ops:?}: {tally:?}");
     tally
+}
+
+#[test]
+fn the_large_batch_is_written_directly_under_sync_and_group_commit() {
+    use span_sessions::testing::Op;
+    let large = FAILING[1];
+    assert!(large.is_large());
+    for mode in MODES {
+        let direct = calls_per_append(mode, Layout::Plain, Ops::Only(Op::DirectWrite), large);
+        assert_eq!(
+            direct > 0,
+            mode != Durability::Buffered,
+            "{mode:?}: {direct}"
+        );
+    }
 }
 
 #[test]
@@ -257,7 +289,7 @@ fn group_commit_never_acknowledges_a_batch_whose_shared_fsync_failed() {
     use span_sessions::testing::Op;
     use std::sync::{Arc as StdArc, Mutex};
     let rounds = reliability::env_bound("SPAN_SESSIONS_GROUP_FAULT_ROUNDS", 12);
-    let (mut total_acked, mut total_refused) = (0, 0);
+    let (mut total_acked, mut total_refused, mut direct) = (0, 0, 0);
     for round in 0..rounds {
         let dir = tempfile::tempdir().unwrap();
         let sim = SimFileSystem::new();
@@ -305,6 +337,7 @@ fn group_commit_never_acknowledges_a_batch_whose_shared_fsync_failed() {
             !sim.injected().is_empty(),
             "round {round}: the fsync fault never fired"
         );
+        direct += sim.count(Ops::Only(Op::DirectWrite));
         drop(store);
         sim.power_loss(&mut |_, _| Survival::Nothing).unwrap();
         let store = options(Durability::GroupCommit, Layout::Plain)
@@ -318,6 +351,9 @@ fn group_commit_never_acknowledges_a_batch_whose_shared_fsync_failed() {
     }
     eprintln!(
         "group commit, a shared fsync fails: {rounds} rounds, {total_acked} batches \
-         acknowledged and present after the power loss, {total_refused} not acknowledged"
+         acknowledged and present after the power loss, {total_refused} not acknowledged, \
+         {direct} direct writes"
     );
+    // Writer 2's large batches (`BatchId::is_large`) wrote directly.
+    assert!(direct > 0, "no append wrote directly");
 }

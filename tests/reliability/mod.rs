@@ -52,6 +52,15 @@ impl BatchId {
         TraceId(b)
     }
 
+    /// Writer 2's batches 0, 3, 6, ... carry about 70 KiB more (on its
+    /// first root span), so that under `Sync` and `GroupCommit` it is
+    /// appended with direct writes (`StoreOptions::direct_writes`: appends
+    /// of 64 KiB and more): the crash and fault tests that run three or
+    /// more writers then crash and fail direct writes too.
+    pub fn is_large(self) -> bool {
+        self.writer == 2 && self.n.is_multiple_of(3)
+    }
+
     /// The spans of the batch, in the order they are appended (and so
     /// written to the log).
     pub fn spans(self) -> Vec<Span> {
@@ -79,6 +88,9 @@ impl BatchId {
                     span = span
                         .with_attribute("input.value", format!("question {} {t}", self.n))
                         .with_attribute("output.value", format!("answer {} {t}", self.n));
+                    if t == 0 && self.is_large() {
+                        span = span.with_attribute("padding", padding(self.n));
+                    }
                 } else {
                     span = span
                         .with_attribute("openinference.span.kind", "LLM")
@@ -99,6 +111,13 @@ impl BatchId {
     pub fn batch(self) -> Vec<ResourceSpans> {
         vec![ResourceSpans::for_project(self.project(), self.spans())]
     }
+}
+
+/// The padding of a large batch: 70,000 bytes, different per batch.
+fn padding(n: u64) -> String {
+    (0..70_000u64)
+        .map(|i| char::from(b'a' + ((i * 31 + n) % 26) as u8))
+        .collect()
 }
 
 /// How much of a batch a store holds.
