@@ -4,28 +4,24 @@
 //! turns made by the benchmarks' probe workload (`benches/support`), for
 //! example a copy of `target/bench-stores/query-*/span-sessions`. Prints
 //! the median of ITERS (default 2,000) full reads.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use span_sessions::SessionStore;
-use span_sessions::workload::{Spread, Workload, WorkloadConfig};
+use span_sessions::workload::Workload;
+
+// The benches' fixtures, for the probe sessions' workload.
+#[path = "../benches/support/mod.rs"]
+mod support;
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let dir = PathBuf::from(args.next().expect("DIR"));
     let turns: usize = args.next().expect("TURNS").parse().expect("a number");
     let iters: usize = args.next().map_or(2_000, |s| s.parse().expect("a number"));
-    // The same configuration as `probe_config` in benches/support/stores.rs.
-    let cfg = WorkloadConfig {
-        projects: 1,
-        sessions: 1,
-        turns: (turns, turns),
-        turns_spread: Spread::Uniform,
-        concurrent_sessions: 1,
-        ..WorkloadConfig::realistic(7_000 + turns as u64, 1, 500)
-    };
+    let cfg = support::stores::probe_config(turns);
     let first = Workload::new(cfg).next().expect("a trace");
     let store = SessionStore::open(&dir).unwrap();
     let mut times = Vec::with_capacity(iters);
