@@ -74,9 +74,9 @@ pub trait FileHandle: fmt::Debug + Send + Sync {
     /// Writes all of `buf` at `offset`.
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// Writes all of `buf` at `offset`, bypassing the operating system's
-    /// page cache where the file system allows it (`O_DIRECT`). The caller
-    /// passes a buffer whose address and length, and an offset, that are
-    /// multiples of [`DIRECT_ALIGN`]. The default writes through the page
+    /// page cache where the file system allows it (`O_DIRECT`). The
+    /// caller's buffer address, buffer length and offset are multiples of
+    /// [`DIRECT_ALIGN`]. The default writes through the page
     /// cache, as [`FileHandle::write_all_at`] does; either way the bytes
     /// are durable only after [`FileHandle::sync_data`].
     fn write_direct_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
