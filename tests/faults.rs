@@ -354,6 +354,9 @@ fn group_commit_never_acknowledges_a_batch_whose_shared_fsync_failed() {
          acknowledged and present after the power loss, {total_refused} not acknowledged, \
          {direct} direct writes"
     );
-    // Writer 2's large batches (`BatchId::is_large`) wrote directly.
-    assert!(direct > 0, "no append wrote directly");
+    // (Writer 2's large batches, `BatchId::is_large`, write directly when
+    // they come before the fault; whether any does depends on the threads'
+    // timing, so it is reported, not asserted: the fault sweeps and
+    // `the_large_batch_is_written_directly_under_sync_and_group_commit`
+    // cover direct writes deterministically.)
 }
