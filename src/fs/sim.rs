@@ -699,6 +699,7 @@ impl FileHandle for SimFileHandle {
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.write(Op::Write, buf, offset)
     }
+
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.sim.with(Op::SetLen, &self.path, |st, partial| {
             if partial {
