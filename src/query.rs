@@ -11,7 +11,7 @@ use crate::index::search::{self, ChunkSet, PostingBuffer};
 use crate::index::session::{SessionState, quantile, sort_values};
 use crate::index::{
     PROJECT_STATS, PROJECTS, ProjectCounters, SEARCH, SESSION_IDS, SESSION_ORDER, SESSIONS,
-    TRACE_HOMES, TRACE_RECORDS, TURNS_READ, decode, decode_turn, order_key, session_id_key,
+    TRACE_HOMES, TRACE_RECORDS, TURNS, decode, decode_turn, order_key, session_id_key,
     split_turn_key, turn_key,
 };
 use crate::model::{
@@ -196,7 +196,7 @@ pub(crate) fn history_page(
         }
     };
     let hi = turn_key(session, u64::MAX, [0xff; 16]);
-    let table = txn.open_table(TURNS_READ)?;
+    let table = txn.open_table(TURNS)?;
     let mut items = Vec::with_capacity(limit.min(turn_count_hint(txn, session)?));
     let mut more = false;
     for item in table.range::<&[u8; 32]>(&lo..=&hi)? {
@@ -256,7 +256,7 @@ fn increment(k: &mut [u8]) -> bool {
 }
 
 fn latency_quantiles(txn: &ReadTransaction, session: u64) -> Result<LatencyQuantiles> {
-    let table = txn.open_table(TURNS_READ)?;
+    let table = txn.open_table(TURNS)?;
     let lo = turn_key(session, 0, [0; 16]);
     let hi = turn_key(session, u64::MAX, [0xff; 16]);
     let mut latencies = Vec::new();
@@ -384,10 +384,10 @@ fn candidates(
         let lo = search::posting_key(project_id, *tri, 0);
         let hi = search::posting_key(project_id, *tri, u32::MAX);
         let mut chunks: BTreeMap<u32, ChunkSet> = BTreeMap::new();
-        for item in table.range(lo..=hi)? {
+        for item in table.range::<&[u8; 12]>(&lo..=&hi)? {
             let (k, v) = item?;
             let set = ChunkSet::decode(v.value()).ok_or_else(bad_posting)?;
-            chunks.insert(search::key_chunk(&k.value()), set);
+            chunks.insert(search::key_chunk(k.value()), set);
         }
         for session in pending.sessions(project_id, *tri) {
             let (chunk, offset) = search::chunk_of(session);
@@ -425,7 +425,7 @@ fn bad_posting() -> Error {
 
 /// True when some turn's root input or output contains `term` (normalized).
 fn session_text_contains(txn: &ReadTransaction, session: u64, term: &str) -> Result<bool> {
-    let table = txn.open_table(TURNS_READ)?;
+    let table = txn.open_table(TURNS)?;
     let lo = turn_key(session, 0, [0; 16]);
     let hi = turn_key(session, u64::MAX, [0xff; 16]);
     for item in table.range::<&[u8; 32]>(&lo..=&hi)? {

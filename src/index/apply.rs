@@ -42,11 +42,11 @@ pub(super) struct Tables<'t> {
     pub projects: Table<'t, &'static str, u32>,
     pub session_ids: Table<'t, &'static [u8], u64>,
     pub sessions: Table<'t, u64, &'static [u8]>,
-    pub turns: Table<'t, [u8; 32], &'static [u8]>,
+    pub turns: Table<'t, &'static [u8; 32], &'static [u8]>,
     pub order: Table<'t, &'static [u8], u64>,
-    pub trace_homes: Table<'t, [u8; 16], u64>,
+    pub trace_homes: Table<'t, &'static [u8; 16], u64>,
     pub trace_records: Table<'t, u64, &'static [u8]>,
-    pub search: Table<'t, [u8; 12], &'static [u8]>,
+    pub search: Table<'t, &'static [u8; 12], &'static [u8]>,
     pub project_stats: Table<'t, u32, &'static [u8]>,
     pub project_spans: Table<'t, u32, u64>,
 }
@@ -333,7 +333,7 @@ impl IndexWriter {
             };
             let old_body = match old_filing {
                 Some(f) => {
-                    let v = t.turns.get(turn_key(f.session, f.start, tid))?;
+                    let v = t.turns.get(&turn_key(f.session, f.start, tid))?;
                     match v {
                         Some(v) => Some(decode::<TurnBody>("turn", v.value())?),
                         None => {
@@ -425,8 +425,8 @@ impl IndexWriter {
         // before sessions are refolded from their turns.
         for (k, v) in turn_writes {
             match v {
-                Some(body) => t.turns.insert(k, body.as_slice())?,
-                None => t.turns.remove(k)?,
+                Some(body) => t.turns.insert(&k, body.as_slice())?,
+                None => t.turns.remove(&k)?,
             };
         }
         record_writes.sort_unstable_by_key(|(home, _)| *home);
@@ -591,16 +591,16 @@ fn kind_byte(kind: usize) -> u8 {
 
 /// Recomputes a session summary from all its turns.
 fn refold(
-    turns: &Table<'_, [u8; 32], &'static [u8]>,
+    turns: &Table<'_, &'static [u8; 32], &'static [u8]>,
     session: u64,
     base: &SessionState,
 ) -> Result<SessionState> {
     let mut state = SessionState::new(base.project_id, &base.project, &base.session_id);
     let lo = turn_key(session, 0, [0; 16]);
     let hi = turn_key(session, u64::MAX, [0xff; 16]);
-    for item in turns.range(lo..=hi)? {
+    for item in turns.range::<&[u8; 32]>(&lo..=&hi)? {
         let (k, v) = item?;
-        let (_, start, trace_id) = super::split_turn_key(&k.value());
+        let (_, start, trace_id) = super::split_turn_key(k.value());
         let body: TurnBody = decode("turn", v.value())?;
         state.add(TurnRef {
             start,

@@ -18,7 +18,7 @@ const CACHE_RECORDS: usize = 16_384;
 
 /// Answers "is the span frame at this LSN live?" against one snapshot.
 pub(crate) struct Liveness {
-    homes: ReadOnlyTable<[u8; 16], u64>,
+    homes: ReadOnlyTable<&'static [u8; 16], u64>,
     records: ReadOnlyTable<u64, &'static [u8]>,
     cache: HashMap<[u8; 16], Option<TraceRecord>>,
 }

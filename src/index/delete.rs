@@ -186,15 +186,15 @@ impl IndexWriter {
             }
         }
         if let Some(cutoff) = policy.cutoff {
-            for item in t.trace_homes.range(policy.traces_from..)? {
+            for item in t.trace_homes.range::<&[u8; 16]>(&policy.traces_from..)? {
                 if out.len() >= limit {
                     break;
                 }
                 let (k, home) = item?;
-                let rec = record_at(&t, k.value(), home.value())?;
+                let rec = record_at(&t, *k.value(), home.value())?;
                 let in_scope = policy.project.is_none_or(|p| rec.project() == Some(p));
                 if rec.filing.is_none() && in_scope && rec.end < cutoff {
-                    out.push(DeleteTarget::Trace(k.value()));
+                    out.push(DeleteTarget::Trace(*k.value()));
                 }
             }
         }
@@ -249,7 +249,7 @@ fn resolve(t: &Tables<'_>, targets: &[DeleteTarget]) -> Result<BTreeMap<[u8; 16]
         // without a session by user. One pass over every trace record.
         for item in t.trace_homes.iter()? {
             let (k, home) = item?;
-            let rec = record_at(t, k.value(), home.value())?;
+            let rec = record_at(t, *k.value(), home.value())?;
             let by_project = rec.project().is_some_and(|p| scan_projects.contains(&p));
             let by_user = rec.filing.is_none()
                 && rec
@@ -257,7 +257,7 @@ fn resolve(t: &Tables<'_>, targets: &[DeleteTarget]) -> Result<BTreeMap<[u8; 16]
                     .as_ref()
                     .is_some_and(|u| scan_users.contains(&u.value.as_str()));
             if by_project || by_user {
-                out.insert(k.value(), rec.filing.map(|f| f.session));
+                out.insert(*k.value(), rec.filing.map(|f| f.session));
             }
         }
     }
@@ -279,9 +279,9 @@ fn session_traces(
 ) -> Result<()> {
     let lo = turn_key(session, 0, [0; 16]);
     let hi = turn_key(session, u64::MAX, [0xff; 16]);
-    for item in t.turns.range(lo..=hi)? {
+    for item in t.turns.range::<&[u8; 32]>(&lo..=&hi)? {
         let (k, _) = item?;
-        out.insert(split_turn_key(&k.value()).2, Some(session));
+        out.insert(split_turn_key(k.value()).2, Some(session));
     }
     Ok(())
 }
@@ -298,7 +298,7 @@ fn delete_traces(
     // Stored spans removed, per project they were appended under.
     let mut appended: BTreeMap<String, i64> = BTreeMap::new();
     for id in ids {
-        let Some(home) = t.trace_homes.remove(*id)?.map(|v| v.value()) else {
+        let Some(home) = t.trace_homes.remove(id)?.map(|v| v.value()) else {
             continue;
         };
         let rec: TraceRecord = match t.trace_records.remove(home)? {
@@ -322,7 +322,10 @@ fn delete_traces(
             *appended.entry(span.project).or_default() -= 1;
         }
         if let Some(f) = rec.filing {
-            if t.turns.remove(turn_key(f.session, f.start, *id))?.is_none() {
+            if t.turns
+                .remove(&turn_key(f.session, f.start, *id))?
+                .is_none()
+            {
                 return Err(corrupt(format!(
                     "trace {} is filed under a missing turn",
                     TraceId(*id)
