@@ -130,8 +130,7 @@ pub(super) fn load_trace(
 
 /// Writes a trace's record at its home.
 pub(super) fn store_trace(t: &mut Tables<'_>, home: u64, rec: &TraceRecord) -> Result<()> {
-    t.trace_records
-        .insert(home, codec::encode_value(rec).as_slice())?;
+    codec::with_encoded(rec, |v| t.trace_records.insert(home, v))?;
     Ok(())
 }
 
@@ -579,8 +578,7 @@ pub(super) fn update_session(
             t.order.insert(k.as_slice(), session)?;
         }
     }
-    t.sessions
-        .insert(session, codec::encode_value(&state).as_slice())?;
+    codec::with_encoded(&state, |v| t.sessions.insert(session, v))?;
     Ok((project_id, i64::from(!was_listed)))
 }
 
