@@ -42,8 +42,18 @@ struct TurnSpec {
     tokens: u64,
 }
 
-fn text() -> impl Strategy<Value = String> {
+fn words() -> impl Strategy<Value = String> {
     prop::collection::vec(prop::sample::select(WORDS), 0..4).prop_map(|w| w.join(" "))
+}
+
+/// A few words, or now and then words around 72 KB of filler: a group
+/// holding one queues its search postings on a thread of its own (beside
+/// the table writes), a group of short texts in place.
+fn text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        8 => words(),
+        1 => (words(), words()).prop_map(|(a, b)| format!("{a} {}{b}", "lorem ipsum ".repeat(6_000))),
+    ]
 }
 
 fn turn() -> impl Strategy<Value = TurnSpec> {

@@ -275,6 +275,7 @@ impl IndexWriter {
         // the tables, and in key order neighbouring writes share pages.
         let mut turn_writes: BTreeMap<[u8; 32], Option<Vec<u8>>> = BTreeMap::new();
         let mut record_writes: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut search_work = SearchWork::default();
 
         // Every project a span was appended under is listed by `projects()`,
         // whichever project its trace ends up in.
@@ -364,19 +365,22 @@ impl IndexWriter {
                     Some(codec::encode_value(body)),
                 );
             }
-            if let (Some(nf), Some(body)) = (new_filing, &new_body) {
-                let text_changed = old_filing.map(|f| f.session) != Some(nf.session)
-                    || old_body
-                        .as_ref()
-                        .is_none_or(|ob| ob.input != body.input || ob.output != body.output);
-                if text_changed && let Some(ident) = idents.get(&nf.session) {
-                    let texts: Vec<&str> = [&body.input, &body.output]
-                        .into_iter()
-                        .flatten()
-                        .map(|v| v.value.as_str())
-                        .collect();
-                    search::queue(&mut group.postings, ident.project_id, nf.session, &texts);
+            // Whether the new turn's texts go to the search postings (see
+            // `SearchWork`); the turn is pushed to `deltas` below.
+            let search_texts = match (new_filing, &new_body) {
+                (Some(nf), Some(body)) => {
+                    old_filing.map(|f| f.session) != Some(nf.session)
+                        || old_body
+                            .as_ref()
+                            .is_none_or(|ob| ob.input != body.input || ob.output != body.output)
                 }
+                _ => false,
+            };
+            if search_texts
+                && let (Some(nf), Some(body)) = (new_filing, &new_body)
+                && let Some(ident) = idents.get(&nf.session)
+            {
+                search_work.add(ident.project_id, nf.session, &deltas, body);
             }
             rec.filing = new_filing;
             // A new trace's home: the LSN of its first span in this batch.
@@ -419,6 +423,53 @@ impl IndexWriter {
             }
         }
 
+        // The search postings of the group's new texts are queued beside
+        // the table writes below, on a thread of their own when there is
+        // enough text to pay for one: they need nothing of the tables.
+        let postings = &mut group.postings;
+        std::thread::scope(|scope| {
+            let queued = if search_work.text_bytes >= SEARCH_THREAD_MIN_BYTES {
+                let (work, deltas) = (&search_work, &deltas);
+                Some(scope.spawn(move || work.queue(postings, deltas)))
+            } else {
+                search_work.queue(postings, &deltas);
+                None
+            };
+            let written = self.write_group(
+                &mut t,
+                &mut counters,
+                turn_writes,
+                record_writes,
+                &deltas,
+                &idents,
+                projects,
+                appended,
+                applied_lsn,
+            );
+            // `queue` cannot fail; a panic there is re-raised here.
+            if let Some(q) = queued
+                && let Err(panic) = q.join()
+            {
+                std::panic::resume_unwind(panic);
+            }
+            written
+        })
+    }
+
+    /// The writes of [`Self::apply`] once every trace of the group is read.
+    #[expect(clippy::too_many_arguments, reason = "the state of one apply")]
+    fn write_group(
+        &self,
+        t: &mut Tables<'_>,
+        counters: &mut Counters,
+        turn_writes: BTreeMap<[u8; 32], Option<Vec<u8>>>,
+        mut record_writes: Vec<(u64, Vec<u8>)>,
+        deltas: &BTreeMap<u64, Vec<Delta>>,
+        idents: &HashMap<u64, SessionIdent>,
+        mut projects: BTreeMap<u32, ProjectDelta>,
+        appended: BTreeMap<&str, i64>,
+        applied_lsn: u64,
+    ) -> Result<()> {
         // Turns and trace records go to their tables in key order, after
         // every trace is read (no trace is read twice in one group) and
         // before sessions are refolded from their turns.
@@ -432,8 +483,8 @@ impl IndexWriter {
         for (home, rec) in record_writes {
             t.trace_records.insert(home, rec.as_slice())?;
         }
-        for (session, ds) in deltas {
-            let (project_id, change) = update_session(&mut t, session, &ds, idents.get(&session))?;
+        for (&session, ds) in deltas {
+            let (project_id, change) = update_session(t, session, ds, idents.get(&session))?;
             projects.entry(project_id).or_default().sessions += change;
         }
         for (project, n) in appended {
@@ -453,6 +504,58 @@ impl IndexWriter {
         counters.store(&mut t.meta)?;
         t.meta.insert(META_APPLIED, applied_lsn)?;
         Ok(())
+    }
+}
+
+/// Text of a group's new turns from which its search postings are queued
+/// on a thread of their own, beside the table writes; less is queued in
+/// place (a thread costs tens of microseconds; 64 KiB of text about a
+/// millisecond of trigrams).
+const SEARCH_THREAD_MIN_BYTES: usize = 64 * 1024;
+
+/// The turns of a group whose texts go to the search postings: project,
+/// session, and where the turn is in the group's deltas of that session.
+#[derive(Default)]
+struct SearchWork {
+    turns: Vec<(u32, u64, usize)>,
+    text_bytes: usize,
+}
+
+impl SearchWork {
+    /// Notes the turn about to be pushed to `deltas[session]`.
+    fn add(
+        &mut self,
+        project_id: u32,
+        session: u64,
+        deltas: &BTreeMap<u64, Vec<Delta>>,
+        body: &TurnBody,
+    ) {
+        let at = deltas.get(&session).map_or(0, Vec::len);
+        self.text_bytes += [&body.input, &body.output]
+            .into_iter()
+            .flatten()
+            .map(|v| v.value.len())
+            .sum::<usize>();
+        self.turns.push((project_id, session, at));
+    }
+
+    /// Queues the noted turns' texts, in the order they were noted.
+    fn queue(&self, postings: &mut search::BatchPostings, deltas: &BTreeMap<u64, Vec<Delta>>) {
+        for &(project_id, session, at) in &self.turns {
+            let Some((_, body)) = deltas
+                .get(&session)
+                .and_then(|ds| ds.get(at))
+                .and_then(|d| d.new.as_ref())
+            else {
+                continue;
+            };
+            let texts: Vec<&str> = [&body.input, &body.output]
+                .into_iter()
+                .flatten()
+                .map(|v| v.value.as_str())
+                .collect();
+            search::queue(postings, project_id, session, &texts);
+        }
     }
 }
 
