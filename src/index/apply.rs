@@ -193,18 +193,8 @@ impl IndexWriter {
     /// transaction commits.
     pub(crate) fn write_deferred(&mut self, deferred: &mut Deferred) -> Result<()> {
         let postings = deferred.postings.chunks();
-        self.write_deferred_parts(&postings, &deferred.homes)
-    }
-
-    /// [`Self::write_deferred`] with the postings already gathered
-    /// (`Postings::chunks`).
-    pub(crate) fn write_deferred_parts(
-        &mut self,
-        postings: &[([u8; 12], ChunkSet)],
-        homes: &HashMap<[u8; 16], u64>,
-    ) -> Result<()> {
-        self.write_postings(postings)?;
-        self.write_homes(homes)
+        self.write_postings(&postings)?;
+        self.write_homes(&deferred.homes)
     }
 
     /// Writes deferred trace homes to `trace_homes`, in key order.
@@ -220,7 +210,7 @@ impl IndexWriter {
 
     /// Merges search postings (from `Postings::chunks`, in key order) into
     /// the search table.
-    fn write_postings(&mut self, chunks: &[([u8; 12], ChunkSet)]) -> Result<()> {
+    pub(crate) fn write_postings(&mut self, chunks: &[([u8; 12], ChunkSet)]) -> Result<()> {
         let mut table = self.txn.open_table(SEARCH)?;
         for (key, offsets) in chunks {
             let stored = match table.get(key)? {

@@ -205,21 +205,29 @@ pub(super) fn commit_with_deferred(
 /// the one writer of the indexes (the indexing thread, or a holder of the
 /// writer lock with no group being indexed): nothing else changes
 /// `deferred` meanwhile, so reads are shut out only while the postings
-/// are gathered and while the transaction commits, not while it is
-/// written.
+/// are gathered (the trace homes are written meanwhile, on this thread,
+/// while another gathers the postings) and while the transaction commits,
+/// not while the postings are written.
 pub(super) fn flush_deferred(index: &Index, deferred: &RwLock<Deferred>) -> Result<()> {
+    if deferred.read().map_err(|_| Error::panicked())?.is_empty() {
+        return Ok(());
+    }
+    let mut w = index.begin_write()?;
     let chunks = {
         let mut held = deferred.write().map_err(|_| Error::panicked())?;
-        if held.is_empty() {
-            return Ok(());
-        }
-        held.postings.chunks()
+        let held = &mut *held;
+        let (postings, homes) = (&mut held.postings, &held.homes);
+        std::thread::scope(|scope| {
+            let gathering = scope.spawn(|| postings.chunks());
+            let homes_written = w.write_homes(homes);
+            match gathering.join() {
+                Ok(chunks) => homes_written.map(|()| chunks),
+                // `chunks` cannot fail; a panic there is re-raised here.
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })?
     };
-    let mut w = index.begin_write()?;
-    {
-        let held = deferred.read().map_err(|_| Error::panicked())?;
-        w.write_deferred_parts(&chunks, &held.homes)?;
-    }
+    w.write_postings(&chunks)?;
     let mut held = deferred.write().map_err(|_| Error::panicked())?;
     w.commit()?;
     held.clear();
