@@ -2,7 +2,11 @@
 //!
 //! The batch is aggregated in memory first: spans are grouped by trace
 //! (one read and one write of each touched trace record), then the touched
-//! sessions are updated once each, in key order.
+//! sessions are updated once each, in key order. Work that needs nothing
+//! of the tables being written runs beside those writes, on scoped threads
+//! (redb lets the tables of one write transaction be written from several
+//! threads at once): the search postings of the group's new texts, and the
+//! session summaries and sort keys, beside the turns and trace records.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -436,13 +440,11 @@ impl IndexWriter {
                 appended,
                 applied_lsn,
             );
-            // `queue` cannot fail; a panic there is re-raised here.
-            if let Some(q) = queued
-                && let Err(panic) = q.join()
-            {
-                std::panic::resume_unwind(panic);
+            // `queue` cannot fail; a panic there (a bug) fails the group.
+            match queued.map(std::thread::ScopedJoinHandle::join) {
+                Some(Err(_)) => Err(Error::panicked()),
+                _ => written,
             }
-            written
         })
     }
 
@@ -484,11 +486,8 @@ impl IndexWriter {
                     Ok(())
                 });
                 let written = write_turns_and_records(turns, records, turn_writes, record_writes);
-                let updated = match updating.join() {
-                    Ok(r) => r,
-                    // Nothing there panics; a panic is re-raised here.
-                    Err(panic) => std::panic::resume_unwind(panic),
-                };
+                // A panic there (a bug) fails the group.
+                let updated = updating.join().unwrap_or_else(|_| Err(Error::panicked()));
                 written.and(updated)
             })?;
         } else {

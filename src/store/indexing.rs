@@ -2,8 +2,9 @@
 //!
 //! When the pending spans reach [`StoreOptions::index_batch_bytes`] (and
 //! at least 1 MiB), `append` hands them to a new thread and returns: the
-//! indexes take the group on one core while later appends (encoding,
-//! validation, the log write and its fsync) run on the other. A checkpoint
+//! indexes take the group there (with scoped helper threads for work that
+//! can run beside the table writes, see `index::apply`) while later appends
+//! (encoding, validation, the log write and its fsync) run. A checkpoint
 //! goes the same way: the append syncs the log, the thread indexes the
 //! group, writes the deferred changes and makes the indexes durable. At
 //! most one job runs at a time: the append that fills the next group waits
@@ -222,8 +223,9 @@ pub(super) fn flush_deferred(index: &Index, deferred: &RwLock<Deferred>) -> Resu
             let homes_written = w.write_homes(homes);
             match gathering.join() {
                 Ok(chunks) => homes_written.map(|()| chunks),
-                // `chunks` cannot fail; a panic there is re-raised here.
-                Err(panic) => std::panic::resume_unwind(panic),
+                // `chunks` cannot fail; a panic there (a bug) fails the
+                // checkpoint.
+                Err(_) => Err(Error::panicked()),
             }
         })?
     };
