@@ -2,11 +2,9 @@
 //!
 //! The batch is aggregated in memory first: spans are grouped by trace
 //! (one read and one write of each touched trace record), then the touched
-//! sessions are updated once each, in key order. Work that needs nothing
-//! of the tables being written runs beside those writes, on scoped threads
-//! (redb lets the tables of one write transaction be written from several
-//! threads at once): the search postings of the group's new texts, and the
-//! session summaries and sort keys, beside the turns and trace records.
+//! sessions are updated once each, in key order. The search postings of
+//! the group's new texts need nothing of the tables, so they are queued on
+//! a scoped thread beside the table writes.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -464,47 +462,19 @@ impl IndexWriter {
     ) -> Result<()> {
         // Turns and trace records go to their tables in key order, after
         // every trace is read (no trace is read twice in one group) and
-        // before sessions are refolded from their turns. The sessions that
-        // need no refold (most) are updated meanwhile, on a thread of their
-        // own when there are enough: their tables are not these.
+        // before sessions are refolded from their turns.
+        for (k, v) in turn_writes {
+            match v {
+                Some(body) => t.turns.insert(&k, body.as_slice())?,
+                None => t.turns.remove(&k)?,
+            };
+        }
         record_writes.sort_unstable_by_key(|(home, _)| *home);
-        let mut changes: Vec<(u32, i64)> = Vec::with_capacity(deltas.len());
-        let mut refolds: Vec<u64> = Vec::new();
-        if deltas.len() >= SESSION_THREAD_MIN {
-            let (turns, records) = (&mut t.turns, &mut t.trace_records);
-            let (sessions, order) = (&mut t.sessions, &mut t.order);
-            let (changes, refolds) = (&mut changes, &mut refolds);
-            std::thread::scope(|scope| {
-                let updating = scope.spawn(move || {
-                    for (&session, ds) in deltas {
-                        let ident = idents.get(&session);
-                        match update_session_in(sessions, order, None, session, ds, ident)? {
-                            Some(change) => changes.push(change),
-                            None => refolds.push(session),
-                        }
-                    }
-                    Ok(())
-                });
-                let written = write_turns_and_records(turns, records, turn_writes, record_writes);
-                // A panic there (a bug) fails the group.
-                let updated = updating.join().unwrap_or_else(|_| Err(Error::panicked()));
-                written.and(updated)
-            })?;
-        } else {
-            write_turns_and_records(
-                &mut t.turns,
-                &mut t.trace_records,
-                turn_writes,
-                record_writes,
-            )?;
-            refolds.extend(deltas.keys());
+        for (home, rec) in record_writes {
+            t.trace_records.insert(home, rec.as_slice())?;
         }
-        for session in refolds {
-            if let Some(ds) = deltas.get(&session) {
-                changes.push(update_session(t, session, ds, idents.get(&session))?);
-            }
-        }
-        for (project_id, change) in changes {
+        for (&session, ds) in deltas {
+            let (project_id, change) = update_session(t, session, ds, idents.get(&session))?;
             projects.entry(project_id).or_default().sessions += change;
         }
         for (project, n) in appended {
@@ -526,11 +496,6 @@ impl IndexWriter {
         Ok(())
     }
 }
-
-/// Sessions a group must change before they are updated on a thread of
-/// their own, beside the writes of turns and trace records (one costs
-/// some tens of microseconds, about what two or three sessions do).
-const SESSION_THREAD_MIN: usize = 8;
 
 /// Text of a group's new turns from which its search postings are queued
 /// on a thread of their own, beside the table writes; less is queued in
@@ -636,48 +601,7 @@ pub(super) fn update_session(
     deltas: &[Delta],
     ident: Option<&SessionIdent>,
 ) -> Result<(u32, i64)> {
-    let turns = Some(&t.turns);
-    update_session_in(&mut t.sessions, &mut t.order, turns, session, deltas, ident)?.ok_or_else(
-        || {
-            Error::Index(Box::new(redb::Error::Corrupted(
-                "session not refolded".into(),
-            )))
-        },
-    )
-}
-
-/// Writes a group's turns (in key order) and trace records (sorted).
-fn write_turns_and_records(
-    turns: &mut Table<'_, &'static [u8; 32], &'static [u8]>,
-    records: &mut Table<'_, u64, &'static [u8]>,
-    turn_writes: BTreeMap<[u8; 32], Option<Vec<u8>>>,
-    record_writes: Vec<(u64, Vec<u8>)>,
-) -> Result<()> {
-    for (k, v) in turn_writes {
-        match v {
-            Some(body) => turns.insert(&k, body.as_slice())?,
-            None => turns.remove(&k)?,
-        };
-    }
-    for (home, rec) in record_writes {
-        records.insert(home, rec.as_slice())?;
-    }
-    Ok(())
-}
-
-/// [`update_session`] on the session tables alone. Without `turns`, a
-/// session that must be refolded from its turns is left untouched (no
-/// table written) and `None` returned, for the caller to update once it
-/// may read the turns.
-fn update_session_in(
-    sessions: &mut Table<'_, u64, &'static [u8]>,
-    order: &mut Table<'_, &'static [u8], u64>,
-    turns: Option<&Table<'_, &'static [u8; 32], &'static [u8]>>,
-    session: u64,
-    deltas: &[Delta],
-    ident: Option<&SessionIdent>,
-) -> Result<Option<(u32, i64)>> {
-    let old: Option<SessionState> = match sessions.get(session)? {
+    let old: Option<SessionState> = match t.sessions.get(session)? {
         Some(v) => Some(decode("session summary", v.value())?),
         None => None,
     };
@@ -721,10 +645,7 @@ fn update_session_in(
         }
     }
     if !incremental {
-        match turns {
-            Some(turns) => state = refold(turns, session, &state)?,
-            None => return Ok(None),
-        }
+        state = refold(&t.turns, session, &state)?;
     }
     let project_id = state.project_id;
     if let Some(o) = &old
@@ -734,24 +655,24 @@ fn update_session_in(
         for (kind, (a, b)) in ov.iter().zip(nv.iter()).enumerate() {
             if a != b || state.num_traces == 0 {
                 let k = order_key(project_id, kind_byte(kind), *a, &o.session_id);
-                order.remove(k.as_slice())?;
+                t.order.remove(k.as_slice())?;
             }
         }
     }
     let was_listed = old.as_ref().is_some_and(|o| o.num_traces > 0);
     if state.num_traces == 0 {
-        sessions.remove(session)?;
-        return Ok(Some((project_id, -i64::from(was_listed))));
+        t.sessions.remove(session)?;
+        return Ok((project_id, -i64::from(was_listed)));
     }
     let old_values = old.as_ref().filter(|o| o.num_traces > 0).map(sort_values);
     for (kind, v) in sort_values(&state).iter().enumerate() {
         if old_values.is_none_or(|ov| ov.get(kind) != Some(v)) {
             let k = order_key(project_id, kind_byte(kind), *v, &state.session_id);
-            order.insert(k.as_slice(), session)?;
+            t.order.insert(k.as_slice(), session)?;
         }
     }
-    codec::with_encoded(&state, |v| sessions.insert(session, v))?;
-    Ok(Some((project_id, i64::from(!was_listed))))
+    codec::with_encoded(&state, |v| t.sessions.insert(session, v))?;
+    Ok((project_id, i64::from(!was_listed)))
 }
 
 #[expect(clippy::cast_possible_truncation, reason = "kind < SORT_KINDS (5)")]
