@@ -407,8 +407,7 @@ std::thread_local! {
 /// Calls `f` with the encoding of an index value (the bytes
 /// [`encode_value`] returns), encoded once into a per-thread buffer.
 /// (Sizing the value first and then encoding it into an exact `Vec`, as
-/// this used to, ran bincode's serde path twice: 4% of the indexing
-/// thread's instructions.)
+/// this used to, ran bincode's serde path twice.)
 pub(crate) fn with_encoded<T: Serialize, R>(value: &T, f: impl FnOnce(&[u8]) -> R) -> R {
     fn encode<T: Serialize>(value: &T, buf: &mut Vec<u8>) {
         buf.clear();

@@ -357,22 +357,16 @@ impl IndexWriter {
                     Some(codec::encode_value(body)),
                 );
             }
-            // Whether the new turn's texts go to the search postings (see
-            // `SearchWork`); the turn is pushed to `deltas` below.
-            let search_texts = match (new_filing, &new_body) {
-                (Some(nf), Some(body)) => {
-                    old_filing.map(|f| f.session) != Some(nf.session)
-                        || old_body
-                            .as_ref()
-                            .is_none_or(|ob| ob.input != body.input || ob.output != body.output)
+            if let (Some(nf), Some(body)) = (new_filing, &new_body) {
+                let text_changed = old_filing.map(|f| f.session) != Some(nf.session)
+                    || old_body
+                        .as_ref()
+                        .is_none_or(|ob| ob.input != body.input || ob.output != body.output);
+                // Its postings are queued once every trace is read (see
+                // `SearchWork`); the turn is pushed to `deltas` below.
+                if text_changed && let Some(ident) = idents.get(&nf.session) {
+                    search_work.add(ident.project_id, nf.session, &deltas, body);
                 }
-                _ => false,
-            };
-            if search_texts
-                && let (Some(nf), Some(body)) = (new_filing, &new_body)
-                && let Some(ident) = idents.get(&nf.session)
-            {
-                search_work.add(ident.project_id, nf.session, &deltas, body);
             }
             rec.filing = new_filing;
             // A new trace's home: the LSN of its first span in this batch.
@@ -427,7 +421,7 @@ impl IndexWriter {
                 search_work.queue(postings, &deltas);
                 None
             };
-            let written = self.write_group(
+            let written = Self::write_group(
                 &mut t,
                 &mut counters,
                 turn_writes,
@@ -449,7 +443,6 @@ impl IndexWriter {
     /// The writes of [`Self::apply`] once every trace of the group is read.
     #[expect(clippy::too_many_arguments, reason = "the state of one apply")]
     fn write_group(
-        &self,
         t: &mut Tables<'_>,
         counters: &mut Counters,
         turn_writes: BTreeMap<[u8; 32], Option<Vec<u8>>>,
