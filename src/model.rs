@@ -4,6 +4,7 @@
 //! attribute keys that give them meaning (session id, input/output, tokens)
 //! are listed in [`keys`].
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -510,7 +511,34 @@ pub struct IoValue {
     /// The value, as sent in `input.value` / `output.value` (stringified if not a string).
     pub value: String,
     /// `input.mime_type` / `output.mime_type`, `text/plain` when absent.
-    pub mime_type: String,
+    /// The mime types nearly every value has (`text/plain`,
+    /// `application/json`) are borrowed from statics when the store builds
+    /// an `IoValue`, so that a session history allocates only the values;
+    /// it compares, prints and serializes like a `String` either way.
+    pub mime_type: Cow<'static, str>,
+}
+
+/// Mime types nearly every input and output has.
+pub(crate) const COMMON_MIME_TYPES: [&str; 2] = ["text/plain", "application/json"];
+
+impl IoValue {
+    /// A value with its mime type (borrowed, not copied, when it is one of
+    /// the common ones).
+    pub fn new(value: impl Into<String>, mime_type: &str) -> Self {
+        Self {
+            value: value.into(),
+            mime_type: mime_type_of(mime_type),
+        }
+    }
+}
+
+/// `mime_type` as a [`IoValue::mime_type`]: a static for the common types,
+/// an owned copy otherwise.
+pub(crate) fn mime_type_of(mime_type: &str) -> Cow<'static, str> {
+    match COMMON_MIME_TYPES.into_iter().find(|k| *k == mime_type) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(mime_type.to_owned()),
+    }
 }
 
 /// Aggregate status of a trace.
@@ -709,6 +737,29 @@ pub struct RetentionPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn common_mime_types_are_borrowed_and_others_copied() {
+        for common in COMMON_MIME_TYPES {
+            let v = IoValue::new("x", common);
+            assert!(matches!(v.mime_type, Cow::Borrowed(m) if m == common));
+        }
+        let other = IoValue::new("x", "text/markdown");
+        assert!(matches!(&other.mime_type, Cow::Owned(m) if m == "text/markdown"));
+        // A near miss is not mistaken for a common type.
+        assert_eq!(IoValue::new("x", "text/plai").mime_type, "text/plai");
+        // Borrowed or owned, the value compares, serializes and decodes the same.
+        let owned = IoValue {
+            value: "x".into(),
+            mime_type: Cow::Owned("application/json".into()),
+        };
+        let borrowed = IoValue::new("x", "application/json");
+        assert_eq!(owned, borrowed);
+        let bytes = crate::codec::encode_value(&borrowed);
+        assert_eq!(bytes, crate::codec::encode_value(&owned));
+        let back: IoValue = crate::codec::decode_value(&bytes).unwrap();
+        assert_eq!(back, borrowed);
+    }
 
     #[test]
     fn ids_round_trip_through_lowercase_hex() {

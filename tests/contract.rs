@@ -44,10 +44,7 @@ fn put(store: &SessionStore, project: &str, spans: Vec<Span>) -> AppendReport {
 }
 
 fn io(value: &str, mime: &str) -> Option<IoValue> {
-    Some(IoValue {
-        value: value.to_owned(),
-        mime_type: mime.to_owned(),
-    })
+    Some(IoValue::new(value, mime))
 }
 
 fn text(value: &str) -> Option<IoValue> {

@@ -494,7 +494,9 @@ fn io_of(span: &Span, value: &str, mime: &str) -> Option<IoValue> {
     let v = attr(span, value)?;
     Some(IoValue {
         value: stringify(v),
-        mime_type: attr(span, mime).map_or_else(|| "text/plain".to_owned(), stringify),
+        mime_type: attr(span, mime)
+            .map_or_else(|| "text/plain".to_owned(), stringify)
+            .into(),
     })
 }
 

@@ -129,10 +129,15 @@ fn io(span: &Span, value_key: &str, mime_key: &str) -> Option<IoValue> {
     let value = span.attribute(value_key)?.to_string();
     let mime_type = span
         .attribute(mime_key)
-        .map(|m| m.to_string())
-        .filter(|m| !m.trim().is_empty())
-        .unwrap_or_else(|| "text/plain".to_owned());
-    Some(IoValue { value, mime_type })
+        .map(|m| match m {
+            AttributeValue::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
+            other => std::borrow::Cow::Owned(other.to_string()),
+        })
+        .filter(|m| !m.trim().is_empty());
+    Some(IoValue::new(
+        value,
+        mime_type.as_deref().unwrap_or("text/plain"),
+    ))
 }
 
 /// The span's `input.value` and `input.mime_type` (default `text/plain`).

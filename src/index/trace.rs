@@ -298,8 +298,8 @@ pub(crate) struct TurnView<'a> {
 }
 
 /// Mime types nearly every input and output has (see `facts`); a stored
-/// one equal to these needs no UTF-8 check.
-const KNOWN_MIME_TYPES: &[&str] = &["text/plain", "application/json"];
+/// one equal to these needs no UTF-8 check and no copy.
+const KNOWN_MIME_TYPES: &[&str] = &crate::model::COMMON_MIME_TYPES;
 
 /// A root input or output, borrowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -312,7 +312,7 @@ impl IoView<'_> {
     fn to_owned_value(self) -> IoValue {
         IoValue {
             value: self.value.to_owned(),
-            mime_type: self.mime_type.to_owned(),
+            mime_type: crate::model::mime_type_of(self.mime_type),
         }
     }
 }
@@ -566,7 +566,7 @@ mod view_tests {
             ".{0,20}",
         ];
         proptest::option::of(
-            (".{0,300}", mime).prop_map(|(value, mime_type)| IoValue { value, mime_type }),
+            (".{0,300}", mime).prop_map(|(value, mime_type)| IoValue::new(value, &mime_type)),
         )
     }
 
