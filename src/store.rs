@@ -1082,14 +1082,18 @@ impl SessionStore {
                             // The deferred changes are read with the snapshot
                             // they belong to, as reads do: the indexing thread
                             // may commit or write them out meanwhile.
-                            let (deferred, txn) = match &mut snapshot {
+                            let (deferred, lookup) = match &mut snapshot {
                                 Some(s) => s,
-                                None => snapshot.insert((
-                                    self.deferred.read().map_err(|_| Error::panicked())?,
-                                    self.index.begin_read()?,
-                                )),
+                                None => {
+                                    let deferred =
+                                        self.deferred.read().map_err(|_| Error::panicked())?;
+                                    let txn = self.index.begin_read()?;
+                                    let lookup = crate::index::SpanIdLookup::open(&txn)?;
+                                    snapshot.insert((deferred, lookup))
+                                }
                             };
-                            crate::index::indexed_span_ids(txn, deferred, trace_id.0)?
+                            lookup
+                                .span_ids(deferred, trace_id.0)?
                                 .into_iter()
                                 .collect::<SpanIdSet>()
                         }
