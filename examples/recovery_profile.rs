@@ -4,7 +4,8 @@
 //! `target/bench-stores/recovery-<MiB>MiB-<key>/span-sessions`); it is
 //! copied into a temporary directory under SCRATCH (default: the system's)
 //! and the copy is opened, so DIR itself is never changed. `CACHE_MIB`
-//! sets `StoreOptions::cache_bytes` (64 MiB by default).
+//! sets `StoreOptions::cache_bytes` (64 MiB by default), `INDEX_BATCH_MIB`
+//! `StoreOptions::index_batch_bytes` (the replay's chunk; 8 MiB).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::{Path, PathBuf};
@@ -45,6 +46,12 @@ fn main() {
         .and_then(|v| v.parse::<usize>().ok())
     {
         options = options.cache_bytes(mib << 20);
+    }
+    if let Some(mib) = std::env::var("INDEX_BATCH_MIB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        options = options.index_batch_bytes(mib << 20);
     }
     let store = options.open(&dir).unwrap();
     let el = t.elapsed();
