@@ -109,7 +109,7 @@ pub(crate) fn encode_span_parts(
 }
 
 /// bincode 2 varint: one byte below 251, else a marker and 2, 4 or 8 bytes.
-fn put_varint(w: &mut Vec<u8>, v: u64) {
+pub(crate) fn put_varint(w: &mut Vec<u8>, v: u64) {
     if v < 251 {
         w.push(v as u8);
     } else if let Ok(v) = u16::try_from(v) {
@@ -124,7 +124,8 @@ fn put_varint(w: &mut Vec<u8>, v: u64) {
     }
 }
 
-fn put_len(w: &mut Vec<u8>, n: usize) {
+/// The length of a sequence or string, as bincode writes it.
+pub(crate) fn put_len(w: &mut Vec<u8>, n: usize) {
     put_varint(w, n as u64);
 }
 
@@ -133,7 +134,8 @@ fn put_i64(w: &mut Vec<u8>, v: i64) {
     put_varint(w, ((v << 1) ^ (v >> 63)) as u64);
 }
 
-fn put_str(w: &mut Vec<u8>, s: &str) {
+/// A string: its length, then its bytes.
+pub(crate) fn put_str(w: &mut Vec<u8>, s: &str) {
     put_len(w, s.len());
     w.extend_from_slice(s.as_bytes());
 }
@@ -404,22 +406,48 @@ std::thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// An index value written in bincode 2's wire format directly, not
+/// through serde: `put` appends exactly the bytes [`encode_value`] gives
+/// for the same value (property-tested in `index::wire`). Serde writes a
+/// `[u8; 8]` one byte at a time through the writer, and encoding turns
+/// and trace records that way was about a twelfth of the indexing
+/// thread's instructions.
+pub(crate) trait Wire {
+    /// Appends the value's encoding to `w`.
+    fn put(&self, w: &mut Vec<u8>);
+}
+
+/// [`encode_value`] for a [`Wire`] value.
+pub(crate) fn encode_wire<T: Wire>(value: &T) -> Vec<u8> {
+    with_wire(value, <[u8]>::to_vec)
+}
+
+/// [`with_encoded`] for a [`Wire`] value.
+pub(crate) fn with_wire<T: Wire, R>(value: &T, f: impl FnOnce(&[u8]) -> R) -> R {
+    with_scratch(|buf| value.put(buf), f)
+}
+
 /// Calls `f` with the encoding of an index value (the bytes
 /// [`encode_value`] returns), encoded once into a per-thread buffer.
 /// (Sizing the value first and then encoding it into an exact `Vec`, as
 /// this used to, ran bincode's serde path twice.)
 pub(crate) fn with_encoded<T: Serialize, R>(value: &T, f: impl FnOnce(&[u8]) -> R) -> R {
-    fn encode<T: Serialize>(value: &T, buf: &mut Vec<u8>) {
-        buf.clear();
+    let encode = |buf: &mut Vec<u8>| {
         // Encoding into a Vec fails only if serde's Serialize impl fails,
         // which derived impls of our own types never do.
         if bincode::serde::encode_into_std_write(value, buf, CONFIG).is_err() {
             buf.clear();
         }
-    }
+    };
+    with_scratch(encode, f)
+}
+
+/// Calls `f` with what `encode` writes into the (cleared) per-thread buffer.
+fn with_scratch<R>(encode: impl FnOnce(&mut Vec<u8>), f: impl FnOnce(&[u8]) -> R) -> R {
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buf) => {
-            encode(value, &mut buf);
+            buf.clear();
+            encode(&mut buf);
             let out = f(&buf);
             if buf.capacity() > SCRATCH_KEEP {
                 *buf = Vec::new();
@@ -429,7 +457,7 @@ pub(crate) fn with_encoded<T: Serialize, R>(value: &T, f: impl FnOnce(&[u8]) -> 
         // `f` encoding another value: a buffer of its own.
         Err(_) => {
             let mut buf = Vec::new();
-            encode(value, &mut buf);
+            encode(&mut buf);
             f(&buf)
         }
     })

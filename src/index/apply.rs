@@ -132,7 +132,7 @@ pub(super) fn load_trace(
 
 /// Writes a trace's record at its home.
 pub(super) fn store_trace(t: &mut Tables<'_>, home: u64, rec: &TraceRecord) -> Result<()> {
-    codec::with_encoded(rec, |v| t.trace_records.insert(home, v))?;
+    codec::with_wire(rec, |v| t.trace_records.insert(home, v))?;
     Ok(())
 }
 
@@ -354,7 +354,7 @@ impl IndexWriter {
             if let (Some(f), Some(body)) = (new_filing, &new_body) {
                 turn_writes.insert(
                     turn_key(f.session, f.start, tid),
-                    Some(codec::encode_value(body)),
+                    Some(codec::encode_wire(body)),
                 );
             }
             if let (Some(nf), Some(body)) = (new_filing, &new_body) {
@@ -378,7 +378,7 @@ impl IndexWriter {
                     first
                 }
             };
-            record_writes.push((home, codec::encode_value(&rec)));
+            record_writes.push((home, codec::encode_wire(&rec)));
 
             let old = old_filing.zip(old_body);
             let new = new_filing.zip(new_body);
@@ -664,7 +664,7 @@ pub(super) fn update_session(
             t.order.insert(k.as_slice(), session)?;
         }
     }
-    codec::with_encoded(&state, |v| t.sessions.insert(session, v))?;
+    codec::with_wire(&state, |v| t.sessions.insert(session, v))?;
     Ok((project_id, i64::from(!was_listed)))
 }
 

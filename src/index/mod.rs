@@ -13,6 +13,7 @@ pub(crate) mod facts;
 pub(crate) mod search;
 pub(crate) mod session;
 pub(crate) mod trace;
+mod wire;
 
 use std::path::Path;
 
