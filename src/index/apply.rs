@@ -256,6 +256,9 @@ impl IndexWriter {
         for r in batch {
             by_trace.entry(r.span.trace_id).or_default().push(r);
         }
+        // At most one new home per trace: room for them up front rather
+        // than rehashing as the map doubles (1.3% of the indexing thread).
+        group.homes.reserve(by_trace.len());
         let mut counters = Counters::load(&t.meta)?;
         let mut idents: HashMap<u64, SessionIdent> = HashMap::new();
         let mut deltas: BTreeMap<u64, Vec<Delta>> = BTreeMap::new();
@@ -701,6 +704,9 @@ struct Counters {
     next_session: u64,
     /// Project numbers looked up so far (asked for several times per trace).
     known: HashMap<String, u32>,
+    /// Session numbers looked up so far, by `session_ids` key: a session's
+    /// traces in one group ask for it once each.
+    known_sessions: HashMap<Vec<u8>, u64>,
 }
 
 impl Counters {
@@ -710,6 +716,7 @@ impl Counters {
             next_project: get(META_NEXT_PROJECT)?,
             next_session: get(META_NEXT_SESSION)?,
             known: HashMap::new(),
+            known_sessions: HashMap::new(),
         })
     }
 
@@ -745,12 +752,20 @@ impl Counters {
         session_id: &str,
     ) -> Result<u64> {
         let key = session_id_key(project_id, session_id);
-        if let Some(v) = ids.get(key.as_slice())? {
-            return Ok(v.value());
+        if let Some(n) = self.known_sessions.get(&key) {
+            return Ok(*n);
         }
-        let n = self.next_session;
-        self.next_session += 1;
-        ids.insert(key.as_slice(), n)?;
+        let stored = ids.get(key.as_slice())?.map(|v| v.value());
+        let n = match stored {
+            Some(n) => n,
+            None => {
+                let n = self.next_session;
+                self.next_session += 1;
+                ids.insert(key.as_slice(), n)?;
+                n
+            }
+        };
+        self.known_sessions.insert(key, n);
         Ok(n)
     }
 }
