@@ -44,7 +44,8 @@ fn main() {
         .collect();
     let dir = tempfile::tempdir().unwrap();
     // INDEX_BATCH=bytes: `StoreOptions::index_batch_bytes` (0: index every
-    // batch); CACHE_MB: `cache_bytes`; CHECKPOINT_MB: `checkpoint_bytes`.
+    // batch); CACHE_MB: `cache_bytes`; CHECKPOINT_MB: `checkpoint_bytes`;
+    // CHECKPOINT_SPANS: `checkpoint_spans`.
     let mut options = SessionStore::options().durability(durability);
     if let Some(bytes) = env_number("INDEX_BATCH") {
         options = options.index_batch_bytes(bytes);
@@ -59,6 +60,9 @@ fn main() {
     }
     if let Some(mb) = env_number("CHECKPOINT_MB") {
         options = options.checkpoint_bytes((mb as u64) << 20);
+    }
+    if let Some(spans) = env_number("CHECKPOINT_SPANS") {
+        options = options.checkpoint_spans(spans as u64);
     }
     // KEEP=dir: ingest into `dir` and leave the store there. READ_TRACES=n:
     // then time n `trace` reads (see `read_traces`).

@@ -131,6 +131,7 @@ pub struct StoreOptions {
     session_id_sources: Vec<SessionIdSource>,
     max_span_bytes: u32,
     checkpoint_bytes: u64,
+    checkpoint_spans: u64,
     /// `None`: the operating system's, with redb's own file backend.
     file_system: Option<Arc<dyn FileSystem>>,
     check_index_on_open: bool,
@@ -150,7 +151,8 @@ impl Default for StoreOptions {
             cache_bytes: 64 << 20,
             session_id_sources: SessionIdSource::defaults(),
             max_span_bytes: 16 << 20,
-            checkpoint_bytes: 64 << 20,
+            checkpoint_bytes: 256 << 20,
+            checkpoint_spans: 1 << 17,
             file_system: None,
             check_index_on_open: true,
             rebuild_index_on_open: false,
@@ -247,10 +249,26 @@ impl StoreOptions {
         self
     }
 
-    /// Log bytes between durable index checkpoints: more means fewer
-    /// fsyncs of the index, and a longer replay after a crash.
+    /// Log bytes between durable index checkpoints (256 MiB by default):
+    /// more means fewer fsyncs of the index, and a longer replay after a
+    /// crash. A checkpoint is taken when this many bytes or
+    /// [`checkpoint_spans`](Self::checkpoint_spans) spans have been appended
+    /// since the last one, whichever comes first.
     pub fn checkpoint_bytes(mut self, bytes: u64) -> Self {
         self.checkpoint_bytes = bytes.max(1);
+        self
+    }
+
+    /// Spans appended between durable index checkpoints (131,072 by
+    /// default), the other bound beside
+    /// [`checkpoint_bytes`](Self::checkpoint_bytes). Replaying the log after
+    /// a crash costs mostly per span (each is indexed again), so with small
+    /// spans this count is what bounds the replay (about a second by
+    /// default), and with large ones the byte count; a checkpoint's own
+    /// cost (writing deferred index changes, an fsync of the index) is then
+    /// spread over at least this many spans or bytes.
+    pub fn checkpoint_spans(mut self, spans: u64) -> Self {
+        self.checkpoint_spans = spans.max(1);
         self
     }
 
@@ -331,6 +349,8 @@ struct WriterState {
     indexing: Option<Indexing>,
     /// Log end of the last checkpoint started (at least `checkpointed`).
     checkpoint_started: Lsn,
+    /// Spans appended since the last checkpoint started.
+    spans_since_checkpoint: u64,
 }
 
 /// An embedded store of spans grouped into sessions.
@@ -506,6 +526,7 @@ impl SessionStore {
                 pending: Pending::default(),
                 indexing: None,
                 checkpoint_started: applied,
+                spans_since_checkpoint: 0,
             }),
             unapplied: AtomicBool::new(false),
             deferred: Arc::new(RwLock::new(Deferred::default())),
@@ -714,6 +735,7 @@ impl SessionStore {
         let applied = self.log.end();
         if checkpoint {
             ws.checkpoint_started = applied;
+            ws.spans_since_checkpoint = 0;
         }
         let job = Job {
             group,
@@ -1058,7 +1080,9 @@ impl SessionStore {
                 + buf.len() as u64
                 + compaction::FRAME_HEADER * candidates.len() as u64)
                 .saturating_sub(ws_ref.checkpoint_started)
-                >= self.opts.checkpoint_bytes;
+                >= self.opts.checkpoint_bytes
+            || ws_ref.spans_since_checkpoint + candidates.len() as u64
+                >= self.opts.checkpoint_spans;
         if hands_off || ws_ref.indexing.as_ref().is_some_and(Indexing::is_done) {
             self.settle(ws_ref)?;
         }
@@ -1148,7 +1172,10 @@ impl SessionStore {
                 .push(*lsn, c.project, c.span, c.session_id.clone(), *bytes);
         }
         self.unapplied.store(true, Ordering::Release);
-        if end.saturating_sub(ws_ref.checkpoint_started) >= self.opts.checkpoint_bytes {
+        ws_ref.spans_since_checkpoint += accepted.len() as u64;
+        if end.saturating_sub(ws_ref.checkpoint_started) >= self.opts.checkpoint_bytes
+            || ws_ref.spans_since_checkpoint >= self.opts.checkpoint_spans
+        {
             // The log part of a checkpoint is the append's: a failure is
             // this append's error, before anything is acknowledged (a failed
             // fsync may drop written pages, even under `Buffered`). The rest

@@ -349,3 +349,40 @@ fn appends_made_while_a_group_is_indexed_count_its_spans() {
     assert_eq!((stats.traces, stats.spans), (rounds * 500, rounds * 1_500));
     assert!(store.verify().unwrap().is_ok());
 }
+
+/// A checkpoint is taken once `checkpoint_spans` spans have been appended
+/// since the last one, however few bytes they are: a crash then replays
+/// only the spans appended after it.
+#[test]
+fn a_checkpoint_is_taken_every_checkpoint_spans_spans() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = lazy()
+        .checkpoint_bytes(u64::MAX)
+        .checkpoint_spans(10)
+        .open(dir.path())
+        .unwrap();
+    let replayed_after_crash = || {
+        // A read first: it waits for the indexing thread, and so for a
+        // checkpoint that thread is taking.
+        store.stats().unwrap();
+        let crashed = tempfile::tempdir().unwrap();
+        copy_dir(dir.path(), crashed.path());
+        let reopened = SessionStore::open(crashed.path()).unwrap();
+        reopened.open_report().frames_replayed
+    };
+    // Two spans a turn: four turns stay under the bound.
+    for t in 1..=4 {
+        put(&store, turn(t, "s1", t * 1_000, "x"));
+    }
+    assert_eq!(replayed_after_crash(), 8);
+    // The fifth reaches ten spans: checkpointed.
+    put(&store, turn(5, "s1", 5_000, "x"));
+    assert_eq!(replayed_after_crash(), 0);
+    // Counting starts again from that checkpoint.
+    for t in 6..=9 {
+        put(&store, turn(t, "s2", t * 1_000, "y"));
+    }
+    assert_eq!(replayed_after_crash(), 8);
+    put(&store, turn(10, "s2", 10_000, "y"));
+    assert_eq!(replayed_after_crash(), 0);
+}

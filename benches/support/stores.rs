@@ -373,6 +373,7 @@ pub fn crashed_template(log_mib: u64) -> CrashedTemplate {
     let store = SessionStore::options()
         .durability(Durability::Buffered)
         .checkpoint_bytes(u64::MAX)
+        .checkpoint_spans(u64::MAX)
         .open(live.join("span-sessions"))
         .expect("open store");
     let conn = sqlite::open(&live.join("sqlite.db"), Synchronous::Normal);
