@@ -50,6 +50,10 @@ fn main() {
     if let Some(bytes) = env_number("INDEX_BATCH") {
         options = options.index_batch_bytes(bytes);
     }
+    // INDEX_SPANS: `index_batch_spans`.
+    if let Some(spans) = env_number("INDEX_SPANS") {
+        options = options.index_batch_spans(spans);
+    }
     if let Some(mb) = env_number("CACHE_MB") {
         options = options.cache_bytes(mb << 20);
     }

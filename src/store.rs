@@ -139,6 +139,7 @@ pub struct StoreOptions {
     salvage_log: bool,
     max_spans_per_trace: usize,
     index_batch_bytes: usize,
+    index_batch_spans: usize,
     own_thread_bytes: usize,
     direct_writes: bool,
 }
@@ -158,7 +159,8 @@ impl Default for StoreOptions {
             rebuild_index_on_open: false,
             salvage_log: false,
             max_spans_per_trace: MAX_SPANS_PER_TRACE,
-            index_batch_bytes: 8 << 20,
+            index_batch_bytes: 64 << 20,
+            index_batch_spans: 1 << 14,
             own_thread_bytes: OWN_THREAD_BYTES,
             direct_writes: true,
         }
@@ -212,18 +214,32 @@ impl StoreOptions {
     }
 
     /// Encoded span bytes appended before the indexes take them, in one
-    /// write transaction (8 MiB by default). Appends only write the log
-    /// until then; then the group is indexed on a thread of its own while
-    /// later appends go on, one group at a time (the next group waits for
-    /// it), or, below 1 MiB, by the `append` that filled it. Any read,
-    /// checkpoint or other write first indexes what is waiting, so every
-    /// query still sees every acknowledged batch. Larger groups mean fewer
-    /// index writes per span (faster ingest), hold more spans in memory (up
-    /// to about three times this many bytes for each of the two groups) and
-    /// make the first read after a burst of appends wait longer. 0 indexes
-    /// every batch as it is appended.
+    /// write transaction (64 MiB by default), unless
+    /// [`index_batch_spans`](Self::index_batch_spans) spans come first.
+    /// Appends only write the log until then; then the group is indexed on
+    /// a thread of its own while later appends go on, one group at a time
+    /// (the next group waits for it), or, below 1 MiB, by the `append` that
+    /// filled it. Any read, checkpoint or other write first indexes what is
+    /// waiting, so every query still sees every acknowledged batch. Larger
+    /// groups mean fewer index writes per span (faster ingest), hold more
+    /// in memory (each of the two groups keeps what the indexes need of its
+    /// spans: their ids, times and counts, and the inputs and outputs of
+    /// root spans) and make the first read after a burst of appends wait
+    /// longer. 0 indexes every batch as it is appended.
     pub fn index_batch_bytes(mut self, bytes: usize) -> Self {
         self.index_batch_bytes = bytes;
+        self
+    }
+
+    /// Spans appended before the indexes take them (16,384 by default), the
+    /// other bound of a group beside
+    /// [`index_batch_bytes`](Self::index_batch_bytes), whichever comes
+    /// first. What indexing a group costs is mostly per span plus a part
+    /// per group (a commit, the session summaries its spans touch), and
+    /// what it holds in memory is per span, so with ~500 B spans a group
+    /// closes at about 8 MiB, with ~4 KiB spans at about 64 MiB.
+    pub fn index_batch_spans(mut self, spans: usize) -> Self {
+        self.index_batch_spans = spans;
         self
     }
 
@@ -384,6 +400,9 @@ pub struct SessionStore {
     /// indexed: reads then index them first (contract rule 8). Set and
     /// cleared with the writer lock held.
     unapplied: AtomicBool,
+    /// Groups an append found full and indexed (test support, see
+    /// [`SessionStore::full_groups`]).
+    full_groups: std::sync::atomic::AtomicU64,
     /// Index changes not yet in their tables (search postings, homes of
     /// new traces). Indexing merges each group's into it while committing
     /// (write lock held across the commit); reads that use it take the read
@@ -529,6 +548,7 @@ impl SessionStore {
                 spans_since_checkpoint: 0,
             }),
             unapplied: AtomicBool::new(false),
+            full_groups: std::sync::atomic::AtomicU64::new(0),
             deferred: Arc::new(RwLock::new(Deferred::default())),
             poison: Poison::default(),
             open_report: report,
@@ -836,8 +856,10 @@ impl SessionStore {
         from: Lsn,
         tx: &std::sync::mpsc::SyncSender<Result<Replayed>>,
     ) -> Result<u64> {
-        // As large as the groups appends are indexed in (at least 1 MiB).
+        // As large as the groups appends are indexed in (at least 1 MiB
+        // and 1,024 spans).
         let chunk_bytes = self.opts.index_batch_bytes.max(1 << 20);
+        let chunk_spans = self.opts.index_batch_spans.max(1 << 10);
         let mut chunk = ReplayChunk::default();
         let mut chunk_bytes_now = 0usize;
         let mut frames = 0u64;
@@ -882,7 +904,7 @@ impl SessionStore {
                     }
                 }
             }
-            if chunk_bytes_now >= chunk_bytes {
+            if chunk_bytes_now >= chunk_bytes || chunk.spans.len() >= chunk_spans {
                 chunk_bytes_now = 0;
                 if !send(Ok(Replayed::Spans(std::mem::take(&mut chunk)))) {
                     return Ok(frames);
@@ -1075,12 +1097,14 @@ impl SessionStore {
         // A batch that will hand the pending group off (or find the group
         // before it done) first waits for the group being indexed, so that
         // a failure there is reported before this batch is written.
-        let hands_off = ws_ref.pending.bytes() + buf.len() >= self.opts.index_batch_bytes
-            || (self.log.end()
-                + buf.len() as u64
-                + compaction::FRAME_HEADER * candidates.len() as u64)
-                .saturating_sub(ws_ref.checkpoint_started)
-                >= self.opts.checkpoint_bytes
+        let hands_off = self.group_full(
+            ws_ref.pending.bytes() + buf.len(),
+            ws_ref.pending.len() + candidates.len(),
+        ) || (self.log.end()
+            + buf.len() as u64
+            + compaction::FRAME_HEADER * candidates.len() as u64)
+            .saturating_sub(ws_ref.checkpoint_started)
+            >= self.opts.checkpoint_bytes
             || ws_ref.spans_since_checkpoint + candidates.len() as u64
                 >= self.opts.checkpoint_spans;
         if hands_off || ws_ref.indexing.as_ref().is_some_and(Indexing::is_done) {
@@ -1184,7 +1208,8 @@ impl SessionStore {
                 .sync(end)
                 .map_err(|e| self.log_failed_with(ws_ref, e))?;
             self.hand_off(ws_ref, true)?;
-        } else if ws_ref.pending.bytes() >= self.opts.index_batch_bytes {
+        } else if self.group_full(ws_ref.pending.bytes(), ws_ref.pending.len()) {
+            self.full_groups.fetch_add(1, Ordering::Relaxed);
             if ws_ref.pending.bytes() >= self.opts.own_thread_bytes {
                 self.hand_off(ws_ref, false)?;
             } else {
@@ -1195,6 +1220,21 @@ impl SessionStore {
         }
         self.make_durable(ws, end)?;
         Ok(report)
+    }
+
+    /// Test support: how many times since open an append found the pending
+    /// spans a full group ([`StoreOptions::index_batch_bytes`],
+    /// [`StoreOptions::index_batch_spans`]) and had it indexed. Not part of
+    /// the stable API.
+    #[doc(hidden)]
+    pub fn full_groups(&self) -> u64 {
+        self.full_groups.load(Ordering::Relaxed)
+    }
+
+    /// True when a group of `spans` spans of `bytes` encoded bytes is to be
+    /// indexed (see [`StoreOptions::index_batch_bytes`]).
+    fn group_full(&self, bytes: usize, spans: usize) -> bool {
+        bytes >= self.opts.index_batch_bytes || spans >= self.opts.index_batch_spans
     }
 
     /// Waits, as the durability mode asks, until the log is durable up to

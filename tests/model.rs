@@ -955,21 +955,29 @@ fn opts(rng: &mut Rng) -> StoreOptions {
     } else {
         Durability::GroupCommit
     };
-    let checkpoint = if rng.chance(2) { 8 << 10 } else { 64 << 20 };
-    // Index every batch at once, in small groups (by the append that fills
-    // one, or on a thread of its own while appends go on), or only when
-    // read.
-    let (index_batch, own_thread) = match rng.below(4) {
-        0 => (0, 1 << 20),
-        1 => (2 << 10, 1 << 20),
-        2 => (2 << 10, 0),
-        _ => (16 << 20, 1 << 20),
+    // Checkpoints by log bytes, by span count, or neither.
+    let (checkpoint, checkpoint_spans) = match rng.below(3) {
+        0 => (8 << 10, u64::MAX),
+        1 => (u64::MAX, 7),
+        _ => (64 << 20, u64::MAX),
+    };
+    // Index every batch at once, in small groups (closed by bytes or by
+    // spans; by the append that fills one, or on a thread of its own while
+    // appends go on), or only when read.
+    let (index_batch, index_spans, own_thread) = match rng.below(5) {
+        0 => (0, usize::MAX, 1 << 20),
+        1 => (2 << 10, usize::MAX, 1 << 20),
+        2 => (2 << 10, usize::MAX, 0),
+        3 => (usize::MAX, 5, 0),
+        _ => (16 << 20, usize::MAX, 1 << 20),
     };
     StoreOptions::default()
         .segment_bytes(4096)
         .durability(durability)
         .checkpoint_bytes(checkpoint)
+        .checkpoint_spans(checkpoint_spans)
         .index_batch_bytes(index_batch)
+        .index_batch_spans(index_spans)
         .own_thread_bytes(own_thread)
 }
 

@@ -386,3 +386,44 @@ fn a_checkpoint_is_taken_every_checkpoint_spans_spans() {
     put(&store, turn(10, "s2", 10_000, "y"));
     assert_eq!(replayed_after_crash(), 0);
 }
+
+/// A group of pending spans is indexed once it holds `index_batch_spans`
+/// spans, however few bytes they are, or `index_batch_bytes` bytes,
+/// however few spans; either way every answer stays the same.
+#[test]
+fn a_group_is_full_at_index_batch_spans_or_index_batch_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = lazy().index_batch_spans(10).open(dir.path()).unwrap();
+    // Two spans a turn: four turns stay under the bound.
+    for t in 1..=4 {
+        put(&store, turn(t, "s1", t * 1_000, "x"));
+    }
+    assert_eq!(store.full_groups(), 0);
+    put(&store, turn(5, "s1", 5_000, "x"));
+    assert_eq!(store.full_groups(), 1, "ten spans fill a group");
+    for t in 6..=9 {
+        put(&store, turn(t, "s1", t * 1_000, "x"));
+    }
+    assert_eq!(store.full_groups(), 1, "counting starts again");
+    put(&store, turn(10, "s1", 10_000, "x"));
+    assert_eq!(store.full_groups(), 2);
+    assert_eq!(store.session("p", "s1").unwrap().unwrap().num_traces, 10);
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = lazy()
+        .index_batch_bytes(4 << 10)
+        .index_batch_spans(usize::MAX)
+        .open(dir.path())
+        .unwrap();
+    let padded = |t: u64| -> Vec<Span> {
+        turn(t, "s2", t * 1_000, "y")
+            .into_iter()
+            .map(|s| s.with_attribute("padding", "x".repeat(1_500)))
+            .collect()
+    };
+    put(&store, padded(1));
+    assert_eq!(store.full_groups(), 0, "about 3 KiB");
+    put(&store, padded(2));
+    assert_eq!(store.full_groups(), 1, "about 6 KiB fill a 4 KiB group");
+    assert_eq!(store.session("p", "s2").unwrap().unwrap().num_traces, 2);
+}

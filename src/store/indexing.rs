@@ -1,7 +1,7 @@
 //! Indexing a group of appended spans, on a thread of its own.
 //!
-//! When the pending spans reach [`StoreOptions::index_batch_bytes`] (and
-//! at least 1 MiB), `append` hands them to a new thread and returns: the
+//! When the pending spans reach [`StoreOptions::index_batch_bytes`] or
+//! [`StoreOptions::index_batch_spans`] (and at least 1 MiB), `append` hands them to a new thread and returns: the
 //! indexes take the group there (with scoped helper threads for work that
 //! can run beside the table writes, see `index::apply`) while later appends
 //! (encoding, validation, the log write and its fsync) run. A checkpoint
@@ -22,6 +22,7 @@
 //! nothing is lost, since the log already holds every span of the group.
 //!
 //! [`StoreOptions::index_batch_bytes`]: crate::StoreOptions::index_batch_bytes
+//! [`StoreOptions::index_batch_spans`]: crate::StoreOptions::index_batch_spans
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, mpsc};

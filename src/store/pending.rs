@@ -3,7 +3,7 @@
 //! `append` writes a batch to the log and keeps it here instead of
 //! updating the indexes at once; the indexes take the pending spans in one
 //! write transaction when they reach [`StoreOptions::index_batch_bytes`]
-//! (from 1 MiB on a thread of their own, see `store::indexing`), at a
+//! or [`StoreOptions::index_batch_spans`] (from 1 MiB on a thread of their own, see `store::indexing`), at a
 //! checkpoint, before any write that needs the indexes current
 //! (deletes, compaction, verify), and before any read (contract rule 8:
 //! when `append` returns, every query sees the batch). One large
@@ -16,6 +16,7 @@
 //! nothing: a reopen replays the log from the last checkpoint.
 //!
 //! [`StoreOptions::index_batch_bytes`]: crate::StoreOptions::index_batch_bytes
+//! [`StoreOptions::index_batch_spans`]: crate::StoreOptions::index_batch_spans
 
 use std::collections::{HashMap, HashSet};
 
@@ -138,6 +139,11 @@ impl Pending {
         let traces = std::mem::take(&mut self.traces);
         self.clear();
         (group, traces)
+    }
+
+    /// Number of spans waiting.
+    pub(super) fn len(&self) -> usize {
+        self.spans.len()
     }
 
     /// True when no span is waiting.
