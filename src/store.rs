@@ -224,8 +224,9 @@ impl StoreOptions {
     /// groups mean fewer index writes per span (faster ingest), hold more
     /// in memory (each of the two groups keeps what the indexes need of its
     /// spans: their ids, times and counts, and the inputs and outputs of
-    /// root spans) and make the first read after a burst of appends wait
-    /// longer. 0 indexes every batch as it is appended.
+    /// root spans; a group whose root inputs and outputs reach 8 MiB is
+    /// indexed whatever this says) and make the first read after a burst
+    /// of appends wait longer. 0 indexes every batch as it is appended.
     pub fn index_batch_bytes(mut self, bytes: usize) -> Self {
         self.index_batch_bytes = bytes;
         self
@@ -351,6 +352,12 @@ impl StoreOptions {
 /// smaller groups are indexed on the caller's thread
 /// (`StoreOptions::own_thread_bytes` in tests).
 const OWN_THREAD_BYTES: usize = 1 << 20;
+
+/// A group of pending spans whose root inputs and outputs (and user and
+/// session ids) reach this many bytes is indexed, whatever
+/// `index_batch_bytes` says: the group holds those texts in memory, and
+/// spans that are large because of them must not make groups of 64 MiB.
+const GROUP_HELD_BYTES: usize = 8 << 20;
 
 /// A checkpoint writing at least this many deferred search postings does
 /// so on a thread of its own, waited for.
@@ -1097,8 +1104,11 @@ impl SessionStore {
         // A batch that will hand the pending group off (or find the group
         // before it done) first waits for the group being indexed, so that
         // a failure there is reported before this batch is written.
+        // (A batch's texts are part of its encoded bytes, so `buf.len()`
+        // bounds what it adds to those held.)
         let hands_off = self.group_full(
             ws_ref.pending.bytes() + buf.len(),
+            ws_ref.pending.held() + buf.len(),
             ws_ref.pending.len() + candidates.len(),
         ) || (self.log.end()
             + buf.len() as u64
@@ -1208,7 +1218,11 @@ impl SessionStore {
                 .sync(end)
                 .map_err(|e| self.log_failed_with(ws_ref, e))?;
             self.hand_off(ws_ref, true)?;
-        } else if self.group_full(ws_ref.pending.bytes(), ws_ref.pending.len()) {
+        } else if self.group_full(
+            ws_ref.pending.bytes(),
+            ws_ref.pending.held(),
+            ws_ref.pending.len(),
+        ) {
             self.full_groups.fetch_add(1, Ordering::Relaxed);
             if ws_ref.pending.bytes() >= self.opts.own_thread_bytes {
                 self.hand_off(ws_ref, false)?;
@@ -1231,10 +1245,13 @@ impl SessionStore {
         self.full_groups.load(Ordering::Relaxed)
     }
 
-    /// True when a group of `spans` spans of `bytes` encoded bytes is to be
-    /// indexed (see [`StoreOptions::index_batch_bytes`]).
-    fn group_full(&self, bytes: usize, spans: usize) -> bool {
-        bytes >= self.opts.index_batch_bytes || spans >= self.opts.index_batch_spans
+    /// True when a group of `spans` spans of `bytes` encoded bytes, holding
+    /// `held` bytes of text, is to be indexed (see
+    /// [`StoreOptions::index_batch_bytes`]).
+    fn group_full(&self, bytes: usize, held: usize, spans: usize) -> bool {
+        bytes >= self.opts.index_batch_bytes
+            || held >= GROUP_HELD_BYTES
+            || spans >= self.opts.index_batch_spans
     }
 
     /// Waits, as the durability mode asks, until the log is durable up to

@@ -427,3 +427,25 @@ fn a_group_is_full_at_index_batch_spans_or_index_batch_bytes() {
     assert_eq!(store.full_groups(), 1, "about 6 KiB fill a 4 KiB group");
     assert_eq!(store.session("p", "s2").unwrap().unwrap().num_traces, 2);
 }
+
+/// A group also closes once the texts it holds in memory (root inputs and
+/// outputs) reach 8 MiB, however large `index_batch_bytes` is: spans that
+/// are large because of their inputs and outputs make smaller groups.
+#[test]
+fn a_group_holding_8_mib_of_root_texts_is_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = lazy()
+        .index_batch_spans(usize::MAX)
+        .open(dir.path())
+        .unwrap();
+    // Each turn's root has an input and an output of about 1 MiB each.
+    let text = "x".repeat(1 << 20);
+    for t in 1..=3 {
+        put(&store, turn(t, "s1", t * 1_000, &text));
+    }
+    assert_eq!(store.full_groups(), 0, "about 6 MiB held");
+    put(&store, turn(4, "s1", 4_000, &text));
+    assert_eq!(store.full_groups(), 1, "about 8 MiB held");
+    let s = store.session("p", "s1").unwrap().unwrap();
+    assert_eq!(s.num_traces, 4);
+}

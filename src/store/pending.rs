@@ -50,6 +50,9 @@ pub(super) struct Pending {
     traces: HashMap<[u8; 16], SpanIdSet>,
     /// Encoded bytes of `spans`.
     bytes: usize,
+    /// Bytes of text `spans` hold: root inputs and outputs, user and
+    /// session ids (what a group's memory grows with beyond its count).
+    held: usize,
 }
 
 /// Spans taken from [`Pending`] to be indexed together, in log order.
@@ -80,6 +83,11 @@ impl Pending {
     /// Encoded bytes waiting.
     pub(super) fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Bytes of text the waiting spans hold in memory (see `held`).
+    pub(super) fn held(&self) -> usize {
+        self.held
     }
 
     /// The stored span ids of a trace, if an append since the last apply
@@ -119,10 +127,18 @@ impl Pending {
                 self.projects.len() - 1
             }
         };
+        let info = SpanInfo::of(span);
+        let text = |v: &Option<crate::model::IoValue>| {
+            v.as_ref().map_or(0, |v| v.value.len() + v.mime_type.len())
+        };
+        self.held += text(&info.input)
+            + text(&info.output)
+            + info.user.as_ref().map_or(0, String::len)
+            + session_id.as_ref().map_or(0, String::len);
         self.spans.push(PendingSpan {
             lsn,
             project,
-            span: SpanInfo::of(span),
+            span: info,
             session_id,
         });
         self.bytes += encoded;
@@ -157,5 +173,6 @@ impl Pending {
         self.projects.clear();
         self.traces.clear();
         self.bytes = 0;
+        self.held = 0;
     }
 }
