@@ -869,6 +869,8 @@ impl SessionStore {
         let chunk_spans = self.opts.index_batch_spans.max(1 << 10);
         let mut chunk = ReplayChunk::default();
         let mut chunk_bytes_now = 0usize;
+        // Texts the chunk holds, bounded as a group's are.
+        let mut chunk_held = 0usize;
         let mut frames = 0u64;
         let send = |msg: Result<Replayed>| tx.send(msg).is_ok();
         for item in self.log.scan(from) {
@@ -896,23 +898,31 @@ impl SessionStore {
                             chunk.projects.len() - 1
                         }
                     };
+                    let info = SpanInfo::of(&span);
+                    let session_id = facts::session_id(&span, &self.cfg.session_id_sources);
+                    chunk_held += info.text_bytes() + session_id.as_ref().map_or(0, String::len);
                     chunk.spans.push(ReplayedSpan {
                         lsn,
                         project,
-                        info: SpanInfo::of(&span),
-                        session_id: facts::session_id(&span, &self.cfg.session_id_sources),
+                        info,
+                        session_id,
                     });
                 }
                 LogRecord::Delete(del) => {
                     let spans = std::mem::take(&mut chunk);
                     chunk_bytes_now = 0;
+                    chunk_held = 0;
                     if !send(Ok(Replayed::Spans(spans))) || !send(Ok(Replayed::Delete(del))) {
                         return Ok(frames);
                     }
                 }
             }
-            if chunk_bytes_now >= chunk_bytes || chunk.spans.len() >= chunk_spans {
+            if chunk_bytes_now >= chunk_bytes
+                || chunk_held >= GROUP_HELD_BYTES
+                || chunk.spans.len() >= chunk_spans
+            {
                 chunk_bytes_now = 0;
+                chunk_held = 0;
                 if !send(Ok(Replayed::Spans(std::mem::take(&mut chunk)))) {
                     return Ok(frames);
                 }

@@ -91,6 +91,13 @@ pub(crate) struct SpanInfo {
 }
 
 impl SpanInfo {
+    /// Bytes of text these facts hold (root input and output, user id):
+    /// what a group of them holds in memory beyond their count.
+    pub fn text_bytes(&self) -> usize {
+        let io = |v: &Option<IoValue>| v.as_ref().map_or(0, |v| v.value.len() + v.mime_type.len());
+        io(&self.input) + io(&self.output) + self.user.as_ref().map_or(0, String::len)
+    }
+
     /// The facts of `span`.
     pub fn of(span: &Span) -> SpanInfo {
         let root = span.parent_span_id.is_none();
@@ -297,10 +304,6 @@ pub(crate) struct TurnView<'a> {
     pub user: Option<(u64, [u8; 8], &'a str)>,
 }
 
-/// Mime types nearly every input and output has (see `facts`); a stored
-/// one equal to these needs no UTF-8 check and no copy.
-const KNOWN_MIME_TYPES: &[&str] = &crate::model::COMMON_MIME_TYPES;
-
 /// A root input or output, borrowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct IoView<'a> {
@@ -374,7 +377,8 @@ impl<'a> TurnView<'a> {
         }
         Ok(Some(IoView {
             value: r.str()?,
-            mime_type: r.str_or(KNOWN_MIME_TYPES)?,
+            // The common mime types need no UTF-8 check.
+            mime_type: r.str_or(&crate::model::COMMON_MIME_TYPES)?,
         }))
     }
 

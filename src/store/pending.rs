@@ -3,8 +3,8 @@
 //! `append` writes a batch to the log and keeps it here instead of
 //! updating the indexes at once; the indexes take the pending spans in one
 //! write transaction when they reach [`StoreOptions::index_batch_bytes`]
-//! or [`StoreOptions::index_batch_spans`] (from 1 MiB on a thread of their own, see `store::indexing`), at a
-//! checkpoint, before any write that needs the indexes current
+//! or [`StoreOptions::index_batch_spans`] (from 1 MiB on a thread of their
+//! own, see `store::indexing`), at a checkpoint, before any write that needs the indexes current
 //! (deletes, compaction, verify), and before any read (contract rule 8:
 //! when `append` returns, every query sees the batch). One large
 //! transaction groups many batches' spans by trace and session, so each
@@ -128,13 +128,7 @@ impl Pending {
             }
         };
         let info = SpanInfo::of(span);
-        let text = |v: &Option<crate::model::IoValue>| {
-            v.as_ref().map_or(0, |v| v.value.len() + v.mime_type.len())
-        };
-        self.held += text(&info.input)
-            + text(&info.output)
-            + info.user.as_ref().map_or(0, String::len)
-            + session_id.as_ref().map_or(0, String::len);
+        self.held += info.text_bytes() + session_id.as_ref().map_or(0, String::len);
         self.spans.push(PendingSpan {
             lsn,
             project,
