@@ -20,6 +20,21 @@
 //! holds pending (`StoreOptions::index_batch_bytes`): the time covers
 //! making every span queryable. Bytes are the encoded span records
 //! (`workload::encoded_bytes`).
+//!
+//! A sample of those bursts is a fraction of a second of appends: a few
+//! index groups at most (`StoreOptions::index_batch_spans`,
+//! `index_batch_bytes`) and fewer spans than a checkpoint takes
+//! (`checkpoint_spans`, `checkpoint_bytes`), so they cannot show the steady
+//! state. `ingest_sustained` can: one iteration, and one sample, is a whole
+//! ingest of 500,000 ~500 B spans or 300,000 ~4 KiB spans
+//! (`SPAN_SESSIONS_BENCH_SUSTAINED_500B`,
+//! `SPAN_SESSIONS_BENCH_SUSTAINED_4KIB`) in batches of 1,000 by one
+//! appender, into a fresh store, with the read at the end: many groups
+//! indexed beside the appends, and several checkpoints. It compares
+//! `with_sync_group_commit` with `sqlite_full` (the same promise) and
+//! `sqlite_normal`; the parameter is the span size. Criterion warns that it
+//! is "unable to complete 10 samples" in its target time: that is how it
+//! takes one iteration per sample in flat sampling, as intended here.
 #![allow(
     missing_docs,
     clippy::unwrap_used,
@@ -212,5 +227,48 @@ fn ingest_concurrent(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, ingest, ingest_concurrent);
+/// Spans per second beyond every engine here: criterion's target time is
+/// ten samples at this rate, so that it never fits a second iteration (a
+/// second whole ingest) into a sample.
+const FASTER_THAN_ANY: f64 = 1_000_000.0;
+
+fn ingest_sustained(c: &mut Criterion) {
+    const BATCH: usize = 1000;
+    let mut group = c.benchmark_group("ingest_sustained");
+    group.sampling_mode(SamplingMode::Flat);
+    group.sample_size(10);
+    // Any warm-up time is over after one iteration, one whole ingest.
+    group.warm_up_time(Duration::from_millis(1));
+    for (span_bytes, size, var, default) in [
+        (500, "500B", "SPAN_SESSIONS_BENCH_SUSTAINED_500B", 500_000),
+        (4096, "4KiB", "SPAN_SESSIONS_BENCH_SUSTAINED_4KIB", 300_000),
+    ] {
+        let batches = support::env_number(var, default)
+            .div_ceil(BATCH as u64)
+            .max(1);
+        let spans = batches * BATCH as u64;
+        // Generated once, for every engine; the first batches are those of
+        // `ingest_{size}`'s batches of 1,000.
+        let mut pool = BatchPool::new(1, span_bytes, BATCH);
+        group.throughput(Throughput::ElementsAndBytes {
+            elements: spans,
+            bytes: pool.bytes(batches as usize),
+        });
+        group.measurement_time(Duration::from_secs_f64(
+            10.0 * spans as f64 / FASTER_THAN_ANY,
+        ));
+        for engine in [
+            Engine::SpanSessions(Durability::GroupCommit),
+            Engine::Sqlite(Synchronous::Normal),
+            Engine::Sqlite(Synchronous::Full),
+        ] {
+            group.bench_function(BenchmarkId::new(engine.label(), size), |b| {
+                b.iter_custom(|iters| (0..iters).map(|_| run(engine, &mut pool, batches, 1)).sum());
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, ingest, ingest_concurrent, ingest_sustained);
 criterion_main!(benches);

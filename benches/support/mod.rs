@@ -36,12 +36,16 @@ impl BatchPool {
         &self.batches[..n]
     }
 
+    /// Encoded bytes of the first `n` batches.
+    pub fn bytes(&mut self, n: usize) -> u64 {
+        self.take(n).iter().map(|b| encoded_bytes(b)).sum()
+    }
+
     /// Mean encoded bytes of a batch, over the first batches (at least
     /// 20,000 spans' worth).
     pub fn mean_batch_bytes(&mut self) -> u64 {
         let n = (20_000 / self.batch).max(20);
-        let total: u64 = self.take(n).iter().map(|b| encoded_bytes(b)).sum();
-        total / n as u64
+        self.bytes(n) / n as u64
     }
 }
 
