@@ -577,6 +577,9 @@ pub fn record_decode(data: &[u8]) -> Result<(), String> {
                 (_, false) => codec::TAG_DELETE_V1,
                 (_, true) => selector,
             };
+            if tag == codec::TAG_SPAN_V1 {
+                span_decoders_agree(rest)?;
+            }
             match codec::decode_record(tag, rest) {
                 Ok(codec::LogRecord::Span(rec)) => {
                     let mut once = Vec::new();
@@ -648,6 +651,25 @@ fn round_trip<T: serde::Serialize + serde::de::DeserializeOwned>(
         })?;
     }
     Ok(())
+}
+
+/// The direct span decoder accepts exactly what bincode's serde path
+/// accepts, and decodes it to the same span (compared by re-encoding:
+/// NaN attributes are not equal to themselves).
+fn span_decoders_agree(bytes: &[u8]) -> Result<(), String> {
+    let bytes_of = |s: &crate::model::StoredSpan| {
+        let mut out = Vec::new();
+        codec::encode_span_parts(&s.project, &s.resource, &s.span, &mut out).map(|_| out)
+    };
+    let serde = codec::decode_value::<crate::model::StoredSpan>(bytes)
+        .ok()
+        .map(|s| bytes_of(&s));
+    let direct = codec::decode_span(codec::TAG_SPAN_V1, bytes)
+        .ok()
+        .map(|s| bytes_of(&s));
+    check(serde == direct, || {
+        format!("the span decoder gives {direct:?} where bincode gives {serde:?}")
+    })
 }
 
 /// The read paths' in-place turn decoder accepts exactly what bincode
