@@ -617,7 +617,14 @@ pub fn record_decode(data: &[u8]) -> Result<(), String> {
             round_trip::<crate::index::trace::TurnBody>(rest)?;
             turn_view_agrees(rest)?;
         }
-        4 => round_trip::<crate::index::session::SessionState>(rest)?,
+        4 => {
+            round_trip::<crate::index::session::SessionState>(rest)?;
+            let serde = codec::decode_value::<crate::index::session::SessionState>(rest).ok();
+            let direct = crate::index::session::SessionState::decode(rest).ok();
+            check(serde == direct, || {
+                format!("SessionState::decode gives {direct:?} where bincode gives {serde:?}")
+            })?;
+        }
         _ => {
             if let Some(set) = crate::index::search::ChunkSet::decode(rest) {
                 let once = set.encode();

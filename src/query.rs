@@ -11,8 +11,8 @@ use crate::index::search::{self, ChunkSet, PostingBuffer};
 use crate::index::session::{SessionState, quantile, sort_values};
 use crate::index::{
     PROJECT_STATS, PROJECTS, ProjectCounters, SEARCH, SESSION_IDS, SESSION_ORDER, SESSIONS,
-    TRACE_HOMES, TRACE_RECORDS, TURNS, decode, decode_turn, order_key, session_id_key,
-    split_turn_key, turn_key,
+    TRACE_HOMES, TRACE_RECORDS, TURNS, decode, decode_session, decode_turn, order_key,
+    session_id_key, split_turn_key, turn_key,
 };
 use crate::model::{
     LatencyQuantiles, Page, SessionSummary, StoredSpan, Tokens, Trace, TraceId, Turn, nanos_to_ms,
@@ -278,7 +278,7 @@ fn summary_of(txn: &ReadTransaction, session: u64) -> Result<Option<SessionSumma
     let Some(v) = table.get(session)? else {
         return Ok(None);
     };
-    let state: SessionState = decode("session summary", v.value())?;
+    let state: SessionState = decode_session(v.value())?;
     let q = latency_quantiles(txn, session)?;
     Ok(Some(state.to_summary(q)))
 }
@@ -445,7 +445,7 @@ fn session_text_contains(txn: &ReadTransaction, session: u64, term: &str) -> Res
 fn load_state(txn: &ReadTransaction, session: u64) -> Result<Option<SessionState>> {
     let table = txn.open_table(SESSIONS)?;
     match table.get(session)? {
-        Some(v) => Ok(Some(decode("session summary", v.value())?)),
+        Some(v) => Ok(Some(decode_session(v.value())?)),
         None => Ok(None),
     }
 }

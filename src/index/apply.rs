@@ -21,7 +21,8 @@ use super::trace::{Filing, NewRecord, TraceRecord, TurnBody};
 use super::{
     Deferred, LEGACY_TRACES, META, META_APPLIED, META_NEXT_PROJECT, META_NEXT_SESSION,
     PROJECT_SPANS, PROJECT_STATS, PROJECTS, ProjectCounters, SEARCH, SESSION_IDS, SESSION_ORDER,
-    SESSIONS, TRACE_HOMES, TRACE_RECORDS, TURNS, decode, order_key, session_id_key, turn_key,
+    SESSIONS, TRACE_HOMES, TRACE_RECORDS, TURNS, decode, decode_session, order_key, session_id_key,
+    turn_key,
 };
 
 /// What the index derivation depends on besides the spans.
@@ -598,7 +599,7 @@ pub(super) fn update_session(
     ident: Option<&SessionIdent>,
 ) -> Result<(u32, i64)> {
     let old: Option<SessionState> = match t.sessions.get(session)? {
-        Some(v) => Some(decode("session summary", v.value())?),
+        Some(v) => Some(decode_session(v.value())?),
         None => None,
     };
     let mut state = match (&old, ident) {

@@ -18,7 +18,7 @@ use super::session::SessionState;
 use super::trace::{TraceRecord, TurnBody};
 use super::{
     PROJECT_SPANS, PROJECT_STATS, PROJECTS, SEARCH, SESSION_IDS, SESSION_ORDER, SESSIONS,
-    TRACE_HOMES, TRACE_RECORDS, TURNS, decode,
+    TRACE_HOMES, TRACE_RECORDS, TURNS, decode, decode_session,
 };
 
 /// Differences reported per table before the rest are summarised.
@@ -152,7 +152,7 @@ impl Snapshot {
         s.tables.push(("project_spans", spans));
         let mut sessions = Canon::new();
         for (k, v) in raw(txn, SESSIONS)? {
-            let mut state: SessionState = decode("session summary", &v)?;
+            let mut state: SessionState = decode_session(&v)?;
             state.project_id = 0;
             sessions.insert(s.name(le_u64(&k)), codec::encode_value(&state));
         }

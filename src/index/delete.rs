@@ -22,7 +22,9 @@ use super::apply::{
 };
 use super::session::SessionState;
 use super::trace::{TraceRecord, TurnBody};
-use super::{ProjectCounters, decode, find_trace, session_id_key, split_turn_key, turn_key};
+use super::{
+    ProjectCounters, decode, decode_session, find_trace, session_id_key, split_turn_key, turn_key,
+};
 
 /// Deletes are applied this many traces at a time, so that the memory a
 /// delete holds besides the victims' ids stays bounded.
@@ -235,7 +237,7 @@ fn resolve(t: &Tables<'_>, targets: &[DeleteTarget]) -> Result<BTreeMap<[u8; 16]
         // Sessions whose user id is one of these, in every project.
         for item in t.sessions.iter()? {
             let (k, v) = item?;
-            let s: SessionState = decode("session summary", v.value())?;
+            let s: SessionState = decode_session(v.value())?;
             if s.user
                 .as_ref()
                 .is_some_and(|u| scan_users.contains(&u.3.as_str()))
@@ -336,7 +338,7 @@ fn delete_traces(
     }
     for (session, trace_id) in sessions {
         let before: SessionState = match t.sessions.get(session)? {
-            Some(v) => decode("session summary", v.value())?,
+            Some(v) => decode_session(v.value())?,
             None => return Err(corrupt(format!("session {session} has no summary"))),
         };
         let removal = [Delta {

@@ -191,6 +191,12 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -
     codec::decode_value(bytes).map_err(|e| corrupt_index(what, e))
 }
 
+/// Decodes a stored session summary (see [`session::SessionState::decode`]),
+/// mapping failure to an index corruption error.
+pub(crate) fn decode_session(bytes: &[u8]) -> Result<session::SessionState> {
+    session::SessionState::decode(bytes).map_err(|e| corrupt_index("session summary", e))
+}
+
 /// Decodes a stored turn in place (see [`trace::TurnView`]), mapping
 /// failure to an index corruption error.
 pub(crate) fn decode_turn(bytes: &[u8]) -> Result<trace::TurnView<'_>> {
