@@ -311,17 +311,8 @@ pub(crate) struct IoView<'a> {
     pub mime_type: &'a str,
 }
 
-impl<'a> IoView<'a> {
-    /// Reads one (not optional) from stored bytes.
-    pub(super) fn read(r: &mut WireReader<'a>) -> Result<Self, DecodeError> {
-        Ok(IoView {
-            value: r.str()?,
-            // The common mime types need no UTF-8 check.
-            mime_type: r.str_or(&crate::model::COMMON_MIME_TYPES)?,
-        })
-    }
-
-    pub(super) fn to_owned_value(self) -> IoValue {
+impl IoView<'_> {
+    fn to_owned_value(self) -> IoValue {
         IoValue {
             value: self.value.to_owned(),
             mime_type: crate::model::mime_type_of(self.mime_type),
@@ -384,7 +375,11 @@ impl<'a> TurnView<'a> {
         if !r.option()? {
             return Ok(None);
         }
-        IoView::read(r).map(Some)
+        Ok(Some(IoView {
+            value: r.str()?,
+            // The common mime types need no UTF-8 check.
+            mime_type: r.str_or(&crate::model::COMMON_MIME_TYPES)?,
+        }))
     }
 
     /// The public turn, given the key fields.

@@ -10,10 +10,10 @@
 //! decoded values, are bincode's.
 
 use crate::codec::{DecodeError, Wire, WireReader, put_len, put_str, put_varint};
-use crate::model::{IoValue, Tokens, TraceStatus};
+use crate::model::{COMMON_MIME_TYPES, IoValue, Tokens, TraceStatus, mime_type_of};
 
 use super::session::SessionState;
-use super::trace::{Earliest, Filing, IoView, RootInfo, SpanFact, TraceRecord, TurnBody};
+use super::trace::{Earliest, Filing, RootInfo, SpanFact, TraceRecord, TurnBody};
 
 impl<T: Wire> Wire for Option<T> {
     fn put(&self, w: &mut Vec<u8>) {
@@ -289,8 +289,9 @@ fn read_endpoint(r: &mut WireReader<'_>) -> Result<Option<(u64, [u8; 16], IoValu
     }
     let start = r.u64()?;
     let trace_id = r.array()?;
-    let io = IoView::read(r)?.to_owned_value();
-    Ok(Some((start, trace_id, io)))
+    let value = r.str()?.to_owned();
+    let mime_type = mime_type_of(r.str_or(&COMMON_MIME_TYPES)?);
+    Ok(Some((start, trace_id, IoValue { value, mime_type })))
 }
 
 #[cfg(test)]
