@@ -265,9 +265,22 @@ impl<'a> WireReader<'a> {
         Ok(b)
     }
 
-    /// A varint `u64`.
-    #[inline]
+    /// A varint `u64`. The one-byte form (below 251: lengths, counts,
+    /// small numbers) is read inline; the others out of line, so that the
+    /// read paths' decoders (turns, spans) keep this inlined.
+    #[inline(always)]
     pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
+        if let Some((&b, rest)) = self.rest.split_first()
+            && b < VARINT_U16
+        {
+            self.rest = rest;
+            return Ok(u64::from(b));
+        }
+        self.u64_wide()
+    }
+
+    #[inline(never)]
+    fn u64_wide(&mut self) -> Result<u64, DecodeError> {
         match self.u8()? {
             b @ 0..VARINT_U16 => Ok(u64::from(b)),
             VARINT_U16 => Ok(u64::from(u16::from_le_bytes(self.array()?))),
