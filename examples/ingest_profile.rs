@@ -72,14 +72,30 @@ fn main() {
     // then time n `trace` reads (see `read_traces`).
     let path = std::env::var_os("KEEP").map_or_else(|| dir.path().to_path_buf(), Into::into);
     let store = options.open(&path).unwrap();
+    // THREADS=1: print the CPU time of the calling thread and of all the
+    // others (indexing threads come and go) during the ingest.
+    let threads_before = std::env::var_os("THREADS").map(|_| cpu_ticks());
     let t = Instant::now();
     let mut n = 0;
     for b in &batches {
         n += store.append(b).unwrap().accepted;
     }
+    // As the benchmarks do: the time until a read sees every span (it
+    // waits for the spans still being indexed).
+    assert!(!store.projects().unwrap().is_empty());
+    let el = t.elapsed();
+    if let Some(before) = threads_before {
+        let after = cpu_ticks();
+        let (main, all) = (after.0 - before.0, after.1 - before.1);
+        println!(
+            "  CPU: calling thread {} ms, all other threads {} ms; {} full groups",
+            main * 10,
+            (all - main) * 10,
+            store.full_groups()
+        );
+    }
     let reads = env_number("READ_TRACES").unwrap_or(0);
     let store = (reads > 0).then_some(store);
-    let el = t.elapsed();
     println!(
         "{n} spans in {el:?}: {:.0} spans/s",
         n as f64 / el.as_secs_f64()
@@ -87,6 +103,23 @@ fn main() {
     if let Some(store) = store {
         read_traces(&store, &batches, reads);
     }
+}
+
+/// CPU time (user + system, in 10 ms clock ticks) of the calling thread
+/// and of the whole process, threads that have ended included (Linux only:
+/// zeros elsewhere).
+fn cpu_ticks() -> (u64, u64) {
+    let ticks = |path: &str| -> u64 {
+        let stat = std::fs::read_to_string(path).unwrap_or_default();
+        // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        rest.split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|f| f.parse::<u64>().ok())
+            .sum()
+    };
+    (ticks("/proc/thread-self/stat"), ticks("/proc/self/stat"))
 }
 
 /// READ_TRACES=n: after ingest, reads n traces spread over the whole

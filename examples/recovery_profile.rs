@@ -5,7 +5,8 @@
 //! copied into a temporary directory under SCRATCH (default: the system's)
 //! and the copy is opened, so DIR itself is never changed. `CACHE_MIB`
 //! sets `StoreOptions::cache_bytes` (64 MiB by default), `INDEX_BATCH_MIB`
-//! `StoreOptions::index_batch_bytes` (the replay's chunk; 8 MiB).
+//! `StoreOptions::index_batch_bytes` (a bound of the replay's chunks),
+//! `INDEX_SPANS` `StoreOptions::index_batch_spans` (the other).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::{Path, PathBuf};
@@ -52,6 +53,13 @@ fn main() {
         .and_then(|v| v.parse::<usize>().ok())
     {
         options = options.index_batch_bytes(mib << 20);
+    }
+    // INDEX_SPANS: `StoreOptions::index_batch_spans`.
+    if let Some(spans) = std::env::var("INDEX_SPANS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        options = options.index_batch_spans(spans);
     }
     let store = options.open(&dir).unwrap();
     let el = t.elapsed();

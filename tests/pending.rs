@@ -449,3 +449,171 @@ fn a_group_holding_8_mib_of_root_texts_is_full() {
     let s = store.session("p", "s1").unwrap().unwrap();
     assert_eq!(s.num_traces, 4);
 }
+
+/// A gate the test closes and opens; threads calling `pass` wait while it
+/// is closed.
+#[derive(Debug, Default)]
+struct Gate {
+    closed: std::sync::Mutex<bool>,
+    opened: std::sync::Condvar,
+}
+
+impl Gate {
+    fn set_closed(&self, closed: bool) {
+        *self.closed.lock().unwrap() = closed;
+        self.opened.notify_all();
+    }
+
+    fn pass(&self) {
+        let mut closed = self.closed.lock().unwrap();
+        while *closed {
+            closed = self.opened.wait(closed).unwrap();
+        }
+    }
+}
+
+/// The operating system's file system, except that fsyncs of the index
+/// file wait at `gate`: a checkpoint (which the indexing thread takes
+/// after its group) then keeps that thread busy for as long as the test
+/// wants.
+#[derive(Debug)]
+struct GatedIndexSync {
+    gate: std::sync::Arc<Gate>,
+}
+
+#[derive(Debug)]
+struct GatedFile {
+    inner: std::sync::Arc<dyn span_sessions::testing::FileHandle>,
+    gate: Option<std::sync::Arc<Gate>>,
+}
+
+impl span_sessions::testing::FileHandle for GatedFile {
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.inner.read_exact_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.inner.write_all_at(buf, offset)
+    }
+    fn write_direct_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.inner.write_direct_at(buf, offset)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        if let Some(gate) = &self.gate {
+            gate.pass();
+        }
+        self.inner.sync_data()
+    }
+    fn map(&self) -> std::io::Result<memmap2::Mmap> {
+        self.inner.map()
+    }
+}
+
+impl span_sessions::testing::FileSystem for GatedIndexSync {
+    fn open(
+        &self,
+        path: &std::path::Path,
+        mode: span_sessions::testing::OpenMode,
+    ) -> std::io::Result<std::sync::Arc<dyn span_sessions::testing::FileHandle>> {
+        let inner = span_sessions::testing::OsFileSystem.open(path, mode)?;
+        let gated = path.file_name().is_some_and(|n| n == "index.redb");
+        Ok(std::sync::Arc::new(GatedFile {
+            inner,
+            gate: gated.then(|| std::sync::Arc::clone(&self.gate)),
+        }))
+    }
+    fn create_dir_all(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        span_sessions::testing::OsFileSystem.create_dir_all(dir)
+    }
+    fn is_dir(&self, dir: &std::path::Path) -> bool {
+        span_sessions::testing::OsFileSystem.is_dir(dir)
+    }
+    fn list_dir(
+        &self,
+        dir: &std::path::Path,
+    ) -> std::io::Result<Vec<(String, std::path::PathBuf)>> {
+        span_sessions::testing::OsFileSystem.list_dir(dir)
+    }
+    fn sync_dir(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        span_sessions::testing::OsFileSystem.sync_dir(dir)
+    }
+    fn remove_file(&self, path: &std::path::Path) -> std::io::Result<()> {
+        span_sessions::testing::OsFileSystem.remove_file(path)
+    }
+}
+
+/// A group full by its span count while the group before it is still
+/// being indexed goes on taking appends (the appends do not wait) until
+/// it holds four times `index_batch_spans`; then the append that fills it
+/// waits for the group before it and hands it off. Every answer stays the
+/// same.
+#[test]
+fn a_full_group_grows_while_the_group_before_it_is_indexed() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = std::sync::Arc::new(Gate::default());
+    let store = SessionStore::options()
+        .durability(Durability::Buffered)
+        .file_system(std::sync::Arc::new(GatedIndexSync {
+            gate: std::sync::Arc::clone(&gate),
+        }))
+        .index_batch_bytes(usize::MAX)
+        .index_batch_spans(4)
+        .own_thread_bytes(0)
+        .checkpoint_spans(20)
+        .open(dir.path())
+        .unwrap();
+    // Groups of two turns (two spans each) until turn 10 reaches the
+    // checkpoint, which the indexing thread takes after its group: its
+    // index fsync waits at the closed gate, so that thread stays busy.
+    for t in 1..=9 {
+        put(&store, turn(t, "s", t * 1_000, "x"));
+    }
+    // A read indexes everything first: no group is being indexed when the
+    // gate closes (redb may fsync the index outside checkpoints too).
+    assert_eq!(store.session("p", "s").unwrap().unwrap().num_traces, 9);
+    gate.set_closed(true);
+    // Should an append wait for the gate before the end (the behaviour
+    // under test broken), the gate opens after a while and the counts
+    // below fail, rather than the test hanging.
+    {
+        let gate = std::sync::Arc::clone(&gate);
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(20));
+            gate.set_closed(false);
+        });
+    }
+    put(&store, turn(10, "s", 10_000, "x"));
+    let handed_off = store.full_groups();
+    // Two to fourteen pending spans: full from four on, not capped, not
+    // handed off (and no checkpoint is due before twenty).
+    for t in 11..=17 {
+        put(&store, turn(t, "s", t * 1_000, "x"));
+        assert_eq!(store.full_groups(), handed_off, "turn {t}");
+    }
+    // The sixteenth span caps the group: that append waits for the group
+    // before it (the gate opens while it waits) and hands it off.
+    let opener = {
+        let gate = std::sync::Arc::clone(&gate);
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            gate.set_closed(false);
+        })
+    };
+    put(&store, turn(18, "s", 18_000, "x"));
+    opener.join().unwrap();
+    assert_eq!(store.full_groups(), handed_off + 1);
+    let s = store.session("p", "s").unwrap().unwrap();
+    assert_eq!(s.num_traces, 18);
+    let history = store.session_history("p", "s").unwrap();
+    assert_eq!(history.len(), 18);
+    assert!(
+        history
+            .windows(2)
+            .all(|w| w[0].start_time_unix_nano < w[1].start_time_unix_nano)
+    );
+}

@@ -7,9 +7,14 @@
 //! (encoding, validation, the log write and its fsync) run. A checkpoint
 //! goes the same way: the append syncs the log, the thread indexes the
 //! group, writes the deferred changes and makes the indexes durable. At
-//! most one job runs at a time: the append that fills the next group waits
-//! for it before writing, which bounds memory to two groups and makes
-//! appenders wait when indexing falls behind.
+//! most one job runs at a time. A group full by its span count while the
+//! job before it still runs goes on taking appends, up to four times
+//! `index_batch_spans` spans (never beyond the bounds of bytes and texts);
+//! the append that fills it that far, or that finds it full and the job
+//! done, waits for the job before writing. That bounds memory to two
+//! groups, keeps groups small while indexing keeps up, makes them larger
+//! (cheaper per span) when it falls behind, and makes appenders wait only
+//! when it falls behind by more than that.
 //!
 //! Nothing else writes the indexes while a job runs: every path that needs
 //! them current (a read that finds spans not indexed, a checkpoint,
