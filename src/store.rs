@@ -1133,17 +1133,17 @@ impl SessionStore {
         // a failure there is reported before this batch is written.
         // (A batch's texts are part of its encoded bytes, so `buf.len()`
         // bounds what it adds to those held.) A full group goes on growing
-        // while the group before it is still being indexed (see
-        // `group_capped`), so it is handed off only when that one was
-        // done before this batch (and settled here) or when it is capped.
+        // while the group before it is still being indexed, so it is
+        // handed off only when that one was
+        // done before this batch (and settled here) or when it is capped
+        // (see `group_goes`).
         let (bytes, held, spans) = (
             ws_ref.pending.bytes() + buf.len(),
             ws_ref.pending.held() + buf.len(),
             ws_ref.pending.len() + candidates.len(),
         );
         let busy = ws_ref.indexing.as_ref().is_some_and(|job| !job.is_done());
-        let hands_off = (self.group_full(bytes, held, spans)
-            && (!busy || self.group_capped(bytes, held, spans)))
+        let hands_off = self.group_goes(bytes, held, spans, busy)
             || (self.log.end()
                 + buf.len() as u64
                 + compaction::FRAME_HEADER * candidates.len() as u64)
@@ -1252,17 +1252,14 @@ impl SessionStore {
                 .sync(end)
                 .map_err(|e| self.log_failed_with(ws_ref, e))?;
             self.hand_off(ws_ref, true)?;
-        } else if self.group_full(
+        } else if self.group_goes(
             ws_ref.pending.bytes(),
             ws_ref.pending.held(),
             ws_ref.pending.len(),
-        ) && (ws_ref.indexing.is_none()
-            || self.group_capped(
-                ws_ref.pending.bytes(),
-                ws_ref.pending.held(),
-                ws_ref.pending.len(),
-            ))
-        {
+            // Busy unless settled before this batch was written (a job
+            // done since is taken up by the next append).
+            ws_ref.indexing.is_some(),
+        ) {
             self.full_groups.fetch_add(1, Ordering::Relaxed);
             if ws_ref.pending.bytes() >= self.opts.own_thread_bytes {
                 self.hand_off(ws_ref, false)?;
@@ -1294,14 +1291,17 @@ impl SessionStore {
             || spans >= self.opts.index_batch_spans
     }
 
-    /// True when a full group may not wait any longer for the group before
-    /// it: it holds [`GROUP_GROWTH`] times
-    /// [`StoreOptions::index_batch_spans`] spans, or as many bytes or texts
+    /// True when a group of `spans` spans of `bytes` encoded bytes, holding
+    /// `held` bytes of text, is to be handed to the indexes now: it is full
+    /// and either no group is being indexed (`busy` false) or it may not
+    /// wait any longer for that one, holding [`GROUP_GROWTH`] times
+    /// [`StoreOptions::index_batch_spans`] spans or as many bytes or texts
     /// as a group may hold at all.
-    fn group_capped(&self, bytes: usize, held: usize, spans: usize) -> bool {
-        bytes >= self.opts.index_batch_bytes
+    fn group_goes(&self, bytes: usize, held: usize, spans: usize, busy: bool) -> bool {
+        let capped = bytes >= self.opts.index_batch_bytes
             || held >= GROUP_HELD_BYTES
-            || spans >= self.opts.index_batch_spans.saturating_mul(GROUP_GROWTH)
+            || spans >= self.opts.index_batch_spans.saturating_mul(GROUP_GROWTH);
+        self.group_full(bytes, held, spans) && (!busy || capped)
     }
 
     /// Waits, as the durability mode asks, until the log is durable up to
