@@ -12,23 +12,28 @@
 //! - `per key, sorted`: the same entries, each batch sorted first (what it
 //!   does for trace homes and postings at checkpoints);
 //! - `sorted runs`: each batch sorted and packed into blocks of 64 entries,
-//!   one value per block, keyed by (batch number, first key), so that every
+//!   one value per block, keyed by (run number, first key), so that every
 //!   insert lands at the end of the table (what an LSM-like index over redb
-//!   would write).
+//!   would write);
+//! - `merged runs`: the same, and whenever eight runs of one size exist
+//!   they are merged, in the same transaction, into one run of the next
+//!   size (their blocks read, merged, written as a new run and deleted):
+//!   the write cost of keeping the number of runs logarithmic.
 //!
 //! For each: keys/s over the whole load and over its last quarter (the
 //! table is largest then), and the cost of looking up 10,000 stored keys,
-//! which for runs means one probe per run: the price of that layout until
-//! runs are merged. BENCHMARKS.md, "Where the B-tree inserts come from",
-//! uses it.
+//! which for runs means one probe per live run. BENCHMARKS.md, "Where the
+//! B-tree inserts come from", uses it.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::time::{Duration, Instant};
 
-use redb::{Database, Durability, ReadableDatabase, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 const KEY: usize = 40;
 const BLOCK: usize = 64;
+/// Runs of one size merged into one of the next size.
+const FANOUT: usize = 8;
 const ENTRIES: TableDefinition<&[u8; KEY], u64> = TableDefinition::new("entries");
 /// Batch number (8, big-endian) ++ first key -> packed (key, value) entries.
 const RUNS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("runs");
@@ -60,12 +65,59 @@ enum Layout {
     Random,
     Sorted,
     Runs,
+    Merged,
 }
 
-/// Loads `all` in batches; returns the load time and that of its last quarter.
-fn load(db: &Database, all: &[[u8; KEY]], batch: usize, layout: Layout) -> (Duration, Duration) {
+type RunsTable<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
+
+/// Writes sorted (key, value) entries as run `run`, in blocks.
+fn write_run(table: &mut RunsTable<'_>, run: u64, entries: &[([u8; KEY], u64)]) {
+    for block in entries.chunks(BLOCK) {
+        let mut key = run.to_be_bytes().to_vec();
+        key.extend_from_slice(&block[0].0);
+        let mut value = Vec::with_capacity(block.len() * (KEY + 8));
+        for (k, v) in block {
+            value.extend_from_slice(k);
+            value.extend_from_slice(&v.to_le_bytes());
+        }
+        table.insert(key.as_slice(), value.as_slice()).unwrap();
+    }
+}
+
+/// Merges `runs` into one new run `into` and deletes them.
+fn merge_runs(table: &mut RunsTable<'_>, runs: &[u64], into: u64) {
+    let mut entries = Vec::new();
+    for &run in runs {
+        let lo = run.to_be_bytes();
+        let hi = (run + 1).to_be_bytes();
+        for item in table.range(lo.as_slice()..hi.as_slice()).unwrap() {
+            let (_, block) = item.unwrap();
+            for e in block.value().chunks(KEY + 8) {
+                let k: [u8; KEY] = e[..KEY].try_into().unwrap();
+                entries.push((k, u64::from_le_bytes(e[KEY..].try_into().unwrap())));
+            }
+        }
+        table
+            .retain_in(lo.as_slice()..hi.as_slice(), |_, _| false)
+            .unwrap();
+    }
+    entries.sort_unstable_by_key(|(k, _)| *k);
+    write_run(table, into, &entries);
+}
+
+/// Loads `all` in batches; returns the load time, that of its last
+/// quarter, and the runs left (for the run layouts).
+fn load(
+    db: &Database,
+    all: &[[u8; KEY]],
+    batch: usize,
+    layout: Layout,
+) -> (Duration, Duration, Vec<u64>) {
     let start = Instant::now();
     let mut last_quarter = Duration::ZERO;
+    // Live runs by size (level), and the next run number.
+    let mut levels: Vec<Vec<u64>> = Vec::new();
+    let mut next_run = 0u64;
     for (n, keys) in all.chunks(batch).enumerate() {
         let t = Instant::now();
         let mut txn = db.begin_write().unwrap();
@@ -75,30 +127,37 @@ fn load(db: &Database, all: &[[u8; KEY]], batch: usize, layout: Layout) -> (Dura
             Durability::None
         };
         txn.set_durability(durability).unwrap();
-        let mut keys: Vec<(usize, [u8; KEY])> = keys
+        let mut keys: Vec<([u8; KEY], u64)> = keys
             .iter()
             .enumerate()
-            .map(|(i, k)| (n * batch + i, *k))
+            .map(|(i, k)| (*k, (n * batch + i) as u64))
             .collect();
         if layout != Layout::Random {
-            keys.sort_unstable_by_key(|(_, k)| *k);
+            keys.sort_unstable_by_key(|(k, _)| *k);
         }
-        if layout == Layout::Runs {
+        if matches!(layout, Layout::Runs | Layout::Merged) {
             let mut table = txn.open_table(RUNS).unwrap();
-            for block in keys.chunks(BLOCK) {
-                let mut key = (n as u64).to_be_bytes().to_vec();
-                key.extend_from_slice(&block[0].1);
-                let mut value = Vec::with_capacity(block.len() * (KEY + 8));
-                for (i, k) in block {
-                    value.extend_from_slice(k);
-                    value.extend_from_slice(&(*i as u64).to_le_bytes());
+            write_run(&mut table, next_run, &keys);
+            let mut carry = Some(next_run);
+            next_run += 1;
+            let mut level = 0;
+            while let Some(run) = carry.take() {
+                if levels.len() == level {
+                    levels.push(Vec::new());
                 }
-                table.insert(key.as_slice(), value.as_slice()).unwrap();
+                levels[level].push(run);
+                if layout == Layout::Merged && levels[level].len() == FANOUT {
+                    let runs = std::mem::take(&mut levels[level]);
+                    merge_runs(&mut table, &runs, next_run);
+                    carry = Some(next_run);
+                    next_run += 1;
+                    level += 1;
+                }
             }
         } else {
             let mut table = txn.open_table(ENTRIES).unwrap();
-            for (i, k) in &keys {
-                table.insert(k, *i as u64).unwrap();
+            for (k, v) in &keys {
+                table.insert(k, *v).unwrap();
             }
         }
         txn.commit().unwrap();
@@ -109,27 +168,27 @@ fn load(db: &Database, all: &[[u8; KEY]], batch: usize, layout: Layout) -> (Dura
     let mut txn = db.begin_write().unwrap();
     txn.set_durability(Durability::Immediate).unwrap();
     txn.commit().unwrap();
-    (start.elapsed(), last_quarter)
+    let runs = levels.into_iter().flatten().collect();
+    (start.elapsed(), last_quarter, runs)
 }
 
-/// Looks up `probes` stored keys; returns the time per lookup and how many
-/// were found with the value they were stored with.
-fn lookups(db: &Database, all: &[[u8; KEY]], batch: usize, layout: Layout) -> (Duration, usize) {
+/// Looks up stored keys, probing each of `runs` (newest first) for the
+/// run layouts; returns the time per lookup and how many were found with
+/// the value they were stored with.
+fn lookups(db: &Database, all: &[[u8; KEY]], layout: Layout, runs: &[u64]) -> (Duration, usize) {
     let probes = 10_000.min(all.len());
     let step = all.len() / probes;
-    let runs = all.len().div_ceil(batch);
     let txn = db.begin_read().unwrap();
     let start = Instant::now();
     let mut found = 0;
     for i in (0..probes).map(|p| p * step) {
         let k = &all[i];
-        let value = if layout == Layout::Runs {
+        let value = if matches!(layout, Layout::Runs | Layout::Merged) {
             let table = txn.open_table(RUNS).unwrap();
-            // Newest run first, as an LSM read does; one probe per run.
-            (0..runs).rev().find_map(|run| {
-                let mut hi = (run as u64).to_be_bytes().to_vec();
+            runs.iter().rev().find_map(|run| {
+                let mut hi = run.to_be_bytes().to_vec();
                 hi.extend_from_slice(k);
-                let lo = (run as u64).to_be_bytes().to_vec();
+                let lo = run.to_be_bytes().to_vec();
                 let (_, block) = table
                     .range(lo.as_slice()..=hi.as_slice())
                     .unwrap()
@@ -164,20 +223,22 @@ fn main() {
         ("per key, random", Layout::Random),
         ("per key, sorted", Layout::Sorted),
         ("sorted runs", Layout::Runs),
+        ("merged runs", Layout::Merged),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::builder()
             .set_cache_size(64 << 20)
             .create(dir.path().join("patterns.redb"))
             .unwrap();
-        let (total, last) = load(&db, &all, batch, layout);
-        let (per_lookup, found) = lookups(&db, &all, batch, layout);
+        let (total, last, runs) = load(&db, &all, batch, layout);
+        let (per_lookup, found) = lookups(&db, &all, layout, &runs);
         let last_keys = n - (n * 3 / 4).div_ceil(batch) * batch;
         println!(
-            "{name:<16} {:>9.0} keys/s, last quarter {:>9.0} keys/s; lookup {:>8.1} us ({found} found)",
+            "{name:<16} {:>9.0} keys/s, last quarter {:>9.0} keys/s; lookup {:>8.1} us ({found} found, {} runs)",
             n as f64 / total.as_secs_f64(),
             last_keys as f64 / last.as_secs_f64(),
             per_lookup.as_secs_f64() * 1e6,
+            runs.len(),
         );
     }
 }
