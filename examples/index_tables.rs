@@ -35,7 +35,7 @@ fn main() {
     show::<&[u8], u64>(&r, "session_ids");
     show::<u64, &[u8]>(&r, "sessions");
     show::<[u8; 32], &[u8]>(&r, "turns");
-    show::<&[u8], u64>(&r, "session_order");
+    show::<&[u8], &[u8]>(&r, "session_runs");
     show::<[u8; 16], u64>(&r, "trace_homes");
     show::<u64, &[u8]>(&r, "trace_records");
     show::<[u8; 12], &[u8]>(&r, "search");

@@ -3,16 +3,18 @@
 //! only [`trace`] reads spans back from the log.
 
 use std::collections::{BTreeMap, HashSet};
+use std::ops::Bound;
 
 use redb::{ReadTransaction, ReadableTable};
 
 use crate::error::{Error, Result};
+use crate::index::runs::{self, SESSION_RUNS};
 use crate::index::search::{self, ChunkSet, PostingBuffer};
 use crate::index::session::{SessionState, quantile, sort_values};
 use crate::index::{
-    PROJECT_STATS, PROJECTS, ProjectCounters, SEARCH, SESSION_IDS, SESSION_ORDER, SESSIONS,
-    TRACE_HOMES, TRACE_RECORDS, TURNS, decode, decode_session, decode_turn, order_key,
-    session_id_key, split_turn_key, turn_key,
+    PROJECT_STATS, PROJECTS, ProjectCounters, SEARCH, SESSION_IDS, SESSIONS, TRACE_HOMES,
+    TRACE_RECORDS, TURNS, decode, decode_session, decode_turn, session_id_key, split_turn_key,
+    turn_key,
 };
 use crate::model::{
     LatencyQuantiles, Page, SessionSummary, StoredSpan, Tokens, Trace, TraceId, Turn, nanos_to_ms,
@@ -560,41 +562,18 @@ fn walk_order(
     cursor: Option<&[u8]>,
     limit: usize,
 ) -> Result<Hits> {
-    let prefix = order_key(matcher.project_id, kind, 0, "");
-    let prefix = prefix.get(..5).unwrap_or(&[]).to_vec();
-    let mut end_prefix = prefix.clone();
-    let has_end = increment(&mut end_prefix);
-    let cursor_key = cursor.map(|tail| {
-        let mut k = prefix.clone();
-        k.extend_from_slice(tail);
-        k
-    });
-    let table = txn.open_table(SESSION_ORDER)?;
-    let lo = cursor_key
-        .as_deref()
-        .filter(|_| !descending)
-        .unwrap_or(prefix.as_slice());
-    let hi_default: &[u8] = if has_end { &end_prefix } else { &[0xff; 6] };
-    let hi = cursor_key
-        .as_deref()
-        .filter(|_| descending)
-        .unwrap_or(hi_default);
-    let range = table.range::<&[u8]>(lo..hi)?;
-    let iter: Box<dyn Iterator<Item = _>> = if descending {
-        Box::new(range.rev())
-    } else {
-        Box::new(range)
+    let table = txn.open_table(SESSION_RUNS)?;
+    // The cursor is the key of the last session handed out: the page
+    // continues past it.
+    let (lo, hi) = match cursor {
+        Some(c) if descending => (Bound::Unbounded, Bound::Excluded(c)),
+        Some(c) => (Bound::Excluded(c), Bound::Unbounded),
+        None => (Bound::Unbounded, Bound::Unbounded),
     };
+    let mut merged = runs::scan(&table, matcher.project_id, kind, lo, hi, descending)?;
     let mut out = Vec::new();
     let mut more = false;
-    for item in iter {
-        let (k, v) = item?;
-        let key = k.value();
-        // Ascending ranges include the cursor itself; skip it.
-        if !descending && cursor_key.as_deref() == Some(key) {
-            continue;
-        }
-        let session = v.value();
+    while let Some((tail, session)) = merged.next_entry(&table)? {
         let Some(state) = load_state(txn, session)? else {
             continue;
         };
@@ -605,7 +584,7 @@ fn walk_order(
             more = true;
             break;
         }
-        out.push((key.get(5..).unwrap_or(&[]).to_vec(), session, state));
+        out.push((tail, session, state));
     }
     Ok((out, more))
 }
@@ -650,18 +629,12 @@ pub(crate) fn project_stats(txn: &ReadTransaction, project: &str) -> Result<Opti
     };
     let c = project_counters(txn, p)?;
     // The duration sort index is the sorted list of session durations.
-    let prefix = order_key(p, SessionSort::Duration.kind(), 0, "");
-    let prefix = prefix.get(..5).unwrap_or(&[]).to_vec();
-    let mut end = prefix.clone();
-    increment(&mut end);
-    let table = txn.open_table(SESSION_ORDER)?;
+    let table = txn.open_table(SESSION_RUNS)?;
     let mut durations = Vec::new();
-    for item in table.range::<&[u8]>(prefix.as_slice()..end.as_slice())? {
-        let (k, _) = item?;
-        let v = k
-            .value()
-            .get(5..13)
-            .and_then(|b| <[u8; 8]>::try_from(b).ok());
+    let kind = SessionSort::Duration.kind();
+    let mut merged = runs::scan(&table, p, kind, Bound::Unbounded, Bound::Unbounded, false)?;
+    while let Some((tail, _)) = merged.next_entry(&table)? {
+        let v = tail.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok());
         durations.push(nanos_to_ms(v.map_or(0, u64::from_be_bytes)));
     }
     Ok(Some(ProjectStats {

@@ -46,7 +46,9 @@ pub(super) struct Tables<'t> {
     pub session_ids: Table<'t, &'static [u8], u64>,
     pub sessions: Table<'t, u64, &'static [u8]>,
     pub turns: Table<'t, &'static [u8; 32], &'static [u8]>,
-    pub order: Table<'t, &'static [u8], u64>,
+    /// Sort-index changes, written as runs to `runs` by [`Tables::finish`].
+    pub order: super::runs::OrderWrites,
+    pub runs: Table<'t, &'static [u8], &'static [u8]>,
     pub trace_homes: Table<'t, &'static [u8; 16], u64>,
     pub trace_records: Table<'t, u64, &'static [u8]>,
     pub search: Table<'t, &'static [u8; 12], &'static [u8]>,
@@ -151,6 +153,7 @@ impl IndexWriter {
     /// Empties every derived table (for a rebuild) and resets the applied LSN.
     pub(crate) fn clear(&mut self) -> Result<()> {
         self.txn.delete_table(LEGACY_TRACES)?;
+        self.txn.delete_table(SESSION_ORDER)?;
         let mut t = self.tables()?;
         t.meta.insert(META_APPLIED, 0)?;
         t.meta.insert(META_NEXT_SESSION, 0)?;
@@ -159,7 +162,7 @@ impl IndexWriter {
         t.session_ids.retain(|_, _| false)?;
         t.sessions.retain(|_, _| false)?;
         t.turns.retain(|_, _| false)?;
-        t.order.retain(|_, _| false)?;
+        t.runs.retain(|_, _| false)?;
         t.trace_homes.retain(|_, _| false)?;
         t.trace_records.retain(|_, _| false)?;
         t.search.retain(|_, _| false)?;
@@ -182,7 +185,8 @@ impl IndexWriter {
             session_ids: self.txn.open_table(SESSION_IDS)?,
             sessions: self.txn.open_table(SESSIONS)?,
             turns: self.txn.open_table(TURNS)?,
-            order: self.txn.open_table(SESSION_ORDER)?,
+            order: super::runs::OrderWrites::default(),
+            runs: self.txn.open_table(super::runs::SESSION_RUNS)?,
             trace_homes: self.txn.open_table(TRACE_HOMES)?,
             trace_records: self.txn.open_table(TRACE_RECORDS)?,
             search: self.txn.open_table(SEARCH)?,
@@ -490,7 +494,7 @@ impl IndexWriter {
         }
         counters.store(&mut t.meta)?;
         t.meta.insert(META_APPLIED, applied_lsn)?;
-        Ok(())
+        t.finish()
     }
 }
 
@@ -652,7 +656,7 @@ pub(super) fn update_session(
         for (kind, (a, b)) in ov.iter().zip(nv.iter()).enumerate() {
             if a != b || state.num_traces == 0 {
                 let k = order_key(project_id, kind_byte(kind), *a, &o.session_id);
-                t.order.remove(k.as_slice())?;
+                t.order.remove(k);
             }
         }
     }
@@ -665,7 +669,7 @@ pub(super) fn update_session(
     for (kind, v) in sort_values(&state).iter().enumerate() {
         if old_values.is_none_or(|ov| ov.get(kind) != Some(v)) {
             let k = order_key(project_id, kind_byte(kind), *v, &state.session_id);
-            t.order.insert(k.as_slice(), session)?;
+            t.order.insert(k, session);
         }
     }
     codec::with_wire(&state, |v| t.sessions.insert(session, v))?;
@@ -768,5 +772,14 @@ impl Counters {
         };
         self.known_sessions.insert(key, n);
         Ok(n)
+    }
+}
+
+impl Tables<'_> {
+    /// Writes the changes held for the sort index (see `runs`). Every
+    /// writer that may change a session summary calls this before its
+    /// transaction commits, and before it reads the sort index.
+    pub(super) fn finish(&mut self) -> Result<()> {
+        self.order.flush(&mut self.runs, &mut self.meta)
     }
 }

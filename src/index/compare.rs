@@ -17,8 +17,8 @@ use super::search::{self, ChunkSet};
 use super::session::SessionState;
 use super::trace::{TraceRecord, TurnBody};
 use super::{
-    PROJECT_SPANS, PROJECT_STATS, PROJECTS, SEARCH, SESSION_IDS, SESSION_ORDER, SESSIONS,
-    TRACE_HOMES, TRACE_RECORDS, TURNS, decode, decode_session,
+    PROJECT_SPANS, PROJECT_STATS, PROJECTS, SEARCH, SESSION_IDS, SESSIONS, TRACE_HOMES,
+    TRACE_RECORDS, TURNS, decode, decode_session,
 };
 
 /// Differences reported per table before the rest are summarised.
@@ -189,9 +189,9 @@ impl Snapshot {
             turns.insert(key, v);
         }
         s.tables.push(("turns", turns));
-        let order = raw(txn, SESSION_ORDER)?
+        let order = super::runs::entries(&txn.open_table(super::runs::SESSION_RUNS)?)?
             .into_iter()
-            .map(|(k, v)| (by_project(&k), s.name(le_u64(&v))))
+            .map(|(k, v)| (by_project(&k), s.name(v)))
             .collect();
         s.tables.push(("session_order", order));
         // Compared by trace id: a home is the LSN of the first span the

@@ -11,6 +11,7 @@
 //! left alone: they are a superset index and queries verify candidates.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 
 use redb::ReadableTable;
 
@@ -122,6 +123,7 @@ impl IndexWriter {
         for chunk in ids.chunks(CHUNK) {
             delete_traces(&mut t, chunk, source, &mut counts)?;
         }
+        t.finish()?;
         Ok(counts)
     }
 
@@ -158,33 +160,29 @@ impl IndexWriter {
             };
             let excess = policy.max_sessions.map_or(0, |m| listed.saturating_sub(m));
             // The end-time sort index, ascending: oldest last activity first.
-            let prefix = super::order_key(*pid, 1, 0, "");
-            let lo = prefix.get(..5).unwrap_or(&[]).to_vec();
-            let mut hi = lo.clone();
-            if let Some(last) = hi.last_mut() {
-                *last += 1;
-            }
-            let order = t.order.range::<&[u8]>(lo.as_slice()..hi.as_slice())?;
-            for (rank, item) in (0u64..).zip(order) {
+            let mut order =
+                super::runs::scan(&t.runs, *pid, 1, Bound::Unbounded, Bound::Unbounded, false)?;
+            let mut rank = 0u64;
+            while let Some((tail, _)) = order.next_entry(&t.runs)? {
                 if out.len() >= limit {
                     return Ok(out);
                 }
-                let (k, _) = item?;
-                let key = k.value();
+                let key = tail.as_slice();
                 let end = key
-                    .get(5..13)
+                    .get(..8)
                     .and_then(|b| <[u8; 8]>::try_from(b).ok())
                     .map_or(0, u64::from_be_bytes);
                 let too_old = policy.cutoff.is_some_and(|c| end < c);
                 if !(too_old || rank < excess) {
                     break;
                 }
-                let sid = std::str::from_utf8(key.get(13..).unwrap_or(&[]))
+                let sid = std::str::from_utf8(key.get(8..).unwrap_or(&[]))
                     .map_err(|_| corrupt("session id in a sort key is not UTF-8".into()))?;
                 out.push(DeleteTarget::Session {
                     project: name.clone(),
                     session_id: sid.to_owned(),
                 });
+                rank += 1;
             }
         }
         if let Some(cutoff) = policy.cutoff {

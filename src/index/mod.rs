@@ -10,6 +10,7 @@ mod compact;
 mod compare;
 mod delete;
 pub(crate) mod facts;
+pub(crate) mod runs;
 pub(crate) mod search;
 pub(crate) mod session;
 pub(crate) mod trace;
@@ -30,7 +31,7 @@ pub(crate) use delete::{DeleteTarget, RetentionVictims};
 pub(crate) use trace::{NewRecord, SpanInfo};
 
 /// Version of the table layout; a mismatch triggers a rebuild from the log.
-pub(crate) const INDEX_FORMAT_VERSION: u64 = 5;
+pub(crate) const INDEX_FORMAT_VERSION: u64 = 6;
 
 /// Counters and checkpoint state.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -49,7 +50,10 @@ pub(crate) const SESSIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("s
 /// call per byte, and rebuilds them through a `Vec` (6% of the indexing
 /// thread's instructions with ~4 KiB spans went to those compares).
 pub(crate) const TURNS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("turns");
-/// project (4) ++ sort key (1) ++ value (8) ++ session id bytes -> session number.
+/// The session sort index of index format 5: project (4) ++ sort kind (1)
+/// ++ value (8) ++ session id bytes -> session number, one entry per key.
+/// Format 6 keeps these keys as sorted runs in `runs::SESSION_RUNS`; this
+/// table is dropped when an index of format 5 is rebuilt.
 pub(crate) const SESSION_ORDER: TableDefinition<&[u8], u64> = TableDefinition::new("session_order");
 /// Trace id -> the trace's home: the LSN of the first of its spans the
 /// index took (unique: no two traces share a span frame, and LSNs are
@@ -281,7 +285,7 @@ impl Index {
             txn.open_table(SESSION_IDS)?;
             txn.open_table(SESSIONS)?;
             txn.open_table(TURNS)?;
-            txn.open_table(SESSION_ORDER)?;
+            txn.open_table(runs::SESSION_RUNS)?;
             txn.open_table(TRACE_HOMES)?;
             txn.open_table(TRACE_RECORDS)?;
             txn.open_table(SEARCH)?;
@@ -311,6 +315,21 @@ impl Index {
     pub(crate) fn checkpoint(&self) -> Result<()> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(redb::Durability::Immediate)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Merges the runs of the session sort index into one per partition,
+    /// without tombstones, and commits durably (see `runs::merge_all`).
+    /// The caller must be the one writer of the index.
+    pub(crate) fn merge_sort_runs(&self) -> Result<()> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::Immediate)?;
+        {
+            let mut order = txn.open_table(runs::SESSION_RUNS)?;
+            let mut meta = txn.open_table(META)?;
+            runs::merge_all(&mut order, &mut meta)?;
+        }
         txn.commit()?;
         Ok(())
     }

@@ -218,8 +218,10 @@ impl SessionStore {
         Ok(())
     }
 
-    /// Rewrites the index file without its free pages (redb `compact`).
-    /// Needs `&mut self`: no other handle may use the store meanwhile (an
+    /// Rewrites the index file without its free pages (redb `compact`),
+    /// after merging the session sort index's runs into one per sort order
+    /// (which drops the keys of deleted sessions and the old keys of
+    /// changed ones; see `docs/FORMAT.md`). Needs `&mut self`: no other handle may use the store meanwhile (an
     /// `Arc<SessionStore>` must be unique: `Arc::get_mut`). Returns whether
     /// anything was reclaimed.
     pub fn compact_index(&mut self) -> Result<bool> {
@@ -227,6 +229,7 @@ impl SessionStore {
         {
             let mut ws = self.lock_writer()?;
             self.checkpoint(&mut ws)?;
+            self.index.merge_sort_runs()?;
         }
         // The checkpoint waited for the indexing thread, the only other
         // holder of the index.

@@ -1,0 +1,1073 @@
+//! The session sort index kept as sorted runs: a small log-structured
+//! merge tree inside one redb table.
+//!
+//! A session has one sort key per sort kind (five), and a new session
+//! writes all five at once. One redb entry per key made them a fifth of the
+//! indexing thread's instructions: redb spends about as much on an insert
+//! whatever the key, so what costs is the number of entries written, not
+//! their order. Here a group's changes to one sort partition (one project
+//! and one sort kind) are written as one *run*: a sorted list of changes
+//! (a key with its session, or a tombstone that deletes the key) cut into
+//! blocks of a few dozen, one redb entry per block. Reads merge the runs
+//! of a partition, the youngest change to a key winning; every `FANOUT`
+//! runs of one level are merged into one run of the next level, so a
+//! partition holds a few runs per level and a level-`n` run about
+//! `FANOUT^n` groups' worth of changes. Tombstones are dropped by a merge
+//! whose output is the partition's oldest run.
+//!
+//! Keys of `session_runs` (the partition is the first five bytes of the
+//! old `session_order` key: project number, 4 B BE, and sort kind, 1 B):
+//!
+//! - run header: partition ‖ `0` ‖ level (1 B) ‖ sequence (8 B BE) ->
+//!   number of changes in the run (`u64` LE);
+//! - block: partition ‖ `1` ‖ level ‖ sequence ‖ first key of the block ->
+//!   the block's changes, in key order.
+//!
+//! A key (called a *tail* here) is the rest of the old `session_order`
+//! key: sort value (8 B BE) ‖ session id bytes. Sequences are unique per
+//! index (a counter in `meta`), so a younger run has a larger sequence
+//! than any older run of its level, and every run of level `n` is younger
+//! than every run of level `n + 1` (a merge empties its level into a new
+//! run one level down).
+
+use std::ops::Bound;
+
+use redb::{ReadableTable, Table, TableDefinition};
+
+use crate::error::{Error, Result};
+
+/// The session sort index (see the module documentation).
+pub(crate) const SESSION_RUNS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("session_runs");
+
+/// Meta key: the sequence the next run takes.
+pub(crate) const META_NEXT_RUN: &str = "next_run";
+
+/// Runs of one level that are merged into one of the next.
+pub(crate) const FANOUT: usize = 8;
+
+/// A block is cut once it holds this many changes or this many bytes.
+const BLOCK_ENTRIES: usize = 64;
+const BLOCK_BYTES: usize = 2048;
+
+const HEADER: u8 = 0;
+const BLOCK: u8 = 1;
+
+/// Bytes of a partition: project number (4) and sort kind (1).
+pub(crate) const PARTITION: usize = 5;
+
+type Partition = [u8; PARTITION];
+
+/// One change: a key and its session, or a tombstone (`None`).
+type Change = (Vec<u8>, Option<u64>);
+
+/// Sort-index changes of one transaction, held until [`OrderWrites::flush`]
+/// writes them as runs. Keys are whole sort keys (partition ‖ tail); a
+/// later change to a key replaces an earlier one.
+#[derive(Debug, Default)]
+pub(crate) struct OrderWrites {
+    /// In the order made (sorted, stably, at the flush).
+    changes: Vec<Change>,
+}
+
+impl OrderWrites {
+    /// Sets `key` to `session`.
+    pub(crate) fn insert(&mut self, key: Vec<u8>, session: u64) {
+        self.changes.push((key, Some(session)));
+    }
+
+    /// Deletes `key`.
+    pub(crate) fn remove(&mut self, key: Vec<u8>) {
+        self.changes.push((key, None));
+    }
+
+    /// Writes the held changes as one new run per partition, merging runs
+    /// where a level fills up, and forgets them.
+    pub(crate) fn flush(
+        &mut self,
+        runs: &mut Table<'_, &'static [u8], &'static [u8]>,
+        meta: &mut Table<'_, &'static str, u64>,
+    ) -> Result<()> {
+        if self.changes.is_empty() {
+            return Ok(());
+        }
+        let mut changes = std::mem::take(&mut self.changes);
+        // Stable: of the changes to one key, the last made stays last.
+        changes.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut latest: Vec<Change> = Vec::with_capacity(changes.len());
+        for c in changes {
+            match latest.last_mut() {
+                Some(last) if last.0 == c.0 => *last = c,
+                _ => latest.push(c),
+            }
+        }
+        let mut next = meta.get(META_NEXT_RUN)?.map_or(0, |v| v.value());
+        // One run per partition: the keys of one share their first bytes.
+        let mut rest = latest.as_slice();
+        while let Some((first, _)) = rest.first() {
+            let p = partition_of(first)?;
+            let n = rest
+                .iter()
+                .position(|(k, _)| !k.starts_with(&p))
+                .unwrap_or(rest.len());
+            let (same, after) = rest.split_at(n);
+            write_partition(runs, p, same, &mut next)?;
+            rest = after;
+        }
+        meta.insert(META_NEXT_RUN, next)?;
+        Ok(())
+    }
+}
+
+/// Writes one level-0 run to partition `p` from `changes` (whole keys of
+/// `p`, in key order), then merges full levels.
+fn write_partition(
+    runs: &mut Table<'_, &'static [u8], &'static [u8]>,
+    p: Partition,
+    changes: &[Change],
+    next: &mut u64,
+) -> Result<()> {
+    let mut w = RunWriter::new(
+        p,
+        RunId {
+            level: 0,
+            seq: take_seq(next)?,
+        },
+    );
+    for (key, change) in changes {
+        w.push(runs, key.get(PARTITION..).unwrap_or(&[]), *change)?;
+    }
+    w.finish(runs)?;
+    let mut level = 0u8;
+    loop {
+        let listed = list_runs(runs, p)?;
+        let at_level: Vec<RunId> = listed
+            .iter()
+            .copied()
+            .filter(|r| r.level == level)
+            .collect();
+        if at_level.len() < FANOUT {
+            return Ok(());
+        }
+        let Some(down) = level.checked_add(1) else {
+            return Ok(());
+        };
+        // Tombstones may go when nothing older than the merged run is left.
+        let oldest = !listed.iter().any(|r| r.level >= down);
+        merge(
+            runs,
+            p,
+            &at_level,
+            RunId {
+                level: down,
+                seq: take_seq(next)?,
+            },
+            oldest,
+        )?;
+        level = down;
+    }
+}
+
+/// Merges runs `from` (youngest first) of partition `p` into one new run
+/// `into`, then deletes them. The merge streams: the inputs are read a
+/// block at a time and the output written a block at a time.
+fn merge(
+    runs: &mut Table<'_, &'static [u8], &'static [u8]>,
+    p: Partition,
+    from: &[RunId],
+    into: RunId,
+    drop_tombstones: bool,
+) -> Result<()> {
+    let mut merged = Merged::new(p, from, Bound::Unbounded, Bound::Unbounded, false);
+    let mut w = RunWriter::new(p, into);
+    while let Some((tail, change)) = merged.next_change(runs)? {
+        if change.is_some() || !drop_tombstones {
+            w.push(runs, tail, change)?;
+        }
+    }
+    w.finish(runs)?;
+    for r in from {
+        delete_run(runs, p, *r)?;
+    }
+    Ok(())
+}
+
+/// Merges every partition's runs into one run without tombstones (a full
+/// compaction of the sort index); partitions already so are left alone.
+pub(crate) fn merge_all(
+    runs: &mut Table<'_, &'static [u8], &'static [u8]>,
+    meta: &mut Table<'_, &'static str, u64>,
+) -> Result<()> {
+    let mut next = meta.get(META_NEXT_RUN)?.map_or(0, |v| v.value());
+    let mut from: Vec<u8> = Vec::new();
+    loop {
+        let found = runs.range::<&[u8]>(from.as_slice()..)?.next().transpose()?;
+        let Some(p) = found.map(|(k, _)| partition_of(k.value())).transpose()? else {
+            break;
+        };
+        let listed = list_runs(runs, p)?;
+        let tombstones = {
+            let mut all = Merged::new(p, &listed, Bound::Unbounded, Bound::Unbounded, false);
+            let mut any = false;
+            while let Some((_, change)) = all.next_change(runs)? {
+                if change.is_none() {
+                    any = true;
+                    break;
+                }
+            }
+            any
+        };
+        if listed.len() > 1 || tombstones {
+            let level = listed.iter().map(|r| r.level).max().unwrap_or(0);
+            merge(
+                runs,
+                p,
+                &listed,
+                RunId {
+                    level,
+                    seq: take_seq(&mut next)?,
+                },
+                true,
+            )?;
+        }
+        from = p.to_vec();
+        if !increment(&mut from) {
+            break;
+        }
+    }
+    meta.insert(META_NEXT_RUN, next)?;
+    Ok(())
+}
+
+fn partition_of(key: &[u8]) -> Result<Partition> {
+    key.get(..PARTITION)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| corrupt("a key shorter than its partition"))
+}
+
+fn take_seq(next: &mut u64) -> Result<u64> {
+    let seq = *next;
+    *next = next
+        .checked_add(1)
+        .ok_or_else(|| corrupt("run sequence exhausted"))?;
+    Ok(seq)
+}
+
+/// A run's identity: its level and sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RunId {
+    level: u8,
+    seq: u64,
+}
+
+impl RunId {
+    /// partition ‖ `kind` ‖ level ‖ sequence.
+    fn prefix(self, p: Partition, kind: u8) -> Vec<u8> {
+        let mut k = Vec::with_capacity(PARTITION + 10);
+        k.extend_from_slice(&p);
+        k.push(kind);
+        k.push(self.level);
+        k.extend_from_slice(&self.seq.to_be_bytes());
+        k
+    }
+}
+
+/// The runs of partition `p`, youngest first.
+fn list_runs<T: ReadableTable<&'static [u8], &'static [u8]>>(
+    runs: &T,
+    p: Partition,
+) -> Result<Vec<RunId>> {
+    let mut lo = p.to_vec();
+    lo.push(HEADER);
+    let mut hi = p.to_vec();
+    hi.push(BLOCK);
+    let mut out = Vec::new();
+    for item in runs.range::<&[u8]>(lo.as_slice()..hi.as_slice())? {
+        let (k, _) = item?;
+        let k = k.value();
+        let level = *k
+            .get(PARTITION + 1)
+            .ok_or_else(|| corrupt("a run header without its level"))?;
+        let seq = k
+            .get(PARTITION + 2..)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| corrupt("a run header without its sequence"))?;
+        out.push(RunId { level, seq });
+    }
+    // Younger first: lower levels, then larger sequences.
+    out.sort_unstable_by_key(|r| (r.level, std::cmp::Reverse(r.seq)));
+    Ok(out)
+}
+
+/// Writes one run, a block at a time, from changes given in key order.
+struct RunWriter {
+    p: Partition,
+    id: RunId,
+    block: Vec<u8>,
+    first: Option<Vec<u8>>,
+    in_block: usize,
+    count: u64,
+}
+
+impl RunWriter {
+    fn new(p: Partition, id: RunId) -> RunWriter {
+        RunWriter {
+            p,
+            id,
+            block: Vec::new(),
+            first: None,
+            in_block: 0,
+            count: 0,
+        }
+    }
+
+    fn push(
+        &mut self,
+        runs: &mut Table<'_, &'static [u8], &'static [u8]>,
+        tail: &[u8],
+        change: Option<u64>,
+    ) -> Result<()> {
+        if self.first.is_none() {
+            self.first = Some(tail.to_vec());
+        }
+        encode_change(&mut self.block, tail, change)?;
+        self.in_block += 1;
+        self.count += 1;
+        if self.in_block == BLOCK_ENTRIES || self.block.len() >= BLOCK_BYTES {
+            self.put_block(runs)?;
+        }
+        Ok(())
+    }
+
+    fn put_block(&mut self, runs: &mut Table<'_, &'static [u8], &'static [u8]>) -> Result<()> {
+        if let Some(first) = self.first.take() {
+            let mut key = self.id.prefix(self.p, BLOCK);
+            key.extend_from_slice(&first);
+            runs.insert(key.as_slice(), self.block.as_slice())?;
+        }
+        self.block.clear();
+        self.in_block = 0;
+        Ok(())
+    }
+
+    /// Writes the last block and the run's header; a run without changes
+    /// is not written at all.
+    fn finish(mut self, runs: &mut Table<'_, &'static [u8], &'static [u8]>) -> Result<()> {
+        self.put_block(runs)?;
+        if self.count > 0 {
+            let header = self.id.prefix(self.p, HEADER);
+            runs.insert(header.as_slice(), self.count.to_le_bytes().as_slice())?;
+        }
+        Ok(())
+    }
+}
+
+fn delete_run(
+    runs: &mut Table<'_, &'static [u8], &'static [u8]>,
+    p: Partition,
+    id: RunId,
+) -> Result<()> {
+    runs.remove(id.prefix(p, HEADER).as_slice())?;
+    // Every block key of the run starts with `lo`; raising `lo` bounds them.
+    let lo = id.prefix(p, BLOCK);
+    let mut hi = lo.clone();
+    if increment(&mut hi) {
+        runs.retain_in::<&[u8], _>(lo.as_slice()..hi.as_slice(), |_, _| false)?;
+    } else {
+        runs.retain_in::<&[u8], _>(lo.as_slice().., |_, _| false)?;
+    }
+    Ok(())
+}
+
+/// Raises `key` to the smallest key above every key it prefixes; false if
+/// there is none (all bytes 0xff).
+fn increment(key: &mut Vec<u8>) -> bool {
+    while let Some(last) = key.last_mut() {
+        if *last < 0xff {
+            *last += 1;
+            return true;
+        }
+        key.pop();
+    }
+    false
+}
+
+/// Encodes one change: tail length (u32 LE), tail, then `1` and the
+/// session (u64 LE), or `0` for a tombstone.
+fn encode_change(out: &mut Vec<u8>, tail: &[u8], change: Option<u64>) -> Result<()> {
+    let len = u32::try_from(tail.len()).map_err(|_| corrupt("a sort key over 4 GiB"))?;
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(tail);
+    match change {
+        Some(session) => {
+            out.push(1);
+            out.extend_from_slice(&session.to_le_bytes());
+        }
+        None => out.push(0),
+    }
+    Ok(())
+}
+
+/// One change of a decoded block: where its tail lies in the block's
+/// bytes, and the change.
+type Item = (usize, usize, Option<u64>);
+
+/// Parses a block into its changes, in stored order.
+fn decode_block(b: &[u8]) -> Result<Vec<Item>> {
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    let truncated = || corrupt("a truncated sort-index block");
+    while at < b.len() {
+        let len = b
+            .get(at..at.saturating_add(4))
+            .and_then(|l| <[u8; 4]>::try_from(l).ok())
+            .map(u32::from_le_bytes)
+            .ok_or_else(truncated)?;
+        let start = at.saturating_add(4);
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|l| start.checked_add(l))
+            .filter(|e| *e < b.len())
+            .ok_or_else(truncated)?;
+        let (change, next) = match b.get(end) {
+            Some(0) => (None, end + 1),
+            Some(1) => {
+                let s = b
+                    .get(end + 1..end.saturating_add(9))
+                    .and_then(|s| <[u8; 8]>::try_from(s).ok())
+                    .map(u64::from_le_bytes)
+                    .ok_or_else(truncated)?;
+                (Some(s), end + 9)
+            }
+            _ => return Err(corrupt("a sort-index change of unknown kind")),
+        };
+        out.push((start, end, change));
+        at = next;
+    }
+    Ok(out)
+}
+
+fn corrupt(what: &str) -> Error {
+    Error::Index(Box::new(redb::Error::Corrupted(format!(
+        "session sort index: {what}"
+    ))))
+}
+
+/// Reads one run's changes within a range, a block at a time. Holds no
+/// borrow of the table between calls: each block is found by a fresh
+/// lookup from the last block's key, so a merge can write to the table
+/// between reads.
+struct RunCursor {
+    /// partition ‖ `1` ‖ level ‖ sequence.
+    prefix: Vec<u8>,
+    descending: bool,
+    lo: Bound<Vec<u8>>,
+    hi: Bound<Vec<u8>>,
+    /// Key of the last block read; `None` before the first.
+    last_block: Option<Vec<u8>>,
+    /// The current block's bytes.
+    block: Vec<u8>,
+    /// Its changes in range still to hand out, in reading order reversed
+    /// (so that `pop` gives the next).
+    pending: Vec<Item>,
+    done: bool,
+}
+
+impl RunCursor {
+    fn in_range(&self, tail: &[u8]) -> bool {
+        (as_slices(&self.lo, &self.hi)).contains_tail(tail)
+    }
+
+    /// True if `tail` lies beyond the range in reading order.
+    fn past(&self, tail: &[u8]) -> bool {
+        if self.descending {
+            match &self.lo {
+                Bound::Included(l) => tail < l.as_slice(),
+                Bound::Excluded(l) => tail <= l.as_slice(),
+                Bound::Unbounded => false,
+            }
+        } else {
+            match &self.hi {
+                Bound::Included(h) => tail > h.as_slice(),
+                Bound::Excluded(h) => tail >= h.as_slice(),
+                Bound::Unbounded => false,
+            }
+        }
+    }
+
+    /// The end of this run's blocks: `prefix` raised.
+    fn prefix_end(&self) -> Option<Vec<u8>> {
+        let mut e = self.prefix.clone();
+        increment(&mut e).then_some(e)
+    }
+
+    fn with_tail(&self, tail: &[u8]) -> Vec<u8> {
+        let mut k = self.prefix.clone();
+        k.extend_from_slice(tail);
+        k
+    }
+
+    /// Finds the next block's key and value in reading order.
+    fn next_block<T: ReadableTable<&'static [u8], &'static [u8]>>(
+        &self,
+        runs: &T,
+    ) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let end = self.prefix_end();
+        let upper: Bound<Vec<u8>> = end.map_or(Bound::Unbounded, Bound::Excluded);
+        let start = Bound::Included(self.prefix.clone());
+        let found = match (&self.last_block, self.descending) {
+            (Some(k), true) => {
+                let hi = Bound::Excluded(k.clone());
+                runs.range::<&[u8]>(as_slices(&start, &hi))?
+                    .next_back()
+                    .transpose()?
+            }
+            (Some(k), false) => {
+                let lo = Bound::Excluded(k.clone());
+                runs.range::<&[u8]>(as_slices(&lo, &upper))?
+                    .next()
+                    .transpose()?
+            }
+            // Descending, the first block is the last one starting at or
+            // below the range's upper bound.
+            (None, true) => {
+                let hi = match &self.hi {
+                    Bound::Included(h) | Bound::Excluded(h) => Bound::Included(self.with_tail(h)),
+                    Bound::Unbounded => upper,
+                };
+                runs.range::<&[u8]>(as_slices(&start, &hi))?
+                    .next_back()
+                    .transpose()?
+            }
+            // Ascending, the block holding the lower bound is the last one
+            // starting at or below it; without one, the run's first block.
+            (None, false) => {
+                let holding = match &self.lo {
+                    Bound::Included(l) | Bound::Excluded(l) => {
+                        let hi = Bound::Included(self.with_tail(l));
+                        runs.range::<&[u8]>(as_slices(&start, &hi))?
+                            .next_back()
+                            .transpose()?
+                    }
+                    Bound::Unbounded => None,
+                };
+                match holding {
+                    Some(found) => Some(found),
+                    None => runs
+                        .range::<&[u8]>(as_slices(&start, &upper))?
+                        .next()
+                        .transpose()?,
+                }
+            }
+        };
+        Ok(found.map(|(k, v)| (k.value().to_vec(), v.value().to_vec())))
+    }
+
+    /// Loads blocks until a change in range is at hand or the run ends.
+    fn fill<T: ReadableTable<&'static [u8], &'static [u8]>>(&mut self, runs: &T) -> Result<()> {
+        while self.pending.is_empty() && !self.done {
+            let Some((key, block)) = self.next_block(runs)? else {
+                self.done = true;
+                break;
+            };
+            let mut items = decode_block(&block)?;
+            // Ascending, blocks come in key order: one starting past the
+            // range ends it. Descending, in reverse: one ending below it does.
+            let edge = if self.descending {
+                items.last()
+            } else {
+                items.first()
+            };
+            if edge.is_some_and(|&(s, e, _)| self.past(block.get(s..e).unwrap_or(&[]))) {
+                self.done = true;
+                break;
+            }
+            if !self.descending {
+                items.reverse();
+            }
+            items.retain(|&(s, e, _)| self.in_range(block.get(s..e).unwrap_or(&[])));
+            self.pending = items;
+            self.block = block;
+            self.last_block = Some(key);
+        }
+        Ok(())
+    }
+
+    /// The next change in range (after [`Self::fill`]), without taking it.
+    fn head(&self) -> Option<(&[u8], Option<u64>)> {
+        let &(s, e, change) = self.pending.last()?;
+        Some((self.block.get(s..e)?, change))
+    }
+}
+
+/// Range tests on borrowed bounds of tails.
+trait ContainsTail {
+    fn contains_tail(&self, tail: &[u8]) -> bool;
+}
+
+impl ContainsTail for (Bound<&[u8]>, Bound<&[u8]>) {
+    fn contains_tail(&self, tail: &[u8]) -> bool {
+        let above = match self.0 {
+            Bound::Included(l) => tail >= l,
+            Bound::Excluded(l) => tail > l,
+            Bound::Unbounded => true,
+        };
+        let below = match self.1 {
+            Bound::Included(h) => tail <= h,
+            Bound::Excluded(h) => tail < h,
+            Bound::Unbounded => true,
+        };
+        above && below
+    }
+}
+
+fn as_slices<'a>(
+    lo: &'a Bound<Vec<u8>>,
+    hi: &'a Bound<Vec<u8>>,
+) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
+    let f = |b: &'a Bound<Vec<u8>>| match b {
+        Bound::Included(v) => Bound::Included(v.as_slice()),
+        Bound::Excluded(v) => Bound::Excluded(v.as_slice()),
+        Bound::Unbounded => Bound::Unbounded,
+    };
+    (f(lo), f(hi))
+}
+
+/// The merged view of some runs of one partition within a range of
+/// tails: each key once, its youngest change deciding.
+pub(crate) struct Merged {
+    /// Youngest first.
+    cursors: Vec<RunCursor>,
+    descending: bool,
+    /// Cursors with a change at hand, in the order their changes come.
+    order: Vec<usize>,
+    /// Whether `order` has been filled.
+    started: bool,
+    /// Room for the cursors one step passes (kept to save an allocation).
+    passed: Vec<usize>,
+    /// The tail last handed out.
+    tail: Vec<u8>,
+}
+
+impl Merged {
+    fn new(
+        p: Partition,
+        runs: &[RunId],
+        lo: Bound<&[u8]>,
+        hi: Bound<&[u8]>,
+        descending: bool,
+    ) -> Merged {
+        let own = |b: Bound<&[u8]>| match b {
+            Bound::Included(v) => Bound::Included(v.to_vec()),
+            Bound::Excluded(v) => Bound::Excluded(v.to_vec()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let cursors = runs
+            .iter()
+            .map(|r| RunCursor {
+                prefix: r.prefix(p, BLOCK),
+                descending,
+                lo: own(lo),
+                hi: own(hi),
+                last_block: None,
+                block: Vec::new(),
+                pending: Vec::new(),
+                done: false,
+            })
+            .collect();
+        Merged {
+            cursors,
+            descending,
+            order: Vec::new(),
+            started: false,
+            passed: Vec::new(),
+            tail: Vec::new(),
+        }
+    }
+
+    /// Whether cursor `a`'s head comes before cursor `b`'s in reading
+    /// order; on equal heads the younger (lower index) comes first. Both
+    /// must have a head.
+    fn before(&self, a: usize, b: usize) -> bool {
+        let head = |i: usize| {
+            self.cursors
+                .get(i)
+                .and_then(RunCursor::head)
+                .map(|(t, _)| t)
+        };
+        let (ta, tb) = (head(a), head(b));
+        let by_key = if self.descending {
+            tb.cmp(&ta)
+        } else {
+            ta.cmp(&tb)
+        };
+        by_key.then(a.cmp(&b)).is_lt()
+    }
+
+    /// Files cursor `i` into `order` by its head, if it has one.
+    fn file<T: ReadableTable<&'static [u8], &'static [u8]>>(
+        &mut self,
+        runs: &T,
+        i: usize,
+    ) -> Result<()> {
+        let Some(cursor) = self.cursors.get_mut(i) else {
+            return Ok(());
+        };
+        cursor.fill(runs)?;
+        if cursor.head().is_some() {
+            let at = self.order.partition_point(|&j| self.before(j, i));
+            self.order.insert(at, i);
+        }
+        Ok(())
+    }
+
+    /// The next key and its youngest change (a tombstone included). The
+    /// tail is borrowed until the next call.
+    fn next_change<T: ReadableTable<&'static [u8], &'static [u8]>>(
+        &mut self,
+        runs: &T,
+    ) -> Result<Option<(&[u8], Option<u64>)>> {
+        if !self.started {
+            self.started = true;
+            for i in 0..self.cursors.len() {
+                self.file(runs, i)?;
+            }
+        }
+        // `order` holds the cursors with a head, the next change first: the
+        // youngest run's change to the smallest (largest, descending) key.
+        let Some(&first) = self.order.first() else {
+            return Ok(None);
+        };
+        let Some((tail, change)) = self.cursors.get(first).and_then(RunCursor::head) else {
+            return Err(corrupt("a merge lost its place"));
+        };
+        self.tail.clear();
+        self.tail.extend_from_slice(tail);
+        // Every run's change to this key is passed; the older ones lose.
+        let same = self
+            .order
+            .iter()
+            .take_while(|&&j| {
+                self.cursors
+                    .get(j)
+                    .and_then(RunCursor::head)
+                    .is_some_and(|(t, _)| t == self.tail.as_slice())
+            })
+            .count();
+        let mut passed = std::mem::take(&mut self.passed);
+        passed.clear();
+        passed.extend(self.order.drain(..same));
+        for &j in &passed {
+            if let Some(cursor) = self.cursors.get_mut(j) {
+                cursor.pending.pop();
+            }
+            self.file(runs, j)?;
+        }
+        self.passed = passed;
+        Ok(Some((&self.tail, change)))
+    }
+
+    /// The next live key and its session, in order.
+    pub(crate) fn next_entry<T: ReadableTable<&'static [u8], &'static [u8]>>(
+        &mut self,
+        runs: &T,
+    ) -> Result<Option<(Vec<u8>, u64)>> {
+        while let Some((tail, change)) = self.next_change(runs)? {
+            if let Some(session) = change {
+                return Ok(Some((tail.to_vec(), session)));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The sort index of one partition (project `project_id`, sort kind
+/// `kind`) between `lo` and `hi` (bounds on tails), ascending or
+/// descending; read it with [`Merged::next_entry`].
+pub(crate) fn scan<T: ReadableTable<&'static [u8], &'static [u8]>>(
+    runs: &T,
+    project_id: u32,
+    kind: u8,
+    lo: Bound<&[u8]>,
+    hi: Bound<&[u8]>,
+    descending: bool,
+) -> Result<Merged> {
+    let mut p = [0u8; PARTITION];
+    p[..4].copy_from_slice(&project_id.to_be_bytes());
+    p[4] = kind;
+    let ids = list_runs(runs, p)?;
+    Ok(Merged::new(p, &ids, lo, hi, descending))
+}
+
+/// Every live entry of the sort index as whole `session_order` keys
+/// (partition ‖ tail) with their sessions, in key order (for comparing
+/// indexes, whose runs differ with their history).
+pub(crate) fn entries<T: ReadableTable<&'static [u8], &'static [u8]>>(
+    runs: &T,
+) -> Result<Vec<(Vec<u8>, u64)>> {
+    let mut out = Vec::new();
+    let mut from: Vec<u8> = Vec::new();
+    loop {
+        let next = runs.range::<&[u8]>(from.as_slice()..)?.next().transpose()?;
+        let Some((k, _)) = next else {
+            return Ok(out);
+        };
+        let p = partition_of(k.value())?;
+        let ids = list_runs(runs, p)?;
+        let mut merged = Merged::new(p, &ids, Bound::Unbounded, Bound::Unbounded, false);
+        while let Some((tail, session)) = merged.next_entry(runs)? {
+            let mut key = p.to_vec();
+            key.extend_from_slice(&tail);
+            out.push((key, session));
+        }
+        from = p.to_vec();
+        if !increment(&mut from) {
+            return Ok(out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::collections::BTreeMap;
+    use std::ops::RangeBounds;
+
+    use proptest::prelude::*;
+    use redb::ReadableDatabase;
+
+    /// A change to the model: partition (0..3), sort value, session id
+    /// (its tail is value ‖ id), and the session or a deletion.
+    type Op = (u8, u8, u8, Option<u64>);
+
+    fn partition(i: u8) -> Partition {
+        [0, 0, 0, i / 2, i % 2]
+    }
+
+    fn tail(value: u8, id: u8) -> Vec<u8> {
+        let mut t = u64::from(value).to_be_bytes().to_vec();
+        // Ids of a few lengths, so that blocks cut on bytes too.
+        t.extend(std::iter::repeat_n(b'a' + id % 4, 1 + usize::from(id) * 7));
+        t
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        db: redb::Database,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let db = redb::Database::create(dir.path().join("runs.redb")).unwrap();
+            Fixture { _dir: dir, db }
+        }
+
+        /// Writes one transaction's changes (as `update_session` does),
+        /// then a full merge if `merge_all` is set.
+        fn commit(&self, ops: &[Op], full_merge: bool) {
+            let txn = self.db.begin_write().unwrap();
+            {
+                let mut runs = txn.open_table(SESSION_RUNS).unwrap();
+                let mut meta = txn.open_table(crate::index::META).unwrap();
+                let mut w = OrderWrites::default();
+                for (p, value, id, change) in ops {
+                    let mut key = partition(*p).to_vec();
+                    key.extend(tail(*value, *id));
+                    match change {
+                        Some(s) => w.insert(key, *s),
+                        None => w.remove(key),
+                    }
+                }
+                w.flush(&mut runs, &mut meta).unwrap();
+                if full_merge {
+                    merge_all(&mut runs, &mut meta).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+
+        fn read(&self) -> redb::ReadOnlyTable<&'static [u8], &'static [u8]> {
+            let txn = self.db.begin_read().unwrap();
+            txn.open_table(SESSION_RUNS).unwrap()
+        }
+    }
+
+    type Model = BTreeMap<Vec<u8>, u64>;
+
+    fn apply(model: &mut Model, ops: &[Op]) {
+        for (p, value, id, change) in ops {
+            let mut key = partition(*p).to_vec();
+            key.extend(tail(*value, *id));
+            match change {
+                Some(s) => model.insert(key, *s),
+                None => model.remove(&key),
+            };
+        }
+    }
+
+    fn bound(b: &(u8, u8, u8)) -> Bound<Vec<u8>> {
+        match b.0 % 3 {
+            0 => Bound::Unbounded,
+            1 => Bound::Included(tail(b.1, b.2)),
+            _ => Bound::Excluded(tail(b.1, b.2)),
+        }
+    }
+
+    fn borrowed(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+        match b {
+            Bound::Included(v) => Bound::Included(v.as_slice()),
+            Bound::Excluded(v) => Bound::Excluded(v.as_slice()),
+            Bound::Unbounded => Bound::Unbounded,
+        }
+    }
+
+    /// What a scan of partition `p` between `lo` and `hi` must give.
+    fn expected(
+        model: &Model,
+        p: u8,
+        lo: &Bound<Vec<u8>>,
+        hi: &Bound<Vec<u8>>,
+        descending: bool,
+    ) -> Vec<(Vec<u8>, u64)> {
+        let part = partition(p);
+        let mut out: Vec<(Vec<u8>, u64)> = model
+            .iter()
+            .filter(|(k, _)| k.starts_with(&part))
+            .map(|(k, s)| (k[PARTITION..].to_vec(), *s))
+            .filter(|(t, _)| {
+                RangeBounds::<[u8]>::contains(&(borrowed(lo), borrowed(hi)), t.as_slice())
+            })
+            .collect();
+        if descending {
+            out.reverse();
+        }
+        out
+    }
+
+    fn scanned(
+        runs: &redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+        p: u8,
+        lo: &Bound<Vec<u8>>,
+        hi: &Bound<Vec<u8>>,
+        descending: bool,
+    ) -> Vec<(Vec<u8>, u64)> {
+        let part = partition(p);
+        let project = u32::from_be_bytes([part[0], part[1], part[2], part[3]]);
+        let mut m = scan(
+            runs,
+            project,
+            part[4],
+            borrowed(lo),
+            borrowed(hi),
+            descending,
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        while let Some(e) = m.next_entry(runs).unwrap() {
+            out.push(e);
+        }
+        out
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        (
+            0u8..3,
+            0u8..40,
+            0u8..6,
+            prop_oneof![3 => (0u64..1000).prop_map(Some), 1 => Just(None)],
+        )
+    }
+
+    proptest! {
+        /// Against a map of key -> session: after every transaction the
+        /// whole index and every range scan, both ways, hold exactly the
+        /// model's keys, however the runs were cut, merged and compacted.
+        #[test]
+        fn runs_read_as_the_model(
+            txns in proptest::collection::vec(
+                (proptest::collection::vec(op(), 0..30), proptest::bool::weighted(0.05)),
+                1..90,
+            ),
+            bounds in proptest::collection::vec(
+                ((0u8..3, 0u8..40, 0u8..6), (0u8..3, 0u8..40, 0u8..6), any::<bool>(), 0u8..3),
+                4,
+            ),
+        ) {
+            let f = Fixture::new();
+            let mut model = Model::new();
+            for (ops, full_merge) in &txns {
+                f.commit(ops, *full_merge);
+                apply(&mut model, ops);
+                let runs = f.read();
+                let all: Model = entries(&runs).unwrap().into_iter().collect();
+                prop_assert_eq!(&all, &model);
+                for (lo, hi, descending, p) in &bounds {
+                    let (lo, hi) = (bound(lo), bound(hi));
+                    prop_assert_eq!(
+                        scanned(&runs, *p, &lo, &hi, *descending),
+                        expected(&model, *p, &lo, &hi, *descending)
+                    );
+                }
+            }
+        }
+
+        /// A damaged block is an error, never a panic.
+        #[test]
+        fn blocks_decode_or_fail(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = decode_block(&bytes);
+        }
+    }
+
+    /// Many transactions on one partition: levels fill and merge, so the
+    /// partition keeps fewer than `FANOUT` runs per level; a full merge
+    /// leaves one run without tombstones, and once every key is deleted,
+    /// nothing at all.
+    #[test]
+    fn levels_merge_and_full_merge_empties() {
+        let f = Fixture::new();
+        let mut model = Model::new();
+        for n in 0..600u64 {
+            let v = u8::try_from(n % 200).unwrap();
+            let ops = [(0, v, 1, Some(n)), (0, v, 2, (n % 3 == 0).then_some(n))];
+            f.commit(&ops, false);
+            apply(&mut model, &ops);
+        }
+        let runs = f.read();
+        let listed = list_runs(&runs, partition(0)).unwrap();
+        let levels = listed.iter().map(|r| r.level).max().unwrap();
+        assert!(levels >= 2, "600 runs make at least two levels: {listed:?}");
+        for level in 0..=levels {
+            let n = listed.iter().filter(|r| r.level == level).count();
+            assert!(n < FANOUT, "level {level} holds {n} runs");
+        }
+        let all: Model = entries(&runs).unwrap().into_iter().collect();
+        assert_eq!(all, model);
+        drop(runs);
+
+        f.commit(&[], true);
+        let runs = f.read();
+        assert_eq!(list_runs(&runs, partition(0)).unwrap().len(), 1);
+        let all: Model = entries(&runs).unwrap().into_iter().collect();
+        assert_eq!(all, model);
+        drop(runs);
+
+        let deletes: Vec<Op> = model
+            .keys()
+            .map(|k| {
+                let t = &k[PARTITION..];
+                let value = u8::try_from(u64::from_be_bytes(t[..8].try_into().unwrap())).unwrap();
+                let id = u8::try_from((t.len() - 9) / 7).unwrap();
+                (0, value, id, None)
+            })
+            .collect();
+        f.commit(&deletes, true);
+        let runs = f.read();
+        assert_eq!(
+            runs.iter().unwrap().count(),
+            0,
+            "tombstones outlived a full merge"
+        );
+    }
+}
