@@ -1133,6 +1133,84 @@ fn check_store(store: &SessionStore, model: &Model, what: &str) -> Result<(), St
                 }
             }
         }
+        check_session_list(store, project, &sessions).map_err(ctx)?;
+    }
+    Ok(())
+}
+
+/// The session list of `project`, in every sort order both ways, walked a
+/// page of one at a time through its cursors, must be the model's sessions
+/// ordered by (sort value, session id).
+fn check_session_list(
+    store: &SessionStore,
+    project: &str,
+    sessions: &BTreeMap<(String, String), Vec<(TraceId, ExpectedTrace)>>,
+) -> Result<(), String> {
+    use crate::query::{SessionQuery, SessionSort};
+    // (session id, [start, end, traces, tokens, duration]) of each session.
+    let rows: Vec<(&str, [u64; 5])> = sessions
+        .iter()
+        .filter(|((p, _), _)| p == project)
+        .map(|((_, s), traces)| {
+            let start = traces.iter().map(|(_, e)| e.start).min().unwrap_or(0);
+            let end = traces.iter().map(|(_, e)| e.end).max().unwrap_or(0);
+            let tokens = traces
+                .iter()
+                .fold(Tokens::default(), |t, (_, e)| t.saturating_add(e.tokens));
+            let n = traces.len() as u64;
+            (
+                s.as_str(),
+                [start, end, n, tokens.total, end.saturating_sub(start)],
+            )
+        })
+        .collect();
+    let sorts = [
+        SessionSort::StartTime,
+        SessionSort::EndTime,
+        SessionSort::NumTraces,
+        SessionSort::TotalTokens,
+        SessionSort::Duration,
+    ];
+    for (i, sort) in sorts.into_iter().enumerate() {
+        for descending in [false, true] {
+            let mut want: Vec<(u64, &str)> = rows
+                .iter()
+                .map(|(s, v)| (v.get(i).copied().unwrap_or(0), *s))
+                .collect();
+            want.sort_unstable();
+            if descending {
+                want.reverse();
+            }
+            let want: Vec<&str> = want.into_iter().map(|(_, s)| s).collect();
+            let mut got: Vec<String> = Vec::new();
+            let mut cursor = None;
+            loop {
+                let q = SessionQuery {
+                    sort,
+                    descending,
+                    limit: 1,
+                    cursor: cursor.take(),
+                    ..SessionQuery::default()
+                };
+                let page = store
+                    .sessions(project, &q)
+                    .map_err(|e| format!("sessions of {project} by {sort:?}: {e}"))?;
+                got.extend(page.items.into_iter().map(|s| s.session_id));
+                check(got.len() <= want.len(), || {
+                    format!("sessions of {project} by {sort:?}: more pages than sessions")
+                })?;
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+            check(got == want, || {
+                format!(
+                    "sessions of {project} by {sort:?}, descending {descending}: \
+                     store {got:?}, model {want:?}"
+                )
+            })?;
+        }
     }
     Ok(())
 }
