@@ -30,7 +30,7 @@
 //! than every run of level `n + 1` (a merge empties its level into a new
 //! run one level down).
 
-use std::ops::Bound;
+use std::ops::{Bound, RangeBounds};
 
 use redb::{ReadableTable, Table, TableDefinition};
 
@@ -475,7 +475,7 @@ struct RunCursor {
 
 impl RunCursor {
     fn in_range(&self, tail: &[u8]) -> bool {
-        (as_slices(&self.lo, &self.hi)).contains_tail(tail)
+        RangeBounds::<[u8]>::contains(&as_slices(&self.lo, &self.hi), tail)
     }
 
     /// True if `tail` lies beyond the range in reading order.
@@ -600,37 +600,15 @@ impl RunCursor {
     }
 }
 
-/// Range tests on borrowed bounds of tails.
-trait ContainsTail {
-    fn contains_tail(&self, tail: &[u8]) -> bool;
-}
-
-impl ContainsTail for (Bound<&[u8]>, Bound<&[u8]>) {
-    fn contains_tail(&self, tail: &[u8]) -> bool {
-        let above = match self.0 {
-            Bound::Included(l) => tail >= l,
-            Bound::Excluded(l) => tail > l,
-            Bound::Unbounded => true,
-        };
-        let below = match self.1 {
-            Bound::Included(h) => tail <= h,
-            Bound::Excluded(h) => tail < h,
-            Bound::Unbounded => true,
-        };
-        above && below
-    }
-}
-
+/// Owned bounds, borrowed.
 fn as_slices<'a>(
     lo: &'a Bound<Vec<u8>>,
     hi: &'a Bound<Vec<u8>>,
 ) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
-    let f = |b: &'a Bound<Vec<u8>>| match b {
-        Bound::Included(v) => Bound::Included(v.as_slice()),
-        Bound::Excluded(v) => Bound::Excluded(v.as_slice()),
-        Bound::Unbounded => Bound::Unbounded,
-    };
-    (f(lo), f(hi))
+    (
+        lo.as_ref().map(Vec::as_slice),
+        hi.as_ref().map(Vec::as_slice),
+    )
 }
 
 /// The merged view of some runs of one partition within a range of
@@ -657,18 +635,13 @@ impl Merged {
         hi: Bound<&[u8]>,
         descending: bool,
     ) -> Merged {
-        let own = |b: Bound<&[u8]>| match b {
-            Bound::Included(v) => Bound::Included(v.to_vec()),
-            Bound::Excluded(v) => Bound::Excluded(v.to_vec()),
-            Bound::Unbounded => Bound::Unbounded,
-        };
         let cursors = runs
             .iter()
             .map(|r| RunCursor {
                 prefix: r.prefix(p, BLOCK),
                 descending,
-                lo: own(lo),
-                hi: own(hi),
+                lo: lo.map(<[u8]>::to_vec),
+                hi: hi.map(<[u8]>::to_vec),
                 last_block: None,
                 block: Vec::new(),
                 pending: Vec::new(),
@@ -832,7 +805,6 @@ mod tests {
     use super::*;
 
     use std::collections::BTreeMap;
-    use std::ops::RangeBounds;
 
     use proptest::prelude::*;
     use redb::ReadableDatabase;
@@ -915,14 +887,6 @@ mod tests {
         }
     }
 
-    fn borrowed(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
-        match b {
-            Bound::Included(v) => Bound::Included(v.as_slice()),
-            Bound::Excluded(v) => Bound::Excluded(v.as_slice()),
-            Bound::Unbounded => Bound::Unbounded,
-        }
-    }
-
     /// What a scan of partition `p` between `lo` and `hi` must give.
     fn expected(
         model: &Model,
@@ -936,9 +900,7 @@ mod tests {
             .iter()
             .filter(|(k, _)| k.starts_with(&part))
             .map(|(k, s)| (k[PARTITION..].to_vec(), *s))
-            .filter(|(t, _)| {
-                RangeBounds::<[u8]>::contains(&(borrowed(lo), borrowed(hi)), t.as_slice())
-            })
+            .filter(|(t, _)| RangeBounds::<[u8]>::contains(&as_slices(lo, hi), t.as_slice()))
             .collect();
         if descending {
             out.reverse();
@@ -955,15 +917,8 @@ mod tests {
     ) -> Vec<(Vec<u8>, u64)> {
         let part = partition(p);
         let project = u32::from_be_bytes([part[0], part[1], part[2], part[3]]);
-        let mut m = scan(
-            runs,
-            project,
-            part[4],
-            borrowed(lo),
-            borrowed(hi),
-            descending,
-        )
-        .unwrap();
+        let (lo, hi) = as_slices(lo, hi);
+        let mut m = scan(runs, project, part[4], lo, hi, descending).unwrap();
         let mut out = Vec::new();
         while let Some(e) = m.next_entry(runs).unwrap() {
             out.push(e);
