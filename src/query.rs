@@ -13,8 +13,8 @@ use crate::index::search::{self, ChunkSet, PostingBuffer};
 use crate::index::session::{SessionState, quantile, sort_values};
 use crate::index::{
     PROJECT_STATS, PROJECTS, ProjectCounters, SEARCH, SESSION_IDS, SESSIONS, TRACE_HOMES,
-    TRACE_RECORDS, TURNS, decode, decode_session, decode_turn, session_id_key, split_turn_key,
-    turn_key,
+    TRACE_RECORDS, TURNS, decode, decode_session, decode_turn, increment, session_id_key,
+    split_turn_key, turn_key,
 };
 use crate::model::{
     LatencyQuantiles, Page, SessionSummary, StoredSpan, Tokens, Trace, TraceId, Turn, nanos_to_ms,
@@ -242,19 +242,6 @@ fn parse_turn_cursor(c: &str) -> Option<(u64, [u8; 16])> {
     let start = u64::from_be_bytes(b.get(..8)?.try_into().ok()?);
     let id: [u8; 16] = b.get(8..)?.try_into().ok()?;
     Some((start, id))
-}
-
-/// Big-endian increment; false on overflow.
-fn increment(k: &mut [u8]) -> bool {
-    for b in k.iter_mut().rev() {
-        if *b == 0xff {
-            *b = 0;
-        } else {
-            *b += 1;
-            return true;
-        }
-    }
-    false
 }
 
 fn latency_quantiles(txn: &ReadTransaction, session: u64) -> Result<LatencyQuantiles> {

@@ -166,6 +166,21 @@ pub(crate) fn split_turn_key(k: &[u8; 32]) -> (u64, u64, [u8; 16]) {
     (u64::from_be_bytes(s), u64::from_be_bytes(t), id)
 }
 
+/// Big-endian increment; false on overflow. On a key prefix, gives a key
+/// of the same length above every key with that prefix (an exclusive
+/// upper bound for a prefix scan).
+pub(crate) fn increment(k: &mut [u8]) -> bool {
+    for b in k.iter_mut().rev() {
+        if *b == 0xff {
+            *b = 0;
+        } else {
+            *b += 1;
+            return true;
+        }
+    }
+    false
+}
+
 /// Key of a session in `SESSION_IDS`.
 pub(crate) fn session_id_key(project_id: u32, session_id: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(4 + session_id.len());

@@ -34,6 +34,7 @@ use std::ops::{Bound, RangeBounds};
 
 use redb::{ReadableTable, Table, TableDefinition};
 
+use super::increment;
 use crate::error::{Error, Result};
 
 /// The session sort index (see the module documentation).
@@ -377,19 +378,6 @@ fn delete_run(
         runs.retain_in::<&[u8], _>(lo.as_slice().., |_, _| false)?;
     }
     Ok(())
-}
-
-/// Raises `key` to the smallest key above every key it prefixes; false if
-/// there is none (all bytes 0xff).
-fn increment(key: &mut Vec<u8>) -> bool {
-    while let Some(last) = key.last_mut() {
-        if *last < 0xff {
-            *last += 1;
-            return true;
-        }
-        key.pop();
-    }
-    false
 }
 
 /// Encodes one change: tail length (u32 LE), tail, then `1` and the
