@@ -2,7 +2,7 @@
 //! stored and fragmented bytes, from redb's table stats):
 //! `cargo run --release --example index_tables -- DIR/index.redb`.
 //! Open it only while no store has the directory open. The table types
-//! are the ones `src/index/mod.rs` defines (format 5).
+//! are the ones `src/index/mod.rs` defines (format 6).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use redb::{Key, ReadTransaction, ReadableDatabase, ReadableTableMetadata, TableDefinition, Value};
