@@ -564,7 +564,9 @@ fn check_damaged(dir: &Path, model: &[Written], junk: bool) -> Result<(), String
 
 /// Decodes arbitrary bytes as a log record (a span or a tombstone; the
 /// first byte picks the frame tag) or as one of the index values: no panic, no unbounded allocation (decodes
-/// are size-limited), and whatever decodes re-encodes to a fixed point.
+/// are size-limited), whatever decodes re-encodes to a fixed point, and
+/// the decoders written for spans, turns, trace records and session
+/// summaries agree with bincode's.
 pub fn record_decode(data: &[u8]) -> Result<(), String> {
     let Some((&selector, rest)) = data.split_first() else {
         return Ok(());
@@ -612,18 +614,17 @@ pub fn record_decode(data: &[u8]) -> Result<(), String> {
                 Err(_) => {}
             }
         }
-        2 => round_trip::<crate::index::trace::TraceRecord>(rest)?,
+        2 => {
+            round_trip::<crate::index::trace::TraceRecord>(rest)?;
+            decoders_agree(rest, crate::index::trace::TraceRecord::decode)?;
+        }
         3 => {
             round_trip::<crate::index::trace::TurnBody>(rest)?;
             turn_view_agrees(rest)?;
         }
         4 => {
             round_trip::<crate::index::session::SessionState>(rest)?;
-            let serde = codec::decode_value::<crate::index::session::SessionState>(rest).ok();
-            let direct = crate::index::session::SessionState::decode(rest).ok();
-            check(serde == direct, || {
-                format!("SessionState::decode gives {direct:?} where bincode gives {serde:?}")
-            })?;
+            decoders_agree(rest, crate::index::session::SessionState::decode)?;
         }
         _ => {
             if let Some(set) = crate::index::search::ChunkSet::decode(rest) {
@@ -637,6 +638,25 @@ pub fn record_decode(data: &[u8]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// An index value's own decoder (`decode`) and bincode's agree on `bytes`:
+/// both reject them, or both give the same value.
+fn decoders_agree<T>(
+    bytes: &[u8],
+    decode: fn(&[u8]) -> Result<T, codec::DecodeError>,
+) -> Result<(), String>
+where
+    T: serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let serde = codec::decode_value::<T>(bytes).ok();
+    let direct = decode(bytes).ok();
+    check(serde == direct, || {
+        format!(
+            "{}'s own decoder gives {direct:?} where bincode gives {serde:?}",
+            std::any::type_name::<T>()
+        )
+    })
 }
 
 fn round_trip<T: serde::Serialize + serde::de::DeserializeOwned>(

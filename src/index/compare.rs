@@ -208,7 +208,7 @@ impl Snapshot {
                 traces.insert(k, b"a home without a record".to_vec());
                 continue;
             };
-            let mut rec: TraceRecord = decode("trace record", &v)?;
+            let mut rec: TraceRecord = super::decode_record(&v)?;
             let filing = rec.filing.take();
             let mut value = codec::encode_value(&rec);
             if let Some(f) = filing {

@@ -267,7 +267,7 @@ fn resolve(t: &Tables<'_>, targets: &[DeleteTarget]) -> Result<BTreeMap<[u8; 16]
 /// The record stored at a trace's home.
 fn record_at(t: &Tables<'_>, id: [u8; 16], home: u64) -> Result<TraceRecord> {
     match t.trace_records.get(home)? {
-        Some(v) => decode("trace record", v.value()),
+        Some(v) => super::decode_record(v.value()),
         None => Err(corrupt(format!("trace {} has no record", TraceId(id)))),
     }
 }
@@ -302,7 +302,7 @@ fn delete_traces(
             continue;
         };
         let rec: TraceRecord = match t.trace_records.remove(home)? {
-            Some(v) => decode("trace record", v.value())?,
+            Some(v) => super::decode_record(v.value())?,
             None => return Err(corrupt(format!("trace {} has no record", TraceId(*id)))),
         };
         counts.traces += 1;

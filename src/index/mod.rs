@@ -216,6 +216,12 @@ pub(crate) fn decode_session(bytes: &[u8]) -> Result<session::SessionState> {
     session::SessionState::decode(bytes).map_err(|e| corrupt_index("session summary", e))
 }
 
+/// Decodes a stored trace record (see [`trace::TraceRecord::decode`]),
+/// mapping failure to an index corruption error.
+pub(crate) fn decode_record(bytes: &[u8]) -> Result<trace::TraceRecord> {
+    trace::TraceRecord::decode(bytes).map_err(|e| corrupt_index("trace record", e))
+}
+
 /// Decodes a stored turn in place (see [`trace::TurnView`]), mapping
 /// failure to an index corruption error.
 pub(crate) fn decode_turn(bytes: &[u8]) -> Result<trace::TurnView<'_>> {
@@ -406,7 +412,7 @@ pub(crate) fn find_trace(
         },
     };
     match records.get(home)? {
-        Some(v) => Ok(Some((home, decode("trace record", v.value())?))),
+        Some(v) => Ok(Some((home, decode_record(v.value())?))),
         None => Err(Error::Index(Box::new(redb::Error::Corrupted(format!(
             "trace {} has a home ({home}) without a record",
             crate::model::TraceId(trace_id)
