@@ -556,9 +556,7 @@ mod tests {
             state in session(),
             edits in proptest::collection::vec((any::<usize>(), any::<u8>(), 0..3u8), 1..4),
         ) {
-            let bytes = edited(encode_wire(&state), &edits);
-            let serde = crate::codec::decode_value::<SessionState>(&bytes).ok();
-            prop_assert_eq!(SessionState::decode(&bytes).ok(), serde);
+            edits_decode_as_bincode_does(&state, &edits, SessionState::decode)?;
         }
 
         #[test]
@@ -574,15 +572,22 @@ mod tests {
             rec in record(),
             edits in proptest::collection::vec((any::<usize>(), any::<u8>(), 0..3u8), 1..4),
         ) {
-            let bytes = edited(encode_wire(&rec), &edits);
-            let serde = crate::codec::decode_value::<TraceRecord>(&bytes).ok();
-            prop_assert_eq!(TraceRecord::decode(&bytes).ok(), serde);
+            edits_decode_as_bincode_does(&rec, &edits, TraceRecord::decode)?;
         }
     }
 
-    /// `bytes` with each edit made in turn: (where, byte, how), how 0
-    /// replacing a byte, 1 cutting the rest, 2 inserting a byte.
-    fn edited(mut bytes: Vec<u8>, edits: &[(usize, u8, u8)]) -> Vec<u8> {
+    /// `value`'s encoding with each edit made in turn (where, byte, how;
+    /// how 0 replaces a byte, 1 cuts the rest, 2 inserts a byte):
+    /// `decode` accepts it exactly when bincode does, with the same value.
+    fn edits_decode_as_bincode_does<T>(
+        value: &T,
+        edits: &[(usize, u8, u8)],
+        decode: fn(&[u8]) -> Result<T, DecodeError>,
+    ) -> Result<(), TestCaseError>
+    where
+        T: Wire + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let mut bytes = encode_wire(value);
         for &(at, byte, how) in edits {
             let i = at % (bytes.len() + 1);
             match how {
@@ -591,7 +596,9 @@ mod tests {
                 _ => bytes.insert(i, byte),
             }
         }
-        bytes
+        let serde = crate::codec::decode_value::<T>(&bytes).ok();
+        prop_assert_eq!(decode(&bytes).ok(), serde);
+        Ok(())
     }
 
     /// Every byte of `value`'s encoding replaced in turn by values invalid
