@@ -71,22 +71,22 @@ pub(crate) fn encode_span(span: &StoredSpan, buf: &mut Vec<u8>) -> Result<u8, De
 /// are identical to `bincode::serde` encoding a [`StoredSpan`]; the test
 /// `direct_encoding_matches_bincode` checks that on generated spans, and
 /// `decode_span` reads the same format directly.
-pub(crate) fn encode_span_parts(
+pub(crate) fn encode_span_parts<W: Sink>(
     project: &str,
     resource: &[KeyValue],
     span: &Span,
-    buf: &mut Vec<u8>,
+    buf: &mut W,
 ) -> Result<u8, DecodeError> {
     let w = buf;
     put_str(w, project);
     put_attributes(w, resource);
-    w.extend_from_slice(&span.trace_id.0);
-    w.extend_from_slice(&span.span_id.0);
+    w.put_all(&span.trace_id.0);
+    w.put_all(&span.span_id.0);
     match span.parent_span_id {
-        None => w.push(0),
+        None => w.put(0),
         Some(p) => {
-            w.push(1);
-            w.extend_from_slice(&p.0);
+            w.put(1);
+            w.put_all(&p.0);
         }
     }
     put_str(w, &span.name);
@@ -104,43 +104,86 @@ pub(crate) fn encode_span_parts(
     }
     put_len(w, span.links.len());
     for l in &span.links {
-        w.extend_from_slice(&l.trace_id.0);
-        w.extend_from_slice(&l.span_id.0);
+        w.put_all(&l.trace_id.0);
+        w.put_all(&l.span_id.0);
         put_attributes(w, &l.attributes);
     }
     Ok(TAG_SPAN_V1)
 }
 
+/// The number of bytes [`encode_span_parts`] writes for a span, counted
+/// without writing them.
+pub(crate) fn encoded_span_len(project: &str, resource: &[KeyValue], span: &Span) -> usize {
+    let mut n = ByteCount(0);
+    // Counting cannot fail; neither can encoding (the `Result` is the
+    // codec's error type for decoders).
+    let _ = encode_span_parts(project, resource, span, &mut n);
+    n.0
+}
+
+/// Where the hand-written encoders write: a buffer, or [`ByteCount`].
+pub(crate) trait Sink {
+    /// Writes one byte.
+    fn put(&mut self, b: u8);
+    /// Writes bytes.
+    fn put_all(&mut self, b: &[u8]);
+}
+
+impl Sink for Vec<u8> {
+    #[inline]
+    fn put(&mut self, b: u8) {
+        self.push(b);
+    }
+    #[inline]
+    fn put_all(&mut self, b: &[u8]) {
+        self.extend_from_slice(b);
+    }
+}
+
+/// A [`Sink`] that only counts the bytes.
+pub(crate) struct ByteCount(pub(crate) usize);
+
+impl Sink for ByteCount {
+    #[inline]
+    fn put(&mut self, _: u8) {
+        self.0 += 1;
+    }
+    #[inline]
+    fn put_all(&mut self, b: &[u8]) {
+        self.0 += b.len();
+    }
+}
+
 /// bincode 2 varint: one byte below 251, else a marker and 2, 4 or 8 bytes.
-pub(crate) fn put_varint(w: &mut Vec<u8>, v: u64) {
+pub(crate) fn put_varint(w: &mut impl Sink, v: u64) {
     if v < 251 {
-        w.push(v as u8);
+        w.put(v as u8);
     } else if let Ok(v) = u16::try_from(v) {
-        w.push(251);
-        w.extend_from_slice(&v.to_le_bytes());
+        w.put(251);
+        w.put_all(&v.to_le_bytes());
     } else if let Ok(v) = u32::try_from(v) {
-        w.push(252);
-        w.extend_from_slice(&v.to_le_bytes());
+        w.put(252);
+        w.put_all(&v.to_le_bytes());
     } else {
-        w.push(253);
-        w.extend_from_slice(&v.to_le_bytes());
+        w.put(253);
+        w.put_all(&v.to_le_bytes());
     }
 }
 
 /// The length of a sequence or string, as bincode writes it.
-pub(crate) fn put_len(w: &mut Vec<u8>, n: usize) {
+pub(crate) fn put_len(w: &mut impl Sink, n: usize) {
     put_varint(w, n as u64);
 }
 
-fn put_i64(w: &mut Vec<u8>, v: i64) {
+fn put_i64(w: &mut impl Sink, v: i64) {
     // Zigzag, as bincode encodes signed varints.
     put_varint(w, ((v << 1) ^ (v >> 63)) as u64);
 }
 
 /// A string: its length, then its bytes.
-pub(crate) fn put_str(w: &mut Vec<u8>, s: &str) {
+pub(crate) fn put_str(w: &mut impl Sink, s: &str) {
     put_len(w, s.len());
-    w.extend_from_slice(s.as_bytes());
+    w.put_all(s.as_bytes());
 }
 
 fn span_kind_index(k: SpanKind) -> u64 {
@@ -162,51 +205,53 @@ fn status_index(c: StatusCode) -> u64 {
     }
 }
 
-fn put_attributes(w: &mut Vec<u8>, attrs: &[KeyValue]) {
+fn put_attributes(w: &mut impl Sink, attrs: &[KeyValue]) {
     put_len(w, attrs.len());
     for kv in attrs {
         put_str(w, &kv.key);
         match &kv.value {
             AttributeValue::String(s) => {
-                w.push(0);
+                w.put(0);
                 put_str(w, s);
             }
             AttributeValue::Bool(b) => {
-                w.push(1);
-                w.push(u8::from(*b));
+                w.put(1);
+                w.put(u8::from(*b));
             }
             AttributeValue::Int(i) => {
-                w.push(2);
+                w.put(2);
                 put_i64(w, *i);
             }
             AttributeValue::Double(d) => {
-                w.push(3);
-                w.extend_from_slice(&d.to_le_bytes());
+                w.put(3);
+                w.put_all(&d.to_le_bytes());
             }
             AttributeValue::StringArray(v) => {
-                w.push(4);
+                w.put(4);
                 put_len(w, v.len());
                 for s in v {
                     put_str(w, s);
                 }
             }
             AttributeValue::BoolArray(v) => {
-                w.push(5);
+                w.put(5);
                 put_len(w, v.len());
-                w.extend(v.iter().map(|b| u8::from(*b)));
+                for b in v {
+                    w.put(u8::from(*b));
+                }
             }
             AttributeValue::IntArray(v) => {
-                w.push(6);
+                w.put(6);
                 put_len(w, v.len());
                 for i in v {
                     put_i64(w, *i);
                 }
             }
             AttributeValue::DoubleArray(v) => {
-                w.push(7);
+                w.put(7);
                 put_len(w, v.len());
                 for d in v {
-                    w.extend_from_slice(&d.to_le_bytes());
+                    w.put_all(&d.to_le_bytes());
                 }
             }
         }
@@ -759,6 +804,11 @@ mod tests {
             let mut direct = Vec::new();
             assert!(encode_span(&rec, &mut direct).is_ok());
             assert_eq!(direct, via_serde(&rec), "case {i}");
+            assert_eq!(
+                encoded_span_len(&rec.project, &rec.resource, &rec.span),
+                direct.len(),
+                "case {i}"
+            );
             // NaN != NaN, so compare the decoded record by re-encoding it.
             let decoded = decode_span(TAG_SPAN_V1, &direct).map(|d| via_serde(&d));
             assert_eq!(decoded, Ok(direct.clone()), "case {i}");
@@ -1049,6 +1099,9 @@ mod span_wire_tests {
             let expected = via_bincode(&bytes);
             prop_assert!(expected.is_some());
             prop_assert_eq!(direct(&bytes), expected);
+            // What `append` counts for validation and announces to the log
+            // before encoding.
+            prop_assert_eq!(encoded_span_len(&rec.project, &rec.resource, &rec.span), bytes.len());
         }
 
         /// Corrupt payloads: the direct decoder accepts exactly what

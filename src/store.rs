@@ -22,10 +22,10 @@ use crate::index::{
     Deferred, INDEX_FORMAT_VERSION, Index, IndexConfig, IndexWriter, META_APPLIED, META_CONFIG,
     META_FORMAT, NewRecord, SpanInfo,
 };
-use crate::log::{FrameRef, Log, LogOptions, Lsn};
+use crate::log::{FrameRef, FrameSource, Log, LogOptions, Lsn};
 use crate::model::{
-    AppendReport, Page, Rejection, ResourceSpans, SessionSummary, Span, StoredSpan, Trace, TraceId,
-    Turn,
+    AppendReport, KeyValue, Page, Rejection, ResourceSpans, SessionSummary, Span, StoredSpan,
+    Trace, TraceId, Turn,
 };
 use crate::query::{self, ProjectStats, SessionFilter, SessionQuery};
 use crate::repair::{self, OpenReport};
@@ -470,8 +470,44 @@ struct ReplayedSpan {
 /// A span that passed validation, waiting to be written.
 struct Candidate<'a> {
     project: &'a str,
+    resource: &'a [KeyValue],
     span: &'a Span,
     session_id: Option<String>,
+    /// Its length encoded (`codec::encoded_span_len`).
+    encoded_len: usize,
+}
+
+/// The frames of an append's accepted spans, each encoded as the log
+/// writes it.
+struct SpanFrames<'c, 'a> {
+    spans: &'c [&'c Candidate<'a>],
+    /// The span being written, encoded.
+    scratch: Vec<u8>,
+}
+
+impl FrameSource for SpanFrames<'_, '_> {
+    fn count(&self) -> usize {
+        self.spans.len()
+    }
+
+    fn payload_len(&self, i: usize) -> usize {
+        self.spans.get(i).map_or(0, |c| c.encoded_len)
+    }
+
+    fn frame(&mut self, i: usize) -> FrameRef<'_> {
+        self.scratch.clear();
+        // Encoding cannot fail (see `codec::encoded_span_len`); a span
+        // that is not there is an empty payload, which the log refuses as
+        // not of the announced length.
+        let tag = self.spans.get(i).map_or(codec::TAG_SPAN_V1, |c| {
+            codec::encode_span_parts(c.project, c.resource, c.span, &mut self.scratch)
+                .unwrap_or(codec::TAG_SPAN_V1)
+        });
+        FrameRef {
+            tag,
+            payload: &self.scratch,
+        }
+    }
 }
 
 impl SessionStore {
@@ -1091,30 +1127,29 @@ impl SessionStore {
     pub fn append(&self, batch: &[ResourceSpans]) -> Result<AppendReport> {
         self.ensure_writable()?;
         let mut report = AppendReport::default();
-        let mut buf = Vec::new();
-        let mut bounds: Vec<(usize, usize)> = Vec::new();
+        // Validation needs each span's encoded length, counted here; the
+        // spans are encoded as the log writes them (`SpanFrames`), so that
+        // with direct writes the disk takes the first blocks of a large
+        // batch while the rest is encoded.
+        let mut batch_bytes = 0;
         let mut candidates: Vec<Candidate<'_>> = Vec::new();
         for rs in batch {
             let project = rs.project();
             for span in &rs.spans {
-                let at = buf.len();
-                let encoded = codec::encode_span_parts(project, &rs.resource, span, &mut buf)
-                    .map_err(|e| e.0);
+                let encoded_len = codec::encoded_span_len(project, &rs.resource, span);
                 let session_id = facts::session_id(span, &self.cfg.session_id_sources);
-                let verdict = encoded.and_then(|_| {
-                    self.validate(project, span, session_id.as_deref(), buf.len() - at)
-                });
-                match verdict {
+                match self.validate(project, span, session_id.as_deref(), encoded_len) {
                     Ok(()) => {
-                        bounds.push((at, buf.len()));
+                        batch_bytes += encoded_len;
                         candidates.push(Candidate {
                             project,
+                            resource: &rs.resource,
                             span,
                             session_id,
+                            encoded_len,
                         });
                     }
                     Err(reason) => {
-                        buf.truncate(at);
                         report.rejected.push(Rejection {
                             trace_id: span.trace_id,
                             span_id: span.span_id,
@@ -1131,21 +1166,21 @@ impl SessionStore {
         // A batch that will hand the pending group off (or find the group
         // before it done) first waits for the group being indexed, so that
         // a failure there is reported before this batch is written.
-        // (A batch's texts are part of its encoded bytes, so `buf.len()`
+        // (A batch's texts are part of its encoded bytes, so `batch_bytes`
         // bounds what it adds to those held.) A full group goes on growing
         // while the group before it is still being indexed, so it is
         // handed off only when that one was
         // done before this batch (and settled here) or when it is capped
         // (see `group_goes`).
         let (bytes, held, spans) = (
-            ws_ref.pending.bytes() + buf.len(),
-            ws_ref.pending.held() + buf.len(),
+            ws_ref.pending.bytes() + batch_bytes,
+            ws_ref.pending.held() + batch_bytes,
             ws_ref.pending.len() + candidates.len(),
         );
         let busy = ws_ref.indexing.as_ref().is_some_and(|job| !job.is_done());
         let hands_off = self.group_goes(bytes, held, spans, busy)
             || (self.log.end()
-                + buf.len() as u64
+                + batch_bytes as u64
                 + compaction::FRAME_HEADER * candidates.len() as u64)
                 .saturating_sub(ws_ref.checkpoint_started)
                 >= self.opts.checkpoint_bytes
@@ -1158,9 +1193,8 @@ impl SessionStore {
         // group being indexed and the spans waiting to be indexed (read once
         // per trace per group).
         let mut snapshot = None;
-        let mut frames = Vec::with_capacity(candidates.len());
         let mut accepted = Vec::with_capacity(candidates.len());
-        for (c, (a, b)) in candidates.iter().zip(&bounds) {
+        for c in &candidates {
             let (trace_id, span_id) = (c.span.trace_id, c.span.span_id);
             let ids = match ws_ref.pending.trace_mut(&trace_id.0) {
                 Some(ids) => ids,
@@ -1209,18 +1243,17 @@ impl SessionStore {
                 continue;
             }
             ids.insert(span_id.0);
-            frames.push(FrameRef {
-                tag: codec::TAG_SPAN_V1,
-                payload: buf.get(*a..*b).unwrap_or(&[]),
-            });
-            accepted.push((c, b - a));
+            accepted.push(c);
         }
         drop(snapshot);
         report.accepted = accepted.len();
         if accepted.is_empty() {
             return Ok(report);
         }
-        let lsns = match self.log.append(&frames) {
+        let lsns = match self.log.append_from(&mut SpanFrames {
+            spans: &accepted,
+            scratch: Vec::new(),
+        }) {
             Ok(lsns) => lsns,
             Err(e) => {
                 // Nothing of this batch is acknowledged; its span ids must
@@ -1228,16 +1261,16 @@ impl SessionStore {
                 ws_ref.pending.forget_spans(
                     accepted
                         .iter()
-                        .map(|(c, _)| (c.span.trace_id.0, c.span.span_id.0)),
+                        .map(|c| (c.span.trace_id.0, c.span.span_id.0)),
                 );
                 return Err(self.log_failed_with(ws_ref, e));
             }
         };
         let end = self.log.end();
-        for ((c, bytes), lsn) in accepted.iter().zip(&lsns) {
+        for (c, lsn) in accepted.iter().zip(&lsns) {
             ws_ref
                 .pending
-                .push(*lsn, c.project, c.span, c.session_id.clone(), *bytes);
+                .push(*lsn, c.project, c.span, c.session_id.clone(), c.encoded_len);
         }
         self.unapplied.store(true, Ordering::Release);
         ws_ref.spans_since_checkpoint += accepted.len() as u64;

@@ -229,8 +229,10 @@ fn the_large_batch_is_written_directly_under_sync_and_group_commit() {
     assert!(large.is_large());
     for mode in MODES {
         let direct = calls_per_append(mode, Layout::Plain, Ops::Only(Op::DirectWrite), large);
+        // 1.2 MB in buffers of 512 KiB: written by the log's writer
+        // thread, three writes or more, each of which the sweeps fail.
         assert_eq!(
-            direct > 0,
+            direct >= 3,
             mode != Durability::Buffered,
             "{mode:?}: {direct}"
         );

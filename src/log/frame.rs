@@ -134,11 +134,18 @@ pub(super) fn frame_crc(len: u32, tag: u8, payload: &[u8]) -> u32 {
 /// Appends one encoded frame to `out`. The caller has checked that the payload
 /// fits in `u32` (it is at most `max_frame_bytes`).
 pub(super) fn encode_frame(out: &mut Vec<u8>, len: u32, tag: u8, payload: &[u8]) {
-    let crc = frame_crc(len, tag, payload);
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.push(tag);
+    out.extend_from_slice(&frame_header(len, tag, payload));
     out.extend_from_slice(payload);
+}
+
+/// The header of the frame of `payload` (`len` is its length): length,
+/// checksum, tag.
+pub(super) fn frame_header(len: u32, tag: u8, payload: &[u8]) -> [u8; 9] {
+    let crc = frame_crc(len, tag, payload).to_le_bytes();
+    let len = len.to_le_bytes();
+    [
+        len[0], len[1], len[2], len[3], crc[0], crc[1], crc[2], crc[3], tag,
+    ]
 }
 
 /// Checks the frame at the start of `b`, which must hold the whole frame.

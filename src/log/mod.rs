@@ -15,6 +15,7 @@
 //! its items look unused; the allowance below goes away once the store calls
 //! the log.
 
+mod direct;
 mod file;
 mod frame;
 mod recovery;
@@ -29,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
 
 use self::file::SegmentFile;
-use self::frame::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, encode_frame};
+use self::frame::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, encode_frame, frame_header};
 use self::recovery::{create_segment, recover};
 pub use self::salvage::{DroppedRange, SalvageReport};
 pub(crate) use self::segment::FrameBuf;
@@ -94,6 +95,36 @@ pub(crate) struct FrameRef<'a> {
     pub payload: &'a [u8],
 }
 
+/// Frames produced one at a time while they are written, so that a
+/// caller's encoding overlaps the log's writes ([`Log::append_from`]).
+pub(crate) trait FrameSource {
+    /// How many frames.
+    fn count(&self) -> usize;
+    /// The payload length of frame `i`, known before the frame is made.
+    fn payload_len(&self, i: usize) -> usize;
+    /// Frame `i`, `i` counting up from 0: its tag and its payload, of
+    /// exactly `payload_len(i)` bytes.
+    fn frame(&mut self, i: usize) -> FrameRef<'_>;
+}
+
+/// Frames already encoded.
+struct Encoded<'f, 'a>(&'f [FrameRef<'a>]);
+
+impl FrameSource for Encoded<'_, '_> {
+    fn count(&self) -> usize {
+        self.0.len()
+    }
+    fn payload_len(&self, i: usize) -> usize {
+        self.0.get(i).map_or(0, |f| f.payload.len())
+    }
+    fn frame(&mut self, i: usize) -> FrameRef<'_> {
+        self.0.get(i).copied().unwrap_or(FrameRef {
+            tag: 0,
+            payload: &[],
+        })
+    }
+}
+
 /// What `Log::open` found and repaired, for the store to log or surface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RecoveryReport {
@@ -136,9 +167,9 @@ struct Writer {
     /// append writes again in front of its frames; `None` until read back
     /// from the file.
     tail: Option<Vec<u8>>,
-    /// With direct writes: the aligned buffer the bytes are copied into
-    /// for the write, made at the first append.
-    staging: Option<memmap2::MmapMut>,
+    /// With direct writes: the aligned buffers frames are laid out in for
+    /// the writes (`direct::DirectWriter`), made as appends need them.
+    staging: Vec<memmap2::MmapMut>,
 }
 
 /// Group-commit state: what is durable and whether someone is syncing.
@@ -262,7 +293,7 @@ impl Log {
                 len: rec.active_len,
                 buf: Vec::new(),
                 tail: None,
-                staging: None,
+                staging: Vec::new(),
             }),
             end: AtomicU64::new(end),
             // Recovery synced the active segment; sealed ones were synced
@@ -416,23 +447,34 @@ impl Log {
     /// cause. A payload larger than
     /// `max_frame_bytes` is `Error::InvalidInput` and nothing is written.
     pub(crate) fn append(&self, frames: &[FrameRef<'_>]) -> Result<Vec<Lsn>> {
+        self.append_from(&mut Encoded(frames))
+    }
+
+    /// [`Log::append`] of frames made one at a time by `src` as they are
+    /// written: with direct writes, the blocks already made are written
+    /// while the next ones are made. Every frame's length is checked
+    /// against `max_frame_bytes` before anything is written; a frame whose
+    /// payload is not the length `src` announced fails the append (and
+    /// poisons the log, as a failed write does).
+    pub(crate) fn append_from(&self, src: &mut impl FrameSource) -> Result<Vec<Lsn>> {
         if self.is_poisoned() {
             return Err(self.poison.error());
         }
         let max = self.opts.max_frame_bytes;
-        let mut lens = Vec::with_capacity(frames.len());
-        for (i, f) in frames.iter().enumerate() {
-            match u32::try_from(f.payload.len()) {
+        let count = src.count();
+        let mut lens = Vec::with_capacity(count);
+        for i in 0..count {
+            let len = src.payload_len(i);
+            match u32::try_from(len) {
                 Ok(n) if n <= max => lens.push(n),
                 _ => {
                     return Err(Error::invalid(format!(
-                        "frame {i}: payload of {} bytes exceeds max_frame_bytes {max}",
-                        f.payload.len()
+                        "frame {i}: payload of {len} bytes exceeds max_frame_bytes {max}"
                     )));
                 }
             }
         }
-        if frames.is_empty() {
+        if count == 0 {
             return Ok(Vec::new());
         }
         let mut guard = self.writer.lock().map_err(|_| Error::panicked())?;
@@ -444,7 +486,7 @@ impl Log {
         let w = &mut *guard;
         let mut buf = std::mem::take(&mut w.buf);
         let mut staged = Staged::default();
-        let result = self.write_frames(w, frames, &lens, &mut buf, &mut staged);
+        let result = self.write_frames(w, src, &lens, &mut buf, &mut staged);
         // Set again by a direct append that succeeds; the next one reads
         // the block back otherwise.
         w.tail = None;
@@ -468,56 +510,129 @@ impl Log {
     fn write_frames(
         &self,
         w: &mut Writer,
-        frames: &[FrameRef<'_>],
+        src: &mut impl FrameSource,
         lens: &[u32],
         buf: &mut Vec<u8>,
+        staged: &mut Staged,
+    ) -> Result<Written> {
+        let bytes: u64 = lens.iter().map(|&n| FRAME_HEADER_LEN + u64::from(n)).sum();
+        if self.opts.direct_writes.is_some_and(|min| bytes >= min) {
+            return self.write_frames_direct(w, src, lens, bytes, staged);
+        }
+        let mut seg = Arc::clone(&w.active);
+        let mut file = Arc::clone(&w.file);
+        let mut len = w.len;
+        let mut buf_at = len;
+        let mut lsns = Vec::with_capacity(lens.len());
+        for (i, &n) in lens.iter().enumerate() {
+            if len >= self.opts.segment_bytes && len > SEGMENT_HEADER_LEN {
+                write_at(&file, &seg, buf, buf_at)?;
+                buf.clear();
+                (seg, file) = self.roll(seg, &file, len, staged)?;
+                len = SEGMENT_HEADER_LEN;
+                buf_at = len;
+            }
+            lsns.push(seg.base + len);
+            let f = checked_frame(src, i, n)?;
+            encode_frame(buf, n, f.tag, f.payload);
+            len += FRAME_HEADER_LEN + u64::from(n);
+            if buf.len() >= WRITE_CHUNK {
+                write_at(&file, &seg, buf, buf_at)?;
+                buf_at += buf.len() as u64;
+                buf.clear();
+            }
+        }
+        write_at(&file, &seg, buf, buf_at)?;
+        self.map_sealed(staged)?;
+        Ok(Written {
+            lsns,
+            active: seg,
+            file,
+            len,
+            tail: None,
+        })
+    }
+
+    /// `write_frames` for a direct append (`LogOptions::direct_writes`):
+    /// the frames are laid out in aligned buffers, each written directly,
+    /// by a writer thread when the append is large enough for the overlap
+    /// to pay (see `direct`).
+    fn write_frames_direct(
+        &self,
+        w: &mut Writer,
+        src: &mut impl FrameSource,
+        lens: &[u32],
+        bytes: u64,
         staged: &mut Staged,
     ) -> Result<Written> {
         let mut seg = Arc::clone(&w.active);
         let mut file = Arc::clone(&w.file);
         let mut len = w.len;
-        let bytes: u64 = lens.iter().map(|&n| FRAME_HEADER_LEN + u64::from(n)).sum();
-        let mut out = Output {
-            direct: self.opts.direct_writes.is_some_and(|min| bytes >= min),
-            staging: &mut w.staging,
-        };
-        // File offset where `buf` goes: with direct writes, the start of
-        // the block holding `len`, whose bytes before `len` lead `buf`.
-        let mut buf_at = out.start(&file, &seg, len, w.tail.as_deref(), buf)?;
-        let mut lsns = Vec::with_capacity(frames.len());
-        for (f, &n) in frames.iter().zip(lens) {
-            if len >= self.opts.segment_bytes && len > SEGMENT_HEADER_LEN {
-                // Roll: finish and sync the full segment, then start the next
-                // one right where it ends.
-                out.write(&file, &seg, buf, buf_at, true)?;
-                buf.clear();
-                file.sync_data()
-                    .map_err(|e| io_err("syncing full segment", &seg.path, e))?;
-                let (next, next_file) =
-                    create_segment(self.fs.as_ref(), &self.dir, seg.base + len)?;
-                let next = Arc::new(next);
-                staged
-                    .created
-                    .push((Arc::clone(&next), Arc::clone(&next_file)));
-                staged.sealed.push((seg, len));
-                seg = next;
-                file = next_file;
-                len = SEGMENT_HEADER_LEN;
-                buf_at = out.start(&file, &seg, len, None, buf)?;
+        let tail = w.tail.take();
+        let pool = &mut w.staging;
+        std::thread::scope(|scope| {
+            let channel = if bytes >= direct::THREAD_BYTES {
+                direct::writer_thread(scope)
+            } else {
+                None
+            };
+            let mut out = direct::DirectWriter::new(
+                channel,
+                pool,
+                Arc::clone(&seg),
+                Arc::clone(&file),
+                len,
+                tail.as_deref(),
+            )?;
+            let mut lsns = Vec::with_capacity(lens.len());
+            for (i, &n) in lens.iter().enumerate() {
+                if len >= self.opts.segment_bytes && len > SEGMENT_HEADER_LEN {
+                    out.finish()?;
+                    (seg, file) = self.roll(seg.clone(), &file, len, staged)?;
+                    len = SEGMENT_HEADER_LEN;
+                    out.next_segment(Arc::clone(&seg), Arc::clone(&file), len)?;
+                }
+                lsns.push(seg.base + len);
+                let f = checked_frame(src, i, n)?;
+                out.push(&frame_header(n, f.tag, f.payload))?;
+                out.push(f.payload)?;
+                len += FRAME_HEADER_LEN + u64::from(n);
             }
-            lsns.push(seg.base + len);
-            encode_frame(buf, n, f.tag, f.payload);
-            len += FRAME_HEADER_LEN + u64::from(n);
-            if buf.len() >= WRITE_CHUNK {
-                // With direct writes, a partial last block stays in `buf`.
-                let written = out.write(&file, &seg, buf, buf_at, false)?;
-                buf.drain(..written);
-                buf_at += written as u64;
-            }
-        }
-        out.write(&file, &seg, buf, buf_at, true)?;
-        let tail = out.direct.then(|| buf[aligned_down(buf.len())..].to_vec());
-        // Sealed segments are final and synced: map them for readers.
+            let tail = out.finish()?;
+            drop(out);
+            self.map_sealed(staged)?;
+            Ok(Written {
+                lsns,
+                active: seg,
+                file,
+                len,
+                tail: Some(tail),
+            })
+        })
+    }
+
+    /// Seals the full segment `seg` at `len` (synced) and starts the next
+    /// one right where it ends; returns it and its file.
+    fn roll(
+        &self,
+        seg: Arc<Segment>,
+        file: &SegmentFile,
+        len: u64,
+        staged: &mut Staged,
+    ) -> Result<(Arc<Segment>, Arc<SegmentFile>)> {
+        file.sync_data()
+            .map_err(|e| io_err("syncing full segment", &seg.path, e))?;
+        let (next, next_file) = create_segment(self.fs.as_ref(), &self.dir, seg.base + len)?;
+        let next = Arc::new(next);
+        staged
+            .created
+            .push((Arc::clone(&next), Arc::clone(&next_file)));
+        staged.sealed.push((seg, len));
+        Ok((next, next_file))
+    }
+
+    /// Sealed segments are final and synced: maps them for readers.
+    fn map_sealed(&self, staged: &mut Staged) -> Result<()> {
         for (s, final_len) in &staged.sealed {
             let f = match &s.data {
                 segment::SegmentData::File(f) => f,
@@ -537,13 +652,7 @@ impl Log {
             }
             staged.maps.push(map);
         }
-        Ok(Written {
-            lsns,
-            active: seg,
-            file,
-            len,
-            tail,
-        })
+        Ok(())
     }
 
     /// Makes a completed append visible: new segments first, then sealed
@@ -774,95 +883,30 @@ impl Log {
     }
 }
 
-/// Bytes copied into the aligned staging buffer per direct write.
-const STAGING_BYTES: usize = WRITE_CHUNK;
-const _: () = assert!(STAGING_BYTES.is_multiple_of(DIRECT_ALIGN));
-
 /// `n` rounded down to a whole number of direct-write blocks.
 fn aligned_down(n: usize) -> usize {
     n - n % DIRECT_ALIGN
 }
 
-/// How an append's bytes reach the file: through the page cache, or in
-/// whole aligned blocks written directly (see `LogOptions::direct_writes`).
-struct Output<'a> {
-    direct: bool,
-    staging: &'a mut Option<memmap2::MmapMut>,
+/// Frame `i` of `src`, which must have the announced payload length `n`.
+fn checked_frame(src: &mut impl FrameSource, i: usize, n: u32) -> Result<FrameRef<'_>> {
+    let f = src.frame(i);
+    if f.payload.len() as u64 != u64::from(n) {
+        return Err(Error::invalid(format!(
+            "frame {i}: payload of {} bytes, announced as {n}",
+            f.payload.len()
+        )));
+    }
+    Ok(f)
 }
 
-impl Output<'_> {
-    /// Starts the write buffer for bytes going at `len` in `file`; returns
-    /// the offset the buffer goes at. With direct writes that is `len`
-    /// rounded down to a block, and the buffer starts with the file's bytes
-    /// from there to `len` (`tail` when the writer still has them).
-    fn start(
-        &mut self,
-        file: &SegmentFile,
-        seg: &Segment,
-        len: u64,
-        tail: Option<&[u8]>,
-        buf: &mut Vec<u8>,
-    ) -> Result<u64> {
-        if !self.direct {
-            return Ok(len);
-        }
-        let head = len % DIRECT_ALIGN as u64;
-        let at = len - head;
-        let head = usize::try_from(head).unwrap_or(0);
-        match tail {
-            Some(t) if t.len() == head => buf.extend_from_slice(t),
-            _ => {
-                buf.resize(head, 0);
-                file.read_exact_at(buf, at)
-                    .map_err(|e| io_err("reading the last block of", &seg.path, e))?;
-            }
-        }
-        Ok(at)
+/// Writes `buf` at `at` through the page cache.
+fn write_at(file: &SegmentFile, seg: &Segment, buf: &[u8], at: u64) -> Result<()> {
+    if buf.is_empty() {
+        return Ok(());
     }
-
-    /// Writes `buf` at `at`; returns how many of its bytes were written.
-    /// With direct writes, whole blocks go directly, and a final partial
-    /// block only if `last`, through the page cache (it is then written,
-    /// but not counted: it leads the next write).
-    fn write(
-        &mut self,
-        file: &SegmentFile,
-        seg: &Segment,
-        buf: &[u8],
-        at: u64,
-        last: bool,
-    ) -> Result<usize> {
-        let err = |e| io_err("appending to segment", &seg.path, e);
-        if !self.direct {
-            if !buf.is_empty() {
-                file.write_all_at(buf, at).map_err(err)?;
-            }
-            return Ok(buf.len());
-        }
-        let whole = aligned_down(buf.len());
-        if whole > 0 {
-            let staging = match self.staging {
-                Some(s) => s,
-                None => self.staging.insert(
-                    memmap2::MmapMut::map_anon(STAGING_BYTES)
-                        .map_err(|e| io_err("allocating the write buffer for", &seg.path, e))?,
-                ),
-            };
-            let mut off = 0;
-            // Pieces of whole blocks (STAGING_BYTES is a multiple of one).
-            for piece in buf[..whole].chunks(STAGING_BYTES) {
-                let out = &mut staging[..piece.len()];
-                out.copy_from_slice(piece);
-                file.write_direct_at(out, at + off as u64).map_err(err)?;
-                off += piece.len();
-            }
-        }
-        if last && whole < buf.len() {
-            file.write_all_at(&buf[whole..], at + whole as u64)
-                .map_err(err)?;
-        }
-        Ok(whole)
-    }
+    file.write_all_at(buf, at)
+        .map_err(|e| io_err("appending to segment", &seg.path, e))
 }
 
 /// Builds an I/O error naming a segment.

@@ -1115,3 +1115,71 @@ proptest::proptest! {
         }
     }
 }
+
+/// A frame source whose frame `bad` is one byte shorter than announced.
+struct Lying {
+    payloads: Vec<Vec<u8>>,
+    bad: usize,
+}
+
+impl FrameSource for Lying {
+    fn count(&self) -> usize {
+        self.payloads.len()
+    }
+    fn payload_len(&self, i: usize) -> usize {
+        self.payloads.get(i).map_or(0, Vec::len)
+    }
+    fn frame(&mut self, i: usize) -> FrameRef<'_> {
+        let p = self.payloads.get(i).map_or(&[][..], Vec::as_slice);
+        let p = if i == self.bad {
+            p.get(1..).unwrap_or(&[])
+        } else {
+            p
+        };
+        FrameRef { tag: 7, payload: p }
+    }
+}
+
+/// `append_from` with a frame not of its announced length, as the first,
+/// a middle or the last frame of an append that is written through the
+/// page cache, directly, or directly by the writer thread (8 MiB, several
+/// buffers already written when the bad frame comes): the append fails,
+/// the log is poisoned, nothing of the append is visible, and a reopen
+/// finds exactly the frames appended before it.
+#[test]
+fn a_frame_of_the_wrong_length_fails_the_append_and_loses_nothing() -> TestResult {
+    for direct in [None, Some(0)] {
+        for (frames, size) in [(3usize, 100usize), (8, 1 << 20)] {
+            for bad in [0, frames / 2, frames - 1] {
+                let what = format!("direct {direct:?}, {frames} frames of {size}, bad {bad}");
+                let opts = LogOptions {
+                    segment_bytes: 64 << 20,
+                    max_frame_bytes: 2 << 20,
+                    direct_writes: direct,
+                };
+                let tmp = tempfile::tempdir()?;
+                let (log, _) = Log::open(tmp.path(), opts, 0)?;
+                let before = append_records(&log, 0, 10)?;
+                let end = log.end();
+                let mut src = Lying {
+                    payloads: (0..frames).map(|i| sized_payload(i as u32, size)).collect(),
+                    bad,
+                };
+                let r = log.append_from(&mut src);
+                assert!(matches!(r, Err(Error::Poisoned { .. })), "{what}: {r:?}");
+                assert_eq!(log.end(), end, "{what}");
+                assert_eq!(scan_all(&log, 0)?.len(), 10, "{what}");
+                drop(log);
+                let (log, _) = Log::open(tmp.path(), opts, 0)?;
+                assert_eq!(log.end(), end, "{what}");
+                let found = scan_all(&log, 0)?;
+                assert_eq!(found.len(), 10, "{what}");
+                for (i, ((lsn, f), want)) in found.iter().zip(&before).enumerate() {
+                    assert_eq!(lsn, want, "{what}");
+                    assert!(is_record(f, i as u32), "{what}: record {i}");
+                }
+            }
+        }
+    }
+    Ok(())
+}

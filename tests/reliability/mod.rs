@@ -56,7 +56,10 @@ impl BatchId {
     /// first root span), so that under `Sync` and `GroupCommit` it is
     /// appended with direct writes (`StoreOptions::direct_writes`: appends
     /// of 64 KiB and more): the crash and fault tests that run three or
-    /// more writers then crash and fail direct writes too.
+    /// more writers then crash and fail direct writes too. Its batch 0
+    /// carries 1.2 MB, enough for the log to hand its direct writes to a
+    /// writer thread (appends of 1 MiB and more), so that the fault sweeps
+    /// fail each of those writes too.
     pub fn is_large(self) -> bool {
         self.writer == 2 && self.n.is_multiple_of(3)
     }
@@ -89,7 +92,8 @@ impl BatchId {
                         .with_attribute("input.value", format!("question {} {t}", self.n))
                         .with_attribute("output.value", format!("answer {} {t}", self.n));
                     if t == 0 && self.is_large() {
-                        span = span.with_attribute("padding", padding(self.n));
+                        let bytes = if self.n == 0 { 1_200_000 } else { 70_000 };
+                        span = span.with_attribute("padding", padding(self.n, bytes));
                     }
                 } else {
                     span = span
@@ -113,9 +117,9 @@ impl BatchId {
     }
 }
 
-/// The padding of a large batch: 70,000 bytes, different per batch.
-fn padding(n: u64) -> String {
-    (0..70_000u64)
+/// The padding of a large batch: `bytes` bytes, different per batch.
+fn padding(n: u64, bytes: u64) -> String {
+    (0..bytes)
         .map(|i| char::from(b'a' + ((i * 31 + n) % 26) as u8))
         .collect()
 }
