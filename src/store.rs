@@ -475,13 +475,17 @@ struct Candidate<'a> {
     session_id: Option<String>,
     /// Its length encoded (`codec::encoded_span_len`).
     encoded_len: usize,
+    /// Where its encoding starts in a batch encoded before it is written.
+    at: usize,
 }
 
-/// The frames of an append's accepted spans, each encoded as the log
-/// writes it.
+/// The frames of an append's accepted spans: read from the batch's
+/// encoding, or each encoded as the log writes it.
 struct SpanFrames<'c, 'a> {
     spans: &'c [&'c Candidate<'a>],
-    /// The span being written, encoded.
+    /// The batch encoded (each span at `Candidate::at`), if it was.
+    encoded: Option<&'c [u8]>,
+    /// Otherwise the span being written, encoded.
     scratch: Vec<u8>,
 }
 
@@ -495,6 +499,19 @@ impl FrameSource for SpanFrames<'_, '_> {
     }
 
     fn frame(&mut self, i: usize) -> FrameRef<'_> {
+        if let Some(buf) = self.encoded {
+            // A span that is not there, or bytes that are not, are an empty
+            // payload, which the log refuses as not of the announced length.
+            let payload = self
+                .spans
+                .get(i)
+                .and_then(|c| buf.get(c.at..c.at + c.encoded_len))
+                .unwrap_or(&[]);
+            return FrameRef {
+                tag: codec::TAG_SPAN_V1,
+                payload,
+            };
+        }
         self.scratch.clear();
         // Encoding cannot fail (see `codec::encoded_span_len`); a span
         // that is not there is an empty payload, which the log refuses as
@@ -1127,10 +1144,7 @@ impl SessionStore {
     pub fn append(&self, batch: &[ResourceSpans]) -> Result<AppendReport> {
         self.ensure_writable()?;
         let mut report = AppendReport::default();
-        // Validation needs each span's encoded length, counted here; the
-        // spans are encoded as the log writes them (`SpanFrames`), so that
-        // with direct writes the disk takes the first blocks of a large
-        // batch while the rest is encoded.
+        // Validation needs each span's encoded length, counted here.
         let mut batch_bytes = 0;
         let mut candidates: Vec<Candidate<'_>> = Vec::new();
         for rs in batch {
@@ -1147,6 +1161,7 @@ impl SessionStore {
                             span,
                             session_id,
                             encoded_len,
+                            at: 0,
                         });
                     }
                     Err(reason) => {
@@ -1159,6 +1174,24 @@ impl SessionStore {
                 }
             }
         }
+
+        // A batch the log writes behind its making (see `Log::writes_behind`)
+        // is encoded as the log writes it, so that the disk takes its first
+        // blocks while the rest is encoded; a smaller one here, before the
+        // writer lock, so that concurrent appenders encode side by side.
+        let encoded = if self
+            .log
+            .writes_behind(batch_bytes as u64, candidates.len() as u64)
+        {
+            None
+        } else {
+            let mut buf = Vec::with_capacity(batch_bytes);
+            for c in &mut candidates {
+                c.at = buf.len();
+                let _ = codec::encode_span_parts(c.project, c.resource, c.span, &mut buf);
+            }
+            Some(buf)
+        };
 
         let mut ws = self.lock_writer()?;
         self.ensure_writable()?;
@@ -1252,6 +1285,7 @@ impl SessionStore {
         }
         let lsns = match self.log.append_from(&mut SpanFrames {
             spans: &accepted,
+            encoded: encoded.as_deref(),
             scratch: Vec::new(),
         }) {
             Ok(lsns) => lsns,

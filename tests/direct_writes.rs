@@ -148,3 +148,59 @@ fn buffered_and_small_appends_go_through_the_page_cache() {
     assert_eq!(direct_writes(&sim), 0, "small GroupCommit appends");
     assert_eq!(store.stats().unwrap().spans, 600);
 }
+
+/// A batch of more than 1 MiB under `Sync` or `GroupCommit` is encoded
+/// span by span while the log's writer thread writes the blocks already
+/// made (`Log::writes_behind`), instead of being encoded before the writer
+/// lock. With duplicates of stored spans, a span repeated inside the
+/// batch and a span rejected in its middle, it is stored exactly as the
+/// same batch written through the page cache: the same report, the same
+/// log bytes, the same answers, before and after a reopen.
+#[test]
+fn a_large_batch_with_duplicates_and_rejections_is_stored_as_a_small_one() {
+    for mode in [Durability::Sync, Durability::GroupCommit] {
+        let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a_sim, b_sim) = (SimFileSystem::new(), SimFileSystem::new());
+        let direct = open(a_dir.path(), &a_sim, mode, true);
+        let plain = open(b_dir.path(), &b_sim, mode, false);
+        // 200 spans of ~6 KB: 1.2 MB.
+        let first = batch(7, 200, 6_000);
+        let want_first = direct.append(&first).unwrap();
+        assert_eq!(want_first.accepted, 200, "{mode:?}");
+        assert_eq!(plain.append(&first).unwrap(), want_first, "{mode:?}");
+        // Half of the first batch again, a new trace of 150 such spans
+        // with one of them twice, and a span with a zero span id between.
+        let mut spans: Vec<Span> = first[0].spans[..100].to_vec();
+        let new = batch(8, 150, 6_000);
+        spans.extend(new[0].spans[..75].iter().cloned());
+        let mut bad = new[0].spans[0].clone();
+        bad.span_id = SpanId([0; 8]);
+        spans.push(bad);
+        spans.push(new[0].spans[10].clone());
+        spans.extend(new[0].spans[75..].iter().cloned());
+        let mixed = vec![ResourceSpans::for_project("p", spans)];
+        let before = direct_writes(&a_sim);
+        let report = direct.append(&mixed).unwrap();
+        assert!(
+            direct_writes(&a_sim) > before,
+            "{mode:?}: not written directly"
+        );
+        assert_eq!(
+            (report.accepted, report.duplicates, report.rejected.len()),
+            (150, 101, 1),
+            "{mode:?}: {report:?}"
+        );
+        assert_eq!(plain.append(&mixed).unwrap(), report, "{mode:?}");
+        assert_eq!(
+            log_files(a_dir.path()),
+            log_files(b_dir.path()),
+            "{mode:?}: logs differ"
+        );
+        let traces = [tid(8), tid(9)];
+        let want = snapshot(&plain, &traces, &[], &[]);
+        assert_eq!(snapshot(&direct, &traces, &[], &[]), want, "{mode:?}");
+        drop(direct);
+        let reopened = open(a_dir.path(), &SimFileSystem::new(), mode, true);
+        assert_eq!(snapshot(&reopened, &traces, &[], &[]), want, "{mode:?}");
+    }
+}

@@ -450,6 +450,15 @@ impl Log {
         self.append_from(&mut Encoded(frames))
     }
 
+    /// True if an append of `frames` frames with `payload_bytes` bytes of
+    /// payloads in all would be written by a writer thread while its frames
+    /// are made (direct writes of at least `direct::THREAD_BYTES`): then
+    /// making them in [`Log::append_from`] overlaps the disk's time.
+    pub(crate) fn writes_behind(&self, payload_bytes: u64, frames: u64) -> bool {
+        let bytes = payload_bytes.saturating_add(FRAME_HEADER_LEN.saturating_mul(frames));
+        self.opts.direct_writes.is_some_and(|min| bytes >= min) && bytes >= direct::THREAD_BYTES
+    }
+
     /// [`Log::append`] of frames made one at a time by `src` as they are
     /// written: with direct writes, the blocks already made are written
     /// while the next ones are made. Every frame's length is checked
@@ -571,7 +580,7 @@ impl Log {
         let tail = w.tail.take();
         let pool = &mut w.staging;
         std::thread::scope(|scope| {
-            let channel = if bytes >= direct::THREAD_BYTES {
+            let channel = if self.writes_behind(bytes, 0) {
                 direct::writer_thread(scope)
             } else {
                 None
