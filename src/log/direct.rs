@@ -40,6 +40,8 @@ pub(super) const THREAD_BYTES: u64 = 2 * DIRECT_CHUNK as u64;
 
 /// One direct write, for the writer thread.
 struct Job {
+    /// Which append it belongs to (see [`WriterThread::next_append`]).
+    append: u64,
     /// The bytes: `buf[..len]`, whole blocks.
     buf: MmapMut,
     len: usize,
@@ -52,20 +54,22 @@ struct Job {
 /// A buffer back from the writer thread, with how its write went.
 type Done = (MmapMut, Result<()>);
 
-/// The writer thread's loop: writes each job in order, and after a failure
-/// writes nothing more (the append is failing; its caller waits for every
-/// job before undoing it).
+/// The writer thread's loop: writes each job in order, and after a failed
+/// write writes nothing more of that append (which is failing; its caller
+/// waits for every job before undoing it).
 fn writer_loop(jobs: &Receiver<Job>, done: &std::sync::mpsc::Sender<Done>) {
-    let mut failed = false;
+    let mut failed = None;
     for job in jobs {
-        let result = if failed {
+        let result = if failed == Some(job.append) {
             Err(Error::invalid(
                 "an earlier direct write of this append failed",
             ))
         } else {
             write_job(&job)
         };
-        failed |= result.is_err();
+        if result.is_err() {
+            failed = Some(job.append);
+        }
         if done.send((job.buf, result)).is_err() {
             return;
         }
@@ -79,31 +83,62 @@ fn write_job(job: &Job) -> Result<()> {
         .map_err(|e| io_err("appending to segment", &job.seg.path, e))
 }
 
-/// The two ends of a writer thread: jobs in, buffers back.
-pub(super) struct Channel {
-    jobs: SyncSender<Job>,
+/// The log's writer thread, started at the first append that needs it and
+/// kept until the log is dropped. (One thread for the log's life rather
+/// than one per append: glibc gives each new thread a malloc arena from
+/// those that exited threads left, so threads started per append made the
+/// indexing threads' arenas change hands, and peak memory grow by half
+/// with ~4 KiB spans.)
+pub(super) struct WriterThread {
+    /// Jobs in; `None` once dropping.
+    jobs: Option<SyncSender<Job>>,
+    /// Buffers back, with how their writes went.
     done: Receiver<Done>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// The number of the append using the thread now.
+    append: u64,
 }
 
-/// Starts a writer thread in `scope`; `None` if no thread could be started
-/// (then the caller writes each buffer itself).
-pub(super) fn writer_thread<'scope>(
-    scope: &'scope std::thread::Scope<'scope, '_>,
-) -> Option<Channel> {
-    // Never full: at most `BUFFERS - 1` buffers are handed off at a time.
-    let (jobs, jobs_rx) = std::sync::mpsc::sync_channel(BUFFERS);
-    let (done_tx, done) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("span-sessions-log-writer".into())
-        .spawn_scoped(scope, move || writer_loop(&jobs_rx, &done_tx))
-        .ok()
-        .map(|_| Channel { jobs, done })
+impl WriterThread {
+    /// Starts the thread; `None` if it could not be started (then each
+    /// append writes its buffers itself).
+    pub(super) fn start() -> Option<WriterThread> {
+        // Never full: at most `BUFFERS - 1` buffers are handed off at a time.
+        let (jobs, jobs_rx) = std::sync::mpsc::sync_channel(BUFFERS);
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("span-sessions-log-writer".into())
+            .spawn(move || writer_loop(&jobs_rx, &done_tx))
+            .ok()?;
+        Some(WriterThread {
+            jobs: Some(jobs),
+            done,
+            thread: Some(thread),
+            append: 0,
+        })
+    }
+
+    /// Starts a new append's jobs: a failed write of an earlier append no
+    /// longer stops them.
+    pub(super) fn next_append(&mut self) -> &WriterThread {
+        self.append = self.append.wrapping_add(1);
+        self
+    }
+}
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Lays frames out in aligned buffers and writes them directly.
 pub(super) struct DirectWriter<'p> {
     /// `Some`: buffers are written by the writer thread behind it.
-    channel: Option<Channel>,
+    channel: Option<&'p WriterThread>,
     /// Spare buffers, kept across appends by the log's writer.
     pool: &'p mut Vec<MmapMut>,
     /// Buffers handed to the writer thread and not back yet.
@@ -122,7 +157,7 @@ impl<'p> DirectWriter<'p> {
     /// holding `len`, with that block's bytes before `len` (`tail`, or read
     /// back from the file).
     pub(super) fn new(
-        channel: Option<Channel>,
+        channel: Option<&'p WriterThread>,
         pool: &'p mut Vec<MmapMut>,
         seg: Arc<Segment>,
         file: Arc<SegmentFile>,
@@ -198,6 +233,7 @@ impl<'p> DirectWriter<'p> {
             return Ok(());
         };
         let job = Job {
+            append: self.channel.map_or(0, |t| t.append),
             buf,
             len,
             at: self.cur_at,
@@ -206,8 +242,9 @@ impl<'p> DirectWriter<'p> {
         };
         self.cur_at += len as u64;
         self.cur_len = 0;
-        match &self.channel {
-            Some(ch) => match ch.jobs.send(job) {
+        let jobs = self.channel.and_then(|t| t.jobs.as_ref());
+        match jobs {
+            Some(jobs) => match jobs.send(job) {
                 Ok(()) => {
                     self.in_flight += 1;
                     Ok(())
@@ -243,10 +280,10 @@ impl<'p> DirectWriter<'p> {
 
     /// Waits for one buffer to come back from the writer thread.
     fn take_done(&mut self) -> Result<()> {
-        let Some(ch) = &self.channel else {
+        let Some(t) = self.channel else {
             return Err(Error::invalid("no direct write in flight"));
         };
-        match ch.done.recv() {
+        match t.done.recv() {
             Ok((buf, result)) => {
                 self.in_flight -= 1;
                 self.pool.push(buf);

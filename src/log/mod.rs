@@ -170,6 +170,9 @@ struct Writer {
     /// With direct writes: the aligned buffers frames are laid out in for
     /// the writes (`direct::DirectWriter`), made as appends need them.
     staging: Vec<memmap2::MmapMut>,
+    /// With direct writes: the thread that writes large appends' buffers
+    /// (`direct::WriterThread`), started by the first.
+    thread: Option<direct::WriterThread>,
 }
 
 /// Group-commit state: what is durable and whether someone is syncing.
@@ -294,6 +297,7 @@ impl Log {
                 buf: Vec::new(),
                 tail: None,
                 staging: Vec::new(),
+                thread: None,
             }),
             end: AtomicU64::new(end),
             // Recovery synced the active segment; sealed ones were synced
@@ -564,8 +568,8 @@ impl Log {
 
     /// `write_frames` for a direct append (`LogOptions::direct_writes`):
     /// the frames are laid out in aligned buffers, each written directly,
-    /// by a writer thread when the append is large enough for the overlap
-    /// to pay (see `direct`).
+    /// by the log's writer thread when the append is large enough for the
+    /// overlap to pay (`Log::writes_behind`, `direct::WriterThread`).
     fn write_frames_direct(
         &self,
         w: &mut Writer,
@@ -578,45 +582,45 @@ impl Log {
         let mut file = Arc::clone(&w.file);
         let mut len = w.len;
         let tail = w.tail.take();
+        if self.writes_behind(bytes, 0) && w.thread.is_none() {
+            w.thread = direct::WriterThread::start();
+        }
+        let channel = match &mut w.thread {
+            Some(t) if self.writes_behind(bytes, 0) => Some(t.next_append()),
+            _ => None,
+        };
         let pool = &mut w.staging;
-        std::thread::scope(|scope| {
-            let channel = if self.writes_behind(bytes, 0) {
-                direct::writer_thread(scope)
-            } else {
-                None
-            };
-            let mut out = direct::DirectWriter::new(
-                channel,
-                pool,
-                Arc::clone(&seg),
-                Arc::clone(&file),
-                len,
-                tail.as_deref(),
-            )?;
-            let mut lsns = Vec::with_capacity(lens.len());
-            for (i, &n) in lens.iter().enumerate() {
-                if len >= self.opts.segment_bytes && len > SEGMENT_HEADER_LEN {
-                    out.finish()?;
-                    (seg, file) = self.roll(seg.clone(), &file, len, staged)?;
-                    len = SEGMENT_HEADER_LEN;
-                    out.next_segment(Arc::clone(&seg), Arc::clone(&file), len)?;
-                }
-                lsns.push(seg.base + len);
-                let f = checked_frame(src, i, n)?;
-                out.push(&frame_header(n, f.tag, f.payload))?;
-                out.push(f.payload)?;
-                len += FRAME_HEADER_LEN + u64::from(n);
+        let mut out = direct::DirectWriter::new(
+            channel,
+            pool,
+            Arc::clone(&seg),
+            Arc::clone(&file),
+            len,
+            tail.as_deref(),
+        )?;
+        let mut lsns = Vec::with_capacity(lens.len());
+        for (i, &n) in lens.iter().enumerate() {
+            if len >= self.opts.segment_bytes && len > SEGMENT_HEADER_LEN {
+                out.finish()?;
+                (seg, file) = self.roll(seg.clone(), &file, len, staged)?;
+                len = SEGMENT_HEADER_LEN;
+                out.next_segment(Arc::clone(&seg), Arc::clone(&file), len)?;
             }
-            let tail = out.finish()?;
-            drop(out);
-            self.map_sealed(staged)?;
-            Ok(Written {
-                lsns,
-                active: seg,
-                file,
-                len,
-                tail: Some(tail),
-            })
+            lsns.push(seg.base + len);
+            let f = checked_frame(src, i, n)?;
+            out.push(&frame_header(n, f.tag, f.payload))?;
+            out.push(f.payload)?;
+            len += FRAME_HEADER_LEN + u64::from(n);
+        }
+        let tail = out.finish()?;
+        drop(out);
+        self.map_sealed(staged)?;
+        Ok(Written {
+            lsns,
+            active: seg,
+            file,
+            len,
+            tail: Some(tail),
         })
     }
 

@@ -1044,7 +1044,9 @@ proptest::proptest! {
     /// Direct writes leave files byte for byte equal to writes through the
     /// page cache after every append (no padding, nothing rewritten
     /// differently), across partial blocks, whole blocks, write chunks
-    /// larger than `WRITE_CHUNK` and segment rolls; and read back the same.
+    /// larger than `WRITE_CHUNK`, appends of 1 MiB and more (written by the
+    /// writer thread, several buffers each) and segment rolls inside them;
+    /// and read back the same.
     #[test]
     fn direct_writes_leave_the_same_files(
         batches in proptest::collection::vec(
