@@ -70,7 +70,11 @@ fn writer_loop(jobs: &Receiver<Job>, done: &std::sync::mpsc::Sender<Done>) {
         if result.is_err() {
             failed = Some(job.append);
         }
-        if done.send((job.buf, result)).is_err() {
+        // The segment and file handles go before the buffer is back, so
+        // that none outlives the append that handed them over.
+        let Job { buf, seg, file, .. } = job;
+        drop((seg, file));
+        if done.send((buf, result)).is_err() {
             return;
         }
     }
