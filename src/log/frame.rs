@@ -131,15 +131,9 @@ pub(super) fn frame_crc(len: u32, tag: u8, payload: &[u8]) -> u32 {
     h.finalize()
 }
 
-/// Appends one encoded frame to `out`. The caller has checked that the payload
-/// fits in `u32` (it is at most `max_frame_bytes`).
-pub(super) fn encode_frame(out: &mut Vec<u8>, len: u32, tag: u8, payload: &[u8]) {
-    out.extend_from_slice(&frame_header(len, tag, payload));
-    out.extend_from_slice(payload);
-}
-
-/// The header of the frame of `payload` (`len` is its length): length,
-/// checksum, tag.
+/// The header of the frame of `payload` (`len` is its length, which the
+/// caller has checked fits in `u32`: it is at most `max_frame_bytes`):
+/// length, checksum, tag. The payload follows it.
 pub(super) fn frame_header(len: u32, tag: u8, payload: &[u8]) -> [u8; 9] {
     let crc = frame_crc(len, tag, payload).to_le_bytes();
     let len = len.to_le_bytes();
@@ -229,8 +223,8 @@ mod tests {
     use super::*;
 
     fn frame(tag: u8, payload: &[u8]) -> Vec<u8> {
-        let mut v = Vec::new();
-        encode_frame(&mut v, payload.len() as u32, tag, payload);
+        let mut v = frame_header(payload.len() as u32, tag, payload).to_vec();
+        v.extend_from_slice(payload);
         v
     }
 

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
 
 use self::file::SegmentFile;
-use self::frame::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, encode_frame, frame_header};
+use self::frame::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, frame_header};
 use self::recovery::{create_segment, recover};
 pub use self::salvage::{DroppedRange, SalvageReport};
 pub(crate) use self::segment::FrameBuf;
@@ -520,6 +520,11 @@ impl Log {
 
     /// Writes the frames, rolling segments as needed, without publishing
     /// anything. Returns the LSNs and the new active segment and length.
+    /// A direct append (`LogOptions::direct_writes`) lays the frames out in
+    /// aligned buffers, each written directly, by the log's writer thread
+    /// when the append is large enough for the overlap to pay
+    /// (`Log::writes_behind`, `direct::WriterThread`); any other goes
+    /// through the page cache.
     fn write_frames(
         &self,
         w: &mut Writer,
@@ -529,58 +534,16 @@ impl Log {
         staged: &mut Staged,
     ) -> Result<Written> {
         let bytes: u64 = lens.iter().map(|&n| FRAME_HEADER_LEN + u64::from(n)).sum();
-        if self.opts.direct_writes.is_some_and(|min| bytes >= min) {
-            return self.write_frames_direct(w, src, lens, bytes, staged);
+        let (seg, file, len) = (Arc::clone(&w.active), Arc::clone(&w.file), w.len);
+        if self.opts.direct_writes.is_none_or(|min| bytes < min) {
+            let mut out = PageCacheOut {
+                buf,
+                seg: Arc::clone(&seg),
+                file: Arc::clone(&file),
+                at: len,
+            };
+            return self.write_into(&mut out, src, lens, (seg, file, len), staged);
         }
-        let mut seg = Arc::clone(&w.active);
-        let mut file = Arc::clone(&w.file);
-        let mut len = w.len;
-        let mut buf_at = len;
-        let mut lsns = Vec::with_capacity(lens.len());
-        for (i, &n) in lens.iter().enumerate() {
-            if len >= self.opts.segment_bytes && len > SEGMENT_HEADER_LEN {
-                write_at(&file, &seg, buf, buf_at)?;
-                buf.clear();
-                (seg, file) = self.roll(seg, &file, len, staged)?;
-                len = SEGMENT_HEADER_LEN;
-                buf_at = len;
-            }
-            lsns.push(seg.base + len);
-            let f = checked_frame(src, i, n)?;
-            encode_frame(buf, n, f.tag, f.payload);
-            len += FRAME_HEADER_LEN + u64::from(n);
-            if buf.len() >= WRITE_CHUNK {
-                write_at(&file, &seg, buf, buf_at)?;
-                buf_at += buf.len() as u64;
-                buf.clear();
-            }
-        }
-        write_at(&file, &seg, buf, buf_at)?;
-        self.map_sealed(staged)?;
-        Ok(Written {
-            lsns,
-            active: seg,
-            file,
-            len,
-            tail: None,
-        })
-    }
-
-    /// `write_frames` for a direct append (`LogOptions::direct_writes`):
-    /// the frames are laid out in aligned buffers, each written directly,
-    /// by the log's writer thread when the append is large enough for the
-    /// overlap to pay (`Log::writes_behind`, `direct::WriterThread`).
-    fn write_frames_direct(
-        &self,
-        w: &mut Writer,
-        src: &mut impl FrameSource,
-        lens: &[u32],
-        bytes: u64,
-        staged: &mut Staged,
-    ) -> Result<Written> {
-        let mut seg = Arc::clone(&w.active);
-        let mut file = Arc::clone(&w.file);
-        let mut len = w.len;
         let tail = w.tail.take();
         if self.writes_behind(bytes, 0) && w.thread.is_none() {
             w.thread = direct::WriterThread::start();
@@ -589,38 +552,48 @@ impl Log {
             Some(t) if self.writes_behind(bytes, 0) => Some(t.next_append()),
             _ => None,
         };
-        let pool = &mut w.staging;
         let mut out = direct::DirectWriter::new(
             channel,
-            pool,
+            &mut w.staging,
             Arc::clone(&seg),
             Arc::clone(&file),
             len,
             tail.as_deref(),
         )?;
+        self.write_into(&mut out, src, lens, (seg, file, len), staged)
+    }
+
+    /// The loop of `write_frames`: the frames of `src` into `out`, starting
+    /// at `len` in `seg`, rolling segments as needed.
+    fn write_into(
+        &self,
+        out: &mut impl FrameOut,
+        src: &mut impl FrameSource,
+        lens: &[u32],
+        (mut seg, mut file, mut len): (Arc<Segment>, Arc<SegmentFile>, u64),
+        staged: &mut Staged,
+    ) -> Result<Written> {
         let mut lsns = Vec::with_capacity(lens.len());
         for (i, &n) in lens.iter().enumerate() {
             if len >= self.opts.segment_bytes && len > SEGMENT_HEADER_LEN {
                 out.finish()?;
-                (seg, file) = self.roll(seg.clone(), &file, len, staged)?;
+                (seg, file) = self.roll(seg, &file, len, staged)?;
                 len = SEGMENT_HEADER_LEN;
                 out.next_segment(Arc::clone(&seg), Arc::clone(&file), len)?;
             }
             lsns.push(seg.base + len);
             let f = checked_frame(src, i, n)?;
-            out.push(&frame_header(n, f.tag, f.payload))?;
-            out.push(f.payload)?;
+            out.frame(&frame_header(n, f.tag, f.payload), f.payload)?;
             len += FRAME_HEADER_LEN + u64::from(n);
         }
         let tail = out.finish()?;
-        drop(out);
         self.map_sealed(staged)?;
         Ok(Written {
             lsns,
             active: seg,
             file,
             len,
-            tail: Some(tail),
+            tail,
         })
     }
 
@@ -913,13 +886,73 @@ fn checked_frame(src: &mut impl FrameSource, i: usize, n: u32) -> Result<FrameRe
     Ok(f)
 }
 
-/// Writes `buf` at `at` through the page cache.
-fn write_at(file: &SegmentFile, seg: &Segment, buf: &[u8], at: u64) -> Result<()> {
-    if buf.is_empty() {
-        return Ok(());
+/// Where `Log::write_into` puts an append's frames.
+trait FrameOut {
+    /// Appends a frame: its header, then its payload.
+    fn frame(&mut self, header: &[u8], payload: &[u8]) -> Result<()>;
+    /// Writes out every byte of the current segment; with direct writes,
+    /// returns its partial last block (`Writer::tail`).
+    fn finish(&mut self) -> Result<Option<Vec<u8>>>;
+    /// Continues at `len` of a new segment, after `finish`.
+    fn next_segment(&mut self, seg: Arc<Segment>, file: Arc<SegmentFile>, len: u64) -> Result<()>;
+}
+
+/// Frames written through the page cache, `WRITE_CHUNK` bytes at a time.
+struct PageCacheOut<'b> {
+    buf: &'b mut Vec<u8>,
+    seg: Arc<Segment>,
+    file: Arc<SegmentFile>,
+    /// Where `buf` goes in the file.
+    at: u64,
+}
+
+impl PageCacheOut<'_> {
+    fn write_buf(&mut self) -> Result<()> {
+        if !self.buf.is_empty() {
+            self.file
+                .write_all_at(self.buf, self.at)
+                .map_err(|e| io_err("appending to segment", &self.seg.path, e))?;
+            self.at += self.buf.len() as u64;
+            self.buf.clear();
+        }
+        Ok(())
     }
-    file.write_all_at(buf, at)
-        .map_err(|e| io_err("appending to segment", &seg.path, e))
+}
+
+impl FrameOut for PageCacheOut<'_> {
+    fn frame(&mut self, header: &[u8], payload: &[u8]) -> Result<()> {
+        self.buf.extend_from_slice(header);
+        self.buf.extend_from_slice(payload);
+        if self.buf.len() >= WRITE_CHUNK {
+            self.write_buf()?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<Option<Vec<u8>>> {
+        self.write_buf()?;
+        Ok(None)
+    }
+
+    fn next_segment(&mut self, seg: Arc<Segment>, file: Arc<SegmentFile>, len: u64) -> Result<()> {
+        (self.seg, self.file, self.at) = (seg, file, len);
+        Ok(())
+    }
+}
+
+impl FrameOut for direct::DirectWriter<'_> {
+    fn frame(&mut self, header: &[u8], payload: &[u8]) -> Result<()> {
+        self.push(header)?;
+        self.push(payload)
+    }
+
+    fn finish(&mut self) -> Result<Option<Vec<u8>>> {
+        direct::DirectWriter::finish(self).map(Some)
+    }
+
+    fn next_segment(&mut self, seg: Arc<Segment>, file: Arc<SegmentFile>, len: u64) -> Result<()> {
+        direct::DirectWriter::next_segment(self, seg, file, len)
+    }
 }
 
 /// Builds an I/O error naming a segment.
