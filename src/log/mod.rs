@@ -339,30 +339,9 @@ impl Log {
         }
         let mut staged = Staged::default();
         let result = (|| {
-            let (seg, len) = (Arc::clone(&w.active), w.len);
-            w.file
-                .sync_data()
-                .map_err(|e| io_err("syncing full segment", &seg.path, e))?;
-            let (next, next_file) = create_segment(self.fs.as_ref(), &self.dir, seg.base + len)?;
-            let next = Arc::new(next);
-            staged
-                .created
-                .push((Arc::clone(&next), Arc::clone(&next_file)));
-            let map = w
-                .file
-                .map()
-                .map_err(|e| io_err("mapping sealed segment", &seg.path, e))?;
-            if map.len() as u64 != len {
-                return Err(seg.corrupt(
-                    len,
-                    format!(
-                        "sealed segment is {} bytes on disk, expected {len}",
-                        map.len()
-                    ),
-                ));
-            }
-            staged.sealed.push((seg, len));
-            staged.maps.push(map);
+            let (next, next_file) =
+                self.roll(Arc::clone(&w.active), &w.file, w.len, &mut staged)?;
+            self.map_sealed(&mut staged)?;
             Ok(Written {
                 lsns: Vec::new(),
                 active: next,
