@@ -1,8 +1,9 @@
 //! Direct appends (`LogOptions::direct_writes`): frames are laid out in
-//! aligned buffers of whole blocks, and each full buffer is written with
-//! `O_DIRECT` by a writer thread while the next one is filled, so that the
-//! disk's time overlaps the framing (copies and checksums) instead of
-//! following it.
+//! aligned buffers of whole blocks and written with `O_DIRECT`. In an
+//! append of at least [`THREAD_BYTES`], each full buffer is written by the
+//! log's writer thread while the next one is filled, so that the disk's
+//! time overlaps the making of the frames (in the store, the encoding of
+//! the spans: `Log::append_from`) instead of following it.
 //!
 //! The order of the file-system calls is the one a single thread would
 //! make: the direct writes in file order, one at a time; after a failed
@@ -26,7 +27,7 @@ use crate::fs::DIRECT_ALIGN;
 /// Bytes per direct write. Small enough that the framing of the next
 /// buffer overlaps most of an append's writes, large enough that a write
 /// is not mostly its system call.
-pub(super) const DIRECT_CHUNK: usize = 512 << 10;
+const DIRECT_CHUNK: usize = 512 << 10;
 const _: () = assert!(DIRECT_CHUNK.is_multiple_of(DIRECT_ALIGN));
 
 /// Buffers an append uses at most: one being filled, the others queued or

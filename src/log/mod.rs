@@ -524,12 +524,13 @@ impl Log {
             return self.write_into(&mut out, src, lens, (seg, file, len), staged);
         }
         let tail = w.tail.take();
-        if self.writes_behind(bytes, 0) && w.thread.is_none() {
-            w.thread = direct::WriterThread::start();
-        }
-        let channel = match &mut w.thread {
-            Some(t) if self.writes_behind(bytes, 0) => Some(t.next_append()),
-            _ => None,
+        let channel = if self.writes_behind(bytes, 0) {
+            if w.thread.is_none() {
+                w.thread = direct::WriterThread::start();
+            }
+            w.thread.as_mut().map(direct::WriterThread::next_append)
+        } else {
+            None
         };
         let mut out = direct::DirectWriter::new(
             channel,
