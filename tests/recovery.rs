@@ -397,3 +397,98 @@ fn verify_names_trace_records_out_of_step_with_their_homes() {
         assert!(store.verify().unwrap().is_ok(), "{damage}");
     }
 }
+
+/// Every session of project `p` in every sort order and direction, page
+/// by page.
+fn every_listing(store: &SessionStore) -> Vec<String> {
+    let mut out = Vec::new();
+    for sort in [
+        SessionSort::StartTime,
+        SessionSort::EndTime,
+        SessionSort::NumTraces,
+        SessionSort::TotalTokens,
+        SessionSort::Duration,
+    ] {
+        for descending in [false, true] {
+            let mut q = SessionQuery {
+                sort,
+                descending,
+                limit: 1000,
+                ..SessionQuery::default()
+            };
+            loop {
+                let page = store.sessions("p", &q).unwrap();
+                out.extend(
+                    page.items
+                        .iter()
+                        .map(|s| format!("{sort:?} {descending} {s:?}")),
+                );
+                match page.next_cursor {
+                    Some(c) => q.cursor = Some(c),
+                    None => break,
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A replay long enough to apply in several chunks, each writing its
+/// sort-index changes as runs that later merge, with tombstones between
+/// them: 50,000 sessions started, some deleted, and every one given a
+/// later turn, all past the checkpoint (about 550,000 sort-index changes).
+/// The reopened store lists the sessions in every order exactly as the
+/// live store, which wrote them in other groups, did.
+#[test]
+fn a_long_replay_lists_sessions_in_every_order_as_the_live_store_did() {
+    const SESSIONS: u32 = 50_000;
+    let trace = |phase: u8, i: u32| {
+        let mut id = [phase; 16];
+        id[..4].copy_from_slice(&i.to_be_bytes());
+        TraceId(id)
+    };
+    let turns = |phase: u8, range: std::ops::Range<u32>| -> Vec<ResourceSpans> {
+        let spans = range
+            .map(|i| {
+                // Later turns start later and last longer, so that every
+                // sort value but the start changes.
+                let start = 1_000_000 * u64::from(phase) + u64::from(i);
+                Span::new(
+                    trace(phase, i),
+                    SpanId([1; 8]),
+                    None,
+                    "agent",
+                    start,
+                    start + 10 + u64::from(i % 97) * u64::from(phase + 1),
+                )
+                .with_attribute("session.id", format!("s{i:05}"))
+                .with_attribute("llm.token_count.total", i64::from(i % 13 + 1))
+            })
+            .collect();
+        vec![ResourceSpans::for_project("p", spans)]
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = options()
+        .checkpoint_spans(u64::MAX)
+        .open(dir.path())
+        .unwrap();
+    for from in (0..SESSIONS).step_by(1000) {
+        store.append(&turns(0, from..from + 1000)).unwrap();
+    }
+    // Sessions started above and deleted: their keys are inserted and then
+    // removed within one replay.
+    for i in (0..SESSIONS).step_by(50) {
+        store.delete_trace(trace(0, i)).unwrap();
+    }
+    for from in (0..SESSIONS).step_by(1000) {
+        store.append(&turns(1, from..from + 1000)).unwrap();
+    }
+    let live = every_listing(&store);
+    assert_eq!(live.len(), 10 * SESSIONS as usize);
+    let snapshot = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), snapshot.path());
+    drop(store);
+    let reopened = options().open(snapshot.path()).unwrap();
+    assert!(reopened.open_report().frames_replayed >= 2 * u64::from(SESSIONS));
+    assert_eq!(every_listing(&reopened), live);
+}
