@@ -64,9 +64,14 @@ fn main() {
     let store = options.open(&dir).unwrap();
     let el = t.elapsed();
     let report = store.open_report();
+    let t = report.timings;
     println!(
-        "opened in {el:?}: {} frames replayed, {} log bytes",
+        "opened in {el:?}: {} frames replayed, {} log bytes\n  index {:?}, log {:?}, replay {:?}, checkpoint {:?}",
         report.frames_replayed,
-        store.stats().map(|s| s.log_bytes).unwrap_or(0)
+        store.stats().map(|s| s.log_bytes).unwrap_or(0),
+        t.index,
+        t.log,
+        t.replay,
+        t.checkpoint
     );
 }

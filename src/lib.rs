@@ -60,7 +60,7 @@ pub use model::{
     find_attribute, keys, nanos_to_ms, project_of_resource,
 };
 pub use query::{ProjectStats, SessionFilter, SessionQuery, SessionSort};
-pub use repair::OpenReport;
+pub use repair::{OpenReport, OpenTimings};
 pub use store::{
     CompactReport, CompactStep, Durability, MAX_ID_BYTES, MAX_SPANS_PER_TRACE, SegmentStats,
     SessionStore, StoreOptions, StoreStats, VerifyReport,

@@ -3,6 +3,7 @@
 //! aside and rebuilt by a replay, and the open reports it.
 
 use std::path::Path;
+use std::time::Duration;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::fs::FileSystem;
@@ -30,6 +31,29 @@ pub struct OpenReport {
     pub index_rebuilt: Option<String>,
     /// What [`crate::StoreOptions::salvage_log`] kept and dropped.
     pub salvage: Option<SalvageReport>,
+    /// How long each step of the open took.
+    pub timings: OpenTimings,
+}
+
+/// How long each step of [`crate::SessionStore::open`] took (in
+/// [`OpenReport::timings`]). After a crash, `replay` is what grows with the
+/// log written since the last checkpoint (see
+/// [`crate::StoreOptions::checkpoint_bytes`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OpenTimings {
+    /// Opening the index file (redb's own recovery of an unclean close
+    /// included), and rebuilding it empty when that was needed.
+    pub index: Duration,
+    /// Opening the log: finding its segments, checking the frames past the
+    /// checkpoint, cutting a torn tail, salvage when asked for, and
+    /// finishing an interrupted compaction.
+    pub log: Duration,
+    /// Re-applying the log frames past the index's checkpoint to the
+    /// index (all of them after a rebuild).
+    pub replay: Duration,
+    /// Committing the replayed changes and making the index durable.
+    pub checkpoint: Duration,
 }
 
 /// Opens the index file; rebuilds it from scratch when `rebuild` gives a

@@ -12,6 +12,7 @@ use std::fs::{self, File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Instant;
 
 use crate::codec;
 use crate::codec::LogRecord;
@@ -575,6 +576,7 @@ impl SessionStore {
         let mut rebuild = opts
             .rebuild_index_on_open
             .then(|| "StoreOptions::rebuild_index_on_open was set".to_owned());
+        let started = Instant::now();
         if opts.salvage_log {
             let salvage = Log::salvage(Arc::clone(&fs), &dir.join("log"), log_opts)?;
             // Rebuilt even from an intact log: the index may be what is
@@ -586,6 +588,8 @@ impl SessionStore {
             });
             report.salvage = Some(salvage);
         }
+        report.timings.log = started.elapsed();
+        let started = Instant::now();
         let index = repair::open_index(
             &dir.join("index.redb"),
             opts.file_system.as_deref(),
@@ -607,10 +611,13 @@ impl SessionStore {
             w.commit()?;
         }
         let applied = index.meta(META_APPLIED)?;
+        report.timings.index = started.elapsed();
+        let started = Instant::now();
         let (log, recovered) = Log::open_on(fs, &dir.join("log"), log_opts, applied)?;
         report.log_truncated_bytes = recovered.truncated_bytes;
         report.log_frames_checked = recovered.frames_scanned;
         compaction::finish_interrupted(&index, &log)?;
+        report.timings.log += started.elapsed();
         let mut store = SessionStore {
             dir: dir.to_owned(),
             opts,
@@ -632,16 +639,21 @@ impl SessionStore {
             read_gate: RwLock::new(()),
             _lock: lock,
         };
-        let replayed = {
+        let (replayed, replay, checkpoint) = {
             let mut ws = store.lock_writer()?;
+            let started = Instant::now();
             let mut w = store.index.begin_write()?;
             let mut deferred = Deferred::default();
             let n = store.replay(&mut w, applied, &mut deferred)?;
+            let replay = started.elapsed();
+            let started = Instant::now();
             store.commit_with_deferred(w, deferred)?;
             store.checkpoint(&mut ws)?;
-            n
+            (n, replay, started.elapsed())
         };
         store.open_report.frames_replayed = replayed;
+        store.open_report.timings.replay = replay;
+        store.open_report.timings.checkpoint = checkpoint;
         Ok(store)
     }
 

@@ -492,3 +492,29 @@ fn a_long_replay_lists_sessions_in_every_order_as_the_live_store_did() {
     assert!(reopened.open_report().frames_replayed >= 2 * u64::from(SESSIONS));
     assert_eq!(every_listing(&reopened), live);
 }
+
+/// The open report says how long each step of the open took: the steps
+/// are timed separately, so together they fit in the open's own time, and
+/// a store with frames past its checkpoint spends time replaying them.
+#[test]
+fn the_open_report_times_each_step_within_the_open() {
+    let (snapshot, _) = crashed_store(3, 3);
+    let started = std::time::Instant::now();
+    let store = options().open(snapshot.path()).unwrap();
+    let elapsed = started.elapsed();
+    let report = store.open_report();
+    assert_eq!(report.frames_replayed, 3);
+    let t = report.timings;
+    for (step, took) in [
+        ("index", t.index),
+        ("log", t.log),
+        ("replay", t.replay),
+        ("checkpoint", t.checkpoint),
+    ] {
+        assert!(!took.is_zero(), "{step} took no time: {t:?}");
+    }
+    assert!(
+        t.index + t.log + t.replay + t.checkpoint <= elapsed,
+        "{t:?} against {elapsed:?}"
+    );
+}
