@@ -38,9 +38,11 @@ fn main() {
             ..WorkloadConfig::default()
         }
     };
+    // BATCH=n: spans per append (1,000 by default).
+    let batch = env_number("BATCH").unwrap_or(1000).max(1);
     let batches: Vec<_> = Workload::new(cfg)
-        .batches(1000)
-        .take(spans / 1000)
+        .batches(batch)
+        .take(spans / batch)
         .collect();
     let dir = tempfile::tempdir().unwrap();
     // INDEX_BATCH=bytes: `StoreOptions::index_batch_bytes` (0: index every
