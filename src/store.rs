@@ -123,6 +123,13 @@ pub enum Durability {
 /// writes directly: sixteen 4 KiB blocks.
 const DIRECT_MIN_APPEND_BYTES: u64 = 64 << 10;
 
+/// The same under [`Durability::Buffered`], whose appends do not otherwise
+/// wait for the disk: 1 MiB, the size from which the log's writer thread
+/// writes an append's blocks while the rest are made, and a large batch's
+/// copy into the page cache costs more than its direct writes (see
+/// `StoreOptions::direct_writes`).
+const BUFFERED_DIRECT_MIN_APPEND_BYTES: u64 = 1 << 20;
+
 /// Options for opening a store; `StoreOptions::default()` gives sensible ones.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -258,11 +265,18 @@ impl StoreOptions {
     ///
     /// It applies to appends of at least 64 KiB of encoded spans under
     /// [`Durability::Sync`] and [`Durability::GroupCommit`], which wait for
-    /// the disk anyway. A direct write waits for the disk itself, so
-    /// [`Durability::Buffered`] appends and small appends always go through
-    /// the page cache. Whole 4 KiB blocks go directly; the last, partial
-    /// block of an append goes through the page cache and is written again,
-    /// unchanged, by the next direct append. The log's files and the crash
+    /// the disk anyway, and of at least 1 MiB under
+    /// [`Durability::Buffered`]. A direct write waits for the disk itself
+    /// (and, for the block it shares with the append before, for that
+    /// block's page to be written back first), which only a large append
+    /// hides: its blocks are written by the log's writer thread while the
+    /// rest are made, and copying a batch that large into the page cache
+    /// cost more than writing it directly (~4 KiB spans in batches of
+    /// 1,000: about 1.5-2x the spans per second on this project's test
+    /// machine). Smaller appends go through the page cache. Whole 4 KiB
+    /// blocks go directly; the last, partial block of an append goes
+    /// through the page cache and is written again, unchanged, by the next
+    /// direct append. The log's files and the crash
     /// guarantees are the same either way. Where the file system has no
     /// direct I/O (tmpfs, other platforms), everything goes through the
     /// page cache, as with `false`. Spans written directly are read back
@@ -567,10 +581,11 @@ impl SessionStore {
             // Fixed, not `max_span_bytes`: lowering that option must not
             // make frames written earlier unreadable.
             max_frame_bytes: codec::MAX_DECODE_BYTES as u32,
-            // Only where appends wait for the disk anyway (see
-            // `StoreOptions::direct_writes`).
-            direct_writes: (opts.direct_writes && opts.durability != Durability::Buffered)
-                .then_some(DIRECT_MIN_APPEND_BYTES),
+            // See `StoreOptions::direct_writes`.
+            direct_writes: opts.direct_writes.then_some(match opts.durability {
+                Durability::Buffered => BUFFERED_DIRECT_MIN_APPEND_BYTES,
+                _ => DIRECT_MIN_APPEND_BYTES,
+            }),
         };
         let mut report = OpenReport::default();
         let mut rebuild = opts

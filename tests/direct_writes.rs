@@ -50,7 +50,8 @@ fn batch(n: u64, spans: u64, input_bytes: usize) -> Vec<ResourceSpans> {
 }
 
 /// The batches appended: small ones (well under 64 KiB), large ones (one
-/// span of ~100 KiB, and 40 spans of ~3 KiB) and a small one between.
+/// span of ~100 KiB, 40 spans of ~3 KiB, one of ~70 KiB) with a small one
+/// between, and a batch of over 1 MiB (12 spans of ~100 KiB).
 fn batches() -> Vec<Vec<ResourceSpans>> {
     vec![
         batch(0, 3, 100),
@@ -60,7 +61,17 @@ fn batches() -> Vec<Vec<ResourceSpans>> {
         batch(4, 40, 3_000),
         batch(5, 1, 70_000),
         batch(6, 3, 200),
+        batch(7, 12, 100_000),
     ]
+}
+
+/// Whether `mode` writes batch `n` of [`batches`] directly: 64 KiB or more
+/// under `Sync` and `GroupCommit`, 1 MiB or more under `Buffered`.
+fn written_directly(mode: Durability, n: usize) -> bool {
+    match mode {
+        Durability::Buffered => n == 7,
+        _ => matches!(n, 1 | 4 | 5 | 7),
+    }
 }
 
 fn open(dir: &Path, sim: &SimFileSystem, mode: Durability, direct: bool) -> SessionStore {
@@ -92,8 +103,12 @@ fn direct_writes(sim: &SimFileSystem) -> u64 {
 }
 
 #[test]
-fn large_durable_appends_write_directly_and_leave_the_same_store() {
-    for mode in [Durability::Sync, Durability::GroupCommit] {
+fn large_appends_write_directly_and_leave_the_same_store() {
+    for mode in [
+        Durability::Sync,
+        Durability::GroupCommit,
+        Durability::Buffered,
+    ] {
         let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (a_sim, b_sim) = (SimFileSystem::new(), SimFileSystem::new());
         let direct = open(a_dir.path(), &a_sim, mode, true);
@@ -103,7 +118,7 @@ fn large_durable_appends_write_directly_and_leave_the_same_store() {
             let spans: usize = b.iter().map(|r| r.spans.len()).sum();
             assert_eq!(direct.append(b).unwrap().accepted, spans);
             assert_eq!(plain.append(b).unwrap().accepted, spans);
-            let large = matches!(n, 1 | 4 | 5);
+            let large = written_directly(mode, n);
             assert_eq!(
                 direct_writes(&a_sim) > before,
                 large,
@@ -117,7 +132,7 @@ fn large_durable_appends_write_directly_and_leave_the_same_store() {
         }
         assert_eq!(direct_writes(&b_sim), 0, "{mode:?}: direct_writes(false)");
         assert!(common::segments(a_dir.path()).len() > 1, "no roll");
-        let traces: Vec<_> = (0..7).map(|n| tid(n + 1)).collect();
+        let traces: Vec<_> = (0..8).map(|n| tid(n + 1)).collect();
         let want = snapshot(&plain, &traces, &[], &[]);
         assert_eq!(snapshot(&direct, &traces, &[], &[]), want, "{mode:?}");
         drop(direct);
@@ -128,13 +143,14 @@ fn large_durable_appends_write_directly_and_leave_the_same_store() {
 }
 
 #[test]
-fn buffered_and_small_appends_go_through_the_page_cache() {
-    // Buffered appends do not wait for the disk; a direct write would.
+fn buffered_appends_under_1_mib_and_small_appends_go_through_the_page_cache() {
+    // Buffered appends do not wait for the disk; a direct write would, and
+    // below 1 MiB nothing hides it.
     let dir = tempfile::tempdir().unwrap();
     let sim = SimFileSystem::new();
     let store = open(dir.path(), &sim, Durability::Buffered, true);
-    for b in batches() {
-        store.append(&b).unwrap();
+    for b in &batches()[..7] {
+        store.append(b).unwrap();
     }
     store.sync().unwrap();
     assert_eq!(direct_writes(&sim), 0, "Buffered");
@@ -149,7 +165,7 @@ fn buffered_and_small_appends_go_through_the_page_cache() {
     assert_eq!(store.stats().unwrap().spans, 600);
 }
 
-/// A batch of more than 1 MiB under `Sync` or `GroupCommit` is encoded
+/// A batch of more than 1 MiB (in every durability mode) is encoded
 /// span by span while the log's writer thread writes the blocks already
 /// made (`Log::writes_behind`), instead of being encoded before the writer
 /// lock. With duplicates of stored spans, a span repeated inside the
@@ -158,7 +174,11 @@ fn buffered_and_small_appends_go_through_the_page_cache() {
 /// log bytes, the same answers, before and after a reopen.
 #[test]
 fn a_large_batch_with_duplicates_and_rejections_is_stored_as_a_small_one() {
-    for mode in [Durability::Sync, Durability::GroupCommit] {
+    for mode in [
+        Durability::Sync,
+        Durability::GroupCommit,
+        Durability::Buffered,
+    ] {
         let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (a_sim, b_sim) = (SimFileSystem::new(), SimFileSystem::new());
         let direct = open(a_dir.path(), &a_sim, mode, true);
@@ -168,16 +188,17 @@ fn a_large_batch_with_duplicates_and_rejections_is_stored_as_a_small_one() {
         let want_first = direct.append(&first).unwrap();
         assert_eq!(want_first.accepted, 200, "{mode:?}");
         assert_eq!(plain.append(&first).unwrap(), want_first, "{mode:?}");
-        // Half of the first batch again, a new trace of 150 such spans
-        // with one of them twice, and a span with a zero span id between.
+        // Half of the first batch again, a new trace of 200 such spans
+        // (1.2 MB again) with one of them twice, and a span with a zero
+        // span id between.
         let mut spans: Vec<Span> = first[0].spans[..100].to_vec();
-        let new = batch(8, 150, 6_000);
-        spans.extend(new[0].spans[..75].iter().cloned());
+        let new = batch(8, 200, 6_000);
+        spans.extend(new[0].spans[..100].iter().cloned());
         let mut bad = new[0].spans[0].clone();
         bad.span_id = SpanId([0; 8]);
         spans.push(bad);
         spans.push(new[0].spans[10].clone());
-        spans.extend(new[0].spans[75..].iter().cloned());
+        spans.extend(new[0].spans[100..].iter().cloned());
         let mixed = vec![ResourceSpans::for_project("p", spans)];
         let before = direct_writes(&a_sim);
         let report = direct.append(&mixed).unwrap();
@@ -187,7 +208,7 @@ fn a_large_batch_with_duplicates_and_rejections_is_stored_as_a_small_one() {
         );
         assert_eq!(
             (report.accepted, report.duplicates, report.rejected.len()),
-            (150, 101, 1),
+            (200, 101, 1),
             "{mode:?}: {report:?}"
         );
         assert_eq!(plain.append(&mixed).unwrap(), report, "{mode:?}");

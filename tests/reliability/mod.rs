@@ -58,8 +58,9 @@ impl BatchId {
     /// of 64 KiB and more): the crash and fault tests that run three or
     /// more writers then crash and fail direct writes too. Its batch 0
     /// carries 1.2 MB, enough for the log to hand its direct writes to a
-    /// writer thread (appends of 1 MiB and more), so that the fault sweeps
-    /// fail each of those writes too.
+    /// writer thread (appends of 1 MiB and more, which `Buffered` writes
+    /// directly too), so that the fault sweeps fail each of those writes
+    /// too, in every mode.
     pub fn is_large(self) -> bool {
         self.writer == 2 && self.n.is_multiple_of(3)
     }
