@@ -638,12 +638,13 @@ pub(crate) fn project_stats(txn: &ReadTransaction, project: &str) -> Result<Opti
 
 /// Every span of a trace, in (start, span id) order.
 /// `known_home` is the trace's home if a deferred change holds it (see
-/// `index::Deferred`), read together with opening `txn`.
+/// `index::Deferred`), read together with opening `txn`; `read_spans`
+/// reads the spans stored at the LSNs it is given, in that order.
 pub(crate) fn trace(
     txn: &ReadTransaction,
     trace_id: TraceId,
     known_home: Option<u64>,
-    read_span: &dyn Fn(u64) -> Result<StoredSpan>,
+    read_spans: &dyn Fn(&[u64]) -> Result<Vec<StoredSpan>>,
 ) -> Result<Option<Trace>> {
     let homes = txn.open_table(TRACE_HOMES)?;
     let records = txn.open_table(TRACE_RECORDS)?;
@@ -653,10 +654,8 @@ pub(crate) fn trace(
     };
     let mut facts = rec.spans.clone();
     facts.sort_by_key(|f| (f.start, f.span_id));
-    let spans = facts
-        .iter()
-        .map(|f| read_span(f.lsn))
-        .collect::<Result<Vec<_>>>()?;
+    let lsns: Vec<u64> = facts.iter().map(|f| f.lsn).collect();
+    let spans = read_spans(&lsns)?;
     Ok(Some(Trace {
         trace_id,
         project: rec.project().unwrap_or_default().to_owned(),

@@ -903,6 +903,19 @@ impl SessionStore {
         indexing::read_span(&self.log, lsn)
     }
 
+    /// Reads and decodes the spans stored at `lsns`, in that order.
+    fn read_spans(&self, lsns: &[Lsn]) -> Result<Vec<StoredSpan>> {
+        let frames = self.log.read_many(lsns)?;
+        frames
+            .iter()
+            .zip(lsns)
+            .map(|(frame, &lsn)| {
+                codec::decode_span(frame.tag(), frame.payload())
+                    .map_err(|e| self.corruption_at(lsn, e.0))
+            })
+            .collect()
+    }
+
     fn corruption_at(&self, lsn: Lsn, reason: String) -> Error {
         indexing::corruption_at(&self.log, lsn, reason)
     }
@@ -1597,7 +1610,7 @@ impl SessionStore {
             let txn = self.index.begin_read()?;
             (txn, deferred.homes.get(&trace_id.0).copied())
         };
-        query::trace(&txn, trace_id, home, &|lsn| self.read_span(lsn))
+        query::trace(&txn, trace_id, home, &|lsns| self.read_spans(lsns))
     }
 
     /// Names of all projects with stored spans, sorted.

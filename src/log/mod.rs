@@ -46,6 +46,15 @@ pub(crate) type Lsn = u64;
 /// are encoded, so a huge batch does not need a buffer of its own size.
 const WRITE_CHUNK: usize = 4 << 20;
 
+/// [`Log::read_many`] reads frames of the active segment together when each
+/// starts at most this many bytes after the one before...
+const READ_RUN_GAP: u64 = 16 << 10;
+/// ...in reads of at most this many bytes (a larger frame is read alone)...
+const READ_RUN_MAX: u64 = 256 << 10;
+/// ...that go this far past the last frame's start, for its bytes (frames
+/// of spans are mostly smaller; a larger one takes one more read).
+const READ_RUN_TAIL: u64 = 8 << 10;
+
 /// Size knobs of the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct LogOptions {
@@ -769,6 +778,60 @@ impl Log {
     /// (`InvalidInput` outside the log, usually `Corruption` inside it, since
     /// a misaligned position cannot be told from damage).
     pub(crate) fn read(&self, lsn: Lsn) -> Result<FrameBuf> {
+        let seg = self.holder(lsn)?;
+        let (frame, _) = seg
+            .frame_at(lsn - seg.base, self.opts.max_frame_bytes, None)
+            .map_err(|e| at_boundary(e, lsn))?;
+        Ok(frame)
+    }
+
+    /// [`Log::read`] of each of `lsns` (in any order, repeats allowed),
+    /// returned in the order given; fails with the first failing read in
+    /// log order. Frames of the active segment that lie within
+    /// [`READ_RUN_GAP`] of each other are read together, one positional
+    /// read of at most [`READ_RUN_MAX`] bytes for them all, instead of two
+    /// per frame (sealed segments are mapped and need none).
+    pub(crate) fn read_many(&self, lsns: &[Lsn]) -> Result<Vec<FrameBuf>> {
+        let mut order: Vec<(Lsn, usize)> = lsns.iter().copied().zip(0..).collect();
+        order.sort_unstable();
+        let mut out: Vec<Option<FrameBuf>> = vec![None; lsns.len()];
+        let mut win = Window::default();
+        let mut seg: Option<Arc<Segment>> = None;
+        for (k, &(lsn, i)) in order.iter().enumerate() {
+            let s = match &seg {
+                Some(s) if lsn >= s.base && lsn - s.base < s.len() => Arc::clone(s),
+                _ => {
+                    let s = self.holder(lsn)?;
+                    // A window holds bytes of one segment's file only.
+                    win = Window::default();
+                    seg = Some(Arc::clone(&s));
+                    s
+                }
+            };
+            // The frames wanted next that are near this one: read up to the
+            // last of them (and a little past its start, for its bytes).
+            let mut last = lsn;
+            for &(next, _) in order.get(k + 1..).unwrap_or_default() {
+                if next - last > READ_RUN_GAP || next - lsn >= READ_RUN_MAX {
+                    break;
+                }
+                last = next;
+            }
+            win.set_chunk((last - lsn).saturating_add(READ_RUN_TAIL).min(READ_RUN_MAX));
+            let (frame, _) = s
+                .frame_at(lsn - s.base, self.opts.max_frame_bytes, Some(&mut win))
+                .map_err(|e| at_boundary(e, lsn))?;
+            if let Some(slot) = out.get_mut(i) {
+                *slot = Some(frame);
+            }
+        }
+        out.into_iter()
+            .map(|f| f.ok_or_else(|| Error::invalid("a frame of read_many was not read")))
+            .collect()
+    }
+
+    /// The segment holding `lsn`, which must lie in the log.
+    fn holder(&self, lsn: Lsn) -> Result<Arc<Segment>> {
         let end = self.end();
         let start = self.start();
         if lsn < start || lsn >= end {
@@ -776,24 +839,8 @@ impl Log {
                 "LSN {lsn} is outside the log [{start}, {end})"
             )));
         }
-        let seg = self
-            .locate(lsn)
-            .ok_or_else(|| Error::invalid(format!("no segment holds LSN {lsn}")))?;
-        let (frame, _) = seg
-            .frame_at(lsn - seg.base, self.opts.max_frame_bytes, None)
-            .map_err(|e| match e {
-                Error::Corruption {
-                    segment,
-                    offset,
-                    reason,
-                } => Error::Corruption {
-                    segment,
-                    offset,
-                    reason: format!("{reason} (or LSN {lsn} is not a frame boundary)"),
-                },
-                other => other,
-            })?;
-        Ok(frame)
+        self.locate(lsn)
+            .ok_or_else(|| Error::invalid(format!("no segment holds LSN {lsn}")))
     }
 
     /// Iterates frames from `from` (a frame boundary, or 0 for the start) up
@@ -846,6 +893,23 @@ impl Log {
         let list = self.segments.read().unwrap_or_else(PoisonError::into_inner);
         let idx = list.partition_point(|s| s.base <= lsn).checked_sub(1)?;
         list.get(idx).cloned()
+    }
+}
+
+/// A read at `lsn` that found no valid frame: said to be corruption there,
+/// or `lsn` not being a frame boundary.
+fn at_boundary(e: Error, lsn: Lsn) -> Error {
+    match e {
+        Error::Corruption {
+            segment,
+            offset,
+            reason,
+        } => Error::Corruption {
+            segment,
+            offset,
+            reason: format!("{reason} (or LSN {lsn} is not a frame boundary)"),
+        },
+        other => other,
     }
 }
 

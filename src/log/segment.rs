@@ -225,15 +225,34 @@ pub(super) fn to_usize(v: u64) -> Result<usize> {
 
 /// A read-ahead buffer over an active segment, so that sequential scans read
 /// the file in large chunks instead of two syscalls per frame.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Window {
     /// File offset of `buf[0]`.
     start: u64,
     /// Cached bytes.
     buf: Vec<u8>,
+    /// Bytes a read fetches at least ([`WINDOW_CHUNK`] unless set).
+    chunk: u64,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window {
+            start: 0,
+            buf: Vec::new(),
+            chunk: WINDOW_CHUNK,
+        }
+    }
 }
 
 impl Window {
+    /// Sets how many bytes the next read fetches at least (capped at
+    /// [`WINDOW_CHUNK`]): for reads of frames that are not sequential, the
+    /// bytes up to the last of the nearby frames wanted next.
+    pub(super) fn set_chunk(&mut self, chunk: u64) {
+        self.chunk = chunk.min(WINDOW_CHUNK);
+    }
+
     /// Returns bytes `[off, off + n)` of `file`. The caller guarantees
     /// `off + n <= limit` where `limit` is a length known to be on disk, and
     /// that `n` was bounds-checked (it is at most a frame, or a chunk).
@@ -247,7 +266,7 @@ impl Window {
     ) -> Result<&[u8]> {
         let have_end = self.start + self.buf.len() as u64;
         if off < self.start || off + n > have_end {
-            let want = n.max(WINDOW_CHUNK).min(limit.saturating_sub(off));
+            let want = n.max(self.chunk).min(limit.saturating_sub(off));
             if want < n {
                 return Err(corruption(path, off, "read past the end of the segment"));
             }

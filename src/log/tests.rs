@@ -1118,6 +1118,113 @@ proptest::proptest! {
     }
 }
 
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(32),
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+
+    /// `read_many` returns what `read` returns for each LSN, in the order
+    /// asked, repeats included: frames near each other, far apart, larger
+    /// than one read of a run (`READ_RUN_MAX`) or than its tail
+    /// (`READ_RUN_TAIL`), in sealed segments and in the active one (one
+    /// segment for everything, or small ones that roll).
+    #[test]
+    fn read_many_reads_what_read_reads(
+        sizes in proptest::collection::vec(
+            proptest::prop_oneof![
+                8 => 0usize..700,
+                2 => 5_000usize..20_000,
+                1 => 250_000usize..300_000,
+            ],
+            1..60,
+        ),
+        picks in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 0..80),
+        one_segment in proptest::prelude::any::<bool>(),
+    ) {
+        let run = || -> TestResult {
+            let dir = tempfile::tempdir()?;
+            let opts = LogOptions {
+                segment_bytes: if one_segment { 1 << 30 } else { 64 << 10 },
+                max_frame_bytes: 1 << 20,
+                ..LogOptions::default()
+            };
+            let (log, _) = Log::open(dir.path(), opts, 0)?;
+            let payloads: Vec<Vec<u8>> = sizes
+                .iter()
+                .zip(0u32..)
+                .map(|(&n, seed)| sized_payload(seed, n))
+                .collect();
+            let mut lsns = Vec::new();
+            for chunk in payloads.chunks(5) {
+                let frames: Vec<FrameRef<'_>> = chunk
+                    .iter()
+                    .map(|p| FrameRef { tag: 9, payload: p })
+                    .collect();
+                lsns.extend(log.append(&frames)?);
+            }
+            let asked: Vec<Lsn> = picks.iter().map(|i| lsns[i.index(lsns.len())]).collect();
+            let got = log.read_many(&asked)?;
+            assert_eq!(got.len(), asked.len());
+            for (f, &lsn) in got.iter().zip(&asked) {
+                let want = log.read(lsn)?;
+                assert_eq!((f.tag(), f.payload()), (want.tag(), want.payload()), "LSN {lsn}");
+            }
+            // Every frame at once, backwards.
+            let all: Vec<Lsn> = lsns.iter().rev().copied().collect();
+            let got = log.read_many(&all)?;
+            for (f, lsn) in got.iter().zip(&all) {
+                let i = lsns.iter().position(|l| l == lsn).ok_or("no such LSN")?;
+                assert_eq!(f.payload(), payloads[i].as_slice(), "LSN {lsn}");
+            }
+            Ok(())
+        };
+        if let Err(e) = run() {
+            panic!("{e}");
+        }
+    }
+}
+
+/// `read_many` fails as `read` does: on an LSN outside the log, on one
+/// that is not a frame boundary, and on a damaged frame of the active
+/// segment, even when the frames around it are read in the same run.
+#[test]
+fn read_many_fails_where_read_fails() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (log, _) = Log::open(dir.path(), single(), 0)?;
+    let lsns = append_records(&log, 0, 40)?;
+    log.sync(log.end())?;
+    assert!(matches!(
+        log.read_many(&[lsns[3], log.end()]),
+        Err(Error::InvalidInput { .. })
+    ));
+    assert!(matches!(
+        log.read_many(&[lsns[3], lsns[4] + 1, lsns[5]]),
+        Err(Error::Corruption { .. })
+    ));
+    let segs = log.segments();
+    let seg = seg_of(&segs, lsns[20]).ok_or("no segment")?;
+    assert!(!seg.sealed);
+    // One bit of record 20's payload.
+    let offset = lsns[20] - seg.base;
+    flip_bit(&seg.path, offset + FRAME_HEADER_LEN + 2, 1)?;
+    expect_corruption(log.read(lsns[20]), &seg.path, offset)?;
+    expect_corruption(
+        log.read_many(&[lsns[19], lsns[20], lsns[21]]),
+        &seg.path,
+        offset,
+    )?;
+    expect_corruption(
+        log.read_many(&[lsns[30], lsns[20], lsns[2]]),
+        &seg.path,
+        offset,
+    )?;
+    // The frames around it still read.
+    let around = log.read_many(&[lsns[21], lsns[19]])?;
+    assert!(is_record(&around[0], 21) && is_record(&around[1], 19));
+    Ok(())
+}
+
 /// A frame source whose frame `bad` is one byte shorter than announced.
 struct Lying {
     payloads: Vec<Vec<u8>>,
