@@ -177,6 +177,28 @@ fn scan_all(log: &Log) -> (Vec<Written>, Option<crate::error::Error>) {
     (out, None)
 }
 
+/// The frames a scan returned read back the same with `Log::read_many` (as
+/// `trace` reads spans): all at once, in reverse log order, and every
+/// other one from the end twice over.
+fn reads_back(log: &Log, frames: &[Written]) -> Result<(), String> {
+    let rev: Vec<&Written> = frames.iter().rev().collect();
+    let mut asked: Vec<&Written> = rev.clone();
+    asked.extend(rev.iter().step_by(2).copied());
+    let lsns: Vec<Lsn> = asked.iter().map(|w| w.lsn).collect();
+    let got = log
+        .read_many(&lsns)
+        .map_err(|e| format!("read_many of {} scanned frames: {e}", lsns.len()))?;
+    check(got.len() == asked.len(), || {
+        format!("read_many returned {} frames for {}", got.len(), asked.len())
+    })?;
+    for (f, w) in got.iter().zip(&asked) {
+        check(f.tag() == w.tag && f.payload() == w.payload.as_slice(), || {
+            format!("read_many at LSN {} differs from the scan", w.lsn)
+        })?;
+    }
+    Ok(())
+}
+
 fn segment_files(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|rd| {
@@ -401,7 +423,8 @@ fn log_recovery_with(data: &[u8], direct: bool) -> Result<(), String> {
         if let Some(e) = err {
             return Err(format!("final scan: {e}"));
         }
-        return check(frames == model, || "final reopen lost frames".to_owned());
+        check(frames == model, || "final reopen lost frames".to_owned())?;
+        return reads_back(&lg, &frames);
     }
     // Salvage runs on a copy: `check_damaged` appends to the log.
     let copy = tmp.path().join("salvage");
@@ -524,6 +547,7 @@ fn check_damaged(dir: &Path, model: &[Written], junk: bool) -> Result<(), String
             format!("scan of a damaged log fails with {:?}: {e}", e.kind())
         })?;
     }
+    reads_back(&lg, &frames)?;
     if !junk {
         for f in &frames {
             check(by_lsn.get(&f.lsn) == Some(&f), || {
