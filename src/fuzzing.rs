@@ -189,12 +189,17 @@ fn reads_back(log: &Log, frames: &[Written]) -> Result<(), String> {
         .read_many(&lsns)
         .map_err(|e| format!("read_many of {} scanned frames: {e}", lsns.len()))?;
     check(got.len() == asked.len(), || {
-        format!("read_many returned {} frames for {}", got.len(), asked.len())
+        format!(
+            "read_many returned {} frames for {}",
+            got.len(),
+            asked.len()
+        )
     })?;
     for (f, w) in got.iter().zip(&asked) {
-        check(f.tag() == w.tag && f.payload() == w.payload.as_slice(), || {
-            format!("read_many at LSN {} differs from the scan", w.lsn)
-        })?;
+        check(
+            f.tag() == w.tag && f.payload() == w.payload.as_slice(),
+            || format!("read_many at LSN {} differs from the scan", w.lsn),
+        )?;
     }
     Ok(())
 }
