@@ -1116,13 +1116,6 @@ proptest::proptest! {
             panic!("{e}");
         }
     }
-}
-
-proptest::proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(32),
-        ..proptest::prelude::ProptestConfig::default()
-    })]
 
     /// `read_many` returns what `read` returns for each LSN, in the order
     /// asked, repeats included: frames near each other, far apart, larger
