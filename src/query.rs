@@ -10,11 +10,11 @@ use redb::{ReadTransaction, ReadableTable};
 use crate::error::{Error, Result};
 use crate::index::runs::{self, SESSION_RUNS};
 use crate::index::search::{self, ChunkSet, PostingBuffer};
-use crate::index::session::{SessionState, quantile, sort_values};
+use crate::index::session::{SessionState, quantile, quantile_of, sort_values};
 use crate::index::{
     PROJECT_STATS, PROJECTS, ProjectCounters, SEARCH, SESSION_IDS, SESSIONS, TRACE_HOMES,
-    TRACE_RECORDS, TURNS, decode, decode_session, decode_turn, increment, session_id_key,
-    split_turn_key, turn_key,
+    TRACE_RECORDS, TURNS, decode, decode_session, decode_turn, decode_turn_end, increment,
+    session_id_key, split_turn_key, turn_key,
 };
 use crate::model::{
     LatencyQuantiles, Page, SessionSummary, StoredSpan, Tokens, Trace, TraceId, Turn, nanos_to_ms,
@@ -244,6 +244,9 @@ fn parse_turn_cursor(c: &str) -> Option<(u64, [u8; 16])> {
     Some((start, id))
 }
 
+/// A session's trace latency p50/p99, from its turns' keys (start) and the
+/// first field of their values (end): every turn is read, none decoded
+/// whole, and the two ranks of each quantile are selected, not sorted for.
 fn latency_quantiles(txn: &ReadTransaction, session: u64) -> Result<LatencyQuantiles> {
     let table = txn.open_table(TURNS)?;
     let lo = turn_key(session, 0, [0; 16]);
@@ -252,13 +255,12 @@ fn latency_quantiles(txn: &ReadTransaction, session: u64) -> Result<LatencyQuant
     for item in table.range::<&[u8; 32]>(&lo..=&hi)? {
         let (k, v) = item?;
         let (_, start, _) = split_turn_key(k.value());
-        let body = decode_turn(v.value())?;
-        latencies.push(nanos_to_ms(body.end.saturating_sub(start)));
+        let end = decode_turn_end(v.value())?;
+        latencies.push(nanos_to_ms(end.saturating_sub(start)));
     }
-    latencies.sort_by(f64::total_cmp);
     Ok(LatencyQuantiles {
-        p50: quantile(&latencies, 0.5),
-        p99: quantile(&latencies, 0.99),
+        p50: quantile_of(&mut latencies, 0.5),
+        p99: quantile_of(&mut latencies, 0.99),
     })
 }
 

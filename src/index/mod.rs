@@ -228,6 +228,11 @@ pub(crate) fn decode_turn(bytes: &[u8]) -> Result<trace::TurnView<'_>> {
     trace::TurnView::decode(bytes).map_err(|e| corrupt_index("turn", e))
 }
 
+/// The `end` of a stored turn, read alone (`TurnView::end_of`).
+pub(crate) fn decode_turn_end(bytes: &[u8]) -> Result<u64> {
+    trace::TurnView::end_of(bytes).map_err(|e| corrupt_index("turn", e))
+}
+
 /// The redb database holding every index table.
 pub(crate) struct Index {
     db: redb::Database,

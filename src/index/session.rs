@@ -218,6 +218,28 @@ pub(crate) fn quantile(sorted: &[f64], q: f64) -> f64 {
     a + (b - a) * frac
 }
 
+/// [`quantile`] of `values` in any order, without sorting them: the two
+/// closest ranks are selected (linear time); `values` is reordered.
+pub(crate) fn quantile_of(values: &mut [f64], q: f64) -> f64 {
+    let Some(last) = values.len().checked_sub(1) else {
+        return 0.0;
+    };
+    #[expect(clippy::cast_precision_loss, reason = "ranks stay far below 2^52")]
+    let pos = q.clamp(0.0, 1.0) * last as f64;
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "pos is within [0, last]"
+    )]
+    let lo = pos.floor() as usize;
+    let (_, &mut a, above) = values.select_nth_unstable_by(lo.min(last), f64::total_cmp);
+    // The next rank is the least of what lies above the selected one.
+    let b = above.iter().copied().min_by(f64::total_cmp).unwrap_or(a);
+    #[expect(clippy::cast_precision_loss, reason = "lo is small")]
+    let frac = pos - lo as f64;
+    a + (b - a) * frac
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,6 +251,30 @@ mod tests {
         assert_eq!(quantile(&[1.0, 2.0, 3.0, 4.0], 0.5), 2.5);
         let v: Vec<f64> = (1..=100).map(f64::from).collect();
         assert!((quantile(&v, 0.99) - 99.01).abs() < 1e-9);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256),
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// Selecting the two closest ranks gives exactly what sorting does,
+        /// whatever the order of the values (repeats included).
+        #[test]
+        fn quantile_of_unsorted_values_is_the_sorted_quantile(
+            values in proptest::collection::vec(0u32..50, 0..200),
+            q in 0.0f64..=1.0,
+        ) {
+            let mut unsorted: Vec<f64> = values.iter().map(|&v| f64::from(v) / 4.0).collect();
+            let mut sorted = unsorted.clone();
+            sorted.sort_by(f64::total_cmp);
+            for q in [q, 0.0, 0.5, 0.99, 1.0] {
+                let want = quantile(&sorted, q);
+                let got = quantile_of(&mut unsorted, q);
+                proptest::prop_assert_eq!(got.to_bits(), want.to_bits(), "q {}", q);
+            }
+        }
     }
 }
 

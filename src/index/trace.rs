@@ -321,6 +321,13 @@ impl IoView<'_> {
 }
 
 impl<'a> TurnView<'a> {
+    /// The `end` of a stored turn, its first field, without decoding the
+    /// rest (the latency quantiles of a session read only that, from
+    /// every turn; the read paths that show a turn decode it whole).
+    pub fn end_of(bytes: &[u8]) -> Result<u64, DecodeError> {
+        WireReader::new(bytes).u64()
+    }
+
     /// Decodes a stored turn (the whole slice must be one `TurnBody`).
     pub fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
         // Fields in `TurnBody`'s declaration order, as serde encodes them.
@@ -636,6 +643,10 @@ mod view_tests {
             }
             let serde = decode_value::<TurnBody>(&bytes).ok();
             let direct = TurnView::decode(&bytes).ok().map(|v| v.to_body());
+            // What decodes whole has the `end` that `end_of` reads.
+            if let Some(body) = &direct {
+                prop_assert_eq!(TurnView::end_of(&bytes).ok(), Some(body.end));
+            }
             prop_assert_eq!(direct, serde);
         }
 
