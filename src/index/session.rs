@@ -195,12 +195,10 @@ impl SessionState {
     }
 }
 
-/// Quantile by linear interpolation between closest ranks (numpy's
-/// default, which Phoenix uses). `sorted` must be ascending.
-pub(crate) fn quantile(sorted: &[f64], q: f64) -> f64 {
-    let Some(last) = sorted.len().checked_sub(1) else {
-        return 0.0;
-    };
+/// Where quantile `q` of `len` ascending values lies: the lower of its two
+/// closest ranks and how far it is towards the next (`None` when empty).
+fn rank(len: usize, q: f64) -> Option<(usize, f64)> {
+    let last = len.checked_sub(1)?;
     #[expect(clippy::cast_precision_loss, reason = "ranks stay far below 2^52")]
     let pos = q.clamp(0.0, 1.0) * last as f64;
     #[expect(
@@ -208,35 +206,33 @@ pub(crate) fn quantile(sorted: &[f64], q: f64) -> f64 {
         clippy::cast_sign_loss,
         reason = "pos is within [0, last]"
     )]
-    let lo = pos.floor() as usize;
-    let hi = (lo + 1).min(last);
-    let (Some(a), Some(b)) = (sorted.get(lo), sorted.get(hi)) else {
-        return 0.0;
-    };
+    let lo = (pos.floor() as usize).min(last);
     #[expect(clippy::cast_precision_loss, reason = "lo is small")]
     let frac = pos - lo as f64;
+    Some((lo, frac))
+}
+
+/// Quantile by linear interpolation between closest ranks (numpy's
+/// default, which Phoenix uses). `sorted` must be ascending.
+pub(crate) fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let Some((lo, frac)) = rank(sorted.len(), q) else {
+        return 0.0;
+    };
+    let (Some(a), Some(b)) = (sorted.get(lo), sorted.get(lo + 1).or(sorted.get(lo))) else {
+        return 0.0;
+    };
     a + (b - a) * frac
 }
 
 /// [`quantile`] of `values` in any order, without sorting them: the two
 /// closest ranks are selected (linear time); `values` is reordered.
 pub(crate) fn quantile_of(values: &mut [f64], q: f64) -> f64 {
-    let Some(last) = values.len().checked_sub(1) else {
+    let Some((lo, frac)) = rank(values.len(), q) else {
         return 0.0;
     };
-    #[expect(clippy::cast_precision_loss, reason = "ranks stay far below 2^52")]
-    let pos = q.clamp(0.0, 1.0) * last as f64;
-    #[expect(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        reason = "pos is within [0, last]"
-    )]
-    let lo = pos.floor() as usize;
-    let (_, &mut a, above) = values.select_nth_unstable_by(lo.min(last), f64::total_cmp);
+    let (_, &mut a, above) = values.select_nth_unstable_by(lo, f64::total_cmp);
     // The next rank is the least of what lies above the selected one.
     let b = above.iter().copied().min_by(f64::total_cmp).unwrap_or(a);
-    #[expect(clippy::cast_precision_loss, reason = "lo is small")]
-    let frac = pos - lo as f64;
     a + (b - a) * frac
 }
 
