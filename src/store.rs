@@ -276,11 +276,11 @@ impl StoreOptions {
     /// machine). Smaller appends go through the page cache. Whole 4 KiB
     /// blocks go directly; the last, partial block of an append goes
     /// through the page cache and is written again, unchanged, by the next
-    /// direct append. The log's files and the crash
-    /// guarantees are the same either way. Where the file system has no
-    /// direct I/O (tmpfs, other platforms), everything goes through the
-    /// page cache, as with `false`. Spans written directly are read back
-    /// from the disk rather than from memory (`trace`, compaction).
+    /// direct append. The log's files and the crash guarantees are the
+    /// same either way. Where the file system has no direct I/O (tmpfs,
+    /// other platforms), everything goes through the page cache, as with
+    /// `false`. Spans written directly are read back from the disk rather
+    /// than from memory (`trace`, compaction).
     pub fn direct_writes(mut self, direct: bool) -> Self {
         self.direct_writes = direct;
         self
