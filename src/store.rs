@@ -909,10 +909,7 @@ impl SessionStore {
         frames
             .iter()
             .zip(lsns)
-            .map(|(frame, &lsn)| {
-                codec::decode_span(frame.tag(), frame.payload())
-                    .map_err(|e| self.corruption_at(lsn, e.0))
-            })
+            .map(|(frame, &lsn)| indexing::decode_span_frame(&self.log, lsn, frame))
             .collect()
     }
 

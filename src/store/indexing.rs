@@ -37,7 +37,7 @@ use super::pending::{Group, SpanIdSet};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::index::{Deferred, Index, IndexWriter};
-use crate::log::{Log, Lsn};
+use crate::log::{FrameBuf, Log, Lsn};
 use crate::model::StoredSpan;
 
 /// What indexing a group needs of the store: shared with its thread.
@@ -180,7 +180,11 @@ impl GroupIndexer {
 
 /// Reads and decodes the span stored at `lsn`.
 pub(super) fn read_span(log: &Log, lsn: Lsn) -> Result<StoredSpan> {
-    let frame = log.read(lsn)?;
+    decode_span_frame(log, lsn, &log.read(lsn)?)
+}
+
+/// Decodes `frame`, read at `lsn`, as a span; a corruption there if it is not one.
+pub(super) fn decode_span_frame(log: &Log, lsn: Lsn, frame: &FrameBuf) -> Result<StoredSpan> {
     codec::decode_span(frame.tag(), frame.payload()).map_err(|e| corruption_at(log, lsn, e.0))
 }
 
