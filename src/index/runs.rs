@@ -8,7 +8,7 @@
 //! their order. Here a group's changes to one sort partition (one project
 //! and one sort kind) are written as one *run*: a sorted list of changes
 //! (a key with its session, or a tombstone that deletes the key) cut into
-//! blocks of a few dozen, one redb entry per block. Reads merge the runs
+//! blocks of about one redb page, one entry per block. Reads merge the runs
 //! of a partition, the youngest change to a key winning; every `FANOUT`
 //! runs of one level are merged into one run of the next level, so a
 //! partition holds a few runs per level and a level-`n` run about
@@ -46,9 +46,15 @@ pub(crate) const META_NEXT_RUN: &str = "next_run";
 /// Runs of one level that are merged into one of the next.
 pub(crate) const FANOUT: usize = 8;
 
-/// A block is cut once it holds this many changes or this many bytes.
-const BLOCK_ENTRIES: usize = 64;
-const BLOCK_BYTES: usize = 2048;
+/// A block holds at most this many changes.
+const BLOCK_ENTRIES: usize = 128;
+
+/// A block is cut before a change that would make its entry (key and
+/// value) larger than this: one entry then fills one 4 KiB redb leaf page
+/// (redb's leaf header and the entry's two end offsets take 12 bytes;
+/// the rest is slack). Blocks cut at a fixed 2 KiB made entries just over
+/// half a page, one to a leaf, and left half of every page empty.
+const BLOCK_ENTRY_BYTES: usize = 4096 - 32;
 
 const HEADER: u8 = 0;
 const BLOCK: u8 = 1;
@@ -263,7 +269,7 @@ struct RunId {
 impl RunId {
     /// partition ‖ `kind` ‖ level ‖ sequence.
     fn prefix(self, p: Partition, kind: u8) -> Vec<u8> {
-        let mut k = Vec::with_capacity(PARTITION + 10);
+        let mut k = Vec::with_capacity(KEY_PREFIX);
         k.extend_from_slice(&p);
         k.push(kind);
         k.push(self.level);
@@ -328,15 +334,18 @@ impl RunWriter {
         tail: &[u8],
         change: Option<u64>,
     ) -> Result<()> {
+        if let Some(first) = &self.first {
+            let entry = KEY_PREFIX + first.len() + self.block.len() + change_len(tail, change);
+            if self.in_block == BLOCK_ENTRIES || entry > BLOCK_ENTRY_BYTES {
+                self.put_block(runs)?;
+            }
+        }
         if self.first.is_none() {
             self.first = Some(tail.to_vec());
         }
         encode_change(&mut self.block, tail, change)?;
         self.in_block += 1;
         self.count += 1;
-        if self.in_block == BLOCK_ENTRIES || self.block.len() >= BLOCK_BYTES {
-            self.put_block(runs)?;
-        }
         Ok(())
     }
 
@@ -382,6 +391,14 @@ fn delete_run(
 
 /// Encodes one change: tail length (u32 LE), tail, then `1` and the
 /// session (u64 LE), or `0` for a tombstone.
+/// Bytes of a block key before its first tail: partition, kind, level, sequence.
+const KEY_PREFIX: usize = PARTITION + 10;
+
+/// Bytes [`encode_change`] writes for a change.
+fn change_len(tail: &[u8], change: Option<u64>) -> usize {
+    4 + tail.len() + if change.is_some() { 9 } else { 1 }
+}
+
 fn encode_change(out: &mut Vec<u8>, tail: &[u8], change: Option<u64>) -> Result<()> {
     let len = u32::try_from(tail.len()).map_err(|_| corrupt("a sort key over 4 GiB"))?;
     out.extend_from_slice(&len.to_le_bytes());
@@ -807,8 +824,14 @@ mod tests {
 
     fn tail(value: u8, id: u8) -> Vec<u8> {
         let mut t = u64::from(value).to_be_bytes().to_vec();
-        // Ids of a few lengths, so that blocks cut on bytes too.
-        t.extend(std::iter::repeat_n(b'a' + id % 4, 1 + usize::from(id) * 7));
+        // Ids of a few lengths, one of them long, so that blocks are cut
+        // on bytes within one transaction's run too.
+        let len = if id == 5 {
+            900
+        } else {
+            1 + usize::from(id) * 7
+        };
+        t.extend(std::iter::repeat_n(b'a' + id % 4, len));
         t
     }
 
@@ -960,6 +983,56 @@ mod tests {
         #[test]
         fn blocks_decode_or_fail(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = decode_block(&bytes);
+        }
+    }
+
+    /// A run's blocks are cut greedily to fill a leaf page: every block
+    /// entry but a run's last fits in `BLOCK_ENTRY_BYTES`, and the next
+    /// change would not have fitted.
+    #[test]
+    fn blocks_fill_a_page() {
+        let f = Fixture::new();
+        // Tails of 8 + 29 bytes, as session ids of about that length make.
+        let ops: Vec<Op> = (0..250u8).map(|v| (0, v, 4, Some(u64::from(v)))).collect();
+        f.commit(&ops, false);
+        let runs = f.read();
+        let mut blocks: BTreeMap<Vec<u8>, Vec<usize>> = BTreeMap::new();
+        for entry in runs.iter().unwrap() {
+            let (k, v) = entry.unwrap();
+            let k = k.value();
+            if k[PARTITION] == BLOCK {
+                let size = k.len() + v.value().len();
+                blocks
+                    .entry(k[..KEY_PREFIX].to_vec())
+                    .or_default()
+                    .push(size);
+            }
+        }
+        let change = change_len(&tail(0, 4), Some(0));
+        assert_eq!(blocks.len(), 1, "one run: {blocks:?}");
+        for sizes in blocks.values() {
+            assert!(sizes.len() > 2, "{sizes:?}");
+            let (_, full) = sizes.split_last().unwrap();
+            for &size in full {
+                assert!(size <= BLOCK_ENTRY_BYTES, "{size} > {BLOCK_ENTRY_BYTES}");
+                assert!(
+                    size + change > BLOCK_ENTRY_BYTES,
+                    "{size}: room for another change"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn change_len_is_what_encode_writes() {
+        for (t, c) in [
+            (tail(3, 0), None),
+            (tail(3, 5), Some(7)),
+            (Vec::new(), Some(u64::MAX)),
+        ] {
+            let mut out = Vec::new();
+            encode_change(&mut out, &t, c).unwrap();
+            assert_eq!(out.len(), change_len(&t, c));
         }
     }
 
