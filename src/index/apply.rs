@@ -21,8 +21,8 @@ use super::trace::{Filing, NewRecord, TraceRecord, TurnBody};
 use super::{
     Deferred, LEGACY_TRACES, META, META_APPLIED, META_NEXT_PROJECT, META_NEXT_SESSION,
     PROJECT_SPANS, PROJECT_STATS, PROJECTS, ProjectCounters, SEARCH, SESSION_IDS, SESSION_ORDER,
-    SESSIONS, TRACE_HOMES, TRACE_RECORDS, TURNS, decode, decode_session, order_key, session_id_key,
-    turn_key,
+    SESSIONS, TRACE_HOMES, TRACE_RECORDS, TURNS, decode, decode_session, order_key,
+    session_id_key_into, turn_key,
 };
 
 /// What the index derivation depends on besides the spans.
@@ -320,13 +320,14 @@ impl IndexWriter {
             }
             let new_session = match (rec.project(), rec.session_id()) {
                 (Some(p), Some(s)) => {
-                    let ident = SessionIdent {
-                        project_id: counters.project(&mut t.projects, p)?,
+                    let project_id = counters.project(&mut t.projects, p)?;
+                    let n = counters.session(&mut t.session_ids, project_id, s)?;
+                    // Named once per session and group, not once per trace.
+                    idents.entry(n).or_insert_with(|| SessionIdent {
+                        project_id,
                         project: p.to_owned(),
                         session_id: s.to_owned(),
-                    };
-                    let n = counters.session(&mut t.session_ids, ident.project_id, s)?;
-                    idents.entry(n).or_insert(ident);
+                    });
                     Some(n)
                 }
                 _ => None,
@@ -712,6 +713,8 @@ struct Counters {
     /// Session numbers looked up so far, by `session_ids` key: a session's
     /// traces in one group ask for it once each.
     known_sessions: HashMap<Vec<u8>, u64>,
+    /// Scratch for building a `session_ids` key to look up.
+    key: Vec<u8>,
 }
 
 impl Counters {
@@ -722,6 +725,7 @@ impl Counters {
             next_session: get(META_NEXT_SESSION)?,
             known: HashMap::new(),
             known_sessions: HashMap::new(),
+            key: Vec::new(),
         })
     }
 
@@ -756,8 +760,9 @@ impl Counters {
         project_id: u32,
         session_id: &str,
     ) -> Result<u64> {
-        let key = session_id_key(project_id, session_id);
-        if let Some(n) = self.known_sessions.get(&key) {
+        let key = &mut self.key;
+        session_id_key_into(key, project_id, session_id);
+        if let Some(n) = self.known_sessions.get(key.as_slice()) {
             return Ok(*n);
         }
         let stored = ids.get(key.as_slice())?.map(|v| v.value());
@@ -770,7 +775,7 @@ impl Counters {
                 n
             }
         };
-        self.known_sessions.insert(key, n);
+        self.known_sessions.insert(key.clone(), n);
         Ok(n)
     }
 }

@@ -184,9 +184,15 @@ pub(crate) fn increment(k: &mut [u8]) -> bool {
 /// Key of a session in `SESSION_IDS`.
 pub(crate) fn session_id_key(project_id: u32, session_id: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(4 + session_id.len());
+    session_id_key_into(&mut k, project_id, session_id);
+    k
+}
+
+/// [`session_id_key`] written into `k` (cleared first), reusing its memory.
+pub(crate) fn session_id_key_into(k: &mut Vec<u8>, project_id: u32, session_id: &str) {
+    k.clear();
     k.extend_from_slice(&project_id.to_be_bytes());
     k.extend_from_slice(session_id.as_bytes());
-    k
 }
 
 /// Key of a session in `SESSION_ORDER` for one sort order.

@@ -162,17 +162,28 @@ impl TraceRecord {
             slot.as_ref()
                 .is_none_or(|cur| (span.start, span.span_id) < (cur.start, cur.span_id))
         };
-        let key = |value: String| Earliest {
-            start: span.start,
-            span_id: span.span_id,
-            value,
+        // The spans of a trace nearly always carry the same project,
+        // session and user, so a winner usually keeps the value and takes
+        // only the new position (no allocation).
+        let take = |slot: &mut Option<Earliest>, value: &str| match slot {
+            Some(cur) if cur.value == value => {
+                cur.start = span.start;
+                cur.span_id = span.span_id;
+            }
+            _ => {
+                *slot = Some(Earliest {
+                    start: span.start,
+                    span_id: span.span_id,
+                    value: value.to_owned(),
+                });
+            }
         };
         if wins(&self.earliest_project) {
-            self.earliest_project = Some(key(new.project.to_owned()));
+            take(&mut self.earliest_project, new.project);
         }
         if let Some(sid) = &new.session_id {
             if wins(&self.earliest_session) {
-                self.earliest_session = Some(key(sid.clone()));
+                take(&mut self.earliest_session, sid);
             }
             if let Err(at) = self.session_ids.binary_search(sid)
                 && self.session_ids.len() < MAX_SESSION_IDS_PER_TRACE
@@ -183,7 +194,7 @@ impl TraceRecord {
         if let Some(user) = &span.user
             && wins(&self.user)
         {
-            self.user = Some(key(user.clone()));
+            take(&mut self.user, user);
         }
         if span.parent.is_none() {
             let better = self
