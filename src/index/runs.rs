@@ -389,8 +389,6 @@ fn delete_run(
     Ok(())
 }
 
-/// Encodes one change: tail length (u32 LE), tail, then `1` and the
-/// session (u64 LE), or `0` for a tombstone.
 /// Bytes of a block key before its first tail: partition, kind, level, sequence.
 const KEY_PREFIX: usize = PARTITION + 10;
 
@@ -399,6 +397,8 @@ fn change_len(tail: &[u8], change: Option<u64>) -> usize {
     4 + tail.len() + if change.is_some() { 9 } else { 1 }
 }
 
+/// Encodes one change: tail length (u32 LE), tail, then `1` and the
+/// session (u64 LE), or `0` for a tombstone.
 fn encode_change(out: &mut Vec<u8>, tail: &[u8], change: Option<u64>) -> Result<()> {
     let len = u32::try_from(tail.len()).map_err(|_| corrupt("a sort key over 4 GiB"))?;
     out.extend_from_slice(&len.to_le_bytes());
