@@ -8,7 +8,8 @@
 //! start, end, first input, last output and user are exact; a session left
 //! without turns vanishes (summary, sort keys and its id in `session_ids`).
 //! A project left without stored spans is forgotten. Search postings are
-//! left alone: they are a superset index and queries verify candidates.
+//! left alone: they are a superset index and queries verify candidates
+//! (`Index::prune_postings`, run by `compact_index`, drops them later).
 
 use std::collections::BTreeMap;
 use std::ops::Bound;

@@ -366,6 +366,91 @@ impl Index {
         Ok(())
     }
 
+    /// Drops from the search postings every session number that no
+    /// longer names a session (deleted, or of a forgotten project), and
+    /// every posting left empty, in one durable transaction. Deletes leave
+    /// such postings behind (the index is a superset, and a session's
+    /// number is never reused, so nothing can find them), so without this
+    /// the `search` table would keep growing with every session a store
+    /// ever held. The caller must be the one writer, with no deferred
+    /// postings held. Returns how many memberships were dropped.
+    pub(crate) fn prune_postings(&self) -> Result<u64> {
+        self.prune_postings_in(4096)
+    }
+
+    /// [`Self::prune_postings`], changing at most `pass` postings per pass
+    /// over the table (memory stays bounded whatever the table's size).
+    pub(crate) fn prune_postings_in(&self, pass: usize) -> Result<u64> {
+        let pass = pass.max(1);
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::Immediate)?;
+        let mut dropped = 0u64;
+        {
+            // The numbers of the sessions there are, ascending (the
+            // table's key order): 8 bytes per session.
+            let live = txn
+                .open_table(SESSIONS)?
+                .iter()?
+                .map(|entry| Ok(entry?.0.value()))
+                .collect::<Result<Vec<u64>>>()?;
+            let is_live = |n: u64| live.binary_search(&n).is_ok();
+            let mut table = txn.open_table(SEARCH)?;
+            let mut after: Option<[u8; 12]> = None;
+            loop {
+                // Each pass reads up to `pass` postings to change, then
+                // changes them (the table cannot change while read).
+                let mut changes: Vec<([u8; 12], Option<Vec<u8>>)> = Vec::new();
+                let mut last = None;
+                let range = match &after {
+                    None => table.range::<&[u8; 12]>(..)?,
+                    Some(k) => table.range::<&[u8; 12]>((
+                        std::ops::Bound::Excluded(k),
+                        std::ops::Bound::Unbounded,
+                    ))?,
+                };
+                for entry in range {
+                    let (k, v) = entry?;
+                    let key = *k.value();
+                    last = Some(key);
+                    let set = search::ChunkSet::decode(v.value()).ok_or_else(|| {
+                        Error::Index(Box::new(redb::Error::Corrupted(
+                            "undecodable search posting".into(),
+                        )))
+                    })?;
+                    let base = u64::from(search::key_chunk(&key)) << search::CHUNK_BITS;
+                    let offsets = set.offsets();
+                    let kept: Vec<u16> = offsets
+                        .iter()
+                        .copied()
+                        .filter(|&o| is_live(base | u64::from(o)))
+                        .collect();
+                    if kept.len() < offsets.len() {
+                        dropped += (offsets.len() - kept.len()) as u64;
+                        let value = (!kept.is_empty())
+                            .then(|| search::ChunkSet::from_sorted(kept).encode());
+                        changes.push((key, value));
+                        if changes.len() == pass {
+                            break;
+                        }
+                    }
+                }
+                let more = changes.len() == pass;
+                for (key, value) in changes {
+                    match value {
+                        Some(v) => table.insert(&key, v.as_slice())?,
+                        None => table.remove(&key)?,
+                    };
+                }
+                match (more, last) {
+                    (true, Some(k)) => after = Some(k),
+                    _ => break,
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(dropped)
+    }
+
     /// Rewrites the database file to drop free pages (redb `compact`).
     /// Needs exclusive access: no transaction may be open.
     pub(crate) fn compact(&mut self) -> Result<bool> {

@@ -244,14 +244,19 @@ impl ChunkSet {
     /// Session numbers in this chunk.
     pub fn sessions(&self, chunk: u32) -> Vec<u64> {
         let base = u64::from(chunk) << CHUNK_BITS;
+        self.offsets()
+            .into_iter()
+            .map(|o| base | u64::from(o))
+            .collect()
+    }
+
+    /// The offsets in the set, ascending.
+    pub fn offsets(&self) -> Vec<u16> {
         match self {
-            ChunkSet::Sparse(v) => v.iter().map(|o| base | u64::from(*o)).collect(),
-            ChunkSet::Dense(bits) => (0..CHUNK as u64)
-                .filter(|i| {
-                    bits.get((i / 8) as usize)
-                        .is_some_and(|b| b & (1 << (i % 8)) != 0)
-                })
-                .map(|i| base | i)
+            ChunkSet::Sparse(v) => v.clone(),
+            ChunkSet::Dense(_) => (0..=u16::MAX)
+                .take(CHUNK)
+                .filter(|&o| self.contains(o))
                 .collect(),
         }
     }

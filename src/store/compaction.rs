@@ -221,15 +221,19 @@ impl SessionStore {
     /// Rewrites the index file without its free pages (redb `compact`),
     /// after merging the session sort index's runs into one per sort order
     /// (which drops the keys of deleted sessions and the old keys of
-    /// changed ones; see `docs/FORMAT.md`). Needs `&mut self`: no other handle may use the store meanwhile (an
+    /// changed ones) and dropping deleted sessions from the search
+    /// postings (see `docs/FORMAT.md`). Needs `&mut self`: no other handle may use the store meanwhile (an
     /// `Arc<SessionStore>` must be unique: `Arc::get_mut`). Returns whether
     /// anything was reclaimed.
     pub fn compact_index(&mut self) -> Result<bool> {
         self.ensure_writable()?;
         {
             let mut ws = self.lock_writer()?;
+            // The checkpoint writes every deferred posting to its table
+            // first, so that the prune sees them all.
             self.checkpoint(&mut ws)?;
             self.index.merge_sort_runs()?;
+            self.index.prune_postings()?;
         }
         // The checkpoint waited for the indexing thread, the only other
         // holder of the index.
@@ -309,5 +313,129 @@ impl SessionStore {
             s.dead_bytes = s.bytes.saturating_sub(s.live_bytes);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use redb::ReadableTable;
+
+    use crate::index::search::{CHUNK_BITS, ChunkSet, key_chunk};
+    use crate::index::{SEARCH, SESSIONS};
+    use crate::{ResourceSpans, SessionFilter, SessionQuery, SessionStore, Span, SpanId, TraceId};
+
+    /// The session numbers the search postings name, and those of the
+    /// sessions there are.
+    fn members_and_sessions(store: &SessionStore) -> (BTreeSet<u64>, BTreeSet<u64>) {
+        let txn = store.index.begin_read().unwrap();
+        let mut members = BTreeSet::new();
+        for entry in txn.open_table(SEARCH).unwrap().iter().unwrap() {
+            let (k, v) = entry.unwrap();
+            let set = ChunkSet::decode(v.value()).unwrap();
+            let base = u64::from(key_chunk(k.value())) << CHUNK_BITS;
+            members.extend(set.offsets().into_iter().map(|o| base | u64::from(o)));
+        }
+        let sessions = txn
+            .open_table(SESSIONS)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|e| e.unwrap().0.value())
+            .collect();
+        (members, sessions)
+    }
+
+    fn search(store: &SessionStore, term: &str) -> Vec<String> {
+        let q = SessionQuery {
+            limit: 100,
+            filter: SessionFilter {
+                search: Some(term.to_owned()),
+                ..SessionFilter::default()
+            },
+            ..SessionQuery::default()
+        };
+        let mut ids: Vec<String> = store
+            .sessions("p", &q)
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|s| s.session_id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// A store of 40 one-turn sessions, 30 of them deleted, reopened (so
+    /// that every posting is in its table).
+    fn store_with_deleted_sessions(dir: &std::path::Path) -> SessionStore {
+        let store = SessionStore::open(dir).unwrap();
+        for i in 0..40u8 {
+            let root = Span::new(
+                TraceId([i + 1; 16]),
+                SpanId([1; 8]),
+                None,
+                "agent",
+                1_000 * u64::from(i) + 1,
+                1_000 * u64::from(i) + 500,
+            )
+            .with_attribute("session.id", format!("s{i:02}"))
+            .with_attribute("input.value", format!("question {i:02} about zebras"))
+            .with_attribute("output.value", "an answer");
+            store
+                .append(&[ResourceSpans::for_project("p", vec![root])])
+                .unwrap();
+        }
+        for i in 0..30u8 {
+            store.delete_session("p", &format!("s{i:02}")).unwrap();
+        }
+        // Closing takes a checkpoint, which writes the postings held in
+        // memory to their table.
+        store.close().unwrap();
+        SessionStore::open(dir).unwrap()
+    }
+
+    /// Deletes leave the deleted sessions in the search postings (a
+    /// superset, verified on read); `compact_index` drops them, and
+    /// every session left keeps its postings and is found as before.
+    #[test]
+    fn compact_index_drops_deleted_sessions_from_the_search_postings() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = store_with_deleted_sessions(dir.path());
+        let (members, sessions) = members_and_sessions(&store);
+        assert_eq!(sessions.len(), 10);
+        assert_eq!(
+            members.difference(&sessions).count(),
+            30,
+            "the deleted sessions are still in the postings"
+        );
+        let found = search(&store, "zebras");
+        assert_eq!(found.len(), 10);
+
+        store.compact_index().unwrap();
+        let (after, sessions_after) = members_and_sessions(&store);
+        assert_eq!(sessions_after, sessions);
+        assert_eq!(after, sessions, "postings name exactly the sessions left");
+        assert_eq!(search(&store, "zebras"), found);
+        assert_eq!(search(&store, "question 35"), vec!["s35".to_owned()]);
+        assert!(search(&store, "question 05").is_empty());
+        assert!(store.verify().unwrap().problems.is_empty());
+    }
+
+    /// The prune changes the table a few postings at a time and, pass
+    /// after pass, reaches every one.
+    #[test]
+    fn postings_are_pruned_in_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_deleted_sessions(dir.path());
+        let (members, sessions) = members_and_sessions(&store);
+        assert!(members.len() > sessions.len());
+        let dropped = store.index.prune_postings_in(3).unwrap();
+        assert!(dropped > 3 * 30, "{dropped} memberships dropped");
+        let (after, _) = members_and_sessions(&store);
+        assert_eq!(after, sessions);
+        assert_eq!(store.index.prune_postings_in(3).unwrap(), 0);
+        assert!(store.verify().unwrap().problems.is_empty());
     }
 }
