@@ -524,6 +524,9 @@ enum LifecycleOp {
     Retain(RetentionPolicy),
     /// Compaction: deletes nothing, changes no answer.
     Compact,
+    /// Index compaction (sort runs merged, deleted sessions pruned from
+    /// the search postings, the file rewritten): changes no answer.
+    CompactIndex,
 }
 
 impl Model {
@@ -554,7 +557,7 @@ impl Model {
                 .collect::<BTreeSet<_>>()
         };
         match op {
-            LifecycleOp::Compact => BTreeSet::new(),
+            LifecycleOp::Compact | LifecycleOp::CompactIndex => BTreeSet::new(),
             LifecycleOp::Trace(t) => want.traces.keys().filter(|k| *k == t).copied().collect(),
             LifecycleOp::Session(p, s) => of_sessions(&|k, _| k.0 == *p && k.1 == *s),
             LifecycleOp::Project(p) => want
@@ -1049,6 +1052,7 @@ fn run(
                 LifecycleOp::User(u) => store.delete_user(u),
                 LifecycleOp::Retain(policy) => store.retain(policy),
                 LifecycleOp::Compact => store.compact().map(|_| DeleteReport::default()),
+                LifecycleOp::CompactIndex => store.compact_index().map(|_| DeleteReport::default()),
             }
             .unwrap();
             prop_assert_eq!(got, expect, "{}: report of {:?}", ctx, op);
@@ -1088,6 +1092,9 @@ fn pick_op(want: &Expected, rng: &mut Rng) -> LifecycleOp {
     let users = ["u1", "u2", "u3", "5", "nobody"];
     if rng.chance(4) {
         return LifecycleOp::Compact;
+    }
+    if rng.chance(8) {
+        return LifecycleOp::CompactIndex;
     }
     match rng.below(9) {
         0..=1 => {
