@@ -14,7 +14,7 @@
 //! | `log_recovery` | the span log: appends, syncs, reopens, simulated power loss, then bit flips, truncation and junk in segment files | intact logs reopen to exactly what was appended; a power loss keeps a prefix holding everything synced; damaged logs open or fail with a corruption error, never panic, and never return a frame that was not written; recovery is idempotent; salvage keeps every undamaged frame |
 //! | `record_decode` | the codec: log records (spans, tombstones) and index values from arbitrary bytes | no panic or unbounded allocation; what decodes re-encodes to a fixed point |
 //! | `otlp_protobuf`, `otlp_json` | OTLP decoding and conversion to the model | no panic; every converted span survives the log codec unchanged |
-//! | `store_model` | a `SessionStore` on a simulated disk: batches of generated spans (duplicates, zero ids, oversize spans, odd timestamps), syncs, reopens, power loss, injected I/O faults, trace deletes, compaction | every report, trace, session summary and history equals a simple model's; acknowledged durable spans survive; what survives a crash is a prefix; `verify` passes |
+//! | `store_model` | a `SessionStore` on a simulated disk: batches of generated spans (duplicates, zero ids, oversize spans, odd timestamps), syncs, reopens, power loss, injected I/O faults, trace deletes, compaction of the log and the index | every report, trace, session summary and history equals a simple model's; acknowledged durable spans survive; what survives a crash is a prefix; `verify` passes |
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -1334,8 +1334,8 @@ fn open_store(
 /// duplicates are common; zero ids, zero parents and oversize spans that
 /// must be rejected; timestamps 0, u64::MAX and end before start), sync,
 /// reopen (with another durability mode), power loss (seeded), an I/O
-/// fault at the n-th call of the next append, delete a trace, compact, and
-/// a full check. The first
+/// fault at the n-th call of the next append, delete a trace, compact (the
+/// log, and every other time the index), and a full check. The first
 /// byte picks the durability mode and the segment and checkpoint sizes.
 pub fn store_model(data: &[u8]) -> Result<(), String> {
     let tmp = TempDir::new("store")?;
@@ -1556,11 +1556,19 @@ pub fn store_model(data: &[u8]) -> Result<(), String> {
                 7 => {
                     // Compaction: moves live frames, drops a dead prefix;
                     // starts with a checkpoint, so everything is durable.
-                    let Some(st) = &store else { continue };
+                    // Every other time the index is compacted too (sort
+                    // runs merged, deleted sessions pruned from the search
+                    // postings, the file rewritten).
+                    let Some(st) = &mut store else { continue };
                     let report = st
                         .compact()
                         .map_err(|e| format!("{what}: compact failed: {e}"))?;
                     debug(|| format!("store: {what}: compact {report:?}"));
+                    if input.byte() & 1 == 1 {
+                        st.compact_index()
+                            .map_err(|e| format!("{what}: compact_index failed: {e}"))?;
+                        debug(|| format!("store: {what}: compact_index"));
+                    }
                     model.durable = model.events.len();
                     check_store(st, &model, &format!("{what}: after compaction"))?;
                 }
