@@ -18,8 +18,8 @@ use proptest::test_runner::TestCaseError;
 use serde_json::json;
 use span_sessions::{
     AttributeValue, DeleteReport, Durability, IoValue, KeyValue, LatencyQuantiles, ResourceSpans,
-    RetentionPolicy, SessionSort, SessionStore, SessionSummary, Span, SpanId, StatusCode,
-    StoreOptions, StoredSpan, Tokens, TraceId, TraceStatus, Turn,
+    RetentionPolicy, SessionFilter, SessionQuery, SessionSort, SessionStore, SessionSummary, Span,
+    SpanId, StatusCode, StoreOptions, StoredSpan, Tokens, TraceId, TraceStatus, Turn,
 };
 
 // ------------------------------------------------------------ generation
@@ -938,6 +938,45 @@ fn check(
                     check_summary(g, w, &c)?;
                 }
             }
+        }
+    }
+    // Search: the sessions whose turns' root inputs or outputs contain the
+    // term, case-insensitively (after deletes, and after `compact_index`
+    // pruned deleted sessions from the postings).
+    for p in &projects {
+        for term in ["hello", "ELL", "what?", "bye", "ok", "\"q\"", "zebra"] {
+            let q = SessionQuery {
+                limit: 1000,
+                filter: SessionFilter {
+                    search: Some(term.to_owned()),
+                    ..SessionFilter::default()
+                },
+                ..SessionQuery::default()
+            };
+            let mut got: Vec<String> = store
+                .sessions(p, &q)
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|s| s.session_id)
+                .collect();
+            got.sort();
+            let lower = term.to_lowercase();
+            let expect: Vec<String> = want
+                .sessions
+                .iter()
+                .filter(|((wp, _), m)| {
+                    wp == p
+                        && m.turns.iter().any(|t| {
+                            [&t.input, &t.output]
+                                .into_iter()
+                                .flatten()
+                                .any(|io| io.value.to_lowercase().contains(&lower))
+                        })
+                })
+                .map(|((_, sid), _)| sid.clone())
+                .collect();
+            prop_assert_eq!(got, expect, "{}: search {:?} in {}", ctx, term, p);
         }
     }
     // Last, so that a project-list fault does not hide the others.
