@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{copy_dir, segments};
+use common::{copy_dir, search, segments};
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -39,19 +39,6 @@ fn with_user(mut rs: ResourceSpans, user: &str) -> ResourceSpans {
         *s = s.clone().with_attribute("user.id", user);
     }
     rs
-}
-
-fn search(store: &SessionStore, project: &str, term: &str) -> Vec<String> {
-    let q = SessionQuery {
-        limit: 1000,
-        filter: SessionFilter {
-            search: Some(term.into()),
-            ..SessionFilter::default()
-        },
-        ..SessionQuery::default()
-    };
-    let page = store.sessions(project, &q).unwrap();
-    page.items.into_iter().map(|s| s.session_id).collect()
 }
 
 fn report(sessions: u64, traces: u64, spans: u64) -> DeleteReport {

@@ -12,14 +12,14 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::{SORTS, history_all, list_all, sid, snapshot, tid};
+use common::{SORTS, history_all, list_all, search, sid, snapshot, tid};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use serde_json::json;
 use span_sessions::{
     AttributeValue, DeleteReport, Durability, IoValue, KeyValue, LatencyQuantiles, ResourceSpans,
-    RetentionPolicy, SessionFilter, SessionQuery, SessionSort, SessionStore, SessionSummary, Span,
-    SpanId, StatusCode, StoreOptions, StoredSpan, Tokens, TraceId, TraceStatus, Turn,
+    RetentionPolicy, SessionSort, SessionStore, SessionSummary, Span, SpanId, StatusCode,
+    StoreOptions, StoredSpan, Tokens, TraceId, TraceStatus, Turn,
 };
 
 // ------------------------------------------------------------ generation
@@ -945,21 +945,7 @@ fn check(
     // pruned deleted sessions from the postings).
     for p in &projects {
         for term in ["hello", "ELL", "what?", "bye", "ok", "\"q\"", "zebra"] {
-            let q = SessionQuery {
-                limit: 1000,
-                filter: SessionFilter {
-                    search: Some(term.to_owned()),
-                    ..SessionFilter::default()
-                },
-                ..SessionQuery::default()
-            };
-            let mut got: Vec<String> = store
-                .sessions(p, &q)
-                .unwrap()
-                .items
-                .into_iter()
-                .map(|s| s.session_id)
-                .collect();
+            let mut got = search(store, p, term);
             got.sort();
             let lower = term.to_lowercase();
             let expect: Vec<String> = want

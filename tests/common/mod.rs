@@ -3,8 +3,8 @@
 #![allow(dead_code)]
 
 use span_sessions::{
-    ErrorKind, SessionQuery, SessionSort, SessionStore, SessionSummary, SpanId, Trace, TraceId,
-    Turn,
+    ErrorKind, SessionFilter, SessionQuery, SessionSort, SessionStore, SessionSummary, SpanId,
+    Trace, TraceId, Turn,
 };
 
 /// Every sort key of the session list.
@@ -15,6 +15,21 @@ pub const SORTS: [SessionSort; 5] = [
     SessionSort::TotalTokens,
     SessionSort::Duration,
 ];
+
+/// The ids of a project's sessions whose texts contain `term` (the first
+/// 1,000, in the list's default order).
+pub fn search(store: &SessionStore, project: &str, term: &str) -> Vec<String> {
+    let q = SessionQuery {
+        limit: 1000,
+        filter: SessionFilter {
+            search: Some(term.into()),
+            ..SessionFilter::default()
+        },
+        ..SessionQuery::default()
+    };
+    let page = store.sessions(project, &q).unwrap();
+    page.items.into_iter().map(|s| s.session_id).collect()
+}
 
 /// A trace id whose last eight bytes are `n` (big endian), so ids order like numbers.
 pub fn tid(n: u64) -> TraceId {
