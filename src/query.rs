@@ -13,8 +13,8 @@ use crate::index::search::{self, ChunkSet, PostingBuffer};
 use crate::index::session::{SessionState, quantile, quantile_of, sort_values};
 use crate::index::{
     PROJECT_STATS, PROJECTS, ProjectCounters, SEARCH, SESSION_IDS, SESSIONS, TRACE_HOMES,
-    TRACE_RECORDS, TURNS, decode, decode_session, decode_turn, decode_turn_end, increment,
-    session_id_key, split_turn_key, turn_key,
+    TRACE_RECORDS, TURNS, decode, decode_posting, decode_session, decode_turn, decode_turn_end,
+    increment, session_id_key, split_turn_key, turn_key,
 };
 use crate::model::{
     LatencyQuantiles, Page, SessionSummary, StoredSpan, Tokens, Trace, TraceId, Turn, nanos_to_ms,
@@ -377,7 +377,7 @@ fn candidates(
         let mut chunks: BTreeMap<u32, ChunkSet> = BTreeMap::new();
         for item in table.range::<&[u8; 12]>(&lo..=&hi)? {
             let (k, v) = item?;
-            let set = ChunkSet::decode(v.value()).ok_or_else(bad_posting)?;
+            let set = decode_posting(v.value())?;
             chunks.insert(search::key_chunk(k.value()), set);
         }
         for session in pending.sessions(project_id, *tri) {
@@ -406,12 +406,6 @@ fn candidates(
         }
     }
     Ok(out)
-}
-
-fn bad_posting() -> Error {
-    Error::Index(Box::new(redb::Error::Corrupted(
-        "undecodable search posting".into(),
-    )))
 }
 
 /// True when some turn's root input or output contains `term` (normalized).

@@ -21,7 +21,7 @@ use super::trace::{Filing, NewRecord, TraceRecord, TurnBody};
 use super::{
     Deferred, LEGACY_TRACES, META, META_APPLIED, META_NEXT_PROJECT, META_NEXT_SESSION,
     PROJECT_SPANS, PROJECT_STATS, PROJECTS, ProjectCounters, SEARCH, SESSION_IDS, SESSION_ORDER,
-    SESSIONS, TRACE_HOMES, TRACE_RECORDS, TURNS, decode, decode_session, order_key,
+    SESSIONS, TRACE_HOMES, TRACE_RECORDS, TURNS, decode, decode_posting, decode_session, order_key,
     session_id_key_into, turn_key,
 };
 
@@ -221,11 +221,7 @@ impl IndexWriter {
         let mut table = self.txn.open_table(SEARCH)?;
         for (key, offsets) in chunks {
             let stored = match table.get(key)? {
-                Some(v) => Some(ChunkSet::decode(v.value()).ok_or_else(|| {
-                    Error::Index(Box::new(redb::Error::Corrupted(
-                        "undecodable search posting".into(),
-                    )))
-                })?),
+                Some(v) => Some(decode_posting(v.value())?),
                 None => None,
             };
             match stored {

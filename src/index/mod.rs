@@ -239,6 +239,15 @@ pub(crate) fn decode_turn_end(bytes: &[u8]) -> Result<u64> {
     trace::TurnView::end_of(bytes).map_err(|e| corrupt_index("turn", e))
 }
 
+/// A stored search posting (`SEARCH` value), or a corruption error.
+pub(crate) fn decode_posting(bytes: &[u8]) -> Result<search::ChunkSet> {
+    search::ChunkSet::decode(bytes).ok_or_else(|| {
+        Error::Index(Box::new(redb::Error::Corrupted(
+            "undecodable search posting".into(),
+        )))
+    })
+}
+
 /// The redb database holding every index table.
 pub(crate) struct Index {
     db: redb::Database,
@@ -412,11 +421,7 @@ impl Index {
                     let (k, v) = entry?;
                     let key = *k.value();
                     last = Some(key);
-                    let set = search::ChunkSet::decode(v.value()).ok_or_else(|| {
-                        Error::Index(Box::new(redb::Error::Corrupted(
-                            "undecodable search posting".into(),
-                        )))
-                    })?;
+                    let set = decode_posting(v.value())?;
                     let base = u64::from(search::key_chunk(&key)) << search::CHUNK_BITS;
                     let offsets = set.offsets();
                     let kept: Vec<u16> = offsets

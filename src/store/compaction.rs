@@ -322,7 +322,7 @@ mod tests {
 
     use redb::ReadableTable;
 
-    use crate::index::search::{CHUNK_BITS, ChunkSet, key_chunk};
+    use crate::index::search::{ChunkSet, key_chunk};
     use crate::index::{SEARCH, SESSIONS};
     use crate::{ResourceSpans, SessionFilter, SessionQuery, SessionStore, Span, SpanId, TraceId};
 
@@ -334,8 +334,7 @@ mod tests {
         for entry in txn.open_table(SEARCH).unwrap().iter().unwrap() {
             let (k, v) = entry.unwrap();
             let set = ChunkSet::decode(v.value()).unwrap();
-            let base = u64::from(key_chunk(k.value())) << CHUNK_BITS;
-            members.extend(set.offsets().into_iter().map(|o| base | u64::from(o)));
+            members.extend(set.sessions(key_chunk(k.value())));
         }
         let sessions = txn
             .open_table(SESSIONS)
