@@ -461,20 +461,52 @@ impl IndexWriter {
         // Turns and trace records go to their tables in key order, after
         // every trace is read (no trace is read twice in one group) and
         // before sessions are refolded from their turns.
-        for (k, v) in turn_writes {
+        // The turns of sessions new in this group sort after every stored
+        // turn (session numbers only grow): they go to the end in one run.
+        let last = t.turns.last()?.map(|(k, _)| *k.value());
+        let mut tail = Vec::new();
+        for (k, v) in &turn_writes {
             match v {
-                Some(body) => t.turns.insert(&k, body.as_slice())?,
-                None => t.turns.remove(&k)?,
-            };
+                Some(body) if last.is_none_or(|l| *k > l) => tail.push((k, body.as_slice())),
+                Some(body) => {
+                    t.turns.insert(k, body.as_slice())?;
+                }
+                // Nothing is stored past the last key to remove.
+                None if last.is_none_or(|l| *k > l) => {}
+                None => {
+                    t.turns.remove(k)?;
+                }
+            }
         }
+        super::append_ascending(&mut t.turns, tail)?;
+        // A new trace's home is an LSN of this group, above every stored
+        // home: new records go to the end of the table in one run.
         record_writes.sort_unstable_by_key(|(home, _)| *home);
-        for (home, rec) in record_writes {
-            t.trace_records.insert(home, rec.as_slice())?;
+        let last = t.trace_records.last()?.map(|(k, _)| k.value());
+        let new = record_writes.partition_point(|(home, _)| last.is_some_and(|l| *home <= l));
+        for (home, rec) in &record_writes[..new] {
+            t.trace_records.insert(*home, rec.as_slice())?;
         }
+        super::append_ascending(
+            &mut t.trace_records,
+            record_writes[new..]
+                .iter()
+                .map(|(home, rec)| (*home, rec.as_slice())),
+        )?;
+        // Likewise the summaries of new sessions, after every stored one.
+        let mut tail = SessionTail {
+            above: t.sessions.last()?.map(|(k, _)| k.value()),
+            entries: Vec::new(),
+        };
         for (&session, ds) in deltas {
-            let (project_id, change) = update_session(t, session, ds, idents.get(&session))?;
+            let (project_id, change) =
+                update_session(t, session, ds, idents.get(&session), Some(&mut tail))?;
             projects.entry(project_id).or_default().sessions += change;
         }
+        super::append_ascending(
+            &mut t.sessions,
+            tail.entries.iter().map(|(k, v)| (*k, v.as_slice())),
+        )?;
         for (project, n) in appended {
             let id = counters.project(&mut t.projects, project)?;
             let old = t.project_spans.get(id)?.map_or(0, |v| v.value());
@@ -598,10 +630,19 @@ pub(super) fn update_session(
     session: u64,
     deltas: &[Delta],
     ident: Option<&SessionIdent>,
+    mut tail: Option<&mut SessionTail>,
 ) -> Result<(u32, i64)> {
-    let old: Option<SessionState> = match t.sessions.get(session)? {
-        Some(v) => Some(decode_session(v.value())?),
-        None => None,
+    // A session numbered past the table's last has no summary yet, and its
+    // new one is held for the append at the end.
+    let tail = tail
+        .take()
+        .filter(|tail| tail.above.is_none_or(|a| session > a));
+    let old: Option<SessionState> = match tail {
+        Some(_) => None,
+        None => match t.sessions.get(session)? {
+            Some(v) => Some(decode_session(v.value())?),
+            None => None,
+        },
     };
     let mut state = match (&old, ident) {
         (Some(s), _) => s.clone(),
@@ -669,8 +710,22 @@ pub(super) fn update_session(
             t.order.insert(k, session);
         }
     }
-    codec::with_wire(&state, |v| t.sessions.insert(session, v))?;
+    match tail {
+        Some(tail) => tail.entries.push((session, codec::encode_wire(&state))),
+        None => {
+            codec::with_wire(&state, |v| t.sessions.insert(session, v))?;
+        }
+    }
     Ok((project_id, i64::from(!was_listed)))
+}
+
+/// Summaries of sessions numbered past the last one stored, held by
+/// [`update_session`] to be appended at the end of `sessions` in one run,
+/// in the ascending order `write_group` updates sessions in.
+pub(super) struct SessionTail {
+    /// The last session number stored when the group began, if any.
+    above: Option<u64>,
+    entries: Vec<(u64, Vec<u8>)>,
 }
 
 #[expect(clippy::cast_possible_truncation, reason = "kind < SORT_KINDS (5)")]

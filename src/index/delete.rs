@@ -345,7 +345,7 @@ fn delete_traces(
             old: Some((0, removed_turn())),
             new: None,
         }];
-        let (pid, change) = update_session(t, session, &removal, None)?;
+        let (pid, change) = update_session(t, session, &removal, None, None)?;
         projects.entry(pid).or_default().session(change);
         if t.sessions.get(session)?.is_none() {
             counts.sessions += 1;

