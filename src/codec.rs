@@ -411,6 +411,15 @@ impl<'a> WireReader<'a> {
             .map_err(|e| DecodeError(format!("cannot decode: invalid UTF-8: {e}")))
     }
 
+    /// Steps over a string without checking it.
+    #[inline]
+    fn skip_str(&mut self) -> Result<(), DecodeError> {
+        let n = self.u64()?;
+        let n = usize::try_from(n)
+            .map_err(|_| DecodeError(format!("cannot decode: length {n} out of range")))?;
+        self.take(n).map(|_| ())
+    }
+
     /// Like [`Self::str`], but a string equal to one of `known` is
     /// returned as that `&'static str` without a UTF-8 check.
     #[inline]
@@ -449,6 +458,59 @@ pub(crate) fn decode_span(tag: u8, payload: &[u8]) -> Result<StoredSpan, DecodeE
         TAG_SPAN_V1 => decode_span_wire(payload),
         other => Err(DecodeError(format!("unknown frame tag {other}"))),
     }
+}
+
+/// The trace and span ids of a span record, read without decoding the
+/// rest: the project and resource attributes before them are stepped over
+/// (not UTF-8-checked, nothing allocated), what follows them is not read.
+/// For scans that need only which span a frame holds (what is live in a
+/// segment, what compaction copies), where a whole decode cost most of the
+/// scan. Bytes the whole decoder accepts give the ids it gives; a payload
+/// damaged after the ids is not noticed here (the frame's CRC is checked
+/// by the log, and `verify` decodes every span).
+pub(crate) fn span_ids(tag: u8, payload: &[u8]) -> Result<([u8; 16], [u8; 8]), DecodeError> {
+    if tag != TAG_SPAN_V1 {
+        return Err(DecodeError(format!("unknown frame tag {tag}")));
+    }
+    let mut r = WireReader::new(payload);
+    r.skip_str()?;
+    let n = r.len(MIN_KEY_VALUE_BYTES)?;
+    for _ in 0..n {
+        r.skip_str()?;
+        match r.u32()? {
+            0 => r.skip_str()?,
+            1 => {
+                r.bool()?;
+            }
+            2 => {
+                r.u64()?;
+            }
+            3 => {
+                r.take(8)?;
+            }
+            4 => {
+                for _ in 0..r.len(1)? {
+                    r.skip_str()?;
+                }
+            }
+            5 => {
+                for _ in 0..r.len(1)? {
+                    r.bool()?;
+                }
+            }
+            6 => {
+                for _ in 0..r.len(1)? {
+                    r.u64()?;
+                }
+            }
+            7 => {
+                let m = r.len(8)?;
+                r.take(m.saturating_mul(8))?;
+            }
+            i => return Err(bad_variant("AttributeValue", i)),
+        }
+    }
+    Ok((r.array()?, r.array()?))
 }
 
 /// The fewest bytes an encoded [`KeyValue`] takes: a key length, a
@@ -1130,6 +1192,38 @@ mod span_wire_tests {
         #[test]
         fn agrees_with_bincode_on_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             prop_assert_eq!(direct(&bytes), via_bincode(&bytes));
+        }
+
+        /// `span_ids` reads the ids of every span, and of any edit of one
+        /// that the whole decoder takes, as the whole decoder does; it
+        /// never panics on the rest.
+        #[test]
+        fn span_ids_are_the_decoded_ids(
+            rec in stored_span(),
+            edits in proptest::collection::vec(edit(), 0..3),
+        ) {
+            let mut bytes = Vec::new();
+            prop_assert!(encode_span(&rec, &mut bytes).is_ok());
+            prop_assert_eq!(
+                span_ids(TAG_SPAN_V1, &bytes).ok(),
+                Some((rec.span.trace_id.0, rec.span.span_id.0))
+            );
+            for e in edits {
+                match e {
+                    Edit::Set(i, b) if !bytes.is_empty() => {
+                        let i = i % bytes.len();
+                        bytes[i] = b;
+                    }
+                    Edit::Truncate(i) => bytes.truncate(i % (bytes.len() + 1)),
+                    Edit::Insert(i, b) => bytes.insert(i % (bytes.len() + 1), b),
+                    Edit::Set(..) => {}
+                }
+            }
+            let ids = span_ids(TAG_SPAN_V1, &bytes);
+            if let Ok(span) = decode_span_wire(&bytes) {
+                prop_assert_eq!(ids.ok(), Some((span.span.trace_id.0, span.span.span_id.0)));
+            }
+            prop_assert!(span_ids(TAG_DELETE_V1, &bytes).is_err());
         }
     }
 }

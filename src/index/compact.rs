@@ -11,7 +11,7 @@ use crate::model::TraceId;
 
 use super::apply::{IndexWriter, load_trace, store_trace};
 use super::trace::TraceRecord;
-use super::{TRACE_HOMES, TRACE_RECORDS, find_trace};
+use super::{TRACE_HOMES, TRACE_RECORDS, corrupt_index, find_trace_as};
 
 /// Trace records cached by a liveness check before the cache is emptied.
 const CACHE_RECORDS: usize = 16_384;
@@ -20,7 +20,9 @@ const CACHE_RECORDS: usize = 16_384;
 pub(crate) struct Liveness {
     homes: ReadOnlyTable<&'static [u8; 16], u64>,
     records: ReadOnlyTable<u64, &'static [u8]>,
-    cache: HashMap<[u8; 16], Option<TraceRecord>>,
+    /// Each trace's span ids and LSNs, in span id order (none for a trace
+    /// the index does not hold).
+    cache: HashMap<[u8; 16], Vec<([u8; 8], u64)>>,
 }
 
 impl Liveness {
@@ -48,17 +50,19 @@ impl Liveness {
         let rec = match self.cache.entry(trace_id) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
-                let rec = find_trace(&self.homes, None, &self.records, trace_id)?.map(|(_, r)| r);
-                e.insert(rec)
+                let spans = find_trace_as(&self.homes, None, &self.records, trace_id, |b| {
+                    TraceRecord::span_locations(b).map_err(|e| corrupt_index("trace record", e))
+                })?
+                .map(|(_, spans)| spans)
+                .unwrap_or_default();
+                e.insert(spans)
             }
         };
-        Ok(rec.as_ref().is_some_and(|r| {
-            r.spans
-                .binary_search_by(|f| f.span_id.cmp(&span_id))
-                .ok()
-                .and_then(|i| r.spans.get(i))
-                .is_some_and(|f| f.lsn == lsn)
-        }))
+        Ok(rec
+            .binary_search_by(|(id, _)| id.cmp(&span_id))
+            .ok()
+            .and_then(|i| rec.get(i))
+            .is_some_and(|&(_, at)| at == lsn))
     }
 }
 

@@ -531,6 +531,17 @@ pub(crate) fn find_trace(
     records: &impl ReadableTable<u64, &'static [u8]>,
     trace_id: [u8; 16],
 ) -> Result<Option<(u64, trace::TraceRecord)>> {
+    find_trace_as(homes, known_home, records, trace_id, decode_record)
+}
+
+/// [`find_trace`], the stored record read by `decode`.
+pub(crate) fn find_trace_as<T>(
+    homes: &impl ReadableTable<&'static [u8; 16], u64>,
+    known_home: Option<u64>,
+    records: &impl ReadableTable<u64, &'static [u8]>,
+    trace_id: [u8; 16],
+    decode: impl FnOnce(&[u8]) -> Result<T>,
+) -> Result<Option<(u64, T)>> {
     let home = match known_home {
         Some(h) => h,
         None => match homes.get(&trace_id)? {
@@ -539,7 +550,7 @@ pub(crate) fn find_trace(
         },
     };
     match records.get(home)? {
-        Some(v) => Ok(Some((home, decode_record(v.value())?))),
+        Some(v) => Ok(Some((home, decode(v.value())?))),
         None => Err(Error::Index(Box::new(redb::Error::Corrupted(format!(
             "trace {} has a home ({home}) without a record",
             crate::model::TraceId(trace_id)

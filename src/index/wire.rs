@@ -288,6 +288,25 @@ impl TraceRecord {
     /// [`Wire`] encoding), accepting exactly what bincode accepts and
     /// returning the same value. Through serde a record of 29 spans took
     /// about 80,000 instructions, a seventh of a `trace` call.
+    /// The span ids and LSNs of a stored trace record (its first field),
+    /// in span id order, without decoding the rest: what a liveness check
+    /// needs. A record [`Self::decode`] accepts gives its facts' ids and
+    /// LSNs.
+    pub(crate) fn span_locations(bytes: &[u8]) -> Result<Vec<([u8; 8], u64)>, DecodeError> {
+        let mut r = WireReader::new(bytes);
+        let n = r.len(11)?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let span_id = r.array()?;
+            if r.option()? {
+                r.array::<8>()?;
+            }
+            r.u64()?;
+            out.push((span_id, r.u64()?));
+        }
+        Ok(out)
+    }
+
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = WireReader::new(bytes);
         // A fact is at least 8 (span id) + 1 (parent tag) + 1 + 1 bytes.
@@ -531,6 +550,18 @@ mod tests {
         #[test]
         fn trace_records_encode_as_bincode_does(rec in record()) {
             prop_assert_eq!(encode_wire(&rec), encode_value(&rec));
+        }
+
+        #[test]
+        fn span_locations_are_the_records_facts(rec in record(), cut in any::<usize>()) {
+            let bytes = encode_wire(&rec);
+            let want: Vec<_> = rec.spans.iter().map(|f| (f.span_id, f.lsn)).collect();
+            prop_assert_eq!(TraceRecord::span_locations(&bytes).ok(), Some(want));
+            // Cut short: an error wherever the facts are cut, never a panic.
+            let cut = cut % (bytes.len() + 1);
+            let facts_end = bytes.len() - encode_wire(&TraceRecord { spans: Vec::new(), ..rec.clone() }).len() + 1;
+            let got = TraceRecord::span_locations(&bytes[..cut]);
+            prop_assert_eq!(got.is_ok(), cut >= facts_end, "cut at {} of {}", cut, bytes.len());
         }
 
         #[test]
