@@ -192,6 +192,45 @@ where
     Ok(())
 }
 
+/// Name of the table [`repack_table`] fills before it takes the place of
+/// the one it repacks (within one transaction, so never seen outside it).
+const REPACK_SCRATCH: &str = "repack";
+
+/// Rewrites `def` in key order into full leaves, if it has more than one
+/// and at least a fifth of its leaf bytes are empty (redb merges a leaf
+/// that deletes leave under a third full, not one above that, nor one
+/// whose values shrank): the entries go, ascending, through a cursor
+/// at the end of a new table (see [`append_ascending`]), which then
+/// replaces `def`. Returns whether it did.
+fn repack_table<K, V>(txn: &redb::WriteTransaction, def: TableDefinition<K, V>) -> Result<bool>
+where
+    K: redb::Key + 'static,
+    V: redb::Value + 'static,
+{
+    use redb::ReadableTableMetadata;
+    let scratch: TableDefinition<K, V> = TableDefinition::new(REPACK_SCRATCH);
+    {
+        let old = txn.open_table(def)?;
+        let stats = old.stats()?;
+        let bytes = stats.stored_bytes() + stats.fragmented_bytes();
+        if stats.leaf_pages() < 2 || stats.fragmented_bytes().saturating_mul(5) < bytes {
+            return Ok(false);
+        }
+        let mut new = txn.open_table(scratch)?;
+        let mut cursor = new.upper_bound_mut(std::ops::Bound::<K::SelfType<'static>>::Unbounded)?;
+        for entry in old.iter()? {
+            let (k, v) = entry?;
+            cursor
+                .insert_before(k.value(), v.value())
+                .map_err(|e| Error::Index(Box::new(e.into())))?;
+        }
+        cursor.close()?;
+    }
+    txn.delete_table(def)?;
+    txn.rename_table(scratch, def)?;
+    Ok(true)
+}
+
 /// Big-endian increment; false on overflow. On a key prefix, gives a key
 /// of the same length above every key with that prefix (an exclusive
 /// upper bound for a prefix scan).
@@ -401,6 +440,31 @@ impl Index {
         Ok(())
     }
 
+    /// Rewrites, in one durable transaction, every table whose leaves are
+    /// a fifth or more empty (see [`repack_table`]): deletes leave leaves
+    /// part-empty, and redb's `compact` moves whole pages but never merges
+    /// them, so without this an index that lost most of its sessions stayed
+    /// about twice the size of one built from what is left. Entries are
+    /// unchanged. Returns how many tables were rewritten.
+    pub(crate) fn repack_tables(&self) -> Result<usize> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::Immediate)?;
+        let repacked = [
+            repack_table(&txn, PROJECTS)?,
+            repack_table(&txn, SESSION_IDS)?,
+            repack_table(&txn, SESSIONS)?,
+            repack_table(&txn, TURNS)?,
+            repack_table(&txn, runs::SESSION_RUNS)?,
+            repack_table(&txn, TRACE_HOMES)?,
+            repack_table(&txn, TRACE_RECORDS)?,
+            repack_table(&txn, SEARCH)?,
+            repack_table(&txn, PROJECT_STATS)?,
+            repack_table(&txn, PROJECT_SPANS)?,
+        ];
+        txn.commit()?;
+        Ok(repacked.into_iter().filter(|&r| r).count())
+    }
+
     /// Drops from the search postings every session number that no
     /// longer names a session (deleted, or of a forgotten project), and
     /// every posting left empty, in one durable transaction. Deletes leave
@@ -576,6 +640,70 @@ mod tests {
                 (k.value(), v.value().to_vec())
             })
             .collect()
+    }
+
+    fn leaf_pages(db: &redb::Database) -> u64 {
+        use redb::ReadableTableMetadata;
+        let txn = db.begin_read().unwrap();
+        txn.open_table(T).unwrap().stats().unwrap().leaf_pages()
+    }
+
+    /// A table left part-empty by deletes is rewritten into fewer leaves
+    /// with the same entries; a dense one is left as it is.
+    #[test]
+    fn repack_rewrites_part_empty_tables_and_keeps_their_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("t.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(T).unwrap();
+            // In key order: full leaves.
+            for k in 0..5_000u64 {
+                t.insert(k, [u8::try_from(k % 251).unwrap(); 60].as_slice())
+                    .unwrap();
+            }
+        }
+        txn.commit().unwrap();
+        let dense_pages = leaf_pages(&db);
+        let txn = db.begin_write().unwrap();
+        assert!(
+            !repack_table(&txn, T).unwrap(),
+            "a dense table was rewritten"
+        );
+        txn.commit().unwrap();
+        assert_eq!(leaf_pages(&db), dense_pages);
+
+        // Every value made smaller (as pruning a search posting does):
+        // redb merges leaves that deletes leave under a third full, but
+        // not these.
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(T).unwrap();
+            for k in 0..5_000u64 {
+                t.insert(k, [7u8; 12].as_slice()).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+        let before = contents(&db);
+        let sparse_pages = leaf_pages(&db);
+
+        let txn = db.begin_write().unwrap();
+        assert!(repack_table(&txn, T).unwrap());
+        txn.commit().unwrap();
+        assert_eq!(contents(&db), before);
+        assert!(
+            leaf_pages(&db) * 2 < sparse_pages,
+            "{} leaves after, {sparse_pages} before",
+            leaf_pages(&db)
+        );
+        // The scratch table took the old one's place.
+        let txn = db.begin_read().unwrap();
+        let names: Vec<String> = txn
+            .list_tables()
+            .unwrap()
+            .map(|h| redb::TableHandle::name(&h).to_owned())
+            .collect();
+        assert_eq!(names, vec!["t".to_owned()]);
     }
 
     #[test]

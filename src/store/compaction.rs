@@ -220,8 +220,9 @@ impl SessionStore {
     /// Rewrites the index file without its free pages (redb `compact`),
     /// after merging the session sort index's runs into one per sort order
     /// (which drops the keys of deleted sessions and the old keys of
-    /// changed ones) and dropping deleted sessions from the search
-    /// postings (see `docs/FORMAT.md`). Needs `&mut self`: no other handle may use the store meanwhile (an
+    /// changed ones), dropping deleted sessions from the search
+    /// postings (see `docs/FORMAT.md`) and rewriting into full leaves each
+    /// table whose leaves are a fifth or more empty. Needs `&mut self`: no other handle may use the store meanwhile (an
     /// `Arc<SessionStore>` must be unique: `Arc::get_mut`). Returns whether
     /// anything was reclaimed.
     pub fn compact_index(&mut self) -> Result<bool> {
@@ -233,6 +234,7 @@ impl SessionStore {
             self.checkpoint(&mut ws)?;
             self.index.merge_sort_runs()?;
             self.index.prune_postings()?;
+            self.index.repack_tables()?;
         }
         // The checkpoint waited for the indexing thread, the only other
         // holder of the index.
