@@ -527,8 +527,27 @@ fn space_after_deleting_ninety_percent_and_compacting() {
             }
         }
     }
+    // Every session's summary and history, before and after compacting.
+    let everything = |store: &SessionStore| {
+        let mut out = Vec::new();
+        for p in store.projects().unwrap() {
+            let q = SessionQuery {
+                limit: 100_000,
+                ..SessionQuery::default()
+            };
+            for s in store.sessions(&p, &q).unwrap().items {
+                let history = store.session_history(&p, &s.session_id).unwrap();
+                out.push(format!("{s:?}\n{history:?}"));
+            }
+            out.push(format!("{:?}", store.project_stats(&p).unwrap()));
+        }
+        out
+    };
+    let before = everything(&store);
     let report = store.compact().unwrap();
     store.compact_index().unwrap();
+    assert_eq!(everything(&store), before);
+    assert!(store.verify().unwrap().problems.is_empty());
     let kept: Vec<Vec<ResourceSpans>> = batches
         .iter()
         .map(|b| {
