@@ -1085,6 +1085,21 @@ mod span_wire_tests {
         Insert(usize, u8),
     }
 
+    /// Applies `edits` in order, each at its position modulo the length.
+    fn apply_edits(bytes: &mut Vec<u8>, edits: Vec<Edit>) {
+        for e in edits {
+            match e {
+                Edit::Set(i, b) if !bytes.is_empty() => {
+                    let i = i % bytes.len();
+                    bytes[i] = b;
+                }
+                Edit::Truncate(i) => bytes.truncate(i % (bytes.len() + 1)),
+                Edit::Insert(i, b) => bytes.insert(i % (bytes.len() + 1), b),
+                Edit::Set(..) => {}
+            }
+        }
+    }
+
     fn edit() -> impl Strategy<Value = Edit> {
         prop_oneof![
             (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Edit::Set(i, b)),
@@ -1175,17 +1190,7 @@ mod span_wire_tests {
         ) {
             let mut bytes = Vec::new();
             prop_assert!(encode_span(&rec, &mut bytes).is_ok());
-            for e in edits {
-                match e {
-                    Edit::Set(i, b) if !bytes.is_empty() => {
-                        let i = i % bytes.len();
-                        bytes[i] = b;
-                    }
-                    Edit::Truncate(i) => bytes.truncate(i % (bytes.len() + 1)),
-                    Edit::Insert(i, b) => bytes.insert(i % (bytes.len() + 1), b),
-                    Edit::Set(..) => {}
-                }
-            }
+            apply_edits(&mut bytes, edits);
             prop_assert_eq!(direct(&bytes), via_bincode(&bytes));
         }
 
@@ -1208,17 +1213,7 @@ mod span_wire_tests {
                 span_ids(TAG_SPAN_V1, &bytes).ok(),
                 Some((rec.span.trace_id.0, rec.span.span_id.0))
             );
-            for e in edits {
-                match e {
-                    Edit::Set(i, b) if !bytes.is_empty() => {
-                        let i = i % bytes.len();
-                        bytes[i] = b;
-                    }
-                    Edit::Truncate(i) => bytes.truncate(i % (bytes.len() + 1)),
-                    Edit::Insert(i, b) => bytes.insert(i % (bytes.len() + 1), b),
-                    Edit::Set(..) => {}
-                }
-            }
+            apply_edits(&mut bytes, edits);
             let ids = span_ids(TAG_SPAN_V1, &bytes);
             if let Ok(span) = decode_span_wire(&bytes) {
                 prop_assert_eq!(ids.ok(), Some((span.span.trace_id.0, span.span.span_id.0)));
