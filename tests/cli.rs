@@ -3,6 +3,7 @@
 #![cfg(feature = "cli")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
 mod support;
 
 use std::collections::HashSet;
@@ -754,9 +755,17 @@ fn delete_retain_and_compact_from_the_command_line() {
             "bytes_dropped",
             "frames_copied",
             "bytes_copied",
-            "index_compacted"
+            "index_compacted",
+            "disk_bytes_before",
+            "disk_bytes_after"
         ])
     );
+    // What the directory holds once the command is done.
+    assert_eq!(
+        c["disk_bytes_after"].as_u64(),
+        Some(common::dir_bytes(&store))
+    );
+    assert!(c["disk_bytes_after"].as_u64() < c["disk_bytes_before"].as_u64());
     let after = json(&store, &["stats"]);
     assert!(after["log_bytes"].as_u64() < before["log_bytes"].as_u64());
     assert_eq!(json(&store, &["verify"])["ok"], true);

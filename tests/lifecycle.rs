@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{copy_dir, search, segments};
+use common::{copy_dir, dir_bytes, search, segments};
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -361,20 +361,6 @@ fn a_crash_at_every_step_of_a_delete_reopens_to_before_or_after() {
 }
 
 // ------------------------------------------------------------ compaction
-
-/// Every file of a directory, recursively, in bytes (the lock file too).
-fn dir_bytes(dir: &Path) -> u64 {
-    let mut total = 0;
-    for entry in fs::read_dir(dir).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_dir() {
-            total += dir_bytes(&entry.path());
-        } else {
-            total += entry.metadata().unwrap().len();
-        }
-    }
-    total
-}
 
 /// A crash at every step of a compaction (after each batch of copies,
 /// after the remap commit, once durable, after each removed segment, and

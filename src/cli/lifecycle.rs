@@ -7,6 +7,7 @@ use serde::Serialize;
 use span_sessions::{DeleteReport, RetentionPolicy, SessionStore, TraceId};
 
 use super::output::write_json;
+use super::read::{dir_bytes, store_disk_bytes};
 use super::{CliError, CliResult};
 
 /// What to delete, as given on the command line.
@@ -126,17 +127,25 @@ struct CompactedJson {
     frames_copied: u64,
     bytes_copied: u64,
     index_compacted: bool,
+    disk_bytes_before: u64,
+    disk_bytes_after: u64,
 }
 
 pub(crate) fn compact(mut store: SessionStore, json: bool) -> CliResult {
+    let disk_bytes_before = store_disk_bytes(&store)?;
     let r = store.compact()?;
     let index_compacted = store.compact_index()?;
+    // Measured closed: closing takes a checkpoint, which writes to the index.
+    let dir = store.dir().to_path_buf();
+    store.close()?;
     let out_json = CompactedJson {
         segments_dropped: r.segments_dropped,
         bytes_dropped: r.bytes_dropped,
         frames_copied: r.frames_copied,
         bytes_copied: r.bytes_copied,
         index_compacted,
+        disk_bytes_before,
+        disk_bytes_after: dir_bytes(&dir)?,
     };
     let mut out = io::stdout().lock();
     if json {
@@ -144,7 +153,7 @@ pub(crate) fn compact(mut store: SessionStore, json: bool) -> CliResult {
     } else {
         writeln!(
             out,
-            "compacted: {} segments ({} bytes) dropped, {} live spans ({} bytes) copied; index file {}",
+            "compacted: {} segments ({} bytes) dropped, {} live spans ({} bytes) copied; index file {}; {:.1} MiB -> {:.1} MiB on disk",
             out_json.segments_dropped,
             out_json.bytes_dropped,
             out_json.frames_copied,
@@ -153,10 +162,17 @@ pub(crate) fn compact(mut store: SessionStore, json: bool) -> CliResult {
                 "compacted"
             } else {
                 "already compact"
-            }
+            },
+            mib(disk_bytes_before),
+            mib(out_json.disk_bytes_after),
         )?;
     }
     Ok(())
+}
+
+#[expect(clippy::cast_precision_loss, reason = "a size to print")]
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1u32 << 20)
 }
 
 #[cfg(test)]

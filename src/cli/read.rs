@@ -153,6 +153,7 @@ struct SegmentJson {
     dead_bytes: u64,
 }
 
+/// Bytes of the files under `dir`, recursively.
 fn disk_bytes(dir: &Path) -> io::Result<u64> {
     let mut total = 0;
     for entry in std::fs::read_dir(dir)? {
@@ -165,6 +166,16 @@ fn disk_bytes(dir: &Path) -> io::Result<u64> {
         }
     }
     Ok(total)
+}
+
+/// Bytes the store's directory takes on disk.
+pub(crate) fn store_disk_bytes(store: &SessionStore) -> Result<u64, CliError> {
+    dir_bytes(store.dir())
+}
+
+/// Bytes of the files under `dir`, recursively, as a command's error.
+pub(crate) fn dir_bytes(dir: &Path) -> Result<u64, CliError> {
+    disk_bytes(dir).map_err(|e| CliError(format!("measuring {}: {e}", dir.display())))
 }
 
 pub(crate) fn stats(store: &SessionStore, json: bool) -> CliResult {
@@ -183,8 +194,7 @@ pub(crate) fn stats(store: &SessionStore, json: bool) -> CliResult {
     let whole = store.stats()?;
     let stats = StatsJson {
         store: store.dir().display().to_string(),
-        disk_bytes: disk_bytes(store.dir())
-            .map_err(|e| CliError(format!("measuring {}: {e}", store.dir().display())))?,
+        disk_bytes: store_disk_bytes(store)?,
         log_bytes: whole.log_bytes,
         index_bytes: whole.index_bytes,
         segments: whole

@@ -190,6 +190,20 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
+/// Every file of a directory, recursively, in bytes (the lock file too).
+pub fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            total += dir_bytes(&entry.path());
+        } else {
+            total += entry.metadata().unwrap().len();
+        }
+    }
+    total
+}
+
 /// The store's log segment files, oldest first.
 pub fn segments(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut segs: Vec<std::path::PathBuf> = std::fs::read_dir(dir.join("log"))
