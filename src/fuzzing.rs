@@ -646,6 +646,7 @@ pub fn record_decode(data: &[u8]) -> Result<(), String> {
         2 => {
             round_trip::<crate::index::trace::TraceRecord>(rest)?;
             decoders_agree(rest, crate::index::trace::TraceRecord::decode)?;
+            span_locations_agree(rest)?;
         }
         3 => {
             round_trip::<crate::index::trace::TurnBody>(rest)?;
@@ -720,12 +721,35 @@ fn span_decoders_agree(bytes: &[u8]) -> Result<(), String> {
     let serde = codec::decode_value::<crate::model::StoredSpan>(bytes)
         .ok()
         .map(|s| bytes_of(&s));
-    let direct = codec::decode_span(codec::TAG_SPAN_V1, bytes)
-        .ok()
-        .map(|s| bytes_of(&s));
+    let whole = codec::decode_span(codec::TAG_SPAN_V1, bytes).ok();
+    let direct = whole.as_ref().map(bytes_of);
     check(serde == direct, || {
         format!("the span decoder gives {direct:?} where bincode gives {serde:?}")
-    })
+    })?;
+    // The ids-only reader (liveness scans) gives the ids of what decodes.
+    let ids = codec::span_ids(codec::TAG_SPAN_V1, bytes).ok();
+    match whole {
+        Some(s) => check(ids == Some((s.span.trace_id.0, s.span.span_id.0)), || {
+            format!("span_ids gives {ids:?} for a span of {:?}", s.span.trace_id)
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The facts-only reader of a trace record (liveness scans) gives the
+/// span ids and LSNs of every record the whole decoder takes.
+fn span_locations_agree(bytes: &[u8]) -> Result<(), String> {
+    use crate::index::trace::TraceRecord;
+    let facts = TraceRecord::span_locations(bytes).ok();
+    match TraceRecord::decode(bytes) {
+        Ok(rec) => {
+            let want: Vec<_> = rec.spans.iter().map(|f| (f.span_id, f.lsn)).collect();
+            check(facts.as_ref() == Some(&want), || {
+                format!("span_locations gives {facts:?} where the record holds {want:?}")
+            })
+        }
+        Err(_) => Ok(()),
+    }
 }
 
 /// The read paths' in-place turn decoder accepts exactly what bincode
