@@ -182,7 +182,8 @@ from_redb!(
     redb::StorageError,
     redb::CommitError,
     redb::CompactionError,
-    redb::SetDurabilityError
+    redb::SetDurabilityError,
+    redb::CursorError
 );
 
 /// Whether a log or store is poisoned, and by what.

@@ -7,7 +7,7 @@ use serde::Serialize;
 use span_sessions::{DeleteReport, RetentionPolicy, SessionStore, TraceId};
 
 use super::output::write_json;
-use super::read::{dir_bytes, store_disk_bytes};
+use super::read::dir_bytes;
 use super::{CliError, CliResult};
 
 /// What to delete, as given on the command line.
@@ -132,7 +132,7 @@ struct CompactedJson {
 }
 
 pub(crate) fn compact(mut store: SessionStore, json: bool) -> CliResult {
-    let disk_bytes_before = store_disk_bytes(&store)?;
+    let disk_bytes_before = dir_bytes(store.dir())?;
     let r = store.compact()?;
     let index_compacted = store.compact_index()?;
     // Measured closed: closing takes a checkpoint, which writes to the index.

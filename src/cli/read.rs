@@ -168,11 +168,6 @@ fn disk_bytes(dir: &Path) -> io::Result<u64> {
     Ok(total)
 }
 
-/// Bytes the store's directory takes on disk.
-pub(crate) fn store_disk_bytes(store: &SessionStore) -> Result<u64, CliError> {
-    dir_bytes(store.dir())
-}
-
 /// Bytes of the files under `dir`, recursively, as a command's error.
 pub(crate) fn dir_bytes(dir: &Path) -> Result<u64, CliError> {
     disk_bytes(dir).map_err(|e| CliError(format!("measuring {}: {e}", dir.display())))
@@ -194,7 +189,7 @@ pub(crate) fn stats(store: &SessionStore, json: bool) -> CliResult {
     let whole = store.stats()?;
     let stats = StatsJson {
         store: store.dir().display().to_string(),
-        disk_bytes: store_disk_bytes(store)?,
+        disk_bytes: dir_bytes(store.dir())?,
         log_bytes: whole.log_bytes,
         index_bytes: whole.index_bytes,
         segments: whole

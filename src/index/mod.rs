@@ -184,9 +184,7 @@ where
 {
     let mut cursor = table.upper_bound_mut(std::ops::Bound::<K::SelfType<'k>>::Unbounded)?;
     for (k, v) in entries {
-        cursor
-            .insert_before(k, v)
-            .map_err(|e| Error::Index(Box::new(e.into())))?;
+        cursor.insert_before(k, v)?;
     }
     cursor.close()?;
     Ok(())
@@ -220,9 +218,7 @@ where
         let mut cursor = new.upper_bound_mut(std::ops::Bound::<K::SelfType<'static>>::Unbounded)?;
         for entry in old.iter()? {
             let (k, v) = entry?;
-            cursor
-                .insert_before(k.value(), v.value())
-                .map_err(|e| Error::Index(Box::new(e.into())))?;
+            cursor.insert_before(k.value(), v.value())?;
         }
         cursor.close()?;
     }
