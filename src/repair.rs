@@ -52,7 +52,11 @@ pub struct OpenTimings {
     /// Re-applying the log frames past the index's checkpoint to the
     /// index (all of them after a rebuild).
     pub replay: Duration,
-    /// Committing the replayed changes and making the index durable.
+    /// Committing the replayed changes, and making the index durable if
+    /// nothing was replayed. After a replay the checkpoint that makes the
+    /// index durable runs on the indexing thread once the open returns (as
+    /// the checkpoints appends trigger do): reads and appends need not
+    /// wait for it, closing the store does.
     pub checkpoint: Duration,
 }
 

@@ -663,7 +663,18 @@ impl SessionStore {
             let replay = started.elapsed();
             let started = Instant::now();
             store.commit_with_deferred(w, deferred)?;
-            store.checkpoint(&mut ws)?;
+            if n == 0 {
+                store.checkpoint(&mut ws)?;
+            } else {
+                // The replayed indexes are committed: reads see them and
+                // appends may go on. Making them durable (writing the
+                // deferred changes, an fsync of the index, a second or so
+                // after a long replay) is a checkpoint like those appends
+                // take, on the indexing thread; the open does not wait for
+                // it. The log was made durable by its recovery, so a crash
+                // meanwhile only replays the same frames again.
+                store.hand_off(&mut ws, true)?;
+            }
             (n, replay, started.elapsed())
         };
         store.open_report.frames_replayed = replayed;
