@@ -55,8 +55,9 @@ pub struct OpenTimings {
     /// Committing the replayed changes, and making the index durable if
     /// nothing was replayed. After a replay the checkpoint that makes the
     /// index durable runs on the indexing thread once the open returns (as
-    /// the checkpoints appends trigger do): reads and appends need not
-    /// wait for it, closing the store does.
+    /// the checkpoints appends trigger do): reads do not wait for it; an
+    /// append waits only if it hands a group to that thread, and closing
+    /// the store waits.
     pub checkpoint: Duration,
 }
 

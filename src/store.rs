@@ -668,8 +668,8 @@ impl SessionStore {
             } else {
                 // The replayed indexes are committed: reads see them and
                 // appends may go on. Making them durable (writing the
-                // deferred changes, an fsync of the index, a second or so
-                // after a long replay) is a checkpoint like those appends
+                // deferred changes, an fsync of the index: about half a
+                // second after 1 GiB of log) is a checkpoint like those appends
                 // take, on the indexing thread; the open does not wait for
                 // it. The log was made durable by its recovery, so a crash
                 // meanwhile only replays the same frames again.
