@@ -1467,11 +1467,13 @@ pub fn store_model(data: &[u8]) -> Result<(), String> {
                     .map(|g| ResourceSpans::for_project(g.project, vec![g.span.clone()]))
                     .collect();
                 let expect = model.expect(&gens);
-                // Appends leave work to an indexing thread (checkpoints, full
-                // groups): a read waits for it, so that the fault meets this
-                // append or the work this append leaves.
+                // Appends and opens leave work to an indexing thread (full
+                // groups, checkpoints): wait for it, so that the fault meets
+                // this append or the work this append leaves.
                 st.projects()
                     .map_err(|e| format!("{what}: read before a fault: {e}"))?;
+                st.wait_for_indexing()
+                    .map_err(|e| format!("{what}: indexing before a fault: {e}"))?;
                 sim.arm(Fault::nth(Ops::Mutating, nth, error));
                 let result = st.append(&batch);
                 let after = st.projects();

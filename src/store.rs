@@ -1643,6 +1643,16 @@ impl SessionStore {
         self.checkpoint(&mut ws)
     }
 
+    /// Waits for the work on the indexing thread (a group, a checkpoint
+    /// such as the one an open starts after its replay), if any, and
+    /// reports how it ended (a failure poisons the store). For the fuzzing
+    /// model, which must know that no write of the store's is under way
+    /// before it arms a fault for the next append.
+    pub(crate) fn wait_for_indexing(&self) -> Result<()> {
+        let mut ws = self.lock_writer()?;
+        self.settle(&mut ws)
+    }
+
     /// Waits for the group being indexed on its own thread, if any, even
     /// if a writer panicked: its thread holds the index open, which must
     /// be closed before the store is.
