@@ -1,5 +1,10 @@
 //! Ingest loop for profiling: `cargo run --release --example ingest_profile -- [spans]`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+#[path = "support/cpu.rs"]
+mod cpu;
+use cpu::cpu_ticks;
+
 use std::time::Instant;
 
 use span_sessions::workload::{Workload, WorkloadConfig};
@@ -105,23 +110,6 @@ fn main() {
     if let Some(store) = store {
         read_traces(&store, &batches, reads);
     }
-}
-
-/// CPU time (user + system, in 10 ms clock ticks) of the calling thread
-/// and of the whole process, threads that have ended included (Linux only:
-/// zeros elsewhere).
-fn cpu_ticks() -> (u64, u64) {
-    let ticks = |path: &str| -> u64 {
-        let stat = std::fs::read_to_string(path).unwrap_or_default();
-        // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        rest.split_whitespace()
-            .skip(11)
-            .take(2)
-            .filter_map(|f| f.parse::<u64>().ok())
-            .sum()
-    };
-    (ticks("/proc/thread-self/stat"), ticks("/proc/self/stat"))
 }
 
 /// READ_TRACES=n: after ingest, reads n traces spread over the whole

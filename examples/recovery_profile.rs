@@ -9,6 +9,10 @@
 //! `INDEX_SPANS` `StoreOptions::index_batch_spans` (the other).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+#[path = "support/cpu.rs"]
+mod cpu;
+use cpu::cpu_ticks;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -84,19 +88,4 @@ fn main() {
         after.0 - before.0,
         after.1 - before.1
     );
-}
-
-/// CPU ticks (user and system) of this thread and of the whole process.
-fn cpu_ticks() -> (u64, u64) {
-    let ticks = |path: &str| -> u64 {
-        let stat = std::fs::read_to_string(path).unwrap_or_default();
-        // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        rest.split_whitespace()
-            .skip(11)
-            .take(2)
-            .filter_map(|f| f.parse::<u64>().ok())
-            .sum()
-    };
-    (ticks("/proc/thread-self/stat"), ticks("/proc/self/stat"))
 }

@@ -9,7 +9,7 @@ mod common;
 
 use common::copy_dir;
 
-use common::{sid, snapshot, tid};
+use common::{Gate, GatedIndexSync, sid, snapshot, tid};
 use span_sessions::{
     Durability, ResourceSpans, SessionFilter, SessionQuery, SessionStore, Span, StoreOptions,
 };
@@ -450,103 +450,6 @@ fn a_group_holding_8_mib_of_root_texts_is_full() {
     assert_eq!(s.num_traces, 4);
 }
 
-/// A gate the test closes and opens; threads calling `pass` wait while it
-/// is closed.
-#[derive(Debug, Default)]
-struct Gate {
-    closed: std::sync::Mutex<bool>,
-    opened: std::sync::Condvar,
-}
-
-impl Gate {
-    fn set_closed(&self, closed: bool) {
-        *self.closed.lock().unwrap() = closed;
-        self.opened.notify_all();
-    }
-
-    fn pass(&self) {
-        let mut closed = self.closed.lock().unwrap();
-        while *closed {
-            closed = self.opened.wait(closed).unwrap();
-        }
-    }
-}
-
-/// The operating system's file system, except that fsyncs of the index
-/// file wait at `gate`: a checkpoint (which the indexing thread takes
-/// after its group) then keeps that thread busy for as long as the test
-/// wants.
-#[derive(Debug)]
-struct GatedIndexSync {
-    gate: std::sync::Arc<Gate>,
-}
-
-#[derive(Debug)]
-struct GatedFile {
-    inner: std::sync::Arc<dyn span_sessions::testing::FileHandle>,
-    gate: Option<std::sync::Arc<Gate>>,
-}
-
-impl span_sessions::testing::FileHandle for GatedFile {
-    fn len(&self) -> std::io::Result<u64> {
-        self.inner.len()
-    }
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        self.inner.read_exact_at(buf, offset)
-    }
-    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
-        self.inner.write_all_at(buf, offset)
-    }
-    fn write_direct_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
-        self.inner.write_direct_at(buf, offset)
-    }
-    fn set_len(&self, len: u64) -> std::io::Result<()> {
-        self.inner.set_len(len)
-    }
-    fn sync_data(&self) -> std::io::Result<()> {
-        if let Some(gate) = &self.gate {
-            gate.pass();
-        }
-        self.inner.sync_data()
-    }
-    fn map(&self) -> std::io::Result<memmap2::Mmap> {
-        self.inner.map()
-    }
-}
-
-impl span_sessions::testing::FileSystem for GatedIndexSync {
-    fn open(
-        &self,
-        path: &std::path::Path,
-        mode: span_sessions::testing::OpenMode,
-    ) -> std::io::Result<std::sync::Arc<dyn span_sessions::testing::FileHandle>> {
-        let inner = span_sessions::testing::OsFileSystem.open(path, mode)?;
-        let gated = path.file_name().is_some_and(|n| n == "index.redb");
-        Ok(std::sync::Arc::new(GatedFile {
-            inner,
-            gate: gated.then(|| std::sync::Arc::clone(&self.gate)),
-        }))
-    }
-    fn create_dir_all(&self, dir: &std::path::Path) -> std::io::Result<()> {
-        span_sessions::testing::OsFileSystem.create_dir_all(dir)
-    }
-    fn is_dir(&self, dir: &std::path::Path) -> bool {
-        span_sessions::testing::OsFileSystem.is_dir(dir)
-    }
-    fn list_dir(
-        &self,
-        dir: &std::path::Path,
-    ) -> std::io::Result<Vec<(String, std::path::PathBuf)>> {
-        span_sessions::testing::OsFileSystem.list_dir(dir)
-    }
-    fn sync_dir(&self, dir: &std::path::Path) -> std::io::Result<()> {
-        span_sessions::testing::OsFileSystem.sync_dir(dir)
-    }
-    fn remove_file(&self, path: &std::path::Path) -> std::io::Result<()> {
-        span_sessions::testing::OsFileSystem.remove_file(path)
-    }
-}
-
 /// A group full by its span count while the group before it is still
 /// being indexed goes on taking appends (the appends do not wait) until
 /// it holds four times `index_batch_spans`; then the append that fills it
@@ -560,6 +463,7 @@ fn a_full_group_grows_while_the_group_before_it_is_indexed() {
         .durability(Durability::Buffered)
         .file_system(std::sync::Arc::new(GatedIndexSync {
             gate: std::sync::Arc::clone(&gate),
+            indexing_thread_only: false,
         }))
         .index_batch_bytes(usize::MAX)
         .index_batch_spans(4)

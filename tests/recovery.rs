@@ -7,12 +7,11 @@
 
 mod common;
 
-use common::copy_dir;
+use common::{Gate, GatedIndexSync, copy_dir};
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use span_sessions::testing::{FileHandle, FileSystem, OpenMode, OsFileSystem};
 use span_sessions::{
     Durability, ErrorKind, ResourceSpans, SessionQuery, SessionSort, SessionStore, Span, SpanId,
     TraceId,
@@ -520,109 +519,6 @@ fn the_open_report_times_each_step_within_the_open() {
     );
 }
 
-/// The operating system's file system, except that fsyncs of the index
-/// made by the indexing thread wait while the gate is shut.
-#[derive(Debug, Clone)]
-struct GatedIndexSyncs {
-    gate: std::sync::Arc<(std::sync::Mutex<Gate>, std::sync::Condvar)>,
-}
-
-#[derive(Debug, Default)]
-struct Gate {
-    open: bool,
-    /// fsyncs of the index waiting at the gate now.
-    waiting: usize,
-}
-
-#[derive(Debug)]
-struct GatedHandle {
-    inner: std::sync::Arc<dyn FileHandle>,
-    index: bool,
-    gate: std::sync::Arc<(std::sync::Mutex<Gate>, std::sync::Condvar)>,
-}
-
-impl GatedIndexSyncs {
-    fn new() -> GatedIndexSyncs {
-        GatedIndexSyncs {
-            gate: std::sync::Arc::default(),
-        }
-    }
-
-    fn open_gate(&self) {
-        let (lock, cv) = &*self.gate;
-        lock.lock().unwrap().open = true;
-        cv.notify_all();
-    }
-
-    /// Waits (a minute at most) until an fsync of the index waits at the
-    /// gate; false if none came.
-    fn sync_waits(&self) -> bool {
-        let (lock, cv) = &*self.gate;
-        let g = lock.lock().unwrap();
-        let (g, _) = cv
-            .wait_timeout_while(g, std::time::Duration::from_secs(60), |g| g.waiting == 0)
-            .unwrap();
-        g.waiting > 0
-    }
-}
-
-impl FileSystem for GatedIndexSyncs {
-    fn open(&self, path: &Path, mode: OpenMode) -> std::io::Result<std::sync::Arc<dyn FileHandle>> {
-        Ok(std::sync::Arc::new(GatedHandle {
-            inner: OsFileSystem.open(path, mode)?,
-            index: path.ends_with("index.redb"),
-            gate: std::sync::Arc::clone(&self.gate),
-        }))
-    }
-    fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
-        OsFileSystem.create_dir_all(dir)
-    }
-    fn is_dir(&self, dir: &Path) -> bool {
-        OsFileSystem.is_dir(dir)
-    }
-    fn list_dir(&self, dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
-        OsFileSystem.list_dir(dir)
-    }
-    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
-        OsFileSystem.sync_dir(dir)
-    }
-    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
-        OsFileSystem.remove_file(path)
-    }
-}
-
-impl FileHandle for GatedHandle {
-    fn len(&self) -> std::io::Result<u64> {
-        self.inner.len()
-    }
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        self.inner.read_exact_at(buf, offset)
-    }
-    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
-        self.inner.write_all_at(buf, offset)
-    }
-    fn set_len(&self, len: u64) -> std::io::Result<()> {
-        self.inner.set_len(len)
-    }
-    fn sync_data(&self) -> std::io::Result<()> {
-        let indexing = std::thread::current().name() == Some("span-sessions-index");
-        if self.index && indexing {
-            let (lock, cv) = &*self.gate;
-            let mut g = lock.lock().unwrap();
-            g.waiting += 1;
-            cv.notify_all();
-            while !g.open {
-                g = cv.wait(g).unwrap();
-            }
-            g.waiting -= 1;
-        }
-        self.inner.sync_data()
-    }
-    fn map(&self) -> std::io::Result<memmap2::Mmap> {
-        self.inner.map()
-    }
-}
-
 /// After a replay, the open returns with the replayed spans readable and
 /// takes the checkpoint that makes the index durable on the indexing
 /// thread, as appends' checkpoints are taken: while its fsync of the index
@@ -642,10 +538,15 @@ fn the_checkpoint_after_a_replay_does_not_hold_up_the_open() {
         (replayed, answers(&store))
     };
     assert_ne!(replayed, appended);
-    let fs = GatedIndexSyncs::new();
+    let gate = std::sync::Arc::new(Gate::default());
+    gate.set_closed(true);
     let (tx, opened) = std::sync::mpsc::channel();
     {
-        let (fs, dir) = (fs.clone(), crashed.path().to_owned());
+        let fs = GatedIndexSync {
+            gate: std::sync::Arc::clone(&gate),
+            indexing_thread_only: true,
+        };
+        let dir = crashed.path().to_owned();
         std::thread::spawn(move || {
             let _ = tx.send(options().file_system(std::sync::Arc::new(fs)).open(dir));
         });
@@ -654,7 +555,7 @@ fn the_checkpoint_after_a_replay_does_not_hold_up_the_open() {
     // there; an open that took it itself would not return until the gate
     // opens.
     assert!(
-        fs.sync_waits(),
+        gate.someone_waits(std::time::Duration::from_secs(60)),
         "no checkpoint was started on the indexing thread"
     );
     let store = opened
@@ -665,7 +566,7 @@ fn the_checkpoint_after_a_replay_does_not_hold_up_the_open() {
     assert_eq!(answers(&store), replayed);
     let during = tempfile::tempdir().unwrap();
     copy_dir(crashed.path(), during.path());
-    fs.open_gate();
+    gate.set_closed(false);
     store.append(&turn(8)).unwrap();
     assert_eq!(answers(&store), appended);
     store.close().unwrap();

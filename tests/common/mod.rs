@@ -214,3 +214,127 @@ pub fn segments(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     segs.sort();
     segs
 }
+
+/// A gate the test closes and opens; threads calling `pass` wait while it
+/// is closed.
+#[derive(Debug, Default)]
+pub struct Gate {
+    state: std::sync::Mutex<GateState>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    closed: bool,
+    /// Threads waiting in `pass` now.
+    waiting: usize,
+}
+
+impl Gate {
+    pub fn set_closed(&self, closed: bool) {
+        self.state.lock().unwrap().closed = closed;
+        self.changed.notify_all();
+    }
+
+    pub fn pass(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.waiting += 1;
+        self.changed.notify_all();
+        while s.closed {
+            s = self.changed.wait(s).unwrap();
+        }
+        s.waiting -= 1;
+    }
+
+    /// Waits until a thread waits at the gate, for `limit` at most; false
+    /// if none came.
+    pub fn someone_waits(&self, limit: std::time::Duration) -> bool {
+        let s = self.state.lock().unwrap();
+        let (s, _) = self
+            .changed
+            .wait_timeout_while(s, limit, |s| s.waiting == 0)
+            .unwrap();
+        s.waiting > 0
+    }
+}
+
+/// The operating system's file system, except that fsyncs of the index
+/// file wait at `gate` (with `indexing_thread_only`, only those made by
+/// the store's indexing thread): a checkpoint then keeps the thread that
+/// takes it busy for as long as the test wants.
+#[derive(Debug)]
+pub struct GatedIndexSync {
+    pub gate: std::sync::Arc<Gate>,
+    pub indexing_thread_only: bool,
+}
+
+#[derive(Debug)]
+struct GatedFile {
+    inner: std::sync::Arc<dyn span_sessions::testing::FileHandle>,
+    gate: Option<std::sync::Arc<Gate>>,
+    indexing_thread_only: bool,
+}
+
+impl span_sessions::testing::FileHandle for GatedFile {
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.inner.read_exact_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.inner.write_all_at(buf, offset)
+    }
+    fn write_direct_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.inner.write_direct_at(buf, offset)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        let indexing = std::thread::current().name() == Some("span-sessions-index");
+        if let Some(gate) = &self.gate
+            && (indexing || !self.indexing_thread_only)
+        {
+            gate.pass();
+        }
+        self.inner.sync_data()
+    }
+    fn map(&self) -> std::io::Result<memmap2::Mmap> {
+        self.inner.map()
+    }
+}
+
+impl span_sessions::testing::FileSystem for GatedIndexSync {
+    fn open(
+        &self,
+        path: &std::path::Path,
+        mode: span_sessions::testing::OpenMode,
+    ) -> std::io::Result<std::sync::Arc<dyn span_sessions::testing::FileHandle>> {
+        let inner = span_sessions::testing::OsFileSystem.open(path, mode)?;
+        let gated = path.file_name().is_some_and(|n| n == "index.redb");
+        Ok(std::sync::Arc::new(GatedFile {
+            inner,
+            gate: gated.then(|| std::sync::Arc::clone(&self.gate)),
+            indexing_thread_only: self.indexing_thread_only,
+        }))
+    }
+    fn create_dir_all(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        span_sessions::testing::OsFileSystem.create_dir_all(dir)
+    }
+    fn is_dir(&self, dir: &std::path::Path) -> bool {
+        span_sessions::testing::OsFileSystem.is_dir(dir)
+    }
+    fn list_dir(
+        &self,
+        dir: &std::path::Path,
+    ) -> std::io::Result<Vec<(String, std::path::PathBuf)>> {
+        span_sessions::testing::OsFileSystem.list_dir(dir)
+    }
+    fn sync_dir(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        span_sessions::testing::OsFileSystem.sync_dir(dir)
+    }
+    fn remove_file(&self, path: &std::path::Path) -> std::io::Result<()> {
+        span_sessions::testing::OsFileSystem.remove_file(path)
+    }
+}
