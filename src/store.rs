@@ -502,6 +502,21 @@ struct SpanFrames<'c, 'a> {
     encoded: Option<&'c [u8]>,
     /// Otherwise the span being written, encoded.
     scratch: Vec<u8>,
+    /// What the indexes take from each span (`SpanInfo::of`), made as its
+    /// frame is asked for: in a large append the log's writer thread is
+    /// writing the frames before it meanwhile, so this work fills time the
+    /// appending thread would spend waiting for the disk.
+    infos: Vec<Option<SpanInfo>>,
+}
+
+impl SpanFrames<'_, '_> {
+    /// The facts of span `i`: made while its frame was written, or now.
+    fn take_info(&mut self, i: usize, span: &Span) -> SpanInfo {
+        self.infos
+            .get_mut(i)
+            .and_then(Option::take)
+            .unwrap_or_else(|| SpanInfo::of(span))
+    }
 }
 
 impl FrameSource for SpanFrames<'_, '_> {
@@ -514,6 +529,9 @@ impl FrameSource for SpanFrames<'_, '_> {
     }
 
     fn frame(&mut self, i: usize) -> FrameRef<'_> {
+        if let (Some(slot @ None), Some(c)) = (self.infos.get_mut(i), self.spans.get(i)) {
+            *slot = Some(SpanInfo::of(c.span));
+        }
         if let Some(buf) = self.encoded {
             // A span that is not there, or bytes that are not, are an empty
             // payload, which the log refuses as not of the announced length.
@@ -1331,11 +1349,13 @@ impl SessionStore {
         if accepted.is_empty() {
             return Ok(report);
         }
-        let lsns = match self.log.append_from(&mut SpanFrames {
+        let mut frames = SpanFrames {
             spans: &accepted,
             encoded: encoded.as_deref(),
             scratch: Vec::new(),
-        }) {
+            infos: vec![None; accepted.len()],
+        };
+        let lsns = match self.log.append_from(&mut frames) {
             Ok(lsns) => lsns,
             Err(e) => {
                 // Nothing of this batch is acknowledged; its span ids must
@@ -1349,10 +1369,11 @@ impl SessionStore {
             }
         };
         let end = self.log.end();
-        for (c, lsn) in accepted.iter().zip(&lsns) {
+        for (i, (c, lsn)) in accepted.iter().zip(&lsns).enumerate() {
+            let info = frames.take_info(i, c.span);
             ws_ref
                 .pending
-                .push(*lsn, c.project, c.span, c.session_id.clone(), c.encoded_len);
+                .push(*lsn, c.project, info, c.session_id.clone(), c.encoded_len);
         }
         self.unapplied.store(true, Ordering::Release);
         ws_ref.spans_since_checkpoint += accepted.len() as u64;

@@ -22,7 +22,6 @@ use std::collections::{HashMap, HashSet};
 
 use crate::index::{NewRecord, SpanInfo};
 use crate::log::Lsn;
-use crate::model::Span;
 
 /// A set of span ids. Ids come from clients, so the standard library's
 /// randomly keyed hasher: no input can make the set quadratic.
@@ -116,7 +115,7 @@ impl Pending {
         &mut self,
         lsn: Lsn,
         project: &str,
-        span: &Span,
+        info: SpanInfo,
         session_id: Option<String>,
         encoded: usize,
     ) {
@@ -127,7 +126,6 @@ impl Pending {
                 self.projects.len() - 1
             }
         };
-        let info = SpanInfo::of(span);
         self.held += info.text_bytes() + session_id.as_ref().map_or(0, String::len);
         self.spans.push(PendingSpan {
             lsn,
