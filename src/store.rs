@@ -226,8 +226,9 @@ impl StoreOptions {
     /// [`index_batch_spans`](Self::index_batch_spans) spans come first.
     /// Appends only write the log until then; then the group is indexed on
     /// a thread of its own while later appends go on, one group at a time
-    /// (the next group waits for it), or, below 1 MiB, by the `append` that
-    /// filled it. Any read, checkpoint or other write first indexes what is
+    /// (a next group full meanwhile goes on taking appends up to four times
+    /// these bytes, see [`index_batch_spans`](Self::index_batch_spans)), or,
+    /// below 1 MiB, by the `append` that filled it. Any read, checkpoint or other write first indexes what is
     /// waiting, so every query still sees every acknowledged batch. Larger
     /// groups mean fewer index writes per span (faster ingest), hold more
     /// in memory (each of the two groups keeps what the indexes need of its
@@ -248,10 +249,10 @@ impl StoreOptions {
     /// what it holds in memory is per span, so with ~500 B spans a group
     /// closes at about 8 MiB, with ~4 KiB spans at about 64 MiB. While the
     /// group before it is still being indexed, a group full by this count
-    /// goes on taking appends up to four times as many spans (but never
-    /// beyond the bounds of bytes and texts): under a sustained ingest that
-    /// outruns indexing, groups grow and cost less per span, while a read
-    /// after a burst waits for groups of up to that size.
+    /// or by bytes goes on taking appends up to four times as many spans
+    /// or bytes (but never beyond the bound of texts): under a sustained
+    /// ingest that outruns indexing, groups grow and cost less per span,
+    /// while a read after a burst waits for groups of up to that size.
     pub fn index_batch_spans(mut self, spans: usize) -> Self {
         self.index_batch_spans = spans;
         self
@@ -379,16 +380,19 @@ const OWN_THREAD_BYTES: usize = 1 << 20;
 /// spans that are large because of them must not make groups of 64 MiB.
 const GROUP_HELD_BYTES: usize = 8 << 20;
 
-/// A group full by its span count (`StoreOptions::index_batch_spans`)
+/// A group full by its span count or its encoded bytes
+/// (`StoreOptions::index_batch_spans`, `StoreOptions::index_batch_bytes`)
 /// while the group before it is still being indexed takes further appends,
-/// up to this many times that count, instead of making the append wait:
-/// when the indexing thread keeps up, groups stay small (the first read
-/// after a burst waits for little); when it falls behind, they grow, and
-/// a larger group costs less to index per span (the session summaries and
-/// sort keys its spans touch are written once per group; a million ~500 B
-/// spans in groups of 65,536 took 12% fewer instructions to index than in
-/// groups of 16,384). Groups full by bytes or by texts do not grow: those
-/// bounds are what a group may hold in memory.
+/// up to this many times that count or those bytes, instead of making the
+/// append wait: when the indexing thread keeps up, groups stay small (the
+/// first read after a burst waits for little); when it falls behind, they
+/// grow, and a larger group costs less to index per span (the session
+/// summaries and sort keys its spans touch are written once per group; a
+/// million ~500 B spans in groups of 65,536 took 12% fewer instructions to
+/// index than in groups of 16,384). A group holds the facts the indexes
+/// need of its spans, not their encoded bytes, so growing by bytes holds
+/// no more memory than growing by count. Groups full by texts do not grow:
+/// that bound is what a group may hold in memory ([`GROUP_HELD_BYTES`]).
 const GROUP_GROWTH: usize = 4;
 
 /// A checkpoint writing at least this many deferred search postings does
@@ -1431,10 +1435,11 @@ impl SessionStore {
     /// `held` bytes of text, is to be handed to the indexes now: it is full
     /// and either no group is being indexed (`busy` false) or it may not
     /// wait any longer for that one, holding [`GROUP_GROWTH`] times
-    /// [`StoreOptions::index_batch_spans`] spans or as many bytes or texts
-    /// as a group may hold at all.
+    /// [`StoreOptions::index_batch_spans`] spans or
+    /// [`StoreOptions::index_batch_bytes`] bytes, or as many texts as a
+    /// group may hold at all.
     fn group_goes(&self, bytes: usize, held: usize, spans: usize, busy: bool) -> bool {
-        let capped = bytes >= self.opts.index_batch_bytes
+        let capped = bytes >= self.opts.index_batch_bytes.saturating_mul(GROUP_GROWTH)
             || held >= GROUP_HELD_BYTES
             || spans >= self.opts.index_batch_spans.saturating_mul(GROUP_GROWTH);
         self.group_full(bytes, held, spans) && (!busy || capped)

@@ -457,25 +457,54 @@ fn a_group_holding_8_mib_of_root_texts_is_full() {
 /// same.
 #[test]
 fn a_full_group_grows_while_the_group_before_it_is_indexed() {
+    full_group_grows(
+        |o| o.index_batch_bytes(usize::MAX).index_batch_spans(4),
+        |t| turn(t, "s", t * 1_000, "x"),
+    );
+}
+
+/// The same with groups full by their encoded bytes (spans large because
+/// of their attributes, which a group does not hold): such a group grows
+/// too, up to four times `index_batch_bytes`.
+#[test]
+fn a_group_full_by_bytes_grows_while_the_group_before_it_is_indexed() {
+    // Each span is 3,000 bytes of padding and less than 428 of the rest:
+    // four spans (two turns) fill 12,000 bytes and two do not; sixteen
+    // reach four times that and fourteen do not, as with the span counts
+    // above.
+    full_group_grows(
+        |o| o.index_batch_spans(usize::MAX).index_batch_bytes(12_000),
+        |t| {
+            turn(t, "s", t * 1_000, "x")
+                .into_iter()
+                .map(|s| s.with_attribute("padding", "x".repeat(3_000)))
+                .collect()
+        },
+    );
+}
+
+/// Turns of two spans, in groups full at four spans (by `options`) and
+/// capped at sixteen, while the indexing thread is held in a checkpoint.
+fn full_group_grows(options: fn(StoreOptions) -> StoreOptions, turn_of: fn(u64) -> Vec<Span>) {
     let dir = tempfile::tempdir().unwrap();
     let gate = std::sync::Arc::new(Gate::default());
-    let store = SessionStore::options()
-        .durability(Durability::Buffered)
-        .file_system(std::sync::Arc::new(GatedIndexSync {
-            gate: std::sync::Arc::clone(&gate),
-            indexing_thread_only: false,
-        }))
-        .index_batch_bytes(usize::MAX)
-        .index_batch_spans(4)
-        .own_thread_bytes(0)
-        .checkpoint_spans(20)
-        .open(dir.path())
-        .unwrap();
+    let store = options(
+        SessionStore::options()
+            .durability(Durability::Buffered)
+            .file_system(std::sync::Arc::new(GatedIndexSync {
+                gate: std::sync::Arc::clone(&gate),
+                indexing_thread_only: false,
+            })),
+    )
+    .own_thread_bytes(0)
+    .checkpoint_spans(20)
+    .open(dir.path())
+    .unwrap();
     // Groups of two turns (two spans each) until turn 10 reaches the
     // checkpoint, which the indexing thread takes after its group: its
     // index fsync waits at the closed gate, so that thread stays busy.
     for t in 1..=9 {
-        put(&store, turn(t, "s", t * 1_000, "x"));
+        put(&store, turn_of(t));
     }
     // A read indexes everything first: no group is being indexed when the
     // gate closes (redb may fsync the index outside checkpoints too).
@@ -491,12 +520,12 @@ fn a_full_group_grows_while_the_group_before_it_is_indexed() {
             gate.set_closed(false);
         });
     }
-    put(&store, turn(10, "s", 10_000, "x"));
+    put(&store, turn_of(10));
     let handed_off = store.full_groups();
     // Two to fourteen pending spans: full from four on, not capped, not
     // handed off (and no checkpoint is due before twenty).
     for t in 11..=17 {
-        put(&store, turn(t, "s", t * 1_000, "x"));
+        put(&store, turn_of(t));
         assert_eq!(store.full_groups(), handed_off, "turn {t}");
     }
     // The sixteenth span caps the group: that append waits for the group
@@ -508,7 +537,7 @@ fn a_full_group_grows_while_the_group_before_it_is_indexed() {
             gate.set_closed(false);
         })
     };
-    put(&store, turn(18, "s", 18_000, "x"));
+    put(&store, turn_of(18));
     opener.join().unwrap();
     assert_eq!(store.full_groups(), handed_off + 1);
     let s = store.session("p", "s").unwrap().unwrap();
