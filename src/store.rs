@@ -228,8 +228,9 @@ impl StoreOptions {
     /// a thread of its own while later appends go on, one group at a time
     /// (a next group full meanwhile goes on taking appends up to four times
     /// these bytes, see [`index_batch_spans`](Self::index_batch_spans)), or,
-    /// below 1 MiB, by the `append` that filled it. Any read, checkpoint or other write first indexes what is
-    /// waiting, so every query still sees every acknowledged batch. Larger
+    /// below 1 MiB, by the `append` that filled it. Any read, checkpoint or
+    /// other write first indexes what is waiting, so every query still sees
+    /// every acknowledged batch. Larger
     /// groups mean fewer index writes per span (faster ingest), hold more
     /// in memory (each of the two groups keeps what the indexes need of its
     /// spans: their ids, times and counts, and the inputs and outputs of
