@@ -497,6 +497,10 @@ struct Candidate<'a> {
     encoded_len: usize,
     /// Where its encoding starts in a batch encoded before it is written.
     at: usize,
+    /// Its index facts, made with its encoding when the batch is encoded
+    /// before the writer lock (concurrent appenders make them side by
+    /// side); taken by [`SpanFrames`].
+    info: std::cell::Cell<Option<SpanInfo>>,
 }
 
 /// The frames of an append's accepted spans: read from the batch's
@@ -507,10 +511,12 @@ struct SpanFrames<'c, 'a> {
     encoded: Option<&'c [u8]>,
     /// Otherwise the span being written, encoded.
     scratch: Vec<u8>,
-    /// What the indexes take from each span (`SpanInfo::of`), made as its
-    /// frame is asked for: in a large append the log's writer thread is
-    /// writing the frames before it meanwhile, so this work fills time the
-    /// appending thread would spend waiting for the disk.
+    /// What the indexes take from each span (`SpanInfo::of`): made with
+    /// the batch's encoding when it was encoded before the writer lock,
+    /// else as the span's frame is asked for (in a large append the log's
+    /// writer thread is writing the frames before it meanwhile, so this
+    /// work fills time the appending thread would spend waiting for the
+    /// disk).
     infos: Vec<Option<SpanInfo>>,
 }
 
@@ -1233,6 +1239,7 @@ impl SessionStore {
                             session_id,
                             encoded_len,
                             at: 0,
+                            info: std::cell::Cell::new(None),
                         });
                     }
                     Err(reason) => {
@@ -1260,6 +1267,7 @@ impl SessionStore {
             for c in &mut candidates {
                 c.at = buf.len();
                 let _ = codec::encode_span_parts(c.project, c.resource, c.span, &mut buf);
+                c.info.set(Some(SpanInfo::of(c.span)));
             }
             Some(buf)
         };
@@ -1358,7 +1366,7 @@ impl SessionStore {
             spans: &accepted,
             encoded: encoded.as_deref(),
             scratch: Vec::new(),
-            infos: vec![None; accepted.len()],
+            infos: accepted.iter().map(|c| c.info.take()).collect(),
         };
         let lsns = match self.log.append_from(&mut frames) {
             Ok(lsns) => lsns,
