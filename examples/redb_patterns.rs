@@ -22,8 +22,8 @@
 //!
 //! For each: keys/s over the whole load and over its last quarter (the
 //! table is largest then), and the cost of looking up 10,000 stored keys,
-//! which for runs means one probe per live run. BENCHMARKS.md, "Where the
-//! B-tree inserts come from", uses it.
+//! which for runs means one probe per live run. docs/BENCHMARK-ROUNDS.md,
+//! "Where the B-tree inserts come from" (eleventh round), uses it.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::time::{Duration, Instant};

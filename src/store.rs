@@ -263,7 +263,8 @@ impl StoreOptions {
     /// Linux; on by default): the appended bytes go from the store's buffer
     /// to the disk without being copied into the operating system's page
     /// cache, a copy that cost more CPU than the rest of a durable append
-    /// of large spans on this project's test machine (see `BENCHMARKS.md`).
+    /// of large spans on this project's test machine (see
+    /// `docs/BENCHMARK-ROUNDS.md`, sixth round).
     ///
     /// It applies to appends of at least 64 KiB of encoded spans under
     /// [`Durability::Sync`] and [`Durability::GroupCommit`], which wait for

@@ -10,7 +10,7 @@
 //! transaction groups many batches' spans by trace and session, so each
 //! touched trace record, turn, session summary and sort key is written
 //! once per group instead of once per batch, in key order; that is what
-//! bounds ingest (see BENCHMARKS.md, "What bounds ingest").
+//! bounds ingest (see BENCHMARKS.md, "What bounds each target not met").
 //!
 //! The log is written before a span is kept here, so a crash loses
 //! nothing: a reopen replays the log from the last checkpoint.
