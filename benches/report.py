@@ -5,7 +5,8 @@ Reads target/criterion/<group>/<function>/<param>/new/{benchmark,estimates}.json
 (the latest run of each bench), and replaces the text between the
 `<!-- results:begin -->` and `<!-- results:end -->` markers of
 BENCHMARKS.md with tables of medians and ratios to the SQLite baseline
-measured in the same run. Usage (from the repository root):
+measured in the same run, and a table of issue 5's targets read off the
+same results (met, not met, or not measured in this run). Usage (from the repository root):
 
     python3 benches/report.py            # rewrite BENCHMARKS.md
     python3 benches/report.py --print    # print the tables only
@@ -224,6 +225,64 @@ def query_table(r):
     return out
 
 
+# Issue 5's targets: (what, (group, function, param), per-second floor,
+# ratio-to-SQLite-NORMAL floor, time ceiling in ns). Per-second targets
+# read spans/s from the bench's throughput; time targets its median.
+TARGETS = [
+    ("~500 B spans, batches of 1,000, group commit, sustained: 1,000,000 spans/s and 25x SQLite NORMAL",
+     (SUSTAINED, "with_sync_group_commit", "500B"), 1e6, 25.0, None),
+    ("~500 B spans, batches of 1,000, group commit, bursts: 1,000,000 spans/s and 25x SQLite NORMAL",
+     ("ingest_500B", "with_sync_group_commit", "1000"), 1e6, 25.0, None),
+    ("~4 KiB spans, batches of 1,000, group commit, sustained: 200,000 spans/s",
+     (SUSTAINED, "with_sync_group_commit", "4KiB"), 2e5, None, None),
+    ("~4 KiB spans, batches of 1,000, group commit, bursts: 200,000 spans/s",
+     ("ingest_4KiB", "with_sync_group_commit", "1000"), 2e5, None, None),
+    ("`session_history` of 100 turns: at most 50 µs median",
+     ("history", "span_sessions_full", "100"), None, None, 50e3),
+    ("10,000 turns, first page of 100: at most 100 µs median",
+     ("history", "span_sessions_page100", "10000"), None, None, 100e3),
+    ("reopen with 1 GiB of log past the checkpoint: at most 2 s",
+     ("recovery", "span_sessions", "1024MiB"), None, None, 2e9),
+]
+
+
+def target_verdict(r, key, min_rate, min_ratio, max_ns):
+    """(measured text, verdict) of one target against the run's record."""
+    rec = r.get(key)
+    if rec is None:
+        return "not in this run", "not measured"
+    g, _, p = key
+    parts, met = [], True
+    if min_rate is not None:
+        rate = per_second(rec)[0]
+        parts.append(f"{fmt_rate(rate)} spans/s")
+        met &= rate is not None and rate >= min_rate
+    if min_ratio is not None or g.startswith("ingest"):
+        base = r.get((g, "sqlite_normal", p))
+        ratio = per_second(rec)[0] / per_second(base)[0] if base else None
+        parts.append(f"{fmt_ratio(ratio)} SQLite NORMAL" if ratio else "no SQLite baseline")
+        if min_ratio is not None:
+            met &= ratio is not None and ratio >= min_ratio
+    if max_ns is not None:
+        parts.append(fmt_time(rec["median_ns"]))
+        met &= rec["median_ns"] <= max_ns
+    return ", ".join(parts), "met" if met else "**not met**"
+
+
+def targets_table(r):
+    out = [
+        "## Issue 5's targets in this run",
+        "",
+        "| target | this run | |",
+        "|---|---|---|",
+    ]
+    for what, key, min_rate, min_ratio, max_ns in TARGETS:
+        measured, verdict = target_verdict(r, key, min_rate, min_ratio, max_ns)
+        out.append(f"| {what} | {measured} | {verdict} |")
+    out.append("")
+    return out
+
+
 def fixtures():
     out = []
     root = TARGET / "bench-stores"
@@ -263,6 +322,7 @@ def render(r):
     fx = fixtures()
     if fx:
         out += ["Stores measured (from `target/bench-stores/*/COMPLETE`):", ""] + fx + [""]
+    out += targets_table(r)
     return "\n".join(out)
 
 
