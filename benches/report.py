@@ -6,7 +6,8 @@ Reads target/criterion/<group>/<function>/<param>/new/{benchmark,estimates}.json
 `<!-- results:begin -->` and `<!-- results:end -->` markers of
 BENCHMARKS.md with tables of medians and ratios to the SQLite baseline
 measured in the same run, and a table of issue 5's targets read off the
-same results (met, not met, or not measured in this run). Usage (from the repository root):
+same results (met, not met, or not measured in this run). Usage (from
+the repository root):
 
     python3 benches/report.py            # rewrite BENCHMARKS.md
     python3 benches/report.py --print    # print the tables only
@@ -260,7 +261,8 @@ def target_verdict(r, key, min_rate, min_ratio, max_ns):
     if min_ratio is not None or g.startswith("ingest"):
         base = r.get((g, "sqlite_normal", p))
         ratio = per_second(rec)[0] / per_second(base)[0] if base else None
-        parts.append(f"{fmt_ratio(ratio)} SQLite NORMAL" if ratio else "no SQLite baseline")
+        parts.append(f"{fmt_ratio(ratio)} SQLite NORMAL" if ratio is not None
+                     else "no SQLite baseline")
         if min_ratio is not None:
             met &= ratio is not None and ratio >= min_ratio
     if max_ns is not None:
