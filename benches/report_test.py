@@ -7,7 +7,6 @@ files laid out as criterion writes them. Standard library only.
 """
 
 import json
-import os
 import sys
 import tempfile
 import unittest
@@ -104,5 +103,4 @@ class TargetsTable(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    os.chdir(Path(__file__).resolve().parent.parent)
     unittest.main()
