@@ -254,13 +254,14 @@ def target_verdict(r, key, min_rate, min_ratio, max_ns):
         return "not in this run", "not measured"
     g, _, p = key
     parts, met = [], True
+    rate = per_second(rec)[0]
     if min_rate is not None:
-        rate = per_second(rec)[0]
         parts.append(f"{fmt_rate(rate)} spans/s")
         met &= rate is not None and rate >= min_rate
     if min_ratio is not None or g.startswith("ingest"):
         base = r.get((g, "sqlite_normal", p))
-        ratio = per_second(rec)[0] / per_second(base)[0] if base else None
+        base_rate = per_second(base)[0] if base else None
+        ratio = rate / base_rate if rate and base_rate else None
         parts.append(f"{fmt_ratio(ratio)} SQLite NORMAL" if ratio is not None
                      else "no SQLite baseline")
         if min_ratio is not None:
