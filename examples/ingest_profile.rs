@@ -3,7 +3,7 @@
 
 #[path = "support/cpu.rs"]
 mod cpu;
-use cpu::cpu_ticks;
+use cpu::{cpu_ticks, sys_ticks, written_bytes};
 
 use std::time::Instant;
 
@@ -80,32 +80,44 @@ fn main() {
     let path = std::env::var_os("KEEP").map_or_else(|| dir.path().to_path_buf(), Into::into);
     let store = options.open(&path).unwrap();
     // THREADS=1: print the CPU time of the calling thread and of all the
-    // others (indexing threads come and go) during the ingest.
-    let threads_before = std::env::var_os("THREADS").map(|_| cpu_ticks());
+    // others (indexing threads come and go) during the ingest, the part of
+    // each spent in the kernel, and the bytes passed to write system calls
+    // (the log's and the index's writes).
+    let threads_before =
+        std::env::var_os("THREADS").map(|_| (cpu_ticks(), sys_ticks(), written_bytes()));
     let t = Instant::now();
     let mut n = 0;
     for b in &batches {
         n += store.append(b).unwrap().accepted;
     }
+    let appended = t.elapsed();
     // As the benchmarks do: the time until a read sees every span (it
     // waits for the spans still being indexed).
     assert!(!store.projects().unwrap().is_empty());
     let el = t.elapsed();
-    if let Some(before) = threads_before {
-        let after = cpu_ticks();
-        let (main, all) = (after.0 - before.0, after.1 - before.1);
+    if let Some((before, sys_before, written_before)) = threads_before {
+        let (after, sys_after) = (cpu_ticks(), sys_ticks());
         println!(
-            "  CPU: calling thread {} ms, all other threads {} ms; {} full groups",
+            "  written by write system calls (log and index files): {:.1} MB",
+            (written_bytes() - written_before) as f64 / 1e6
+        );
+        let (main, all) = (after.0 - before.0, after.1 - before.1);
+        let (main_sys, all_sys) = (sys_after.0 - sys_before.0, sys_after.1 - sys_before.1);
+        println!(
+            "  CPU: calling thread {} ms ({} ms of it in the kernel), all other threads {} ms ({} ms in the kernel); {} full groups",
             main * 10,
+            main_sys * 10,
             (all - main) * 10,
+            (all_sys - main_sys) * 10,
             store.full_groups()
         );
     }
     let reads = env_number("READ_TRACES").unwrap_or(0);
     let store = (reads > 0).then_some(store);
     println!(
-        "{n} spans in {el:?}: {:.0} spans/s",
-        n as f64 / el.as_secs_f64()
+        "{n} spans in {el:?}: {:.0} spans/s (appends {appended:?}, then the wait for indexing {:?})",
+        n as f64 / el.as_secs_f64(),
+        el - appended
     );
     if let Some(store) = store {
         read_traces(&store, &batches, reads);
