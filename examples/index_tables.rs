@@ -2,7 +2,7 @@
 //! stored and fragmented bytes, from redb's table stats):
 //! `cargo run --release --example index_tables -- DIR/index.redb`.
 //! Open it only while no store has the directory open. The table types
-//! are the ones `src/index/mod.rs` defines (format 6).
+//! are the ones `src/index/mod.rs` defines (format 7).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use redb::{Key, ReadTransaction, ReadableDatabase, ReadableTableMetadata, TableDefinition, Value};
@@ -39,5 +39,6 @@ fn main() {
     show::<[u8; 16], u64>(&r, "trace_homes");
     show::<u64, &[u8]>(&r, "trace_records");
     show::<[u8; 12], &[u8]>(&r, "search");
+    show::<[u8; 20], &[u8]>(&r, "search_runs");
     println!("file: {} B", std::fs::metadata(&path).unwrap().len());
 }

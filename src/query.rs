@@ -8,6 +8,7 @@ use std::ops::Bound;
 use redb::{ReadTransaction, ReadableTable};
 
 use crate::error::{Error, Result};
+use crate::index::posting_runs;
 use crate::index::runs::{self, SESSION_RUNS};
 use crate::index::search::{self, ChunkSet, PostingBuffer};
 use crate::index::session::{SessionState, quantile, quantile_of, sort_values};
@@ -369,7 +370,10 @@ fn candidates(
     tris.sort_unstable();
     tris.dedup();
     let table = txn.open_table(SEARCH)?;
-    // chunk -> set, per trigram, from the table and the pending buffer.
+    let runs = txn.open_table(posting_runs::SEARCH_RUNS)?;
+    let seqs = posting_runs::run_seqs(&txn.open_table(posting_runs::SEARCH_RUN_LIST)?)?;
+    // chunk -> set, per trigram, from the table, its runs and the pending
+    // buffer.
     let mut per_tri: Vec<BTreeMap<u32, ChunkSet>> = Vec::new();
     for tri in &tris {
         let lo = search::posting_key(project_id, *tri, 0);
@@ -379,6 +383,25 @@ fn candidates(
             let (k, v) = item?;
             let set = decode_posting(v.value())?;
             chunks.insert(search::key_chunk(k.value()), set);
+        }
+        for &seq in &seqs {
+            let (run_lo, run_hi) = (
+                posting_runs::run_key(seq, &lo),
+                posting_runs::run_key(seq, &hi),
+            );
+            for item in runs.range::<&[u8; 20]>(&run_lo..=&run_hi)? {
+                let (k, v) = item?;
+                let set = decode_posting(v.value())?;
+                let chunk = search::key_chunk(&posting_runs::posting_of(k.value()));
+                match chunks.entry(chunk) {
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        e.insert(set);
+                    }
+                    std::collections::btree_map::Entry::Occupied(mut e) => {
+                        e.get_mut().union(&set);
+                    }
+                }
+            }
         }
         for session in pending.sessions(project_id, *tri) {
             let (chunk, offset) = search::chunk_of(session);

@@ -21,7 +21,7 @@ use super::trace::{Filing, NewRecord, TraceRecord, TurnBody};
 use super::{
     Deferred, LEGACY_TRACES, META, META_APPLIED, META_NEXT_PROJECT, META_NEXT_SESSION,
     PROJECT_SPANS, PROJECT_STATS, PROJECTS, ProjectCounters, SEARCH, SESSION_IDS, SESSION_ORDER,
-    SESSIONS, TRACE_HOMES, TRACE_RECORDS, TURNS, decode, decode_posting, decode_session, order_key,
+    SESSIONS, TRACE_HOMES, TRACE_RECORDS, TURNS, decode, decode_session, order_key,
     session_id_key_into, turn_key,
 };
 
@@ -154,6 +154,11 @@ impl IndexWriter {
     pub(crate) fn clear(&mut self) -> Result<()> {
         self.txn.delete_table(LEGACY_TRACES)?;
         self.txn.delete_table(SESSION_ORDER)?;
+        self.txn.delete_table(super::posting_runs::SEARCH_RUNS)?;
+        self.txn.open_table(super::posting_runs::SEARCH_RUNS)?;
+        self.txn
+            .open_table(super::posting_runs::SEARCH_RUN_LIST)?
+            .retain(|_, _| false)?;
         let mut t = self.tables()?;
         t.meta.insert(META_APPLIED, 0)?;
         t.meta.insert(META_NEXT_SESSION, 0)?;
@@ -215,27 +220,10 @@ impl IndexWriter {
         Ok(())
     }
 
-    /// Merges search postings (from `Postings::chunks`, in key order) into
-    /// the search table.
+    /// Writes search postings (from `Postings::chunks`, in key order) as a
+    /// run (see `posting_runs`).
     pub(crate) fn write_postings(&mut self, chunks: &[([u8; 12], ChunkSet)]) -> Result<()> {
-        let mut table = self.txn.open_table(SEARCH)?;
-        for (key, offsets) in chunks {
-            let stored = match table.get(key)? {
-                Some(v) => Some(decode_posting(v.value())?),
-                None => None,
-            };
-            match stored {
-                Some(mut set) => {
-                    if set.union(offsets) {
-                        table.insert(key, set.encode().as_slice())?;
-                    }
-                }
-                None => {
-                    table.insert(key, offsets.encode().as_slice())?;
-                }
-            }
-        }
-        Ok(())
+        super::posting_runs::write_run(&self.txn, chunks)
     }
 
     /// Applies records (in log order) and records `applied_lsn`. Search

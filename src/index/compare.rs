@@ -223,7 +223,12 @@ impl Snapshot {
             traces.insert(key, v);
         }
         s.tables.push(("traces", traces));
-        for (k, v) in raw(txn, SEARCH)? {
+        // The base and its runs alike: a posting's run is no part of what
+        // it says.
+        let run_postings = raw(txn, super::posting_runs::SEARCH_RUNS)?
+            .into_iter()
+            .map(|(k, v)| (k.get(8..).unwrap_or(&[]).to_vec(), v));
+        for (k, v) in raw(txn, SEARCH)?.into_iter().chain(run_postings) {
             let chunk = u64::from(u32::from_be_bytes(
                 k.get(8..12)
                     .and_then(|b| <[u8; 4]>::try_from(b).ok())

@@ -10,6 +10,7 @@ mod compact;
 mod compare;
 mod delete;
 pub(crate) mod facts;
+pub(crate) mod posting_runs;
 pub(crate) mod runs;
 pub(crate) mod search;
 pub(crate) mod session;
@@ -31,7 +32,7 @@ pub(crate) use delete::{DeleteTarget, RetentionVictims};
 pub(crate) use trace::{NewRecord, SpanInfo};
 
 /// Version of the table layout; a mismatch triggers a rebuild from the log.
-pub(crate) const INDEX_FORMAT_VERSION: u64 = 6;
+pub(crate) const INDEX_FORMAT_VERSION: u64 = 7;
 
 /// Counters and checkpoint state.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -68,7 +69,9 @@ pub(crate) const TRACE_RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::n
 /// The trace table of index format 4 (trace id -> record), dropped when
 /// an index of that format is rebuilt.
 pub(crate) const LEGACY_TRACES: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("traces");
-/// project (4) ++ trigram code (4) ++ chunk (4) -> set of session offsets (see `search`).
+/// project (4) ++ trigram code (4) ++ chunk (4) -> set of session offsets
+/// (see `search`): the base the runs of `posting_runs::SEARCH_RUNS` are
+/// merged into.
 pub(crate) const SEARCH: TableDefinition<&[u8; 12], &[u8]> = TableDefinition::new("search");
 /// Project number -> `ProjectCounters`.
 pub(crate) const PROJECT_STATS: TableDefinition<u32, &[u8]> = TableDefinition::new("project_stats");
@@ -391,6 +394,8 @@ impl Index {
             txn.open_table(TRACE_HOMES)?;
             txn.open_table(TRACE_RECORDS)?;
             txn.open_table(SEARCH)?;
+            txn.open_table(posting_runs::SEARCH_RUNS)?;
+            txn.open_table(posting_runs::SEARCH_RUN_LIST)?;
             txn.open_table(PROJECT_STATS)?;
             txn.open_table(PROJECT_SPANS)?;
         }
@@ -479,6 +484,8 @@ impl Index {
         let pass = pass.max(1);
         let mut txn = self.db.begin_write()?;
         txn.set_durability(redb::Durability::Immediate)?;
+        // The runs first go into the base, which is then pruned.
+        posting_runs::merge_runs(&txn)?;
         let mut dropped = 0u64;
         {
             // The numbers of the sessions there are, ascending (the

@@ -16,9 +16,10 @@
 //! are merged into an in-memory [`PostingBuffer`] (part of the store's
 //! deferred index changes, `index::Deferred`) that searches consult next
 //! to the table, and the buffer is written out at checkpoints (and when it
-//! grows large), so a common trigram costs one table write per checkpoint,
-//! not one per group. After a crash the buffer is rebuilt by the replay
-//! from the checkpoint, like every other index change.
+//! grows large), as a run that `posting_runs` merges into the table with
+//! the next ones, so a common trigram costs one table write per eight
+//! checkpoints, not one per group. After a crash the buffer is rebuilt by
+//! the replay from the checkpoint, like every other index change.
 
 use std::collections::HashMap;
 

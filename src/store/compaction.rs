@@ -323,6 +323,7 @@ mod tests {
 
     use redb::ReadableTable;
 
+    use crate::index::posting_runs::{SEARCH_RUNS, posting_of};
     use crate::index::search::{ChunkSet, key_chunk};
     use crate::index::{SEARCH, SESSIONS};
     use crate::{ResourceSpans, SessionFilter, SessionQuery, SessionStore, Span, SpanId, TraceId};
@@ -336,6 +337,11 @@ mod tests {
             let (k, v) = entry.unwrap();
             let set = ChunkSet::decode(v.value()).unwrap();
             members.extend(set.sessions(key_chunk(k.value())));
+        }
+        for entry in txn.open_table(SEARCH_RUNS).unwrap().iter().unwrap() {
+            let (k, v) = entry.unwrap();
+            let set = ChunkSet::decode(v.value()).unwrap();
+            members.extend(set.sessions(key_chunk(&posting_of(k.value()))));
         }
         let sessions = txn
             .open_table(SESSIONS)
