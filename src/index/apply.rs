@@ -154,11 +154,7 @@ impl IndexWriter {
     pub(crate) fn clear(&mut self) -> Result<()> {
         self.txn.delete_table(LEGACY_TRACES)?;
         self.txn.delete_table(SESSION_ORDER)?;
-        self.txn.delete_table(super::posting_runs::SEARCH_RUNS)?;
-        self.txn.open_table(super::posting_runs::SEARCH_RUNS)?;
-        self.txn
-            .open_table(super::posting_runs::SEARCH_RUN_LIST)?
-            .retain(|_, _| false)?;
+        super::posting_runs::drop_runs(&self.txn)?;
         let mut t = self.tables()?;
         t.meta.insert(META_APPLIED, 0)?;
         t.meta.insert(META_NEXT_SESSION, 0)?;

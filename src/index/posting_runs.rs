@@ -140,6 +140,11 @@ pub(crate) fn merge_runs(txn: &WriteTransaction) -> Result<()> {
             base.insert(&key, set.encode().as_slice())?;
         }
     }
+    drop_runs(txn)
+}
+
+/// Empties both run tables (keeping them, empty, for readers).
+pub(crate) fn drop_runs(txn: &WriteTransaction) -> Result<()> {
     txn.delete_table(SEARCH_RUNS)?;
     txn.open_table(SEARCH_RUNS)?;
     txn.open_table(SEARCH_RUN_LIST)?.retain(|_, _| false)?;
