@@ -149,6 +149,7 @@ pub struct StoreOptions {
     index_batch_bytes: usize,
     index_batch_spans: usize,
     own_thread_bytes: usize,
+    deferred_homes: usize,
     direct_writes: bool,
 }
 
@@ -170,6 +171,7 @@ impl Default for StoreOptions {
             index_batch_bytes: 64 << 20,
             index_batch_spans: 1 << 14,
             own_thread_bytes: OWN_THREAD_BYTES,
+            deferred_homes: crate::index::DEFERRED_HOMES,
             direct_writes: true,
         }
     }
@@ -361,6 +363,16 @@ impl StoreOptions {
     #[doc(hidden)]
     pub fn own_thread_bytes(mut self, bytes: usize) -> Self {
         self.own_thread_bytes = bytes;
+        self
+    }
+
+    /// Test support: the index holds the homes of this many traces in
+    /// memory (and as runs of its `home_runs` table) before it writes them
+    /// to `trace_homes` (2^19 by default), so that tests with little data
+    /// can run that path. Not part of the stable API.
+    #[doc(hidden)]
+    pub fn deferred_homes(mut self, homes: usize) -> Self {
+        self.deferred_homes = homes;
         self
     }
 
@@ -663,6 +675,7 @@ impl SessionStore {
         report.log_frames_checked = recovered.frames_scanned;
         compaction::finish_interrupted(&index, &log)?;
         report.timings.log += started.elapsed();
+        let homes_limit = opts.deferred_homes;
         let mut store = SessionStore {
             dir: dir.to_owned(),
             opts,
@@ -678,7 +691,10 @@ impl SessionStore {
             }),
             unapplied: AtomicBool::new(false),
             full_groups: std::sync::atomic::AtomicU64::new(0),
-            deferred: Arc::new(RwLock::new(Deferred::default())),
+            deferred: Arc::new(RwLock::new(Deferred {
+                homes_limit,
+                ..Deferred::default()
+            })),
             poison: Poison::default(),
             open_report: report,
             read_gate: RwLock::new(()),
@@ -688,7 +704,13 @@ impl SessionStore {
             let mut ws = store.lock_writer()?;
             let started = Instant::now();
             let mut w = store.index.begin_write()?;
-            let mut deferred = Deferred::default();
+            // The homes the last checkpoint holds as runs, for the replay
+            // and for everything after it (see `index::home_runs`).
+            let mut deferred = Deferred {
+                run_homes: w.run_homes()?,
+                homes_limit: store.opts.deferred_homes,
+                ..Deferred::default()
+            };
             let n = store.replay(&mut w, applied, &mut deferred)?;
             let replay = started.elapsed();
             let started = Instant::now();
@@ -969,17 +991,18 @@ impl SessionStore {
         indexing::flush_deferred(&self.index, &self.deferred)
     }
 
-    /// Writes the deferred trace homes to their table: deletes, retention
-    /// and compaction read traces from the tables alone.
-    fn flush_homes(&self) -> Result<()> {
+    /// Writes every held trace home to its table (dropping the runs):
+    /// deletes, retention and compaction read traces from the tables alone.
+    pub(super) fn flush_homes(&self) -> Result<()> {
         let mut deferred = self.deferred.write().map_err(|_| Error::panicked())?;
-        if deferred.homes.is_empty() {
+        if !deferred.holds_homes() {
             return Ok(());
         }
         let mut w = self.index.begin_write()?;
-        w.write_homes(&deferred.homes)?;
+        w.merge_homes(&deferred.homes, &deferred.run_homes)?;
         w.commit()?;
         deferred.homes.clear();
+        deferred.run_homes.clear();
         Ok(())
     }
 
@@ -1089,8 +1112,9 @@ impl SessionStore {
     ) -> Result<()> {
         let source = |lsn: Lsn| self.read_span(lsn);
         // A replay never looks at the store's deferred changes: it starts
-        // from the tables (open, rebuild and verify see to that).
-        let none = std::collections::HashMap::new();
+        // from the tables and the homes in `deferred` (open, rebuild and
+        // verify see to that).
+        let none = Deferred::default();
         for msg in rx {
             match msg? {
                 Replayed::Spans(ReplayChunk { projects, spans }) => {
@@ -1112,14 +1136,15 @@ impl SessionStore {
                     // A long replay's deferred changes go to their tables
                     // as they grow, not all at the end (memory stays bounded).
                     if deferred.is_large() {
-                        w.write_deferred(deferred)?;
-                        deferred.clear();
+                        let homes = w.write_deferred(deferred)?;
+                        deferred.written(homes);
                     }
                 }
                 Replayed::Delete(del) => {
                     // Deletes find traces through the tables alone.
-                    w.write_homes(&deferred.homes)?;
+                    w.merge_homes(&deferred.homes, &deferred.run_homes)?;
                     deferred.homes.clear();
+                    deferred.run_homes.clear();
                     w.delete_traces(&del.traces, &source)?;
                 }
             }
@@ -1493,7 +1518,10 @@ impl SessionStore {
         let mut ws = self.lock_applied()?;
         let mut w = self.index.begin_write()?;
         w.clear()?;
-        let mut deferred = Deferred::default();
+        let mut deferred = Deferred {
+            homes_limit: self.opts.deferred_homes,
+            ..Deferred::default()
+        };
         self.replay(&mut w, 0, &mut deferred)?;
         {
             // Whatever was deferred described the tables just cleared.
@@ -1542,7 +1570,8 @@ impl SessionStore {
         }
         w.commit()?;
         let mut w = fresh.begin_write()?;
-        w.write_deferred(&mut deferred)?;
+        w.write_postings(&deferred.postings.chunks())?;
+        w.merge_homes(&deferred.homes, &deferred.run_homes)?;
         w.commit()?;
         self.flush_deferred()?;
         let live = self.index.begin_read()?;
@@ -1652,7 +1681,7 @@ impl SessionStore {
         let (txn, home) = {
             let deferred = self.deferred.read().map_err(|_| Error::panicked())?;
             let txn = self.index.begin_read()?;
-            (txn, deferred.homes.get(&trace_id.0).copied())
+            (txn, deferred.home(&trace_id.0))
         };
         query::trace(&txn, trace_id, home, &|lsns| self.read_spans(lsns))
     }

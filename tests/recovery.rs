@@ -359,6 +359,8 @@ fn an_index_of_the_previous_format_is_rebuilt() {
 fn verify_names_trace_records_out_of_step_with_their_homes() {
     const HOMES: redb::TableDefinition<[u8; 16], u64> = redb::TableDefinition::new("trace_homes");
     const RECORDS: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("trace_records");
+    const HOME_RUNS: redb::TableDefinition<&[u8; 24], u64> =
+        redb::TableDefinition::new("home_runs");
     for damage in ["drop a record", "drop a home"] {
         let dir = tempfile::tempdir().unwrap();
         let store = SessionStore::open(dir.path()).unwrap();
@@ -379,9 +381,16 @@ fn verify_names_trace_records_out_of_step_with_their_homes() {
                     let home = t.first().unwrap().unwrap().0.value();
                     t.remove(home).unwrap();
                 } else {
-                    let mut t = txn.open_table(HOMES).unwrap();
-                    let id = t.first().unwrap().unwrap().0.value();
-                    t.remove(id).unwrap();
+                    // Where the close left the homes: as runs, or in their table.
+                    let mut runs = txn.open_table(HOME_RUNS).unwrap();
+                    let first = runs.first().unwrap().map(|(k, _)| *k.value());
+                    if let Some(k) = first {
+                        runs.remove(&k).unwrap();
+                    } else {
+                        let mut t = txn.open_table(HOMES).unwrap();
+                        let id = t.first().unwrap().unwrap().0.value();
+                        t.remove(id).unwrap();
+                    }
                 }
             }
             txn.commit().unwrap();
@@ -579,4 +588,97 @@ fn the_checkpoint_after_a_replay_does_not_hold_up_the_open() {
     let reopened = options().open(crashed.path()).unwrap();
     assert_eq!(reopened.open_report().frames_replayed, 0);
     assert_eq!(answers(&reopened), appended);
+}
+
+/// Entries of an index table of the store in `dir` (closed).
+fn table_len(dir: &Path, name: &str) -> u64 {
+    use redb::ReadableTableMetadata;
+    const RUNS: redb::TableDefinition<&[u8; 24], u64> = redb::TableDefinition::new("home_runs");
+    const HOMES: redb::TableDefinition<&[u8; 16], u64> = redb::TableDefinition::new("trace_homes");
+    let db = redb::Database::create(dir.join("index.redb")).unwrap();
+    let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+    match name {
+        "home_runs" => txn.open_table(RUNS).unwrap().len().unwrap(),
+        _ => txn.open_table(HOMES).unwrap().len().unwrap(),
+    }
+}
+
+/// A late span of trace `id`: a child with a new span id.
+fn late_span(id: TraceId, n: u8) -> ResourceSpans {
+    let span = Span::new(
+        id,
+        SpanId([0xee, n, 0, 0, 0, 0, 0, 1]),
+        Some(SpanId([9; 8])),
+        "late",
+        5,
+        6,
+    );
+    ResourceSpans::for_project("p", vec![span])
+}
+
+/// Trace homes are kept in memory after a checkpoint and made durable as
+/// runs of `home_runs`, and move to `trace_homes` only once more than a
+/// bound are held (here 1,000,000, so never, or 20, so at most
+/// checkpoints). Either way, a crash copy finds every trace again: late
+/// spans of traces from before the last checkpoint, appended after the
+/// reopen, join those traces exactly as in the live store, and `verify`
+/// finds the index a rebuild derives. (An open that did not load the runs
+/// would file those spans as new traces.)
+#[test]
+fn traces_whose_homes_are_held_as_runs_are_found_after_a_crash() {
+    for limit in [1_000_000, 20] {
+        let dir = tempfile::tempdir().unwrap();
+        let batches: Vec<_> = span_sessions::workload::Workload::new(Default::default())
+            .batches(50)
+            .take(24)
+            .collect();
+        let ids = appended_trace_ids(&batches);
+        let opts = || {
+            SessionStore::options()
+                .durability(Durability::Buffered)
+                .checkpoint_spans(200)
+                .deferred_homes(limit)
+        };
+        let store = opts().open(dir.path()).unwrap();
+        for b in &batches {
+            store.append(b).unwrap();
+        }
+        for (n, id) in ids.iter().take(5).enumerate() {
+            store.append(&[late_span(*id, n as u8)]).unwrap();
+        }
+        store.sync().unwrap();
+        let crashed = tempfile::tempdir().unwrap();
+        copy_dir(dir.path(), crashed.path());
+        let (runs, homes) = (
+            table_len(crashed.path(), "home_runs"),
+            table_len(crashed.path(), "trace_homes"),
+        );
+        if limit == 20 {
+            assert!(
+                homes > 0 && runs < 100,
+                "{limit}: {runs} in runs, {homes} in the table"
+            );
+        } else {
+            assert!(
+                homes == 0 && runs == ids.len() as u64,
+                "{limit}: {runs} in runs, {homes} in the table"
+            );
+        }
+        let copy = opts().open(crashed.path()).unwrap();
+        for (n, id) in ids.iter().skip(5).take(20).enumerate() {
+            let late = [late_span(*id, 100 + n as u8)];
+            store.append(&late).unwrap();
+            copy.append(&late).unwrap();
+        }
+        let live = common::snapshot(&store, &ids, &[], &[]);
+        assert_eq!(common::snapshot(&copy, &ids, &[], &[]), live, "{limit}");
+        assert!(
+            live.traces.iter().take(25).all(|(_, t)| t
+                .as_ref()
+                .is_some_and(|t| t.spans.iter().any(|s| s.span.name == "late"))),
+            "{limit}"
+        );
+        assert!(copy.verify().unwrap().is_ok(), "{limit}");
+        assert!(store.verify().unwrap().is_ok(), "{limit}");
+    }
 }

@@ -19,10 +19,10 @@ use super::search::{self, ChunkSet};
 use super::session::{SessionState, TurnRef, sort_values};
 use super::trace::{Filing, NewRecord, TraceRecord, TurnBody};
 use super::{
-    Deferred, LEGACY_TRACES, META, META_APPLIED, META_NEXT_PROJECT, META_NEXT_SESSION,
-    PROJECT_SPANS, PROJECT_STATS, PROJECTS, ProjectCounters, SEARCH, SESSION_IDS, SESSION_ORDER,
-    SESSIONS, TRACE_HOMES, TRACE_RECORDS, TURNS, decode, decode_session, order_key,
-    session_id_key_into, turn_key,
+    Deferred, HomesWritten, LEGACY_TRACES, META, META_APPLIED, META_NEXT_PROJECT,
+    META_NEXT_SESSION, PROJECT_SPANS, PROJECT_STATS, PROJECTS, ProjectCounters, SEARCH,
+    SESSION_IDS, SESSION_ORDER, SESSIONS, TRACE_HOMES, TRACE_RECORDS, TURNS, decode,
+    decode_session, order_key, session_id_key_into, turn_key,
 };
 
 /// What the index derivation depends on besides the spans.
@@ -155,6 +155,7 @@ impl IndexWriter {
         self.txn.delete_table(LEGACY_TRACES)?;
         self.txn.delete_table(SESSION_ORDER)?;
         super::posting_runs::drop_runs(&self.txn)?;
+        super::home_runs::drop_runs(&self.txn)?;
         let mut t = self.tables()?;
         t.meta.insert(META_APPLIED, 0)?;
         t.meta.insert(META_NEXT_SESSION, 0)?;
@@ -196,24 +197,58 @@ impl IndexWriter {
         })
     }
 
-    /// Writes deferred changes to their tables, in key order. `deferred`
-    /// keeps them (its postings sorted): the caller empties it once the
-    /// transaction commits.
-    pub(crate) fn write_deferred(&mut self, deferred: &mut Deferred) -> Result<()> {
+    /// Writes the deferred changes (see [`Self::write_postings`] and
+    /// [`Self::write_held_homes`]; its postings are left sorted). The caller
+    /// passes the result to `Deferred::written` once the transaction
+    /// commits.
+    pub(crate) fn write_deferred(&mut self, deferred: &mut Deferred) -> Result<HomesWritten> {
+        let full = deferred.homes_full();
         let postings = deferred.postings.chunks();
         self.write_postings(&postings)?;
-        self.write_homes(&deferred.homes)
+        self.write_held_homes(&deferred.homes, &deferred.run_homes, full)
     }
 
-    /// Writes deferred trace homes to `trace_homes`, in key order.
-    pub(crate) fn write_homes(&mut self, homes: &HashMap<[u8; 16], u64>) -> Result<()> {
-        let mut sorted: Vec<_> = homes.iter().collect();
-        sorted.sort_unstable();
-        let mut table = self.txn.open_table(TRACE_HOMES)?;
-        for (id, home) in sorted {
-            table.insert(id, home)?;
+    /// Writes the held trace homes (`Deferred::homes` and `run_homes`):
+    /// the new ones as a run of `home_runs`, or, if `full` (more are held
+    /// than `Deferred::homes_limit`), all of them to `trace_homes` (see
+    /// `home_runs`).
+    pub(crate) fn write_held_homes(
+        &mut self,
+        new: &HashMap<[u8; 16], u64>,
+        in_runs: &HashMap<[u8; 16], u64>,
+        full: bool,
+    ) -> Result<HomesWritten> {
+        if full {
+            self.merge_homes(new, in_runs)?;
+            Ok(HomesWritten::Table)
+        } else {
+            super::home_runs::write_run(&self.txn, new)?;
+            Ok(HomesWritten::Run)
         }
-        Ok(())
+    }
+
+    /// Writes the held trace homes (`Deferred::homes` and `run_homes`) to
+    /// `trace_homes`, in key order, and drops the runs: afterwards the
+    /// tables alone find every trace.
+    pub(crate) fn merge_homes(
+        &mut self,
+        new: &HashMap<[u8; 16], u64>,
+        in_runs: &HashMap<[u8; 16], u64>,
+    ) -> Result<()> {
+        let mut sorted: Vec<(&[u8; 16], &u64)> = new.iter().chain(in_runs).collect();
+        sorted.sort_unstable();
+        {
+            let mut table = self.txn.open_table(TRACE_HOMES)?;
+            for (id, home) in sorted {
+                table.insert(id, home)?;
+            }
+        }
+        super::home_runs::drop_runs(&self.txn)
+    }
+
+    /// The trace homes the runs of `home_runs` hold (for an open).
+    pub(crate) fn run_homes(&self) -> Result<HashMap<[u8; 16], u64>> {
+        super::home_runs::load(&self.txn.open_table(super::home_runs::HOME_RUNS)?)
     }
 
     /// Writes search postings (from `Postings::chunks`, in key order) as a
@@ -234,7 +269,7 @@ impl IndexWriter {
         source: &SpanSource<'_>,
         applied_lsn: u64,
         group: &mut Deferred,
-        committed: &HashMap<[u8; 16], u64>,
+        committed: &Deferred,
     ) -> Result<()> {
         let mut t = self.tables()?;
         let mut by_trace: BTreeMap<[u8; 16], Vec<&NewRecord<'_>>> = BTreeMap::new();
@@ -267,8 +302,8 @@ impl IndexWriter {
             }
         }
         for (tid, recs) in by_trace {
-            let known = group.homes.get(&tid).or_else(|| committed.get(&tid));
-            let (home, mut rec) = load_trace(&t, tid, known.copied())?;
+            let known = group.home(&tid).or_else(|| committed.home(&tid));
+            let (home, mut rec) = load_trace(&t, tid, known)?;
             let old_filing = rec.filing;
             let old_head = rec.head().map(|(f, _)| f.span_id);
             let old_project = rec.project().map(str::to_owned);

@@ -203,7 +203,12 @@ impl Snapshot {
             .map(|(k, v)| (le_u64(&k), v))
             .collect();
         let mut traces = Canon::new();
-        for (k, home) in raw(txn, TRACE_HOMES)? {
+        // The table and its runs alike: where a home is kept is no part of
+        // what it says.
+        let run_homes = raw(txn, super::home_runs::HOME_RUNS)?
+            .into_iter()
+            .map(|(k, v)| (k.get(8..).unwrap_or(&[]).to_vec(), v));
+        for (k, home) in raw(txn, TRACE_HOMES)?.into_iter().chain(run_homes) {
             let Some(v) = records.remove(&le_u64(&home)) else {
                 traces.insert(k, b"a home without a record".to_vec());
                 continue;

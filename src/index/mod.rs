@@ -10,6 +10,7 @@ mod compact;
 mod compare;
 mod delete;
 pub(crate) mod facts;
+pub(crate) mod home_runs;
 pub(crate) mod posting_runs;
 pub(crate) mod runs;
 pub(crate) mod search;
@@ -32,7 +33,7 @@ pub(crate) use delete::{DeleteTarget, RetentionVictims};
 pub(crate) use trace::{NewRecord, SpanInfo};
 
 /// Version of the table layout; a mismatch triggers a rebuild from the log.
-pub(crate) const INDEX_FORMAT_VERSION: u64 = 7;
+pub(crate) const INDEX_FORMAT_VERSION: u64 = 8;
 
 /// Counters and checkpoint state.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -88,48 +89,124 @@ pub(crate) const PROJECT_SPANS: TableDefinition<u32, u64> = TableDefinition::new
 /// them one group at a time would touch most leaves of their tables each
 /// time. Readers consult this next to the tables (see `SessionStore`);
 /// after a crash the replay from the checkpoint re-derives it.
-#[derive(Debug, Default)]
+///
+/// Homes stay here after a checkpoint too: it makes them durable as a run
+/// of `home_runs` (see `home_runs`), and they move to `trace_homes` only
+/// once more than `homes_limit` are held, or before deletes, compaction
+/// and verify.
+#[derive(Debug)]
 pub(crate) struct Deferred {
     /// Search postings.
     pub postings: search::Postings,
-    /// Trace id -> home, for traces whose `trace_homes` entry is not written yet.
+    /// Trace id -> home, for traces first indexed since the last flush: in
+    /// neither `trace_homes` nor `home_runs`.
     pub homes: std::collections::HashMap<[u8; 16], u64>,
+    /// Trace id -> home, for traces whose home is in `home_runs` and not
+    /// yet in `trace_homes`.
+    pub run_homes: std::collections::HashMap<[u8; 16], u64>,
+    /// Homes held (both maps) beyond which a flush writes them all to
+    /// `trace_homes`.
+    pub homes_limit: usize,
+}
+
+impl Default for Deferred {
+    fn default() -> Self {
+        Self {
+            postings: search::Postings::default(),
+            homes: std::collections::HashMap::new(),
+            run_homes: std::collections::HashMap::new(),
+            homes_limit: DEFERRED_HOMES,
+        }
+    }
+}
+
+/// Where a flush wrote the held trace homes (see [`Deferred::written`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HomesWritten {
+    /// The new ones, as a run of `home_runs`.
+    Run,
+    /// All of them, into `trace_homes`; the runs were dropped.
+    Table,
 }
 
 impl Deferred {
     /// Takes in a later group's changes.
     pub fn merge(&mut self, other: Deferred) {
         self.postings.merge(other.postings);
-        if self.homes.is_empty() {
-            self.homes = other.homes;
-        } else {
-            self.homes.extend(other.homes);
+        for (mine, theirs) in [
+            (&mut self.homes, other.homes),
+            (&mut self.run_homes, other.run_homes),
+        ] {
+            if mine.is_empty() {
+                *mine = theirs;
+            } else {
+                mine.extend(theirs);
+            }
         }
     }
 
-    /// True when nothing is held.
+    /// The home of a trace, if held here.
+    pub fn home(&self, trace_id: &[u8; 16]) -> Option<u64> {
+        self.homes
+            .get(trace_id)
+            .or_else(|| self.run_homes.get(trace_id))
+            .copied()
+    }
+
+    /// True when nothing is held that a checkpoint must write.
     pub fn is_empty(&self) -> bool {
         self.postings.is_empty() && self.homes.is_empty()
     }
 
+    /// True when any home is held (in a run or not).
+    pub fn holds_homes(&self) -> bool {
+        !self.homes.is_empty() || !self.run_homes.is_empty()
+    }
+
+    /// True when more homes are held than `homes_limit`.
+    pub fn homes_full(&self) -> bool {
+        self.homes.len().saturating_add(self.run_homes.len()) > self.homes_limit
+    }
+
     /// True when it holds more than it should keep in memory.
     pub fn is_large(&self) -> bool {
-        self.postings.len() > DEFERRED_POSTINGS || self.homes.len() > DEFERRED_HOMES
+        self.postings.len() > DEFERRED_POSTINGS || self.homes_full()
+    }
+
+    /// Takes note of a committed flush: its postings and the homes it
+    /// wrote are no longer held as unwritten.
+    pub fn written(&mut self, homes: HomesWritten) {
+        self.postings.clear();
+        match homes {
+            HomesWritten::Run => {
+                let new = std::mem::take(&mut self.homes);
+                if self.run_homes.is_empty() {
+                    self.run_homes = new;
+                } else {
+                    self.run_homes.extend(new);
+                }
+            }
+            HomesWritten::Table => {
+                self.homes.clear();
+                self.run_homes.clear();
+            }
+        }
     }
 
     /// Drops everything held.
     pub fn clear(&mut self) {
         self.postings.clear();
         self.homes.clear();
+        self.run_homes.clear();
     }
 }
 
 /// Deferred search postings beyond this many (8 bytes each) are written out
 /// early.
 const DEFERRED_POSTINGS: usize = 1 << 21;
-/// Deferred trace homes beyond this many (about 40 bytes each) are written
-/// out early.
-const DEFERRED_HOMES: usize = 1 << 19;
+/// Trace homes held in memory (about 40 bytes each) beyond which a flush
+/// writes them to `trace_homes`.
+pub(crate) const DEFERRED_HOMES: usize = 1 << 19;
 
 /// Per-project totals, kept by delta at ingest.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -392,6 +469,7 @@ impl Index {
             txn.open_table(TURNS)?;
             txn.open_table(runs::SESSION_RUNS)?;
             txn.open_table(TRACE_HOMES)?;
+            txn.open_table(home_runs::HOME_RUNS)?;
             txn.open_table(TRACE_RECORDS)?;
             txn.open_table(SEARCH)?;
             txn.open_table(posting_runs::SEARCH_RUNS)?;
@@ -582,7 +660,7 @@ impl SpanIdLookup {
     /// trace): what idempotency checks against. `deferred` must be the
     /// in-memory changes that go with the snapshot the tables were opened in.
     pub(crate) fn span_ids(&self, deferred: &Deferred, trace_id: [u8; 16]) -> Result<Vec<[u8; 8]>> {
-        let known = deferred.homes.get(&trace_id).copied();
+        let known = deferred.home(&trace_id);
         match find_trace(&self.homes, known, &self.records, trace_id)? {
             Some((_, rec)) => Ok(rec.spans.iter().map(|f| f.span_id).collect()),
             None => Ok(Vec::new()),

@@ -101,6 +101,8 @@ impl SessionStore {
         let mut ws = self.lock_writer()?;
         self.ensure_writable()?;
         self.checkpoint(&mut ws)?;
+        // Liveness reads traces from the tables alone.
+        self.flush_homes().map_err(|e| self.poison(e))?;
         let mut segments = self.segment_list();
         self.segment_usage(&mut segments, &self.index.begin_read()?)?;
         // A mostly dead active segment is sealed first, so that it can go too.

@@ -103,7 +103,7 @@ impl GroupIndexer {
             let mut w = self.index.begin_write()?;
             {
                 let committed = self.deferred.read().map_err(|_| Error::panicked())?;
-                w.apply(records, &source, applied, &mut changes, &committed.homes)?;
+                w.apply(records, &source, applied, &mut changes, &committed)?;
             }
             commit_with_deferred(&self.deferred, w, changes)
         })
@@ -212,27 +212,37 @@ pub(super) fn commit_with_deferred(
     Ok(())
 }
 
-/// Writes every deferred index change to its table. The caller must be
-/// the one writer of the indexes (the indexing thread, or a holder of the
-/// writer lock with no group being indexed): nothing else changes
-/// `deferred` meanwhile, so reads are shut out only while the postings
-/// are gathered (the trace homes are written meanwhile, on this thread,
-/// while another gathers the postings) and while the transaction commits,
-/// not while the postings are written.
+/// Writes every deferred index change out: the postings as a run, the
+/// homes as a run or, once too many are held, to their table (see
+/// `IndexWriter::write_held_homes`). The caller must be the one writer of
+/// the indexes (the indexing thread, or a holder of the writer lock with
+/// no group being indexed): nothing else changes `deferred` meanwhile, so
+/// reads are shut out only while the postings are gathered (the trace
+/// homes are written meanwhile, on this thread, while another gathers the
+/// postings) and while the transaction commits, not while the postings
+/// are written.
 pub(super) fn flush_deferred(index: &Index, deferred: &RwLock<Deferred>) -> Result<()> {
-    if deferred.read().map_err(|_| Error::panicked())?.is_empty() {
-        return Ok(());
+    {
+        let held = deferred.read().map_err(|_| Error::panicked())?;
+        if held.is_empty() && !held.homes_full() {
+            return Ok(());
+        }
     }
     let mut w = index.begin_write()?;
-    let chunks = {
+    let (chunks, homes) = {
         let mut held = deferred.write().map_err(|_| Error::panicked())?;
-        let held = &mut *held;
-        let (postings, homes) = (&mut held.postings, &held.homes);
+        let full = held.homes_full();
+        let Deferred {
+            postings,
+            homes,
+            run_homes,
+            ..
+        } = &mut *held;
         std::thread::scope(|scope| {
             let gathering = scope.spawn(|| postings.chunks());
-            let homes_written = w.write_homes(homes);
+            let homes_written = w.write_held_homes(homes, run_homes, full);
             match gathering.join() {
-                Ok(chunks) => homes_written.map(|()| chunks),
+                Ok(chunks) => homes_written.map(|h| (chunks, h)),
                 // `chunks` cannot fail; a panic there (a bug) fails the
                 // checkpoint.
                 Err(_) => Err(Error::panicked()),
@@ -242,6 +252,6 @@ pub(super) fn flush_deferred(index: &Index, deferred: &RwLock<Deferred>) -> Resu
     w.write_postings(&chunks)?;
     let mut held = deferred.write().map_err(|_| Error::panicked())?;
     w.commit()?;
-    held.clear();
+    held.written(homes);
     Ok(())
 }

@@ -1,0 +1,153 @@
+//! Trace homes written as runs, merged into `trace_homes` by the batch.
+//!
+//! A trace's home (see `TRACE_HOMES`) is looked up by its random trace id,
+//! so the homes of new traces land all over `trace_homes`; inserted at
+//! every checkpoint they were about a seventh of ~500 B ingest's indexing
+//! thread at a million spans (BENCHMARK-ROUNDS.md, twenty-fourth round).
+//! Instead the indexes keep every home not yet in `trace_homes` in memory
+//! (`Deferred`), and a checkpoint makes the ones it adds durable by
+//! appending them, sorted, as one *run* at the end of `home_runs` (key:
+//! run sequence ‖ trace id), which costs about what writing them
+//! sequentially costs. Nothing reads the runs but an open, which loads them
+//! back into memory. Once memory holds more than its bound of homes, a
+//! flush writes them all into `trace_homes` at once, many per leaf, and
+//! drops the runs; deletes, compaction and verify do so first as well,
+//! since they read traces from the tables alone.
+
+use std::collections::HashMap;
+
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+
+use crate::error::{Error, Result};
+
+/// Trace home runs: run sequence (8 B BE) ‖ trace id (16 B) -> home.
+pub(crate) const HOME_RUNS: TableDefinition<&[u8; 24], u64> = TableDefinition::new("home_runs");
+
+/// The key of trace `id` in run `seq`.
+fn run_key(seq: u64, id: &[u8; 16]) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..8].copy_from_slice(&seq.to_be_bytes());
+    k[8..].copy_from_slice(id);
+    k
+}
+
+/// The run sequence and trace id of a run key.
+fn split(k: &[u8; 24]) -> (u64, [u8; 16]) {
+    let mut seq = [0u8; 8];
+    let mut id = [0u8; 16];
+    seq.copy_from_slice(&k[..8]);
+    id.copy_from_slice(&k[8..]);
+    (u64::from_be_bytes(seq), id)
+}
+
+/// Appends `homes` as a new run (nothing if it is empty).
+pub(crate) fn write_run(txn: &WriteTransaction, homes: &HashMap<[u8; 16], u64>) -> Result<()> {
+    if homes.is_empty() {
+        return Ok(());
+    }
+    let mut table = txn.open_table(HOME_RUNS)?;
+    let seq = match table.last()? {
+        Some((k, _)) => split(k.value())
+            .0
+            .checked_add(1)
+            .ok_or_else(|| corrupt("trace home run sequence exhausted"))?,
+        None => 0,
+    };
+    let mut run: Vec<([u8; 24], u64)> = homes
+        .iter()
+        .map(|(id, home)| (run_key(seq, id), *home))
+        .collect();
+    run.sort_unstable_by_key(|(k, _)| *k);
+    // The run's sequence is above every stored one, so it goes to the
+    // table's end.
+    super::append_ascending(&mut table, run.iter().map(|(k, home)| (k, *home)))
+}
+
+/// Every home the runs hold.
+pub(crate) fn load(
+    table: &impl ReadableTable<&'static [u8; 24], u64>,
+) -> Result<HashMap<[u8; 16], u64>> {
+    let mut homes = HashMap::new();
+    for entry in table.iter()? {
+        let (k, v) = entry?;
+        homes.insert(split(k.value()).1, v.value());
+    }
+    Ok(homes)
+}
+
+/// Empties the runs (keeping the table, empty).
+pub(crate) fn drop_runs(txn: &WriteTransaction) -> Result<()> {
+    txn.delete_table(HOME_RUNS)?;
+    txn.open_table(HOME_RUNS)?;
+    Ok(())
+}
+
+fn corrupt(what: &str) -> Error {
+    Error::Index(Box::new(redb::Error::Corrupted(what.to_owned())))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use proptest::prelude::*;
+    use redb::{Database, ReadableDatabase, backends::InMemoryBackend};
+
+    use super::*;
+
+    fn stored(db: &Database) -> HashMap<[u8; 16], u64> {
+        let txn = db.begin_read().unwrap();
+        load(&txn.open_table(HOME_RUNS).unwrap()).unwrap()
+    }
+
+    fn runs(db: &Database) -> Vec<u64> {
+        let txn = db.begin_read().unwrap();
+        let table = txn.open_table(HOME_RUNS).unwrap();
+        let mut seqs: Vec<u64> = table
+            .iter()
+            .unwrap()
+            .map(|e| split(e.unwrap().0.value()).0)
+            .collect();
+        seqs.dedup();
+        seqs
+    }
+
+    proptest! {
+        /// The runs hold every home written since they were last dropped,
+        /// each written run one sequence above the one before.
+        #[test]
+        fn runs_hold_every_home_written_since_the_last_drop(
+            flushes in prop::collection::vec(
+                (prop::collection::hash_map(any::<[u8; 16]>(), any::<u64>(), 0..20), any::<bool>()),
+                1..20,
+            ),
+        ) {
+            let db = Database::builder()
+                .create_with_backend(InMemoryBackend::new())
+                .unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(HOME_RUNS).unwrap();
+            txn.commit().unwrap();
+            let mut model: HashMap<[u8; 16], u64> = HashMap::new();
+            let mut written = 0u64;
+            for (homes, then_drop) in flushes {
+                let txn = db.begin_write().unwrap();
+                write_run(&txn, &homes).unwrap();
+                if then_drop {
+                    drop_runs(&txn).unwrap();
+                }
+                txn.commit().unwrap();
+                if !homes.is_empty() {
+                    written += 1;
+                }
+                model.extend(homes);
+                if then_drop {
+                    model.clear();
+                    written = 0;
+                }
+                prop_assert_eq!(stored(&db), model.clone());
+                prop_assert_eq!(runs(&db), (0..written).collect::<Vec<_>>());
+            }
+        }
+    }
+}
