@@ -37,7 +37,7 @@ fn main() {
     show::<[u8; 32], &[u8]>(&r, "turns");
     show::<&[u8], &[u8]>(&r, "session_runs");
     show::<[u8; 16], u64>(&r, "trace_homes");
-    show::<[u8; 24], u64>(&r, "home_runs");
+    show::<[u8; 24], &[u8]>(&r, "home_runs");
     show::<u64, &[u8]>(&r, "trace_records");
     show::<[u8; 12], &[u8]>(&r, "search");
     show::<[u8; 20], &[u8]>(&r, "search_runs");

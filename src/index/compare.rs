@@ -205,9 +205,9 @@ impl Snapshot {
         let mut traces = Canon::new();
         // The table and its runs alike: where a home is kept is no part of
         // what it says.
-        let run_homes = raw(txn, super::home_runs::HOME_RUNS)?
+        let run_homes = super::home_runs::load(&txn.open_table(super::home_runs::HOME_RUNS)?)?
             .into_iter()
-            .map(|(k, v)| (k.get(8..).unwrap_or(&[]).to_vec(), v));
+            .map(|(id, home)| (id.to_vec(), home.to_le_bytes().to_vec()));
         for (k, home) in raw(txn, TRACE_HOMES)?.into_iter().chain(run_homes) {
             let Some(v) = records.remove(&le_u64(&home)) else {
                 traces.insert(k, b"a home without a record".to_vec());
