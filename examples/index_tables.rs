@@ -2,14 +2,21 @@
 //! stored and fragmented bytes, from redb's table stats):
 //! `cargo run --release --example index_tables -- DIR/index.redb`.
 //! Open it only while no store has the directory open. The table types
-//! are the ones `src/index/mod.rs` defines (format 7).
+//! are the ones `src/index/mod.rs` defines (format 8); a table an older
+//! format lacks is listed as absent.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use redb::{Key, ReadTransaction, ReadableDatabase, ReadableTableMetadata, TableDefinition, Value};
 
 fn show<K: Key + 'static, V: Value + 'static>(r: &ReadTransaction, name: &str) {
     let def: TableDefinition<K, V> = TableDefinition::new(name);
-    let t = r.open_table(def).unwrap();
+    let t = match r.open_table(def) {
+        Err(redb::TableError::TableDoesNotExist(_)) => {
+            println!("{name:<14} absent");
+            return;
+        }
+        other => other.unwrap(),
+    };
     let s = t.stats().unwrap();
     println!(
         "{name:<14} {:>10} {:>6} {:>10} {:>8} {:>12} {:>12}",
