@@ -691,10 +691,7 @@ impl SessionStore {
             }),
             unapplied: AtomicBool::new(false),
             full_groups: std::sync::atomic::AtomicU64::new(0),
-            deferred: Arc::new(RwLock::new(Deferred {
-                homes_limit,
-                ..Deferred::default()
-            })),
+            deferred: Arc::new(RwLock::new(Deferred::with_homes_limit(homes_limit))),
             poison: Poison::default(),
             open_report: report,
             read_gate: RwLock::new(()),
@@ -706,11 +703,8 @@ impl SessionStore {
             let mut w = store.index.begin_write()?;
             // The homes the last checkpoint holds as runs, for the replay
             // and for everything after it (see `index::home_runs`).
-            let mut deferred = Deferred {
-                run_homes: w.run_homes()?,
-                homes_limit: store.opts.deferred_homes,
-                ..Deferred::default()
-            };
+            let mut deferred = Deferred::with_homes_limit(store.opts.deferred_homes);
+            deferred.run_homes = w.run_homes()?;
             let n = store.replay(&mut w, applied, &mut deferred)?;
             let replay = started.elapsed();
             let started = Instant::now();
@@ -1001,8 +995,7 @@ impl SessionStore {
         let mut w = self.index.begin_write()?;
         w.merge_homes(&deferred.homes, &deferred.run_homes)?;
         w.commit()?;
-        deferred.homes.clear();
-        deferred.run_homes.clear();
+        deferred.clear_homes();
         Ok(())
     }
 
@@ -1143,8 +1136,7 @@ impl SessionStore {
                 Replayed::Delete(del) => {
                     // Deletes find traces through the tables alone.
                     w.merge_homes(&deferred.homes, &deferred.run_homes)?;
-                    deferred.homes.clear();
-                    deferred.run_homes.clear();
+                    deferred.clear_homes();
                     w.delete_traces(&del.traces, &source)?;
                 }
             }
@@ -1518,10 +1510,7 @@ impl SessionStore {
         let mut ws = self.lock_applied()?;
         let mut w = self.index.begin_write()?;
         w.clear()?;
-        let mut deferred = Deferred {
-            homes_limit: self.opts.deferred_homes,
-            ..Deferred::default()
-        };
+        let mut deferred = Deferred::with_homes_limit(self.opts.deferred_homes);
         self.replay(&mut w, 0, &mut deferred)?;
         {
             // Whatever was deferred described the tables just cleared.

@@ -186,18 +186,28 @@ impl Deferred {
                     self.run_homes.extend(new);
                 }
             }
-            HomesWritten::Table => {
-                self.homes.clear();
-                self.run_homes.clear();
-            }
+            HomesWritten::Table => self.clear_homes(),
         }
+    }
+
+    /// Nothing held, with `homes_limit` as the bound of held homes.
+    pub fn with_homes_limit(homes_limit: usize) -> Self {
+        Self {
+            homes_limit,
+            ..Self::default()
+        }
+    }
+
+    /// Forgets the held homes once they are all in `trace_homes`.
+    pub fn clear_homes(&mut self) {
+        self.homes.clear();
+        self.run_homes.clear();
     }
 
     /// Drops everything held.
     pub fn clear(&mut self) {
         self.postings.clear();
-        self.homes.clear();
-        self.run_homes.clear();
+        self.clear_homes();
     }
 }
 
