@@ -16,12 +16,13 @@ use std::ops::Bound;
 
 use redb::ReadableTable;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::{DeleteReport, TraceId};
 
 use super::apply::{
     Delta, IndexWriter, ProjectDelta, SpanSource, Tables, apply_signed, update_session,
 };
+use super::corrupted as corrupt;
 use super::session::SessionState;
 use super::trace::{TraceRecord, TurnBody};
 use super::{
@@ -71,10 +72,6 @@ pub(crate) struct RetentionVictims<'a> {
     /// Traces without a session are looked for from this trace id on (a
     /// retention run resumes where its previous round stopped).
     pub traces_from: [u8; 16],
-}
-
-fn corrupt(msg: String) -> Error {
-    Error::Index(Box::new(redb::Error::Corrupted(msg)))
 }
 
 /// A placeholder for a removed turn: a removal always refolds the session
@@ -178,7 +175,7 @@ impl IndexWriter {
                     break;
                 }
                 let sid = std::str::from_utf8(key.get(8..).unwrap_or(&[]))
-                    .map_err(|_| corrupt("session id in a sort key is not UTF-8".into()))?;
+                    .map_err(|_| corrupt("session id in a sort key is not UTF-8"))?;
                 out.push(DeleteTarget::Session {
                     project: name.clone(),
                     session_id: sid.to_owned(),

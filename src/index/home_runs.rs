@@ -23,7 +23,8 @@ use std::collections::HashMap;
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
-use crate::error::{Error, Result};
+use super::corrupted as corrupt;
+use crate::error::Result;
 
 /// Trace home runs: run sequence (8 B BE) ‖ first trace id of the block
 /// (16 B) -> the block's homes, 24 B each: trace id ‖ home (`u64` LE).
@@ -113,10 +114,6 @@ pub(crate) fn drop_runs(txn: &WriteTransaction) -> Result<()> {
     txn.delete_table(HOME_RUNS)?;
     txn.open_table(HOME_RUNS)?;
     Ok(())
-}
-
-fn corrupt(what: &str) -> Error {
-    Error::Index(Box::new(redb::Error::Corrupted(what.to_owned())))
 }
 
 #[cfg(test)]

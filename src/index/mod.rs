@@ -133,16 +133,8 @@ impl Deferred {
     /// Takes in a later group's changes.
     pub fn merge(&mut self, other: Deferred) {
         self.postings.merge(other.postings);
-        for (mine, theirs) in [
-            (&mut self.homes, other.homes),
-            (&mut self.run_homes, other.run_homes),
-        ] {
-            if mine.is_empty() {
-                *mine = theirs;
-            } else {
-                mine.extend(theirs);
-            }
-        }
+        absorb(&mut self.homes, other.homes);
+        absorb(&mut self.run_homes, other.run_homes);
     }
 
     /// The home of a trace, if held here.
@@ -178,14 +170,7 @@ impl Deferred {
     pub fn written(&mut self, homes: HomesWritten) {
         self.postings.clear();
         match homes {
-            HomesWritten::Run => {
-                let new = std::mem::take(&mut self.homes);
-                if self.run_homes.is_empty() {
-                    self.run_homes = new;
-                } else {
-                    self.run_homes.extend(new);
-                }
-            }
+            HomesWritten::Run => absorb(&mut self.run_homes, std::mem::take(&mut self.homes)),
             HomesWritten::Table => self.clear_homes(),
         }
     }
@@ -208,6 +193,19 @@ impl Deferred {
     pub fn clear(&mut self) {
         self.postings.clear();
         self.clear_homes();
+    }
+}
+
+/// Moves the homes of `from` into `into` (taking `from` whole when `into`
+/// is empty, rather than rehashing it entry by entry).
+fn absorb(
+    into: &mut std::collections::HashMap<[u8; 16], u64>,
+    from: std::collections::HashMap<[u8; 16], u64>,
+) {
+    if into.is_empty() {
+        *into = from;
+    } else {
+        into.extend(from);
     }
 }
 
@@ -354,6 +352,11 @@ pub(crate) fn order_key(project_id: u32, kind: u8, value: u64, session_id: &str)
     k.extend_from_slice(&value.to_be_bytes());
     k.extend_from_slice(session_id.as_bytes());
     k
+}
+
+/// An index corruption error saying `what` is wrong.
+pub(crate) fn corrupted(what: impl Into<String>) -> Error {
+    Error::Index(Box::new(redb::Error::Corrupted(what.into())))
 }
 
 fn corrupt_index(what: &str, e: codec::DecodeError) -> Error {

@@ -16,8 +16,8 @@
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 
 use super::search::ChunkSet;
-use super::{META, SEARCH, decode_posting};
-use crate::error::{Error, Result};
+use super::{META, SEARCH, corrupted as corrupt, decode_posting};
+use crate::error::Result;
 
 /// Search posting runs: run sequence (8 B BE) ‖ posting key (12 B) -> the
 /// postings that run adds (a `ChunkSet`).
@@ -162,10 +162,6 @@ fn next_posting(
             Ok(Some((posting_of(k.value()), decode_posting(v.value())?)))
         }
     }
-}
-
-fn corrupt(what: &str) -> Error {
-    Error::Index(Box::new(redb::Error::Corrupted(what.to_owned())))
 }
 
 #[cfg(test)]

@@ -453,9 +453,7 @@ fn decode_block(b: &[u8]) -> Result<Vec<Item>> {
 }
 
 fn corrupt(what: &str) -> Error {
-    Error::Index(Box::new(redb::Error::Corrupted(format!(
-        "session sort index: {what}"
-    ))))
+    super::corrupted(format!("session sort index: {what}"))
 }
 
 /// Reads one run's changes within a range, a block at a time. Holds no
