@@ -256,6 +256,9 @@ impl StoreOptions {
     /// or bytes (but never beyond the bound of texts): under a sustained
     /// ingest that outruns indexing, groups grow and cost less per span,
     /// while a read after a burst waits for groups of up to that size.
+    /// While no group is being indexed, a group of at least 1 MiB that
+    /// holds a quarter of this count or of `index_batch_bytes` is indexed
+    /// at once: an idle indexing thread does not wait for a full one.
     pub fn index_batch_spans(mut self, spans: usize) -> Self {
         self.index_batch_spans = spans;
         self
@@ -408,6 +411,15 @@ const GROUP_HELD_BYTES: usize = 8 << 20;
 /// no more memory than growing by count. Groups full by texts do not grow:
 /// that bound is what a group may hold in memory ([`GROUP_HELD_BYTES`]).
 const GROUP_GROWTH: usize = 4;
+
+/// A group a `GROUP_EARLY`th full is handed to an idle indexing thread
+/// (see `SessionStore::group_goes`). While indexing keeps up, groups stay
+/// about this small, which costs the indexing thread more per span (its
+/// fixed costs per group are shared by fewer spans) but is work an idle
+/// core does, and a read after a burst of appends waits for less; when
+/// indexing falls behind, a group fills while the one before it is
+/// indexed, and groups grow as before.
+const GROUP_EARLY: usize = 4;
 
 /// A checkpoint writing at least this many deferred search postings does
 /// so on a thread of its own, waited for.
@@ -1441,9 +1453,10 @@ impl SessionStore {
     }
 
     /// Test support: how many times since open an append found the pending
-    /// spans a full group ([`StoreOptions::index_batch_bytes`],
-    /// [`StoreOptions::index_batch_spans`]) and had it indexed. Not part of
-    /// the stable API.
+    /// spans a group to index ([`StoreOptions::index_batch_bytes`],
+    /// [`StoreOptions::index_batch_spans`]: full, or a quarter full while
+    /// no group was being indexed) and had it indexed. Not part of the
+    /// stable API.
     #[doc(hidden)]
     pub fn full_groups(&self) -> u64 {
         self.full_groups.load(Ordering::Relaxed)
@@ -1465,11 +1478,20 @@ impl SessionStore {
     /// [`StoreOptions::index_batch_spans`] spans or
     /// [`StoreOptions::index_batch_bytes`] bytes, or as many texts as a
     /// group may hold at all.
+    ///
+    /// A group not full yet also goes when no group is being indexed and it
+    /// holds a [`GROUP_EARLY`]th of a full group's spans or bytes, and at
+    /// least `own_thread_bytes` bytes, so that it is indexed on a thread
+    /// of its own: the indexing thread would otherwise sit idle while the
+    /// group fills.
     fn group_goes(&self, bytes: usize, held: usize, spans: usize, busy: bool) -> bool {
         let capped = bytes >= self.opts.index_batch_bytes.saturating_mul(GROUP_GROWTH)
             || held >= GROUP_HELD_BYTES
             || spans >= self.opts.index_batch_spans.saturating_mul(GROUP_GROWTH);
-        self.group_full(bytes, held, spans) && (!busy || capped)
+        let early = bytes >= self.opts.own_thread_bytes
+            && (bytes >= self.opts.index_batch_bytes / GROUP_EARLY
+                || spans >= self.opts.index_batch_spans / GROUP_EARLY);
+        (self.group_full(bytes, held, spans) && (!busy || capped)) || (!busy && early)
     }
 
     /// Waits, as the durability mode asks, until the log is durable up to

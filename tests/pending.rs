@@ -428,6 +428,60 @@ fn a_group_is_full_at_index_batch_spans_or_index_batch_bytes() {
     assert_eq!(store.session("p", "s2").unwrap().unwrap().num_traces, 2);
 }
 
+/// While no group is being indexed, a group a quarter full (by spans or
+/// by bytes) is handed to the indexing thread at once rather than left to
+/// fill, if it is large enough for a thread of its own
+/// (`own_thread_bytes`); every answer stays the same.
+#[test]
+fn an_idle_indexing_thread_takes_a_group_a_quarter_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = lazy()
+        .index_batch_spans(40)
+        .own_thread_bytes(0)
+        .open(dir.path())
+        .unwrap();
+    // Two spans a turn: four turns are under a quarter of 40.
+    for t in 1..=4 {
+        put(&store, turn(t, "s1", t * 1_000, "x"));
+    }
+    assert_eq!(store.full_groups(), 0);
+    put(&store, turn(5, "s1", 5_000, "x"));
+    assert_eq!(store.full_groups(), 1, "ten spans are a quarter of 40");
+    assert_eq!(store.session("p", "s1").unwrap().unwrap().num_traces, 5);
+
+    // Not below `own_thread_bytes`: such a group would be indexed by the
+    // append itself, which is what waiting for a full one spares it.
+    let dir = tempfile::tempdir().unwrap();
+    let store = lazy().index_batch_spans(40).open(dir.path()).unwrap();
+    for t in 1..=19 {
+        put(&store, turn(t, "s3", t * 1_000, "x"));
+    }
+    assert_eq!(store.full_groups(), 0, "38 small spans");
+    put(&store, turn(20, "s3", 20_000, "x"));
+    assert_eq!(store.full_groups(), 1, "40 spans fill the group");
+
+    // By bytes: a quarter of 40,000 is two turns of two ~3.4 KB spans.
+    let dir = tempfile::tempdir().unwrap();
+    let store = lazy()
+        .index_batch_bytes(40_000)
+        .index_batch_spans(usize::MAX)
+        .own_thread_bytes(0)
+        .open(dir.path())
+        .unwrap();
+    let padded = |t: u64| -> Vec<Span> {
+        turn(t, "s2", t * 1_000, "y")
+            .into_iter()
+            .map(|s| s.with_attribute("padding", "x".repeat(3_000)))
+            .collect()
+    };
+    put(&store, padded(1));
+    assert_eq!(store.full_groups(), 0, "about 7 KB");
+    put(&store, padded(2));
+    assert_eq!(store.full_groups(), 1, "about 14 KB");
+    assert_eq!(store.session("p", "s2").unwrap().unwrap().num_traces, 2);
+    assert_eq!(store.session_history("p", "s2").unwrap().len(), 2);
+}
+
 /// A group also closes once the texts it holds in memory (root inputs and
 /// outputs) reach 8 MiB, however large `index_batch_bytes` is: spans that
 /// are large because of their inputs and outputs make smaller groups.

@@ -11,7 +11,9 @@
 //! job before it still runs goes on taking appends, up to four times
 //! `index_batch_spans` spans (never beyond the bounds of bytes and texts);
 //! the append that fills it that far, or that finds it full and the job
-//! done, waits for the job before writing. That bounds memory to two
+//! done, waits for the job before writing. While no job runs, a group a
+//! quarter full (and of at least 1 MiB) is handed off at once rather than
+//! left to fill while the thread idles. That bounds memory to two
 //! groups, keeps groups small while indexing keeps up, makes them larger
 //! (cheaper per span) when it falls behind, and makes appenders wait only
 //! when it falls behind by more than that.
