@@ -22,6 +22,7 @@
 //! the replay from the checkpoint, like every other index change.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 /// A (project, trigram) with at most this many buffered sessions is
 /// written out by sorting them; more, through a bitmap per chunk.
@@ -347,8 +348,55 @@ impl std::hash::Hasher for TermHasher {
 /// commits ([`PostingBuffer`]).
 #[derive(Debug, Default)]
 pub(crate) struct Postings {
-    map: HashMap<Term, Vec<u64>, TermHashing>,
+    map: HashMap<Term, SessionList, TermHashing>,
     len: usize,
+}
+
+/// Room for sessions a term's vector of [`SessionList`] starts with.
+const SESSIONS_FIRST_ROOM: usize = 15;
+
+/// The sessions held for one term: the first inline, the rest in a vector
+/// allocated only for a second. Most terms of a group are in one session
+/// only; a vector for each, grown as sessions came, made allocation and
+/// reallocation a third of the instructions queueing postings took.
+#[derive(Debug)]
+struct SessionList {
+    first: u64,
+    rest: Vec<u64>,
+}
+
+impl SessionList {
+    fn new(session: u64) -> Self {
+        Self {
+            first: session,
+            rest: Vec::new(),
+        }
+    }
+
+    fn last(&self) -> u64 {
+        self.rest.last().copied().unwrap_or(self.first)
+    }
+
+    /// Appends a session. A term in two sessions of a group is usually in
+    /// many: the vector starts with room for [`SESSIONS_FIRST_ROOM`] rather
+    /// than growing from four.
+    fn push(&mut self, session: u64) {
+        if self.rest.capacity() == 0 {
+            self.rest.reserve_exact(SESSIONS_FIRST_ROOM);
+        }
+        self.rest.push(session);
+    }
+
+    fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        std::iter::once(self.first).chain(self.rest.iter().copied())
+    }
+
+    /// Appends `other`'s sessions after these.
+    fn append(&mut self, other: SessionList) {
+        self.rest.reserve(1 + other.rest.len());
+        self.rest.push(other.first);
+        self.rest.extend_from_slice(&other.rest);
+    }
 }
 
 /// Postings queued by one indexed group.
@@ -382,12 +430,20 @@ pub(crate) fn for_each_trigram(text: &str, mut f: impl FnMut(Trigram)) {
 pub(crate) fn queue(batch: &mut BatchPostings, project_id: u32, session: u64, texts: &[&str]) {
     for t in texts {
         for_each_trigram(t, |tri| {
-            let sessions = batch.map.entry(term(project_id, tri)).or_default();
             // Repeats within a turn (and across consecutive turns of one
             // session) end here.
-            if sessions.last() != Some(&session) {
-                sessions.push(session);
-                batch.len += 1;
+            match batch.map.entry(term(project_id, tri)) {
+                Entry::Vacant(v) => {
+                    v.insert(SessionList::new(session));
+                    batch.len += 1;
+                }
+                Entry::Occupied(mut o) => {
+                    let sessions = o.get_mut();
+                    if sessions.last() != session {
+                        sessions.push(session);
+                        batch.len += 1;
+                    }
+                }
             }
         });
     }
@@ -401,11 +457,11 @@ impl Postings {
             return;
         }
         for (t, sessions) in other.map {
-            let mine = self.map.entry(t).or_default();
-            if mine.is_empty() {
-                *mine = sessions;
-            } else {
-                mine.extend_from_slice(&sessions);
+            match self.map.entry(t) {
+                Entry::Vacant(v) => {
+                    v.insert(sessions);
+                }
+                Entry::Occupied(mut o) => o.get_mut().append(sessions),
             }
         }
         self.len += other.len;
@@ -416,19 +472,28 @@ impl Postings {
         self.map
             .get(&term(project_id, tri))
             .into_iter()
-            .flatten()
-            .copied()
+            .flat_map(SessionList::iter)
     }
 
     /// Every buffered posting set with its table key, in key order (sorts
     /// and deduplicates the buffered sessions in place).
     pub fn chunks(&mut self) -> Vec<([u8; 12], ChunkSet)> {
-        let mut terms: Vec<(&Term, &mut Vec<u64>)> = self.map.iter_mut().collect();
+        let mut terms: Vec<(&Term, &mut SessionList)> = self.map.iter_mut().collect();
         terms.sort_unstable_by_key(|(t, _)| **t);
         let mut out = Vec::new();
-        for (&t, sessions) in terms {
+        for (&t, list) in terms {
             #[expect(clippy::cast_possible_truncation, reason = "halves of the term")]
             let (project_id, tri) = ((t >> 32) as u32, t as u32);
+            if list.rest.is_empty() {
+                let (chunk, offset) = chunk_of(list.first);
+                out.push((
+                    posting_key(project_id, tri, chunk),
+                    ChunkSet::from_sorted(vec![offset]),
+                ));
+                continue;
+            }
+            let sessions = &mut list.rest;
+            sessions.push(list.first);
             if sessions.len() > SORT_AT_MOST {
                 // Many sessions: a bitmap per chunk, no sort.
                 let mut maps: Vec<(u32, Box<[u8; BITMAP_BYTES]>)> = Vec::new();
