@@ -684,3 +684,93 @@ fn traces_whose_homes_are_held_as_runs_are_found_after_a_crash() {
         assert!(store.verify().unwrap().is_ok(), "{limit}");
     }
 }
+
+/// A replay several chunks long, with sessions running across chunks and
+/// a delete that empties one session, numbers each session once, as the
+/// live store did: the copy answers exactly as the live store does, before
+/// and after more turns of the same sessions arrive, the emptied session's
+/// id is gone from `session_ids` once the copy closes, and `verify` finds
+/// both indexes as a rebuild derives them.
+#[test]
+fn a_replay_across_chunks_and_a_delete_numbers_sessions_as_the_live_store() {
+    let dir = tempfile::tempdir().unwrap();
+    // About 6,000 spans: 80 sessions of up to 20 turns, 16 at a time.
+    let batches: Vec<_> =
+        span_sessions::workload::Workload::new(span_sessions::workload::WorkloadConfig {
+            sessions: 80,
+            turns: (1, 20),
+            concurrent_sessions: 16,
+            ..Default::default()
+        })
+        .batches(50)
+        .collect();
+    let (before, after) = batches.split_at(batches.len() * 2 / 3);
+    let ids = appended_trace_ids(&batches);
+    let opts = || {
+        SessionStore::options()
+            .durability(Durability::Buffered)
+            .checkpoint_spans(u64::MAX)
+            .checkpoint_bytes(u64::MAX)
+            .index_batch_spans(500)
+    };
+    let store = opts().open(dir.path()).unwrap();
+    for b in before {
+        store.append(b).unwrap();
+    }
+    // A delete empties one session: the replay must forget its number as
+    // the delete did.
+    let listed = common::snapshot(&store, &ids, &[], &[]);
+    let (project, session) = (&listed.sessions[0].0, &listed.sessions[0].1);
+    assert!(store.delete_session(project, session).unwrap().traces > 0);
+    let live = common::snapshot(&store, &ids, &[], &[(project, session)]);
+    let turns: usize = live.sessions.iter().map(|s| s.3.len()).sum();
+    assert!(
+        live.sessions.len() > 10 && turns > live.sessions.len() * 2,
+        "{} sessions, {turns} turns",
+        live.sessions.len()
+    );
+    let crashed = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), crashed.path());
+    let copy = opts().open(crashed.path()).unwrap();
+    assert!(copy.open_report().frames_replayed >= 4_000);
+    assert_eq!(
+        common::snapshot(&copy, &ids, &[], &[(project, session)]),
+        live
+    );
+    // The replayed delete dropped the number as the delete did.
+    copy.close().unwrap();
+    assert!(!session_numbered(crashed.path(), project, session));
+    assert!(session_numbered(
+        crashed.path(),
+        &live.sessions[1].0,
+        &live.sessions[1].1
+    ));
+    let copy = opts().open(crashed.path()).unwrap();
+    for b in after {
+        store.append(b).unwrap();
+        copy.append(b).unwrap();
+    }
+    let live = common::snapshot(&store, &ids, &[], &[(project, session)]);
+    assert_eq!(
+        common::snapshot(&copy, &ids, &[], &[(project, session)]),
+        live
+    );
+    assert!(copy.verify().unwrap().is_ok());
+    assert!(store.verify().unwrap().is_ok());
+}
+
+/// Whether the index of the closed store in `dir` holds a `session_ids`
+/// entry for the session.
+fn session_numbered(dir: &Path, project: &str, session_id: &str) -> bool {
+    const PROJECTS: redb::TableDefinition<&str, u32> = redb::TableDefinition::new("projects");
+    const IDS: redb::TableDefinition<&[u8], u64> = redb::TableDefinition::new("session_ids");
+    let db = redb::Database::create(dir.join("index.redb")).unwrap();
+    let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let Some(p) = txn.open_table(PROJECTS).unwrap().get(project).unwrap() else {
+        return false;
+    };
+    let mut key = p.value().to_be_bytes().to_vec();
+    key.extend_from_slice(session_id.as_bytes());
+    let ids = txn.open_table(IDS).unwrap();
+    ids.get(key.as_slice()).unwrap().is_some()
+}
