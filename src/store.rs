@@ -369,11 +369,16 @@ impl StoreOptions {
         self
     }
 
-    /// Test support: the index holds the homes of this many traces in
-    /// memory (and as runs of its `home_runs` table) before it writes them
-    /// to `trace_homes` (2^19 by default), so that tests with little data
-    /// can run that path. Not part of the stable API.
-    #[doc(hidden)]
+    /// Trace homes (where each trace's record is stored) held in memory,
+    /// 2^19 by default: about 25 MiB. The indexes look up every trace a
+    /// group of appends touches, and the homes of traces new since the
+    /// last write to their table are found in memory; a checkpoint makes
+    /// them durable by appending them, sorted, to a table of runs that only
+    /// an open reads. Once more than this many are held, they are all
+    /// written into their B-tree, whose random keys put them on most of
+    /// its leaves, and forgotten. A smaller bound holds less memory and
+    /// costs that write more often (0: at every checkpoint); an open loads
+    /// up to this many homes back from the runs.
     pub fn deferred_homes(mut self, homes: usize) -> Self {
         self.deferred_homes = homes;
         self

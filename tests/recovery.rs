@@ -623,15 +623,16 @@ fn late_span(id: TraceId, n: u8) -> ResourceSpans {
 
 /// Trace homes are kept in memory after a checkpoint and made durable as
 /// runs of `home_runs`, and move to `trace_homes` only once more than a
-/// bound are held (here 1,000,000, so never, or 20, so at most
-/// checkpoints). Either way, a crash copy finds every trace again: late
+/// bound are held (`StoreOptions::deferred_homes`: here 1,000,000, so
+/// never; 20, so at most checkpoints; 0, so at every checkpoint). Either
+/// way, a crash copy finds every trace again: late
 /// spans of traces from before the last checkpoint, appended after the
 /// reopen, join those traces exactly as in the live store, and `verify`
 /// finds the index a rebuild derives. (An open that did not load the runs
 /// would file those spans as new traces.)
 #[test]
 fn traces_whose_homes_are_held_as_runs_are_found_after_a_crash() {
-    for limit in [1_000_000, 20] {
+    for limit in [1_000_000, 20, 0] {
         let dir = tempfile::tempdir().unwrap();
         let batches: Vec<_> = span_sessions::workload::Workload::new(Default::default())
             .batches(50)
@@ -655,7 +656,13 @@ fn traces_whose_homes_are_held_as_runs_are_found_after_a_crash() {
         let crashed = tempfile::tempdir().unwrap();
         copy_dir(dir.path(), crashed.path());
         let (runs, homes) = held_homes(crashed.path());
-        if limit == 20 {
+        if limit == 0 {
+            // Every checkpoint writes the homes to the table.
+            assert!(
+                homes == ids.len() as u64 && runs == 0,
+                "{limit}: {runs} in runs, {homes} in the table"
+            );
+        } else if limit == 20 {
             assert!(
                 homes > 0 && runs < 100,
                 "{limit}: {runs} in runs, {homes} in the table"
