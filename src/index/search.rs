@@ -356,9 +356,10 @@ pub(crate) struct Postings {
 const SESSIONS_FIRST_ROOM: usize = 15;
 
 /// The sessions held for one term: the first inline, the rest in a vector
-/// allocated only for a second. Most terms of a group are in one session
-/// only; a vector for each, grown as sessions came, made allocation and
-/// reallocation a third of the instructions queueing postings took.
+/// allocated only for a second. A vector for each term, grown from four
+/// entries as sessions came, made allocation and reallocation a third of
+/// the instructions queueing postings took; many terms of a group are in
+/// one session only, and one in two is usually in many.
 #[derive(Debug)]
 struct SessionList {
     first: u64,
