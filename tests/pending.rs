@@ -15,6 +15,14 @@ use span_sessions::{
 };
 
 /// Never indexes on its own: only reads, checkpoints and other writes do.
+/// `spans`, each with an attribute of `bytes` bytes of padding.
+fn padded(spans: Vec<Span>, bytes: usize) -> Vec<Span> {
+    spans
+        .into_iter()
+        .map(|s| s.with_attribute("padding", "x".repeat(bytes)))
+        .collect()
+}
+
 fn lazy() -> StoreOptions {
     SessionStore::options()
         .durability(Durability::Buffered)
@@ -126,10 +134,7 @@ fn every_read_sees_batches_being_indexed_in_the_background() {
             .index_batch_bytes(1 << 20)
             .open(dir.path())
             .unwrap();
-        let spans: Vec<Span> = turn(1, "s1", 1_000, "alpha")
-            .into_iter()
-            .map(|s| s.with_attribute("padding", "x".repeat(600_000)))
-            .collect();
+        let spans = padded(turn(1, "s1", 1_000, "alpha"), 600_000);
         assert_eq!(put(&store, spans).accepted, 2);
         read(&store);
         println!("{what}: ok");
@@ -415,12 +420,7 @@ fn a_group_is_full_at_index_batch_spans_or_index_batch_bytes() {
         .index_batch_spans(usize::MAX)
         .open(dir.path())
         .unwrap();
-    let padded = |t: u64| -> Vec<Span> {
-        turn(t, "s2", t * 1_000, "y")
-            .into_iter()
-            .map(|s| s.with_attribute("padding", "x".repeat(1_500)))
-            .collect()
-    };
+    let padded = |t: u64| padded(turn(t, "s2", t * 1_000, "y"), 1_500);
     put(&store, padded(1));
     assert_eq!(store.full_groups(), 0, "about 3 KiB");
     put(&store, padded(2));
@@ -468,12 +468,7 @@ fn an_idle_indexing_thread_takes_a_group_a_quarter_full() {
         .own_thread_bytes(0)
         .open(dir.path())
         .unwrap();
-    let padded = |t: u64| -> Vec<Span> {
-        turn(t, "s2", t * 1_000, "y")
-            .into_iter()
-            .map(|s| s.with_attribute("padding", "x".repeat(3_000)))
-            .collect()
-    };
+    let padded = |t: u64| padded(turn(t, "s2", t * 1_000, "y"), 3_000);
     put(&store, padded(1));
     assert_eq!(store.full_groups(), 0, "about 7 KB");
     put(&store, padded(2));
@@ -528,12 +523,7 @@ fn a_group_full_by_bytes_grows_while_the_group_before_it_is_indexed() {
     // above.
     full_group_grows(
         |o| o.index_batch_spans(usize::MAX).index_batch_bytes(12_000),
-        |t| {
-            turn(t, "s", t * 1_000, "x")
-                .into_iter()
-                .map(|s| s.with_attribute("padding", "x".repeat(3_000)))
-                .collect()
-        },
+        |t| padded(turn(t, "s", t * 1_000, "x"), 3_000),
     );
 }
 
