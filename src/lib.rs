@@ -25,6 +25,7 @@ mod error;
 mod fs;
 #[doc(hidden)]
 pub mod fuzzing;
+mod hashing;
 mod index;
 #[cfg(feature = "otlp")]
 mod ingest;

@@ -2,12 +2,13 @@
 //! only. Lists and histories read stored summaries, never span payloads;
 //! only [`trace`] reads spans back from the log.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use redb::{ReadTransaction, ReadableTable};
 
 use crate::error::{Error, Result};
+use crate::hashing::FastSet;
 use crate::index::posting_runs;
 use crate::index::runs::{self, SESSION_RUNS};
 use crate::index::search::{self, ChunkSet, PostingBuffer};
@@ -293,7 +294,7 @@ pub(crate) struct Matcher {
     filter: SessionFilter,
     term: Option<String>,
     /// Sessions the trigram index allows; `None` when the index was not used.
-    candidates: Option<HashSet<u64>>,
+    candidates: Option<FastSet<u64>>,
 }
 
 impl Matcher {
@@ -364,7 +365,7 @@ fn candidates(
     project_id: u32,
     term: &str,
     pending: &PostingBuffer,
-) -> Result<HashSet<u64>> {
+) -> Result<FastSet<u64>> {
     let mut tris = Vec::new();
     search::trigrams(term, &mut tris);
     tris.sort_unstable();
@@ -413,7 +414,7 @@ fn candidates(
         per_tri.push(chunks);
     }
     per_tri.sort_by_key(BTreeMap::len);
-    let mut out = HashSet::new();
+    let mut out = FastSet::default();
     let Some((first, rest)) = per_tri.split_first() else {
         return Ok(out);
     };

@@ -922,7 +922,7 @@ impl SessionStore {
         &self,
         ws: &mut WriterState,
         checkpoint: bool,
-    ) -> (Job, std::collections::HashMap<[u8; 16], SpanIdSet>) {
+    ) -> (Job, crate::hashing::FastMap<[u8; 16], SpanIdSet>) {
         let (group, traces) = if ws.pending.is_empty() {
             ws.pending.clear();
             (None, Default::default())

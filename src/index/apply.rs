@@ -6,7 +6,9 @@
 //! the group's new texts need nothing of the tables, so they are queued on
 //! a scoped thread beside the table writes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use crate::hashing::FastMap;
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
@@ -214,8 +216,8 @@ impl IndexWriter {
     /// `home_runs`).
     pub(crate) fn write_held_homes(
         &mut self,
-        new: &HashMap<[u8; 16], u64>,
-        in_runs: &HashMap<[u8; 16], u64>,
+        new: &FastMap<[u8; 16], u64>,
+        in_runs: &FastMap<[u8; 16], u64>,
         full: bool,
     ) -> Result<HomesWritten> {
         if full {
@@ -232,8 +234,8 @@ impl IndexWriter {
     /// tables alone find every trace.
     pub(crate) fn merge_homes(
         &mut self,
-        new: &HashMap<[u8; 16], u64>,
-        in_runs: &HashMap<[u8; 16], u64>,
+        new: &FastMap<[u8; 16], u64>,
+        in_runs: &FastMap<[u8; 16], u64>,
     ) -> Result<()> {
         let mut sorted: Vec<(&[u8; 16], &u64)> = new.iter().chain(in_runs).collect();
         sorted.sort_unstable();
@@ -247,7 +249,7 @@ impl IndexWriter {
     }
 
     /// The trace homes the runs of `home_runs` hold (for an open).
-    pub(crate) fn run_homes(&self) -> Result<HashMap<[u8; 16], u64>> {
+    pub(crate) fn run_homes(&self) -> Result<FastMap<[u8; 16], u64>> {
         super::home_runs::load(&self.txn.open_table(super::home_runs::HOME_RUNS)?)
     }
 
@@ -280,7 +282,7 @@ impl IndexWriter {
         // than rehashing as the map doubles (1.3% of the indexing thread).
         group.homes.reserve(by_trace.len());
         let mut counters = Counters::load(&t.meta)?;
-        let mut idents: HashMap<u64, SessionIdent> = HashMap::new();
+        let mut idents: FastMap<u64, SessionIdent> = FastMap::default();
         let mut deltas: BTreeMap<u64, Vec<Delta>> = BTreeMap::new();
         let mut projects: BTreeMap<u32, ProjectDelta> = BTreeMap::new();
         // Stored spans per project they were appended under (for `projects()`).
@@ -472,7 +474,7 @@ impl IndexWriter {
         turn_writes: BTreeMap<[u8; 32], Option<Vec<u8>>>,
         mut record_writes: Vec<(u64, Vec<u8>)>,
         deltas: &BTreeMap<u64, Vec<Delta>>,
-        idents: &HashMap<u64, SessionIdent>,
+        idents: &FastMap<u64, SessionIdent>,
         mut projects: BTreeMap<u32, ProjectDelta>,
         appended: BTreeMap<&str, i64>,
         applied_lsn: u64,
@@ -779,10 +781,10 @@ struct Counters {
     next_project: u64,
     next_session: u64,
     /// Project numbers looked up so far (asked for several times per trace).
-    known: HashMap<String, u32>,
+    known: FastMap<String, u32>,
     /// Session numbers looked up so far, by `session_ids` key: a session's
     /// traces in one group ask for it once each.
-    known_sessions: HashMap<Vec<u8>, u64>,
+    known_sessions: FastMap<Vec<u8>, u64>,
     /// Scratch for building a `session_ids` key to look up.
     key: Vec<u8>,
 }
@@ -793,8 +795,8 @@ impl Counters {
         Ok(Self {
             next_project: get(META_NEXT_PROJECT)?,
             next_session: get(META_NEXT_SESSION)?,
-            known: HashMap::new(),
-            known_sessions: HashMap::new(),
+            known: FastMap::default(),
+            known_sessions: FastMap::default(),
             key: Vec::new(),
         })
     }

@@ -2,7 +2,7 @@
 //! (the trace record still points at that very LSN), and remapping the
 //! LSNs of frames that compaction copied.
 
-use std::collections::HashMap;
+use crate::hashing::FastMap;
 
 use redb::{ReadOnlyTable, ReadTransaction};
 
@@ -22,7 +22,7 @@ pub(crate) struct Liveness {
     records: ReadOnlyTable<u64, &'static [u8]>,
     /// Each trace's span ids and LSNs, in span id order (none for a trace
     /// the index does not hold).
-    cache: HashMap<[u8; 16], Vec<([u8; 8], u64)>>,
+    cache: FastMap<[u8; 16], Vec<([u8; 8], u64)>>,
 }
 
 impl Liveness {
@@ -31,7 +31,7 @@ impl Liveness {
         Ok(Liveness {
             homes: txn.open_table(TRACE_HOMES)?,
             records: txn.open_table(TRACE_RECORDS)?,
-            cache: HashMap::new(),
+            cache: FastMap::default(),
         })
     }
 
@@ -80,7 +80,7 @@ impl IndexWriter {
     /// the writer lock, but a remap never resurrects anything).
     pub(crate) fn remap(&mut self, moves: &[Move]) -> Result<()> {
         let mut t = self.tables()?;
-        let mut by_trace: HashMap<[u8; 16], Vec<&Move>> = HashMap::new();
+        let mut by_trace: FastMap<[u8; 16], Vec<&Move>> = FastMap::default();
         for m in moves {
             by_trace.entry(m.trace_id).or_default().push(m);
         }

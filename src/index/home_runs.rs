@@ -19,7 +19,7 @@
 //! sequence (8 B BE) ‖ its first trace id: a redb entry per home cost
 //! about 1,000 instructions each, more than the rest of the run.
 
-use std::collections::HashMap;
+use crate::hashing::FastMap;
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
@@ -54,7 +54,7 @@ fn split(k: &[u8; 24]) -> (u64, [u8; 16]) {
 }
 
 /// Appends `homes` as a new run (nothing if it is empty).
-pub(crate) fn write_run(txn: &WriteTransaction, homes: &HashMap<[u8; 16], u64>) -> Result<()> {
+pub(crate) fn write_run(txn: &WriteTransaction, homes: &FastMap<[u8; 16], u64>) -> Result<()> {
     if homes.is_empty() {
         return Ok(());
     }
@@ -89,8 +89,8 @@ pub(crate) fn write_run(txn: &WriteTransaction, homes: &HashMap<[u8; 16], u64>) 
 /// Every home the runs hold.
 pub(crate) fn load(
     table: &impl ReadableTable<&'static [u8; 24], &'static [u8]>,
-) -> Result<HashMap<[u8; 16], u64>> {
-    let mut homes = HashMap::new();
+) -> Result<FastMap<[u8; 16], u64>> {
+    let mut homes = FastMap::default();
     for entry in table.iter()? {
         let (_, v) = entry?;
         let block = v.value();
@@ -125,7 +125,7 @@ mod tests {
 
     use super::*;
 
-    fn stored(db: &Database) -> HashMap<[u8; 16], u64> {
+    fn stored(db: &Database) -> FastMap<[u8; 16], u64> {
         let txn = db.begin_read().unwrap();
         load(&txn.open_table(HOME_RUNS).unwrap()).unwrap()
     }
@@ -165,10 +165,11 @@ mod tests {
             let txn = db.begin_write().unwrap();
             txn.open_table(HOME_RUNS).unwrap();
             txn.commit().unwrap();
-            let mut model: HashMap<[u8; 16], u64> = HashMap::new();
+            let mut model: FastMap<[u8; 16], u64> = FastMap::default();
             let mut written = 0u64;
             for (homes, then_drop) in flushes {
                 let txn = db.begin_write().unwrap();
+                let homes: FastMap<[u8; 16], u64> = homes.into_iter().collect();
                 write_run(&txn, &homes).unwrap();
                 if then_drop {
                     drop_runs(&txn).unwrap();

@@ -100,10 +100,10 @@ pub(crate) struct Deferred {
     pub postings: search::Postings,
     /// Trace id -> home, for traces first indexed since the last flush: in
     /// neither `trace_homes` nor `home_runs`.
-    pub homes: std::collections::HashMap<[u8; 16], u64>,
+    pub homes: crate::hashing::FastMap<[u8; 16], u64>,
     /// Trace id -> home, for traces whose home is in `home_runs` and not
     /// yet in `trace_homes`.
-    pub run_homes: std::collections::HashMap<[u8; 16], u64>,
+    pub run_homes: crate::hashing::FastMap<[u8; 16], u64>,
     /// Homes held (both maps) beyond which a flush writes them all to
     /// `trace_homes`.
     pub homes_limit: usize,
@@ -113,8 +113,8 @@ impl Default for Deferred {
     fn default() -> Self {
         Self {
             postings: search::Postings::default(),
-            homes: std::collections::HashMap::new(),
-            run_homes: std::collections::HashMap::new(),
+            homes: crate::hashing::FastMap::default(),
+            run_homes: crate::hashing::FastMap::default(),
             homes_limit: DEFERRED_HOMES,
         }
     }
@@ -199,8 +199,8 @@ impl Deferred {
 /// Moves the homes of `from` into `into` (taking `from` whole when `into`
 /// is empty, rather than rehashing it entry by entry).
 fn absorb(
-    into: &mut std::collections::HashMap<[u8; 16], u64>,
-    from: std::collections::HashMap<[u8; 16], u64>,
+    into: &mut crate::hashing::FastMap<[u8; 16], u64>,
+    from: crate::hashing::FastMap<[u8; 16], u64>,
 ) {
     if into.is_empty() {
         *into = from;

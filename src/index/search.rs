@@ -21,8 +21,9 @@
 //! checkpoints, not one per group. After a crash the buffer is rebuilt by
 //! the replay from the checkpoint, like every other index change.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+
+use crate::hashing::FastMap;
 
 /// A (project, trigram) with at most this many buffered sessions is
 /// written out by sorting them; more, through a bitmap per chunk.
@@ -297,49 +298,6 @@ fn term(project_id: u32, tri: Trigram) -> Term {
     (u64::from(project_id) << 32) | u64::from(tri)
 }
 
-/// Hashes [`Term`]s for the posting maps: the splitmix64 finalizer of the
-/// term xor a key drawn at random per map. The finalizer spreads every
-/// input bit over the bucket bits (terms differ mostly in their low bits,
-/// sessions in theirs), and the random key keeps texts chosen to make
-/// trigram codes collide from predicting buckets. (The standard library's
-/// SipHash dominated an earlier profile of the postings.)
-#[derive(Clone, Copy)]
-pub(crate) struct TermHashing(u64);
-
-impl Default for TermHashing {
-    fn default() -> Self {
-        use std::hash::BuildHasher;
-        TermHashing(std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64))
-    }
-}
-
-impl std::hash::BuildHasher for TermHashing {
-    type Hasher = TermHasher;
-    fn build_hasher(&self) -> TermHasher {
-        TermHasher(self.0)
-    }
-}
-
-/// The hasher of [`TermHashing`].
-pub(crate) struct TermHasher(u64);
-
-impl std::hash::Hasher for TermHasher {
-    fn finish(&self) -> u64 {
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.write_u64(u64::from(*b));
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = self.0.rotate_left(29) ^ n;
-    }
-}
-
 /// Search postings held in memory: for each (project, trigram), the
 /// sessions whose turns contain it, in arrival order (a session repeats
 /// only when other sessions came between its turns; [`Postings::chunks`]
@@ -348,7 +306,7 @@ impl std::hash::Hasher for TermHasher {
 /// commits ([`PostingBuffer`]).
 #[derive(Debug, Default)]
 pub(crate) struct Postings {
-    map: HashMap<Term, SessionList, TermHashing>,
+    map: FastMap<Term, SessionList>,
     len: usize,
 }
 

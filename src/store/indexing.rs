@@ -31,7 +31,7 @@
 //! [`StoreOptions::index_batch_bytes`]: crate::StoreOptions::index_batch_bytes
 //! [`StoreOptions::index_batch_spans`]: crate::StoreOptions::index_batch_spans
 
-use std::collections::HashMap;
+use crate::hashing::FastMap;
 use std::sync::{Arc, RwLock, mpsc};
 use std::thread::JoinHandle;
 
@@ -77,7 +77,7 @@ pub(super) struct Indexing {
     /// The stored span ids of every trace the group touched: appends made
     /// while the group is indexed check idempotency against these, since
     /// the indexes do not hold the group yet.
-    pub(super) traces: HashMap<[u8; 16], SpanIdSet>,
+    pub(super) traces: FastMap<[u8; 16], SpanIdSet>,
 }
 
 impl Indexing {
@@ -146,7 +146,7 @@ impl GroupIndexer {
     pub(super) fn start(
         self,
         job: Job,
-        traces: HashMap<[u8; 16], SpanIdSet>,
+        traces: FastMap<[u8; 16], SpanIdSet>,
     ) -> std::result::Result<Indexing, Job> {
         let checkpoint = job.checkpoint.then_some(job.applied);
         // The job travels through a channel rather than the closure, so

@@ -18,14 +18,15 @@
 //! [`StoreOptions::index_batch_bytes`]: crate::StoreOptions::index_batch_bytes
 //! [`StoreOptions::index_batch_spans`]: crate::StoreOptions::index_batch_spans
 
-use std::collections::{HashMap, HashSet};
+use crate::hashing::{FastMap, FastSet};
 
 use crate::index::{NewRecord, SpanInfo};
 use crate::log::Lsn;
 
-/// A set of span ids. Ids come from clients, so the standard library's
-/// randomly keyed hasher: no input can make the set quadratic.
-pub(super) type SpanIdSet = HashSet<[u8; 8]>;
+/// A set of span ids. Ids come from clients, so the hasher is keyed at
+/// random for each set (see `crate::hashing`): ids cannot be chosen to
+/// make the set quadratic.
+pub(super) type SpanIdSet = FastSet<[u8; 8]>;
 
 /// One span written to the log and not yet indexed.
 struct PendingSpan {
@@ -46,7 +47,7 @@ pub(super) struct Pending {
     /// For every trace an append touched since the last apply: the ids of
     /// all its stored spans, indexed or pending (idempotency and the spans
     /// per trace limit, without reading the trace record again).
-    traces: HashMap<[u8; 16], SpanIdSet>,
+    traces: FastMap<[u8; 16], SpanIdSet>,
     /// Encoded bytes of `spans`.
     bytes: usize,
     /// Bytes of text `spans` hold: root inputs and outputs, user and
@@ -139,7 +140,7 @@ impl Pending {
     /// Takes the waiting spans, leaving nothing pending, with the stored
     /// span ids of the traces they touched (which appends made while the
     /// group is indexed still need).
-    pub(super) fn take(&mut self) -> (Group, HashMap<[u8; 16], SpanIdSet>) {
+    pub(super) fn take(&mut self) -> (Group, FastMap<[u8; 16], SpanIdSet>) {
         let group = Group {
             projects: std::mem::take(&mut self.projects),
             spans: std::mem::take(&mut self.spans),
