@@ -155,10 +155,21 @@ impl Sink for ByteCount {
 }
 
 /// bincode 2 varint: one byte below 251, else a marker and 2, 4 or 8 bytes.
+/// Inlined for the one-byte case (lengths, tags, kinds: most varints of a
+/// span), which a call cost several times over in a profile of appends.
+#[inline]
 pub(crate) fn put_varint(w: &mut impl Sink, v: u64) {
     if v < 251 {
         w.put(v as u8);
-    } else if let Ok(v) = u16::try_from(v) {
+    } else {
+        put_wide_varint(w, v);
+    }
+}
+
+/// [`put_varint`] of a value of 251 or more.
+#[inline(never)]
+fn put_wide_varint(w: &mut impl Sink, v: u64) {
+    if let Ok(v) = u16::try_from(v) {
         w.put(251);
         w.put_all(&v.to_le_bytes());
     } else if let Ok(v) = u32::try_from(v) {
@@ -181,6 +192,7 @@ fn put_i64(w: &mut impl Sink, v: i64) {
 }
 
 /// A string: its length, then its bytes.
+#[inline]
 pub(crate) fn put_str(w: &mut impl Sink, s: &str) {
     put_len(w, s.len());
     w.put_all(s.as_bytes());
