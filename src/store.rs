@@ -1128,7 +1128,7 @@ impl SessionStore {
         for msg in rx {
             match msg? {
                 Replayed::Spans(ReplayChunk { projects, spans }) => {
-                    let records = spans
+                    let mut records = spans
                         .into_iter()
                         .map(|r| {
                             Ok(NewRecord {
@@ -1142,7 +1142,7 @@ impl SessionStore {
                             })
                         })
                         .collect::<Result<Vec<_>>>()?;
-                    w.apply(&records, &source, self.log.end(), deferred, &none)?;
+                    w.apply(&mut records, &source, self.log.end(), deferred, &none)?;
                     // A long replay's deferred changes go to their tables
                     // as they grow, not all at the end (memory stays bounded).
                     if deferred.is_large() {

@@ -267,23 +267,13 @@ impl IndexWriter {
     /// so replaying a record is harmless.
     pub(crate) fn apply(
         &mut self,
-        batch: &[NewRecord<'_>],
+        batch: &mut [NewRecord<'_>],
         source: &SpanSource<'_>,
         applied_lsn: u64,
         group: &mut Deferred,
         committed: &Deferred,
     ) -> Result<()> {
         let mut t = self.tables()?;
-        // The group's spans by trace, each trace's in log order (a stable
-        // sort: no map of vectors to allocate and free), traces ascending.
-        let mut by_trace: Vec<&NewRecord<'_>> = batch.iter().collect();
-        by_trace.sort_by_key(|r| u128::from_be_bytes(r.span.trace_id));
-        let same_trace =
-            |a: &&NewRecord<'_>, b: &&NewRecord<'_>| a.span.trace_id == b.span.trace_id;
-        let traces = by_trace.chunk_by(same_trace).count();
-        // At most one new home per trace: room for them up front rather
-        // than rehashing as the map doubles (1.3% of the indexing thread).
-        group.homes.reserve(traces);
         let mut counters = Counters::load(&t.meta)?;
         let mut idents: FastMap<u64, SessionIdent> = FastMap::default();
         let mut deltas: BTreeMap<u64, Vec<Delta>> = BTreeMap::new();
@@ -300,13 +290,24 @@ impl IndexWriter {
         // Every project a span was appended under is listed by `projects()`,
         // whichever project its trace ends up in.
         let mut seen_projects: Vec<&str> = Vec::new();
-        for r in batch {
+        for r in batch.iter() {
             if !seen_projects.contains(&r.project) {
                 seen_projects.push(r.project);
                 counters.project(&mut t.projects, r.project)?;
             }
         }
-        for recs in by_trace.chunk_by(same_trace) {
+        // The group's spans by trace, each trace's in log order (a stable
+        // sort: no map of vectors to allocate and free), traces ascending.
+        // Mutable: a turn takes its root's texts rather than copying them.
+        let mut by_trace: Vec<&mut NewRecord<'_>> = batch.iter_mut().collect();
+        by_trace.sort_by_key(|r| u128::from_be_bytes(r.span.trace_id));
+        let same_trace =
+            |a: &&mut NewRecord<'_>, b: &&mut NewRecord<'_>| a.span.trace_id == b.span.trace_id;
+        let traces = by_trace.chunk_by(same_trace).count();
+        // At most one new home per trace: room for them up front rather
+        // than rehashing as the map doubles (1.3% of the indexing thread).
+        group.homes.reserve(traces);
+        for recs in by_trace.chunk_by_mut(same_trace) {
             let Some(tid) = recs.first().map(|r| r.span.trace_id) else {
                 continue;
             };
@@ -317,7 +318,7 @@ impl IndexWriter {
             let old_project = rec.project().map(str::to_owned);
             let (old_spans, old_tokens) = (rec.spans.len(), rec.tokens);
             let mut changed = false;
-            for r in recs {
+            for r in recs.iter() {
                 let added = rec.add(r);
                 if added {
                     *appended.entry(r.project).or_default() += 1;
@@ -609,7 +610,7 @@ impl SearchWork {
 /// Builds the stored turn of a trace filed under a session.
 fn turn_body(
     rec: &TraceRecord,
-    batch: &[&NewRecord<'_>],
+    batch: &mut [&mut NewRecord<'_>],
     old_head: Option<[u8; 8]>,
     old_body: Option<&TurnBody>,
     source: &SpanSource<'_>,
@@ -624,11 +625,12 @@ fn turn_body(
     };
     // Spans without a parent carry their input and output; another head
     // (a trace whose root is missing) is read back from the log.
+    // The root's texts are taken: a trace's turn is made once per group.
     let in_batch = batch
-        .iter()
+        .iter_mut()
         .find(|r| r.span.span_id == head.span_id && r.span.parent.is_none());
     let (input, output) = match (in_batch, old_body) {
-        (Some(r), _) => (r.span.input.clone(), r.span.output.clone()),
+        (Some(r), _) => (r.span.input.take(), r.span.output.take()),
         (None, Some(ob)) if old_head == Some(head.span_id) => (ob.input.clone(), ob.output.clone()),
         _ => {
             let stored = source(head.lsn)?;

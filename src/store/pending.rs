@@ -63,9 +63,9 @@ pub(super) struct Group {
 
 impl Group {
     /// Gives `with` the group's spans as index records, in log order.
-    pub(super) fn with_records<T>(self, with: impl FnOnce(&[NewRecord<'_>]) -> T) -> T {
+    pub(super) fn with_records<T>(self, with: impl FnOnce(&mut [NewRecord<'_>]) -> T) -> T {
         let projects = self.projects;
-        let records: Vec<NewRecord<'_>> = self
+        let mut records: Vec<NewRecord<'_>> = self
             .spans
             .into_iter()
             .map(|p| NewRecord {
@@ -75,7 +75,7 @@ impl Group {
                 session_id: p.session_id,
             })
             .collect();
-        with(&records)
+        with(&mut records)
     }
 }
 
