@@ -318,6 +318,8 @@ impl IndexWriter {
             let old_project = rec.project().map(str::to_owned);
             let (old_spans, old_tokens) = (rec.spans.len(), rec.tokens);
             let mut changed = false;
+            // Room for the group's spans at once, not grown one by one.
+            rec.spans.reserve(recs.len());
             for r in recs.iter() {
                 let added = rec.add(r);
                 if added {
