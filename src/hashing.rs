@@ -13,8 +13,8 @@
 //! for each map (from the standard library's `RandomState`): ids chosen to
 //! collide in one process do not predict buckets in another or in another
 //! map. This is the resistance of common fast hashers (folded multiply with
-//! a random seed), not SipHash's; the maps hold at most one group's or one
-//! checkpoint's entries, which bounds what a collision attack could cost.
+//! a random seed), not SipHash's: enough here, where no reply shows a
+//! client a map's order (what a search reads from a set is sorted).
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
