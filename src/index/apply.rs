@@ -276,14 +276,18 @@ impl IndexWriter {
         let mut t = self.tables()?;
         let mut counters = Counters::load(&t.meta)?;
         let mut idents: FastMap<u64, SessionIdent> = FastMap::default();
-        let mut deltas: BTreeMap<u64, Vec<Delta>> = BTreeMap::new();
+        // Each trace's changes to its sessions, in trace order, with the
+        // session each is for; `write_group` takes them session by session.
+        let mut deltas: Vec<(u64, Delta)> = Vec::new();
         let mut projects: BTreeMap<u32, ProjectDelta> = BTreeMap::new();
         // Stored spans per project they were appended under (for `projects()`).
         let mut appended: BTreeMap<&str, i64> = BTreeMap::new();
         // Writes to `turns` and `trace_records`, applied in key order once
         // every trace of the group is read: a group's keys are spread over
         // the tables, and in key order neighbouring writes share pages.
-        let mut turn_writes: BTreeMap<[u8; 32], Option<Vec<u8>>> = BTreeMap::new();
+        // (Each key names its trace, and a group reads each trace once, so
+        // no key is written twice: a vector sorted once will do.)
+        let mut turn_writes: Vec<([u8; 32], Option<Vec<u8>>)> = Vec::new();
         let mut record_writes: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut search_work = SearchWork::default();
 
@@ -307,6 +311,7 @@ impl IndexWriter {
         // At most one new home per trace: room for them up front rather
         // than rehashing as the map doubles (1.3% of the indexing thread).
         group.homes.reserve(traces);
+        deltas.reserve(traces);
         for recs in by_trace.chunk_by_mut(same_trace) {
             let Some(tid) = recs.first().map(|r| r.span.trace_id) else {
                 continue;
@@ -384,25 +389,30 @@ impl IndexWriter {
             if let Some(f) = old_filing
                 && Some(f) != new_filing
             {
-                turn_writes.insert(turn_key(f.session, f.start, tid), None);
+                turn_writes.push((turn_key(f.session, f.start, tid), None));
             }
             if let (Some(f), Some(body)) = (new_filing, &new_body) {
-                turn_writes.insert(
+                turn_writes.push((
                     turn_key(f.session, f.start, tid),
                     Some(codec::encode_wire(body)),
-                );
+                ));
             }
-            if let (Some(nf), Some(body)) = (new_filing, &new_body) {
-                let text_changed = old_filing.map(|f| f.session) != Some(nf.session)
-                    || old_body
-                        .as_ref()
-                        .is_none_or(|ob| ob.input != body.input || ob.output != body.output);
-                // Its postings are queued once every trace is read (see
-                // `SearchWork`); the turn is pushed to `deltas` below.
-                if text_changed && let Some(ident) = idents.get(&nf.session) {
-                    search_work.add(ident.project_id, nf.session, &deltas, body);
+            // A turn whose texts are new to its session has them queued
+            // for the search postings once every trace is read (see
+            // `SearchWork`), from its delta below.
+            let search_project = match (new_filing, &new_body) {
+                (Some(nf), Some(body)) => {
+                    let text_changed = old_filing.map(|f| f.session) != Some(nf.session)
+                        || old_body
+                            .as_ref()
+                            .is_none_or(|ob| ob.input != body.input || ob.output != body.output);
+                    idents
+                        .get(&nf.session)
+                        .filter(|_| text_changed)
+                        .map(|ident| ident.project_id)
                 }
-            }
+                _ => None,
+            };
             rec.filing = new_filing;
             // A new trace's home: the LSN of its first span in this batch.
             let home = match home {
@@ -419,28 +429,41 @@ impl IndexWriter {
             let new = new_filing.zip(new_body);
             match (old, new) {
                 (Some((of, ob)), Some((nf, nb))) if of.session == nf.session => {
-                    deltas.entry(nf.session).or_default().push(Delta {
-                        trace_id: tid,
-                        old: Some((of.start, ob)),
-                        new: Some((nf.start, nb)),
-                    });
+                    deltas.push((
+                        nf.session,
+                        Delta {
+                            trace_id: tid,
+                            old: Some((of.start, ob)),
+                            new: Some((nf.start, nb)),
+                        },
+                    ));
                 }
                 (old, new) => {
                     if let Some((of, ob)) = old {
-                        deltas.entry(of.session).or_default().push(Delta {
-                            trace_id: tid,
-                            old: Some((of.start, ob)),
-                            new: None,
-                        });
+                        deltas.push((
+                            of.session,
+                            Delta {
+                                trace_id: tid,
+                                old: Some((of.start, ob)),
+                                new: None,
+                            },
+                        ));
                     }
                     if let Some((nf, nb)) = new {
-                        deltas.entry(nf.session).or_default().push(Delta {
-                            trace_id: tid,
-                            old: None,
-                            new: Some((nf.start, nb)),
-                        });
+                        deltas.push((
+                            nf.session,
+                            Delta {
+                                trace_id: tid,
+                                old: None,
+                                new: Some((nf.start, nb)),
+                            },
+                        ));
                     }
                 }
+            }
+            // The delta just pushed carries the new turn.
+            if let Some(project_id) = search_project {
+                search_work.add(project_id, &deltas);
             }
         }
 
@@ -480,9 +503,9 @@ impl IndexWriter {
     fn write_group(
         t: &mut Tables<'_>,
         counters: &mut Counters,
-        turn_writes: BTreeMap<[u8; 32], Option<Vec<u8>>>,
+        mut turn_writes: Vec<([u8; 32], Option<Vec<u8>>)>,
         mut record_writes: Vec<(u64, Vec<u8>)>,
-        deltas: &BTreeMap<u64, Vec<Delta>>,
+        deltas: &[(u64, Delta)],
         idents: &FastMap<u64, SessionIdent>,
         mut projects: BTreeMap<u32, ProjectDelta>,
         appended: BTreeMap<&str, i64>,
@@ -493,6 +516,7 @@ impl IndexWriter {
         // before sessions are refolded from their turns.
         // The turns of sessions new in this group sort after every stored
         // turn (session numbers only grow): they go to the end in one run.
+        turn_writes.sort_unstable_by_key(|(key, _)| *key);
         let last = t.turns.last()?.map(|(k, _)| *k.value());
         let mut tail = Vec::new();
         for (k, v) in &turn_writes {
@@ -528,7 +552,21 @@ impl IndexWriter {
             above: t.sessions.last()?.map(|(k, _)| k.value()),
             entries: Vec::new(),
         };
-        for (&session, ds) in deltas {
+        // Sessions ascending, each one's deltas in the order they were made
+        // (positions are unique, so an unstable sort is exact).
+        let mut by_session: Vec<(u64, usize)> = deltas
+            .iter()
+            .enumerate()
+            .map(|(at, (session, _))| (*session, at))
+            .collect();
+        by_session.sort_unstable();
+        for run in by_session.chunk_by(|a, b| a.0 == b.0) {
+            let Some(&(session, _)) = run.first() else {
+                continue;
+            };
+            let ds = run
+                .iter()
+                .filter_map(|&(_, at)| deltas.get(at).map(|(_, d)| d));
             let (project_id, change) =
                 update_session(t, session, ds, idents.get(&session), Some(&mut tail))?;
             projects.entry(project_id).or_default().sessions += change;
@@ -563,39 +601,40 @@ impl IndexWriter {
 /// millisecond of trigrams).
 const SEARCH_THREAD_MIN_BYTES: usize = 64 * 1024;
 
-/// The turns of a group whose texts go to the search postings: project,
-/// session, and where the turn is in the group's deltas of that session.
+/// The turns of a group whose texts go to the search postings: project
+/// and where the turn's delta is in the group's deltas.
 #[derive(Default)]
 struct SearchWork {
-    turns: Vec<(u32, u64, usize)>,
+    turns: Vec<(u32, usize)>,
     text_bytes: usize,
 }
 
 impl SearchWork {
-    /// Notes the turn about to be pushed to `deltas[session]`.
-    fn add(
-        &mut self,
-        project_id: u32,
-        session: u64,
-        deltas: &BTreeMap<u64, Vec<Delta>>,
-        body: &TurnBody,
-    ) {
-        let at = deltas.get(&session).map_or(0, Vec::len);
-        self.text_bytes += [&body.input, &body.output]
-            .into_iter()
-            .flatten()
-            .map(|v| v.value.len())
-            .sum::<usize>();
-        self.turns.push((project_id, session, at));
+    /// Notes the new turn of the last delta pushed to `deltas`.
+    fn add(&mut self, project_id: u32, deltas: &[(u64, Delta)]) {
+        let Some(at) = deltas.len().checked_sub(1) else {
+            return;
+        };
+        let texts = deltas
+            .get(at)
+            .and_then(|(_, d)| d.new.as_ref())
+            .map_or(0, |(_, body)| {
+                [&body.input, &body.output]
+                    .into_iter()
+                    .flatten()
+                    .map(|v| v.value.len())
+                    .sum::<usize>()
+            });
+        self.text_bytes += texts;
+        self.turns.push((project_id, at));
     }
 
     /// Queues the noted turns' texts, in the order they were noted.
-    fn queue(&self, postings: &mut search::BatchPostings, deltas: &BTreeMap<u64, Vec<Delta>>) {
-        for &(project_id, session, at) in &self.turns {
-            let Some((_, body)) = deltas
-                .get(&session)
-                .and_then(|ds| ds.get(at))
-                .and_then(|d| d.new.as_ref())
+    fn queue(&self, postings: &mut search::BatchPostings, deltas: &[(u64, Delta)]) {
+        for &(project_id, at) in &self.turns {
+            let Some((session, (_, body))) = deltas
+                .get(at)
+                .and_then(|(session, d)| Some((*session, d.new.as_ref()?)))
             else {
                 continue;
             };
@@ -656,10 +695,10 @@ fn turn_body(
 /// Updates one session's summary by its deltas (refolding it from its
 /// turns when a delta can make a minimum or maximum worse) and its sort
 /// keys.
-pub(super) fn update_session(
+pub(super) fn update_session<'d>(
     t: &mut Tables<'_>,
     session: u64,
-    deltas: &[Delta],
+    deltas: impl IntoIterator<Item = &'d Delta>,
     ident: Option<&SessionIdent>,
     mut tail: Option<&mut SessionTail>,
 ) -> Result<(u32, i64)> {
@@ -675,8 +714,12 @@ pub(super) fn update_session(
             None => None,
         },
     };
-    let mut state = match (&old, ident) {
-        (Some(s), _) => s.clone(),
+    // What the sort index needs of the stored summary (its sort values
+    // while it is listed); the summary itself becomes the new state rather
+    // than being copied (its texts are a few allocations per session).
+    let old_values = old.as_ref().filter(|o| o.num_traces > 0).map(sort_values);
+    let mut state = match (old, ident) {
+        (Some(s), _) => s,
         (None, Some(i)) => SessionState::new(i.project_id, &i.project, &i.session_id),
         (None, None) => {
             return Err(Error::Index(Box::new(redb::Error::Corrupted(format!(
@@ -715,26 +758,26 @@ pub(super) fn update_session(
         }
     }
     if !incremental {
+        // Partly updated: refolded from the turns, under the same identity.
         state = refold(&t.turns, session, &state)?;
     }
+    // A summary's project and session id never change, so the old sort
+    // keys are named by the new state's.
     let project_id = state.project_id;
-    if let Some(o) = &old
-        && o.num_traces > 0
-    {
-        let (ov, nv) = (sort_values(o), sort_values(&state));
+    if let Some(ov) = &old_values {
+        let nv = sort_values(&state);
         for (kind, (a, b)) in ov.iter().zip(nv.iter()).enumerate() {
             if a != b || state.num_traces == 0 {
-                let k = order_key(project_id, kind_byte(kind), *a, &o.session_id);
+                let k = order_key(project_id, kind_byte(kind), *a, &state.session_id);
                 t.order.remove(k);
             }
         }
     }
-    let was_listed = old.as_ref().is_some_and(|o| o.num_traces > 0);
+    let was_listed = old_values.is_some();
     if state.num_traces == 0 {
         t.sessions.remove(session)?;
         return Ok((project_id, -i64::from(was_listed)));
     }
-    let old_values = old.as_ref().filter(|o| o.num_traces > 0).map(sort_values);
     for (kind, v) in sort_values(&state).iter().enumerate() {
         if old_values.is_none_or(|ov| ov.get(kind) != Some(v)) {
             let k = order_key(project_id, kind_byte(kind), *v, &state.session_id);
