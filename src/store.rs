@@ -522,7 +522,9 @@ struct Candidate<'a> {
     project: &'a str,
     resource: &'a [KeyValue],
     span: &'a Span,
-    session_id: Option<String>,
+    /// Its session id (`facts::session_id`), taken by the pending spans
+    /// once the span is written.
+    session_id: std::cell::Cell<Option<String>>,
     /// Its length encoded (`codec::encoded_span_len`).
     encoded_len: usize,
     /// Where its encoding starts in a batch encoded before it is written.
@@ -1271,7 +1273,7 @@ impl SessionStore {
                             project,
                             resource: &rs.resource,
                             span,
-                            session_id,
+                            session_id: std::cell::Cell::new(session_id),
                             encoded_len,
                             at: 0,
                             info: std::cell::Cell::new(None),
@@ -1421,7 +1423,7 @@ impl SessionStore {
             let info = frames.take_info(i, c.span);
             ws_ref
                 .pending
-                .push(*lsn, c.project, info, c.session_id.clone(), c.encoded_len);
+                .push(*lsn, c.project, info, c.session_id.take(), c.encoded_len);
         }
         self.unapplied.store(true, Ordering::Release);
         ws_ref.spans_since_checkpoint += accepted.len() as u64;
