@@ -426,10 +426,16 @@ impl<'a> WireReader<'a> {
     /// Steps over a string without checking it.
     #[inline]
     fn skip_str(&mut self) -> Result<(), DecodeError> {
+        self.str_bytes().map(|_| ())
+    }
+
+    /// A string's bytes, borrowed from the input and not UTF-8-checked.
+    #[inline]
+    fn str_bytes(&mut self) -> Result<&'a [u8], DecodeError> {
         let n = self.u64()?;
         let n = usize::try_from(n)
             .map_err(|_| DecodeError(format!("cannot decode: length {n} out of range")))?;
-        self.take(n).map(|_| ())
+        self.take(n)
     }
 
     /// Like [`Self::str`], but a string equal to one of `known` is
@@ -486,43 +492,57 @@ pub(crate) fn span_ids(tag: u8, payload: &[u8]) -> Result<([u8; 16], [u8; 8]), D
     }
     let mut r = WireReader::new(payload);
     r.skip_str()?;
+    skip_attributes(&mut r)?;
+    Ok((r.array()?, r.array()?))
+}
+
+/// Steps over encoded attributes: nothing allocated, strings not
+/// UTF-8-checked (what `read_attributes` would reject for that alone is
+/// accepted).
+fn skip_attributes(r: &mut WireReader<'_>) -> Result<(), DecodeError> {
     let n = r.len(MIN_KEY_VALUE_BYTES)?;
     for _ in 0..n {
         r.skip_str()?;
-        match r.u32()? {
-            0 => r.skip_str()?,
-            1 => {
+        skip_value(r)?;
+    }
+    Ok(())
+}
+
+/// Steps over one encoded attribute value, as [`skip_attributes`] does.
+fn skip_value(r: &mut WireReader<'_>) -> Result<(), DecodeError> {
+    match r.u32()? {
+        0 => r.skip_str()?,
+        1 => {
+            r.bool()?;
+        }
+        2 => {
+            r.u64()?;
+        }
+        3 => {
+            r.take(8)?;
+        }
+        4 => {
+            for _ in 0..r.len(1)? {
+                r.skip_str()?;
+            }
+        }
+        5 => {
+            for _ in 0..r.len(1)? {
                 r.bool()?;
             }
-            2 => {
+        }
+        6 => {
+            for _ in 0..r.len(1)? {
                 r.u64()?;
             }
-            3 => {
-                r.take(8)?;
-            }
-            4 => {
-                for _ in 0..r.len(1)? {
-                    r.skip_str()?;
-                }
-            }
-            5 => {
-                for _ in 0..r.len(1)? {
-                    r.bool()?;
-                }
-            }
-            6 => {
-                for _ in 0..r.len(1)? {
-                    r.u64()?;
-                }
-            }
-            7 => {
-                let m = r.len(8)?;
-                r.take(m.saturating_mul(8))?;
-            }
-            i => return Err(bad_variant("AttributeValue", i)),
         }
+        7 => {
+            let m = r.len(8)?;
+            r.take(m.saturating_mul(8))?;
+        }
+        i => return Err(bad_variant("AttributeValue", i)),
     }
-    Ok((r.array()?, r.array()?))
+    Ok(())
 }
 
 /// The fewest bytes an encoded [`KeyValue`] takes: a key length, a
@@ -546,9 +566,66 @@ const MAX_RESERVE: usize = 1024;
 /// `bincode::serde` accepts for a [`StoredSpan`] (property-tested in
 /// `span_wire_tests`) and returns the same value.
 fn decode_span_wire(payload: &[u8]) -> Result<StoredSpan, DecodeError> {
+    decode_span_with(payload, None)
+}
+
+/// A span record read for what the indexes take of it and nothing else:
+/// the project, ids, parent, kind, times, status code and those of the
+/// span's attributes `keep` names (by their bytes as stored, and whether
+/// the span has no parent). The name,
+/// status message, resource, other attributes, events and links are
+/// stepped over: the result holds them empty. The whole record is still
+/// walked, so a payload the whole decoder finds cut short, too long or
+/// holding an unknown variant is an error here too; what is stepped over
+/// is not UTF-8-checked (the frame's CRC is checked by the log, and
+/// `verify` decodes every span whole). Bytes the whole decoder accepts
+/// give the same kept parts (property-tested in `span_wire_tests`).
+///
+/// A replay after a crash reads every span past the checkpoint only to
+/// index it; decoding each whole, every attribute an allocation, was
+/// most of the reading thread's work.
+pub(crate) fn decode_span_facts(
+    tag: u8,
+    payload: &[u8],
+    keep: &KeepAttribute<'_>,
+) -> Result<StoredSpan, DecodeError> {
+    match tag {
+        TAG_SPAN_V1 => decode_span_with(payload, Some(keep)),
+        other => Err(DecodeError(format!("unknown frame tag {other}"))),
+    }
+}
+
+/// Which attributes [`decode_span_facts`] keeps: true for a key (its
+/// bytes as stored) of a span with (`false`) or without (`true`) a parent.
+pub(crate) type KeepAttribute<'k> = dyn Fn(&[u8], bool) -> bool + 'k;
+
+/// The body of [`decode_span_wire`] (`keep` none: everything) and of
+/// [`decode_span_facts`].
+fn decode_span_with(
+    payload: &[u8],
+    keep: Option<&KeepAttribute<'_>>,
+) -> Result<StoredSpan, DecodeError> {
     let mut r = WireReader::new(payload);
+    // A string the facts do not need: stepped over, empty.
+    let text = |r: &mut WireReader<'_>| -> Result<String, DecodeError> {
+        match keep {
+            None => Ok(r.str()?.to_owned()),
+            Some(_) => r.skip_str().map(|()| String::new()),
+        }
+    };
+    // Attributes, all of them or those `keep` names for a span with
+    // (`root` false) or without a parent.
+    let attributes = |r: &mut WireReader<'_>, root: bool| match keep {
+        None => read_attributes(r),
+        Some(keep) => read_attributes_where(r, &|key| keep(key, root)),
+    };
+    // Attributes the facts never need (resource, events', links').
+    let other_attributes = |r: &mut WireReader<'_>| match keep {
+        None => read_attributes(r),
+        Some(_) => skip_attributes(r).map(|()| Vec::new()),
+    };
     let project = r.str()?.to_owned();
-    let resource = read_attributes(&mut r)?;
+    let resource = other_attributes(&mut r)?;
     let trace_id = TraceId(r.array()?);
     let span_id = SpanId(r.array()?);
     let parent_span_id = if r.option()? {
@@ -556,7 +633,7 @@ fn decode_span_wire(payload: &[u8]) -> Result<StoredSpan, DecodeError> {
     } else {
         None
     };
-    let name = r.str()?.to_owned();
+    let name = text(&mut r)?;
     let kind = match r.u32()? {
         0 => SpanKind::Unspecified,
         1 => SpanKind::Internal,
@@ -574,25 +651,39 @@ fn decode_span_wire(payload: &[u8]) -> Result<StoredSpan, DecodeError> {
         2 => StatusCode::Error,
         i => return Err(bad_variant("StatusCode", i)),
     };
-    let message = r.str()?.to_owned();
-    let attributes = read_attributes(&mut r)?;
+    let message = text(&mut r)?;
+    let attributes = attributes(&mut r, parent_span_id.is_none())?;
     let n = r.len(MIN_EVENT_BYTES)?;
-    let mut events = Vec::with_capacity(n.min(MAX_RESERVE));
+    let mut events = Vec::with_capacity(if keep.is_some() {
+        0
+    } else {
+        n.min(MAX_RESERVE)
+    });
     for _ in 0..n {
-        events.push(Event {
+        let event = Event {
             time_unix_nano: r.u64()?,
-            name: r.str()?.to_owned(),
-            attributes: read_attributes(&mut r)?,
-        });
+            name: text(&mut r)?,
+            attributes: other_attributes(&mut r)?,
+        };
+        if keep.is_none() {
+            events.push(event);
+        }
     }
     let n = r.len(MIN_LINK_BYTES)?;
-    let mut links = Vec::with_capacity(n.min(MAX_RESERVE));
+    let mut links = Vec::with_capacity(if keep.is_some() {
+        0
+    } else {
+        n.min(MAX_RESERVE)
+    });
     for _ in 0..n {
-        links.push(Link {
+        let link = Link {
             trace_id: TraceId(r.array()?),
             span_id: SpanId(r.array()?),
-            attributes: read_attributes(&mut r)?,
-        });
+            attributes: other_attributes(&mut r)?,
+        };
+        if keep.is_none() {
+            links.push(link);
+        }
     }
     r.finish()?;
     Ok(StoredSpan {
@@ -624,20 +715,49 @@ fn read_attributes(r: &mut WireReader<'_>) -> Result<Vec<KeyValue>, DecodeError>
     let mut attrs = Vec::with_capacity(n.min(MAX_RESERVE));
     for _ in 0..n {
         let key = r.str()?.to_owned();
-        let value = match r.u32()? {
-            0 => AttributeValue::String(r.str()?.to_owned()),
-            1 => AttributeValue::Bool(r.bool()?),
-            2 => AttributeValue::Int(r.i64()?),
-            3 => AttributeValue::Double(r.f64()?),
-            4 => AttributeValue::StringArray(read_seq(r, 1, |r| Ok(r.str()?.to_owned()))?),
-            5 => AttributeValue::BoolArray(read_seq(r, 1, WireReader::bool)?),
-            6 => AttributeValue::IntArray(read_seq(r, 1, WireReader::i64)?),
-            7 => AttributeValue::DoubleArray(read_seq(r, 8, WireReader::f64)?),
-            i => return Err(bad_variant("AttributeValue", i)),
-        };
+        let value = read_value(r)?;
         attrs.push(KeyValue { key, value });
     }
     Ok(attrs)
+}
+
+/// The attributes whose keys `keep` names, in their order; the others are
+/// stepped over as [`skip_attributes`] does.
+fn read_attributes_where(
+    r: &mut WireReader<'_>,
+    keep: &dyn Fn(&[u8]) -> bool,
+) -> Result<Vec<KeyValue>, DecodeError> {
+    let n = r.len(MIN_KEY_VALUE_BYTES)?;
+    // Room for the few a span usually has, not grown from one.
+    let mut attrs = Vec::with_capacity(n.min(8));
+    for _ in 0..n {
+        let key = r.str_bytes()?;
+        if keep(key) {
+            let key = std::str::from_utf8(key)
+                .map_err(|e| DecodeError(format!("cannot decode: invalid UTF-8: {e}")))?
+                .to_owned();
+            let value = read_value(r)?;
+            attrs.push(KeyValue { key, value });
+        } else {
+            skip_value(r)?;
+        }
+    }
+    Ok(attrs)
+}
+
+/// One encoded attribute value.
+fn read_value(r: &mut WireReader<'_>) -> Result<AttributeValue, DecodeError> {
+    Ok(match r.u32()? {
+        0 => AttributeValue::String(r.str()?.to_owned()),
+        1 => AttributeValue::Bool(r.bool()?),
+        2 => AttributeValue::Int(r.i64()?),
+        3 => AttributeValue::Double(r.f64()?),
+        4 => AttributeValue::StringArray(read_seq(r, 1, |r| Ok(r.str()?.to_owned()))?),
+        5 => AttributeValue::BoolArray(read_seq(r, 1, WireReader::bool)?),
+        6 => AttributeValue::IntArray(read_seq(r, 1, WireReader::i64)?),
+        7 => AttributeValue::DoubleArray(read_seq(r, 8, WireReader::f64)?),
+        i => return Err(bad_variant("AttributeValue", i)),
+    })
 }
 
 /// A sequence of elements of at least `min_bytes` bytes each.
@@ -1088,6 +1208,70 @@ mod span_wire_tests {
         }
     }
 
+    /// Keys the span facts read (and the session-id sources below name),
+    /// and some they do not.
+    fn fact_key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "openinference.span.kind",
+                "gen_ai.operation.name",
+                "llm.token_count.prompt",
+                "llm.token_count.completion",
+                "llm.token_count.total",
+                "gen_ai.usage.input_tokens",
+                "gen_ai.usage.output_tokens",
+                "user.id",
+                "input.value",
+                "input.mime_type",
+                "output.value",
+                "output.mime_type",
+                "session.id",
+                "gen_ai.conversation.id",
+                "metadata",
+                "langfuse.session.id",
+            ])
+            .prop_map(str::to_owned),
+            text(),
+        ]
+    }
+
+    /// Values such keys hold: kinds, operations, counts (also as text),
+    /// ids, metadata objects, and any other value.
+    fn fact_value() -> impl Strategy<Value = AttributeValue> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "LLM",
+                " llm ",
+                "CHAIN",
+                "chat",
+                "embeddings",
+                "12",
+                "application/json",
+                r#"{"session_id": "m1"}"#,
+                r#"{"thread_id": 7, "conversation_id": " "}"#,
+            ])
+            .prop_map(|s| AttributeValue::String(s.to_owned())),
+            (0..1_000i64).prop_map(AttributeValue::Int),
+            value(),
+        ]
+    }
+
+    /// Session-id sources: the defaults, or a list of one's own.
+    fn sources() -> impl Strategy<Value = Vec<crate::index::facts::SessionIdSource>> {
+        use crate::index::facts::SessionIdSource;
+        prop_oneof![
+            Just(SessionIdSource::defaults()),
+            proptest::collection::vec(
+                prop_oneof![
+                    fact_key().prop_map(SessionIdSource::Attribute),
+                    prop::sample::select(vec!["session_id", "thread_id", "x"])
+                        .prop_map(|f| SessionIdSource::MetadataField(f.to_owned())),
+                ],
+                0..3,
+            ),
+        ]
+    }
+
     /// An edit of a valid encoding: a byte replaced, bytes cut off, or a
     /// byte inserted.
     #[derive(Debug, Clone)]
@@ -1209,6 +1393,52 @@ mod span_wire_tests {
         #[test]
         fn agrees_with_bincode_on_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             prop_assert_eq!(direct(&bytes), via_bincode(&bytes));
+        }
+
+        /// A span read for its facts has the facts of the whole span:
+        /// the same `SpanInfo`, session id (whatever the sources) and
+        /// project, for every span and for any edit of one the whole
+        /// decoder takes.
+        #[test]
+        fn facts_decode_gives_the_facts_of_the_whole_span(
+            mut rec in stored_span(),
+            mut facts in proptest::collection::vec((fact_key(), fact_value()), 0..8),
+            metadata in proptest::option::of(prop::sample::select(vec![
+                r#"{"session_id": "m1"}"#,
+                r#"{"thread_id": 7, "conversation_id": " "}"#,
+                "not json",
+            ])),
+            (shuffle, sources) in (any::<u64>(), sources()),
+            edits in proptest::collection::vec(edit(), 0..3),
+        ) {
+            use crate::index::SpanInfo;
+            use crate::index::facts::{reads_attribute, session_id};
+            // The fact attributes go among the span's own, in an order of
+            // the seed's choosing (a key may repeat: the first one counts).
+            if let Some(m) = metadata {
+                facts.push(("metadata".to_owned(), AttributeValue::String(m.to_owned())));
+            }
+            for (i, (key, value)) in facts.into_iter().enumerate() {
+                let at = usize::try_from(shuffle.rotate_left(u32::try_from(i).unwrap_or(0) * 7) % 64)
+                    .unwrap_or(0)
+                    .min(rec.span.attributes.len());
+                rec.span.attributes.insert(at, KeyValue { key, value });
+            }
+            let mut bytes = Vec::new();
+            prop_assert!(encode_span(&rec, &mut bytes).is_ok());
+            apply_edits(&mut bytes, edits);
+            let Ok(whole) = decode_span_wire(&bytes) else {
+                return Ok(());
+            };
+            let keep = |key: &[u8], root: bool| reads_attribute(key, root, &sources);
+            let read = decode_span_facts(TAG_SPAN_V1, &bytes, &keep);
+            prop_assert!(read.is_ok(), "{:?}", read.err());
+            let Ok(read) = read else { return Ok(()) };
+            prop_assert_eq!(&read.project, &whole.project);
+            prop_assert_eq!(SpanInfo::of(&read.span), SpanInfo::of(&whole.span));
+            prop_assert_eq!(session_id(&read.span, &sources), session_id(&whole.span, &sources));
+            prop_assert!(read.span.attributes.len() <= whole.span.attributes.len());
+            prop_assert!(decode_span_facts(TAG_DELETE_V1, &bytes, &keep).is_err());
         }
 
         /// `span_ids` reads the ids of every span, and of any edit of one

@@ -1056,10 +1056,20 @@ impl SessionStore {
         let mut chunk_held = 0usize;
         let mut frames = 0u64;
         let send = |msg: Result<Replayed>| tx.send(msg).is_ok();
+        // A span is read for its facts only: the attributes they read, not
+        // the rest (see `codec::decode_span_facts`).
+        let sources = &self.cfg.session_id_sources;
+        let keep = |key: &[u8], root: bool| facts::reads_attribute(key, root, sources);
         for item in self.log.scan(from) {
             let decoded = item.and_then(|(lsn, frame)| {
-                let record = codec::decode_record(frame.tag(), frame.payload())
-                    .map_err(|e| self.corruption_at(lsn, e.0))?;
+                let record = match frame.tag() {
+                    codec::TAG_SPAN_V1 => {
+                        codec::decode_span_facts(frame.tag(), frame.payload(), &keep)
+                            .map(|s| LogRecord::Span(Box::new(s)))
+                    }
+                    tag => codec::decode_record(tag, frame.payload()),
+                }
+                .map_err(|e| self.corruption_at(lsn, e.0))?;
                 Ok((lsn, frame.payload().len(), record))
             });
             let (lsn, bytes, record) = match decoded {

@@ -29,6 +29,45 @@ impl SessionIdSource {
     }
 }
 
+/// The span attributes the facts of this module read, besides those the
+/// session-id sources name ([`reads_attribute`]). A function here that
+/// reads another attribute must list it, or a replay, which decodes only
+/// these (`codec::decode_span_facts`), would miss it; the property test
+/// `facts_decode_gives_the_facts_of_the_whole_span` in `codec` checks
+/// the two decodes agree.
+const FACT_KEYS: [&str; 8] = [
+    keys::SPAN_KIND,
+    keys::GEN_AI_OPERATION_NAME,
+    keys::TOKEN_COUNT_PROMPT,
+    keys::TOKEN_COUNT_COMPLETION,
+    keys::TOKEN_COUNT_TOTAL,
+    keys::GEN_AI_USAGE_INPUT_TOKENS,
+    keys::GEN_AI_USAGE_OUTPUT_TOKENS,
+    keys::USER_ID,
+];
+
+/// The attributes read only of a span without a parent (a root candidate
+/// keeps its input and output; see [`crate::index::SpanInfo::of`]).
+const ROOT_FACT_KEYS: [&str; 4] = [
+    keys::INPUT_VALUE,
+    keys::INPUT_MIME_TYPE,
+    keys::OUTPUT_VALUE,
+    keys::OUTPUT_MIME_TYPE,
+];
+
+/// True when the attribute `key` (its bytes as stored) is one that
+/// [`crate::index::SpanInfo::of`] or [`session_id`] with `sources` reads
+/// of a span with a parent (`root` false) or without one: such a span
+/// stripped of every other attribute has the same facts.
+pub(crate) fn reads_attribute(key: &[u8], root: bool, sources: &[SessionIdSource]) -> bool {
+    FACT_KEYS.iter().any(|k| k.as_bytes() == key)
+        || (root && ROOT_FACT_KEYS.iter().any(|k| k.as_bytes() == key))
+        || sources.iter().any(|s| match s {
+            SessionIdSource::Attribute(k) => k.as_bytes() == key,
+            SessionIdSource::MetadataField(_) => key == keys::METADATA.as_bytes(),
+        })
+}
+
 /// Trims an id and maps the empty string to none (contract rule 2).
 fn non_empty(s: &str) -> Option<String> {
     let t = s.trim();
