@@ -572,9 +572,9 @@ fn decode_span_wire(payload: &[u8]) -> Result<StoredSpan, DecodeError> {
 /// A span record read for what the indexes take of it and nothing else:
 /// the project, ids, parent, kind, times, status code and those of the
 /// span's attributes `keep` names (by their bytes as stored, and whether
-/// the span has no parent). The name,
-/// status message, resource, other attributes, events and links are
-/// stepped over: the result holds them empty. The whole record is still
+/// the span has no parent). The name, status message, resource, other
+/// attributes, events and links are stepped over: the result holds them
+/// empty. The whole record is still
 /// walked, so a payload the whole decoder finds cut short, too long or
 /// holding an unknown variant is an error here too; what is stepped over
 /// is not UTF-8-checked (the frame's CRC is checked by the log, and

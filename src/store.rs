@@ -508,6 +508,17 @@ struct ReplayChunk {
     spans: Vec<ReplayedSpan>,
 }
 
+/// How much of each span a replay decodes.
+#[derive(Clone, Copy)]
+enum SpanReads {
+    /// What the indexes take of it (`codec::decode_span_facts`): the rest
+    /// is stepped over, not allocated or UTF-8-checked (a reopen, a
+    /// rebuild; the frames' CRCs are checked either way).
+    Facts,
+    /// All of it, as a read of the span does (`verify`).
+    Whole,
+}
+
 /// What the indexes need of one logged span.
 struct ReplayedSpan {
     lsn: Lsn,
@@ -724,7 +735,7 @@ impl SessionStore {
             // and for everything after it (see `index::home_runs`).
             let mut deferred = Deferred::with_homes_limit(store.opts.deferred_homes);
             deferred.run_homes = w.run_homes()?;
-            let n = store.replay(&mut w, applied, &mut deferred)?;
+            let n = store.replay(&mut w, applied, &mut deferred, SpanReads::Facts)?;
             let replay = started.elapsed();
             let started = Instant::now();
             store.commit_with_deferred(w, deferred)?;
@@ -1024,13 +1035,19 @@ impl SessionStore {
     /// Returns the number of frames read.
     ///
     /// Two threads: one reads and decodes the log and derives what the
-    /// indexes need of each span (two fifths of the work in a profile), the calling
-    /// one applies it, in chunks as large as the groups appends are indexed
-    /// in, at most two chunks ahead.
-    fn replay(&self, w: &mut IndexWriter, from: Lsn, deferred: &mut Deferred) -> Result<u64> {
+    /// indexes need of each span, the calling one applies it, in chunks as
+    /// large as the groups appends are indexed in, at most two chunks
+    /// ahead. `reads` says how much of each span is decoded.
+    fn replay(
+        &self,
+        w: &mut IndexWriter,
+        from: Lsn,
+        deferred: &mut Deferred,
+        reads: SpanReads,
+    ) -> Result<u64> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Replayed>>(2);
         std::thread::scope(|scope| {
-            let reader = scope.spawn(move || self.read_for_replay(from, &tx));
+            let reader = scope.spawn(move || self.read_for_replay(from, &tx, reads));
             let applied = self.apply_replayed(w, rx, deferred);
             // The receiver is gone: a reader blocked on sending stops.
             let frames = reader.join().map_err(|_| Error::panicked())?;
@@ -1045,6 +1062,7 @@ impl SessionStore {
         &self,
         from: Lsn,
         tx: &std::sync::mpsc::SyncSender<Result<Replayed>>,
+        reads: SpanReads,
     ) -> Result<u64> {
         // As large as the groups appends are indexed in (at least 1 MiB
         // and 1,024 spans).
@@ -1056,18 +1074,16 @@ impl SessionStore {
         let mut chunk_held = 0usize;
         let mut frames = 0u64;
         let send = |msg: Result<Replayed>| tx.send(msg).is_ok();
-        // A span is read for its facts only: the attributes they read, not
-        // the rest (see `codec::decode_span_facts`).
         let sources = &self.cfg.session_id_sources;
         let keep = |key: &[u8], root: bool| facts::reads_attribute(key, root, sources);
         for item in self.log.scan(from) {
             let decoded = item.and_then(|(lsn, frame)| {
-                let record = match frame.tag() {
-                    codec::TAG_SPAN_V1 => {
+                let record = match (frame.tag(), reads) {
+                    (codec::TAG_SPAN_V1, SpanReads::Facts) => {
                         codec::decode_span_facts(frame.tag(), frame.payload(), &keep)
                             .map(|s| LogRecord::Span(Box::new(s)))
                     }
-                    tag => codec::decode_record(tag, frame.payload()),
+                    (tag, _) => codec::decode_record(tag, frame.payload()),
                 }
                 .map_err(|e| self.corruption_at(lsn, e.0))?;
                 Ok((lsn, frame.payload().len(), record))
@@ -1550,7 +1566,7 @@ impl SessionStore {
         let mut w = self.index.begin_write()?;
         w.clear()?;
         let mut deferred = Deferred::with_homes_limit(self.opts.deferred_homes);
-        self.replay(&mut w, 0, &mut deferred)?;
+        self.replay(&mut w, 0, &mut deferred, SpanReads::Facts)?;
         {
             // Whatever was deferred described the tables just cleared.
             let mut stale = self.deferred.write().map_err(|_| Error::panicked())?;
@@ -1588,7 +1604,9 @@ impl SessionStore {
         let fresh = Index::open(tmp, 16 << 20)?;
         let mut w = fresh.begin_write()?;
         let mut deferred = Deferred::default();
-        match self.replay(&mut w, 0, &mut deferred) {
+        // Every span decoded whole: verify reports any frame that does not
+        // decode, not only those whose facts do not.
+        match self.replay(&mut w, 0, &mut deferred, SpanReads::Whole) {
             Ok(frames) => report.frames = frames,
             Err(e) if e.kind() == ErrorKind::Corrupted => {
                 report.problems.push(e.to_string());

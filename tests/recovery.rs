@@ -286,6 +286,53 @@ fn verify_reports_a_damaged_frame() {
     assert!(report.problems[0].contains(&name), "{:?}", report.problems);
 }
 
+/// A frame whose checksum holds but whose span does not decode (here: a
+/// name that is not UTF-8, as only a bug could write) is reported by
+/// `verify`, which decodes every span whole, though a replay, which reads
+/// spans only for their index facts, steps over the name.
+#[test]
+fn verify_reports_a_span_that_does_not_decode_behind_a_sound_checksum() {
+    let (snapshot, _) = crashed_store(3, 0);
+    let seg = only_segment(snapshot.path());
+    let mut bytes = fs::read(&seg).unwrap();
+    // The first frame: 32-byte segment header, then len u32 | crc u32 |
+    // tag u8 | payload; its span's name "agent" made invalid UTF-8.
+    let len = usize::try_from(u32::from_le_bytes(bytes[32..36].try_into().unwrap())).unwrap();
+    let (tag_at, payload_at) = (40, 41);
+    let payload = &mut bytes[payload_at..payload_at + len];
+    let name = payload
+        .windows(6)
+        .position(|w| w == b"\x05agent")
+        .expect("the span's name in the first frame");
+    payload[name + 1] = 0xff;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&u32::try_from(len).unwrap().to_le_bytes());
+    crc.update(&[bytes[tag_at]]);
+    crc.update(&bytes[payload_at..payload_at + len]);
+    bytes[36..40].copy_from_slice(&crc.finalize().to_le_bytes());
+    fs::write(&seg, &bytes).unwrap();
+
+    let store = options().open(snapshot.path()).unwrap();
+    // Reading the span decodes it whole: an error, not a panic.
+    assert_eq!(
+        store.trace(TraceId([1; 16])).unwrap_err().kind(),
+        ErrorKind::Corrupted
+    );
+    let report = store.verify().unwrap();
+    assert!(!report.is_ok());
+    assert!(
+        report.problems[0].contains("UTF-8"),
+        "{:?}",
+        report.problems
+    );
+    // A rebuild reads the spans for their facts only; the other turns
+    // are all there.
+    store.rebuild_indexes().unwrap();
+    for i in 1..3u8 {
+        assert!(store.trace(TraceId([i + 1; 16])).unwrap().is_some());
+    }
+}
+
 /// Trace ids of every span a workload appended.
 fn appended_trace_ids(
     batches: &[Vec<span_sessions::ResourceSpans>],
