@@ -1157,7 +1157,7 @@ impl SessionStore {
             match msg? {
                 Replayed::Spans(ReplayChunk { projects, spans }) => {
                     // Room for the chunk at once: collecting `Result`s
-                    // gives no size hint, and the vector of ~100-byte
+                    // gives no size hint, and the vector of ~250-byte
                     // records grew by doubling, each time copied.
                     let mut records = Vec::with_capacity(spans.len());
                     for r in spans {
