@@ -495,6 +495,16 @@ pub struct SessionStore {
     _lock: File,
 }
 
+/// One log record as the reading side of a replay reads it.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one lives at a time; a box would be an allocation per span, which the reuse of the span read last avoids"
+)]
+enum Replay {
+    Span(StoredSpan),
+    Delete(codec::DeleteRecord),
+}
+
 /// What the reading side of a replay sends the applying side.
 enum Replayed {
     Spans(ReplayChunk),
@@ -1076,14 +1086,23 @@ impl SessionStore {
         let send = |msg: Result<Replayed>| tx.send(msg).is_ok();
         let sources = &self.cfg.session_id_sources;
         let keep = |key: &[u8], root: bool| facts::reads_attribute(key, root, sources);
+        // The span read last, whose buffers the next one read for its
+        // facts reuses.
+        let mut scratch: Option<StoredSpan> = None;
         for item in self.log.scan(from) {
             let decoded = item.and_then(|(lsn, frame)| {
                 let record = match (frame.tag(), reads) {
-                    (codec::TAG_SPAN_V1, SpanReads::Facts) => {
-                        codec::decode_span_facts(frame.tag(), frame.payload(), &keep)
-                            .map(|s| LogRecord::Span(Box::new(s)))
-                    }
-                    (tag, _) => codec::decode_record(tag, frame.payload()),
+                    (codec::TAG_SPAN_V1, SpanReads::Facts) => codec::decode_span_facts(
+                        frame.tag(),
+                        frame.payload(),
+                        &keep,
+                        scratch.take(),
+                    )
+                    .map(Replay::Span),
+                    (tag, _) => codec::decode_record(tag, frame.payload()).map(|r| match r {
+                        LogRecord::Span(s) => Replay::Span(*s),
+                        LogRecord::Delete(d) => Replay::Delete(d),
+                    }),
                 }
                 .map_err(|e| self.corruption_at(lsn, e.0))?;
                 Ok((lsn, frame.payload().len(), record))
@@ -1098,17 +1117,16 @@ impl SessionStore {
             frames += 1;
             chunk_bytes_now += bytes;
             match record {
-                LogRecord::Span(stored) => {
-                    let StoredSpan { project, span, .. } = *stored;
-                    let project = match chunk.projects.iter().position(|p| *p == project) {
+                Replay::Span(stored) => {
+                    let project = match chunk.projects.iter().position(|p| *p == stored.project) {
                         Some(i) => i,
                         None => {
-                            chunk.projects.push(project);
+                            chunk.projects.push(stored.project.clone());
                             chunk.projects.len() - 1
                         }
                     };
-                    let info = SpanInfo::of(&span);
-                    let session_id = facts::session_id(&span, &self.cfg.session_id_sources);
+                    let info = SpanInfo::of(&stored.span);
+                    let session_id = facts::session_id(&stored.span, sources);
                     chunk_held += info.text_bytes() + session_id.as_ref().map_or(0, String::len);
                     chunk.spans.push(ReplayedSpan {
                         lsn,
@@ -1116,8 +1134,9 @@ impl SessionStore {
                         info,
                         session_id,
                     });
+                    scratch = Some(stored);
                 }
-                LogRecord::Delete(del) => {
+                Replay::Delete(del) => {
                     let spans = std::mem::take(&mut chunk);
                     chunk_bytes_now = 0;
                     chunk_held = 0;
