@@ -741,12 +741,24 @@ fn traces_whose_homes_are_held_as_runs_are_found_after_a_crash() {
 
 /// A replay several chunks long, with sessions running across chunks and
 /// a delete that empties one session, numbers each session once, as the
-/// live store did: the copy answers exactly as the live store does, before
-/// and after more turns of the same sessions arrive, the emptied session's
-/// id is gone from `session_ids` once the copy closes, and `verify` finds
-/// both indexes as a rebuild derives them.
+/// live store did: the copy answers exactly as the live store does (lists,
+/// summaries, histories, traces, searches), before and after more turns
+/// of the same sessions arrive, the emptied session's id is gone from
+/// `session_ids` once the copy closes, and `verify` finds both indexes as
+/// a rebuild derives them. Run twice: with the default bound of held
+/// trace homes, the replay holds its deferred changes to the end; with
+/// none (`deferred_homes(0)`), it writes them out after every chunk, the
+/// search postings gathered on a helper thread while the next chunks are
+/// applied and written as a run later (a posting lost on the way fails
+/// the searches and `verify`).
 #[test]
 fn a_replay_across_chunks_and_a_delete_numbers_sessions_as_the_live_store() {
+    for held_homes in [None, Some(0)] {
+        replay_across_chunks_and_a_delete(held_homes);
+    }
+}
+
+fn replay_across_chunks_and_a_delete(held_homes: Option<usize>) {
     let dir = tempfile::tempdir().unwrap();
     // About 6,000 spans: 80 sessions of up to 20 turns, 16 at a time.
     let batches: Vec<_> =
@@ -761,11 +773,15 @@ fn a_replay_across_chunks_and_a_delete_numbers_sessions_as_the_live_store() {
     let (before, after) = batches.split_at(batches.len() * 2 / 3);
     let ids = appended_trace_ids(&batches);
     let opts = || {
-        SessionStore::options()
+        let o = SessionStore::options()
             .durability(Durability::Buffered)
             .checkpoint_spans(u64::MAX)
             .checkpoint_bytes(u64::MAX)
-            .index_batch_spans(500)
+            .index_batch_spans(500);
+        match held_homes {
+            Some(n) => o.deferred_homes(n),
+            None => o,
+        }
     };
     let store = opts().open(dir.path()).unwrap();
     for b in before {
@@ -791,6 +807,14 @@ fn a_replay_across_chunks_and_a_delete_numbers_sessions_as_the_live_store() {
         common::snapshot(&copy, &ids, &[], &[(project, session)]),
         live
     );
+    // Searches for pieces of the sessions' texts find the same sessions.
+    let terms = search_terms(&live);
+    assert!(terms.len() >= 10, "{terms:?}");
+    for (p, term) in &terms {
+        let found = common::search(&store, p, term);
+        assert!(!found.is_empty(), "{term:?}");
+        assert_eq!(common::search(&copy, p, term), found, "{term:?}");
+    }
     // The replayed delete dropped the number as the delete did.
     copy.close().unwrap();
     assert!(!session_numbered(crashed.path(), project, session));
@@ -809,8 +833,31 @@ fn a_replay_across_chunks_and_a_delete_numbers_sessions_as_the_live_store() {
         common::snapshot(&copy, &ids, &[], &[(project, session)]),
         live
     );
+    for (p, term) in &terms {
+        assert_eq!(
+            common::search(&copy, p, term),
+            common::search(&store, p, term),
+            "{term:?}"
+        );
+    }
     assert!(copy.verify().unwrap().is_ok());
     assert!(store.verify().unwrap().is_ok());
+}
+
+/// (project, term) pairs for searches: a piece of the first input of
+/// each of the first sessions listed, from the middle of it.
+fn search_terms(s: &common::Snapshot) -> Vec<(String, String)> {
+    s.sessions
+        .iter()
+        .filter_map(|(p, _, _, turns)| {
+            let text = turns.iter().find_map(|t| t.input.as_ref())?.value.clone();
+            let chars: Vec<char> = text.chars().collect();
+            let at = chars.len() / 2;
+            let piece: String = chars.get(at..at + 6)?.iter().collect();
+            Some((p.clone(), piece))
+        })
+        .take(12)
+        .collect()
 }
 
 /// Whether the index of the closed store in `dir` holds a `session_ids`
