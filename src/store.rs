@@ -19,7 +19,6 @@ use crate::codec::LogRecord;
 use crate::error::{Error, ErrorKind, Poison, Result};
 use crate::fs::{FileSystem, OsFileSystem};
 use crate::index::facts::{self, SessionIdSource};
-use crate::index::search::{ChunkSet, Postings};
 use crate::index::{
     Deferred, INDEX_FORMAT_VERSION, Index, IndexConfig, IndexWriter, META_APPLIED, META_CONFIG,
     META_FORMAT, NewRecord, SpanInfo,
@@ -495,10 +494,6 @@ pub struct SessionStore {
     read_gate: RwLock<()>,
     _lock: File,
 }
-
-/// Search postings gathered for a run (`Postings::chunks`), and the
-/// emptied buffer they were gathered from.
-type Gathered = (Vec<([u8; 12], ChunkSet)>, Postings);
 
 /// One log record as the reading side of a replay reads it.
 #[expect(
@@ -1166,13 +1161,6 @@ impl SessionStore {
     }
 
     /// The applying side of [`Self::replay`].
-    ///
-    /// When the deferred changes grow large they go to their tables, as
-    /// ingest's do; the search postings are gathered (sorted and encoded)
-    /// on a helper thread while the next chunks are applied, and written
-    /// as a run at the next such point, before a delete, or at the end.
-    /// Gathering them here took about a tenth of this thread's work, and
-    /// this thread bounds the replay.
     fn apply_replayed(
         &self,
         w: &mut IndexWriter,
@@ -1184,78 +1172,41 @@ impl SessionStore {
         // from the tables and the homes in `deferred` (open, rebuild and
         // verify see to that).
         let none = Deferred::default();
-        std::thread::scope(|scope| {
-            // Postings being gathered, and an emptied buffer to reuse.
-            let mut gathering: Option<std::thread::ScopedJoinHandle<'_, Gathered>> = None;
-            let mut spare = Postings::default();
-            // Writes the postings gathered, if any (postings only grow: the
-            // order runs are written in does not matter).
-            let write_gathered =
-                |w: &mut IndexWriter,
-                 g: &mut Option<std::thread::ScopedJoinHandle<'_, Gathered>>| {
-                    match g.take().map(std::thread::ScopedJoinHandle::join) {
-                        None => Ok(None),
-                        Some(Ok((chunks, emptied))) => {
-                            w.write_postings(&chunks)?;
-                            Ok(Some(emptied))
-                        }
-                        // `chunks` cannot fail; a panic there (a bug)
-                        // fails the replay.
-                        Some(Err(_)) => Err(Error::panicked()),
+        for msg in rx {
+            match msg? {
+                Replayed::Spans(ReplayChunk { projects, spans }) => {
+                    // Room for the chunk at once: collecting `Result`s
+                    // gives no size hint, and the vector of ~250-byte
+                    // records grew by doubling, each time copied.
+                    let mut records = Vec::with_capacity(spans.len());
+                    for r in spans {
+                        records.push(NewRecord {
+                            lsn: r.lsn,
+                            project: projects
+                                .get(r.project)
+                                .ok_or_else(Error::panicked)?
+                                .as_str(),
+                            span: r.info,
+                            session_id: r.session_id,
+                        });
                     }
-                };
-            for msg in &rx {
-                match msg? {
-                    Replayed::Spans(ReplayChunk { projects, spans }) => {
-                        // Room for the chunk at once: collecting `Result`s
-                        // gives no size hint, and the vector of ~250-byte
-                        // records grew by doubling, each time copied.
-                        let mut records = Vec::with_capacity(spans.len());
-                        for r in spans {
-                            records.push(NewRecord {
-                                lsn: r.lsn,
-                                project: projects
-                                    .get(r.project)
-                                    .ok_or_else(Error::panicked)?
-                                    .as_str(),
-                                span: r.info,
-                                session_id: r.session_id,
-                            });
-                        }
-                        w.apply(&mut records, &source, self.log.end(), deferred, &none)?;
-                        // A long replay's deferred changes go to their
-                        // tables as they grow, not all at the end (memory
-                        // stays bounded).
-                        if deferred.is_large() {
-                            if let Some(emptied) = write_gathered(w, &mut gathering)? {
-                                spare = emptied;
-                            }
-                            let mut postings = std::mem::replace(
-                                &mut deferred.postings,
-                                std::mem::take(&mut spare),
-                            );
-                            gathering = Some(scope.spawn(move || {
-                                let chunks = postings.chunks();
-                                postings.clear();
-                                (chunks, postings)
-                            }));
-                            let full = deferred.homes_full();
-                            let homes =
-                                w.write_held_homes(&deferred.homes, &deferred.run_homes, full)?;
-                            deferred.written(homes);
-                        }
-                    }
-                    Replayed::Delete(del) => {
-                        write_gathered(w, &mut gathering)?;
-                        // Deletes find traces through the tables alone.
-                        w.merge_homes(&deferred.homes, &deferred.run_homes)?;
-                        deferred.clear_homes();
-                        w.delete_traces(&del.traces, &source)?;
+                    w.apply(&mut records, &source, self.log.end(), deferred, &none)?;
+                    // A long replay's deferred changes go to their tables
+                    // as they grow, not all at the end (memory stays bounded).
+                    if deferred.is_large() {
+                        let homes = w.write_deferred(deferred)?;
+                        deferred.written(homes);
                     }
                 }
+                Replayed::Delete(del) => {
+                    // Deletes find traces through the tables alone.
+                    w.merge_homes(&deferred.homes, &deferred.run_homes)?;
+                    deferred.clear_homes();
+                    w.delete_traces(&del.traces, &source)?;
+                }
             }
-            write_gathered(w, &mut gathering).map(|_| ())
-        })
+        }
+        Ok(())
     }
 
     /// Syncs the log and makes the index durable up to the log's end.

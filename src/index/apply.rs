@@ -199,6 +199,17 @@ impl IndexWriter {
         })
     }
 
+    /// Writes the deferred changes (see [`Self::write_postings`] and
+    /// [`Self::write_held_homes`]; its postings are left sorted). The caller
+    /// passes the result to `Deferred::written` once the transaction
+    /// commits.
+    pub(crate) fn write_deferred(&mut self, deferred: &mut Deferred) -> Result<HomesWritten> {
+        let full = deferred.homes_full();
+        let postings = deferred.postings.chunks();
+        self.write_postings(&postings)?;
+        self.write_held_homes(&deferred.homes, &deferred.run_homes, full)
+    }
+
     /// Writes the held trace homes (`Deferred::homes` and `run_homes`):
     /// the new ones as a run of `home_runs`, or, if `full` (more are held
     /// than `Deferred::homes_limit`), all of them to `trace_homes` (see
@@ -251,8 +262,7 @@ impl IndexWriter {
     /// Applies records (in log order) and records `applied_lsn`. Search
     /// postings and the homes of new traces go to `group`, not to their
     /// tables: the caller keeps them across groups and writes them with
-    /// [`IndexWriter::write_postings`] and
-    /// [`IndexWriter::write_held_homes`]; `committed` holds the homes of
+    /// [`IndexWriter::write_deferred`]; `committed` holds the homes of
     /// earlier groups not written yet. Spans already indexed are skipped,
     /// so replaying a record is harmless.
     pub(crate) fn apply(
