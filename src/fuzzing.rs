@@ -728,12 +728,32 @@ fn span_decoders_agree(bytes: &[u8]) -> Result<(), String> {
     })?;
     // The ids-only reader (liveness scans) gives the ids of what decodes.
     let ids = codec::span_ids(codec::TAG_SPAN_V1, bytes).ok();
-    match whole {
-        Some(s) => check(ids == Some((s.span.trace_id.0, s.span.span_id.0)), || {
-            format!("span_ids gives {ids:?} for a span of {:?}", s.span.trace_id)
-        }),
-        None => Ok(()),
-    }
+    let Some(s) = whole else {
+        return Ok(());
+    };
+    check(ids == Some((s.span.trace_id.0, s.span.span_id.0)), || {
+        format!("span_ids gives {ids:?} for a span of {:?}", s.span.trace_id)
+    })?;
+    // The facts-only reader (replays) takes what decodes, with the facts
+    // of the whole span, and reads the same into another span's buffers
+    // (here the whole span's: every attribute) as afresh.
+    use crate::index::SpanInfo;
+    use crate::index::facts::{SessionIdSource, reads_attribute, session_id};
+    let sources = SessionIdSource::defaults();
+    let keep = |key: &[u8], root: bool| reads_attribute(key, root, &sources);
+    let fresh = codec::decode_span_facts(codec::TAG_SPAN_V1, bytes, &keep, None)
+        .map_err(|e| format!("the facts reader refuses what the whole decoder takes: {e}"))?;
+    check(
+        fresh.project == s.project
+            && SpanInfo::of(&fresh.span) == SpanInfo::of(&s.span)
+            && session_id(&fresh.span, &sources) == session_id(&s.span, &sources),
+        || format!("the facts reader gives other facts than the whole span's: {fresh:?}"),
+    )?;
+    let reused = codec::decode_span_facts(codec::TAG_SPAN_V1, bytes, &keep, Some(s.clone()))
+        .map_err(|e| format!("the facts reader fails on reused buffers: {e}"))?;
+    check(reused == fresh, || {
+        format!("read into reused buffers {reused:?}, afresh {fresh:?}")
+    })
 }
 
 /// The facts-only reader of a trace record (liveness scans) gives the
