@@ -748,9 +748,8 @@ fn traces_whose_homes_are_held_as_runs_are_found_after_a_crash() {
 /// a rebuild derives them. Run twice: with the default bound of held
 /// trace homes, the replay holds its deferred changes to the end; with
 /// none (`deferred_homes(0)`), it writes them out after every chunk, the
-/// search postings gathered on a helper thread while the next chunks are
-/// applied and written as a run later (a posting lost on the way fails
-/// the searches and `verify`).
+/// search postings as a run and the homes to their table (a posting lost
+/// on the way fails the searches and `verify`).
 #[test]
 fn a_replay_across_chunks_and_a_delete_numbers_sessions_as_the_live_store() {
     for held_homes in [None, Some(0)] {
