@@ -6,7 +6,8 @@
 //! and the copy is opened, so DIR itself is never changed. `CACHE_MIB`
 //! sets `StoreOptions::cache_bytes` (64 MiB by default), `INDEX_BATCH_MIB`
 //! `StoreOptions::index_batch_bytes` (a bound of the replay's chunks),
-//! `INDEX_SPANS` `StoreOptions::index_batch_spans` (the other).
+//! `INDEX_SPANS` `StoreOptions::index_batch_spans` (the other), and
+//! `SYNC_FIRST=1` writes the copy to disk before the open is timed.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 #[path = "support/cpu.rs"]
@@ -44,6 +45,12 @@ fn main() {
     };
     let dir = tmp.path().join("store");
     copy_dir(&from, &dir);
+    // SYNC_FIRST=1: write the copy back to disk before the clock starts,
+    // so that the open does not share the disk and a core with the
+    // kernel's writeback of the copy (about a second of a 1 GiB open).
+    if std::env::var_os("SYNC_FIRST").is_some() {
+        let _ = std::process::Command::new("sync").status();
+    }
     let t = Instant::now();
     let mut options = SessionStore::options();
     if let Some(mib) = std::env::var("CACHE_MIB")

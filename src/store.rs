@@ -196,7 +196,14 @@ impl StoreOptions {
         self
     }
 
-    /// Size of redb's page cache for the indexes.
+    /// Size of redb's page cache for the indexes (64 MiB by default).
+    /// Resident memory grows with it. A cache smaller than what a long
+    /// replay after a crash changes makes that replay write pages out and
+    /// read them back: on the benchmarks' machine, reopening after 1 GiB
+    /// of log past the checkpoint took a median 4.61 s with 1 GiB of cache
+    /// against 5.35 s with the default, at a peak of 573 MiB of anonymous
+    /// memory against 129 MiB (BENCHMARKS.md, "What bounds each target not
+    /// met").
     pub fn cache_bytes(mut self, bytes: usize) -> Self {
         self.cache_bytes = bytes;
         self
