@@ -518,11 +518,12 @@ enum Replayed {
     Delete(codec::DeleteRecord),
 }
 
-/// Decoded spans of a replay, with the projects they name.
+/// Decoded spans of a replay (what the indexes need of each), with the
+/// projects they name.
 #[derive(Default)]
 struct ReplayChunk {
     projects: Vec<String>,
-    spans: Vec<ReplayedSpan>,
+    spans: Vec<NewRecord>,
 }
 
 /// How much of each span a replay decodes.
@@ -534,15 +535,6 @@ enum SpanReads {
     Facts,
     /// All of it, as a read of the span does (`verify`).
     Whole,
-}
-
-/// What the indexes need of one logged span.
-struct ReplayedSpan {
-    lsn: Lsn,
-    /// Index into `ReplayChunk::projects`.
-    project: usize,
-    info: SpanInfo,
-    session_id: Option<String>,
 }
 
 /// A span that passed validation, waiting to be written.
@@ -1135,10 +1127,10 @@ impl SessionStore {
                     let info = SpanInfo::of(&stored.span);
                     let session_id = facts::session_id(&stored.span, sources);
                     chunk_held += info.text_bytes() + session_id.as_ref().map_or(0, String::len);
-                    chunk.spans.push(ReplayedSpan {
+                    chunk.spans.push(NewRecord {
                         lsn,
                         project,
-                        info,
+                        span: info,
                         session_id,
                     });
                     scratch = Some(stored);
@@ -1181,23 +1173,18 @@ impl SessionStore {
         let none = Deferred::default();
         for msg in rx {
             match msg? {
-                Replayed::Spans(ReplayChunk { projects, spans }) => {
-                    // Room for the chunk at once: collecting `Result`s
-                    // gives no size hint, and the vector of ~250-byte
-                    // records grew by doubling, each time copied.
-                    let mut records = Vec::with_capacity(spans.len());
-                    for r in spans {
-                        records.push(NewRecord {
-                            lsn: r.lsn,
-                            project: projects
-                                .get(r.project)
-                                .ok_or_else(Error::panicked)?
-                                .as_str(),
-                            span: r.info,
-                            session_id: r.session_id,
-                        });
-                    }
-                    w.apply(&mut records, &source, self.log.end(), deferred, &none)?;
+                Replayed::Spans(ReplayChunk {
+                    projects,
+                    mut spans,
+                }) => {
+                    w.apply(
+                        &mut spans,
+                        &projects,
+                        &source,
+                        self.log.end(),
+                        deferred,
+                        &none,
+                    )?;
                     // A long replay's deferred changes go to their tables
                     // as they grow, not all at the end (memory stays bounded).
                     if deferred.is_large() {

@@ -259,7 +259,8 @@ impl IndexWriter {
         super::posting_runs::write_run(&self.txn, chunks)
     }
 
-    /// Applies records (in log order) and records `applied_lsn`. Search
+    /// Applies records (in log order; each names its project by index into
+    /// `project_names`) and records `applied_lsn`. Search
     /// postings and the homes of new traces go to `group`, not to their
     /// tables: the caller keeps them across groups and writes them with
     /// [`IndexWriter::write_deferred`]; `committed` holds the homes of
@@ -267,7 +268,8 @@ impl IndexWriter {
     /// so replaying a record is harmless.
     pub(crate) fn apply(
         &mut self,
-        batch: &mut [NewRecord<'_>],
+        batch: &mut [NewRecord],
+        project_names: &[String],
         source: &SpanSource<'_>,
         applied_lsn: u64,
         group: &mut Deferred,
@@ -294,19 +296,26 @@ impl IndexWriter {
         // Every project a span was appended under is listed by `projects()`,
         // whichever project its trace ends up in.
         let mut seen_projects: Vec<&str> = Vec::new();
+        // A record naming no project of the batch is a bug of the caller's:
+        // it fails the group rather than index the span under another.
+        if batch.iter().any(|r| r.project >= project_names.len()) {
+            return Err(Error::panicked());
+        }
+        let project_of = |r: &NewRecord| project_names.get(r.project).map_or("", String::as_str);
         for r in batch.iter() {
-            if !seen_projects.contains(&r.project) {
-                seen_projects.push(r.project);
-                counters.project(&mut t.projects, r.project)?;
+            let project = project_of(r);
+            if !seen_projects.contains(&project) {
+                seen_projects.push(project);
+                counters.project(&mut t.projects, project)?;
             }
         }
         // The group's spans by trace, each trace's in log order (a stable
         // sort: no map of vectors to allocate and free), traces ascending.
         // Mutable: a turn takes its root's texts rather than copying them.
-        let mut by_trace: Vec<&mut NewRecord<'_>> = batch.iter_mut().collect();
+        let mut by_trace: Vec<&mut NewRecord> = batch.iter_mut().collect();
         by_trace.sort_by_key(|r| u128::from_be_bytes(r.span.trace_id));
         let same_trace =
-            |a: &&mut NewRecord<'_>, b: &&mut NewRecord<'_>| a.span.trace_id == b.span.trace_id;
+            |a: &&mut NewRecord, b: &&mut NewRecord| a.span.trace_id == b.span.trace_id;
         let traces = by_trace.chunk_by(same_trace).count();
         // At most one new home per trace: room for them up front rather
         // than rehashing as the map doubles (1.3% of the indexing thread).
@@ -326,9 +335,10 @@ impl IndexWriter {
             // Room for the group's spans at once, not grown one by one.
             rec.spans.reserve(recs.len());
             for r in recs.iter() {
-                let added = rec.add(r);
+                let project = project_of(r);
+                let added = rec.add(r, project);
                 if added {
-                    *appended.entry(r.project).or_default() += 1;
+                    *appended.entry(project).or_default() += 1;
                 }
                 changed |= added;
             }
@@ -651,7 +661,7 @@ impl SearchWork {
 /// Builds the stored turn of a trace filed under a session.
 fn turn_body(
     rec: &TraceRecord,
-    batch: &mut [&mut NewRecord<'_>],
+    batch: &mut [&mut NewRecord],
     old_head: Option<[u8; 8]>,
     old_body: Option<&TurnBody>,
     source: &SpanSource<'_>,

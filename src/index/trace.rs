@@ -117,19 +117,23 @@ impl SpanInfo {
     }
 }
 
-/// One span of a batch, already written to the log at `lsn`.
-pub(crate) struct NewRecord<'a> {
+/// One span of a batch, already written to the log at `lsn`. The batch
+/// names its projects once (see `IndexWriter::apply`); a record holds the
+/// index of its own, so that appends and replays hand their spans to the
+/// indexes as they hold them, without building a vector of records.
+pub(crate) struct NewRecord {
     pub lsn: u64,
-    pub project: &'a str,
+    /// Index into the batch's project names.
+    pub project: usize,
     pub span: SpanInfo,
     /// The span's own session id (`facts::session_id`), resolved by the caller.
     pub session_id: Option<String>,
 }
 
 impl TraceRecord {
-    /// Folds one span in; returns false (and changes nothing) when a span
-    /// with the same id is already stored.
-    pub fn add(&mut self, new: &NewRecord<'_>) -> bool {
+    /// Folds one span, appended under `project`, in; returns false (and
+    /// changes nothing) when a span with the same id is already stored.
+    pub fn add(&mut self, new: &NewRecord, project: &str) -> bool {
         let span = &new.span;
         let fact = SpanFact {
             span_id: span.span_id,
@@ -179,7 +183,7 @@ impl TraceRecord {
             }
         };
         if wins(&self.earliest_project) {
-            take(&mut self.earliest_project, new.project);
+            take(&mut self.earliest_project, project);
         }
         if let Some(sid) = &new.session_id {
             if wins(&self.earliest_session) {
@@ -205,7 +209,7 @@ impl TraceRecord {
                 self.root = Some(RootInfo {
                     span_id: span.span_id,
                     start: span.start,
-                    project: new.project.to_owned(),
+                    project: project.to_owned(),
                     session_id: new.session_id.clone(),
                 });
             }
@@ -443,12 +447,15 @@ mod tests {
     use super::*;
 
     fn add(rec: &mut TraceRecord, span: &Span, project: &str, sid: Option<&str>) {
-        rec.add(&NewRecord {
-            lsn: 0,
+        rec.add(
+            &NewRecord {
+                lsn: 0,
+                project: 0,
+                span: SpanInfo::of(span),
+                session_id: sid.map(str::to_owned),
+            },
             project,
-            span: SpanInfo::of(span),
-            session_id: sid.map(str::to_owned),
-        });
+        );
     }
 
     fn sp(id: u8, parent: Option<u8>, start: u64) -> Span {

@@ -28,20 +28,10 @@ use crate::log::Lsn;
 /// make the set quadratic.
 pub(super) type SpanIdSet = FastSet<[u8; 8]>;
 
-/// One span written to the log and not yet indexed.
-struct PendingSpan {
-    lsn: Lsn,
-    /// Index into `Pending::projects`.
-    project: usize,
-    /// What the indexes need of the span (not the span: see `SpanInfo`).
-    span: SpanInfo,
-    session_id: Option<String>,
-}
-
 /// Spans written to the log since the indexes last took them.
 #[derive(Default)]
 pub(super) struct Pending {
-    spans: Vec<PendingSpan>,
+    spans: Vec<NewRecord>,
     /// Distinct project names of `spans`.
     projects: Vec<String>,
     /// For every trace an append touched since the last apply: the ids of
@@ -58,24 +48,17 @@ pub(super) struct Pending {
 /// Spans taken from [`Pending`] to be indexed together, in log order.
 pub(super) struct Group {
     projects: Vec<String>,
-    spans: Vec<PendingSpan>,
+    spans: Vec<NewRecord>,
 }
 
 impl Group {
-    /// Gives `with` the group's spans as index records, in log order.
-    pub(super) fn with_records<T>(self, with: impl FnOnce(&mut [NewRecord<'_>]) -> T) -> T {
-        let projects = self.projects;
-        let mut records: Vec<NewRecord<'_>> = self
-            .spans
-            .into_iter()
-            .map(|p| NewRecord {
-                lsn: p.lsn,
-                project: projects.get(p.project).map_or("", String::as_str),
-                span: p.span,
-                session_id: p.session_id,
-            })
-            .collect();
-        with(&mut records)
+    /// Gives `with` the group's spans as index records, in log order, and
+    /// the project names they index.
+    pub(super) fn with_records<T>(
+        mut self,
+        with: impl FnOnce(&mut [NewRecord], &[String]) -> T,
+    ) -> T {
+        with(&mut self.spans, &self.projects)
     }
 }
 
@@ -128,7 +111,7 @@ impl Pending {
             }
         };
         self.held += info.text_bytes() + session_id.as_ref().map_or(0, String::len);
-        self.spans.push(PendingSpan {
+        self.spans.push(NewRecord {
             lsn,
             project,
             span: info,
