@@ -21,7 +21,7 @@ use crate::fs::{FileSystem, OsFileSystem};
 use crate::index::facts::{self, SessionIdSource};
 use crate::index::{
     Deferred, INDEX_FORMAT_VERSION, Index, IndexConfig, IndexWriter, META_APPLIED, META_CONFIG,
-    META_FORMAT, NewRecord, SpanInfo,
+    META_FORMAT, NewRecords, SpanInfo,
 };
 use crate::log::{FrameRef, FrameSource, Log, LogOptions, Lsn};
 use crate::model::{
@@ -514,16 +514,9 @@ enum Replay {
 
 /// What the reading side of a replay sends the applying side.
 enum Replayed {
-    Spans(ReplayChunk),
+    /// Decoded spans (what the indexes need of each).
+    Spans(NewRecords),
     Delete(codec::DeleteRecord),
-}
-
-/// Decoded spans of a replay (what the indexes need of each), with the
-/// projects they name.
-#[derive(Default)]
-struct ReplayChunk {
-    projects: Vec<String>,
-    spans: Vec<NewRecord>,
 }
 
 /// How much of each span a replay decodes.
@@ -1077,7 +1070,7 @@ impl SessionStore {
         // and 1,024 spans).
         let chunk_bytes = self.opts.index_batch_bytes.max(1 << 20);
         let chunk_spans = self.opts.index_batch_spans.max(1 << 10);
-        let mut chunk = ReplayChunk::default();
+        let mut chunk = NewRecords::default();
         let mut chunk_bytes_now = 0usize;
         // Texts the chunk holds, bounded as a group's are.
         let mut chunk_held = 0usize;
@@ -1117,22 +1110,10 @@ impl SessionStore {
             chunk_bytes_now += bytes;
             match record {
                 Replay::Span(stored) => {
-                    let project = match chunk.projects.iter().position(|p| *p == stored.project) {
-                        Some(i) => i,
-                        None => {
-                            chunk.projects.push(stored.project.clone());
-                            chunk.projects.len() - 1
-                        }
-                    };
                     let info = SpanInfo::of(&stored.span);
                     let session_id = facts::session_id(&stored.span, sources);
                     chunk_held += info.text_bytes() + session_id.as_ref().map_or(0, String::len);
-                    chunk.spans.push(NewRecord {
-                        lsn,
-                        project,
-                        span: info,
-                        session_id,
-                    });
+                    chunk.push(lsn, &stored.project, info, session_id);
                     scratch = Some(stored);
                 }
                 Replay::Delete(del) => {
@@ -1146,7 +1127,7 @@ impl SessionStore {
             }
             if chunk_bytes_now >= chunk_bytes
                 || chunk_held >= GROUP_HELD_BYTES
-                || chunk.spans.len() >= chunk_spans
+                || chunk.len() >= chunk_spans
             {
                 chunk_bytes_now = 0;
                 chunk_held = 0;
@@ -1173,18 +1154,8 @@ impl SessionStore {
         let none = Deferred::default();
         for msg in rx {
             match msg? {
-                Replayed::Spans(ReplayChunk {
-                    projects,
-                    mut spans,
-                }) => {
-                    w.apply(
-                        &mut spans,
-                        &projects,
-                        &source,
-                        self.log.end(),
-                        deferred,
-                        &none,
-                    )?;
+                Replayed::Spans(mut chunk) => {
+                    w.apply(&mut chunk, &source, self.log.end(), deferred, &none)?;
                     // A long replay's deferred changes go to their tables
                     // as they grow, not all at the end (memory stays bounded).
                     if deferred.is_large() {

@@ -19,7 +19,7 @@ use crate::model::{StoredSpan, TraceId};
 use super::facts::{self, SessionIdSource};
 use super::search::{self, ChunkSet};
 use super::session::{SessionState, TurnRef, sort_values};
-use super::trace::{Filing, NewRecord, TraceRecord, TurnBody};
+use super::trace::{Filing, NewRecord, NewRecords, TraceRecord, TurnBody};
 use super::{
     Deferred, HomesWritten, LEGACY_TRACES, META, META_APPLIED, META_NEXT_PROJECT,
     META_NEXT_SESSION, PROJECT_SPANS, PROJECT_STATS, PROJECTS, ProjectCounters, SEARCH,
@@ -259,8 +259,7 @@ impl IndexWriter {
         super::posting_runs::write_run(&self.txn, chunks)
     }
 
-    /// Applies records (in log order; each names its project by index into
-    /// `project_names`) and records `applied_lsn`. Search
+    /// Applies records (in log order) and records `applied_lsn`. Search
     /// postings and the homes of new traces go to `group`, not to their
     /// tables: the caller keeps them across groups and writes them with
     /// [`IndexWriter::write_deferred`]; `committed` holds the homes of
@@ -268,8 +267,7 @@ impl IndexWriter {
     /// so replaying a record is harmless.
     pub(crate) fn apply(
         &mut self,
-        batch: &mut [NewRecord],
-        project_names: &[String],
+        records: &mut NewRecords,
         source: &SpanSource<'_>,
         applied_lsn: u64,
         group: &mut Deferred,
@@ -293,22 +291,15 @@ impl IndexWriter {
         let mut record_writes: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut search_work = SearchWork::default();
 
+        let (batch, project_names) = records.parts();
         // Every project a span was appended under is listed by `projects()`,
-        // whichever project its trace ends up in.
-        let mut seen_projects: Vec<&str> = Vec::new();
-        // A record naming no project of the batch is a bug of the caller's:
-        // it fails the group rather than index the span under another.
-        if batch.iter().any(|r| r.project >= project_names.len()) {
-            return Err(Error::panicked());
+        // whichever project its trace ends up in. (A batch names a project
+        // only with a span appended under it, and every record names one of
+        // the batch's: see `NewRecords::push`.)
+        for project in project_names {
+            counters.project(&mut t.projects, project)?;
         }
         let project_of = |r: &NewRecord| project_names.get(r.project).map_or("", String::as_str);
-        for r in batch.iter() {
-            let project = project_of(r);
-            if !seen_projects.contains(&project) {
-                seen_projects.push(project);
-                counters.project(&mut t.projects, project)?;
-            }
-        }
         // The group's spans by trace, each trace's in log order (a stable
         // sort: no map of vectors to allocate and free), traces ascending.
         // Mutable: a turn takes its root's texts rather than copying them.

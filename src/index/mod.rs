@@ -30,7 +30,7 @@ pub(crate) use apply::{IndexConfig, IndexWriter};
 pub(crate) use compact::{Liveness, Move};
 pub(crate) use compare::compare;
 pub(crate) use delete::{DeleteTarget, RetentionVictims};
-pub(crate) use trace::{NewRecord, SpanInfo};
+pub(crate) use trace::{NewRecords, SpanInfo};
 
 /// Version of the table layout; a mismatch triggers a rebuild from the log.
 pub(crate) const INDEX_FORMAT_VERSION: u64 = 8;

@@ -117,17 +117,65 @@ impl SpanInfo {
     }
 }
 
-/// One span of a batch, already written to the log at `lsn`. The batch
-/// names its projects once (see `IndexWriter::apply`); a record holds the
-/// index of its own, so that appends and replays hand their spans to the
-/// indexes as they hold them, without building a vector of records.
+/// One span of a batch, already written to the log at `lsn`.
 pub(crate) struct NewRecord {
     pub lsn: u64,
-    /// Index into the batch's project names.
+    /// Index into its batch's project names (see [`NewRecords`]).
     pub project: usize,
     pub span: SpanInfo,
     /// The span's own session id (`facts::session_id`), resolved by the caller.
     pub session_id: Option<String>,
+}
+
+/// Spans to be indexed together, in log order, naming each project once:
+/// what an append leaves pending and what a replay reads, handed to
+/// `IndexWriter::apply` as they are held. Records are added only by
+/// [`NewRecords::push`], so each names one of the batch's projects.
+#[derive(Default)]
+pub(crate) struct NewRecords {
+    projects: Vec<String>,
+    spans: Vec<NewRecord>,
+}
+
+impl NewRecords {
+    /// Adds the span written at `lsn`, appended under `project`.
+    pub fn push(&mut self, lsn: u64, project: &str, span: SpanInfo, session_id: Option<String>) {
+        let project = match self.projects.iter().position(|p| p == project) {
+            Some(i) => i,
+            None => {
+                self.projects.push(project.to_owned());
+                self.projects.len() - 1
+            }
+        };
+        self.spans.push(NewRecord {
+            lsn,
+            project,
+            span,
+            session_id,
+        });
+    }
+
+    /// Number of spans.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// True when there is no span.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Drops every span and project name.
+    pub fn clear(&mut self) {
+        self.spans.clear();
+        self.projects.clear();
+    }
+
+    /// The spans, to be reordered in place, and the project names they
+    /// index.
+    pub fn parts(&mut self) -> (&mut [NewRecord], &[String]) {
+        (&mut self.spans, &self.projects)
+    }
 }
 
 impl TraceRecord {

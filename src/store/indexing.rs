@@ -101,18 +101,11 @@ impl GroupIndexer {
     fn index(&self, group: Group, applied: Lsn) -> Result<()> {
         let source = |lsn: Lsn| read_span(&self.log, lsn);
         let mut changes = Deferred::default();
-        group.with_records(|records, projects| {
+        group.with_records(|records| {
             let mut w = self.index.begin_write()?;
             {
                 let committed = self.deferred.read().map_err(|_| Error::panicked())?;
-                w.apply(
-                    records,
-                    projects,
-                    &source,
-                    applied,
-                    &mut changes,
-                    &committed,
-                )?;
+                w.apply(records, &source, applied, &mut changes, &committed)?;
             }
             commit_with_deferred(&self.deferred, w, changes)
         })

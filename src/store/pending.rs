@@ -20,7 +20,7 @@
 
 use crate::hashing::{FastMap, FastSet};
 
-use crate::index::{NewRecord, SpanInfo};
+use crate::index::{NewRecords, SpanInfo};
 use crate::log::Lsn;
 
 /// A set of span ids. Ids come from clients, so the hasher is keyed at
@@ -31,34 +31,27 @@ pub(super) type SpanIdSet = FastSet<[u8; 8]>;
 /// Spans written to the log since the indexes last took them.
 #[derive(Default)]
 pub(super) struct Pending {
-    spans: Vec<NewRecord>,
-    /// Distinct project names of `spans`.
-    projects: Vec<String>,
+    records: NewRecords,
     /// For every trace an append touched since the last apply: the ids of
     /// all its stored spans, indexed or pending (idempotency and the spans
     /// per trace limit, without reading the trace record again).
     traces: FastMap<[u8; 16], SpanIdSet>,
-    /// Encoded bytes of `spans`.
+    /// Encoded bytes of `records`.
     bytes: usize,
-    /// Bytes of text `spans` hold: root inputs and outputs, user and
+    /// Bytes of text `records` hold: root inputs and outputs, user and
     /// session ids (what a group's memory grows with beyond its count).
     held: usize,
 }
 
 /// Spans taken from [`Pending`] to be indexed together, in log order.
 pub(super) struct Group {
-    projects: Vec<String>,
-    spans: Vec<NewRecord>,
+    records: NewRecords,
 }
 
 impl Group {
-    /// Gives `with` the group's spans as index records, in log order, and
-    /// the project names they index.
-    pub(super) fn with_records<T>(
-        mut self,
-        with: impl FnOnce(&mut [NewRecord], &[String]) -> T,
-    ) -> T {
-        with(&mut self.spans, &self.projects)
+    /// Gives `with` the group's spans as index records, in log order.
+    pub(super) fn with_records<T>(mut self, with: impl FnOnce(&mut NewRecords) -> T) -> T {
+        with(&mut self.records)
     }
 }
 
@@ -103,20 +96,8 @@ impl Pending {
         session_id: Option<String>,
         encoded: usize,
     ) {
-        let project = match self.projects.iter().position(|p| p == project) {
-            Some(i) => i,
-            None => {
-                self.projects.push(project.to_owned());
-                self.projects.len() - 1
-            }
-        };
         self.held += info.text_bytes() + session_id.as_ref().map_or(0, String::len);
-        self.spans.push(NewRecord {
-            lsn,
-            project,
-            span: info,
-            session_id,
-        });
+        self.records.push(lsn, project, info, session_id);
         self.bytes += encoded;
     }
 
@@ -125,8 +106,7 @@ impl Pending {
     /// group is indexed still need).
     pub(super) fn take(&mut self) -> (Group, FastMap<[u8; 16], SpanIdSet>) {
         let group = Group {
-            projects: std::mem::take(&mut self.projects),
-            spans: std::mem::take(&mut self.spans),
+            records: std::mem::take(&mut self.records),
         };
         let traces = std::mem::take(&mut self.traces);
         self.clear();
@@ -135,18 +115,17 @@ impl Pending {
 
     /// Number of spans waiting.
     pub(super) fn len(&self) -> usize {
-        self.spans.len()
+        self.records.len()
     }
 
     /// True when no span is waiting.
     pub(super) fn is_empty(&self) -> bool {
-        self.spans.is_empty()
+        self.records.is_empty()
     }
 
     /// Forgets everything (after the indexes took it).
     pub(super) fn clear(&mut self) {
-        self.spans.clear();
-        self.projects.clear();
+        self.records.clear();
         self.traces.clear();
         self.bytes = 0;
         self.held = 0;
