@@ -2,7 +2,7 @@
 //! stored and fragmented bytes, from redb's table stats):
 //! `cargo run --release --example index_tables -- DIR/index.redb`.
 //! Open it only while no store has the directory open. The table types
-//! are the ones `src/index/mod.rs` defines (format 8); a table an older
+//! are the ones `src/index/mod.rs` defines (format 9); a table an older
 //! format lacks is listed as absent.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -48,5 +48,6 @@ fn main() {
     show::<u64, &[u8]>(&r, "trace_records");
     show::<[u8; 12], &[u8]>(&r, "search");
     show::<[u8; 20], &[u8]>(&r, "search_runs");
+    show::<u64, u64>(&r, "segment_live");
     println!("file: {} B", std::fs::metadata(&path).unwrap().len());
 }

@@ -21,7 +21,7 @@ use crate::fs::{FileSystem, OsFileSystem};
 use crate::index::facts::{self, SessionIdSource};
 use crate::index::{
     Deferred, INDEX_FORMAT_VERSION, Index, IndexConfig, IndexWriter, META_APPLIED, META_CONFIG,
-    META_FORMAT, NewRecords, SpanInfo,
+    META_FORMAT, NewRecords, SpanInfo, SpanSource,
 };
 use crate::log::{FrameRef, FrameSource, Log, LogOptions, Lsn};
 use crate::model::{
@@ -987,11 +987,6 @@ impl SessionStore {
         Ok(())
     }
 
-    /// Reads and decodes the span stored at `lsn`.
-    fn read_span(&self, lsn: Lsn) -> Result<StoredSpan> {
-        indexing::read_span(&self.log, lsn)
-    }
-
     /// Reads and decodes the spans stored at `lsns`, in that order.
     fn read_spans(&self, lsns: &[Lsn]) -> Result<Vec<StoredSpan>> {
         let frames = self.log.read_many(lsns)?;
@@ -1113,7 +1108,9 @@ impl SessionStore {
                     let info = SpanInfo::of(&stored.span);
                     let session_id = facts::session_id(&stored.span, sources);
                     chunk_held += info.text_bytes() + session_id.as_ref().map_or(0, String::len);
-                    chunk.push(lsn, &stored.project, info, session_id);
+                    let frame_bytes =
+                        u32::try_from(compaction::FRAME_HEADER + bytes as u64).unwrap_or(u32::MAX);
+                    chunk.push(lsn, frame_bytes, &stored.project, info, session_id);
                     scratch = Some(stored);
                 }
                 Replay::Delete(del) => {
@@ -1147,7 +1144,7 @@ impl SessionStore {
         rx: std::sync::mpsc::Receiver<Result<Replayed>>,
         deferred: &mut Deferred,
     ) -> Result<()> {
-        let source = |lsn: Lsn| self.read_span(lsn);
+        let source: &dyn SpanSource = &*self.log;
         // A replay never looks at the store's deferred changes: it starts
         // from the tables and the homes in `deferred` (open, rebuild and
         // verify see to that).
@@ -1155,7 +1152,7 @@ impl SessionStore {
         for msg in rx {
             match msg? {
                 Replayed::Spans(mut chunk) => {
-                    w.apply(&mut chunk, &source, self.log.end(), deferred, &none)?;
+                    w.apply(&mut chunk, source, self.log.end(), deferred, &none)?;
                     // A long replay's deferred changes go to their tables
                     // as they grow, not all at the end (memory stays bounded).
                     if deferred.is_large() {
@@ -1167,7 +1164,7 @@ impl SessionStore {
                     // Deletes find traces through the tables alone.
                     w.merge_homes(&deferred.homes, &deferred.run_homes)?;
                     deferred.clear_homes();
-                    w.delete_traces(&del.traces, &source)?;
+                    w.delete_traces(&del.traces, source)?;
                 }
             }
         }
@@ -1563,8 +1560,10 @@ impl SessionStore {
 
     /// Checks the whole store: every log frame's checksum and encoding, and
     /// that every index table equals what a replay of the log derives
-    /// (rebuilt into a temporary file next to the index, then removed).
-    /// Read-only apart from writing buffered search postings out; appends
+    /// (rebuilt into a temporary file next to the index, then removed), and
+    /// that the live bytes it counts per log segment are those of the
+    /// frames it refers to. Read-only apart from writing the changes held
+    /// in memory (search postings, trace homes) to their tables; appends
     /// wait while it runs. Damage is reported in the result, not as `Err`.
     pub fn verify(&self) -> Result<VerifyReport> {
         self.ensure_writable()?;
@@ -1608,12 +1607,45 @@ impl SessionStore {
         let live = self.index.begin_read()?;
         let expected = fresh.begin_read()?;
         report.problems = crate::index::compare(&live, &expected)?;
+        if report.problems.is_empty() {
+            self.check_live_bytes(&mut report.problems)?;
+        }
         Ok(report)
     }
 
+    /// For `verify`: compares the live bytes the index counts per log
+    /// segment with a scan of the log for the frames it refers to.
+    fn check_live_bytes(&self, problems: &mut Vec<String>) -> Result<()> {
+        // Liveness finds traces through the tables alone.
+        self.flush_homes()?;
+        let txn = self.index.begin_read()?;
+        let counted = crate::index::segments::live_bytes(&txn)?;
+        let scanned = match self.scan_live_bytes(&txn) {
+            Ok(s) => s,
+            Err(e) if e.kind() == ErrorKind::Corrupted => {
+                problems.push(e.to_string());
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let bases: std::collections::BTreeSet<Lsn> =
+            counted.keys().chain(scanned.keys()).copied().collect();
+        for base in bases {
+            let (c, s) = (counted.get(&base), scanned.get(&base));
+            if c != s {
+                problems.push(format!(
+                    "segment at LSN {base}: the index counts {} live bytes, its live frames hold {}",
+                    c.copied().unwrap_or(0),
+                    s.copied().unwrap_or(0)
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Store-wide figures: totals over projects, log segments (with their
-    /// live and dead bytes), file sizes. Counting live bytes reads every
-    /// log frame, so this costs a scan of the log.
+    /// live and dead bytes, which the index keeps per segment), file
+    /// sizes. Reads no log frame.
     pub fn stats(&self) -> Result<StoreStats> {
         self.catch_up()?;
         let txn = self.index.begin_read()?;

@@ -18,6 +18,7 @@ use crate::model::{StoredSpan, TraceId};
 
 use super::facts::{self, SessionIdSource};
 use super::search::{self, ChunkSet};
+use super::segments::LiveChanges;
 use super::session::{SessionState, TurnRef, sort_values};
 use super::trace::{Filing, NewRecord, NewRecords, TraceRecord, TurnBody};
 use super::{
@@ -33,9 +34,16 @@ pub(crate) struct IndexConfig {
     pub session_id_sources: Vec<SessionIdSource>,
 }
 
-/// Reads a span back from the log (needed when a turn's head span arrived
-/// in an earlier batch).
-pub(crate) type SpanSource<'a> = dyn Fn(u64) -> Result<StoredSpan> + 'a;
+/// What the index reads of the log (the store's `Log` is one).
+pub(crate) trait SpanSource {
+    /// The span stored at `lsn` (a turn's head span that arrived in an
+    /// earlier batch, a deleted span), and its frame's bytes, header
+    /// included.
+    fn span(&self, lsn: u64) -> Result<(StoredSpan, u64)>;
+    /// The segment holding `lsn`: its base and the next segment's base
+    /// (`u64::MAX` for the last); `None` if no segment does.
+    fn segment(&self, lsn: u64) -> Option<(u64, u64)>;
+}
 
 /// The write transaction of one batch.
 pub(crate) struct IndexWriter {
@@ -56,6 +64,7 @@ pub(super) struct Tables<'t> {
     pub search: Table<'t, &'static [u8; 12], &'static [u8]>,
     pub project_stats: Table<'t, u32, &'static [u8]>,
     pub project_spans: Table<'t, u32, u64>,
+    pub segment_live: Table<'t, u64, u64>,
 }
 
 /// Signed changes to one project's counters within a batch.
@@ -172,6 +181,7 @@ impl IndexWriter {
         t.search.retain(|_, _| false)?;
         t.project_stats.retain(|_, _| false)?;
         t.project_spans.retain(|_, _| false)?;
+        t.segment_live.retain(|_, _| false)?;
         Ok(())
     }
 
@@ -196,6 +206,7 @@ impl IndexWriter {
             search: self.txn.open_table(SEARCH)?,
             project_stats: self.txn.open_table(PROJECT_STATS)?,
             project_spans: self.txn.open_table(PROJECT_SPANS)?,
+            segment_live: self.txn.open_table(super::segments::SEGMENT_LIVE)?,
         })
     }
 
@@ -268,7 +279,7 @@ impl IndexWriter {
     pub(crate) fn apply(
         &mut self,
         records: &mut NewRecords,
-        source: &SpanSource<'_>,
+        source: &dyn SpanSource,
         applied_lsn: u64,
         group: &mut Deferred,
         committed: &Deferred,
@@ -282,6 +293,8 @@ impl IndexWriter {
         let mut projects: BTreeMap<u32, ProjectDelta> = BTreeMap::new();
         // Stored spans per project they were appended under (for `projects()`).
         let mut appended: BTreeMap<&str, i64> = BTreeMap::new();
+        // Frames that became live, per segment.
+        let mut live = LiveChanges::default();
         // Writes to `turns` and `trace_records`, applied in key order once
         // every trace of the group is read: a group's keys are spread over
         // the tables, and in key order neighbouring writes share pages.
@@ -330,6 +343,7 @@ impl IndexWriter {
                 let added = rec.add(r, project);
                 if added {
                     *appended.entry(project).or_default() += 1;
+                    live.add(source, r.lsn, i64::from(r.frame_bytes))?;
                 }
                 changed |= added;
             }
@@ -489,6 +503,7 @@ impl IndexWriter {
                 &idents,
                 projects,
                 appended,
+                live,
                 applied_lsn,
             );
             // `queue` cannot fail; a panic there (a bug) fails the group.
@@ -510,6 +525,7 @@ impl IndexWriter {
         idents: &FastMap<u64, SessionIdent>,
         mut projects: BTreeMap<u32, ProjectDelta>,
         appended: BTreeMap<&str, i64>,
+        live: LiveChanges,
         applied_lsn: u64,
     ) -> Result<()> {
         // Turns and trace records go to their tables in key order, after
@@ -590,6 +606,7 @@ impl IndexWriter {
             t.project_stats
                 .insert(project_id, codec::encode_value(&c).as_slice())?;
         }
+        live.write(&mut t.segment_live)?;
         counters.store(&mut t.meta)?;
         t.meta.insert(META_APPLIED, applied_lsn)?;
         t.finish()
@@ -655,7 +672,7 @@ fn turn_body(
     batch: &mut [&mut NewRecord],
     old_head: Option<[u8; 8]>,
     old_body: Option<&TurnBody>,
-    source: &SpanSource<'_>,
+    source: &dyn SpanSource,
 ) -> Result<TurnBody> {
     let (head, root_missing) = match rec.head() {
         Some(h) => h,
@@ -675,7 +692,7 @@ fn turn_body(
         (Some(r), _) => (r.span.input.take(), r.span.output.take()),
         (None, Some(ob)) if old_head == Some(head.span_id) => (ob.input.clone(), ob.output.clone()),
         _ => {
-            let stored = source(head.lsn)?;
+            let (stored, _) = source.span(head.lsn)?;
             (facts::input(&stored.span), facts::output(&stored.span))
         }
     };

@@ -9,7 +9,8 @@ use redb::{ReadOnlyTable, ReadTransaction};
 use crate::error::{Error, Result};
 use crate::model::TraceId;
 
-use super::apply::{IndexWriter, load_trace, store_trace};
+use super::apply::{IndexWriter, SpanSource, load_trace, store_trace};
+use super::segments::LiveChanges;
 use super::trace::TraceRecord;
 use super::{TRACE_HOMES, TRACE_RECORDS, corrupt_index, find_trace_as};
 
@@ -72,14 +73,18 @@ pub(crate) struct Move {
     pub span_id: [u8; 8],
     pub from: u64,
     pub to: u64,
+    /// The frame's bytes, header included.
+    pub bytes: u64,
 }
 
 impl IndexWriter {
     /// Points the span facts of moved frames at their new LSNs. A fact
     /// that no longer points at `from` is left alone (cannot happen under
-    /// the writer lock, but a remap never resurrects anything).
-    pub(crate) fn remap(&mut self, moves: &[Move]) -> Result<()> {
+    /// the writer lock, but a remap never resurrects anything). The live
+    /// bytes of each moved frame move with it.
+    pub(crate) fn remap(&mut self, moves: &[Move], source: &dyn SpanSource) -> Result<()> {
         let mut t = self.tables()?;
+        let mut live = LiveChanges::default();
         let mut by_trace: FastMap<[u8; 16], Vec<&Move>> = FastMap::default();
         for m in moves {
             by_trace.entry(m.trace_id).or_default().push(m);
@@ -99,10 +104,21 @@ impl IndexWriter {
                     && f.lsn == m.from
                 {
                     f.lsn = m.to;
+                    let bytes = i64::try_from(m.bytes).unwrap_or(i64::MAX);
+                    live.add(source, m.from, -bytes)?;
+                    live.add(source, m.to, bytes)?;
                 }
             }
             store_trace(&mut t, home, &rec)?;
         }
+        live.write(&mut t.segment_live)
+    }
+
+    /// Forgets the live bytes of the segments below `cut`, which a
+    /// compaction removes (all their live frames were moved).
+    pub(crate) fn forget_segments_before(&mut self, cut: u64) -> Result<()> {
+        let mut t = self.tables()?;
+        t.segment_live.retain_in(..cut, |_, _| false)?;
         Ok(())
     }
 }

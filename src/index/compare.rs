@@ -150,6 +150,10 @@ impl Snapshot {
             .map(|(k, v)| (by_project(&le_to_be(&k)), v))
             .collect();
         s.tables.push(("project_spans", spans));
+        let live = raw(txn, super::segments::SEGMENT_LIVE)?
+            .into_iter()
+            .collect();
+        s.tables.push(("segment_live", live));
         let mut sessions = Canon::new();
         for (k, v) in raw(txn, SESSIONS)? {
             let mut state: SessionState = decode_session(&v)?;

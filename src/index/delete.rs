@@ -23,6 +23,7 @@ use super::apply::{
     Delta, IndexWriter, ProjectDelta, SpanSource, Tables, apply_signed, update_session,
 };
 use super::corrupted as corrupt;
+use super::segments::LiveChanges;
 use super::session::SessionState;
 use super::trace::{TraceRecord, TurnBody};
 use super::{
@@ -114,7 +115,7 @@ impl IndexWriter {
     pub(crate) fn delete_traces(
         &mut self,
         ids: &[[u8; 16]],
-        source: &SpanSource<'_>,
+        source: &dyn SpanSource,
     ) -> Result<DeleteReport> {
         let mut t = self.tables()?;
         let mut counts = DeleteReport::default();
@@ -288,13 +289,15 @@ fn session_traces(
 fn delete_traces(
     t: &mut Tables<'_>,
     ids: &[[u8; 16]],
-    source: &SpanSource<'_>,
+    source: &dyn SpanSource,
     counts: &mut DeleteReport,
 ) -> Result<()> {
     let mut sessions: BTreeMap<u64, [u8; 16]> = BTreeMap::new();
     let mut projects: BTreeMap<u32, ProjectDelta> = BTreeMap::new();
     // Stored spans removed, per project they were appended under.
     let mut appended: BTreeMap<String, i64> = BTreeMap::new();
+    // Frames no longer live, per segment.
+    let mut live = LiveChanges::default();
     for id in ids {
         let Some(home) = t.trace_homes.remove(id)?.map(|v| v.value()) else {
             continue;
@@ -316,8 +319,13 @@ fn delete_traces(
                 .trace(-1, rec.spans.len(), rec.tokens);
         }
         for fact in &rec.spans {
-            let span = source(fact.lsn)?;
+            let (span, frame_bytes) = source.span(fact.lsn)?;
             *appended.entry(span.project).or_default() -= 1;
+            live.add(
+                source,
+                fact.lsn,
+                -i64::try_from(frame_bytes).unwrap_or(i64::MAX),
+            )?;
         }
         if let Some(f) = rec.filing {
             if t.turns
@@ -359,6 +367,7 @@ fn delete_traces(
         t.project_stats
             .insert(pid, crate::codec::encode_value(&c).as_slice())?;
     }
+    live.write(&mut t.segment_live)?;
     for (project, n) in appended {
         let Some(pid) = t.projects.get(project.as_str())?.map(|v| v.value()) else {
             continue;

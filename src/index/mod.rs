@@ -14,6 +14,7 @@ pub(crate) mod home_runs;
 pub(crate) mod posting_runs;
 pub(crate) mod runs;
 pub(crate) mod search;
+pub(crate) mod segments;
 pub(crate) mod session;
 pub(crate) mod trace;
 mod wire;
@@ -26,14 +27,14 @@ use crate::codec;
 use crate::error::{Error, Result};
 use crate::fs::{Fence, Fenced, FileSystem, OpenMode, RedbBackend};
 
-pub(crate) use apply::{IndexConfig, IndexWriter};
+pub(crate) use apply::{IndexConfig, IndexWriter, SpanSource};
 pub(crate) use compact::{Liveness, Move};
 pub(crate) use compare::compare;
 pub(crate) use delete::{DeleteTarget, RetentionVictims};
 pub(crate) use trace::{NewRecords, SpanInfo};
 
 /// Version of the table layout; a mismatch triggers a rebuild from the log.
-pub(crate) const INDEX_FORMAT_VERSION: u64 = 8;
+pub(crate) const INDEX_FORMAT_VERSION: u64 = 9;
 
 /// Counters and checkpoint state.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -489,6 +490,7 @@ impl Index {
             txn.open_table(posting_runs::SEARCH_RUN_LIST)?;
             txn.open_table(PROJECT_STATS)?;
             txn.open_table(PROJECT_SPANS)?;
+            txn.open_table(segments::SEGMENT_LIVE)?;
         }
         txn.commit()?;
         Ok(())

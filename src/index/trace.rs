@@ -125,6 +125,8 @@ pub(crate) struct NewRecord {
     pub span: SpanInfo,
     /// The span's own session id (`facts::session_id`), resolved by the caller.
     pub session_id: Option<String>,
+    /// Bytes of the span's frame in the log, header included.
+    pub frame_bytes: u32,
 }
 
 /// Spans to be indexed together, in log order, naming each project once:
@@ -138,8 +140,16 @@ pub(crate) struct NewRecords {
 }
 
 impl NewRecords {
-    /// Adds the span written at `lsn`, appended under `project`.
-    pub fn push(&mut self, lsn: u64, project: &str, span: SpanInfo, session_id: Option<String>) {
+    /// Adds the span written at `lsn` in a frame of `frame_bytes` (header
+    /// included), appended under `project`.
+    pub fn push(
+        &mut self,
+        lsn: u64,
+        frame_bytes: u32,
+        project: &str,
+        span: SpanInfo,
+        session_id: Option<String>,
+    ) {
         let project = match self.projects.iter().position(|p| p == project) {
             Some(i) => i,
             None => {
@@ -152,6 +162,7 @@ impl NewRecords {
             project,
             span,
             session_id,
+            frame_bytes,
         });
     }
 
@@ -501,6 +512,7 @@ mod tests {
                 project: 0,
                 span: SpanInfo::of(span),
                 session_id: sid.map(str::to_owned),
+                frame_bytes: 0,
             },
             project,
         );

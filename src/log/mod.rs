@@ -888,6 +888,16 @@ impl Log {
             .clone()
     }
 
+    /// The bounds of the segment holding `lsn`: its base and the next
+    /// segment's base (`u64::MAX` for the last segment). `None` below the
+    /// first segment.
+    pub(crate) fn segment_bounds(&self, lsn: Lsn) -> Option<(Lsn, Lsn)> {
+        let list = self.segments.read().unwrap_or_else(PoisonError::into_inner);
+        let idx = list.partition_point(|s| s.base <= lsn).checked_sub(1)?;
+        let next = list.get(idx + 1).map_or(u64::MAX, |s| s.base);
+        list.get(idx).map(|s| (s.base, next))
+    }
+
     /// The segment holding `lsn`: the last one whose base is `<= lsn`.
     fn locate(&self, lsn: Lsn) -> Option<Arc<Segment>> {
         let list = self.segments.read().unwrap_or_else(PoisonError::into_inner);

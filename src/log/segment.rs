@@ -326,6 +326,11 @@ impl FrameBuf {
         self.tag
     }
 
+    /// The frame's bytes in the log: header and payload.
+    pub(crate) fn frame_bytes(&self) -> u64 {
+        super::frame::FRAME_HEADER_LEN + self.payload().len() as u64
+    }
+
     /// The payload bytes, as appended.
     pub(crate) fn payload(&self) -> &[u8] {
         match &self.data {

@@ -165,6 +165,7 @@ impl SessionStore {
         }
         drop(live);
         drop(txn);
+        w.forget_segments_before(cut)?;
         w.set_meta(META_APPLIED, self.log.end())?;
         // The intent travels with the remap: once this commit is durable,
         // an open finishes removing the prefix (`finish_interrupted`).
@@ -207,9 +208,10 @@ impl SessionStore {
                 span_id: p.span_id,
                 from: p.from,
                 to,
+                bytes: FRAME_HEADER + p.payload.len() as u64,
             })
             .collect();
-        w.remap(&moves)?;
+        w.remap(&moves, &*self.log)?;
         report.frames_copied += batch.len() as u64;
         report.bytes_copied += batch
             .iter()
@@ -272,28 +274,35 @@ impl SessionStore {
         self.segment_usage(segments, &txn)
     }
 
-    /// Counts, per segment, the bytes of span frames that `txn` refers to.
+    /// Fills in live and dead bytes of `segments` from the live bytes
+    /// `txn`'s index counts per segment.
     fn segment_usage(
         &self,
         segments: &mut [SegmentStats],
         txn: &redb::ReadTransaction,
     ) -> Result<()> {
+        let live = crate::index::segments::live_bytes(txn)?;
+        for s in segments.iter_mut() {
+            s.live_bytes = live.get(&s.base_lsn).copied().unwrap_or(0);
+            s.dead_bytes = s.bytes.saturating_sub(s.live_bytes);
+        }
+        Ok(())
+    }
+
+    /// Live bytes per segment (by base LSN) as a scan of the log finds
+    /// them: each span frame that `txn`'s index refers to, header
+    /// included. For `verify`, which compares them with the index's
+    /// counts.
+    pub(super) fn scan_live_bytes(
+        &self,
+        txn: &redb::ReadTransaction,
+    ) -> Result<std::collections::BTreeMap<Lsn, u64>> {
         let _gate = self.read_gate.read().map_err(|_| Error::panicked())?;
         let mut live = Liveness::new(txn)?;
-        let limit = segments.last().map_or(0, |s| s.base_lsn + s.bytes);
-        for s in segments.iter_mut() {
-            s.live_bytes = 0;
-        }
-        let first = segments.first().map_or(0, |s| s.base_lsn);
-        let mut idx = 0usize;
+        let mut out = std::collections::BTreeMap::new();
+        let mut segment: Option<(Lsn, Lsn)> = None;
         for item in self.log.scan(0) {
             let (lsn, frame) = item?;
-            if lsn >= limit {
-                break;
-            }
-            if lsn < first {
-                continue;
-            }
             if frame.tag() != codec::TAG_SPAN_V1 {
                 continue;
             }
@@ -302,20 +311,19 @@ impl SessionStore {
             if !live.is_live(trace_id, span_id, lsn)? {
                 continue;
             }
-            while segments
-                .get(idx + 1)
-                .is_some_and(|next| next.base_lsn <= lsn)
-            {
-                idx += 1;
-            }
-            if let Some(s) = segments.get_mut(idx) {
-                s.live_bytes += FRAME_HEADER + frame.payload().len() as u64;
-            }
+            let base = match segment {
+                Some((base, next)) if base <= lsn && lsn < next => base,
+                _ => {
+                    let found = self.log.segment_bounds(lsn).ok_or_else(|| {
+                        Error::invalid(format!("LSN {lsn} is in no segment of the log"))
+                    })?;
+                    segment = Some(found);
+                    found.0
+                }
+            };
+            *out.entry(base).or_default() += FRAME_HEADER + frame.payload().len() as u64;
         }
-        for s in segments.iter_mut() {
-            s.dead_bytes = s.bytes.saturating_sub(s.live_bytes);
-        }
-        Ok(())
+        Ok(out)
     }
 }
 
@@ -325,6 +333,7 @@ mod tests {
 
     use redb::ReadableTable;
 
+    use super::SegmentStats;
     use crate::index::posting_runs::{SEARCH_RUNS, posting_of};
     use crate::index::search::{ChunkSet, key_chunk};
     use crate::index::{SEARCH, SESSIONS};
@@ -431,17 +440,66 @@ mod tests {
         assert!(store.verify().unwrap().problems.is_empty());
     }
 
+    /// Copies a store's directory (a crash: nothing of the copy is closed).
+    fn copy_store(from: &std::path::Path, to: &std::path::Path) {
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            let target = to.join(e.file_name());
+            if e.file_type().unwrap().is_dir() {
+                std::fs::create_dir(&target).unwrap();
+                copy_store(&e.path(), &target);
+            } else {
+                std::fs::copy(e.path(), target).unwrap();
+            }
+        }
+    }
+
+    /// Checks `stats()`'s live bytes per segment against a whole decode of
+    /// every frame: each span's last frame counts if `kept(trace byte)`.
+    /// Returns the number of live spans.
+    fn check_live_bytes(store: &SessionStore, kept: impl Fn(u8) -> bool) -> usize {
+        let stats = store.stats().unwrap();
+        let mut last = std::collections::BTreeMap::new();
+        for item in store.log.scan(0) {
+            let (lsn, frame) = item.unwrap();
+            let Ok(span) = crate::codec::decode_span(frame.tag(), frame.payload()) else {
+                continue; // a tombstone
+            };
+            let size = super::FRAME_HEADER + frame.payload().len() as u64;
+            last.insert((span.span.trace_id.0, span.span.span_id.0), (lsn, size));
+        }
+        let mut want = vec![0u64; stats.segments.len()];
+        let mut live = 0;
+        for ((trace, _), (lsn, size)) in last {
+            if kept(trace[0]) {
+                let seg = stats
+                    .segments
+                    .iter()
+                    .rposition(|s| s.base_lsn <= lsn)
+                    .unwrap();
+                want[seg] += size;
+                live += 1;
+            }
+        }
+        let got: Vec<u64> = stats.segments.iter().map(|s| s.live_bytes).collect();
+        assert_eq!(got, want);
+        for s in &stats.segments {
+            assert_eq!(s.live_bytes + s.dead_bytes, s.bytes);
+        }
+        live
+    }
+
     /// A segment's live bytes are the frames of the spans the store
     /// holds: not a deleted trace's, not a repeated span's second copy,
-    /// not a tombstone. Checked against a whole decode of every frame and
-    /// the set of traces kept.
+    /// not a tombstone, not a frame compaction copied away. They are kept
+    /// by the index, and are the same after a replay (a crash past the
+    /// checkpoint) and a compaction. Checked against a whole decode of
+    /// every frame and the set of traces kept.
     #[test]
     fn live_bytes_are_the_frames_of_stored_spans() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SessionStore::options()
-            .segment_bytes(8 * 1024)
-            .open(dir.path())
-            .unwrap();
+        let opts = || SessionStore::options().segment_bytes(8 * 1024);
+        let store = opts().open(dir.path()).unwrap();
         let batch = |i: u8| {
             let spans = (0..3u8)
                 .map(|j| {
@@ -466,50 +524,57 @@ mod tests {
         for i in (0..40u8).step_by(3) {
             store.append(&[batch(i)]).unwrap();
         }
+        store.sync().unwrap();
         for i in (0..40u8).filter(|i| i % 4 == 1) {
             store.delete_session("p", &format!("s{i:02}")).unwrap();
         }
         // A deleted session appended again: its spans' new frames are
         // live, the old ones stay dead.
         store.append(&[batch(1)]).unwrap();
+        let kept = |t: u8| t % 4 != 2 || t == 2;
+        assert_eq!(check_live_bytes(&store, kept), 31 * 3);
         let stats = store.stats().unwrap();
         assert!(
             stats.segments.len() > 3,
             "{} segments",
             stats.segments.len()
         );
-
-        // Each span's last frame, if its trace is kept (trace i + 1 is
-        // session i's).
-        let mut last = std::collections::BTreeMap::new();
-        for item in store.log.scan(0) {
-            let (lsn, frame) = item.unwrap();
-            let Ok(span) = crate::codec::decode_span(frame.tag(), frame.payload()) else {
-                continue; // a tombstone
-            };
-            let size = super::FRAME_HEADER + frame.payload().len() as u64;
-            last.insert((span.span.trace_id.0, span.span.span_id.0), (lsn, size));
-        }
-        let mut want = vec![0u64; stats.segments.len()];
-        let mut live = 0;
-        for ((trace, _), (lsn, size)) in last {
-            if trace[0] % 4 != 2 || trace[0] == 2 {
-                let seg = stats
-                    .segments
-                    .iter()
-                    .rposition(|s| s.base_lsn <= lsn)
-                    .unwrap();
-                want[seg] += size;
-                live += 1;
-            }
-        }
-        let got: Vec<u64> = stats.segments.iter().map(|s| s.live_bytes).collect();
-        assert_eq!(got, want);
-        assert_eq!(live, 31 * 3);
-        for s in &stats.segments {
-            assert_eq!(s.live_bytes + s.dead_bytes, s.bytes);
-        }
         assert!(stats.segments.iter().any(|s| s.dead_bytes > s.bytes / 4));
+
+        // A crash: the deletes and the last append are past the
+        // checkpoint, and a reopen replays them.
+        let crashed = tempfile::tempdir().unwrap();
+        copy_store(dir.path(), crashed.path());
+        let reopened = opts().open(crashed.path()).unwrap();
+        assert!(reopened.open_report().frames_replayed > 0);
+        assert_eq!(
+            reopened.stats().unwrap().segments,
+            store
+                .stats()
+                .unwrap()
+                .segments
+                .into_iter()
+                .map(|s| SegmentStats {
+                    path: crashed.path().join("log").join(s.path.file_name().unwrap()),
+                    ..s
+                })
+                .collect::<Vec<_>>()
+        );
+        drop(reopened);
+
+        // The oldest segments made mostly dead, so that compaction moves
+        // their live frames.
+        for i in 0..16u8 {
+            store.delete_session("p", &format!("s{i:02}")).unwrap();
+        }
+        let kept = |t: u8| kept(t) && t > 16;
+        let report = store.compact().unwrap();
+        assert!(report.segments_dropped > 0 && report.frames_copied > 0);
+        assert_eq!(check_live_bytes(&store, kept), 18 * 3);
+        assert!(store.verify().unwrap().is_ok());
+        drop(store);
+        let store = opts().open(dir.path()).unwrap();
+        assert_eq!(check_live_bytes(&store, kept), 18 * 3);
     }
 
     /// The prune changes the table a few postings at a time and, pass

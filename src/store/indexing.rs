@@ -38,7 +38,7 @@ use std::thread::JoinHandle;
 use super::pending::{Group, SpanIdSet};
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::index::{Deferred, Index, IndexWriter};
+use crate::index::{Deferred, Index, IndexWriter, SpanSource};
 use crate::log::{FrameBuf, Log, Lsn};
 use crate::model::StoredSpan;
 
@@ -99,13 +99,13 @@ impl GroupIndexer {
     /// Indexes `group` in one write transaction, recording that the indexes
     /// cover the log up to `applied`.
     fn index(&self, group: Group, applied: Lsn) -> Result<()> {
-        let source = |lsn: Lsn| read_span(&self.log, lsn);
+        let source: &dyn SpanSource = &*self.log;
         let mut changes = Deferred::default();
         group.with_records(|records| {
             let mut w = self.index.begin_write()?;
             {
                 let committed = self.deferred.read().map_err(|_| Error::panicked())?;
-                w.apply(records, &source, applied, &mut changes, &committed)?;
+                w.apply(records, source, applied, &mut changes, &committed)?;
             }
             commit_with_deferred(&self.deferred, w, changes)
         })
@@ -180,9 +180,15 @@ impl GroupIndexer {
     }
 }
 
-/// Reads and decodes the span stored at `lsn`.
-pub(super) fn read_span(log: &Log, lsn: Lsn) -> Result<StoredSpan> {
-    decode_span_frame(log, lsn, &log.read(lsn)?)
+impl SpanSource for Log {
+    fn span(&self, lsn: u64) -> Result<(StoredSpan, u64)> {
+        let frame = self.read(lsn)?;
+        Ok((decode_span_frame(self, lsn, &frame)?, frame.frame_bytes()))
+    }
+
+    fn segment(&self, lsn: u64) -> Option<(u64, u64)> {
+        self.segment_bounds(lsn)
+    }
 }
 
 /// Decodes `frame`, read at `lsn`, as a span; a corruption there if it is not one.

@@ -3,7 +3,7 @@
 
 use crate::codec::{self, DeleteRecord};
 use crate::error::{Error, Result};
-use crate::index::Deferred;
+use crate::index::{Deferred, SpanSource};
 use crate::index::{DeleteTarget, META_APPLIED, RetentionVictims};
 use crate::log::{FrameRef, Lsn};
 use crate::model::{DeleteReport, RetentionPolicy, TraceId};
@@ -147,10 +147,10 @@ impl SessionStore {
             ));
         }
         let mut w = self.index.begin_write()?;
-        let source = |lsn: Lsn| self.read_span(lsn);
+        let source: &dyn SpanSource = &*self.log;
         // Applied before the tombstone is written: if the log write fails,
         // the transaction is dropped (aborted) and nothing of it remains.
-        let report = w.delete_traces(&record.traces, &source)?;
+        let report = w.delete_traces(&record.traces, source)?;
         self.log.append(&[FrameRef {
             tag,
             payload: &payload,

@@ -20,6 +20,7 @@
 
 use crate::hashing::{FastMap, FastSet};
 
+use super::compaction::FRAME_HEADER;
 use crate::index::{NewRecords, SpanInfo};
 use crate::log::Lsn;
 
@@ -97,7 +98,9 @@ impl Pending {
         encoded: usize,
     ) {
         self.held += info.text_bytes() + session_id.as_ref().map_or(0, String::len);
-        self.records.push(lsn, project, info, session_id);
+        let frame_bytes = u32::try_from(FRAME_HEADER + encoded as u64).unwrap_or(u32::MAX);
+        self.records
+            .push(lsn, frame_bytes, project, info, session_id);
         self.bytes += encoded;
     }
 
