@@ -457,3 +457,50 @@ fn readers_against_group_commit_writers(options: StoreOptions) {
          made {passes} passes"
     );
 }
+
+/// `stats()` while appends run: each segment's live and dead bytes add up
+/// to its size, and, with nothing deleted, every byte but the segment
+/// header is a live span frame (the segment list and the live bytes are
+/// read from the same log).
+#[test]
+fn stats_during_appends_count_every_frame_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StoreOptions::default()
+        .durability(Durability::Buffered)
+        .segment_bytes(16 << 10)
+        .open(dir.path())
+        .unwrap();
+    let stop = AtomicBool::new(false);
+    let checks = std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let mut checks = 0u64;
+            while !stop.load(Ordering::Acquire) {
+                let stats = store.stats().unwrap();
+                for s in &stats.segments {
+                    assert_eq!(s.live_bytes + s.dead_bytes, s.bytes, "{s:?}");
+                    assert_eq!(s.dead_bytes, 32, "{s:?}");
+                }
+                assert_eq!(
+                    stats.log_bytes,
+                    stats.segments.iter().map(|s| s.bytes).sum::<u64>()
+                );
+                checks += 1;
+            }
+            checks
+        });
+        for n in 1..=600u64 {
+            let session = SESSIONS[usize::try_from(n).unwrap() % SESSIONS.len()];
+            store.append(&whole_trace(n, session)).unwrap();
+        }
+        stop.store(true, Ordering::Release);
+        reader.join().unwrap()
+    });
+    assert!(checks > 0, "the reader never ran");
+    let stats = store.stats().unwrap();
+    assert!(
+        stats.segments.len() > 3,
+        "{} segments",
+        stats.segments.len()
+    );
+    assert_eq!(stats.spans, 600 * K);
+}

@@ -263,15 +263,17 @@ impl SessionStore {
             .collect()
     }
 
-    /// Fills in live and dead bytes of `segments` (for `stats`).
-    pub(super) fn fill_segment_usage(&self, segments: &mut [SegmentStats]) -> Result<()> {
-        // The snapshot must match the log end it is compared with: take it
-        // where no append can run.
-        let txn = {
-            let _ws = self.lock_applied()?;
-            self.index.begin_read()?
+    /// The log's segments with their live and dead bytes (for `stats`).
+    pub(super) fn segment_stats(&self) -> Result<Vec<SegmentStats>> {
+        // The list and the snapshot must describe the same log: take both
+        // where no append can run, with every appended span indexed.
+        let (mut segments, txn) = {
+            let mut ws = self.lock_writer()?;
+            self.apply_pending(&mut ws)?;
+            (self.segment_list(), self.index.begin_read()?)
         };
-        self.segment_usage(segments, &txn)
+        self.segment_usage(&mut segments, &txn)?;
+        Ok(segments)
     }
 
     /// Fills in live and dead bytes of `segments` from the live bytes
