@@ -1613,37 +1613,6 @@ impl SessionStore {
         Ok(report)
     }
 
-    /// For `verify`: compares the live bytes the index counts per log
-    /// segment with a scan of the log for the frames it refers to.
-    fn check_live_bytes(&self, problems: &mut Vec<String>) -> Result<()> {
-        // Liveness finds traces through the tables alone: `verify` holds
-        // the writer lock from `lock_applied`, which wrote every held home
-        // to its table.
-        let txn = self.index.begin_read()?;
-        let counted = crate::index::segments::live_bytes(&txn)?;
-        let scanned = match self.scan_live_bytes(&txn) {
-            Ok(s) => s,
-            Err(e) if e.kind() == ErrorKind::Corrupted => {
-                problems.push(e.to_string());
-                return Ok(());
-            }
-            Err(e) => return Err(e),
-        };
-        let bases: std::collections::BTreeSet<Lsn> =
-            counted.keys().chain(scanned.keys()).copied().collect();
-        for base in bases {
-            let (c, s) = (counted.get(&base), scanned.get(&base));
-            if c != s {
-                problems.push(format!(
-                    "segment at LSN {base}: the index counts {} live bytes, its live frames hold {}",
-                    c.copied().unwrap_or(0),
-                    s.copied().unwrap_or(0)
-                ));
-            }
-        }
-        Ok(())
-    }
-
     /// Store-wide figures: totals over projects, log segments (with their
     /// live and dead bytes, which the index keeps per segment), file
     /// sizes. Reads no log frame.
