@@ -19,33 +19,52 @@ pub(crate) const SEGMENT_LIVE: TableDefinition<u64, u64> = TableDefinition::new(
 /// and written once by [`LiveChanges::write`].
 #[derive(Default)]
 pub(super) struct LiveChanges {
-    /// The segment the last LSN fell in: its base and the next one's.
-    last: Option<(u64, u64)>,
-    by_segment: BTreeMap<u64, i64>,
+    /// The segment the last LSN fell in (its base and the next one's) and
+    /// the change to it since: a group's spans are mostly in one segment,
+    /// so most additions touch only this.
+    current: Option<(u64, u64, i64)>,
+    /// Changes to the segments left before `current`, by base.
+    earlier: BTreeMap<u64, i64>,
 }
 
 impl LiveChanges {
     /// Counts `bytes` more (or fewer, if negative) live bytes at the frame
     /// at `lsn`, in whichever segment holds it.
+    #[inline]
     pub fn add(&mut self, source: &dyn SpanSource, lsn: u64, bytes: i64) -> Result<()> {
-        let base = match self.last {
-            Some((base, next)) if base <= lsn && lsn < next => base,
-            _ => {
-                let found = source.segment(lsn).ok_or_else(|| {
-                    super::corrupted(format!("the index refers to LSN {lsn}, outside the log"))
-                })?;
-                self.last = Some(found);
-                found.0
-            }
-        };
-        *self.by_segment.entry(base).or_default() += bytes;
+        if let Some((base, next, change)) = &mut self.current
+            && *base <= lsn
+            && lsn < *next
+        {
+            *change += bytes;
+            return Ok(());
+        }
+        self.add_elsewhere(source, lsn, bytes)
+    }
+
+    /// [`Self::add`] for an LSN outside the current segment.
+    #[cold]
+    fn add_elsewhere(&mut self, source: &dyn SpanSource, lsn: u64, bytes: i64) -> Result<()> {
+        let (base, next) = source.segment(lsn).ok_or_else(|| {
+            super::corrupted(format!("the index refers to LSN {lsn}, outside the log"))
+        })?;
+        self.flush();
+        self.current = Some((base, next, bytes));
         Ok(())
+    }
+
+    /// Moves the change to the current segment into `earlier`.
+    fn flush(&mut self) {
+        if let Some((base, _, change)) = self.current.take() {
+            *self.earlier.entry(base).or_default() += change;
+        }
     }
 
     /// Applies the changes to the table; a segment left without live
     /// bytes loses its entry.
-    pub fn write(self, table: &mut Table<'_, u64, u64>) -> Result<()> {
-        for (base, change) in self.by_segment {
+    pub fn write(mut self, table: &mut Table<'_, u64, u64>) -> Result<()> {
+        self.flush();
+        for (base, change) in self.earlier {
             if change == 0 {
                 continue;
             }
