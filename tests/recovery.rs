@@ -400,6 +400,49 @@ fn an_index_of_the_previous_format_is_rebuilt() {
     assert!(names.iter().any(|n| n == "trace_homes"), "{names:?}");
 }
 
+/// An index of format 8, which kept no live bytes per log segment, is
+/// rebuilt on open, so that `stats` reports every span frame live.
+#[test]
+fn an_index_without_live_bytes_per_segment_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SessionStore::options()
+        .segment_bytes(64 << 10)
+        .open(dir.path())
+        .unwrap();
+    for b in span_sessions::workload::Workload::new(Default::default())
+        .batches(50)
+        .take(20)
+    {
+        store.append(&b).unwrap();
+    }
+    let before = store.stats().unwrap();
+    assert!(before.segments.len() > 2, "{:?}", before.segments);
+    drop(store);
+    {
+        const META: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+        const LIVE: redb::TableDefinition<u64, u64> = redb::TableDefinition::new("segment_live");
+        let db = redb::Database::create(dir.path().join("index.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.delete_table(LIVE).unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert("format_version", 8)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let store = SessionStore::options()
+        .segment_bytes(64 << 10)
+        .open(dir.path())
+        .unwrap();
+    let after = store.stats().unwrap();
+    assert_eq!(after.segments, before.segments);
+    // Nothing deleted: every byte but each segment's header is live.
+    for s in &after.segments {
+        assert_eq!(s.dead_bytes, 32, "{s:?}");
+    }
+    assert!(store.verify().unwrap().is_ok());
+}
+
 /// A trace whose home leads nowhere, or a record no trace leads to, is
 /// damage that `verify` names (and a rebuild repairs).
 #[test]
