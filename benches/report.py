@@ -184,6 +184,49 @@ def sustained_table(r):
     return out
 
 
+RECEIVER = "receiver_otlp_http_500B"
+RECEIVER_BASELINE = "in_process_export"
+RECEIVER_NAMES = {
+    RECEIVER_BASELINE: "*`otlp::export` in process*",
+    "http_protobuf": "`serve`, protobuf",
+    "http_protobuf_gzip": "`serve`, protobuf, gzip",
+    "http_json": "`serve`, OTLP/JSON",
+}
+
+
+def receiver_table(r):
+    """`benches/receiver.rs`: the OTLP/HTTP receiver against the same requests
+    exported in process. Empty when the run has no such results."""
+    benches = sorted(((f, p) for (g, f, p) in r if g == RECEIVER),
+                     key=lambda fp: (list(RECEIVER_NAMES).index(fp[0])
+                                     if fp[0] in RECEIVER_NAMES else 99, fp[1]))
+    if not benches:
+        return []
+    out = [
+        f"### `{RECEIVER}`\n",
+        "Per sample: one whole ingest of ~500 B spans into a fresh store, as OTLP requests "
+        "of the parameter's spans sent by four clients (each on one keep-alive connection, "
+        "waiting for each answer), until the last answer: the spans are durable (group "
+        "commit), their indexing may still be under way. The baseline is `otlp::export` of "
+        "the same requests, decoded beforehand, from four threads in the bench's process.",
+        "",
+        "| request spans | spans per sample | path | median per sample | spans/s | MB/s "
+        "| vs in process |",
+        "|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for f, p in benches:
+        rec = r[(RECEIVER, f, p)]
+        el, by = per_second(rec)
+        base = r.get((RECEIVER, RECEIVER_BASELINE, p))
+        ratio = el / per_second(base)[0] if base and el else None
+        t = (rec["throughput"] or {}).get("ElementsAndBytes")
+        n = f"{t['elements']:,}" if t else "-"
+        mb = f"{by / 1e6:.1f}" if by is not None else "-"
+        out.append(f"| {p} | {n} | {RECEIVER_NAMES.get(f, f)} | {fmt_time(rec['median_ns'])} "
+                   f"| {fmt_rate(el)} | {mb} | {fmt_ratio(ratio) if ratio else '-'} |")
+    out.append("")
+    return out
+
 QUERY_ROWS = [
     # (group, span-sessions function, SQLite function, description)
     ("history", "span_sessions_full", "sqlite_full", "`session_history`, whole session"),
@@ -320,6 +363,7 @@ def render(r):
     ]
     out += ingest_tables(r)
     out += sustained_table(r)
+    out += receiver_table(r)
     out += ["## Queries and recovery", ""]
     out += query_table(r)
     fx = fixtures()

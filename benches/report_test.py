@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Tests of benches/report.py's targets table: `python3 benches/report_test.py`.
+"""Tests of benches/report.py's tables: `python3 benches/report_test.py`.
 
 The verdicts it writes into BENCHMARKS.md say which of issue 5's targets a
 run met; these check them on made-up criterion results, read back from
@@ -45,20 +45,22 @@ def target(prefix):
     return next(t[0] for t in report.TARGETS if t[0].startswith(prefix))
 
 
-class TargetsTable(unittest.TestCase):
-    def load(self, benches):
-        with tempfile.TemporaryDirectory() as root:
-            for b in benches:
-                write_bench(root, *b)
-            old = report.CRITERION
-            report.CRITERION = Path(root) / "criterion"
-            try:
-                return report.load()
-            finally:
-                report.CRITERION = old
+def load(benches):
+    """report.load() of made-up results, written where criterion puts them."""
+    with tempfile.TemporaryDirectory() as root:
+        for b in benches:
+            write_bench(root, *b)
+        old = report.CRITERION
+        report.CRITERION = Path(root) / "criterion"
+        try:
+            return report.load()
+        finally:
+            report.CRITERION = old
 
+
+class TargetsTable(unittest.TestCase):
     def test_verdicts_follow_the_figures(self):
-        r = self.load([
+        r = load([
             # 500,000 spans in 0.4 s: 1.25M spans/s, 30x SQLite NORMAL's 12 s.
             ("ingest_sustained", "with_sync_group_commit", "500B", 0.4e9, spans(500_000, 2.6e8)),
             ("ingest_sustained", "sqlite_normal", "500B", 12e9, spans(500_000, 2.6e8)),
@@ -85,7 +87,7 @@ class TargetsTable(unittest.TestCase):
         self.assertEqual(t[target("reopen with 1 GiB")], ("1.90 s", "met"))
 
     def test_a_rate_below_its_floor_is_not_met(self):
-        r = self.load([
+        r = load([
             # 25x SQLite NORMAL, but 999,000 spans/s.
             ("ingest_sustained", "with_sync_group_commit", "500B", 1e9 / 999, spans(1000, 5.2e5)),
             ("ingest_sustained", "sqlite_normal", "500B", 25e9 / 999, spans(1000, 5.2e5)),
@@ -96,11 +98,34 @@ class TargetsTable(unittest.TestCase):
         self.assertIn("25.0x", measured)
 
     def test_the_table_ends_the_generated_section(self):
-        r = self.load([("history", "span_sessions_full", "100", 30e3)])
+        r = load([("history", "span_sessions_full", "100", 30e3)])
         text = report.render(r)
         self.assertIn("## Issue 5's targets in this run", text)
         self.assertTrue(text.rstrip().endswith("| not in this run | not measured |"))
 
+
+
+class ReceiverTable(unittest.TestCase):
+    def test_each_path_is_a_ratio_to_the_in_process_export(self):
+        r = load([
+            ("receiver_otlp_http_500B", "in_process_export", "512", 0.25e9, spans(100_000, 5.2e7)),
+            ("receiver_otlp_http_500B", "http_protobuf", "512", 0.5e9, spans(100_000, 5.2e7)),
+            ("receiver_otlp_http_500B", "http_json", "512", 1e9, spans(100_000, 5.2e7)),
+        ])
+        lines = [l for l in report.receiver_table(r) if l.startswith("| 512 ")]
+        cells = [[c.strip() for c in l.strip("|").split("|")] for l in lines]
+        # The baseline first, then the paths over HTTP in a fixed order.
+        self.assertEqual([c[2] for c in cells], [
+            "*`otlp::export` in process*", "`serve`, protobuf", "`serve`, OTLP/JSON"])
+        self.assertEqual(cells[0][3:], ["250.00 ms", "400.0 k", "208.0", "1.0x"])
+        self.assertEqual(cells[1][3:], ["500.00 ms", "200.0 k", "104.0", "0.5x"])
+        self.assertEqual(cells[2][1], "100,000")
+        self.assertEqual(cells[2][3:], ["1.00 s", "100.0 k", "52.0", "0.2x"])
+
+    def test_no_results_no_table(self):
+        r = load([("history", "span_sessions_full", "100", 30e3)])
+        self.assertEqual(report.receiver_table(r), [])
+        self.assertNotIn("receiver_otlp_http", report.render(r))
 
 if __name__ == "__main__":
     unittest.main()
