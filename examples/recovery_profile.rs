@@ -7,7 +7,8 @@
 //! sets `StoreOptions::cache_bytes` (64 MiB by default), `INDEX_BATCH_MIB`
 //! `StoreOptions::index_batch_bytes` (a bound of the replay's chunks),
 //! `INDEX_SPANS` `StoreOptions::index_batch_spans` (the other), and
-//! `SYNC_FIRST=1` writes the copy to disk before the open is timed.
+//! `SYNC_FIRST=1` writes the copy to disk before the open is timed, and
+//! `COLD=1` (as root) also drops the page cache, as after a reboot.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 #[path = "support/cpu.rs"]
@@ -50,6 +51,14 @@ fn main() {
     // kernel's writeback of the copy (about a second of a 1 GiB open).
     if std::env::var_os("SYNC_FIRST").is_some() {
         let _ = std::process::Command::new("sync").status();
+    }
+    // COLD=1 (root only): also drop the page cache, so that the open reads
+    // the log and the index from the disk, as after a reboot.
+    if std::env::var_os("COLD").is_some() {
+        let _ = std::process::Command::new("sync").status();
+        if let Err(e) = std::fs::write("/proc/sys/vm/drop_caches", "3") {
+            eprintln!("COLD=1: could not drop the page cache: {e}");
+        }
     }
     let t = Instant::now();
     let mut options = SessionStore::options();
