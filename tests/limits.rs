@@ -325,6 +325,57 @@ fn extreme_timestamps_and_end_before_start_are_stored_and_durations_saturate() {
 }
 
 #[test]
+fn token_counts_near_the_top_of_u64_saturate_in_every_sum() {
+    // Three turns of one session, each an LLM child under a root; the
+    // first two claim i64::MAX tokens each (together 2^64 - 2), the third 5.
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let turn = |n: u64, tokens: i64| {
+        vec![
+            Span::new(tid(n), sid(1), None, "agent", n * 10, n * 10 + 5)
+                .with_attribute("session.id", "big"),
+            Span::new(tid(n), sid(2), Some(sid(1)), "llm", n * 10 + 1, n * 10 + 4)
+                .with_attribute("openinference.span.kind", "LLM")
+                .with_attribute("llm.token_count.prompt", tokens)
+                .with_attribute("llm.token_count.total", tokens),
+        ]
+    };
+    let spans: Vec<Span> = [(1, i64::MAX), (2, i64::MAX), (3, 5)]
+        .into_iter()
+        .flat_map(|(n, t)| turn(n, t))
+        .collect();
+    // One batch: the project's changes are summed before they are stored.
+    let r = s.append(&[ResourceSpans::for_project("p", spans)]).unwrap();
+    assert_eq!(r.accepted, 6);
+    let check = |s: &SessionStore| {
+        let session = s.session("p", "big").unwrap().unwrap();
+        assert_eq!(
+            session.tokens.total,
+            u64::MAX,
+            "session: {:?}",
+            session.tokens
+        );
+        assert_eq!(session.tokens.prompt, u64::MAX);
+        let project = s.project_stats("p").unwrap().unwrap();
+        // The sum of the changes wrapped in i64 before: a total of 3.
+        assert_eq!(
+            project.tokens.total,
+            u64::MAX,
+            "project: {:?}",
+            project.tokens
+        );
+        assert_eq!(project.tokens.prompt, u64::MAX);
+        assert_eq!(project.tokens.completion, 0);
+        assert_eq!((project.traces, project.spans, project.sessions), (3, 6, 1));
+    };
+    check(&s);
+    assert!(s.verify().unwrap().is_ok());
+    // A rebuild from the log sums them the same way.
+    s.rebuild_indexes().unwrap();
+    check(&s);
+}
+
+#[test]
 fn otlp_with_invalid_utf8_is_rejected_whole_with_a_reason() {
     use prost::Message;
     use proto::tonic::common::v1::{AnyValue, KeyValue, any_value};

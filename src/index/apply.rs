@@ -68,24 +68,34 @@ pub(super) struct Tables<'t> {
 }
 
 /// Signed changes to one project's counters within a batch.
+///
+/// In `i128`: a trace's token counts take any `u64` (a span may claim
+/// `u64::MAX` tokens), and a batch adds and subtracts many of them, so
+/// the sum of changes must neither wrap (it did in `i64`: two traces of
+/// `i64::MAX` tokens and one of 5 made a project total of 3) nor
+/// saturate before the stored counter is reached (an addition clamped
+/// early would no longer cancel the subtraction of the same trace's old
+/// counts). The stored counters saturate, as the sessions' sums do.
 #[derive(Default)]
 pub(super) struct ProjectDelta {
-    sessions: i64,
-    traces: i64,
-    spans: i64,
-    tokens: [i64; 3],
+    sessions: i128,
+    traces: i128,
+    spans: i128,
+    tokens: [i128; 3],
 }
 
 impl ProjectDelta {
     pub(super) fn trace(&mut self, sign: i64, spans: usize, tokens: crate::model::Tokens) {
-        self.traces += sign;
-        self.spans += sign * i64::try_from(spans).unwrap_or(i64::MAX);
+        let sign = i128::from(sign);
+        self.traces = self.traces.saturating_add(sign);
+        let spans = i128::try_from(spans).unwrap_or(i128::MAX);
+        self.spans = self.spans.saturating_add(sign.saturating_mul(spans));
         for (slot, v) in
             self.tokens
                 .iter_mut()
                 .zip([tokens.prompt, tokens.completion, tokens.total])
         {
-            *slot += sign * i64::try_from(v).unwrap_or(i64::MAX);
+            *slot = slot.saturating_add(sign.saturating_mul(i128::from(v)));
         }
     }
 }
@@ -103,16 +113,14 @@ impl ProjectDelta {
 
     /// Counts one session appearing (`+1`) or vanishing (`-1`).
     pub(super) fn session(&mut self, change: i64) {
-        self.sessions += change;
+        self.sessions = self.sessions.saturating_add(i128::from(change));
     }
 }
 
-pub(super) fn apply_signed(v: u64, d: i64) -> u64 {
-    if d >= 0 {
-        v.saturating_add(d.unsigned_abs())
-    } else {
-        v.saturating_sub(d.unsigned_abs())
-    }
+/// `v` changed by `d`, clamped to `0..=u64::MAX`.
+pub(super) fn apply_signed(v: u64, d: i128) -> u64 {
+    let sum = i128::from(v).saturating_add(d);
+    u64::try_from(sum.max(0)).unwrap_or(u64::MAX)
 }
 
 /// A turn entering, changing in, or leaving one session.
@@ -586,7 +594,7 @@ impl IndexWriter {
                 .filter_map(|&(_, at)| deltas.get(at).map(|(_, d)| d));
             let (project_id, change) =
                 update_session(t, session, ds, idents.get(&session), Some(&mut tail))?;
-            projects.entry(project_id).or_default().sessions += change;
+            projects.entry(project_id).or_default().session(change);
         }
         super::append_ascending(
             &mut t.sessions,
@@ -595,7 +603,8 @@ impl IndexWriter {
         for (project, n) in appended {
             let id = counters.project(&mut t.projects, project)?;
             let old = t.project_spans.get(id)?.map_or(0, |v| v.value());
-            t.project_spans.insert(id, apply_signed(old, n))?;
+            t.project_spans
+                .insert(id, apply_signed(old, i128::from(n)))?;
         }
         for (project_id, d) in projects {
             let mut c: ProjectCounters = match t.project_stats.get(project_id)? {

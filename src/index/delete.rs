@@ -372,7 +372,10 @@ fn delete_traces(
         let Some(pid) = t.projects.get(project.as_str())?.map(|v| v.value()) else {
             continue;
         };
-        let left = apply_signed(t.project_spans.get(pid)?.map_or(0, |v| v.value()), n);
+        let left = apply_signed(
+            t.project_spans.get(pid)?.map_or(0, |v| v.value()),
+            i128::from(n),
+        );
         if left > 0 {
             t.project_spans.insert(pid, left)?;
         } else {

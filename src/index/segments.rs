@@ -69,7 +69,7 @@ impl LiveChanges {
                 continue;
             }
             let old = table.get(base)?.map_or(0, |v| v.value());
-            match apply_signed(old, change) {
+            match apply_signed(old, i128::from(change)) {
                 0 => table.remove(base)?,
                 live => table.insert(base, live)?,
             };
