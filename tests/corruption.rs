@@ -391,6 +391,94 @@ fn rebuild_index_on_open_gives_identical_answers() {
     assert!(store.verify().unwrap().is_ok());
 }
 
+/// An index whose session counter is at its maximum (damage redb's
+/// checksums cannot see: the page was written whole) gives a new session
+/// no number that another session already has: indexing it fails as
+/// corruption (the store refuses service, and so does a plain reopen), and
+/// a rebuild from the log gives every session its own.
+#[test]
+fn a_session_counter_at_its_maximum_is_corruption_not_a_shared_number() {
+    use span_sessions::{ResourceSpans, Span, SpanId};
+    let fresh = |n: u8| {
+        vec![ResourceSpans::for_project(
+            "fresh-project",
+            vec![
+                Span::new(TraceId([0xf0 | n; 16]), SpanId([n; 8]), None, "agent", 1, 2)
+                    .with_attribute("session.id", format!("fresh-{n}"))
+                    .with_attribute("input.value", format!("question {n}")),
+            ],
+        )]
+    };
+    // What a sound store answers with every batch and the two new sessions.
+    let expected = {
+        let reference = tempfile::tempdir().unwrap();
+        let store = options().open(reference.path()).unwrap();
+        for id in batches() {
+            store.append(&id.batch()).unwrap();
+        }
+        store.append(&fresh(1)).unwrap();
+        store.append(&fresh(2)).unwrap();
+        answers(&store)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = options().open(dir.path()).unwrap();
+        for id in batches() {
+            store.append(&id.batch()).unwrap();
+        }
+        store.close().unwrap();
+    }
+    {
+        let db = redb::Database::open(dir.path().join("index.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let meta: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+            let mut t = txn.open_table(meta).unwrap();
+            use redb::ReadableTable;
+            assert!(t.get("next_session").unwrap().is_some());
+            t.insert("next_session", u64::MAX).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let store = options().open(dir.path()).unwrap();
+    // The first new session takes the last number; the second finds none.
+    let indexed = store
+        .append(&fresh(1))
+        .and_then(|_| store.append(&fresh(2)))
+        .and_then(|_| store.projects());
+    let err = indexed.expect_err("a second new session after u64::MAX");
+    assert!(
+        matches!(err.kind(), ErrorKind::Corrupted | ErrorKind::Poisoned),
+        "{err}"
+    );
+    assert!(
+        format!("{err:?}").contains("next session number"),
+        "{err:?}"
+    );
+    drop(store);
+    // Reopened as it is, the replay of those spans meets the same counter.
+    match options().open(dir.path()) {
+        Ok(_) => panic!("opened with the damaged counter"),
+        Err(e) => assert!(format!("{e:?}").contains("next session number"), "{e:?}"),
+    }
+    let store = options()
+        .rebuild_index_on_open(true)
+        .open(dir.path())
+        .unwrap();
+    assert!(answers(&store) == expected);
+    for n in [1, 2] {
+        let turns = store
+            .session_history("fresh-project", &format!("fresh-{n}"))
+            .unwrap();
+        assert_eq!(turns.len(), 1, "fresh-{n}");
+        assert_eq!(
+            turns[0].input.as_ref().map(|v| v.value.as_str()),
+            Some(format!("question {n}").as_str())
+        );
+    }
+    assert!(store.verify().unwrap().is_ok());
+}
+
 /// Regression (found by the `store_model` fuzz target): a trace whose root
 /// arrives in a later batch under another project moves there; `verify`
 /// used to report the zero counters the first project keeps as damage.

@@ -922,7 +922,13 @@ impl Counters {
             Some(n) => n,
             None => {
                 let n = self.next_session;
-                self.next_session += 1;
+                // Numbers are never reused; only a damaged counter runs out.
+                self.next_session = n.checked_add(1).ok_or_else(|| {
+                    super::corrupted(
+                        "the next session number is at its maximum: the index's counter is \
+                         damaged (rebuild the index: StoreOptions::rebuild_index_on_open)",
+                    )
+                })?;
                 ids.insert(key.as_slice(), n)?;
                 n
             }
