@@ -26,8 +26,10 @@ pub struct OpenReport {
     /// all of them when it was rebuilt).
     pub frames_replayed: u64,
     /// Why the index was rebuilt from the log, when it was: it was damaged
-    /// (and where the damaged file went), the log was salvaged, or
-    /// [`crate::StoreOptions::rebuild_index_on_open`] asked for it.
+    /// (and where the damaged file went), the log was salvaged,
+    /// [`crate::StoreOptions::rebuild_index_on_open`] asked for it, it was
+    /// of an older format, or it was built with other
+    /// [`crate::StoreOptions::session_id_sources`].
     pub index_rebuilt: Option<String>,
     /// What [`crate::StoreOptions::salvage_log`] kept and dropped.
     pub salvage: Option<SalvageReport>,

@@ -690,9 +690,23 @@ impl SessionStore {
         let fingerprint = u64::from(crc32fast::hash(&codec::encode_value(
             &cfg.session_id_sources,
         )));
-        let stale = index.meta(META_FORMAT)? != INDEX_FORMAT_VERSION
-            || index.meta(META_CONFIG)? != fingerprint;
+        let format = index.meta(META_FORMAT)?;
+        let stale = format != INDEX_FORMAT_VERSION || index.meta(META_CONFIG)? != fingerprint;
         if stale {
+            // Format 0: a new index (of a new store, or one just set aside
+            // above), which has nothing to rebuild.
+            if format != 0 && report.index_rebuilt.is_none() {
+                report.index_rebuilt = Some(if format == INDEX_FORMAT_VERSION {
+                    "the session id sources (StoreOptions::session_id_sources) differ \
+                     from those the index was built with"
+                        .to_owned()
+                } else {
+                    format!(
+                        "the index is of format {format}; this version writes format \
+                         {INDEX_FORMAT_VERSION}"
+                    )
+                });
+            }
             let mut w = index.begin_write()?;
             w.clear()?;
             w.set_meta(META_FORMAT, INDEX_FORMAT_VERSION)?;

@@ -410,17 +410,25 @@ fn rule2_changing_the_sources_on_reopen_reindexes() {
     let before = snapshot(&store, &[tid(1), tid(2), tid(3), tid(4)], &["p"], &[]);
     store.close().unwrap();
 
-    // Same sources: same answers.
+    // Same sources: same answers, nothing rebuilt.
     let store = StoreOptions::default()
         .session_id_sources(custom_sources())
         .open(dir.path())
         .unwrap();
+    assert_eq!(store.open_report().index_rebuilt, None);
     let after = snapshot(&store, &[tid(1), tid(2), tid(3), tid(4)], &["p"], &[]);
     assert_eq!(before, after);
     store.close().unwrap();
 
     // The default sources: ids come from session.id / metadata session_id now.
     let store = SessionStore::open(dir.path()).unwrap();
+    let why = store
+        .open_report()
+        .index_rebuilt
+        .clone()
+        .unwrap_or_default();
+    assert!(why.contains("session id sources"), "{why:?}");
+    assert_eq!(store.open_report().frames_replayed, 4);
     assert_eq!(trace_session(&store, 1).as_deref(), Some("ignored"));
     assert_eq!(trace_session(&store, 2).as_deref(), Some("x"));
     assert_eq!(trace_session(&store, 3).as_deref(), Some("no"));

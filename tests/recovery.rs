@@ -434,6 +434,12 @@ fn an_index_without_live_bytes_per_segment_is_rebuilt() {
         .segment_bytes(64 << 10)
         .open(dir.path())
         .unwrap();
+    let why = store
+        .open_report()
+        .index_rebuilt
+        .clone()
+        .unwrap_or_default();
+    assert!(why.contains("format 8"), "{why:?}");
     let after = store.stats().unwrap();
     assert_eq!(after.segments, before.segments);
     // Nothing deleted: every byte but each segment's header is live.
