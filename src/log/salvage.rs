@@ -52,9 +52,13 @@ pub struct SalvageReport {
     pub original: Option<PathBuf>,
 }
 
-/// One segment's intact frames, as offsets into its bytes.
+/// One segment's intact frames, as offsets into its bytes. The bytes
+/// themselves are not kept: salvage reads one segment at a time (to scan
+/// it, then again to copy its intact frames), so that it holds at most one
+/// segment in memory, not the whole log.
 struct Scanned {
-    bytes: Vec<u8>,
+    /// The segment's length in bytes.
+    len: u64,
     /// `(offset, total length)` of each intact frame.
     frames: Vec<(usize, usize)>,
 }
@@ -78,7 +82,7 @@ fn read_all(fs: &dyn FileSystem, path: &Path) -> Result<Vec<u8>> {
 
 /// Finds the intact frames of one segment; appends what it drops to `dropped`.
 fn scan(
-    bytes: Vec<u8>,
+    bytes: &[u8],
     path: &Path,
     base: u64,
     max: u32,
@@ -93,7 +97,7 @@ fn scan(
             reason,
         });
     };
-    match frame::check_segment_header(&bytes, base) {
+    match frame::check_segment_header(bytes, base) {
         Ok(()) => {}
         Err(HeaderProblem::Incompatible(reason)) => {
             return Err(Error::Incompatible {
@@ -148,7 +152,10 @@ fn scan(
         drop_range(off, end, reason);
         off = end;
     }
-    Ok(Scanned { bytes, frames })
+    Ok(Scanned {
+        len: bytes.len() as u64,
+        frames,
+    })
 }
 
 /// A directory name next to `dir` that does not exist yet.
@@ -203,7 +210,7 @@ impl Log {
             let bytes = read_all(fs.as_ref(), path)?;
             let last = i + 1 == found.len();
             scanned.push(scan(
-                bytes,
+                &bytes,
                 path,
                 *base,
                 opts.max_frame_bytes,
@@ -211,7 +218,7 @@ impl Log {
                 &mut report.dropped,
             )?);
             if let Some(next) = found.get(i + 1) {
-                let end = base + scanned.last().map_or(0, |s| s.bytes.len() as u64);
+                let end = base + scanned.last().map_or(0, |s| s.len);
                 if next.0 != end {
                     report.dropped.push(DroppedRange {
                         segment: next.1.clone(),
@@ -234,11 +241,15 @@ impl Log {
         // Write the kept frames into a new log, then swap it in.
         let fresh = free_name(dir, "salvage-tmp");
         let (log, _) = Log::open_on(Arc::clone(&fs), &fresh, opts, 0)?;
-        let mut batch: Vec<FrameRef<'_>> = Vec::new();
-        let mut batch_bytes = 0usize;
-        for s in &scanned {
+        for (s, (_, path)) in scanned.iter().zip(&found) {
+            if s.frames.is_empty() {
+                continue;
+            }
+            let bytes = read_all(fs.as_ref(), path)?;
+            let mut batch: Vec<FrameRef<'_>> = Vec::new();
+            let mut batch_bytes = 0usize;
             for &(off, total) in &s.frames {
-                let Some(f) = s.bytes.get(off..off + total) else {
+                let Some(f) = bytes.get(off..off + total) else {
                     continue;
                 };
                 let Some((h, payload)) = check_frame(f) else {
@@ -255,8 +266,8 @@ impl Log {
                     batch_bytes = 0;
                 }
             }
+            log.append(&batch)?;
         }
-        log.append(&batch)?;
         log.sync(log.end())?;
         drop(log);
         let original = free_name(dir, "before-salvage");
