@@ -121,6 +121,15 @@ pub(crate) fn encoded_span_len(project: &str, resource: &[KeyValue], span: &Span
     n.0
 }
 
+/// The number of bytes a list of attributes takes in a span record (the
+/// resource's are written into every span's record), counted without
+/// writing them.
+pub(crate) fn encoded_attributes_len(attrs: &[KeyValue]) -> usize {
+    let mut n = ByteCount(0);
+    put_attributes(&mut n, attrs);
+    n.0
+}
+
 /// Where the hand-written encoders write: a buffer, or [`ByteCount`].
 pub(crate) trait Sink {
     /// Writes one byte.

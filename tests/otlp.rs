@@ -512,3 +512,76 @@ fn conversion_alone_does_no_io() {
     assert_eq!(c.rejected.len(), 1);
     assert_eq!(c.rejected[0].reason, "span_id is all zeros");
 }
+
+/// A span's record holds its resource's attributes: a request of many
+/// spans under a large resource would store its resource that many times
+/// (a 1 MiB resource over 2,000 spans wrote 2 GB). Past
+/// `MAX_RESOURCE_COPY_BYTES` per request, the spans of the resource that
+/// crosses it are rejected with the reason; the rest of the request is
+/// stored.
+#[test]
+fn a_large_resource_over_many_spans_is_rejected_not_stored_many_times() {
+    let (_d, store) = store();
+    let small = session_request("small", "s", 1, 2);
+    let mut big = request("big", Vec::new());
+    let huge = "r".repeat(1 << 20);
+    let per = 1 << 20;
+    let n = otlp::MAX_RESOURCE_COPY_BYTES / per + 1;
+    let spans = (0..n as u64)
+        .map(|i| {
+            span(
+                trace_id(1_000 + i),
+                span_id(1),
+                vec![],
+                "root",
+                10,
+                20,
+                vec![],
+            )
+        })
+        .collect();
+    big.resource_spans[0].scope_spans[0].spans = spans;
+    big.resource_spans[0]
+        .resource
+        .as_mut()
+        .unwrap()
+        .attributes
+        .push(string("host.description", &huge));
+    let mut req = small.clone();
+    req.resource_spans.extend(big.resource_spans);
+    let report = otlp::export(&store, req, &IngestOptions::new()).unwrap();
+    assert_eq!(report.accepted, 4, "the small resource's spans are stored");
+    assert_eq!(report.rejected.len(), n);
+    assert!(
+        report.rejected[0].reason.contains("resource"),
+        "{:?}",
+        report.rejected[0]
+    );
+    assert_eq!(store.projects().unwrap(), vec!["small"]);
+    let stats = store.stats().unwrap();
+    let log_bytes: u64 = stats.segments.iter().map(|s| s.bytes).sum();
+    assert!(log_bytes < 1 << 20, "{log_bytes} bytes of log");
+    // Just under the limit, the same resource is stored with its spans.
+    let mut fits = request("fits", Vec::new());
+    fits.resource_spans[0].scope_spans[0].spans = (0..2)
+        .map(|i| {
+            span(
+                trace_id(5_000 + i),
+                span_id(1),
+                vec![],
+                "root",
+                10,
+                20,
+                vec![],
+            )
+        })
+        .collect();
+    fits.resource_spans[0]
+        .resource
+        .as_mut()
+        .unwrap()
+        .attributes
+        .push(string("host.description", &huge));
+    let report = otlp::export(&store, fits, &IngestOptions::new()).unwrap();
+    assert_eq!((report.accepted, report.rejected.len()), (2, 0));
+}
