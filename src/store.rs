@@ -37,9 +37,11 @@ use pending::{Pending, SpanIdSet};
 /// What [`SessionStore::verify`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VerifyReport {
-    /// Log frames checked (checksum and decoding).
+    /// Log frames checked (checksum and decoding). 0 when a damaged frame
+    /// stopped the check: the problem names it.
     pub frames: u64,
-    /// Log end (bytes, headers included).
+    /// Bytes of the log's segment files (headers included), as
+    /// [`StoreStats::log_bytes`] counts them.
     pub log_bytes: u64,
     /// Every problem found, one line each; empty when the store is sound.
     pub problems: Vec<String>,
@@ -1596,7 +1598,7 @@ impl SessionStore {
 
     fn verify_into(&self, tmp: &Path) -> Result<VerifyReport> {
         let mut report = VerifyReport {
-            log_bytes: self.log.end(),
+            log_bytes: self.segment_list().iter().map(|s| s.bytes).sum(),
             ..VerifyReport::default()
         };
         let fresh = Index::open(tmp, 16 << 20)?;

@@ -768,7 +768,11 @@ fn delete_retain_and_compact_from_the_command_line() {
     assert!(c["disk_bytes_after"].as_u64() < c["disk_bytes_before"].as_u64());
     let after = json(&store, &["stats"]);
     assert!(after["log_bytes"].as_u64() < before["log_bytes"].as_u64());
-    assert_eq!(json(&store, &["verify"])["ok"], true);
+    let verified = json(&store, &["verify"]);
+    assert_eq!(verified["ok"], true);
+    // Both count the bytes of the segment files (verify gave the log's
+    // end, an LSN, which compaction leaves far above them).
+    assert_eq!(verified["log_bytes"], after["log_bytes"]);
     // Bad arguments are usage errors.
     for args in [
         vec!["delete"],
@@ -781,4 +785,30 @@ fn delete_retain_and_compact_from_the_command_line() {
         assert!(!out.status.success(), "{args:?} should fail");
         assert!(out.stdout.is_empty(), "{args:?}");
     }
+}
+
+#[test]
+fn verify_says_where_it_stopped_on_a_damaged_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let file = dir.path().join("a.pb");
+    write(&file, &session_request("p", "s", 1, 20).encode_to_vec());
+    assert!(
+        run(&store, &["ingest", file.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let ok = run(&store, &["verify"]);
+    assert!(ok.status.success());
+    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("checked 40 log frames"));
+    // One byte inside the first frames, past the segment header.
+    let segment = common::segments(&store)[0].clone();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[100] ^= 0x40;
+    std::fs::write(&segment, &bytes).unwrap();
+    let damaged = run(&store, &["verify"]);
+    assert_eq!(damaged.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&damaged.stdout);
+    assert!(text.starts_with("stopped at a damaged log frame"), "{text}");
+    assert!(!text.contains("checked 0 log frames"), "{text}");
 }

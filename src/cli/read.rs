@@ -269,16 +269,26 @@ pub(crate) fn verify(store: &SessionStore, json: bool) -> CliResult {
     if json {
         write_json(&mut out, &report)?;
     } else {
-        writeln!(
-            out,
-            "checked {} log frames ({} bytes) and every index table: {} sessions, {} traces, {} spans: {}",
-            report.frames,
-            report.log_bytes,
-            report.sessions,
-            report.traces,
-            report.spans,
-            if report.ok { "ok" } else { "PROBLEMS" }
-        )?;
+        if report.frames == 0 && !report.ok {
+            // The log's check stopped at a damaged frame (the problem
+            // below names it); the index tables were not compared.
+            writeln!(
+                out,
+                "stopped at a damaged log frame ({} bytes of log): PROBLEMS",
+                report.log_bytes,
+            )?;
+        } else {
+            writeln!(
+                out,
+                "checked {} log frames ({} bytes) and every index table: {} sessions, {} traces, {} spans: {}",
+                report.frames,
+                report.log_bytes,
+                report.sessions,
+                report.traces,
+                report.spans,
+                if report.ok { "ok" } else { "PROBLEMS" }
+            )?;
+        }
         for p in &report.problems {
             writeln!(out, "  {p}")?;
         }
