@@ -164,6 +164,33 @@ fn bad_cursor() -> Error {
     Error::invalid("cursor was not produced by this query")
 }
 
+/// The first byte of a history cursor (a sessions cursor starts with
+/// [`SESSIONS_CURSOR`]), so that one query's cursor is refused by another.
+const HISTORY_CURSOR: u8 = b'h';
+/// The first byte of a sessions-list cursor.
+const SESSIONS_CURSOR: u8 = b's';
+
+/// What a history cursor is bound to: its project and session, hashed.
+fn history_scope(project: &str, session_id: &str) -> [u8; 4] {
+    let mut h = crc32fast::Hasher::new();
+    h.update(project.as_bytes());
+    h.update(&[0xff]);
+    h.update(session_id.as_bytes());
+    h.finalize().to_be_bytes()
+}
+
+/// What a sessions cursor is bound to: the project, the sort and its
+/// direction (a filter may change between pages: the walk goes on past
+/// the same key).
+fn sessions_scope(project_id: u32, kind: u8, descending: bool) -> [u8; 7] {
+    let mut b = [0u8; 7];
+    b[0] = SESSIONS_CURSOR;
+    b[1] = kind;
+    b[2] = u8::from(descending);
+    b[3..].copy_from_slice(&project_id.to_be_bytes());
+    b
+}
+
 /// One page of a session's turns in (start, trace id) order. The cursor
 /// is the key of the last turn returned, so a page boundary stays put
 /// while new turns arrive.
@@ -175,8 +202,9 @@ pub(crate) fn history_page(
     cursor: Option<&str>,
 ) -> Result<Page<Turn>> {
     let limit = limit.max(1);
+    let scope = history_scope(project, session_id);
     let Some(session) = session_number(txn, project, session_id)? else {
-        if cursor.is_some_and(|c| parse_turn_cursor(c).is_none()) {
+        if cursor.is_some_and(|c| parse_turn_cursor(c, scope).is_none()) {
             return Err(bad_cursor());
         }
         return Ok(Page {
@@ -187,7 +215,7 @@ pub(crate) fn history_page(
     let lo = match cursor {
         None => turn_key(session, 0, [0; 16]),
         Some(c) => {
-            let (start, id) = parse_turn_cursor(c).ok_or_else(bad_cursor)?;
+            let (start, id) = parse_turn_cursor(c, scope).ok_or_else(bad_cursor)?;
             // Strictly after the cursor: bump the key by one.
             let mut k = turn_key(session, start, id);
             if !increment(&mut k) {
@@ -215,7 +243,9 @@ pub(crate) fn history_page(
     }
     let next_cursor = if more {
         items.last().map(|t| {
-            let mut b = t.start_time_unix_nano.to_be_bytes().to_vec();
+            let mut b = vec![HISTORY_CURSOR];
+            b.extend_from_slice(&scope);
+            b.extend_from_slice(&t.start_time_unix_nano.to_be_bytes());
             b.extend_from_slice(&t.trace_id.0);
             hex(&b)
         })
@@ -239,10 +269,14 @@ fn turn_count_hint(txn: &ReadTransaction, session: u64) -> Result<usize> {
     Ok(usize::try_from(n).map_or(MAX_RESERVED_TURNS, |n| n.min(MAX_RESERVED_TURNS)))
 }
 
-fn parse_turn_cursor(c: &str) -> Option<(u64, [u8; 16])> {
+/// A history cursor of the session `scope` names: (start, trace id).
+fn parse_turn_cursor(c: &str, scope: [u8; 4]) -> Option<(u64, [u8; 16])> {
     let b = unhex(c)?;
-    let start = u64::from_be_bytes(b.get(..8)?.try_into().ok()?);
-    let id: [u8; 16] = b.get(8..)?.try_into().ok()?;
+    if b.first() != Some(&HISTORY_CURSOR) || b.get(1..5)? != scope {
+        return None;
+    }
+    let start = u64::from_be_bytes(b.get(5..13)?.try_into().ok()?);
+    let id: [u8; 16] = b.get(13..)?.try_into().ok()?;
     Some((start, id))
 }
 
@@ -474,26 +508,36 @@ pub(crate) fn sessions(
         items: Vec::new(),
         next_cursor: None,
     };
+    let kind = q.sort.kind();
+    // The cursor's scope, then the key of the last session handed out
+    // (a sort value of 8 bytes and the session id).
     let cursor = match &q.cursor {
         None => None,
-        Some(c) => Some(unhex(c).filter(|t| t.len() >= 8).ok_or_else(bad_cursor)?),
+        Some(c) => Some(
+            unhex(c)
+                .filter(|b| b.len() >= 7 + 8 && b.first() == Some(&SESSIONS_CURSOR))
+                .ok_or_else(bad_cursor)?,
+        ),
     };
     let Some(matcher) = matcher else {
         return Ok(empty);
     };
+    let scope = sessions_scope(matcher.project_id, kind, q.descending);
+    let cursor = match cursor {
+        Some(b) if b.starts_with(&scope) => Some(b[scope.len()..].to_vec()),
+        Some(_) => return Err(bad_cursor()),
+        None => None,
+    };
     let small = matches!(&matcher.candidates, Some(c) if c.len() <= SMALL_CANDIDATE_SET);
     let run = if small { sorted_candidates } else { walk_order };
-    let hits = run(
-        txn,
-        matcher,
-        q.sort.kind(),
-        q.descending,
-        cursor.as_deref(),
-        limit,
-    )?;
+    let hits = run(txn, matcher, kind, q.descending, cursor.as_deref(), limit)?;
     let (hits, more) = hits;
     let next_cursor = if more {
-        hits.last().map(|(tail, _, _)| hex(tail))
+        hits.last().map(|(tail, _, _)| {
+            let mut b = scope.to_vec();
+            b.extend_from_slice(tail);
+            hex(&b)
+        })
     } else {
         None
     };

@@ -1631,6 +1631,90 @@ fn rule7_ties_order_by_session_id_bytes_and_zero_limits_still_page() {
 }
 
 #[test]
+fn rule7_a_cursor_is_refused_by_any_other_query() {
+    let (_d, store) = open();
+    sessions_with_ties(&store);
+    put(
+        &store,
+        "other",
+        vec![sp(900, 1, None, 5, 6).with_attribute("session.id", "k")],
+    );
+    for n in 0..3 {
+        put(
+            &store,
+            "p",
+            vec![sp(800 + n, 1, None, 1_000 + n, 1_001 + n).with_attribute("session.id", "long")],
+        );
+        put(
+            &store,
+            "other",
+            vec![sp(700 + n, 1, None, 1_000 + n, 1_001 + n).with_attribute("session.id", "long")],
+        );
+    }
+    let q = |sort, descending, cursor: Option<String>| SessionQuery {
+        sort,
+        descending,
+        limit: 2,
+        cursor,
+        ..SessionQuery::default()
+    };
+    let list = store
+        .sessions("p", &q(SessionSort::StartTime, false, None))
+        .unwrap()
+        .next_cursor
+        .unwrap();
+    let history = store
+        .session_history_page("p", "long", 1, None)
+        .unwrap()
+        .next_cursor
+        .unwrap();
+    // Each goes on in its own query.
+    assert!(
+        store
+            .sessions("p", &q(SessionSort::StartTime, false, Some(list.clone())))
+            .is_ok()
+    );
+    assert_eq!(
+        store
+            .session_history_page("p", "long", 1, Some(&history))
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    // Another sort, direction or project, or a history, refuses a list's
+    // cursor (before, a start time cursor walked the traces order).
+    for (project, sort, descending) in [
+        ("p", SessionSort::NumTraces, false),
+        ("p", SessionSort::StartTime, true),
+        ("other", SessionSort::StartTime, false),
+    ] {
+        let r = store.sessions(project, &q(sort, descending, Some(list.clone())));
+        assert_invalid_input(
+            r,
+            &format!("list cursor in {project} {sort:?} {descending}"),
+        );
+    }
+    assert_invalid_input(
+        store.session_history_page("p", "long", 1, Some(&list)),
+        "list cursor in a history",
+    );
+    // Another session's or project's history, or a list, refuses a
+    // history's cursor, even one of a session that does not exist.
+    for (project, session) in [("other", "long"), ("p", "k"), ("p", "missing")] {
+        let r = store.session_history_page(project, session, 1, Some(&history));
+        assert_invalid_input(r, &format!("history cursor in {project}/{session}"));
+    }
+    assert_invalid_input(
+        store.sessions(
+            "p",
+            &q(SessionSort::StartTime, false, Some(history.clone())),
+        ),
+        "history cursor in a list",
+    );
+}
+
+#[test]
 fn rule7_session_list_cursors_are_stable_under_appends() {
     let (_d, store) = open();
     sessions_with_ties(&store);
