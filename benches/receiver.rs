@@ -276,8 +276,10 @@ fn receiver(c: &mut Criterion) {
     let bytes = pool.bytes(requests);
     let batches = pool.take(requests);
     let spans: usize = batches.iter().map(|b| support::span_count(b)).sum();
-    let decoded: Vec<ExportTraceServiceRequest> =
-        batches.iter().map(|b| support::otlp::request(b)).collect();
+    let decoded: Vec<ExportTraceServiceRequest> = batches
+        .iter()
+        .map(|b| otlp::from_resource_spans(b))
+        .collect();
 
     let mut group = c.benchmark_group("receiver_otlp_http_500B");
     group.sampling_mode(SamplingMode::Flat);

@@ -585,3 +585,23 @@ fn a_large_resource_over_many_spans_is_rejected_not_stored_many_times() {
     let report = otlp::export(&store, fits, &IngestOptions::new()).unwrap();
     assert_eq!((report.accepted, report.rejected.len()), (2, 0));
 }
+
+/// `from_resource_spans` is the inverse of `to_resource_spans`: realistic
+/// spans (events, links, every attribute type the generator makes) come
+/// back as they were, through protobuf too.
+#[test]
+fn from_resource_spans_gives_back_what_to_resource_spans_takes() {
+    use span_sessions::workload::{Workload, WorkloadConfig};
+    let cfg = WorkloadConfig::realistic(11, usize::MAX, 500);
+    for batch in Workload::new(cfg).batches(300).take(5) {
+        let request = otlp::from_resource_spans(&batch);
+        let back = otlp::to_resource_spans(request.clone(), &IngestOptions::new());
+        assert!(back.rejected.is_empty());
+        assert_eq!(back.batch, batch);
+        let wire = otlp::decode_protobuf(&request.encode_to_vec()).unwrap();
+        assert_eq!(
+            otlp::to_resource_spans(wire, &IngestOptions::new()).batch,
+            batch
+        );
+    }
+}

@@ -215,6 +215,24 @@ fn bad_requests_get_the_right_status_and_leave_the_store_unchanged() {
         413
     );
 
+    // Many empty spans: two bytes each, a few hundred decoded. Refused
+    // before decoding (an amplified 20 MiB body took 4.1 GB), with JSON too.
+    let empty = request(
+        "bad-amplified",
+        vec![span_sessions::otlp::proto::tonic::trace::v1::Span::default(); 30_000],
+    );
+    let body = empty.encode_to_vec();
+    assert!(body.len() < LIMIT);
+    let resp = post(&r.addr, PB, &[], &body);
+    assert_eq!(resp.status, 413, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(rpc_status(&resp).code, 8);
+    assert!(rpc_status(&resp).message.contains("decode into"));
+    let body = format!(
+        r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{}]}}]}}]}}"#,
+        vec!["{}"; 20_000].join(",")
+    );
+    assert_eq!(post(&r.addr, JSON, &[], body.as_bytes()).status, 413);
+
     // A body that is not gzip although it says so: 400.
     let resp = post(&r.addr, PB, &[("Content-Encoding", "gzip")], &good);
     assert_eq!(resp.status, 400);

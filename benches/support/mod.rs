@@ -1,10 +1,7 @@
 //! Shared by the bench targets: batch pools from the workload generator,
-//! the SQLite baseline, the on-disk cache of built stores, and the
-//! workload as OTLP requests.
+//! the SQLite baseline, and the on-disk cache of built stores.
 #![allow(dead_code)] // each bench target uses a different part
 
-#[cfg(feature = "otlp")]
-pub mod otlp;
 pub mod sqlite;
 pub mod stores;
 

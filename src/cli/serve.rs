@@ -7,8 +7,9 @@
 //! when spans were rejected) in the request's encoding; 400 with a
 //! `google.rpc.Status` for a body that does not decode (nothing of it is
 //! stored); 413 for a body over the limit (checked on `Content-Length`,
-//! while reading, and again after gzip decompression, so memory stays
-//! bounded); 415 for another content type or encoding; 404/405 for other
+//! while reading, and again after gzip decompression) or one that would
+//! decode into more than 32 times its size (`otlp::DecodeError::TooLarge`),
+//! so memory stays bounded; 415 for another content type or encoding; 404/405 for other
 //! paths and methods; 503 (retryable) when the store fails to write, 500
 //! when it refuses writes for good.
 
@@ -203,6 +204,10 @@ impl Receiver {
         };
         let request = match decoded {
             Ok(r) => r,
+            // Too much to decode: like a body over the limit.
+            Err(e @ otlp::DecodeError::TooLarge { .. }) => {
+                return Answer::status(413, encoding, RESOURCE_EXHAUSTED, e.to_string());
+            }
             Err(e) => return Answer::status(400, encoding, INVALID_ARGUMENT, e.to_string()),
         };
         let report = match otlp::export(&self.store, request, &self.options) {

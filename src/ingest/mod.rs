@@ -6,7 +6,9 @@
 //! - [`exporter`]: an `opentelemetry_sdk` `SpanExporter` writing into a
 //!   store (feature `opentelemetry`).
 
+mod estimate;
 #[cfg(feature = "opentelemetry")]
 pub(crate) mod exporter;
 pub mod otlp;
+mod outgoing;
 mod value;

@@ -66,7 +66,8 @@ pub use opentelemetry_proto::tonic::collector::trace::v1::{
 
 use opentelemetry_proto::tonic::trace::v1 as pb;
 
-use super::value;
+pub use super::outgoing::from_resource_spans;
+use super::{estimate, value};
 use crate::error::Result;
 use crate::model::{
     AppendReport, Event, KeyValue, Link, Rejection, ResourceSpans, Span, SpanId, SpanKind, Status,
@@ -119,6 +120,20 @@ pub enum DecodeError {
         /// What is wrong.
         reason: String,
     },
+    /// The body would decode into more memory than its size allows
+    /// (`estimated` bytes against a `limit` of 32 times its length plus
+    /// 1 MiB): a request of many empty or tiny messages, which take a few
+    /// bytes each on the wire and a few hundred in memory. Realistic
+    /// requests are estimated at 2 to 17 times their size; nothing of this one was
+    /// decoded or stored. The receiver answers it with 413.
+    TooLarge {
+        /// The body's length in bytes.
+        body_bytes: u64,
+        /// An upper bound of the memory it would decode into.
+        estimated: u64,
+        /// The most it may decode into.
+        limit: u64,
+    },
 }
 
 impl fmt::Display for DecodeError {
@@ -140,14 +155,44 @@ impl fmt::Display for DecodeError {
                 f,
                 "invalid OTLP/JSON request at line {line} column {column}: {reason}"
             ),
+            DecodeError::TooLarge {
+                body_bytes,
+                estimated,
+                limit,
+            } => write!(
+                f,
+                "OTLP request of {body_bytes} bytes would decode into up to {estimated} bytes \
+                 of memory, more than the limit of {limit}: send fewer or fuller messages \
+                 (empty or tiny spans, attributes or values cost far more decoded than sent)"
+            ),
         }
     }
 }
 
 impl std::error::Error for DecodeError {}
 
+/// Refuses `body` when `estimated`, what it would decode into, is over its
+/// budget.
+fn check_estimate(body: &[u8], estimated: u64) -> Result<(), DecodeError> {
+    let limit = estimate::budget(body.len());
+    if estimated > limit {
+        return Err(DecodeError::TooLarge {
+            body_bytes: body.len() as u64,
+            estimated,
+            limit,
+        });
+    }
+    Ok(())
+}
+
 /// Decodes an OTLP/HTTP protobuf body (`application/x-protobuf`).
+///
+/// A body that would decode into more than 32 times its size (plus 1 MiB)
+/// is refused first, without decoding it: [`DecodeError::TooLarge`].
 pub fn decode_protobuf(body: &[u8]) -> Result<ExportTraceServiceRequest, DecodeError> {
+    if let Some(estimated) = estimate::protobuf(body) {
+        check_estimate(body, estimated)?;
+    }
     ExportTraceServiceRequest::decode(body).map_err(|e| {
         let reason = e.to_string();
         if reason.contains("not UTF-8") {
@@ -161,7 +206,11 @@ pub fn decode_protobuf(body: &[u8]) -> Result<ExportTraceServiceRequest, DecodeE
 /// Decodes an OTLP/JSON body (`application/json`): the protobuf JSON
 /// mapping with lowerCamelCase field names, hex trace and span ids, 64-bit
 /// integers as strings or numbers and enums as integers.
+///
+/// As [`decode_protobuf`], a body that would decode into more than 32
+/// times its size (plus 1 MiB) is refused first: [`DecodeError::TooLarge`].
 pub fn decode_json(body: &[u8]) -> Result<ExportTraceServiceRequest, DecodeError> {
+    check_estimate(body, estimate::json(body))?;
     serde_json::from_slice(body).map_err(|e| {
         let reason = e.to_string();
         let position = format!(" at line {} column {}", e.line(), e.column());

@@ -1,60 +1,62 @@
-//! The workload's spans as OTLP requests, for the receiver bench: the
-//! public model mapped field by field onto `opentelemetry-proto`'s types
-//! (what an OpenTelemetry SDK would send for the same spans).
+//! The public model back into OTLP: [`from_resource_spans`], re-exported
+//! as `otlp::from_resource_spans`.
 
-use span_sessions::otlp::ExportTraceServiceRequest;
-use span_sessions::otlp::proto::tonic::common::v1::{
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{
     AnyValue, ArrayValue, KeyValue as PbKeyValue, any_value::Value,
 };
-use span_sessions::otlp::proto::tonic::resource::v1::Resource;
-use span_sessions::otlp::proto::tonic::trace::v1::{
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{
     ResourceSpans as PbResourceSpans, ScopeSpans, Span as PbSpan, Status as PbStatus, span,
 };
-use span_sessions::{AttributeValue, KeyValue, ResourceSpans, SpanKind, StatusCode};
 
-fn any(v: Value) -> Option<AnyValue> {
+use crate::model::{AttributeValue, KeyValue, ResourceSpans, SpanKind, StatusCode};
+
+fn any_of(v: Value) -> Option<AnyValue> {
     Some(AnyValue { value: Some(v) })
 }
 
-fn array(values: Vec<Option<AnyValue>>) -> Value {
+fn pb_array(values: Vec<Option<AnyValue>>) -> Value {
     Value::ArrayValue(ArrayValue {
         values: values.into_iter().flatten().collect(),
     })
 }
 
-fn value(v: &AttributeValue) -> Option<AnyValue> {
-    any(match v {
+fn pb_value(v: &AttributeValue) -> Option<AnyValue> {
+    any_of(match v {
         AttributeValue::String(s) => Value::StringValue(s.clone()),
         AttributeValue::Bool(b) => Value::BoolValue(*b),
         AttributeValue::Int(i) => Value::IntValue(*i),
         AttributeValue::Double(d) => Value::DoubleValue(*d),
-        AttributeValue::StringArray(a) => array(
+        AttributeValue::StringArray(a) => pb_array(
             a.iter()
-                .map(|s| any(Value::StringValue(s.clone())))
+                .map(|s| any_of(Value::StringValue(s.clone())))
                 .collect(),
         ),
         AttributeValue::BoolArray(a) => {
-            array(a.iter().map(|b| any(Value::BoolValue(*b))).collect())
+            pb_array(a.iter().map(|b| any_of(Value::BoolValue(*b))).collect())
         }
-        AttributeValue::IntArray(a) => array(a.iter().map(|i| any(Value::IntValue(*i))).collect()),
+        AttributeValue::IntArray(a) => {
+            pb_array(a.iter().map(|i| any_of(Value::IntValue(*i))).collect())
+        }
         AttributeValue::DoubleArray(a) => {
-            array(a.iter().map(|d| any(Value::DoubleValue(*d))).collect())
+            pb_array(a.iter().map(|d| any_of(Value::DoubleValue(*d))).collect())
         }
     })
 }
 
-fn attributes(attrs: &[KeyValue]) -> Vec<PbKeyValue> {
+fn pb_attributes(attrs: &[KeyValue]) -> Vec<PbKeyValue> {
     attrs
         .iter()
         .map(|kv| PbKeyValue {
             key: kv.key.clone(),
-            value: value(&kv.value),
+            value: pb_value(&kv.value),
             ..Default::default()
         })
         .collect()
 }
 
-fn kind(k: SpanKind) -> i32 {
+fn pb_kind(k: SpanKind) -> i32 {
     (match k {
         SpanKind::Unspecified => span::SpanKind::Unspecified,
         SpanKind::Internal => span::SpanKind::Internal,
@@ -65,7 +67,7 @@ fn kind(k: SpanKind) -> i32 {
     }) as i32
 }
 
-fn status_code(c: StatusCode) -> i32 {
+fn pb_status_code(c: StatusCode) -> i32 {
     match c {
         StatusCode::Unset => 0,
         StatusCode::Ok => 1,
@@ -73,15 +75,18 @@ fn status_code(c: StatusCode) -> i32 {
     }
 }
 
-/// One OTLP request holding `batch`: a `ResourceSpans` per resource, its
-/// spans under one instrumentation scope.
-pub fn request(batch: &[ResourceSpans]) -> ExportTraceServiceRequest {
+/// The OTLP request that holds `batch`, the inverse of
+/// [`to_resource_spans`](super::otlp::to_resource_spans): a `ResourceSpans` per resource, its spans under
+/// one instrumentation scope without a name, every field mapped as it is
+/// (for forwarding stored spans to another OTLP receiver, or sending them
+/// to one). [`to_resource_spans`](super::otlp::to_resource_spans) gives `batch` back.
+pub fn from_resource_spans(batch: &[ResourceSpans]) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
         resource_spans: batch
             .iter()
             .map(|rs| PbResourceSpans {
                 resource: Some(Resource {
-                    attributes: attributes(&rs.resource),
+                    attributes: pb_attributes(&rs.resource),
                     ..Default::default()
                 }),
                 scope_spans: vec![ScopeSpans {
@@ -95,17 +100,17 @@ pub fn request(batch: &[ResourceSpans]) -> ExportTraceServiceRequest {
                                 .parent_span_id
                                 .map_or_else(Vec::new, |p| p.0.to_vec()),
                             name: s.name.clone(),
-                            kind: kind(s.kind),
+                            kind: pb_kind(s.kind),
                             start_time_unix_nano: s.start_time_unix_nano,
                             end_time_unix_nano: s.end_time_unix_nano,
-                            attributes: attributes(&s.attributes),
+                            attributes: pb_attributes(&s.attributes),
                             events: s
                                 .events
                                 .iter()
                                 .map(|e| span::Event {
                                     time_unix_nano: e.time_unix_nano,
                                     name: e.name.clone(),
-                                    attributes: attributes(&e.attributes),
+                                    attributes: pb_attributes(&e.attributes),
                                     ..Default::default()
                                 })
                                 .collect(),
@@ -115,12 +120,12 @@ pub fn request(batch: &[ResourceSpans]) -> ExportTraceServiceRequest {
                                 .map(|l| span::Link {
                                     trace_id: l.trace_id.0.to_vec(),
                                     span_id: l.span_id.0.to_vec(),
-                                    attributes: attributes(&l.attributes),
+                                    attributes: pb_attributes(&l.attributes),
                                     ..Default::default()
                                 })
                                 .collect(),
                             status: Some(PbStatus {
-                                code: status_code(s.status.code),
+                                code: pb_status_code(s.status.code),
                                 message: s.status.message.clone(),
                             }),
                             ..Default::default()

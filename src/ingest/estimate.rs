@@ -1,0 +1,560 @@
+//! An upper bound of the memory an OTLP request body decodes into,
+//! computed without decoding it.
+//!
+//! A request's body is limited in bytes, but what it decodes into is not:
+//! prost and serde build a struct for every message, and an empty message
+//! takes two bytes of protobuf (`{}` in JSON) but a few hundred bytes of
+//! memory. A 20 MiB body of empty spans (20 KB gzipped) made a receiver
+//! allocate 4.1 GB. The decoders therefore walk the body first, without
+//! allocating, charging each message it holds the size of its struct
+//! times the room a vector may hold for it (four for a repeated field's
+//! first element, two for each later one) and each string or bytes field
+//! its length, and refuse a body whose charge
+//! is over [`budget`].
+//!
+//! The protobuf walk knows the OTLP trace schema (which field of which
+//! message holds which message); the JSON scan does not parse, and charges
+//! every object the largest message's size. Both only need to be upper
+//! bounds for input that decodes: on malformed input they stop and leave
+//! the error to the decoder.
+
+use std::mem::size_of;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, ArrayValue, EntityRef, InstrumentationScope, KeyValue, KeyValueList,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
+
+/// How many times its size a body may decode into (plus [`BUDGET_FLOOR`]).
+/// Realistic requests of 512 spans are estimated at 2.0 (~4 KiB spans) to
+/// 8.6 (~500 B) times their protobuf and 4.5 to 16.7 times their JSON
+/// (checked in the tests below): the JSON scan charges every object room
+/// for four of the largest message, which JSON's field names only partly
+/// make up for.
+pub(crate) const BUDGET_FACTOR: u64 = 32;
+
+/// Bytes any body may decode into, however small.
+pub(crate) const BUDGET_FLOOR: u64 = 1 << 20;
+
+/// The most a body of `len` bytes may decode into.
+pub(crate) fn budget(len: usize) -> u64 {
+    (len as u64)
+        .saturating_mul(BUDGET_FACTOR)
+        .saturating_add(BUDGET_FLOOR)
+}
+
+/// The OTLP trace messages a walk tells apart.
+#[derive(Clone, Copy, Debug)]
+enum Msg {
+    Request,
+    ResourceSpans,
+    Resource,
+    EntityRef,
+    ScopeSpans,
+    Scope,
+    Span,
+    Event,
+    Link,
+    Status,
+    KeyValue,
+    AnyValue,
+    ArrayValue,
+    KeyValueList,
+}
+
+impl Msg {
+    /// The size of the message's struct.
+    fn size(self) -> u64 {
+        (match self {
+            Msg::Request => size_of::<ExportTraceServiceRequest>(),
+            Msg::ResourceSpans => size_of::<ResourceSpans>(),
+            Msg::Resource => size_of::<Resource>(),
+            Msg::EntityRef => size_of::<EntityRef>(),
+            Msg::ScopeSpans => size_of::<ScopeSpans>(),
+            Msg::Scope => size_of::<InstrumentationScope>(),
+            Msg::Span => size_of::<Span>(),
+            Msg::Event => size_of::<span::Event>(),
+            Msg::Link => size_of::<span::Link>(),
+            Msg::Status => size_of::<Status>(),
+            Msg::KeyValue => size_of::<KeyValue>(),
+            Msg::AnyValue => size_of::<AnyValue>(),
+            Msg::ArrayValue => size_of::<ArrayValue>(),
+            Msg::KeyValueList => size_of::<KeyValueList>(),
+        }) as u64
+    }
+
+    /// The message field `field` of this message holds, if it holds one.
+    fn child(self, field: u64) -> Option<Msg> {
+        Some(match (self, field) {
+            (Msg::Request, 1) => Msg::ResourceSpans,
+            (Msg::ResourceSpans, 1) => Msg::Resource,
+            (Msg::ResourceSpans, 2) => Msg::ScopeSpans,
+            (Msg::Resource, 1) => Msg::KeyValue,
+            (Msg::Resource, 3) => Msg::EntityRef,
+            (Msg::ScopeSpans, 1) => Msg::Scope,
+            (Msg::ScopeSpans, 2) => Msg::Span,
+            (Msg::Scope, 3) => Msg::KeyValue,
+            (Msg::Span, 9) => Msg::KeyValue,
+            (Msg::Span, 11) => Msg::Event,
+            (Msg::Span, 13) => Msg::Link,
+            (Msg::Span, 15) => Msg::Status,
+            (Msg::Event, 3) => Msg::KeyValue,
+            (Msg::Link, 4) => Msg::KeyValue,
+            (Msg::KeyValue, 2) => Msg::AnyValue,
+            (Msg::AnyValue, 5) => Msg::ArrayValue,
+            (Msg::AnyValue, 6) => Msg::KeyValueList,
+            (Msg::ArrayValue, 1) => Msg::AnyValue,
+            (Msg::KeyValueList, 1) => Msg::KeyValue,
+            _ => return None,
+        })
+    }
+
+    /// The largest struct of them all (what the JSON scan charges).
+    fn largest() -> u64 {
+        [
+            Msg::Request,
+            Msg::ResourceSpans,
+            Msg::Resource,
+            Msg::EntityRef,
+            Msg::ScopeSpans,
+            Msg::Scope,
+            Msg::Span,
+            Msg::Event,
+            Msg::Link,
+            Msg::Status,
+            Msg::KeyValue,
+            Msg::AnyValue,
+            Msg::ArrayValue,
+            Msg::KeyValueList,
+        ]
+        .into_iter()
+        .map(Msg::size)
+        .max()
+        .unwrap_or(0)
+    }
+}
+
+/// Bytes charged for a string, bytes or other length-delimited scalar
+/// field on top of its length: room for a `String` in a repeated field's
+/// vector (its first allocation's, as for messages). A field of the struct itself is in
+/// the struct's size already, so this over-counts, as a bound may.
+const SCALAR_OVERHEAD: u64 = FIRST_ROOM * size_of::<String>() as u64;
+
+/// Nesting prost refuses past (its recursion limit is 100).
+const MAX_DEPTH: u32 = 100;
+
+/// An upper bound of the memory `body`, a protobuf
+/// `ExportTraceServiceRequest`, decodes into; `None` when the body is not
+/// well-formed protobuf (the decoder then says why).
+pub(crate) fn protobuf(body: &[u8]) -> Option<u64> {
+    let mut total = Msg::Request.size();
+    walk(body, Msg::Request, 0, &mut total)?;
+    Some(total)
+}
+
+fn varint(r: &mut &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    for i in 0..10 {
+        let (&b, rest) = r.split_first()?;
+        *r = rest;
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b < 0x80 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Elements a vector's first allocation holds (std's `RawVec` starts at 4
+/// for elements of up to 1 KiB, and every struct here is smaller).
+const FIRST_ROOM: u64 = 4;
+
+fn walk(mut r: &[u8], msg: Msg, depth: u32, total: &mut u64) -> Option<()> {
+    // Message fields of this message seen so far (their numbers are all
+    // below 64): the first element of a repeated field allocates room for
+    // `FIRST_ROOM`, each later one for at most two (the vector doubles).
+    let mut seen = 0u64;
+    while !r.is_empty() {
+        let key = varint(&mut r)?;
+        match key & 7 {
+            0 => {
+                varint(&mut r)?;
+            }
+            1 => r = r.get(8..)?,
+            5 => r = r.get(4..)?,
+            2 => {
+                let len = usize::try_from(varint(&mut r)?).ok()?;
+                let field = r.get(..len)?;
+                r = r.get(len..)?;
+                match msg.child(key >> 3) {
+                    Some(child) if depth < MAX_DEPTH => {
+                        let bit = 1u64 << ((key >> 3) & 63);
+                        let room = if seen & bit == 0 { FIRST_ROOM } else { 2 };
+                        seen |= bit;
+                        *total = total.saturating_add(room * child.size());
+                        walk(field, child, depth + 1, total)?;
+                    }
+                    Some(_) => return None,
+                    None => {
+                        *total = total.saturating_add(len as u64 + SCALAR_OVERHEAD);
+                    }
+                }
+            }
+            // Groups (3, 4) and unknown wire types: not OTLP.
+            _ => return None,
+        }
+    }
+    Some(())
+}
+
+/// An upper bound of the memory `body`, an OTLP/JSON request, decodes
+/// into: every object charged room for four of the largest message (a
+/// vector's first allocation), every array a vector, and the body's length for the strings it holds. A scan
+/// of bytes, not a parse: it only tracks whether it is inside a string.
+pub(crate) fn json(body: &[u8]) -> u64 {
+    let object = FIRST_ROOM * Msg::largest();
+    let array = SCALAR_OVERHEAD;
+    let mut total = Msg::Request.size().saturating_add(body.len() as u64);
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in body {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' => total = total.saturating_add(object),
+            b'[' => total = total.saturating_add(array),
+            _ => {}
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::{Workload, WorkloadConfig};
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use proptest::prelude::*;
+    use prost::Message;
+
+    /// The bytes a decoded request holds: its structs and every heap
+    /// allocation under them, at their capacities.
+    fn deep(r: &ExportTraceServiceRequest) -> u64 {
+        fn vec<T>(v: &[T], cap: usize) -> u64 {
+            let _ = v;
+            (cap * size_of::<T>()) as u64
+        }
+        fn s(x: &str, cap: usize) -> u64 {
+            let _ = x;
+            cap as u64
+        }
+        fn any(v: &AnyValue) -> u64 {
+            match &v.value {
+                Some(Value::StringValue(x)) => s(x, x.capacity()),
+                Some(Value::BytesValue(b)) => b.capacity() as u64,
+                Some(Value::ArrayValue(a)) => {
+                    vec(&a.values, a.values.capacity()) + a.values.iter().map(any).sum::<u64>()
+                }
+                Some(Value::KvlistValue(l)) => kvs(&l.values),
+                _ => 0,
+            }
+        }
+        fn kvs(k: &Vec<KeyValue>) -> u64 {
+            vec(k, k.capacity())
+                + k.iter()
+                    .map(|kv| s(&kv.key, kv.key.capacity()) + kv.value.as_ref().map_or(0, any))
+                    .sum::<u64>()
+        }
+        let mut n = size_of::<ExportTraceServiceRequest>() as u64
+            + vec(&r.resource_spans, r.resource_spans.capacity());
+        for rs in &r.resource_spans {
+            n += s(&rs.schema_url, rs.schema_url.capacity());
+            if let Some(res) = &rs.resource {
+                n += kvs(&res.attributes) + vec(&res.entity_refs, res.entity_refs.capacity());
+            }
+            n += vec(&rs.scope_spans, rs.scope_spans.capacity());
+            for ss in &rs.scope_spans {
+                n += s(&ss.schema_url, ss.schema_url.capacity());
+                if let Some(sc) = &ss.scope {
+                    n += sc.name.capacity() as u64 + sc.version.capacity() as u64;
+                    n += kvs(&sc.attributes);
+                }
+                n += vec(&ss.spans, ss.spans.capacity());
+                for sp in &ss.spans {
+                    n += (sp.trace_id.capacity()
+                        + sp.span_id.capacity()
+                        + sp.parent_span_id.capacity()
+                        + sp.trace_state.capacity()
+                        + sp.name.capacity()) as u64;
+                    n += kvs(&sp.attributes);
+                    n += vec(&sp.events, sp.events.capacity());
+                    for e in &sp.events {
+                        n += e.name.capacity() as u64 + kvs(&e.attributes);
+                    }
+                    n += vec(&sp.links, sp.links.capacity());
+                    for l in &sp.links {
+                        n += (l.trace_id.capacity() + l.span_id.capacity()) as u64;
+                        n += l.trace_state.capacity() as u64 + kvs(&l.attributes);
+                    }
+                    n += sp
+                        .status
+                        .as_ref()
+                        .map_or(0, |st| st.message.capacity() as u64);
+                }
+            }
+        }
+        n
+    }
+
+    fn realistic(span_bytes: usize) -> Vec<ExportTraceServiceRequest> {
+        let cfg = WorkloadConfig::realistic(7, usize::MAX, span_bytes);
+        Workload::new(cfg)
+            .batches(512)
+            .take(8)
+            .map(|b| crate::otlp::from_resource_spans(&b))
+            .collect()
+    }
+
+    /// What realistic requests come to, against their bodies: far under
+    /// the budget, and never under what they decode into.
+    #[test]
+    fn realistic_requests_are_well_within_the_budget() {
+        for span_bytes in [500, 4096] {
+            for r in realistic(span_bytes) {
+                let pb = r.encode_to_vec();
+                let js = serde_json::to_vec(&r).unwrap_or_default();
+                let decoded = deep(&ExportTraceServiceRequest::decode(pb.as_slice()).unwrap());
+                let p = protobuf(&pb).unwrap();
+                let j = json(&js);
+                assert!(p >= decoded, "protobuf {p} < decoded {decoded}");
+                assert!(j >= decoded, "json {j} < decoded {decoded}");
+                let pr = p as f64 / pb.len() as f64;
+                let jr = j as f64 / js.len() as f64;
+                // The figures BUDGET_FACTOR's documentation gives.
+                assert!(
+                    pr < 10.0 && jr < 20.0,
+                    "{span_bytes} B spans: {pr:.1}x, {jr:.1}x"
+                );
+                assert!(p <= budget(pb.len()) && j <= budget(js.len()));
+            }
+        }
+    }
+
+    /// Empty spans: two bytes each on the wire.
+    fn empty_spans(n: usize) -> Vec<u8> {
+        let spans: Vec<u8> = [0x12u8, 0x00].repeat(n);
+        let wrap = |field: u8, inner: &[u8]| {
+            let mut v = vec![field];
+            prost::encoding::encode_varint(inner.len() as u64, &mut v);
+            v.extend_from_slice(inner);
+            v
+        };
+        wrap(0x0a, &wrap(0x12, &spans))
+    }
+
+    #[test]
+    fn a_body_of_empty_messages_is_refused_before_it_is_decoded() {
+        let body = empty_spans(1 << 19);
+        let estimated = protobuf(&body).unwrap();
+        assert!(estimated > budget(body.len()), "{estimated}");
+        let decoded = deep(&ExportTraceServiceRequest::decode(body.as_slice()).unwrap());
+        assert!(estimated >= decoded);
+        assert!(
+            decoded > 100 * body.len() as u64,
+            "{decoded} for {}",
+            body.len()
+        );
+        match crate::otlp::decode_protobuf(&body) {
+            Err(crate::otlp::DecodeError::TooLarge { estimated: e, .. }) => {
+                assert_eq!(e, estimated)
+            }
+            other => panic!("{other:?}"),
+        }
+        let js = format!(
+            r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{}]}}]}}]}}"#,
+            vec!["{}"; 1 << 19].join(",")
+        );
+        assert!(matches!(
+            crate::otlp::decode_json(js.as_bytes()),
+            Err(crate::otlp::DecodeError::TooLarge { .. })
+        ));
+        // Empty attributes, and values nested in arrays, the same.
+        let span = Span {
+            attributes: vec![KeyValue::default(); 1 << 16],
+            ..Default::default()
+        };
+        let r = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let body = r.encode_to_vec();
+        assert!(body.len() < 200_000);
+        assert!(protobuf(&body).unwrap() >= deep(&r));
+    }
+
+    fn any_value() -> impl Strategy<Value = AnyValue> {
+        let leaf = prop_oneof![
+            Just(AnyValue { value: None }),
+            ".{0,12}".prop_map(|s| AnyValue {
+                value: Some(Value::StringValue(s))
+            }),
+            any::<i64>().prop_map(|i| AnyValue {
+                value: Some(Value::IntValue(i))
+            }),
+            proptest::collection::vec(any::<u8>(), 0..8).prop_map(|b| AnyValue {
+                value: Some(Value::BytesValue(b))
+            }),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(|values| AnyValue {
+                    value: Some(Value::ArrayValue(ArrayValue { values }))
+                }),
+                proptest::collection::vec((".{0,4}", inner), 0..4).prop_map(|kv| AnyValue {
+                    value: Some(Value::KvlistValue(KeyValueList {
+                        values: kv
+                            .into_iter()
+                            .map(|(key, v)| KeyValue {
+                                key,
+                                value: Some(v),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    }))
+                }),
+            ]
+        })
+    }
+
+    fn attributes() -> impl Strategy<Value = Vec<KeyValue>> {
+        proptest::collection::vec((".{0,6}", proptest::option::of(any_value())), 0..6).prop_map(
+            |kv| {
+                kv.into_iter()
+                    .map(|(key, value)| KeyValue {
+                        key,
+                        value,
+                        ..Default::default()
+                    })
+                    .collect()
+            },
+        )
+    }
+
+    fn a_span() -> impl Strategy<Value = Span> {
+        (
+            proptest::collection::vec(any::<u8>(), 0..17),
+            ".{0,8}",
+            attributes(),
+            proptest::collection::vec((".{0,4}", attributes()), 0..3),
+            proptest::collection::vec(attributes(), 0..2),
+            proptest::option::of(".{0,6}"),
+        )
+            .prop_map(|(id, name, attributes, events, links, status)| Span {
+                trace_id: id.clone(),
+                span_id: id,
+                name,
+                attributes,
+                events: events
+                    .into_iter()
+                    .map(|(name, attributes)| span::Event {
+                        name,
+                        attributes,
+                        ..Default::default()
+                    })
+                    .collect(),
+                links: links
+                    .into_iter()
+                    .map(|attributes| span::Link {
+                        attributes,
+                        ..Default::default()
+                    })
+                    .collect(),
+                status: status.map(|message| Status {
+                    message,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+    }
+
+    fn a_request() -> impl Strategy<Value = ExportTraceServiceRequest> {
+        proptest::collection::vec(
+            (
+                proptest::option::of(attributes()),
+                proptest::collection::vec(
+                    (
+                        proptest::option::of((".{0,4}", attributes())),
+                        proptest::collection::vec(a_span(), 0..6),
+                    ),
+                    0..3,
+                ),
+            ),
+            0..3,
+        )
+        .prop_map(|rss| ExportTraceServiceRequest {
+            resource_spans: rss
+                .into_iter()
+                .map(|(resource, scopes)| ResourceSpans {
+                    resource: resource.map(|attributes| Resource {
+                        attributes,
+                        ..Default::default()
+                    }),
+                    scope_spans: scopes
+                        .into_iter()
+                        .map(|(scope, spans)| ScopeSpans {
+                            scope: scope.map(|(name, attributes)| InstrumentationScope {
+                                name,
+                                attributes,
+                                ..Default::default()
+                            }),
+                            spans,
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                })
+                .collect(),
+        })
+    }
+
+    proptest! {
+        /// Both estimates bound what any request decodes into.
+        #[test]
+        fn the_estimates_are_at_least_what_a_request_decodes_into(r in a_request()) {
+            let pb = r.encode_to_vec();
+            let decoded = ExportTraceServiceRequest::decode(pb.as_slice()).unwrap();
+            let real = deep(&decoded);
+            let p = protobuf(&pb).unwrap();
+            prop_assert!(p >= real, "protobuf estimate {} < {}", p, real);
+            if let Ok(js) = serde_json::to_vec(&r)
+                && let Ok(back) = serde_json::from_slice::<ExportTraceServiceRequest>(&js)
+            {
+                let j = json(&js);
+                prop_assert!(j >= deep(&back), "json estimate {} < {}", j, deep(&back));
+            }
+        }
+
+        /// Any bytes: an estimate or none, never a panic.
+        #[test]
+        fn any_bytes_are_estimated_without_a_panic(b in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = protobuf(&b);
+            let _ = json(&b);
+        }
+    }
+}
