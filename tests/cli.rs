@@ -812,3 +812,44 @@ fn verify_says_where_it_stopped_on_a_damaged_frame() {
     assert!(text.starts_with("stopped at a damaged log frame"), "{text}");
     assert!(!text.contains("checked 0 log frames"), "{text}");
 }
+
+#[test]
+fn commands_on_a_missing_store_fail_and_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("typo/store");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    std::fs::write(empty.join("notes.txt"), b"not a store").unwrap();
+    let trace = "0123456789abcdef0123456789abcdef";
+    for store in [&missing, &empty] {
+        for args in [
+            vec!["projects"],
+            vec!["sessions", "--project", "p"],
+            vec!["history", "--project", "p", "--session", "s"],
+            vec!["trace", trace],
+            vec!["stats"],
+            vec!["verify"],
+            vec!["delete", "--project", "p"],
+            vec!["retain", "--max-age", "1d"],
+            vec!["compact"],
+            vec!["--json", "stats"],
+        ] {
+            let out = run(store, &args);
+            assert_eq!(out.status.code(), Some(1), "{args:?} in {}", store.display());
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("no store at"), "{args:?}: {err}");
+            assert!(out.stdout.is_empty(), "{args:?}");
+        }
+    }
+    assert!(!dir.path().join("typo").exists());
+    let left: Vec<_> = std::fs::read_dir(&empty)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("notes.txt")]);
+    // The commands that create a store still do.
+    let file = dir.path().join("a.pb");
+    write(&file, &session_request("p", "s", 1, 1).encode_to_vec());
+    assert!(run(&missing, &["ingest", file.to_str().unwrap()]).status.success());
+    assert!(run(&missing, &["projects"]).status.success());
+}

@@ -245,6 +245,23 @@ fn open(dir: &std::path::Path) -> CliResult<SessionStore> {
     SessionStore::open(dir).map_err(|e| CliError(format!("opening store {}: {e}", dir.display())))
 }
 
+/// Opens the store in `dir` for a command that reads or changes what it
+/// holds: one that is not there is an error, and nothing is created (a
+/// mistyped `--store` would otherwise answer with an empty store, and leave
+/// one behind). `ingest`, `serve` and `demo` create the store.
+fn open_existing(dir: &std::path::Path) -> CliResult<SessionStore> {
+    // What every store holds from its first open on (docs/FORMAT.md): the
+    // index file and the log's directory. Either one is enough: a store
+    // whose index is lost rebuilds it from the log.
+    if !dir.join("index.redb").exists() && !dir.join("log").is_dir() {
+        return Err(CliError(format!(
+            "no store at {}: `ingest`, `serve` or `demo` creates one (set --store or SPAN_SESSIONS_DIR to use another)",
+            dir.display()
+        )));
+    }
+    open(dir)
+}
+
 fn run(cli: Cli) -> CliResult {
     let json = cli.json;
     match cli.command {
@@ -256,7 +273,7 @@ fn run(cli: Cli) -> CliResult {
             let store = open(&cli.store)?;
             ingest::run(&store, &paths, project, max_request_bytes, json)
         }
-        Command::Projects => read::projects(&open(&cli.store)?, json),
+        Command::Projects => read::projects(&open_existing(&cli.store)?, json),
         Command::Sessions {
             project,
             sort,
@@ -274,7 +291,7 @@ fn run(cli: Cli) -> CliResult {
                 limit: limit as usize,
                 cursor,
             };
-            read::sessions(&open(&cli.store)?, &query, json)
+            read::sessions(&open_existing(&cli.store)?, &query, json)
         }
         Command::History {
             project,
@@ -282,7 +299,7 @@ fn run(cli: Cli) -> CliResult {
             limit,
             cursor,
         } => read::history(
-            &open(&cli.store)?,
+            &open_existing(&cli.store)?,
             &project,
             &session,
             limit as usize,
@@ -293,10 +310,10 @@ fn run(cli: Cli) -> CliResult {
             let id = trace_id
                 .parse()
                 .map_err(|e| CliError(format!("bad trace id {trace_id:?}: {e}")))?;
-            read::trace(&open(&cli.store)?, id, json)
+            read::trace(&open_existing(&cli.store)?, id, json)
         }
-        Command::Stats => read::stats(&open(&cli.store)?, json),
-        Command::Verify => read::verify(&open(&cli.store)?, json),
+        Command::Stats => read::stats(&open_existing(&cli.store)?, json),
+        Command::Verify => read::verify(&open_existing(&cli.store)?, json),
         Command::Demo => demo::run(&open(&cli.store)?, json),
         Command::Delete {
             project,
@@ -318,14 +335,14 @@ fn run(cli: Cli) -> CliResult {
                     ));
                 }
             };
-            lifecycle::delete(&open(&cli.store)?, target, json)
+            lifecycle::delete(&open_existing(&cli.store)?, target, json)
         }
         Command::Retain {
             project,
             max_age,
             max_sessions,
-        } => lifecycle::retain(&open(&cli.store)?, project, max_age, max_sessions, json),
-        Command::Compact => lifecycle::compact(open(&cli.store)?, json),
+        } => lifecycle::retain(&open_existing(&cli.store)?, project, max_age, max_sessions, json),
+        Command::Compact => lifecycle::compact(open_existing(&cli.store)?, json),
         Command::Serve {
             listen,
             project,
