@@ -853,3 +853,29 @@ fn commands_on_a_missing_store_fail_and_create_nothing() {
     assert!(run(&missing, &["ingest", file.to_str().unwrap()]).status.success());
     assert!(run(&missing, &["projects"]).status.success());
 }
+
+#[test]
+fn an_unknown_session_or_trace_fails_in_both_forms() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let file = dir.path().join("a.pb");
+    write(&file, &session_request("p", "s", 1, 1).encode_to_vec());
+    assert!(run(&store, &["ingest", file.to_str().unwrap()]).status.success());
+    let unknown_trace = "0123456789abcdef0123456789abcdef";
+    for args in [
+        vec!["history", "--project", "p", "--session", "nope"],
+        vec!["history", "--project", "nope", "--session", "s"],
+        vec!["trace", unknown_trace],
+    ] {
+        for json in [false, true] {
+            let mut all = if json { vec!["--json"] } else { vec![] };
+            all.extend(args.iter().copied());
+            let out = run(&store, &all);
+            assert_eq!(out.status.code(), Some(1), "{all:?}");
+            assert!(out.stdout.is_empty(), "{all:?}");
+            assert!(!out.stderr.is_empty(), "{all:?}");
+        }
+    }
+    let known = run(&store, &["--json", "history", "--project", "p", "--session", "s"]);
+    assert!(known.status.success());
+}

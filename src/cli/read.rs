@@ -79,6 +79,12 @@ pub(crate) fn history(
     json: bool,
 ) -> CliResult {
     let page = store.session_history_page(project, session, limit, cursor)?;
+    // An unknown session is an error in both forms, as an unknown trace is.
+    if page.items.is_empty() && cursor.is_none() {
+        return Err(CliError(format!(
+            "no session {session:?} in project {project:?}"
+        )));
+    }
     let mut out = io::stdout().lock();
     if json {
         write_json(
@@ -91,11 +97,6 @@ pub(crate) fn history(
             },
         )?;
     } else {
-        if page.items.is_empty() && cursor.is_none() {
-            return Err(CliError(format!(
-                "no session {session:?} in project {project:?}"
-            )));
-        }
         print_turns(&mut out, &page.items)?;
         if let Some(c) = &page.next_cursor {
             writeln!(out, "next page: --cursor {c}")?;
