@@ -879,3 +879,51 @@ fn an_unknown_session_or_trace_fails_in_both_forms() {
     let known = run(&store, &["--json", "history", "--project", "p", "--session", "s"]);
     assert!(known.status.success());
 }
+
+#[test]
+fn span_text_cannot_drive_the_terminal() {
+    use support::{span, span_id, string, trace_id};
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let esc = "\u{1b}[31mred\u{1b}]0;title\u{7}\u{9b}2J";
+    let root = span(
+        trace_id(1),
+        span_id(1),
+        vec![],
+        esc,
+        10,
+        20,
+        vec![
+            string("session.id", "multi\nline\u{1b}[2J"),
+            string("input.value", esc),
+            string("output.value", esc),
+            string(esc, esc),
+        ],
+    );
+    let file = dir.path().join("a.pb");
+    write(&file, &support::request(esc, vec![root]).encode_to_vec());
+    assert!(run(&store, &["ingest", file.to_str().unwrap()]).status.success());
+    let session = "multi\nline\u{1b}[2J";
+    for args in [
+        vec!["projects"],
+        vec!["sessions", "--project", esc],
+        vec!["history", "--project", esc, "--session", session],
+        vec!["trace", "ab000000000000000000000000000001"],
+        vec!["stats"],
+    ] {
+        let out = run(&store, &args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(!text.is_empty(), "{args:?}");
+        for c in ['\u{1b}', '\u{7}', '\u{9b}'] {
+            assert!(!text.contains(c), "{args:?} printed {c:?}: {text:?}");
+        }
+        assert!(text.contains("\\u{1b}"), "{args:?}: {text:?}");
+        // Every line break is the table's own.
+        assert!(!text.contains("multi\n"), "{args:?}: {text:?}");
+    }
+    // JSON keeps the text as stored (serde escapes it).
+    let out = run(&store, &["--json", "history", "--project", esc, "--session", session]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["turns"][0]["input"]["value"], esc);
+}

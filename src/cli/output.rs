@@ -254,9 +254,25 @@ pub(crate) fn write_json(out: &mut dyn Write, value: &impl Serialize) -> io::Res
     out.write_all(&text)
 }
 
-/// `s` on one line, at most `n` characters (an ellipsis marks a cut).
+/// `s` on one line and safe for a terminal: line breaks and tabs become
+/// spaces, and every other control character (ESC and the rest of C0,
+/// DEL, C1) its `\u{..}` escape, so that text from spans cannot move the
+/// cursor, recolour or retitle the operator's terminal.
+pub(crate) fn safe(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\n' | '\r' | '\t' => out.push(' '),
+            c if c.is_control() => out.push_str(&c.escape_unicode().to_string()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `s` made [`safe`], at most `n` characters (an ellipsis marks a cut).
 pub(crate) fn clip(s: &str, n: usize) -> String {
-    let one_line = s.replace(['\n', '\r', '\t'], " ");
+    let one_line = safe(s);
     if one_line.chars().count() <= n {
         one_line
     } else {
@@ -324,8 +340,8 @@ pub(crate) fn print_trace(out: &mut dyn Write, t: &Trace) -> io::Result<()> {
         out,
         "trace {} · project {} · session {}",
         t.trace_id,
-        t.project,
-        t.session_id.as_deref().unwrap_or("-")
+        safe(&t.project),
+        safe(t.session_id.as_deref().unwrap_or("-"))
     )?;
     writeln!(
         out,
@@ -349,7 +365,12 @@ pub(crate) fn print_trace(out: &mut dyn Write, t: &Trace) -> io::Result<()> {
             status_name(span.status.code),
         )?;
         for kv in &span.attributes {
-            writeln!(out, "    {} = {}", kv.key, clip(&kv.value.to_string(), 80))?;
+            writeln!(
+                out,
+                "    {} = {}",
+                safe(&kv.key),
+                clip(&kv.value.to_string(), 80)
+            )?;
         }
     }
     Ok(())

@@ -9,7 +9,7 @@ use span_sessions::{SessionFilter, SessionQuery, SessionSort, SessionStore, Trac
 
 use super::output::{
     HistoryJson, LatencyJson, SessionJson, SessionsJson, SpanJson, TokensJson, TraceJson, TurnJson,
-    clip, print_sessions, print_trace, print_turns, write_json,
+    clip, print_sessions, print_trace, print_turns, safe, write_json,
 };
 use super::{CliError, CliResult};
 
@@ -24,7 +24,7 @@ pub(crate) fn projects(store: &SessionStore, json: bool) -> CliResult {
         write_json(&mut out, &ProjectsJson { projects })?;
     } else {
         for p in projects {
-            writeln!(out, "{p}")?;
+            writeln!(out, "{}", safe(&p))?;
         }
     }
     Ok(())
