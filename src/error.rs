@@ -186,6 +186,16 @@ from_redb!(
     redb::CursorError
 );
 
+/// A request body that does not decode is invalid input, so that `?` takes
+/// [`crate::otlp::decode_protobuf`] and [`crate::otlp::decode_json`] in a
+/// function returning [`Result`].
+#[cfg(feature = "otlp")]
+impl From<crate::otlp::DecodeError> for Error {
+    fn from(e: crate::otlp::DecodeError) -> Self {
+        Error::invalid(e.to_string())
+    }
+}
+
 /// Whether a log or store is poisoned, and by what.
 #[derive(Debug, Default)]
 pub(crate) struct Poison {

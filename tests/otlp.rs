@@ -605,3 +605,23 @@ fn from_resource_spans_gives_back_what_to_resource_spans_takes() {
         );
     }
 }
+
+/// README's "From Rust" snippet, in a function returning the crate's
+/// `Result`: a body that does not decode is `InvalidInput`.
+#[test]
+fn decode_errors_convert_to_the_crates_error() {
+    fn receive(
+        store: &SessionStore,
+        body: &[u8],
+    ) -> span_sessions::Result<otlp::ExportTraceServiceResponse> {
+        let request = otlp::decode_protobuf(body)?; // or otlp::decode_json(&body)?
+        let report = otlp::export(store, request, &IngestOptions::default())?;
+        Ok(report.response())
+    }
+    let (_d, store) = store();
+    let ok = receive(&store, &session_request("p", "s", 1, 1).encode_to_vec()).unwrap();
+    assert_eq!(ok.partial_success, None);
+    let err = receive(&store, b"\xff\xff\xff").unwrap_err();
+    assert_eq!(err.kind(), span_sessions::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("invalid OTLP protobuf request"), "{err}");
+}
