@@ -40,7 +40,7 @@ const TURN_KEYS: [&str; 10] = [
     "root_missing",
 ];
 
-const SPAN_KEYS: [&str; 9] = [
+const SPAN_KEYS: [&str; 12] = [
     "trace_id",
     "span_id",
     "parent_span_id",
@@ -50,6 +50,9 @@ const SPAN_KEYS: [&str; 9] = [
     "end_time_unix_nano",
     "status",
     "attributes",
+    "events",
+    "links",
+    "resource",
 ];
 
 fn demo_store() -> (tempfile::TempDir, std::path::PathBuf) {
@@ -170,8 +173,13 @@ fn every_read_command_prints_the_documented_json() {
     // trace
     let id = turns[1]["trace_id"].as_str().unwrap();
     let t = json(&store, &["trace", id]);
-    assert_eq!(keys(&t), sorted(&["trace_id", "spans"]));
+    assert_eq!(
+        keys(&t),
+        sorted(&["trace_id", "project", "session_id", "spans"])
+    );
     assert_eq!(t["trace_id"], id);
+    assert_eq!(t["session_id"], "ticket-5521");
+    assert!(t["project"].is_string());
     let spans = t["spans"].as_array().unwrap();
     assert_eq!(spans.len(), 2);
     for sp in spans {
@@ -180,6 +188,8 @@ fn every_read_command_prints_the_documented_json() {
         assert!(is_hex(sp["span_id"].as_str().unwrap(), 16));
         assert_eq!(keys(&sp["status"]), sorted(&["code", "message"]));
         assert!(sp["attributes"].is_object());
+        assert!(sp["events"].is_array() && sp["links"].is_array());
+        assert!(sp["resource"].is_object());
     }
     assert!(spans[0]["parent_span_id"].is_null());
     assert_eq!(spans[0]["name"], "support-agent");
@@ -926,4 +936,45 @@ fn span_text_cannot_drive_the_terminal() {
     let out = run(&store, &["--json", "history", "--project", esc, "--session", session]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["turns"][0]["input"]["value"], esc);
+}
+
+#[test]
+fn trace_json_holds_events_links_and_the_resource() {
+    use span_sessions::otlp::proto::tonic::trace::v1::span::{Event, Link};
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let mut root = span(
+        trace_id(7),
+        span_id(1),
+        vec![],
+        "agent",
+        10,
+        20,
+        vec![string("session.id", "s")],
+    );
+    root.events = vec![Event {
+        time_unix_nano: 15,
+        name: "exception".into(),
+        attributes: vec![string("exception.message", "boom")],
+        ..Default::default()
+    }];
+    root.links = vec![Link {
+        trace_id: trace_id(8),
+        span_id: span_id(2),
+        attributes: vec![string("why", "retry of")],
+        ..Default::default()
+    }];
+    let file = dir.path().join("a.pb");
+    write(&file, &request("p", vec![root]).encode_to_vec());
+    assert!(run(&store, &["ingest", file.to_str().unwrap()]).status.success());
+    let t = json(&store, &["trace", "ab000000000000000000000000000007"]);
+    assert_eq!(t["project"], "p");
+    assert_eq!(t["session_id"], "s");
+    let sp = &t["spans"][0];
+    assert_eq!(sp["events"][0]["name"], "exception");
+    assert_eq!(sp["events"][0]["time_unix_nano"], 15);
+    assert_eq!(sp["events"][0]["attributes"]["exception.message"], "boom");
+    assert_eq!(sp["links"][0]["trace_id"], "ab000000000000000000000000000008");
+    assert_eq!(sp["links"][0]["attributes"]["why"], "retry of");
+    assert_eq!(sp["resource"]["service.name"], "tests");
 }

@@ -6,7 +6,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 use span_sessions::{
-    AttributeValue, IoValue, LatencyQuantiles, SessionSummary, SpanKind, StatusCode, StoredSpan,
+    AttributeValue, IoValue, KeyValue, LatencyQuantiles, SessionSummary, SpanKind, StatusCode, StoredSpan,
     Tokens, Trace, TraceStatus, Turn, nanos_to_ms,
 };
 
@@ -165,6 +165,38 @@ pub(crate) struct SpanJson<'a> {
     end_time_unix_nano: u64,
     status: StatusJson<'a>,
     attributes: serde_json::Map<String, serde_json::Value>,
+    events: Vec<EventJson<'a>>,
+    links: Vec<LinkJson>,
+    /// The resource's attributes (service name, SDK, host ...).
+    resource: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A span event in `trace --json`.
+#[derive(Serialize)]
+pub(crate) struct EventJson<'a> {
+    time_unix_nano: u64,
+    name: &'a str,
+    attributes: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A span link in `trace --json`.
+#[derive(Serialize)]
+pub(crate) struct LinkJson {
+    trace_id: String,
+    span_id: String,
+    attributes: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Attributes as a JSON object of typed values. Keys are unique in
+/// OpenTelemetry; if not, the first wins, as in lookups.
+fn attributes_json(attrs: &[KeyValue]) -> serde_json::Map<String, serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    for kv in attrs {
+        if !out.contains_key(&kv.key) {
+            out.insert(kv.key.clone(), attribute_json(&kv.value));
+        }
+    }
+    out
 }
 
 fn kind_name(kind: SpanKind) -> &'static str {
@@ -216,13 +248,6 @@ pub(crate) fn attribute_json(v: &AttributeValue) -> serde_json::Value {
 impl<'a> From<&'a StoredSpan> for SpanJson<'a> {
     fn from(s: &'a StoredSpan) -> Self {
         let span = &s.span;
-        let mut attributes = serde_json::Map::new();
-        for kv in &span.attributes {
-            // Keys are unique in OpenTelemetry; if not, the first wins, as in lookups.
-            if !attributes.contains_key(&kv.key) {
-                attributes.insert(kv.key.clone(), attribute_json(&kv.value));
-            }
-        }
         SpanJson {
             trace_id: span.trace_id.to_string(),
             span_id: span.span_id.to_string(),
@@ -235,7 +260,26 @@ impl<'a> From<&'a StoredSpan> for SpanJson<'a> {
                 code: status_name(span.status.code),
                 message: &span.status.message,
             },
-            attributes,
+            attributes: attributes_json(&span.attributes),
+            events: span
+                .events
+                .iter()
+                .map(|e| EventJson {
+                    time_unix_nano: e.time_unix_nano,
+                    name: &e.name,
+                    attributes: attributes_json(&e.attributes),
+                })
+                .collect(),
+            links: span
+                .links
+                .iter()
+                .map(|l| LinkJson {
+                    trace_id: l.trace_id.to_string(),
+                    span_id: l.span_id.to_string(),
+                    attributes: attributes_json(&l.attributes),
+                })
+                .collect(),
+            resource: attributes_json(&s.resource),
         }
     }
 }
@@ -244,6 +288,8 @@ impl<'a> From<&'a StoredSpan> for SpanJson<'a> {
 #[derive(Serialize)]
 pub(crate) struct TraceJson<'a> {
     pub trace_id: String,
+    pub project: &'a str,
+    pub session_id: Option<&'a str>,
     pub spans: Vec<SpanJson<'a>>,
 }
 

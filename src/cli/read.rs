@@ -115,6 +115,8 @@ pub(crate) fn trace(store: &SessionStore, id: TraceId, json: bool) -> CliResult 
             &mut out,
             &TraceJson {
                 trace_id: t.trace_id.to_string(),
+                project: &t.project,
+                session_id: t.session_id.as_deref(),
                 spans: t.spans.iter().map(SpanJson::from).collect(),
             },
         )?;
