@@ -477,8 +477,13 @@ fn the_store_directory_comes_from_the_environment() {
         .env("SPAN_SESSIONS_DIR", &from_env)
         .output()
         .unwrap();
-    assert!(out.status.success());
-    assert!(out.stdout.is_empty(), "a new store has no projects");
+    // The flag's directory holds no store: the command says so, naming it.
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no store at") && err.contains(&*flag.to_string_lossy()),
+        "{err}"
+    );
 }
 
 fn write(path: &Path, bytes: &[u8]) {
@@ -845,7 +850,12 @@ fn commands_on_a_missing_store_fail_and_create_nothing() {
             vec!["--json", "stats"],
         ] {
             let out = run(store, &args);
-            assert_eq!(out.status.code(), Some(1), "{args:?} in {}", store.display());
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "{args:?} in {}",
+                store.display()
+            );
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(err.contains("no store at"), "{args:?}: {err}");
             assert!(out.stdout.is_empty(), "{args:?}");
@@ -860,7 +870,11 @@ fn commands_on_a_missing_store_fail_and_create_nothing() {
     // The commands that create a store still do.
     let file = dir.path().join("a.pb");
     write(&file, &session_request("p", "s", 1, 1).encode_to_vec());
-    assert!(run(&missing, &["ingest", file.to_str().unwrap()]).status.success());
+    assert!(
+        run(&missing, &["ingest", file.to_str().unwrap()])
+            .status
+            .success()
+    );
     assert!(run(&missing, &["projects"]).status.success());
 }
 
@@ -870,7 +884,11 @@ fn an_unknown_session_or_trace_fails_in_both_forms() {
     let store = dir.path().join("store");
     let file = dir.path().join("a.pb");
     write(&file, &session_request("p", "s", 1, 1).encode_to_vec());
-    assert!(run(&store, &["ingest", file.to_str().unwrap()]).status.success());
+    assert!(
+        run(&store, &["ingest", file.to_str().unwrap()])
+            .status
+            .success()
+    );
     let unknown_trace = "0123456789abcdef0123456789abcdef";
     for args in [
         vec!["history", "--project", "p", "--session", "nope"],
@@ -886,7 +904,10 @@ fn an_unknown_session_or_trace_fails_in_both_forms() {
             assert!(!out.stderr.is_empty(), "{all:?}");
         }
     }
-    let known = run(&store, &["--json", "history", "--project", "p", "--session", "s"]);
+    let known = run(
+        &store,
+        &["--json", "history", "--project", "p", "--session", "s"],
+    );
     assert!(known.status.success());
 }
 
@@ -912,7 +933,11 @@ fn span_text_cannot_drive_the_terminal() {
     );
     let file = dir.path().join("a.pb");
     write(&file, &support::request(esc, vec![root]).encode_to_vec());
-    assert!(run(&store, &["ingest", file.to_str().unwrap()]).status.success());
+    assert!(
+        run(&store, &["ingest", file.to_str().unwrap()])
+            .status
+            .success()
+    );
     let session = "multi\nline\u{1b}[2J";
     for args in [
         vec!["projects"],
@@ -922,7 +947,11 @@ fn span_text_cannot_drive_the_terminal() {
         vec!["stats"],
     ] {
         let out = run(&store, &args);
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8(out.stdout).unwrap();
         assert!(!text.is_empty(), "{args:?}");
         for c in ['\u{1b}', '\u{7}', '\u{9b}'] {
@@ -933,7 +962,10 @@ fn span_text_cannot_drive_the_terminal() {
         assert!(!text.contains("multi\n"), "{args:?}: {text:?}");
     }
     // JSON keeps the text as stored (serde escapes it).
-    let out = run(&store, &["--json", "history", "--project", esc, "--session", session]);
+    let out = run(
+        &store,
+        &["--json", "history", "--project", esc, "--session", session],
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["turns"][0]["input"]["value"], esc);
 }
@@ -966,7 +998,11 @@ fn trace_json_holds_events_links_and_the_resource() {
     }];
     let file = dir.path().join("a.pb");
     write(&file, &request("p", vec![root]).encode_to_vec());
-    assert!(run(&store, &["ingest", file.to_str().unwrap()]).status.success());
+    assert!(
+        run(&store, &["ingest", file.to_str().unwrap()])
+            .status
+            .success()
+    );
     let t = json(&store, &["trace", "ab000000000000000000000000000007"]);
     assert_eq!(t["project"], "p");
     assert_eq!(t["session_id"], "s");
@@ -974,7 +1010,10 @@ fn trace_json_holds_events_links_and_the_resource() {
     assert_eq!(sp["events"][0]["name"], "exception");
     assert_eq!(sp["events"][0]["time_unix_nano"], 15);
     assert_eq!(sp["events"][0]["attributes"]["exception.message"], "boom");
-    assert_eq!(sp["links"][0]["trace_id"], "ab000000000000000000000000000008");
+    assert_eq!(
+        sp["links"][0]["trace_id"],
+        "ab000000000000000000000000000008"
+    );
     assert_eq!(sp["links"][0]["attributes"]["why"], "retry of");
     assert_eq!(sp["resource"]["service.name"], "tests");
 }

@@ -623,5 +623,8 @@ fn decode_errors_convert_to_the_crates_error() {
     assert_eq!(ok.partial_success, None);
     let err = receive(&store, b"\xff\xff\xff").unwrap_err();
     assert_eq!(err.kind(), span_sessions::ErrorKind::InvalidInput);
-    assert!(err.to_string().contains("invalid OTLP protobuf request"), "{err}");
+    assert!(
+        err.to_string().contains("invalid OTLP protobuf request"),
+        "{err}"
+    );
 }

@@ -341,7 +341,13 @@ fn run(cli: Cli) -> CliResult {
             project,
             max_age,
             max_sessions,
-        } => lifecycle::retain(&open_existing(&cli.store)?, project, max_age, max_sessions, json),
+        } => lifecycle::retain(
+            &open_existing(&cli.store)?,
+            project,
+            max_age,
+            max_sessions,
+            json,
+        ),
         Command::Compact => lifecycle::compact(open_existing(&cli.store)?, json),
         Command::Serve {
             listen,

@@ -6,8 +6,8 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 use span_sessions::{
-    AttributeValue, IoValue, KeyValue, LatencyQuantiles, SessionSummary, SpanKind, StatusCode, StoredSpan,
-    Tokens, Trace, TraceStatus, Turn, nanos_to_ms,
+    AttributeValue, IoValue, KeyValue, LatencyQuantiles, SessionSummary, SpanKind, StatusCode,
+    StoredSpan, Tokens, Trace, TraceStatus, Turn, nanos_to_ms,
 };
 
 /// `{"value", "mime_type"}` of an input or output.
