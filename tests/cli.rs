@@ -641,6 +641,20 @@ fn ingest_reports_rejected_spans_and_bad_requests_and_stores_the_rest() {
         "{stderr}"
     );
     let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The keys README.md lists under "From files".
+    assert_eq!(
+        keys(&s),
+        sorted(&[
+            "files",
+            "requests",
+            "failed_requests",
+            "spans_accepted",
+            "duplicates",
+            "spans_rejected",
+            "rejections",
+            "failures"
+        ])
+    );
     assert_eq!(s["files"], 6);
     assert_eq!(s["requests"], 3);
     assert_eq!(s["failed_requests"], 5);
