@@ -1031,3 +1031,44 @@ fn trace_json_holds_events_links_and_the_resource() {
     assert_eq!(sp["links"][0]["attributes"]["why"], "retry of");
     assert_eq!(sp["resource"]["service.name"], "tests");
 }
+
+#[test]
+fn ingest_and_demo_escape_control_characters_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let data = dir.path().join("data");
+    // File names found in a walked directory are data too: one with a
+    // rejected span (listed in the summary) and one that does not decode
+    // (named on stderr). The project name reaches demo's headers.
+    let project = "proj\u{1b}]0;retitled\u{7}";
+    let mut partial = session_request(project, "s", 1, 2);
+    partial.resource_spans[0].scope_spans[0].spans[0].span_id = vec![1, 2];
+    write(&data.join("a\u{1b}[31m.pb"), &partial.encode_to_vec());
+    write(&data.join("b\u{1b}[2J.json"), b"{");
+    let out = run(&store, &["ingest", data.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let demo = run(&store, &["demo"]);
+    assert!(
+        demo.status.success(),
+        "{}",
+        String::from_utf8_lossy(&demo.stderr)
+    );
+    for (what, bytes) in [
+        ("ingest stdout", &out.stdout),
+        ("ingest stderr", &out.stderr),
+        ("demo stdout", &demo.stdout),
+    ] {
+        let text = String::from_utf8_lossy(bytes);
+        let raw: Vec<char> = text
+            .chars()
+            .filter(|c| c.is_control() && *c != '\n')
+            .collect();
+        assert!(raw.is_empty(), "{what} printed {raw:?}: {text:?}");
+    }
+    assert!(String::from_utf8_lossy(&out.stdout).contains("a\\u{1b}[31m.pb"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("b\\u{1b}[2J.json"));
+    assert!(
+        String::from_utf8_lossy(&demo.stdout)
+            .contains("project proj\\u{1b}]0;retitled\\u{7}: newest sessions")
+    );
+}

@@ -10,7 +10,7 @@ use span_sessions::{
 };
 
 use super::CliResult;
-use super::output::{print_sessions, print_turns, write_json};
+use super::output::{print_sessions, print_turns, safe, write_json};
 
 pub(crate) fn run(store: &SessionStore, json: bool) -> CliResult {
     #[derive(Serialize)]
@@ -189,7 +189,7 @@ fn demo(store: &SessionStore, out: &mut dyn Write) -> CliResult<usize> {
                 ..SessionQuery::default()
             },
         )?;
-        writeln!(out, "\nproject {project}: newest sessions")?;
+        writeln!(out, "\nproject {}: newest sessions", safe(&project))?;
         print_sessions(out, &page.items)?;
     }
     writeln!(

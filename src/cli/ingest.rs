@@ -9,7 +9,7 @@ use serde::Serialize;
 use span_sessions::SessionStore;
 use span_sessions::otlp::{self, DecodeError, ExportTraceServiceRequest, IngestOptions};
 
-use super::output::write_json;
+use super::output::{safe, write_json};
 use super::{CliError, CliResult};
 
 /// Most rejections and failures listed in the summary; the counts go on.
@@ -365,7 +365,10 @@ pub(crate) fn run(
                 writeln!(
                     out,
                     "  {}: span {} of trace {}: {}",
-                    r.source, r.span_id, r.trace_id, r.reason
+                    safe(&r.source),
+                    r.span_id,
+                    r.trace_id,
+                    safe(&r.reason)
                 )?;
             }
             if s.spans_rejected > s.rejections.len() as u64 {
@@ -379,7 +382,12 @@ pub(crate) fn run(
     }
     if s.failed_requests > 0 {
         for f in &s.failures {
-            let _ = writeln!(io::stderr(), "span-sessions: {}: {}", f.source, f.error);
+            let _ = writeln!(
+                io::stderr(),
+                "span-sessions: {}: {}",
+                safe(&f.source),
+                safe(&f.error)
+            );
         }
         return Err(CliError(format!(
             "{} request(s) could not be read or decoded and were not stored",

@@ -293,7 +293,7 @@ pub(crate) fn verify(store: &SessionStore, json: bool) -> CliResult {
             )?;
         }
         for p in &report.problems {
-            writeln!(out, "  {p}")?;
+            writeln!(out, "  {}", safe(p))?;
         }
     }
     if report.ok {
