@@ -202,11 +202,41 @@ fn walk(mut r: &[u8], msg: Msg, depth: u32, total: &mut u64) -> Option<()> {
                     }
                 }
             }
-            // Groups (3, 4) and unknown wire types: not OTLP.
+            // A group: OTLP has none, and prost steps over one as an
+            // unknown field (allocating nothing for it); so does the walk,
+            // lest a group make it give up and leave the rest unbounded.
+            3 => r = skip_group(r, depth)?,
+            // An end of group without a start, or an unknown wire type:
+            // the decoder refuses the body.
             _ => return None,
         }
     }
     Some(())
+}
+
+/// `r` after the group whose start was just read, or `None` when it does
+/// not end (or nests past [`MAX_DEPTH`]).
+fn skip_group(mut r: &[u8], depth: u32) -> Option<&[u8]> {
+    if depth >= MAX_DEPTH {
+        return None;
+    }
+    loop {
+        let key = varint(&mut r)?;
+        match key & 7 {
+            0 => {
+                varint(&mut r)?;
+            }
+            1 => r = r.get(8..)?,
+            5 => r = r.get(4..)?,
+            2 => {
+                let len = usize::try_from(varint(&mut r)?).ok()?;
+                r = r.get(len..)?;
+            }
+            3 => r = skip_group(r, depth + 1)?,
+            4 => return Some(r),
+            _ => return None,
+        }
+    }
 }
 
 /// An upper bound of the memory `body`, an OTLP/JSON request, decodes
@@ -381,6 +411,15 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // An unknown group field (which prost steps over) before them does
+        // not make the walk give up.
+        let mut grouped = vec![0x7b, 0x08, 0x01, 0x7c]; // field 15: start, a varint, end
+        grouped.extend_from_slice(&body);
+        assert!(ExportTraceServiceRequest::decode(grouped.as_slice()).is_ok());
+        assert!(matches!(
+            crate::otlp::decode_protobuf(&grouped),
+            Err(crate::otlp::DecodeError::TooLarge { .. })
+        ));
         let js = format!(
             r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{}]}}]}}]}}"#,
             vec!["{}"; 1 << 19].join(",")
