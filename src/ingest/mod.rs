@@ -9,6 +9,7 @@
 mod estimate;
 #[cfg(feature = "opentelemetry")]
 pub(crate) mod exporter;
+mod json;
 pub mod otlp;
 mod outgoing;
 mod value;

@@ -205,21 +205,26 @@ pub fn decode_protobuf(body: &[u8]) -> Result<ExportTraceServiceRequest, DecodeE
 
 /// Decodes an OTLP/JSON body (`application/json`): the protobuf JSON
 /// mapping with lowerCamelCase field names, hex trace and span ids, 64-bit
-/// integers as strings or numbers and enums as integers.
+/// integers as strings or numbers, doubles as numbers or as `"NaN"`,
+/// `"Infinity"` and `"-Infinity"`, bytes as base64 (standard or URL-safe,
+/// padded or not) and enums as integers. Unknown fields are ignored, as
+/// OTLP requires.
 ///
 /// As [`decode_protobuf`], a body that would decode into more than 32
 /// times its size (plus 1 MiB) is refused first: [`DecodeError::TooLarge`].
 pub fn decode_json(body: &[u8]) -> Result<ExportTraceServiceRequest, DecodeError> {
     check_estimate(body, estimate::json(body))?;
-    serde_json::from_slice(body).map_err(|e| {
-        let reason = e.to_string();
-        let position = format!(" at line {} column {}", e.line(), e.column());
-        DecodeError::Json {
-            line: e.line(),
-            column: e.column(),
-            reason: reason.strip_suffix(&position).unwrap_or(&reason).to_owned(),
-        }
-    })
+    serde_json::from_slice::<super::json::Request>(body)
+        .map(ExportTraceServiceRequest::from)
+        .map_err(|e| {
+            let reason = e.to_string();
+            let position = format!(" at line {} column {}", e.line(), e.column());
+            DecodeError::Json {
+                line: e.line(),
+                column: e.column(),
+                reason: reason.strip_suffix(&position).unwrap_or(&reason).to_owned(),
+            }
+        })
 }
 
 /// Choices a caller makes when converting or exporting a request.

@@ -144,6 +144,43 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
+/// Decodes base64 as the protobuf JSON mapping reads `bytes`: the standard
+/// or the URL-safe alphabet, with or without `=` padding. `None` when `s`
+/// is not base64 (another character, a misplaced `=`, or a lone last
+/// character). Spare bits in the last character are ignored, as most
+/// decoders do.
+pub(crate) fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let bytes = s.as_bytes();
+    let body = match bytes {
+        [rest @ .., b'=', b'='] if rest.len() % 4 == 2 => rest,
+        [rest @ .., b'='] if rest.len() % 4 == 3 => rest,
+        _ => bytes,
+    };
+    if body.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(body.len() / 4 * 3 + 2);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &c in body {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +219,36 @@ mod tests {
             assert_eq!(base64(input.as_bytes()), expected, "{input:?}");
         }
         assert_eq!(base64(&[0xff, 0xfe, 0x00]), "//4A");
+        for (input, expected) in cases {
+            assert_eq!(base64_decode(expected).as_deref(), Some(input.as_bytes()));
+        }
+    }
+
+    #[test]
+    fn base64_decoding_takes_both_alphabets_with_or_without_padding() {
+        let bytes = [0xfbu8, 0xff, 0xbf, 0x00, 0x10];
+        for text in ["+/+/ABA=", "-_-_ABA=", "+/+/ABA", "-_-_ABA", "+_-/ABA"] {
+            assert_eq!(base64_decode(text).as_deref(), Some(&bytes[..]), "{text}");
+        }
+        // Spare bits in the last character are ignored ("Zh" = "Zg" = "f").
+        assert_eq!(base64_decode("Zh==").as_deref(), Some(&b"f"[..]));
+        for bad in [
+            "Z", "Zg=", "Z===", "=", "Zg==Zg==", "Zm9v!", "Zm 9v", "Zm9v\n", "Zg=A",
+        ] {
+            assert_eq!(base64_decode(bad), None, "{bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn base64_decoding_inverts_encoding(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let text = base64(&bytes);
+            proptest::prop_assert_eq!(base64_decode(&text), Some(bytes.clone()));
+            let unpadded = text.trim_end_matches('=');
+            proptest::prop_assert_eq!(base64_decode(unpadded), Some(bytes.clone()));
+            let url: String = text.chars().map(|c| match c { '+' => '-', '/' => '_', c => c }).collect();
+            proptest::prop_assert_eq!(base64_decode(&url), Some(bytes));
+        }
     }
 
     #[test]

@@ -1,0 +1,479 @@
+//! OTLP/JSON read in one pass, straight into the prost types.
+//!
+//! `opentelemetry-proto`'s serde derives read `AnyValue` through
+//! `#[serde(flatten)]`, and serde implements `flatten` by first copying
+//! every field of the object (its whole subtree, unknown fields included)
+//! into a buffer of its own generic `Content` values, then reading the
+//! value from that buffer; a nested value is copied again at each level.
+//! A 4 MB body of array values nested 20 deep, with an unknown field of
+//! 2,000,000 numbers at the bottom, took 1.3 GB to decode that way, far
+//! past the budget that [`super::estimate::json`] checks. The types here
+//! read the same JSON with no buffering: a known field is read into its
+//! prost field, an unknown one skipped with `IgnoredAny`, so a body
+//! allocates only what it decodes into.
+//!
+//! What they accept is the protobuf JSON mapping as OTLP uses it:
+//! lowerCamelCase field names, trace and span ids as hex strings, 64-bit
+//! integers as strings or numbers, doubles as numbers or as the strings
+//! `"NaN"`, `"Infinity"`, `"-Infinity"` (or a number in a string), bytes as
+//! standard or URL-safe base64 with or without padding, enums as integers,
+//! unknown fields ignored, and `null` as an absent value where the field
+//! is a message or an `AnyValue`'s member.
+
+use std::fmt;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{
+    self as common, EntityRef, InstrumentationScope, any_value::Value,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource as PbResource;
+use opentelemetry_proto::tonic::trace::v1::{
+    ResourceSpans as PbResourceSpans, ScopeSpans as PbScopeSpans, Span as PbSpan, Status, span,
+};
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+
+/// An `ExportTraceServiceRequest` as OTLP/JSON writes it.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub(super) struct Request {
+    resource_spans: Vec<ResourceSpans>,
+}
+
+impl From<Request> for ExportTraceServiceRequest {
+    fn from(r: Request) -> Self {
+        ExportTraceServiceRequest {
+            resource_spans: r.resource_spans.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct ResourceSpans {
+    resource: Option<Resource>,
+    scope_spans: Vec<ScopeSpans>,
+    schema_url: String,
+}
+
+impl From<ResourceSpans> for PbResourceSpans {
+    fn from(r: ResourceSpans) -> Self {
+        PbResourceSpans {
+            resource: r.resource.map(Into::into),
+            scope_spans: r.scope_spans.into_iter().map(Into::into).collect(),
+            schema_url: r.schema_url,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct Resource {
+    attributes: Vec<KeyValue>,
+    dropped_attributes_count: u32,
+    /// No `AnyValue` below it: `opentelemetry-proto`'s own derive reads it
+    /// without buffering.
+    entity_refs: Vec<EntityRef>,
+}
+
+impl From<Resource> for PbResource {
+    fn from(r: Resource) -> Self {
+        PbResource {
+            attributes: attributes(r.attributes),
+            dropped_attributes_count: r.dropped_attributes_count,
+            entity_refs: r.entity_refs,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct ScopeSpans {
+    scope: Option<Scope>,
+    spans: Vec<Span>,
+    schema_url: String,
+}
+
+impl From<ScopeSpans> for PbScopeSpans {
+    fn from(s: ScopeSpans) -> Self {
+        PbScopeSpans {
+            scope: s.scope.map(Into::into),
+            spans: s.spans.into_iter().map(Into::into).collect(),
+            schema_url: s.schema_url,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct Scope {
+    name: String,
+    version: String,
+    attributes: Vec<KeyValue>,
+    dropped_attributes_count: u32,
+}
+
+impl From<Scope> for InstrumentationScope {
+    fn from(s: Scope) -> Self {
+        InstrumentationScope {
+            name: s.name,
+            version: s.version,
+            attributes: attributes(s.attributes),
+            dropped_attributes_count: s.dropped_attributes_count,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct Span {
+    trace_id: Hex,
+    span_id: Hex,
+    trace_state: String,
+    parent_span_id: Hex,
+    flags: u32,
+    name: String,
+    kind: i32,
+    start_time_unix_nano: U64,
+    end_time_unix_nano: U64,
+    attributes: Vec<KeyValue>,
+    dropped_attributes_count: u32,
+    events: Vec<Event>,
+    dropped_events_count: u32,
+    links: Vec<Link>,
+    dropped_links_count: u32,
+    /// No `AnyValue` in it: `opentelemetry-proto`'s derive reads it.
+    status: Option<Status>,
+}
+
+impl From<Span> for PbSpan {
+    fn from(s: Span) -> Self {
+        PbSpan {
+            trace_id: s.trace_id.0,
+            span_id: s.span_id.0,
+            trace_state: s.trace_state,
+            parent_span_id: s.parent_span_id.0,
+            flags: s.flags,
+            name: s.name,
+            kind: s.kind,
+            start_time_unix_nano: s.start_time_unix_nano.0,
+            end_time_unix_nano: s.end_time_unix_nano.0,
+            attributes: attributes(s.attributes),
+            dropped_attributes_count: s.dropped_attributes_count,
+            events: s.events.into_iter().map(Into::into).collect(),
+            dropped_events_count: s.dropped_events_count,
+            links: s.links.into_iter().map(Into::into).collect(),
+            dropped_links_count: s.dropped_links_count,
+            status: s.status,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct Event {
+    time_unix_nano: U64,
+    name: String,
+    attributes: Vec<KeyValue>,
+    dropped_attributes_count: u32,
+}
+
+impl From<Event> for span::Event {
+    fn from(e: Event) -> Self {
+        span::Event {
+            time_unix_nano: e.time_unix_nano.0,
+            name: e.name,
+            attributes: attributes(e.attributes),
+            dropped_attributes_count: e.dropped_attributes_count,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct Link {
+    trace_id: Hex,
+    span_id: Hex,
+    trace_state: String,
+    attributes: Vec<KeyValue>,
+    dropped_attributes_count: u32,
+    flags: u32,
+}
+
+impl From<Link> for span::Link {
+    fn from(l: Link) -> Self {
+        span::Link {
+            trace_id: l.trace_id.0,
+            span_id: l.span_id.0,
+            trace_state: l.trace_state,
+            attributes: attributes(l.attributes),
+            dropped_attributes_count: l.dropped_attributes_count,
+            flags: l.flags,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct KeyValue {
+    key: String,
+    value: Option<AnyValue>,
+}
+
+fn attributes(kvs: Vec<KeyValue>) -> Vec<common::KeyValue> {
+    kvs.into_iter()
+        .map(|kv| common::KeyValue {
+            key: kv.key,
+            value: kv.value.map(|v| v.0),
+            // Profiles only; a trace's attribute names its key in `key`.
+            key_strindex: 0,
+        })
+        .collect()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ArrayValue {
+    values: Vec<AnyValue>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct KeyValueList {
+    values: Vec<KeyValue>,
+}
+
+/// An `AnyValue`, read member by member: the last known member present
+/// (and not `null`) is its value, unknown members are skipped, and no
+/// member at all is the empty value.
+struct AnyValue(common::AnyValue);
+
+/// The members an `AnyValue` object may have.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "camelCase")]
+enum AnyMember {
+    StringValue,
+    BoolValue,
+    IntValue,
+    DoubleValue,
+    ArrayValue,
+    KvlistValue,
+    BytesValue,
+    /// `stringValueStrindex` (profiles only: a receiver of traces treats
+    /// it as absent) and anything else.
+    #[serde(other)]
+    Other,
+}
+
+impl<'de> Deserialize<'de> for AnyValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = AnyValue;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an OTLP AnyValue object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AnyValue, A::Error> {
+                let mut value = None;
+                while let Some(member) = map.next_key::<AnyMember>()? {
+                    let read = match member {
+                        AnyMember::StringValue => {
+                            map.next_value::<Option<String>>()?.map(Value::StringValue)
+                        }
+                        AnyMember::BoolValue => {
+                            map.next_value::<Option<bool>>()?.map(Value::BoolValue)
+                        }
+                        AnyMember::IntValue => map
+                            .next_value::<Option<I64>>()?
+                            .map(|i| Value::IntValue(i.0)),
+                        AnyMember::DoubleValue => map
+                            .next_value::<Option<F64>>()?
+                            .map(|f| Value::DoubleValue(f.0)),
+                        AnyMember::ArrayValue => map.next_value::<Option<ArrayValue>>()?.map(|a| {
+                            Value::ArrayValue(common::ArrayValue {
+                                values: a.values.into_iter().map(|v| v.0).collect(),
+                            })
+                        }),
+                        AnyMember::KvlistValue => {
+                            map.next_value::<Option<KeyValueList>>()?.map(|l| {
+                                Value::KvlistValue(common::KeyValueList {
+                                    values: attributes(l.values),
+                                })
+                            })
+                        }
+                        AnyMember::BytesValue => map
+                            .next_value::<Option<Base64>>()?
+                            .map(|b| Value::BytesValue(b.0)),
+                        AnyMember::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                            None
+                        }
+                    };
+                    if read.is_some() {
+                        value = read;
+                    }
+                }
+                Ok(AnyValue(common::AnyValue { value }))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Bytes as a hex string (trace and span ids), either case, `0x` allowed.
+#[derive(Default)]
+struct Hex(Vec<u8>);
+
+impl<'de> Deserialize<'de> for Hex {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Hex;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string of hex digits")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Hex, E> {
+                let digits = s.strip_prefix("0x").unwrap_or(s).as_bytes();
+                if !digits.len().is_multiple_of(2) {
+                    return Err(E::custom(format!(
+                        "invalid hex id {s:?}: an odd number of digits"
+                    )));
+                }
+                let nibble = |c: u8| char::from(c).to_digit(16);
+                digits
+                    .chunks_exact(2)
+                    .map(|p| match (nibble(p[0]), nibble(p[1])) {
+                        (Some(h), Some(l)) => Ok((h * 16 + l) as u8),
+                        _ => Err(E::custom(format!("invalid hex id {s:?}: not a hex digit"))),
+                    })
+                    .collect::<Result<Vec<u8>, E>>()
+                    .map(Hex)
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A `fixed64`/`uint64` field: a number, or a string of one.
+#[derive(Default)]
+struct U64(u64);
+
+impl<'de> Deserialize<'de> for U64 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = U64;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an unsigned 64-bit integer, or a string of one")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<U64, E> {
+                Ok(U64(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<U64, E> {
+                u64::try_from(v)
+                    .map(U64)
+                    .map_err(|_| E::custom(format!("{v} is negative")))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<U64, E> {
+                s.parse()
+                    .map(U64)
+                    .map_err(|_| E::custom(format!("{s:?} is not an unsigned 64-bit integer")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// An `int64` field: a number, or a string of one.
+struct I64(i64);
+
+impl<'de> Deserialize<'de> for I64 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = I64;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a 64-bit integer, or a string of one")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<I64, E> {
+                Ok(I64(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<I64, E> {
+                i64::try_from(v)
+                    .map(I64)
+                    .map_err(|_| E::custom(format!("{v} is out of range for a 64-bit integer")))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<I64, E> {
+                s.parse()
+                    .map(I64)
+                    .map_err(|_| E::custom(format!("{s:?} is not a 64-bit integer")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A `double` field: a number, `"NaN"`, `"Infinity"`, `"-Infinity"`, or a
+/// number in a string.
+struct F64(f64);
+
+impl<'de> Deserialize<'de> for F64 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = F64;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number, or \"NaN\", \"Infinity\" or \"-Infinity\"")
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<F64, E> {
+                Ok(F64(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<F64, E> {
+                Ok(F64(v as f64))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<F64, E> {
+                Ok(F64(v as f64))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<F64, E> {
+                match s {
+                    "NaN" => Ok(F64(f64::NAN)),
+                    "Infinity" => Ok(F64(f64::INFINITY)),
+                    "-Infinity" => Ok(F64(f64::NEG_INFINITY)),
+                    // Rust's parser also takes "inf" and "nan", which the
+                    // mapping does not: only digits, signs, '.' and exponents.
+                    _ if s
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b)) =>
+                    {
+                        s.parse()
+                            .map(F64)
+                            .map_err(|_| E::custom(format!("{s:?} is not a number")))
+                    }
+                    _ => Err(E::custom(format!("{s:?} is not a number"))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A `bytes` field: base64, standard or URL-safe, padded or not.
+struct Base64(Vec<u8>);
+
+impl<'de> Deserialize<'de> for Base64 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Base64;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a base64 string")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Base64, E> {
+                super::value::base64_decode(s)
+                    .map(Base64)
+                    .ok_or_else(|| E::custom("invalid base64 in a bytes value"))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}

@@ -1,0 +1,302 @@
+//! `otlp::decode_json`: the protobuf JSON mapping as OTLP writes it, read
+//! into the same request as the protobuf body, with the mapping's special
+//! forms (doubles as strings, URL-safe base64, unknown members).
+#![cfg(feature = "otlp")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use proptest::prelude::*;
+use span_sessions::otlp::ExportTraceServiceRequest;
+use span_sessions::otlp::proto::tonic::common::v1::{
+    AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList, any_value::Value,
+};
+use span_sessions::otlp::proto::tonic::resource::v1::Resource;
+use span_sessions::otlp::proto::tonic::trace::v1::{
+    ResourceSpans, ScopeSpans, Span, Status,
+    span::{Event, Link},
+};
+use span_sessions::otlp::{self, DecodeError};
+
+/// The value of the one attribute of the one span `body`'s `value` is put in.
+fn attribute(value_json: &str) -> Result<Option<Value>, DecodeError> {
+    let body = format!(
+        r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{{"traceId":"5b8efff798038103d269b633813fc60c",
+        "spanId":"eee19b7ec3c1b174","attributes":[{{"key":"a","value":{value_json}}}]}}]}}]}}]}}"#
+    );
+    let req = otlp::decode_json(body.as_bytes())?;
+    let span = &req.resource_spans[0].scope_spans[0].spans[0];
+    Ok(span.attributes[0]
+        .value
+        .as_ref()
+        .and_then(|v| v.value.clone()))
+}
+
+#[test]
+fn doubles_may_be_the_mappings_strings() {
+    let double = |json: &str| match attribute(json) {
+        Ok(Some(Value::DoubleValue(d))) => d,
+        other => panic!("{json}: {other:?}"),
+    };
+    assert!(double(r#"{"doubleValue":"NaN"}"#).is_nan());
+    assert_eq!(double(r#"{"doubleValue":"Infinity"}"#), f64::INFINITY);
+    assert_eq!(double(r#"{"doubleValue":"-Infinity"}"#), f64::NEG_INFINITY);
+    assert_eq!(double(r#"{"doubleValue":"1.5e3"}"#), 1500.0);
+    assert_eq!(double(r#"{"doubleValue":-2}"#), -2.0);
+    assert_eq!(double(r#"{"doubleValue":2.25}"#), 2.25);
+    // Exactly: serde_json's default parser gave ...971e299 for this one.
+    assert_eq!(
+        double(r#"{"doubleValue":1.1040597497261973e299}"#),
+        1.104_059_749_726_197_3e299
+    );
+    // Rust's own spellings of the special values are not the mapping's.
+    for bad in [r#""inf""#, r#""nan""#, r#""infinity""#, r#""1.5x""#, "true"] {
+        let json = format!(r#"{{"doubleValue":{bad}}}"#);
+        assert!(
+            matches!(attribute(&json), Err(DecodeError::Json { .. })),
+            "{json}"
+        );
+    }
+}
+
+#[test]
+fn bytes_may_be_either_base64_alphabet_padded_or_not() {
+    for text in ["+/+/ABA=", "-_-_ABA", "+/+/ABA"] {
+        let json = format!(r#"{{"bytesValue":"{text}"}}"#);
+        assert_eq!(
+            attribute(&json).unwrap(),
+            Some(Value::BytesValue(vec![0xfb, 0xff, 0xbf, 0x00, 0x10])),
+            "{text}"
+        );
+    }
+    let err = attribute(r#"{"bytesValue":"no spaces"}"#).unwrap_err();
+    assert!(err.to_string().contains("base64"), "{err}");
+}
+
+#[test]
+fn an_any_values_unknown_and_null_members_are_skipped() {
+    // Unknown members, before or after the value, whatever they hold.
+    assert_eq!(
+        attribute(r#"{"x":[1,{"y":[]}],"stringValue":"s","z":null}"#).unwrap(),
+        Some(Value::StringValue("s".into()))
+    );
+    // stringValueStrindex is for profiles: a trace receiver treats it as absent.
+    assert_eq!(attribute(r#"{"stringValueStrindex":3}"#).unwrap(), None);
+    // A null member is no value; of two members, the later one.
+    assert_eq!(attribute(r#"{"stringValue":null}"#).unwrap(), None);
+    assert_eq!(
+        attribute(r#"{"boolValue":true,"intValue":"7"}"#).unwrap(),
+        Some(Value::IntValue(7))
+    );
+    assert_eq!(
+        attribute(r#"{"intValue":8,"stringValue":null}"#).unwrap(),
+        Some(Value::IntValue(8))
+    );
+    assert_eq!(attribute("{}").unwrap(), None);
+    // A member of the wrong type is an error, not a skip.
+    for bad in [
+        r#"{"intValue":"x"}"#,
+        r#"{"intValue":9223372036854775808}"#,
+        r#"{"boolValue":"true"}"#,
+        r#"{"arrayValue":{"values":{}}}"#,
+        r#""s""#,
+    ] {
+        assert!(
+            matches!(attribute(bad), Err(DecodeError::Json { .. })),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn ids_are_hex_in_either_case_and_times_numbers_or_strings() {
+    let body = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{
+        "traceId":"5B8EFFF798038103d269b633813fc60c","spanId":"0xeee19b7ec3c1b174",
+        "startTimeUnixNano":18446744073709551615,"endTimeUnixNano":"18446744073709551615",
+        "events":[{"timeUnixNano":"5","name":"e"}],
+        "links":[{"traceId":"00000000000000000000000000000001","spanId":"0000000000000002","flags":1}]
+    }]}]}]}"#;
+    let req = otlp::decode_json(body).unwrap();
+    let span = &req.resource_spans[0].scope_spans[0].spans[0];
+    assert_eq!(
+        span.trace_id,
+        [
+            0x5b, 0x8e, 0xff, 0xf7, 0x98, 0x03, 0x81, 0x03, 0xd2, 0x69, 0xb6, 0x33, 0x81, 0x3f,
+            0xc6, 0x0c
+        ]
+    );
+    assert_eq!(
+        span.span_id,
+        [0xee, 0xe1, 0x9b, 0x7e, 0xc3, 0xc1, 0xb1, 0x74]
+    );
+    assert_eq!(span.start_time_unix_nano, u64::MAX);
+    assert_eq!(span.end_time_unix_nano, u64::MAX);
+    assert_eq!(span.events[0].time_unix_nano, 5);
+    assert_eq!(span.links[0].span_id, [0, 0, 0, 0, 0, 0, 0, 2]);
+    assert_eq!(span.links[0].flags, 1);
+    for bad in [
+        r#""traceId":"abc""#,
+        r#""traceId":"zz""#,
+        r#""startTimeUnixNano":-1"#,
+        r#""startTimeUnixNano":"18446744073709551616""#,
+    ] {
+        let body = format!(r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{{{bad}}}]}}]}}]}}"#);
+        assert!(
+            matches!(
+                otlp::decode_json(body.as_bytes()),
+                Err(DecodeError::Json { .. })
+            ),
+            "{bad}"
+        );
+    }
+}
+
+fn any_value() -> impl Strategy<Value = AnyValue> {
+    let leaf = prop_oneof![
+        Just(AnyValue { value: None }),
+        any::<String>().prop_map(|s| AnyValue {
+            value: Some(Value::StringValue(s))
+        }),
+        any::<bool>().prop_map(|b| AnyValue {
+            value: Some(Value::BoolValue(b))
+        }),
+        any::<i64>().prop_map(|i| AnyValue {
+            value: Some(Value::IntValue(i))
+        }),
+        // Finite: the crate's serializer writes a NaN as null.
+        (-1e300f64..1e300).prop_map(|d| AnyValue {
+            value: Some(Value::DoubleValue(d))
+        }),
+        proptest::collection::vec(any::<u8>(), 0..12).prop_map(|b| AnyValue {
+            value: Some(Value::BytesValue(b))
+        }),
+    ];
+    leaf.prop_recursive(4, 24, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(|values| AnyValue {
+                value: Some(Value::ArrayValue(ArrayValue { values }))
+            }),
+            proptest::collection::vec(key_value(inner), 0..4).prop_map(|values| AnyValue {
+                value: Some(Value::KvlistValue(KeyValueList { values }))
+            }),
+        ]
+    })
+}
+
+fn key_value(value: impl Strategy<Value = AnyValue>) -> impl Strategy<Value = KeyValue> {
+    ("[a-z.]{0,8}", proptest::option::of(value)).prop_map(|(key, value)| KeyValue {
+        key,
+        value,
+        ..Default::default()
+    })
+}
+
+fn attributes() -> impl Strategy<Value = Vec<KeyValue>> {
+    proptest::collection::vec(key_value(any_value()), 0..4)
+}
+
+fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(any::<u8>(), 0..=max)
+}
+
+fn span() -> impl Strategy<Value = Span> {
+    (
+        (bytes(16), bytes(8), bytes(8), any::<String>(), any::<u32>()),
+        (any::<String>(), -1i32..7, any::<u64>(), any::<u64>()),
+        (attributes(), any::<u32>(), any::<u32>(), any::<u32>()),
+        proptest::collection::vec(
+            (any::<u64>(), any::<String>(), attributes(), any::<u32>()),
+            0..3,
+        ),
+        proptest::collection::vec(
+            (
+                bytes(16),
+                bytes(8),
+                any::<String>(),
+                attributes(),
+                any::<u32>(),
+            ),
+            0..3,
+        ),
+        proptest::option::of((any::<String>(), 0i32..3)),
+    )
+        .prop_map(|(ids, what, attrs, events, links, status)| Span {
+            trace_id: ids.0,
+            span_id: ids.1,
+            parent_span_id: ids.2,
+            trace_state: ids.3,
+            flags: ids.4,
+            name: what.0,
+            kind: what.1,
+            start_time_unix_nano: what.2,
+            end_time_unix_nano: what.3,
+            attributes: attrs.0,
+            dropped_attributes_count: attrs.1,
+            dropped_events_count: attrs.2,
+            dropped_links_count: attrs.3,
+            events: events
+                .into_iter()
+                .map(|(time_unix_nano, name, attributes, dropped)| Event {
+                    time_unix_nano,
+                    name,
+                    attributes,
+                    dropped_attributes_count: dropped,
+                })
+                .collect(),
+            links: links
+                .into_iter()
+                .map(|(trace_id, span_id, trace_state, attributes, flags)| Link {
+                    trace_id,
+                    span_id,
+                    trace_state,
+                    attributes,
+                    dropped_attributes_count: flags / 2,
+                    flags,
+                })
+                .collect(),
+            status: status.map(|(message, code)| Status { message, code }),
+        })
+}
+
+fn request() -> impl Strategy<Value = ExportTraceServiceRequest> {
+    let scope_spans = (
+        proptest::option::of((any::<String>(), any::<String>(), attributes())),
+        proptest::collection::vec(span(), 0..3),
+        any::<String>(),
+    )
+        .prop_map(|(scope, spans, schema_url)| ScopeSpans {
+            scope: scope.map(|(name, version, attributes)| InstrumentationScope {
+                name,
+                version,
+                attributes,
+                dropped_attributes_count: 0,
+            }),
+            spans,
+            schema_url,
+        });
+    let resource_spans = (
+        proptest::option::of((attributes(), any::<u32>())),
+        proptest::collection::vec(scope_spans, 0..3),
+        any::<String>(),
+    )
+        .prop_map(|(resource, scope_spans, schema_url)| ResourceSpans {
+            resource: resource.map(|(attributes, dropped)| Resource {
+                attributes,
+                dropped_attributes_count: dropped,
+                entity_refs: Vec::new(),
+            }),
+            scope_spans,
+            schema_url,
+        });
+    proptest::collection::vec(resource_spans, 0..3)
+        .prop_map(|resource_spans| ExportTraceServiceRequest { resource_spans })
+}
+
+proptest! {
+    /// Any request, written as OTLP/JSON by `opentelemetry-proto`'s own
+    /// serializer, reads back as the same request.
+    #[test]
+    fn a_request_written_as_otlp_json_reads_back_the_same(req in request()) {
+        let body = serde_json::to_vec(&req).unwrap();
+        let back = otlp::decode_json(&body);
+        prop_assert_eq!(back.as_ref().ok(), Some(&req), "{}", String::from_utf8_lossy(&body));
+    }
+}
