@@ -700,11 +700,24 @@ fn ingest_reports_rejected_spans_and_bad_requests_and_stores_the_rest() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown file type"));
     assert!(out.stdout.is_empty());
+    // So is a path that does not exist, even after a good one.
+    let fresh = dir.path().join("fresh");
     let out = run(
-        &store,
-        &["ingest", dir.path().join("missing.pb").to_str().unwrap()],
+        &fresh,
+        &[
+            "ingest",
+            data.join("1-partial.pb").to_str().unwrap(),
+            dir.path().join("missing.pb").to_str().unwrap(),
+        ],
     );
     assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.pb"));
+    assert!(out.stdout.is_empty());
+    // Nothing of the good file was stored.
+    assert_eq!(
+        json(&fresh, &["projects"])["projects"],
+        serde_json::json!([])
+    );
 }
 
 #[test]
