@@ -830,7 +830,7 @@ fn delete_retain_and_compact_from_the_command_line() {
 }
 
 #[test]
-fn verify_says_where_it_stopped_on_a_damaged_frame() {
+fn verify_says_where_it_stopped_on_a_damaged_frame_and_repair_salvages_it() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let file = dir.path().join("a.pb");
@@ -853,6 +853,55 @@ fn verify_says_where_it_stopped_on_a_damaged_frame() {
     let text = String::from_utf8_lossy(&damaged.stdout);
     assert!(text.starts_with("stopped at a damaged log frame"), "{text}");
     assert!(!text.contains("checked 0 log frames"), "{text}");
+    let err = String::from_utf8_lossy(&damaged.stderr);
+    assert!(err.contains("`span-sessions repair`"), "{err}");
+
+    // `repair` drops the damaged frame, keeps the other 39 and the
+    // original log, rebuilds the indexes and verifies them.
+    let repaired = run(&store, &["--json", "repair"]);
+    assert!(
+        repaired.status.success(),
+        "{}",
+        String::from_utf8_lossy(&repaired.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&repaired.stdout).unwrap();
+    assert_eq!(
+        keys(&r),
+        sorted(&[
+            "frames_kept",
+            "dropped",
+            "original_log",
+            "index_rebuilt",
+            "verify"
+        ])
+    );
+    assert_eq!(r["frames_kept"], 39);
+    let dropped = r["dropped"].as_array().unwrap();
+    assert_eq!(dropped.len(), 1);
+    assert_eq!(
+        keys(&dropped[0]),
+        sorted(&["segment", "offset", "bytes", "reason"])
+    );
+    assert!(dropped[0]["offset"].as_u64().unwrap() <= 100);
+    let original = std::path::PathBuf::from(r["original_log"].as_str().unwrap());
+    assert!(original.is_dir(), "{original:?}");
+    assert!(r["index_rebuilt"].as_str().unwrap().contains("salvaged"));
+    assert_eq!(r["verify"]["ok"], true);
+    assert_eq!(r["verify"]["frames"], 39);
+    assert_eq!(r["verify"]["spans"], 39);
+    let after = run(&store, &["verify"]);
+    assert!(after.status.success());
+    assert!(String::from_utf8_lossy(&after.stdout).starts_with("checked 39 log frames"));
+
+    // On a sound store it only rebuilds the indexes: nothing dropped.
+    let again = run(&store, &["repair"]);
+    assert!(again.status.success());
+    let text = String::from_utf8_lossy(&again.stdout);
+    assert!(
+        text.starts_with("log intact: 39 frames kept, nothing dropped"),
+        "{text}"
+    );
+    assert!(text.contains("checked 39 log frames"), "{text}");
 }
 
 #[test]
@@ -871,6 +920,7 @@ fn commands_on_a_missing_store_fail_and_create_nothing() {
             vec!["trace", trace],
             vec!["stats"],
             vec!["verify"],
+            vec!["repair"],
             vec!["delete", "--project", "p"],
             vec!["retain", "--max-age", "1d"],
             vec!["compact"],

@@ -103,6 +103,10 @@ enum Command {
     Stats,
     /// Check that the indexes agree with the stored spans.
     Verify,
+    /// Repair a damaged store: keep every intact log frame, drop the
+    /// damaged ranges (the original log is kept beside the new one as
+    /// `log.before-salvage`), rebuild the indexes from the log, and verify.
+    Repair,
     /// Ingest realistic demo sessions into the store and print them.
     Demo,
     /// Delete a session (--project P --session S), a trace (--trace ID), a
@@ -242,7 +246,17 @@ pub(crate) fn main() -> ExitCode {
 }
 
 fn open(dir: &std::path::Path) -> CliResult<SessionStore> {
-    SessionStore::open(dir).map_err(|e| CliError(format!("opening store {}: {e}", dir.display())))
+    SessionStore::open(dir).map_err(|e| {
+        if e.kind() == span_sessions::ErrorKind::Corrupted {
+            CliError(format!(
+                "opening store {}: {e}; {}",
+                dir.display(),
+                read::REPAIR_HINT
+            ))
+        } else {
+            CliError(format!("opening store {}: {e}", dir.display()))
+        }
+    })
 }
 
 /// Opens the store in `dir` for a command that reads or changes what it
@@ -250,6 +264,12 @@ fn open(dir: &std::path::Path) -> CliResult<SessionStore> {
 /// mistyped `--store` would otherwise answer with an empty store, and leave
 /// one behind). `ingest`, `serve` and `demo` create the store.
 fn open_existing(dir: &std::path::Path) -> CliResult<SessionStore> {
+    require_store(dir)?;
+    open(dir)
+}
+
+/// An error unless `dir` holds a store.
+fn require_store(dir: &std::path::Path) -> CliResult {
     // What every store holds from its first open on (docs/FORMAT.md): the
     // index file and the log's directory. Either one is enough: a store
     // whose index is lost rebuilds it from the log.
@@ -259,7 +279,7 @@ fn open_existing(dir: &std::path::Path) -> CliResult<SessionStore> {
             dir.display()
         )));
     }
-    open(dir)
+    Ok(())
 }
 
 fn run(cli: Cli) -> CliResult {
@@ -314,6 +334,7 @@ fn run(cli: Cli) -> CliResult {
         }
         Command::Stats => read::stats(&open_existing(&cli.store)?, json),
         Command::Verify => read::verify(&open_existing(&cli.store)?, json),
+        Command::Repair => read::repair(&cli.store, json),
         Command::Demo => demo::run(&open(&cli.store)?, json),
         Command::Delete {
             project,

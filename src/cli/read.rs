@@ -5,7 +5,9 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use serde::Serialize;
-use span_sessions::{SessionFilter, SessionQuery, SessionSort, SessionStore, TraceId};
+use span_sessions::{
+    SessionFilter, SessionQuery, SessionSort, SessionStore, StoreOptions, TraceId,
+};
 
 use super::output::{
     HistoryJson, LatencyJson, SessionJson, SessionsJson, SpanJson, TokensJson, TraceJson, TurnJson,
@@ -254,12 +256,14 @@ struct VerifyJson {
     problems: Vec<String>,
 }
 
-/// Checks every log frame and that every index table equals a replay of
-/// the log (`SessionStore::verify`).
-pub(crate) fn verify(store: &SessionStore, json: bool) -> CliResult {
+/// What to say after problems: the command that repairs them.
+pub(crate) const REPAIR_HINT: &str =
+    "`span-sessions repair` keeps every intact log frame and rebuilds the indexes";
+
+fn checked(store: &SessionStore) -> CliResult<VerifyJson> {
     let checked = store.verify()?;
     let stats = store.stats()?;
-    let report = VerifyJson {
+    Ok(VerifyJson {
         ok: checked.is_ok(),
         frames: checked.frames,
         log_bytes: checked.log_bytes,
@@ -267,41 +271,141 @@ pub(crate) fn verify(store: &SessionStore, json: bool) -> CliResult {
         traces: stats.traces,
         spans: stats.spans,
         problems: checked.problems,
-    };
+    })
+}
+
+fn write_checked(out: &mut impl Write, report: &VerifyJson) -> io::Result<()> {
+    if report.frames == 0 && !report.ok {
+        // The log's check stopped at a damaged frame (the problem
+        // below names it); the index tables were not compared.
+        writeln!(
+            out,
+            "stopped at a damaged log frame ({} bytes of log): PROBLEMS",
+            report.log_bytes,
+        )?;
+    } else {
+        writeln!(
+            out,
+            "checked {} log frames ({} bytes) and every index table: {} sessions, {} traces, {} spans: {}",
+            report.frames,
+            report.log_bytes,
+            report.sessions,
+            report.traces,
+            report.spans,
+            if report.ok { "ok" } else { "PROBLEMS" }
+        )?;
+    }
+    for p in &report.problems {
+        writeln!(out, "  {}", safe(p))?;
+    }
+    Ok(())
+}
+
+/// Checks every log frame and that every index table equals a replay of
+/// the log (`SessionStore::verify`).
+pub(crate) fn verify(store: &SessionStore, json: bool) -> CliResult {
+    let report = checked(store)?;
     let mut out = io::stdout().lock();
     if json {
         write_json(&mut out, &report)?;
     } else {
-        if report.frames == 0 && !report.ok {
-            // The log's check stopped at a damaged frame (the problem
-            // below names it); the index tables were not compared.
-            writeln!(
-                out,
-                "stopped at a damaged log frame ({} bytes of log): PROBLEMS",
-                report.log_bytes,
-            )?;
-        } else {
-            writeln!(
-                out,
-                "checked {} log frames ({} bytes) and every index table: {} sessions, {} traces, {} spans: {}",
-                report.frames,
-                report.log_bytes,
-                report.sessions,
-                report.traces,
-                report.spans,
-                if report.ok { "ok" } else { "PROBLEMS" }
-            )?;
-        }
-        for p in &report.problems {
-            writeln!(out, "  {}", safe(p))?;
-        }
+        write_checked(&mut out, &report)?;
     }
     if report.ok {
         Ok(())
     } else {
         Err(CliError(format!(
-            "verify found {} problem(s)",
+            "verify found {} problem(s); {REPAIR_HINT}",
             report.problems.len()
+        )))
+    }
+}
+
+#[derive(Serialize)]
+struct DroppedJson {
+    segment: String,
+    offset: u64,
+    bytes: u64,
+    reason: String,
+}
+
+#[derive(Serialize)]
+struct RepairJson {
+    frames_kept: u64,
+    dropped: Vec<DroppedJson>,
+    original_log: Option<String>,
+    index_rebuilt: Option<String>,
+    verify: VerifyJson,
+}
+
+/// Repairs the store in `dir`: opens it salvaging the log
+/// (`StoreOptions::salvage_log`: every intact frame kept, every damaged
+/// range dropped, the original log kept beside it) and rebuilding the
+/// indexes from it, then verifies the result.
+pub(crate) fn repair(dir: &Path, json: bool) -> CliResult {
+    super::require_store(dir)?;
+    let store = StoreOptions::default()
+        .salvage_log(true)
+        .open(dir)
+        .map_err(|e| CliError(format!("repairing store {}: {e}", dir.display())))?;
+    let opened = store.open_report();
+    let salvage = opened.salvage.clone().unwrap_or_default();
+    let report = RepairJson {
+        frames_kept: salvage.frames_kept,
+        dropped: salvage
+            .dropped
+            .iter()
+            .map(|d| DroppedJson {
+                segment: d.segment.display().to_string(),
+                offset: d.offset,
+                bytes: d.bytes,
+                reason: d.reason.clone(),
+            })
+            .collect(),
+        original_log: salvage.original.as_ref().map(|p| p.display().to_string()),
+        index_rebuilt: opened.index_rebuilt.clone(),
+        verify: checked(&store)?,
+    };
+    let mut out = io::stdout().lock();
+    if json {
+        write_json(&mut out, &report)?;
+    } else {
+        let dropped: u64 = report.dropped.iter().map(|d| d.bytes).sum();
+        match &report.original_log {
+            None => writeln!(
+                out,
+                "log intact: {} frames kept, nothing dropped",
+                report.frames_kept
+            )?,
+            Some(original) => writeln!(
+                out,
+                "log salvaged: {} frames kept, {} damaged range(s) of {dropped} bytes dropped; the original log is kept at {}",
+                report.frames_kept,
+                report.dropped.len(),
+                safe(original)
+            )?,
+        }
+        for d in &report.dropped {
+            writeln!(
+                out,
+                "  dropped {} bytes at offset {} of {}: {}",
+                d.bytes,
+                d.offset,
+                safe(&d.segment),
+                safe(&d.reason)
+            )?;
+        }
+        if let Some(why) = &report.index_rebuilt {
+            writeln!(out, "indexes rebuilt from the log ({})", safe(why))?;
+        }
+        write_checked(&mut out, &report.verify)?;
+    }
+    if report.verify.ok {
+        Ok(())
+    } else {
+        Err(CliError(format!(
+            "the repaired store still has {} problem(s)",
+            report.verify.problems.len()
         )))
     }
 }
