@@ -904,6 +904,48 @@ fn verify_says_where_it_stopped_on_a_damaged_frame_and_repair_salvages_it() {
     assert!(text.contains("checked 39 log frames"), "{text}");
 }
 
+/// A crash that leaves damage in the log past the checkpoint: every
+/// command's open refuses the store and names `repair`, which brings it
+/// back without the damaged frame.
+#[test]
+fn a_refused_open_names_repair_which_recovers_the_store() {
+    use span_sessions::otlp::{self, IngestOptions};
+    let live = tempfile::tempdir().unwrap();
+    let crashed = tempfile::tempdir().unwrap();
+    {
+        let s = span_sessions::SessionStore::options()
+            .checkpoint_bytes(u64::MAX)
+            .open(live.path())
+            .unwrap();
+        let req = session_request("p", "s", 1, 20);
+        otlp::export(&s, req, &IngestOptions::default()).unwrap();
+        // Copied while open, as a crash leaves it: no checkpoint covers
+        // the 40 frames.
+        common::copy_dir(live.path(), crashed.path());
+    }
+    let store = crashed.path().to_path_buf();
+    let segment = common::segments(&store)[0].clone();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[100] ^= 0x40;
+    std::fs::write(&segment, &bytes).unwrap();
+    let refused = run(&store, &["stats"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("corrupted log frame"), "{err}");
+    assert!(err.contains("`span-sessions repair`"), "{err}");
+    let repaired = run(&store, &["repair"]);
+    assert!(
+        repaired.status.success(),
+        "{}",
+        String::from_utf8_lossy(&repaired.stderr)
+    );
+    let text = String::from_utf8_lossy(&repaired.stdout);
+    assert!(text.starts_with("log salvaged: 39 frames kept"), "{text}");
+    assert!(text.contains("checked 39 log frames"), "{text}");
+    let stats = json(&store, &["stats"]);
+    assert_eq!(stats["projects"][0]["spans"], 39);
+}
+
 #[test]
 fn commands_on_a_missing_store_fail_and_create_nothing() {
     let dir = tempfile::tempdir().unwrap();
