@@ -86,6 +86,30 @@ fn good_requests_in_every_encoding_are_stored_and_answered() {
     }
 }
 
+/// OTLP/JSON of many spans with a few small attributes each (the shape of
+/// LLM spans with token counts), at the default body limit: stored whole.
+/// Before the decode estimate knew the schema, it refused these 512 spans
+/// of eight integer attributes (325 KB) with 413.
+#[test]
+fn json_of_many_small_attributes_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let r = Receiver::start(&store, &[]);
+    let spans = (0..512u64)
+        .map(|n| {
+            let attrs = (0..8).map(|j| int(&format!("k{j}"), 1)).collect();
+            span(trace_id(n + 1), span_id(1), vec![], "llm", 1, 2, attrs)
+        })
+        .collect();
+    let body = serde_json::to_vec(&request("small-attrs", spans)).unwrap();
+    assert!(body.len() > 100_000, "{}", body.len());
+    let resp = post(&r.addr, JSON, &[], &body);
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    r.stop();
+    let s = SessionStore::open(&store).unwrap();
+    assert_eq!(s.project_stats("small-attrs").unwrap().unwrap().spans, 512);
+}
+
 #[test]
 fn bad_ids_give_a_partial_success_in_the_request_encoding() {
     let dir = tempfile::tempdir().unwrap();

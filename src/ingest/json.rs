@@ -9,8 +9,10 @@
 //! 2,000,000 numbers at the bottom, took 1.3 GB to decode that way, far
 //! past the budget that [`super::estimate::json`] checks. The types here
 //! read the same JSON with no buffering: a known field is read into its
-//! prost field, an unknown one skipped with `IgnoredAny`, so a body
-//! allocates only what it decodes into.
+//! prost field, an unknown one skipped with `IgnoredAny`, and each array
+//! straight into the prost message's vector, so a body allocates only what
+//! it decodes into, which [`super::estimate::json`] bounds by following
+//! these types' member names.
 //!
 //! What they accept is the protobuf JSON mapping as OTLP uses it:
 //! lowerCamelCase field names, trace and span ids as hex strings, 64-bit
@@ -21,6 +23,7 @@
 //! is a message or an `AnyValue`'s member.
 
 use std::fmt;
+use std::marker::PhantomData;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{
@@ -31,19 +34,20 @@ use opentelemetry_proto::tonic::trace::v1::{
     ResourceSpans as PbResourceSpans, ScopeSpans as PbScopeSpans, Span as PbSpan, Status, span,
 };
 use serde::Deserialize;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 /// An `ExportTraceServiceRequest` as OTLP/JSON writes it.
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", default)]
 pub(super) struct Request {
-    resource_spans: Vec<ResourceSpans>,
+    #[serde(deserialize_with = "vec_of::<ResourceSpans, _, _>")]
+    resource_spans: Vec<PbResourceSpans>,
 }
 
 impl From<Request> for ExportTraceServiceRequest {
     fn from(r: Request) -> Self {
         ExportTraceServiceRequest {
-            resource_spans: r.resource_spans.into_iter().map(Into::into).collect(),
+            resource_spans: r.resource_spans,
         }
     }
 }
@@ -52,7 +56,8 @@ impl From<Request> for ExportTraceServiceRequest {
 #[serde(rename_all = "camelCase", default)]
 struct ResourceSpans {
     resource: Option<Resource>,
-    scope_spans: Vec<ScopeSpans>,
+    #[serde(deserialize_with = "vec_of::<ScopeSpans, _, _>")]
+    scope_spans: Vec<PbScopeSpans>,
     schema_url: String,
 }
 
@@ -60,7 +65,7 @@ impl From<ResourceSpans> for PbResourceSpans {
     fn from(r: ResourceSpans) -> Self {
         PbResourceSpans {
             resource: r.resource.map(Into::into),
-            scope_spans: r.scope_spans.into_iter().map(Into::into).collect(),
+            scope_spans: r.scope_spans,
             schema_url: r.schema_url,
         }
     }
@@ -69,7 +74,8 @@ impl From<ResourceSpans> for PbResourceSpans {
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", default)]
 struct Resource {
-    attributes: Vec<KeyValue>,
+    #[serde(deserialize_with = "vec_of::<KeyValue, _, _>")]
+    attributes: Vec<common::KeyValue>,
     dropped_attributes_count: u32,
     /// No `AnyValue` below it: `opentelemetry-proto`'s own derive reads it
     /// without buffering.
@@ -79,7 +85,7 @@ struct Resource {
 impl From<Resource> for PbResource {
     fn from(r: Resource) -> Self {
         PbResource {
-            attributes: attributes(r.attributes),
+            attributes: r.attributes,
             dropped_attributes_count: r.dropped_attributes_count,
             entity_refs: r.entity_refs,
         }
@@ -90,7 +96,8 @@ impl From<Resource> for PbResource {
 #[serde(rename_all = "camelCase", default)]
 struct ScopeSpans {
     scope: Option<Scope>,
-    spans: Vec<Span>,
+    #[serde(deserialize_with = "vec_of::<Span, _, _>")]
+    spans: Vec<PbSpan>,
     schema_url: String,
 }
 
@@ -98,7 +105,7 @@ impl From<ScopeSpans> for PbScopeSpans {
     fn from(s: ScopeSpans) -> Self {
         PbScopeSpans {
             scope: s.scope.map(Into::into),
-            spans: s.spans.into_iter().map(Into::into).collect(),
+            spans: s.spans,
             schema_url: s.schema_url,
         }
     }
@@ -109,7 +116,8 @@ impl From<ScopeSpans> for PbScopeSpans {
 struct Scope {
     name: String,
     version: String,
-    attributes: Vec<KeyValue>,
+    #[serde(deserialize_with = "vec_of::<KeyValue, _, _>")]
+    attributes: Vec<common::KeyValue>,
     dropped_attributes_count: u32,
 }
 
@@ -118,7 +126,7 @@ impl From<Scope> for InstrumentationScope {
         InstrumentationScope {
             name: s.name,
             version: s.version,
-            attributes: attributes(s.attributes),
+            attributes: s.attributes,
             dropped_attributes_count: s.dropped_attributes_count,
         }
     }
@@ -136,11 +144,14 @@ struct Span {
     kind: i32,
     start_time_unix_nano: U64,
     end_time_unix_nano: U64,
-    attributes: Vec<KeyValue>,
+    #[serde(deserialize_with = "vec_of::<KeyValue, _, _>")]
+    attributes: Vec<common::KeyValue>,
     dropped_attributes_count: u32,
-    events: Vec<Event>,
+    #[serde(deserialize_with = "vec_of::<Event, _, _>")]
+    events: Vec<span::Event>,
     dropped_events_count: u32,
-    links: Vec<Link>,
+    #[serde(deserialize_with = "vec_of::<Link, _, _>")]
+    links: Vec<span::Link>,
     dropped_links_count: u32,
     /// No `AnyValue` in it: `opentelemetry-proto`'s derive reads it.
     status: Option<Status>,
@@ -158,11 +169,11 @@ impl From<Span> for PbSpan {
             kind: s.kind,
             start_time_unix_nano: s.start_time_unix_nano.0,
             end_time_unix_nano: s.end_time_unix_nano.0,
-            attributes: attributes(s.attributes),
+            attributes: s.attributes,
             dropped_attributes_count: s.dropped_attributes_count,
-            events: s.events.into_iter().map(Into::into).collect(),
+            events: s.events,
             dropped_events_count: s.dropped_events_count,
-            links: s.links.into_iter().map(Into::into).collect(),
+            links: s.links,
             dropped_links_count: s.dropped_links_count,
             status: s.status,
         }
@@ -174,7 +185,8 @@ impl From<Span> for PbSpan {
 struct Event {
     time_unix_nano: U64,
     name: String,
-    attributes: Vec<KeyValue>,
+    #[serde(deserialize_with = "vec_of::<KeyValue, _, _>")]
+    attributes: Vec<common::KeyValue>,
     dropped_attributes_count: u32,
 }
 
@@ -183,7 +195,7 @@ impl From<Event> for span::Event {
         span::Event {
             time_unix_nano: e.time_unix_nano.0,
             name: e.name,
-            attributes: attributes(e.attributes),
+            attributes: e.attributes,
             dropped_attributes_count: e.dropped_attributes_count,
         }
     }
@@ -195,7 +207,8 @@ struct Link {
     trace_id: Hex,
     span_id: Hex,
     trace_state: String,
-    attributes: Vec<KeyValue>,
+    #[serde(deserialize_with = "vec_of::<KeyValue, _, _>")]
+    attributes: Vec<common::KeyValue>,
     dropped_attributes_count: u32,
     flags: u32,
 }
@@ -206,7 +219,7 @@ impl From<Link> for span::Link {
             trace_id: l.trace_id.0,
             span_id: l.span_id.0,
             trace_state: l.trace_state,
-            attributes: attributes(l.attributes),
+            attributes: l.attributes,
             dropped_attributes_count: l.dropped_attributes_count,
             flags: l.flags,
         }
@@ -220,27 +233,62 @@ struct KeyValue {
     value: Option<AnyValue>,
 }
 
-fn attributes(kvs: Vec<KeyValue>) -> Vec<common::KeyValue> {
-    kvs.into_iter()
-        .map(|kv| common::KeyValue {
+impl From<KeyValue> for common::KeyValue {
+    fn from(kv: KeyValue) -> Self {
+        common::KeyValue {
             key: kv.key,
             value: kv.value.map(|v| v.0),
             // Profiles only; a trace's attribute names its key in `key`.
             key_strindex: 0,
-        })
-        .collect()
+        }
+    }
+}
+
+impl From<AnyValue> for common::AnyValue {
+    fn from(v: AnyValue) -> Self {
+        v.0
+    }
+}
+
+/// Reads a JSON array of `T` into a vector of what `T` converts into, one
+/// element at a time: no vector of `T` is built first (whose elements
+/// would then be copied into a second vector, both alive at once).
+fn vec_of<'de, T, U, D>(d: D) -> Result<Vec<U>, D::Error>
+where
+    T: Deserialize<'de> + Into<U>,
+    D: Deserializer<'de>,
+{
+    struct V<T, U>(PhantomData<fn() -> (T, U)>);
+    impl<'de, T: Deserialize<'de> + Into<U>, U> Visitor<'de> for V<T, U> {
+        type Value = Vec<U>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an array")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<U>, A::Error> {
+            // No size hint: a hostile hint could reserve without bound, and
+            // serde_json gives none anyway.
+            let mut out = Vec::new();
+            while let Some(item) = seq.next_element::<T>()? {
+                out.push(item.into());
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(V::<T, U>(PhantomData))
 }
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct ArrayValue {
-    values: Vec<AnyValue>,
+    #[serde(deserialize_with = "vec_of::<AnyValue, _, _>")]
+    values: Vec<common::AnyValue>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct KeyValueList {
-    values: Vec<KeyValue>,
+    #[serde(deserialize_with = "vec_of::<KeyValue, _, _>")]
+    values: Vec<common::KeyValue>,
 }
 
 /// An `AnyValue`, read member by member: the last known member present
@@ -289,18 +337,12 @@ impl<'de> Deserialize<'de> for AnyValue {
                         AnyMember::DoubleValue => map
                             .next_value::<Option<F64>>()?
                             .map(|f| Value::DoubleValue(f.0)),
-                        AnyMember::ArrayValue => map.next_value::<Option<ArrayValue>>()?.map(|a| {
-                            Value::ArrayValue(common::ArrayValue {
-                                values: a.values.into_iter().map(|v| v.0).collect(),
-                            })
-                        }),
-                        AnyMember::KvlistValue => {
-                            map.next_value::<Option<KeyValueList>>()?.map(|l| {
-                                Value::KvlistValue(common::KeyValueList {
-                                    values: attributes(l.values),
-                                })
-                            })
-                        }
+                        AnyMember::ArrayValue => map
+                            .next_value::<Option<ArrayValue>>()?
+                            .map(|a| Value::ArrayValue(common::ArrayValue { values: a.values })),
+                        AnyMember::KvlistValue => map
+                            .next_value::<Option<KeyValueList>>()?
+                            .map(|l| Value::KvlistValue(common::KeyValueList { values: l.values })),
                         AnyMember::BytesValue => map
                             .next_value::<Option<Base64>>()?
                             .map(|b| Value::BytesValue(b.0)),
@@ -340,14 +382,19 @@ impl<'de> Deserialize<'de> for Hex {
                     )));
                 }
                 let nibble = |c: u8| char::from(c).to_digit(16);
-                digits
-                    .chunks_exact(2)
-                    .map(|p| match (nibble(p[0]), nibble(p[1])) {
-                        (Some(h), Some(l)) => Ok((h * 16 + l) as u8),
-                        _ => Err(E::custom(format!("invalid hex id {s:?}: not a hex digit"))),
-                    })
-                    .collect::<Result<Vec<u8>, E>>()
-                    .map(Hex)
+                // Exactly the bytes' room (a collect would round it up).
+                let mut bytes = Vec::with_capacity(digits.len() / 2);
+                for pair in digits.chunks_exact(2) {
+                    match (nibble(pair[0]), nibble(pair[1])) {
+                        (Some(h), Some(l)) => bytes.push((h * 16 + l) as u8),
+                        _ => {
+                            return Err(E::custom(format!(
+                                "invalid hex id {s:?}: not a hex digit"
+                            )));
+                        }
+                    }
+                }
+                Ok(Hex(bytes))
             }
         }
         d.deserialize_str(V)

@@ -159,7 +159,8 @@ pub(crate) fn base64_decode(s: &str) -> Option<Vec<u8>> {
     if body.len() % 4 == 1 {
         return None;
     }
-    let mut out = Vec::with_capacity(body.len() / 4 * 3 + 2);
+    // Exactly the decoded length: 6 bits a character, whole bytes.
+    let mut out = Vec::with_capacity(body.len() * 3 / 4);
     let (mut acc, mut bits) = (0u32, 0u32);
     for &c in body {
         let v = match c {
