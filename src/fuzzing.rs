@@ -808,24 +808,48 @@ fn otlp_converted(request: crate::otlp::ExportTraceServiceRequest) -> Result<(),
     Ok(())
 }
 
-/// Decodes an OTLP/protobuf trace request and converts it: no panic, and
-/// every converted span survives the log codec unchanged.
+/// Decodes an OTLP/protobuf trace request and converts it: no panic, the
+/// decode estimate at least what the request holds, and every converted
+/// span survives the log codec unchanged.
 #[cfg(feature = "otlp")]
 pub fn otlp_protobuf(data: &[u8]) -> Result<(), String> {
     match crate::otlp::decode_protobuf(data) {
-        Ok(request) => otlp_converted(request),
+        Ok(request) => {
+            let estimated = crate::ingest::estimate::protobuf(data).unwrap_or(u64::MAX);
+            held_within(estimated, &request)?;
+            otlp_converted(request)
+        }
         Err(_) => Ok(()),
     }
 }
 
-/// Decodes an OTLP/JSON trace request and converts it: no panic, and every
-/// converted span survives the log codec unchanged.
+/// Decodes an OTLP/JSON trace request and converts it: no panic, the
+/// decode estimate at least what the request holds, and every converted
+/// span survives the log codec unchanged.
 #[cfg(feature = "otlp")]
 pub fn otlp_json(data: &[u8]) -> Result<(), String> {
     match crate::otlp::decode_json(data) {
-        Ok(request) => otlp_converted(request),
+        Ok(request) => {
+            held_within(crate::ingest::estimate::json(data), &request)?;
+            otlp_converted(request)
+        }
         Err(_) => Ok(()),
     }
+}
+
+/// An error when `request` holds more than `estimated` bytes.
+#[cfg(feature = "otlp")]
+fn held_within(
+    estimated: u64,
+    request: &crate::otlp::ExportTraceServiceRequest,
+) -> Result<(), String> {
+    let held = crate::ingest::estimate::held_bytes(request);
+    if held > estimated {
+        return Err(format!(
+            "the request holds {held} bytes, over its estimate of {estimated}"
+        ));
+    }
+    Ok(())
 }
 
 // ------------------------------------------------------------ store_model

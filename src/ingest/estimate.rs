@@ -24,7 +24,7 @@ use std::mem::size_of;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{
-    AnyValue, ArrayValue, EntityRef, InstrumentationScope, KeyValue, KeyValueList,
+    AnyValue, ArrayValue, EntityRef, InstrumentationScope, KeyValue, KeyValueList, any_value,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
@@ -489,6 +489,76 @@ pub(crate) fn json(body: &[u8]) -> u64 {
     total.saturating_add(2 * longest_escaped)
 }
 
+/// The bytes a decoded request holds: its structs and every heap
+/// allocation under them, at their capacities: what the estimates bound
+/// (checked by the tests below and by the OTLP fuzz targets).
+pub(crate) fn held_bytes(r: &ExportTraceServiceRequest) -> u64 {
+    fn vec<T>(v: &[T], cap: usize) -> u64 {
+        let _ = v;
+        (cap * size_of::<T>()) as u64
+    }
+    fn s(x: &str, cap: usize) -> u64 {
+        let _ = x;
+        cap as u64
+    }
+    fn any(v: &AnyValue) -> u64 {
+        match &v.value {
+            Some(any_value::Value::StringValue(x)) => s(x, x.capacity()),
+            Some(any_value::Value::BytesValue(b)) => b.capacity() as u64,
+            Some(any_value::Value::ArrayValue(a)) => {
+                vec(&a.values, a.values.capacity()) + a.values.iter().map(any).sum::<u64>()
+            }
+            Some(any_value::Value::KvlistValue(l)) => kvs(&l.values),
+            _ => 0,
+        }
+    }
+    fn kvs(k: &Vec<KeyValue>) -> u64 {
+        vec(k, k.capacity())
+            + k.iter()
+                .map(|kv| s(&kv.key, kv.key.capacity()) + kv.value.as_ref().map_or(0, any))
+                .sum::<u64>()
+    }
+    let mut n = size_of::<ExportTraceServiceRequest>() as u64
+        + vec(&r.resource_spans, r.resource_spans.capacity());
+    for rs in &r.resource_spans {
+        n += s(&rs.schema_url, rs.schema_url.capacity());
+        if let Some(res) = &rs.resource {
+            n += kvs(&res.attributes) + vec(&res.entity_refs, res.entity_refs.capacity());
+        }
+        n += vec(&rs.scope_spans, rs.scope_spans.capacity());
+        for ss in &rs.scope_spans {
+            n += s(&ss.schema_url, ss.schema_url.capacity());
+            if let Some(sc) = &ss.scope {
+                n += sc.name.capacity() as u64 + sc.version.capacity() as u64;
+                n += kvs(&sc.attributes);
+            }
+            n += vec(&ss.spans, ss.spans.capacity());
+            for sp in &ss.spans {
+                n += (sp.trace_id.capacity()
+                    + sp.span_id.capacity()
+                    + sp.parent_span_id.capacity()
+                    + sp.trace_state.capacity()
+                    + sp.name.capacity()) as u64;
+                n += kvs(&sp.attributes);
+                n += vec(&sp.events, sp.events.capacity());
+                for e in &sp.events {
+                    n += e.name.capacity() as u64 + kvs(&e.attributes);
+                }
+                n += vec(&sp.links, sp.links.capacity());
+                for l in &sp.links {
+                    n += (l.trace_id.capacity() + l.span_id.capacity()) as u64;
+                    n += l.trace_state.capacity() as u64 + kvs(&l.attributes);
+                }
+                n += sp
+                    .status
+                    .as_ref()
+                    .map_or(0, |st| st.message.capacity() as u64);
+            }
+        }
+    }
+    n
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -496,75 +566,6 @@ mod tests {
     use opentelemetry_proto::tonic::common::v1::any_value::Value;
     use proptest::prelude::*;
     use prost::Message;
-
-    /// The bytes a decoded request holds: its structs and every heap
-    /// allocation under them, at their capacities.
-    fn deep(r: &ExportTraceServiceRequest) -> u64 {
-        fn vec<T>(v: &[T], cap: usize) -> u64 {
-            let _ = v;
-            (cap * size_of::<T>()) as u64
-        }
-        fn s(x: &str, cap: usize) -> u64 {
-            let _ = x;
-            cap as u64
-        }
-        fn any(v: &AnyValue) -> u64 {
-            match &v.value {
-                Some(Value::StringValue(x)) => s(x, x.capacity()),
-                Some(Value::BytesValue(b)) => b.capacity() as u64,
-                Some(Value::ArrayValue(a)) => {
-                    vec(&a.values, a.values.capacity()) + a.values.iter().map(any).sum::<u64>()
-                }
-                Some(Value::KvlistValue(l)) => kvs(&l.values),
-                _ => 0,
-            }
-        }
-        fn kvs(k: &Vec<KeyValue>) -> u64 {
-            vec(k, k.capacity())
-                + k.iter()
-                    .map(|kv| s(&kv.key, kv.key.capacity()) + kv.value.as_ref().map_or(0, any))
-                    .sum::<u64>()
-        }
-        let mut n = size_of::<ExportTraceServiceRequest>() as u64
-            + vec(&r.resource_spans, r.resource_spans.capacity());
-        for rs in &r.resource_spans {
-            n += s(&rs.schema_url, rs.schema_url.capacity());
-            if let Some(res) = &rs.resource {
-                n += kvs(&res.attributes) + vec(&res.entity_refs, res.entity_refs.capacity());
-            }
-            n += vec(&rs.scope_spans, rs.scope_spans.capacity());
-            for ss in &rs.scope_spans {
-                n += s(&ss.schema_url, ss.schema_url.capacity());
-                if let Some(sc) = &ss.scope {
-                    n += sc.name.capacity() as u64 + sc.version.capacity() as u64;
-                    n += kvs(&sc.attributes);
-                }
-                n += vec(&ss.spans, ss.spans.capacity());
-                for sp in &ss.spans {
-                    n += (sp.trace_id.capacity()
-                        + sp.span_id.capacity()
-                        + sp.parent_span_id.capacity()
-                        + sp.trace_state.capacity()
-                        + sp.name.capacity()) as u64;
-                    n += kvs(&sp.attributes);
-                    n += vec(&sp.events, sp.events.capacity());
-                    for e in &sp.events {
-                        n += e.name.capacity() as u64 + kvs(&e.attributes);
-                    }
-                    n += vec(&sp.links, sp.links.capacity());
-                    for l in &sp.links {
-                        n += (l.trace_id.capacity() + l.span_id.capacity()) as u64;
-                        n += l.trace_state.capacity() as u64 + kvs(&l.attributes);
-                    }
-                    n += sp
-                        .status
-                        .as_ref()
-                        .map_or(0, |st| st.message.capacity() as u64);
-                }
-            }
-        }
-        n
-    }
 
     /// The crate's OTLP/JSON reader, without the estimate's check.
     fn read_json(body: &[u8]) -> serde_json::Result<ExportTraceServiceRequest> {
@@ -588,11 +589,12 @@ mod tests {
             for r in realistic(span_bytes) {
                 let pb = r.encode_to_vec();
                 let js = serde_json::to_vec(&r).unwrap_or_default();
-                let decoded = deep(&ExportTraceServiceRequest::decode(pb.as_slice()).unwrap());
+                let decoded =
+                    held_bytes(&ExportTraceServiceRequest::decode(pb.as_slice()).unwrap());
                 let p = protobuf(&pb).unwrap();
                 let j = json(&js);
                 assert!(p >= decoded, "protobuf {p} < decoded {decoded}");
-                let from_json = deep(&read_json(&js).unwrap());
+                let from_json = held_bytes(&read_json(&js).unwrap());
                 assert!(j >= from_json, "json {j} < decoded {from_json}");
                 let pr = p as f64 / pb.len() as f64;
                 let jr = j as f64 / js.len() as f64;
@@ -623,7 +625,7 @@ mod tests {
         let body = empty_spans(1 << 19);
         let estimated = protobuf(&body).unwrap();
         assert!(estimated > budget(body.len()), "{estimated}");
-        let decoded = deep(&ExportTraceServiceRequest::decode(body.as_slice()).unwrap());
+        let decoded = held_bytes(&ExportTraceServiceRequest::decode(body.as_slice()).unwrap());
         assert!(estimated >= decoded);
         assert!(
             decoded > 100 * body.len() as u64,
@@ -669,7 +671,7 @@ mod tests {
         };
         let body = r.encode_to_vec();
         assert!(body.len() < 200_000);
-        assert!(protobuf(&body).unwrap() >= deep(&r));
+        assert!(protobuf(&body).unwrap() >= held_bytes(&r));
     }
 
     /// One resource and scope holding `spans`.
@@ -708,7 +710,7 @@ mod tests {
             };
             let js = serde_json::to_vec(&request_of(vec![span; 512])).unwrap();
             let j = json(&js);
-            let decoded = deep(&read_json(&js).unwrap());
+            let decoded = held_bytes(&read_json(&js).unwrap());
             assert!(j >= decoded, "{n}: json {j} < decoded {decoded}");
             let ratio = j as f64 / js.len() as f64;
             assert!(ratio < 6.0, "{n} attributes: {ratio:.1}x");
@@ -731,7 +733,7 @@ mod tests {
         let small = wrap(&vec!["[]"; 1000].join(","));
         let back = read_json(small.as_bytes()).unwrap();
         assert_eq!(spans(&back).len(), 1000);
-        assert!(json(small.as_bytes()) >= deep(&back));
+        assert!(json(small.as_bytes()) >= held_bytes(&back));
         let big = wrap(&vec!["[]"; 1 << 19].join(","));
         assert!(matches!(
             crate::otlp::decode_json(big.as_bytes()),
@@ -745,7 +747,7 @@ mod tests {
         let back = read_json(seq.as_bytes()).unwrap();
         assert_eq!(spans(&back)[0].attributes.len(), 100);
         assert_eq!(spans(&back)[0].span_id, [0x0c, 0x0d]);
-        assert!(json(seq.as_bytes()) >= deep(&back));
+        assert!(json(seq.as_bytes()) >= held_bytes(&back));
         // A name with an escape is the name it spells.
         let escaped = wrap(&format!(
             r#"{{"\u0061ttributes":[{}]}}"#,
@@ -753,7 +755,7 @@ mod tests {
         ));
         let back = read_json(escaped.as_bytes()).unwrap();
         assert_eq!(spans(&back)[0].attributes.len(), 1000);
-        assert!(json(escaped.as_bytes()) >= deep(&back));
+        assert!(json(escaped.as_bytes()) >= held_bytes(&back));
         // An unknown member of half a million objects.
         let unknown = wrap(&format!(
             r#"{{"junk":[{}]}}"#,
@@ -898,14 +900,14 @@ mod tests {
         fn the_estimates_are_at_least_what_a_request_decodes_into(r in a_request()) {
             let pb = r.encode_to_vec();
             let decoded = ExportTraceServiceRequest::decode(pb.as_slice()).unwrap();
-            let real = deep(&decoded);
+            let real = held_bytes(&decoded);
             let p = protobuf(&pb).unwrap();
             prop_assert!(p >= real, "protobuf estimate {} < {}", p, real);
             if let Ok(js) = serde_json::to_vec(&r)
                 && let Ok(back) = read_json(&js)
             {
                 let j = json(&js);
-                prop_assert!(j >= deep(&back), "json estimate {} < {}", j, deep(&back));
+                prop_assert!(j >= held_bytes(&back), "json estimate {} < {}", j, held_bytes(&back));
             }
         }
 

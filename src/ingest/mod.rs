@@ -6,7 +6,7 @@
 //! - [`exporter`]: an `opentelemetry_sdk` `SpanExporter` writing into a
 //!   store (feature `opentelemetry`).
 
-mod estimate;
+pub(crate) mod estimate;
 #[cfg(feature = "opentelemetry")]
 pub(crate) mod exporter;
 mod json;
