@@ -524,6 +524,13 @@ pub(crate) fn held_bytes(r: &ExportTraceServiceRequest) -> u64 {
         n += s(&rs.schema_url, rs.schema_url.capacity());
         if let Some(res) = &rs.resource {
             n += kvs(&res.attributes) + vec(&res.entity_refs, res.entity_refs.capacity());
+            for e in &res.entity_refs {
+                n += (e.schema_url.capacity() + e.r#type.capacity()) as u64;
+                for keys in [&e.id_keys, &e.description_keys] {
+                    n += vec(keys, keys.capacity())
+                        + keys.iter().map(|k| s(k, k.capacity())).sum::<u64>();
+                }
+            }
         }
         n += vec(&rs.scope_spans, rs.scope_spans.capacity());
         for ss in &rs.scope_spans {
