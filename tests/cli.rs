@@ -829,6 +829,15 @@ fn delete_retain_and_compact_from_the_command_line() {
     }
 }
 
+/// Flips a bit of byte 100 of the first log segment: inside the first
+/// frame, past the segment header.
+fn damage_first_frame(store: &Path) {
+    let segment = common::segments(store)[0].clone();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[100] ^= 0x40;
+    std::fs::write(&segment, &bytes).unwrap();
+}
+
 #[test]
 fn verify_says_where_it_stopped_on_a_damaged_frame_and_repair_salvages_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -843,11 +852,7 @@ fn verify_says_where_it_stopped_on_a_damaged_frame_and_repair_salvages_it() {
     let ok = run(&store, &["verify"]);
     assert!(ok.status.success());
     assert!(String::from_utf8_lossy(&ok.stdout).starts_with("checked 40 log frames"));
-    // One byte inside the first frames, past the segment header.
-    let segment = common::segments(&store)[0].clone();
-    let mut bytes = std::fs::read(&segment).unwrap();
-    bytes[100] ^= 0x40;
-    std::fs::write(&segment, &bytes).unwrap();
+    damage_first_frame(&store);
     let damaged = run(&store, &["verify"]);
     assert_eq!(damaged.status.code(), Some(1));
     let text = String::from_utf8_lossy(&damaged.stdout);
@@ -924,10 +929,7 @@ fn a_refused_open_names_repair_which_recovers_the_store() {
         common::copy_dir(live.path(), crashed.path());
     }
     let store = crashed.path().to_path_buf();
-    let segment = common::segments(&store)[0].clone();
-    let mut bytes = std::fs::read(&segment).unwrap();
-    bytes[100] ^= 0x40;
-    std::fs::write(&segment, &bytes).unwrap();
+    damage_first_frame(&store);
     let refused = run(&store, &["stats"]);
     assert_eq!(refused.status.code(), Some(1));
     let err = String::from_utf8_lossy(&refused.stderr);
