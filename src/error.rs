@@ -58,7 +58,9 @@ pub enum Error {
     Index(Box<redb::Error>),
     /// A previous write or fsync failed, so the store can no longer promise
     /// that what it acknowledges is on disk. Writes are refused; reads still
-    /// work. Reopen the store to recover from the log.
+    /// work. Reopen the store to recover from the log (the reopen writes
+    /// again what the log held past its last durable point when the write
+    /// or fsync failed; see [`crate::OpenReport::log_rewritten_bytes`]).
     ///
     /// The call that fails and poisons the store returns this error too, with
     /// the failure as its `cause` (also its [`std::error::Error::source`]); every

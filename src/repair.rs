@@ -19,6 +19,12 @@ pub struct OpenReport {
     /// Bytes cut from the end of the log: the torn or zero-filled tail of
     /// writes a crash interrupted (see `docs/FORMAT.md`, "Recovery").
     pub log_truncated_bytes: u64,
+    /// Bytes of log written again because a write or fsync of the log had
+    /// failed before (in this program or an earlier one): what the page
+    /// cache showed past the last durable point might never have reached
+    /// the disk, so the open wrote it again and synced it before relying on
+    /// it (see `docs/FORMAT.md`, "Recovery").
+    pub log_rewritten_bytes: u64,
     /// Log frames whose checksum recovery verified (those after the last
     /// durable checkpoint).
     pub log_frames_checked: u64,

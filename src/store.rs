@@ -720,6 +720,7 @@ impl SessionStore {
         let started = Instant::now();
         let (log, recovered) = Log::open_on(fs, &dir.join("log"), log_opts, applied)?;
         report.log_truncated_bytes = recovered.truncated_bytes;
+        report.log_rewritten_bytes = recovered.rewritten_bytes;
         report.log_frames_checked = recovered.frames_scanned;
         compaction::finish_interrupted(&index, &log)?;
         report.timings.log += started.elapsed();

@@ -21,6 +21,7 @@ mod frame;
 mod recovery;
 mod salvage;
 mod segment;
+mod unsynced;
 
 #[cfg(test)]
 mod tests;
@@ -146,6 +147,9 @@ pub(crate) struct RecoveryReport {
     pub segments: usize,
     /// End of the log after recovery (`Log::end`).
     pub end: Lsn,
+    /// Bytes written again because a failed write or fsync had left them
+    /// possibly not durable (see `unsynced`).
+    pub rewritten_bytes: u64,
 }
 
 /// A description of one segment, for retention, diagnostics and tests.
@@ -366,7 +370,7 @@ impl Log {
             }
             Err(e) => {
                 self.roll_back(w, staged);
-                Err(self.poison.poison(e))
+                Err(self.fail(e))
             }
         }
     }
@@ -416,6 +420,14 @@ impl Log {
     /// Everything below this LSN is known durable.
     pub(crate) fn synced(&self) -> Lsn {
         self.synced.load(Ordering::Acquire)
+    }
+
+    /// Poisons the log with `e`, a failed write, fsync or roll, and marks
+    /// where its durability ended, so that the next open writes what lies
+    /// past it again (see `unsynced`; best effort, the disk may be failing).
+    fn fail(&self, e: Error) -> Error {
+        let _ = unsynced::mark(self.fs.as_ref(), &self.dir, self.synced());
+        self.poison.poison(e)
     }
 
     /// True after a failed write or fsync: appends and syncs are refused until
@@ -501,7 +513,7 @@ impl Log {
             Ok(written) => Ok(self.publish(w, staged, written)),
             Err(e) => {
                 self.roll_back(w, staged);
-                Err(self.poison.poison(e))
+                Err(self.fail(e))
             }
         }
     }
@@ -703,9 +715,10 @@ impl Log {
     /// the lock released while the others wait for it. A failed fsync poisons
     /// the log; that call, the calls waiting for it and every later append or
     /// sync return `Error::Poisoned` with the fsync's error as cause. Nothing is
-    /// retried: after a failed fsync the kernel may already have dropped the
-    /// dirty pages, so only a reopen, which recovers from what is really on
-    /// disk, can restore the promise.
+    /// retried: after a failed fsync the kernel may already have marked the
+    /// dirty pages clean without writing them, so only a reopen, which
+    /// writes again what lies past the last durable point (the `unsynced`
+    /// mark the failure leaves), can restore the promise.
     pub(crate) fn sync(&self, upto: Lsn) -> Result<()> {
         if self.is_poisoned() {
             return Err(self.poison.error());
@@ -742,7 +755,7 @@ impl Log {
                     self.sync_done.notify_all();
                 }
                 Err(e) => {
-                    let e = self.poison.poison(e);
+                    let e = self.fail(e);
                     self.sync_done.notify_all();
                     return Err(e);
                 }

@@ -13,6 +13,7 @@ use super::frame::{
     encode_segment_header,
 };
 use super::segment::{Segment, Window, corruption, to_usize};
+use super::unsynced;
 use super::{LogOptions, Lsn, RecoveryReport};
 use crate::error::{Error, Result};
 use crate::fs::FileSystem;
@@ -352,6 +353,7 @@ pub(super) fn recover(
                 frames_scanned: 0,
                 segments: 1,
                 end: SEGMENT_HEADER_LEN,
+                rewritten_bytes: 0,
             },
         });
     };
@@ -456,13 +458,23 @@ pub(super) fn recover(
     // Whatever recovery read may still sit only in the page cache (the
     // process crashed, the OS did not): make it durable so `synced()` can
     // start at the end.
-    last_file
-        .sync_data()
-        .map_err(|e| Error::io(ctx("syncing"), e))?;
+    if let Err(e) = last_file.sync_data() {
+        // The pages this sync failed to write stay readable but may never
+        // reach the disk: the next open must write them again (best
+        // effort; the disk is failing).
+        let _ = unsynced::mark(fs, dir, scan_from);
+        return Err(Error::io(ctx("syncing"), e));
+    }
     if fresh {
         file::sync_dir(fs, dir)
             .map_err(|e| Error::io(format!("syncing directory {}", dir.display()), e))?;
     }
+
+    // 4. After a failed write or fsync, the bytes the page cache shows past
+    // the mark may never have reached the disk: write them again and sync
+    // them before anything (a checkpoint) relies on them.
+    let end = last_base + valid_end;
+    let rewritten_bytes = rewrite_unsynced(fs, dir, &found, end, scan_from)?;
 
     let mut segments: Vec<Arc<Segment>> = sealed
         .iter()
@@ -481,12 +493,42 @@ pub(super) fn recover(
             truncated_bytes,
             frames_scanned,
             segments: segments.len(),
-            end: last_base + valid_end,
+            end,
+            rewritten_bytes,
         },
         segments,
         active_file,
         active_len: valid_end,
     })
+}
+
+/// Clears the mark a failed write or fsync left (see `unsynced`): writes
+/// the log's bytes from the marked LSN (from `scan_from`, the checkpoint,
+/// if the mark does not read back) to `end` again, syncing each segment it
+/// touches, then removes the mark. Returns the bytes rewritten.
+fn rewrite_unsynced(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    segments: &[(Lsn, PathBuf)],
+    end: Lsn,
+    scan_from: Lsn,
+) -> Result<u64> {
+    let io = |what: &str, e| Error::io(format!("{what} in {}", dir.display()), e);
+    let from = match unsynced::read(fs, dir).map_err(|e| io("reading the unsynced mark", e))? {
+        unsynced::Mark::Absent => return Ok(0),
+        unsynced::Mark::DurableTo(lsn) => lsn,
+        unsynced::Mark::Unreadable => scan_from,
+    };
+    let mut rewritten = 0;
+    for (i, (base, path)) in segments.iter().enumerate() {
+        let seg_end = segments.get(i + 1).map_or(end, |(next, _)| *next);
+        let lo = from.max(base + SEGMENT_HEADER_LEN);
+        let hi = seg_end.min(end);
+        rewritten += unsynced::rewrite(fs, path, *base, lo, hi)
+            .map_err(|e| Error::io(format!("rewriting unsynced bytes of {}", path.display()), e))?;
+    }
+    unsynced::clear(fs, dir).map_err(|e| io("removing the unsynced mark", e))?;
+    Ok(rewritten)
 }
 
 /// A segment must start exactly where the previous one ends.

@@ -145,7 +145,8 @@ fn fresh_log_starts_at_32() -> TestResult {
             truncated_bytes: 0,
             frames_scanned: 0,
             segments: 1,
-            end: 32
+            end: 32,
+            rewritten_bytes: 0,
         }
     );
     assert_eq!((log.start(), log.end(), log.synced()), (32, 32, 32));
@@ -1281,6 +1282,178 @@ fn a_frame_of_the_wrong_length_fails_the_append_and_loses_nothing() -> TestResul
                     assert!(is_record(f, i as u32), "{what}: record {i}");
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// Opens the log in `dir` on the simulated disk `sim`.
+fn open_sim(
+    sim: &crate::fs::sim::SimFileSystem,
+    dir: &Path,
+    opts: LogOptions,
+    scan_from: Lsn,
+) -> Result<(Log, RecoveryReport)> {
+    Log::open_on(Arc::new(sim.clone()), dir, opts, scan_from)
+}
+
+/// The records a log holds, all of them read back as written.
+fn records_held(log: &Log) -> std::result::Result<usize, String> {
+    let found = scan_all(log, 0).map_err(|e| e.to_string())?;
+    for (i, (_, f)) in found.iter().enumerate() {
+        if !is_record(f, i as u32) {
+            return Err(format!("frame {i} is not record {i}"));
+        }
+    }
+    Ok(found.len())
+}
+
+/// A failed fsync leaves frames the page cache shows but the disk never
+/// gets (the simulated disk drops them, as Linux does). The log marks
+/// where its durability ended; the next open writes the rest again and
+/// syncs it, so a power loss afterwards keeps it. Without the mark (removed
+/// here by hand) the same power loss takes it.
+#[test]
+fn a_failed_fsync_marks_the_log_and_the_next_open_writes_the_rest_again() -> TestResult {
+    use crate::fs::sim::{Fault, FaultError, Op, Ops, SimFileSystem, Survival};
+    for keep_mark in [true, false] {
+        for opts in [single(), small()] {
+            let what = format!(
+                "keep_mark {keep_mark}, segment_bytes {}",
+                opts.segment_bytes
+            );
+            let tmp = tempfile::tempdir()?;
+            let sim = SimFileSystem::new();
+            let (log, _) = open_sim(&sim, tmp.path(), opts, 0)?;
+            let mut lsns = append_records(&log, 0, 10)?;
+            log.sync(log.end())?;
+            lsns.extend(append_records(&log, 10, 20)?);
+            // The syncs of full segments, sealed since, count too.
+            let durable = log.synced();
+            let end = log.end();
+            assert!(durable < end, "{what}");
+            sim.arm(Fault::nth(Ops::Only(Op::Sync), 0, FaultError::Io));
+            let failed = log.sync(end);
+            assert!(
+                matches!(failed, Err(Error::Poisoned { .. })),
+                "{what}: {failed:?}"
+            );
+            assert_eq!(
+                unsynced::read(&sim, tmp.path())?,
+                unsynced::Mark::DurableTo(durable),
+                "{what}"
+            );
+            drop(log);
+            if !keep_mark {
+                sim.remove_file(&tmp.path().join(unsynced::MARK_FILE))?;
+            }
+            // The next open (the program restarted, the machine did not).
+            let (log, report) = open_sim(&sim, tmp.path(), opts, 0)?;
+            assert_eq!(records_held(&log)?, 20, "{what}");
+            assert_eq!(
+                unsynced::read(&sim, tmp.path())?,
+                unsynced::Mark::Absent,
+                "{what}"
+            );
+            if keep_mark {
+                // Every byte past the mark but the segments' headers.
+                let headers = log.segments().iter().filter(|s| s.base >= durable).count() as u64;
+                assert_eq!(
+                    report.rewritten_bytes,
+                    end - durable - headers * SEGMENT_HEADER_LEN,
+                    "{what}"
+                );
+            } else {
+                assert_eq!(report.rewritten_bytes, 0, "{what}");
+            }
+            drop(log);
+            sim.power_loss(&mut |_, _| Survival::Nothing)?;
+            let (log, _) = Log::open(tmp.path(), opts, 0)?;
+            // Without the mark only what lies below the durable point
+            // (in segments sealed, and synced, before the failure) is kept.
+            let want = if keep_mark {
+                20
+            } else {
+                let below = lsns.iter().filter(|&&lsn| lsn < durable).count();
+                assert!(below < 20, "{what}");
+                below
+            };
+            assert_eq!(records_held(&log)?, want, "{what}");
+        }
+    }
+    Ok(())
+}
+
+/// An fsync that fails while recovery makes what it read durable leaves
+/// the mark at the checkpoint; the next open writes everything past it
+/// again.
+#[test]
+fn a_failed_fsync_during_recovery_marks_the_log_from_the_checkpoint() -> TestResult {
+    use crate::fs::sim::{Fault, FaultError, Op, Ops, SimFileSystem, Survival};
+    let tmp = tempfile::tempdir()?;
+    let sim = SimFileSystem::new();
+    let (log, _) = open_sim(&sim, tmp.path(), single(), 0)?;
+    append_records(&log, 0, 10)?;
+    let checkpoint = log.end();
+    log.sync(checkpoint)?;
+    append_records(&log, 10, 20)?;
+    let end = log.end();
+    drop(log); // a process crash: the last ten only in the page cache
+    sim.arm(Fault::nth(Ops::Only(Op::Sync), 0, FaultError::Io));
+    let failed = open_sim(&sim, tmp.path(), single(), checkpoint);
+    assert!(
+        matches!(failed, Err(Error::Io { .. })),
+        "{:?}",
+        failed.map(|_| ())
+    );
+    assert_eq!(
+        unsynced::read(&sim, tmp.path())?,
+        unsynced::Mark::DurableTo(checkpoint)
+    );
+    let (log, report) = open_sim(&sim, tmp.path(), single(), checkpoint)?;
+    assert_eq!(report.rewritten_bytes, end - checkpoint);
+    drop(log);
+    sim.power_loss(&mut |_, _| Survival::Nothing)?;
+    let (log, _) = Log::open(tmp.path(), single(), checkpoint)?;
+    assert_eq!(records_held(&log)?, 20);
+    Ok(())
+}
+
+/// A mark that does not read back (cut as it was written) says nothing
+/// about where durability ended: the open writes everything past the
+/// checkpoint again. A mark with an earlier LSN than a new failure's is
+/// kept.
+#[test]
+fn an_unreadable_mark_rewrites_from_the_checkpoint_and_the_earliest_mark_wins() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let (log, _) = Log::open(tmp.path(), single(), 0)?;
+    let lsns = append_records(&log, 0, 30)?;
+    let end = log.end();
+    drop(log);
+    let fs = OsFileSystem;
+    unsynced::mark(&fs, tmp.path(), 500)?;
+    unsynced::mark(&fs, tmp.path(), 900)?;
+    assert_eq!(
+        unsynced::read(&fs, tmp.path())?,
+        unsynced::Mark::DurableTo(500)
+    );
+    let (log, report) = Log::open(tmp.path(), single(), 0)?;
+    assert_eq!(report.rewritten_bytes, end - 500);
+    drop(log);
+    let checkpoint = lsns[10];
+    for garbage in [&b""[..], b"SSUNSYN1", &[7u8; 20]] {
+        for scan_from in [0, checkpoint] {
+            fs::write(tmp.path().join(unsynced::MARK_FILE), garbage)?;
+            assert_eq!(unsynced::read(&fs, tmp.path())?, unsynced::Mark::Unreadable);
+            let (log, report) = Log::open(tmp.path(), single(), scan_from)?;
+            let from = scan_from.max(SEGMENT_HEADER_LEN);
+            assert_eq!(
+                report.rewritten_bytes,
+                end - from,
+                "{garbage:?} {scan_from}"
+            );
+            assert_eq!(records_held(&log)?, 30);
+            assert_eq!(unsynced::read(&fs, tmp.path())?, unsynced::Mark::Absent);
         }
     }
     Ok(())
