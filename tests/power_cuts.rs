@@ -1,0 +1,210 @@
+//! A power cut at every I/O call of every operation that changes a store
+//! other than `append` (which `power_loss.rs` sweeps): deletes of a trace,
+//! a session, a user and a project, retention, `sync` (a checkpoint),
+//! log compaction, index compaction, `rebuild_indexes` and closing.
+//!
+//! Each operation runs on a store on the simulated disk (`SimFileSystem`)
+//! holding spans both under its last checkpoint and past it, with a
+//! delete already in the log, so that compaction has something to drop.
+//! The power fails at the operation's n-th mutating call (its writes,
+//! truncations, syncs, creations and removals, including those of the work
+//! it leaves to the store's threads, which a read waits for, and of the
+//! close), for every n; every file then keeps none or all of its unsynced
+//! writes, or each file its own choice of none, all or a torn prefix. The store must reopen and give exactly the answers of before the
+//! operation or of after it, never a mix, and pass `verify`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use common::{search, tid};
+use span_sessions::testing::{Fault, Ops, SimFileSystem, Survival};
+use span_sessions::{
+    Durability, ResourceSpans, RetentionPolicy, SessionQuery, SessionStore, Span, SpanId,
+    StoreOptions,
+};
+
+/// Traces `1..=TRACES`.
+const TRACES: u64 = 24;
+
+fn options() -> StoreOptions {
+    SessionStore::options()
+        .durability(Durability::GroupCommit)
+        .segment_bytes(4096)
+        .checkpoint_bytes(u64::MAX)
+        .checkpoint_spans(u64::MAX)
+        .cache_bytes(1 << 20)
+}
+
+/// Trace `n`: two spans (a root and an LLM child) in session `s{n % 4}`
+/// (none for every fifth) of project `p` or `q`, by user `u{n % 3}`.
+fn turn(n: u64) -> ResourceSpans {
+    let project = if n % 4 == 3 { "q" } else { "p" };
+    let start = 1_000 * n;
+    let mut root = Span::new(tid(n), SpanId([1; 8]), None, "agent", start, start + 500)
+        .with_attribute("input.value", format!("question {n}"))
+        .with_attribute("output.value", format!("answer {n}"))
+        .with_attribute("user.id", format!("u{}", n % 3));
+    if n % 5 != 0 {
+        root = root.with_attribute("session.id", format!("s{}", n % 4));
+    }
+    let llm = Span::new(
+        tid(n),
+        SpanId([2; 8]),
+        Some(SpanId([1; 8])),
+        "llm",
+        start + 10,
+        start + 400,
+    )
+    .with_attribute("openinference.span.kind", "LLM")
+    .with_attribute("llm.token_count.prompt", 10 + n as i64)
+    .with_attribute("llm.token_count.completion", 5);
+    ResourceSpans::for_project(project, vec![root, llm])
+}
+
+/// Every answer an operation could change.
+fn answers(store: &SessionStore) -> String {
+    let mut out = format!("{:?}\n", store.projects().unwrap());
+    for p in ["p", "q"] {
+        let q = SessionQuery {
+            limit: 1000,
+            ..SessionQuery::default()
+        };
+        out += &format!("{:?}\n", store.sessions(p, &q).unwrap().items);
+        out += &format!("{:?}\n", store.project_stats(p).unwrap());
+        out += &format!("{:?}\n", search(store, p, "question"));
+        for s in 0..4 {
+            out += &format!(
+                "{:?}\n",
+                store.session_history(p, &format!("s{s}")).unwrap()
+            );
+        }
+    }
+    for n in 1..=TRACES {
+        out += &format!("{:?}\n", store.trace(tid(n)).unwrap());
+    }
+    out
+}
+
+/// The store every sweep starts from, on `sim`: traces 1-12 under a
+/// checkpoint, traces 2-7 deleted (so that the first segments are mostly
+/// dead), traces 13-24 past the checkpoint (durable: group commit).
+fn build(dir: &Path, sim: &SimFileSystem) -> SessionStore {
+    let store = options()
+        .file_system(Arc::new(sim.clone()))
+        .open(dir)
+        .unwrap();
+    for n in 1..=TRACES / 2 {
+        store.append(&[turn(n)]).unwrap();
+    }
+    for n in 2..=7 {
+        store.delete_trace(tid(n)).unwrap();
+    }
+    store.sync().unwrap();
+    for n in TRACES / 2 + 1..=TRACES {
+        store.append(&[turn(n)]).unwrap();
+    }
+    store
+}
+
+/// An operation under test: it may fail (the power is gone).
+type Operation = fn(&mut SessionStore) -> span_sessions::Result<()>;
+
+/// Cuts the power at every mutating call of `op`; returns the cases run.
+fn sweep(name: &str, changes: bool, op: Operation) -> u64 {
+    // Before and after, and how many calls the operation makes.
+    let (before, after, calls) = {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = SimFileSystem::new();
+        let mut store = build(dir.path(), &sim);
+        let before = answers(&store);
+        let start = sim.count(Ops::Mutating);
+        op(&mut store).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let after = answers(&store);
+        drop(store);
+        (before, after, sim.count(Ops::Mutating) - start)
+    };
+    assert!(calls > 0, "{name}: no call to cut");
+    assert_eq!(
+        before != after,
+        changes,
+        "{name}: the answers changed or not"
+    );
+    let mut cases = 0;
+    for nth in 0..=calls {
+        // Every file keeps none of its unsynced writes, all of them, or
+        // (seeded by the call) each its own choice: none, all or a torn
+        // prefix.
+        for survival in [Some(Survival::Nothing), Some(Survival::All), None] {
+            let dir = tempfile::tempdir().unwrap();
+            let sim = SimFileSystem::new();
+            let mut store = build(dir.path(), &sim);
+            sim.arm(Fault::power_cut(Ops::Mutating, nth));
+            let _ = op(&mut store);
+            drop(store);
+            let chosen = match survival {
+                Some(survival) => {
+                    sim.power_loss(&mut |_, _| survival).unwrap();
+                    format!("{survival:?}")
+                }
+                None => format!("{:?}", sim.power_loss_random(nth).unwrap()),
+            };
+            let what = format!("{name}: cut at call {nth} of {calls}, {chosen}");
+            let store = options()
+                .open(dir.path())
+                .unwrap_or_else(|e| panic!("{what}: reopen failed: {e}"));
+            let got = answers(&store);
+            assert!(
+                got == before || got == after,
+                "{what}: the answers are neither those of before nor of after"
+            );
+            let v = store.verify().unwrap();
+            assert!(v.is_ok(), "{what}: {:?}", v.problems);
+            cases += 1;
+        }
+    }
+    eprintln!("{name}: {calls} calls, {cases} cases");
+    cases
+}
+
+#[test]
+fn a_power_cut_at_any_call_of_a_delete_reopens_to_before_or_after() {
+    sweep("delete_trace", true, |s| s.delete_trace(tid(1)).map(drop));
+    sweep("delete_trace past the checkpoint", true, |s| {
+        s.delete_trace(tid(TRACES)).map(drop)
+    });
+    sweep("delete_session", true, |s| {
+        s.delete_session("p", "s1").map(drop)
+    });
+    sweep("delete_user", true, |s| s.delete_user("u1").map(drop));
+    sweep("delete_project", true, |s| s.delete_project("q").map(drop));
+    sweep("retain", true, |s| {
+        s.retain(&RetentionPolicy {
+            now_unix_nano: 1_000 * TRACES,
+            max_age_nanos: None,
+            max_sessions: Some(1),
+            project: Some("p".to_owned()),
+        })
+        .map(drop)
+    });
+}
+
+#[test]
+fn a_power_cut_at_any_call_of_a_checkpoint_or_a_close_loses_nothing() {
+    sweep("sync", false, |s| s.sync());
+    sweep("close", false, |_| Ok(()));
+}
+
+#[test]
+fn a_power_cut_at_any_call_of_a_compaction_keeps_the_answers() {
+    sweep("compact", false, |s| {
+        s.compact()
+            .map(|r| assert!(r.segments_dropped > 0, "{r:?}"))
+    });
+    sweep("compact_index", false, |s| {
+        s.compact_index().map(|rewrote| assert!(rewrote))
+    });
+    sweep("rebuild_indexes", false, |s| s.rebuild_indexes());
+}
