@@ -47,7 +47,7 @@ fn turn(n: u64) -> ResourceSpans {
         .with_attribute("input.value", format!("question {n}"))
         .with_attribute("output.value", format!("answer {n}"))
         .with_attribute("user.id", format!("u{}", n % 3));
-    if n % 5 != 0 {
+    if !n.is_multiple_of(5) {
         root = root.with_attribute("session.id", format!("s{}", n % 4));
     }
     let llm = Span::new(
