@@ -478,7 +478,12 @@ fn check_salvage(
                 && from < *b
         })
     };
-    let report = match Log::salvage(Arc::new(SimFileSystem::new()), dir, log_options(false)) {
+    let report = match Log::salvage(
+        Arc::new(SimFileSystem::new()),
+        dir,
+        log_options(false),
+        &mut |_| {},
+    ) {
         Ok(r) => r,
         Err(e) => {
             return check(e.kind() == ErrorKind::Incompatible, || {

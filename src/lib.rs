@@ -53,6 +53,8 @@ pub use index::facts::SessionIdSource;
 pub use ingest::exporter::StoreExporter;
 #[cfg(feature = "otlp")]
 pub use ingest::otlp;
+#[doc(hidden)]
+pub use log::SalvageStep;
 pub use log::{DroppedRange, SalvageReport};
 pub use model::{
     AppendReport, AttributeValue, DeleteReport, Event, IoValue, KeyValue, LatencyQuantiles, Link,

@@ -120,6 +120,14 @@ fn damaged(e: &Error) -> bool {
     }
 }
 
+/// Removes the index file of the store in `dir`, if there is one, and
+/// makes the removal durable (the directory is synced).
+pub(crate) fn remove_index(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
+    remove_if_present(&dir.join("index.redb"))?;
+    fs.sync_dir(dir)
+        .map_err(|e| Error::io(format!("syncing directory {}", dir.display()), e))
+}
+
 fn remove_if_present(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),

@@ -23,7 +23,7 @@ use crate::index::{
     Deferred, INDEX_FORMAT_VERSION, Index, IndexConfig, IndexWriter, META_APPLIED, META_CONFIG,
     META_FORMAT, NewRecords, SpanInfo, SpanSource,
 };
-use crate::log::{FrameRef, FrameSource, Log, LogOptions, Lsn};
+use crate::log::{FrameRef, FrameSource, Log, LogOptions, Lsn, SalvageStep};
 use crate::model::{
     AppendReport, KeyValue, Page, Rejection, ResourceSpans, SessionSummary, Span, StoredSpan,
     Trace, TraceId, Turn,
@@ -132,6 +132,17 @@ const DIRECT_MIN_APPEND_BYTES: u64 = 64 << 10;
 /// `StoreOptions::direct_writes`).
 const BUFFERED_DIRECT_MIN_APPEND_BYTES: u64 = 1 << 20;
 
+/// A test's callback for the steps of a salvage
+/// ([`StoreOptions::salvage_crash_points`]).
+#[derive(Clone)]
+struct CrashPoints(Arc<dyn Fn(SalvageStep) + Send + Sync>);
+
+impl std::fmt::Debug for CrashPoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CrashPoints")
+    }
+}
+
 /// Options for opening a store; `StoreOptions::default()` gives sensible ones.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -147,6 +158,7 @@ pub struct StoreOptions {
     check_index_on_open: bool,
     rebuild_index_on_open: bool,
     salvage_log: bool,
+    salvage_crash_points: Option<CrashPoints>,
     max_spans_per_trace: usize,
     index_batch_bytes: usize,
     index_batch_spans: usize,
@@ -169,6 +181,7 @@ impl Default for StoreOptions {
             check_index_on_open: true,
             rebuild_index_on_open: false,
             salvage_log: false,
+            salvage_crash_points: None,
             max_spans_per_trace: MAX_SPANS_PER_TRACE,
             index_batch_bytes: 64 << 20,
             index_batch_spans: 1 << 14,
@@ -365,6 +378,15 @@ impl StoreOptions {
     #[doc(hidden)]
     pub fn file_system(mut self, fs: Arc<dyn FileSystem>) -> Self {
         self.file_system = Some(fs);
+        self
+    }
+
+    /// Test support: `at` is called after each step of a salvage that
+    /// rewrites the log (see [`SalvageStep`]), so that a test can copy the
+    /// store as a crash there would leave it. Not part of the stable API.
+    #[doc(hidden)]
+    pub fn salvage_crash_points(mut self, at: Arc<dyn Fn(SalvageStep) + Send + Sync>) -> Self {
+        self.salvage_crash_points = Some(CrashPoints(at));
         self
     }
 
@@ -669,7 +691,17 @@ impl SessionStore {
             .then(|| "StoreOptions::rebuild_index_on_open was set".to_owned());
         let started = Instant::now();
         if opts.salvage_log {
-            let salvage = Log::salvage(Arc::clone(&fs), &dir.join("log"), log_opts)?;
+            // The index goes first, durably: the salvaged log's frames
+            // have new positions, and an index that outlived a crash in
+            // the middle of the swap would point at the wrong ones.
+            repair::remove_index(fs.as_ref(), dir)?;
+            let mut at = |step| {
+                if let Some(points) = &opts.salvage_crash_points {
+                    (points.0)(step);
+                }
+            };
+            at(SalvageStep::IndexRemoved);
+            let salvage = Log::salvage(Arc::clone(&fs), &dir.join("log"), log_opts, &mut at)?;
             // Rebuilt even from an intact log: the index may be what is
             // damaged, or may cover more than the log still holds.
             rebuild = Some(if salvage.original.is_some() {
@@ -678,6 +710,12 @@ impl SessionStore {
                 "StoreOptions::salvage_log was set".to_owned()
             });
             report.salvage = Some(salvage);
+        } else if Log::finish_interrupted_salvage(fs.as_ref(), &dir.join("log"))? {
+            rebuild = Some(
+                "a salvage cut short by a crash was completed: the log's frames have \
+                 new positions"
+                    .to_owned(),
+            );
         }
         report.timings.log = started.elapsed();
         let started = Instant::now();

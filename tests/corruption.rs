@@ -271,6 +271,102 @@ fn a_truncated_sealed_segment_is_reported_and_salvage_keeps_every_intact_frame()
     eprintln!("truncated sealed segments: {cases} cases");
 }
 
+/// A crash after each step of a salvage (the index removed, the new log
+/// written, renamed complete, the original moved aside, the new log in
+/// place): the store as the crash leaves it either opens with exactly the
+/// answers of an uninterrupted salvage, or (before the new log is
+/// complete) refuses as the damaged store did, and salvage then gives those
+/// answers. No temporary log is left behind either way.
+#[test]
+fn a_crash_at_every_step_of_a_salvage_reopens_to_the_salvaged_store() {
+    use span_sessions::SalvageStep;
+    use std::sync::{Arc, Mutex};
+    let damaged = crashed_store();
+    // A flipped byte in the last segment's first frame, past the
+    // checkpoint: every open refuses until the log is salvaged.
+    let map = frames(damaged.path());
+    let (last, last_frames) = map.iter().next_back().unwrap();
+    let (off, len) = last_frames[0];
+    let mut bytes = std::fs::read(last).unwrap();
+    bytes[(off + len / 2) as usize] ^= 0x40;
+    std::fs::write(last, &bytes).unwrap();
+    let refused = options().open(damaged.path()).map(drop).unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::Corrupted, "{refused}");
+    let salvaged = {
+        let work = tempfile::tempdir().unwrap();
+        copy_dir(damaged.path(), work.path());
+        let store = options().salvage_log(true).open(work.path()).unwrap();
+        assert!(
+            store
+                .open_report()
+                .salvage
+                .as_ref()
+                .unwrap()
+                .original
+                .is_some()
+        );
+        answers(&store)
+    };
+    let live = tempfile::tempdir().unwrap();
+    copy_dir(damaged.path(), live.path());
+    let images: Arc<Mutex<Vec<(SalvageStep, tempfile::TempDir)>>> = Arc::default();
+    let at = {
+        let (images, from) = (Arc::clone(&images), live.path().to_owned());
+        Arc::new(move |step| {
+            let image = tempfile::tempdir().unwrap();
+            copy_dir(&from, image.path());
+            images.lock().unwrap().push((step, image));
+        })
+    };
+    let store = options()
+        .salvage_log(true)
+        .salvage_crash_points(at)
+        .open(live.path())
+        .unwrap();
+    assert_eq!(answers(&store), salvaged);
+    drop(store);
+    let images = std::mem::take(&mut *images.lock().unwrap());
+    let steps: Vec<SalvageStep> = images.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        steps,
+        [
+            SalvageStep::IndexRemoved,
+            SalvageStep::Written,
+            SalvageStep::Complete,
+            SalvageStep::Aside,
+            SalvageStep::Swapped
+        ]
+    );
+    let leftovers = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("salvage-tmp") || n.ends_with(".salvaged"))
+            .collect()
+    };
+    for (step, image) in &images {
+        let what = format!("crash after {step:?}");
+        let complete = !matches!(step, SalvageStep::IndexRemoved | SalvageStep::Written);
+        let store = match options().open(image.path()) {
+            Ok(store) => {
+                assert!(complete, "{what}: opened before the new log was complete");
+                assert!(store.open_report().index_rebuilt.is_some(), "{what}");
+                store
+            }
+            Err(e) => {
+                assert!(!complete, "{what}: {e}");
+                assert_eq!(e.kind(), ErrorKind::Corrupted, "{what}: {e}");
+                options().salvage_log(true).open(image.path()).unwrap()
+            }
+        };
+        assert!(answers(&store) == salvaged, "{what}: answers differ");
+        let v = store.verify().unwrap();
+        assert!(v.is_ok(), "{what}: {:?}", v.problems);
+        drop(store);
+        assert_eq!(leftovers(image.path()), Vec::<String>::new(), "{what}");
+    }
+}
+
 #[test]
 fn salvage_leaves_an_intact_log_alone() {
     let pristine = crashed_store();

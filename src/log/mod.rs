@@ -33,7 +33,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
 use self::file::SegmentFile;
 use self::frame::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, frame_header};
 use self::recovery::{create_segment, recover};
-pub use self::salvage::{DroppedRange, SalvageReport};
+pub use self::salvage::{DroppedRange, SalvageReport, SalvageStep};
 pub(crate) use self::segment::FrameBuf;
 use self::segment::{Segment, Window};
 use crate::error::{Error, Poison, Result};

@@ -52,6 +52,27 @@ pub struct SalvageReport {
     pub original: Option<PathBuf>,
 }
 
+/// The steps of a salvage that rewrites the log, in order, for tests that
+/// stop it at each (`StoreOptions::salvage_crash_points`). Not part of the
+/// stable API.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SalvageStep {
+    /// The store removed its index file, durably, before touching the log.
+    IndexRemoved,
+    /// The new log is written and synced under its temporary name
+    /// (`<log>.salvage-tmp`).
+    Written,
+    /// The new log is renamed `<log>.salvaged`: complete, and what an open
+    /// puts in place if the swap below is cut short.
+    Complete,
+    /// The original log is renamed aside (`<log>.before-salvage`).
+    Aside,
+    /// The new log is in place.
+    Swapped,
+}
+
 /// One segment's intact frames, as offsets into its bytes. The bytes
 /// themselves are not kept: salvage reads one segment at a time (to scan
 /// it, then again to copy its intact frames), so that it holds at most one
@@ -158,13 +179,22 @@ fn scan(
     })
 }
 
+/// The log directory's name (for the names of its siblings).
+fn dir_name(dir: &Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "log".to_owned())
+}
+
+/// `<dir>.<suffix>`, next to `dir`.
+fn sibling(dir: &Path, suffix: &str) -> PathBuf {
+    dir.with_file_name(format!("{}.{suffix}", dir_name(dir)))
+}
+
 /// A directory name next to `dir` that does not exist yet.
 fn free_name(dir: &Path, suffix: &str) -> PathBuf {
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "log".to_owned());
-    let mut candidate = dir.with_file_name(format!("{name}.{suffix}"));
+    let name = dir_name(dir);
+    let mut candidate = sibling(dir, suffix);
     let mut n = 1;
     while candidate.exists() {
         n += 1;
@@ -173,16 +203,57 @@ fn free_name(dir: &Path, suffix: &str) -> PathBuf {
     candidate
 }
 
+/// Renames `from` to `to` and fsyncs their parent directory, so that the
+/// rename is durable before the next step.
+fn rename_durably(fs: &dyn FileSystem, from: &Path, to: &Path) -> Result<()> {
+    std::fs::rename(from, to).map_err(|e| io("renaming", from, e))?;
+    match to.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) => fs
+            .sync_dir(parent)
+            .map_err(|e| io("syncing directory", parent, e)),
+        None => Ok(()),
+    }
+}
+
 impl Log {
+    /// Puts in place the new log of a salvage that a crash cut short after
+    /// the new log was complete (`<dir>.salvaged` exists): moves `dir`
+    /// aside if it is still there, then renames the new log `dir`. Returns
+    /// true if it did; the caller must then rebuild anything that refers
+    /// to LSNs, as after [`Log::salvage`].
+    pub(crate) fn finish_interrupted_salvage(fs: &dyn FileSystem, dir: &Path) -> Result<bool> {
+        let salvaged = sibling(dir, "salvaged");
+        if !fs.is_dir(&salvaged) {
+            return Ok(false);
+        }
+        if fs.is_dir(dir) {
+            rename_durably(fs, dir, &free_name(dir, "before-salvage"))?;
+        }
+        rename_durably(fs, &salvaged, dir)?;
+        Ok(true)
+    }
+
     /// Salvages the log in `dir` (see the module documentation). Returns
     /// what was kept and dropped; the caller must rebuild anything that
-    /// refers to LSNs when `original` is set.
+    /// refers to LSNs when `original` is set. `at` is called after each
+    /// step of a rewrite.
+    ///
+    /// The new log is written under a temporary name, synced, and renamed
+    /// `<dir>.salvaged` (complete); only then is `dir` renamed aside and
+    /// the new log renamed `dir`, each rename made durable before the next.
+    /// An open that finds `<dir>.salvaged` finishes the swap
+    /// ([`Log::finish_interrupted_salvage`]); a temporary log left by a
+    /// crash is removed by the next salvage.
     pub(crate) fn salvage(
         fs: Arc<dyn FileSystem>,
         dir: &Path,
         opts: LogOptions,
+        at: &mut dyn FnMut(SalvageStep),
     ) -> Result<SalvageReport> {
         let mut report = SalvageReport::default();
+        // An earlier salvage cut short with its new log complete: that log
+        // is put in place and salvaged again (it is intact, so left as is).
+        Log::finish_interrupted_salvage(fs.as_ref(), dir)?;
         if !fs.is_dir(dir) {
             return Ok(report);
         }
@@ -238,8 +309,12 @@ impl Log {
             return Ok(report);
         }
 
-        // Write the kept frames into a new log, then swap it in.
-        let fresh = free_name(dir, "salvage-tmp");
+        // Write the kept frames into a new log, then swap it in. A
+        // temporary log a crash left behind is not the log of anything.
+        let fresh = sibling(dir, "salvage-tmp");
+        if fs.is_dir(&fresh) {
+            std::fs::remove_dir_all(&fresh).map_err(|e| io("removing", &fresh, e))?;
+        }
         let (log, _) = Log::open_on(Arc::clone(&fs), &fresh, opts, 0)?;
         for (s, (_, path)) in scanned.iter().zip(&found) {
             if s.frames.is_empty() {
@@ -270,13 +345,15 @@ impl Log {
         }
         log.sync(log.end())?;
         drop(log);
+        at(SalvageStep::Written);
+        let salvaged = sibling(dir, "salvaged");
+        rename_durably(fs.as_ref(), &fresh, &salvaged)?;
+        at(SalvageStep::Complete);
         let original = free_name(dir, "before-salvage");
-        std::fs::rename(dir, &original).map_err(|e| io("renaming", dir, e))?;
-        std::fs::rename(&fresh, dir).map_err(|e| io("renaming", &fresh, e))?;
-        if let Some(parent) = dir.parent() {
-            fs.sync_dir(parent)
-                .map_err(|e| io("syncing directory", parent, e))?;
-        }
+        rename_durably(fs.as_ref(), dir, &original)?;
+        at(SalvageStep::Aside);
+        rename_durably(fs.as_ref(), &salvaged, dir)?;
+        at(SalvageStep::Swapped);
         for d in &mut report.dropped {
             if let Ok(rel) = d.segment.strip_prefix(dir) {
                 d.segment = original.join(rel);
