@@ -12,6 +12,13 @@
 //! close), for every n; every file then keeps none or all of its unsynced
 //! writes, or each file its own choice of none, all or a torn prefix. The store must reopen and give exactly the answers of before the
 //! operation or of after it, never a mix, and pass `verify`.
+//!
+//! Then each operation meets an I/O error at each of its mutating calls
+//! instead (EIO once; or ENOSPC that writes half of a write and stays, a
+//! full disk): reads of the live store must keep working and give exactly
+//! the answers of before or of after, and the store must reopen (after a
+//! power loss that keeps no unsynced write, or without one) to before or
+//! after, passing `verify`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod common;
@@ -19,11 +26,11 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use common::{search, tid};
-use span_sessions::testing::{Fault, Ops, SimFileSystem, Survival};
+use common::tid;
+use span_sessions::testing::{Fault, FaultError, Ops, SimFileSystem, Survival};
 use span_sessions::{
-    Durability, ResourceSpans, RetentionPolicy, SessionQuery, SessionStore, Span, SpanId,
-    StoreOptions,
+    Durability, ResourceSpans, RetentionPolicy, SessionFilter, SessionQuery, SessionStore, Span,
+    SpanId, StoreOptions,
 };
 
 /// Traces `1..=TRACES`.
@@ -64,28 +71,32 @@ fn turn(n: u64) -> ResourceSpans {
     ResourceSpans::for_project(project, vec![root, llm])
 }
 
-/// Every answer an operation could change.
-fn answers(store: &SessionStore) -> String {
-    let mut out = format!("{:?}\n", store.projects().unwrap());
+/// Every answer an operation could change, or the first read that failed.
+fn answers(store: &SessionStore) -> span_sessions::Result<String> {
+    let mut out = format!("{:?}\n", store.projects()?);
     for p in ["p", "q"] {
-        let q = SessionQuery {
+        let all = SessionQuery {
             limit: 1000,
             ..SessionQuery::default()
         };
-        out += &format!("{:?}\n", store.sessions(p, &q).unwrap().items);
-        out += &format!("{:?}\n", store.project_stats(p).unwrap());
-        out += &format!("{:?}\n", search(store, p, "question"));
+        out += &format!("{:?}\n", store.sessions(p, &all)?.items);
+        out += &format!("{:?}\n", store.project_stats(p)?);
+        let search = SessionQuery {
+            filter: SessionFilter {
+                search: Some("question".into()),
+                ..SessionFilter::default()
+            },
+            ..all
+        };
+        out += &format!("{:?}\n", store.sessions(p, &search)?.items);
         for s in 0..4 {
-            out += &format!(
-                "{:?}\n",
-                store.session_history(p, &format!("s{s}")).unwrap()
-            );
+            out += &format!("{:?}\n", store.session_history(p, &format!("s{s}"))?);
         }
     }
     for n in 1..=TRACES {
-        out += &format!("{:?}\n", store.trace(tid(n)).unwrap());
+        out += &format!("{:?}\n", store.trace(tid(n))?);
     }
-    out
+    Ok(out)
 }
 
 /// The store every sweep starts from, on `sim`: traces 1-12 under a
@@ -119,10 +130,10 @@ fn sweep(name: &str, changes: bool, op: Operation) -> u64 {
         let dir = tempfile::tempdir().unwrap();
         let sim = SimFileSystem::new();
         let mut store = build(dir.path(), &sim);
-        let before = answers(&store);
+        let before = answers(&store).unwrap();
         let start = sim.count(Ops::Mutating);
         op(&mut store).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let after = answers(&store);
+        let after = answers(&store).unwrap();
         drop(store);
         (before, after, sim.count(Ops::Mutating) - start)
     };
@@ -155,7 +166,7 @@ fn sweep(name: &str, changes: bool, op: Operation) -> u64 {
             let store = options()
                 .open(dir.path())
                 .unwrap_or_else(|e| panic!("{what}: reopen failed: {e}"));
-            let got = answers(&store);
+            let got = answers(&store).unwrap();
             assert!(
                 got == before || got == after,
                 "{what}: the answers are neither those of before nor of after"
@@ -167,6 +178,75 @@ fn sweep(name: &str, changes: bool, op: Operation) -> u64 {
     }
     eprintln!("{name}: {calls} calls, {cases} cases");
     cases
+}
+
+/// An I/O error at every mutating call of `op`, once (EIO) or for good
+/// (ENOSPC, the failing write writing half its bytes); returns the cases
+/// in which the fault fired.
+fn fault_sweep(name: &str, op: Operation) -> u64 {
+    let (before, after, calls) = {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = SimFileSystem::new();
+        let mut store = build(dir.path(), &sim);
+        let before = answers(&store).unwrap();
+        let start = sim.count(Ops::Mutating);
+        op(&mut store).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let after = answers(&store).unwrap();
+        drop(store);
+        (before, after, sim.count(Ops::Mutating) - start)
+    };
+    let faults = [
+        |nth| Fault::nth(Ops::Mutating, nth, FaultError::Io),
+        |nth| {
+            Fault::nth(Ops::Mutating, nth, FaultError::NoSpace)
+                .partial()
+                .sticky()
+        },
+    ];
+    let mut fired = 0;
+    for nth in 0..=calls {
+        for (f, fault) in faults.iter().enumerate() {
+            let fault = fault(nth);
+            let power_loss = (nth + f as u64).is_multiple_of(2);
+            let what = format!("{name}: {fault:?} of {calls} calls, power loss {power_loss}");
+            let dir = tempfile::tempdir().unwrap();
+            let sim = SimFileSystem::new();
+            let mut store = build(dir.path(), &sim);
+            sim.arm(fault);
+            let result = op(&mut store);
+            // Reads keep working, and see a whole operation or none of it
+            // (a fault in the close fires below).
+            if !sim.injected().is_empty() {
+                match answers(&store) {
+                    Ok(got) => assert!(
+                        got == before || got == after,
+                        "{what} ({result:?}): the live store answers neither as before nor as after"
+                    ),
+                    Err(e) => panic!("{what} ({result:?}): a read failed: {e}"),
+                }
+            }
+            drop(store);
+            if sim.injected().is_empty() {
+                continue; // past the last call of the operation and the close
+            }
+            fired += 1;
+            if power_loss {
+                sim.power_loss(&mut |_, _| Survival::Nothing).unwrap();
+            }
+            let store = options()
+                .open(dir.path())
+                .unwrap_or_else(|e| panic!("{what}: reopen failed: {e}"));
+            let got = answers(&store).unwrap();
+            assert!(
+                got == before || got == after,
+                "{what}: reopened, the answers are neither those of before nor of after"
+            );
+            let v = store.verify().unwrap();
+            assert!(v.is_ok(), "{what}: {:?}", v.problems);
+        }
+    }
+    eprintln!("{name}: {calls} calls, {fired} faults fired");
+    fired
 }
 
 #[test]
@@ -207,4 +287,22 @@ fn a_power_cut_at_any_call_of_a_compaction_keeps_the_answers() {
         s.compact_index().map(|rewrote| assert!(rewrote))
     });
     sweep("rebuild_indexes", false, |s| s.rebuild_indexes());
+}
+
+#[test]
+fn an_io_error_at_any_call_of_an_operation_keeps_reads_whole_and_reopens_to_before_or_after() {
+    let ops: [(&str, Operation); 9] = [
+        ("delete_trace", |s| s.delete_trace(tid(1)).map(drop)),
+        ("delete_session", |s| s.delete_session("p", "s1").map(drop)),
+        ("delete_user", |s| s.delete_user("u1").map(drop)),
+        ("delete_project", |s| s.delete_project("q").map(drop)),
+        ("sync", |s| s.sync()),
+        ("compact", |s| s.compact().map(drop)),
+        ("compact_index", |s| s.compact_index().map(drop)),
+        ("rebuild_indexes", |s| s.rebuild_indexes()),
+        ("close", |_| Ok(())),
+    ];
+    for (name, op) in ops {
+        assert!(fault_sweep(name, op) > 0, "{name}");
+    }
 }
