@@ -377,6 +377,10 @@ fn run(cli: Cli) -> CliResult {
             threads,
         } => serve::run(
             open(&cli.store)?,
+            {
+                let dir = cli.store.clone();
+                Box::new(move || SessionStore::open(&dir))
+            },
             &serve::ServeOptions {
                 listen,
                 project,

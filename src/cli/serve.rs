@@ -10,16 +10,25 @@
 //! while reading, and again after gzip decompression) or one that would
 //! decode into more than 32 times its size (`otlp::DecodeError::TooLarge`),
 //! so memory stays bounded; 415 for another content type or encoding; 404/405 for other
-//! paths and methods; 503 (retryable) when the store fails to write, 500
-//! when it refuses writes for good.
+//! paths and methods; 503 (retryable) when the store fails to write or is
+//! being reopened, 500 when it finds damage.
+//!
+//! A failed write or fsync poisons the store: it refuses every later write
+//! until reopened. The receiver then reopens it itself (see [`Stores`]):
+//! once the requests still using the poisoned store are answered, the
+//! next request closes it and opens the store again (recovery writes again
+//! what the failure may have left undurable), at most once a second while
+//! that fails (a disk still full); meanwhile requests get 503, which
+//! exporters retry.
 
 use std::io::{self, Read, Write};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use flate2::read::MultiGzDecoder;
 use prost::Message;
-use span_sessions::otlp::{self, IngestOptions};
+use span_sessions::otlp::{self, ExportTraceServiceRequest, IngestOptions};
 use span_sessions::{ErrorKind, SessionStore};
 use tiny_http::{Header, Method, Request, Response, Server};
 
@@ -116,8 +125,103 @@ fn read_bounded(r: impl Read, max: u64) -> io::Result<Option<Vec<u8>>> {
     Ok((buf.len() as u64 <= max).then_some(buf))
 }
 
+/// Opens the receiver's store.
+type Opener = Box<dyn Fn() -> span_sessions::Result<SessionStore> + Send + Sync>;
+
+/// The receiver's store, reopened after a failure poisons it.
+struct Stores {
+    open: Opener,
+    /// How long to wait after a failed reopen before the next try.
+    retry: Duration,
+    state: Mutex<StoreState>,
+}
+
+#[derive(Default)]
+struct StoreState {
+    /// The store requests write to.
+    current: Option<Arc<SessionStore>>,
+    /// A store that refused writes: closed, then opened again, once no
+    /// request holds it any more.
+    retired: Option<Arc<SessionStore>>,
+    /// No reopen before this (the last one failed).
+    next_try: Option<Instant>,
+    /// Why there is no current store.
+    why: String,
+}
+
+impl Stores {
+    fn new(store: SessionStore, open: Opener, retry: Duration) -> Stores {
+        Stores {
+            open,
+            retry,
+            state: Mutex::new(StoreState {
+                current: Some(Arc::new(store)),
+                ..StoreState::default()
+            }),
+        }
+    }
+
+    /// The store to write to, reopening it if a failure retired it; or why
+    /// there is none now (for a 503).
+    fn get(&self) -> Result<Arc<SessionStore>, String> {
+        // A thread that panicked holding the lock left the state whole
+        // (every change is one assignment).
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(store) = &st.current {
+            return Ok(Arc::clone(store));
+        }
+        if st
+            .retired
+            .as_ref()
+            .is_some_and(|r| Arc::strong_count(r) > 1)
+        {
+            return Err(format!(
+                "the store is being reopened (requests that used it are still running) after: {}",
+                st.why
+            ));
+        }
+        if st.next_try.is_some_and(|t| Instant::now() < t) {
+            return Err(format!("the store could not be reopened: {}", st.why));
+        }
+        // Closes the poisoned store (its directory lock too).
+        st.retired = None;
+        match (self.open)() {
+            Ok(store) => {
+                let _ = writeln!(
+                    io::stderr(),
+                    "span-sessions: the store was reopened (after: {})",
+                    st.why
+                );
+                let store = Arc::new(store);
+                st.current = Some(Arc::clone(&store));
+                st.next_try = None;
+                Ok(store)
+            }
+            Err(e) => {
+                st.why = format!("reopening: {e}");
+                st.next_try = Some(Instant::now() + self.retry);
+                Err(format!("the store could not be reopened: {}", st.why))
+            }
+        }
+    }
+
+    /// Takes `store`, which refused a write with `e`, out of service; the
+    /// next [`Stores::get`] after the last request using it reopens it.
+    fn retire(&self, store: &Arc<SessionStore>, e: &span_sessions::Error) {
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if st.current.as_ref().is_some_and(|c| Arc::ptr_eq(c, store)) {
+            st.retired = st.current.take();
+            st.why = e.to_string();
+            let _ = writeln!(
+                io::stderr(),
+                "span-sessions: the store refuses writes ({e}); reopening it"
+            );
+        }
+    }
+}
+
 struct Receiver {
-    store: Arc<SessionStore>,
+    stores: Stores,
     options: IngestOptions,
     max_body_bytes: u64,
 }
@@ -202,21 +306,34 @@ impl Receiver {
             Encoding::Protobuf => otlp::decode_protobuf(&body),
             Encoding::Json => otlp::decode_json(&body),
         };
-        let request = match decoded {
-            Ok(r) => r,
+        match decoded {
+            Ok(request) => self.store(request, encoding),
             // Too much to decode: like a body over the limit.
             Err(e @ otlp::DecodeError::TooLarge { .. }) => {
-                return Answer::status(413, encoding, RESOURCE_EXHAUSTED, e.to_string());
+                Answer::status(413, encoding, RESOURCE_EXHAUSTED, e.to_string())
             }
-            Err(e) => return Answer::status(400, encoding, INVALID_ARGUMENT, e.to_string()),
+            Err(e) => Answer::status(400, encoding, INVALID_ARGUMENT, e.to_string()),
+        }
+    }
+
+    /// Stores a decoded request and answers it.
+    fn store(&self, request: ExportTraceServiceRequest, encoding: Encoding) -> Answer {
+        let store = match self.stores.get() {
+            Ok(store) => store,
+            Err(why) => return Answer::status(503, encoding, UNAVAILABLE, why),
         };
-        let report = match otlp::export(&self.store, request, &self.options) {
+        let report = match otlp::export(&store, request, &self.options) {
             Ok(r) => r,
             Err(e) => {
-                // A poisoned store refuses writes until reopened: retrying
-                // will not help. Anything else (a full disk) may pass later.
+                // Damage will not go away by retrying. A poisoned store is
+                // reopened (the client's retry finds it back), and
+                // anything else (a full disk) may pass later.
                 let (status, code) = match e.kind() {
-                    ErrorKind::Poisoned | ErrorKind::Corrupted => (500, INTERNAL),
+                    ErrorKind::Corrupted => (500, INTERNAL),
+                    ErrorKind::Poisoned => {
+                        self.stores.retire(&store, &e);
+                        (503, UNAVAILABLE)
+                    }
                     _ => (503, UNAVAILABLE),
                 };
                 return Answer::status(status, encoding, code, format!("storing spans: {e}"));
@@ -280,7 +397,7 @@ impl Receiver {
     }
 }
 
-pub(crate) fn run(store: SessionStore, opts: &ServeOptions) -> CliResult {
+pub(crate) fn run(store: SessionStore, open: Opener, opts: &ServeOptions) -> CliResult {
     let server = Server::http(opts.listen.as_str())
         .map_err(|e| CliError(format!("cannot listen on {}: {e}", opts.listen)))?;
     let addr = server
@@ -293,7 +410,7 @@ pub(crate) fn run(store: SessionStore, opts: &ServeOptions) -> CliResult {
         options = options.project(p.clone());
     }
     let receiver = Arc::new(Receiver {
-        store: Arc::new(store),
+        stores: Stores::new(store, open, Duration::from_secs(1)),
         options,
         max_body_bytes: opts.max_body_bytes,
     });
@@ -317,4 +434,119 @@ pub(crate) fn run(store: SessionStore, opts: &ServeOptions) -> CliResult {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use span_sessions::testing::{Fault, FaultError, Op, Ops, SimFileSystem};
+
+    /// An OTLP/JSON request of one root span, trace `n` of session `s`.
+    fn request(n: u8) -> ExportTraceServiceRequest {
+        let json = format!(
+            r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{{
+                "traceId":"{n:032x}","spanId":"00000000000000{n:02x}",
+                "name":"turn","startTimeUnixNano":"{n}000","endTimeUnixNano":"{n}500",
+                "attributes":[{{"key":"session.id","value":{{"stringValue":"s"}}}}]
+            }}]}}]}}]}}"#
+        );
+        otlp::decode_json(json.as_bytes()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn turns(r: &Receiver) -> usize {
+        let store = r.stores.get().unwrap_or_else(|e| panic!("{e}"));
+        store.session_history("default", "s").map_or(0, |h| h.len())
+    }
+
+    /// A failed fsync poisons the store: that request gets a retryable
+    /// 503, the next one finds the store reopened and is stored, and so is
+    /// its retry's duplicate. While the reopen fails (the disk still
+    /// refusing), requests get 503 naming why, at most one try per
+    /// `retry`; once the disk works again, the store comes back with
+    /// everything acknowledged.
+    #[test]
+    fn a_poisoned_store_is_reopened_and_the_retry_is_stored() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let sim = SimFileSystem::new();
+        let open: Opener = {
+            let (sim, dir) = (sim.clone(), dir.path().to_owned());
+            Box::new(move || {
+                SessionStore::options()
+                    .file_system(Arc::new(sim.clone()))
+                    .open(&dir)
+            })
+        };
+        let first = open().unwrap_or_else(|e| panic!("{e}"));
+        let r = Receiver {
+            stores: Stores::new(first, open, Duration::ZERO),
+            options: IngestOptions::new(),
+            max_body_bytes: 1 << 20,
+        };
+        assert_eq!(r.store(request(1), Encoding::Json).status, 200);
+        assert_eq!(turns(&r), 1);
+
+        sim.arm(Fault::nth(Ops::Only(Op::Sync), 0, FaultError::Io));
+        let failed = r.store(request(2), Encoding::Json);
+        assert_eq!(failed.status, 503, "{:?}", failed.error);
+        assert!(
+            failed
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("poisoned")),
+            "{:?}",
+            failed.error
+        );
+        // The retry: the store is reopened and takes it.
+        let retried = r.store(request(2), Encoding::Json);
+        assert_eq!(retried.status, 200, "{:?}", retried.error);
+        assert_eq!(turns(&r), 2);
+
+        // Poisoned again, and now the reopen itself fails (every fsync does).
+        sim.arm(Fault::nth(Ops::Only(Op::Sync), 0, FaultError::Io).sticky());
+        assert_eq!(r.store(request(3), Encoding::Json).status, 503);
+        let refused = r.store(request(3), Encoding::Json);
+        assert_eq!(refused.status, 503);
+        assert!(
+            refused
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("could not be reopened")),
+            "{:?}",
+            refused.error
+        );
+        sim.heal();
+        let stored = r.store(request(3), Encoding::Json);
+        assert_eq!(stored.status, 200, "{:?}", stored.error);
+        assert_eq!(turns(&r), 3);
+    }
+
+    /// A request still using the poisoned store holds the reopen back (its
+    /// directory lock is not released before it is closed).
+    #[test]
+    fn the_reopen_waits_for_requests_that_still_use_the_old_store() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let sim = SimFileSystem::new();
+        let open: Opener = {
+            let (sim, dir) = (sim.clone(), dir.path().to_owned());
+            Box::new(move || {
+                SessionStore::options()
+                    .file_system(Arc::new(sim.clone()))
+                    .open(&dir)
+            })
+        };
+        let first = open().unwrap_or_else(|e| panic!("{e}"));
+        let stores = Stores::new(first, open, Duration::ZERO);
+        let held = stores.get().unwrap_or_else(|e| panic!("{e}"));
+        sim.arm(Fault::nth(Ops::Only(Op::Sync), 0, FaultError::Io));
+        let e = held.append(&[]).and_then(|_| held.sync());
+        let e = match e {
+            Err(e) => e,
+            Ok(()) => panic!("the fsync did not fail"),
+        };
+        stores.retire(&held, &e);
+        let waiting = stores.get().map(drop).unwrap_err();
+        assert!(waiting.contains("being reopened"), "{waiting}");
+        drop(held);
+        assert!(stores.get().is_ok());
+    }
 }
