@@ -475,8 +475,8 @@ fn malformed_json_is_an_error_with_its_position() {
             "invalid",
         ),
         (
-            br#"{"resourceSpans": [{"scopeSpans": [{"spans": [{"kind": "SPAN_KIND_SERVER"}]}]}]}"#,
-            "invalid type",
+            br#"{"resourceSpans": [{"scopeSpans": [{"spans": [{"kind": "SERVER"}]}]}]}"#,
+            "is not the name of a span kind",
         ),
         (b"{\"resourceSpans\": []} trailing", "trailing"),
     ];

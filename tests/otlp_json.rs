@@ -1,6 +1,7 @@
 //! `otlp::decode_json`: the protobuf JSON mapping as OTLP writes it, read
 //! into the same request as the protobuf body, with the mapping's special
-//! forms (doubles as strings, URL-safe base64, unknown members).
+//! forms (doubles as strings, URL-safe base64, unknown members, enums by
+//! name).
 #![cfg(feature = "otlp")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -12,7 +13,8 @@ use span_sessions::otlp::proto::tonic::common::v1::{
 use span_sessions::otlp::proto::tonic::resource::v1::Resource;
 use span_sessions::otlp::proto::tonic::trace::v1::{
     ResourceSpans, ScopeSpans, Span, Status,
-    span::{Event, Link},
+    span::{self, Event, Link},
+    status,
 };
 use span_sessions::otlp::{self, DecodeError};
 
@@ -147,6 +149,87 @@ fn ids_are_hex_in_either_case_and_times_numbers_or_strings() {
             "{bad}"
         );
     }
+}
+
+/// The kind and status code of the one span of a body whose span has
+/// `members` (JSON object members, without braces).
+fn kind_and_code(members: &str) -> Result<(i32, Option<i32>), DecodeError> {
+    let body = format!(r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{{{members}}}]}}]}}]}}"#);
+    let req = otlp::decode_json(body.as_bytes())?;
+    let span = &req.resource_spans[0].scope_spans[0].spans[0];
+    Ok((span.kind, span.status.as_ref().map(|s| s.code)))
+}
+
+#[test]
+fn enums_may_be_numbers_or_the_names_of_their_values() {
+    assert_eq!(
+        kind_and_code(r#""kind":"SPAN_KIND_SERVER","status":{"code":"STATUS_CODE_ERROR"}"#).unwrap(),
+        (2, Some(2))
+    );
+    assert_eq!(
+        kind_and_code(r#""kind":5,"status":{"code":1,"message":"m"}"#).unwrap(),
+        (5, Some(1))
+    );
+    // Protobuf enums are open: an unknown number is kept as it is.
+    assert_eq!(kind_and_code(r#""kind":42"#).unwrap(), (42, None));
+    for (name, value) in [
+        ("SPAN_KIND_UNSPECIFIED", 0),
+        ("SPAN_KIND_INTERNAL", 1),
+        ("SPAN_KIND_CLIENT", 3),
+        ("SPAN_KIND_PRODUCER", 4),
+        ("SPAN_KIND_CONSUMER", 5),
+    ] {
+        assert_eq!(kind_and_code(&format!(r#""kind":"{name}""#)).unwrap().0, value);
+    }
+    for (name, value) in [("STATUS_CODE_UNSET", 0), ("STATUS_CODE_OK", 1)] {
+        let members = format!(r#""status":{{"code":"{name}"}}"#);
+        assert_eq!(kind_and_code(&members).unwrap().1, Some(value));
+    }
+    // The null status is no status.
+    assert_eq!(kind_and_code(r#""status":null"#).unwrap(), (0, None));
+    for bad in [
+        r#""kind":"SERVER""#,
+        r#""kind":"span_kind_server""#,
+        r#""kind":2147483648"#,
+        r#""kind":-2147483649"#,
+        r#""kind":1.5"#,
+        r#""status":{"code":"STATUS_CODE_FAILED"}"#,
+        r#""status":{"code":true}"#,
+    ] {
+        match kind_and_code(bad) {
+            Err(e @ DecodeError::Json { .. }) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains("span kind") || text.contains("status code"),
+                    "{bad}: {text}"
+                );
+            }
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+}
+
+/// `body` with every span's kind and status code that names a known value
+/// written as that name, as protobuf's own JSON printers write enums.
+fn enums_by_name(body: &[u8]) -> Vec<u8> {
+    let mut v: serde_json::Value = serde_json::from_slice(body).unwrap();
+    let spans = v["resourceSpans"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+        .flat_map(|rs| rs["scopeSpans"].as_array_mut().into_iter().flatten())
+        .flat_map(|ss| ss["spans"].as_array_mut().into_iter().flatten());
+    for sp in spans {
+        let kind = sp["kind"].as_i64().and_then(|k| i32::try_from(k).ok());
+        if let Some(k) = kind.and_then(|k| span::SpanKind::try_from(k).ok()) {
+            sp["kind"] = k.as_str_name().into();
+        }
+        let code = sp["status"]["code"].as_i64().and_then(|c| i32::try_from(c).ok());
+        if let Some(c) = code.and_then(|c| status::StatusCode::try_from(c).ok()) {
+            sp["status"]["code"] = c.as_str_name().into();
+        }
+    }
+    serde_json::to_vec(&v).unwrap()
 }
 
 fn any_value() -> impl Strategy<Value = AnyValue> {
@@ -298,5 +381,9 @@ proptest! {
         let body = serde_json::to_vec(&req).unwrap();
         let back = otlp::decode_json(&body);
         prop_assert_eq!(back.as_ref().ok(), Some(&req), "{}", String::from_utf8_lossy(&body));
+        // And with its enums written by name.
+        let named = enums_by_name(&body);
+        let back = otlp::decode_json(&named);
+        prop_assert_eq!(back.as_ref().ok(), Some(&req), "{}", String::from_utf8_lossy(&named));
     }
 }

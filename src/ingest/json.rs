@@ -18,7 +18,9 @@
 //! lowerCamelCase field names, trace and span ids as hex strings, 64-bit
 //! integers as strings or numbers, doubles as numbers or as the strings
 //! `"NaN"`, `"Infinity"`, `"-Infinity"` (or a number in a string), bytes as
-//! standard or URL-safe base64 with or without padding, enums as integers,
+//! standard or URL-safe base64 with or without padding, enums as integers
+//! or by their value's name (`"SPAN_KIND_SERVER"`, as protobuf's own JSON
+//! printers write them and the OpenTelemetry Collector reads them),
 //! unknown fields ignored, and `null` as an absent value where the field
 //! is a message or an `AnyValue`'s member.
 
@@ -32,6 +34,7 @@ use opentelemetry_proto::tonic::common::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource as PbResource;
 use opentelemetry_proto::tonic::trace::v1::{
     ResourceSpans as PbResourceSpans, ScopeSpans as PbScopeSpans, Span as PbSpan, Status, span,
+    status,
 };
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -141,7 +144,7 @@ struct Span {
     parent_span_id: Hex,
     flags: u32,
     name: String,
-    kind: i32,
+    kind: Enum<SpanKindNames>,
     start_time_unix_nano: U64,
     end_time_unix_nano: U64,
     #[serde(deserialize_with = "vec_of::<KeyValue, _, _>")]
@@ -153,8 +156,7 @@ struct Span {
     #[serde(deserialize_with = "vec_of::<Link, _, _>")]
     links: Vec<span::Link>,
     dropped_links_count: u32,
-    /// No `AnyValue` in it: `opentelemetry-proto`'s derive reads it.
-    status: Option<Status>,
+    status: Option<SpanStatus>,
 }
 
 impl From<Span> for PbSpan {
@@ -166,7 +168,7 @@ impl From<Span> for PbSpan {
             parent_span_id: s.parent_span_id.0,
             flags: s.flags,
             name: s.name,
-            kind: s.kind,
+            kind: s.kind.0,
             start_time_unix_nano: s.start_time_unix_nano.0,
             end_time_unix_nano: s.end_time_unix_nano.0,
             attributes: s.attributes,
@@ -175,8 +177,81 @@ impl From<Span> for PbSpan {
             dropped_events_count: s.dropped_events_count,
             links: s.links,
             dropped_links_count: s.dropped_links_count,
-            status: s.status,
+            status: s.status.map(|st| Status {
+                message: st.message,
+                code: st.code.0,
+            }),
         }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SpanStatus {
+    message: String,
+    code: Enum<StatusCodeNames>,
+}
+
+/// The names of an enum's values, for [`Enum`].
+trait EnumNames {
+    /// What the field is, for errors.
+    const WHAT: &'static str;
+    /// The value named `name`, if one is.
+    fn value(name: &str) -> Option<i32>;
+}
+
+/// `Span.kind`'s value names.
+#[derive(Default)]
+struct SpanKindNames;
+
+impl EnumNames for SpanKindNames {
+    const WHAT: &'static str = "a span kind";
+    fn value(name: &str) -> Option<i32> {
+        span::SpanKind::from_str_name(name).map(|k| k as i32)
+    }
+}
+
+/// `Status.code`'s value names.
+#[derive(Default)]
+struct StatusCodeNames;
+
+impl EnumNames for StatusCodeNames {
+    const WHAT: &'static str = "a status code";
+    fn value(name: &str) -> Option<i32> {
+        status::StatusCode::from_str_name(name).map(|c| c as i32)
+    }
+}
+
+/// An enum field: the number of its value (any 32-bit integer: protobuf
+/// enums are open), or the name of one of its values.
+#[derive(Default)]
+struct Enum<N>(i32, PhantomData<N>);
+
+impl<'de, N: EnumNames> Deserialize<'de> for Enum<N> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<N>(PhantomData<N>);
+        impl<N: EnumNames> Visitor<'_> for V<N> {
+            type Value = Enum<N>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, "{}: an integer or the name of a value", N::WHAT)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Enum<N>, E> {
+                i32::try_from(v)
+                    .map(|v| Enum(v, PhantomData))
+                    .map_err(|_| E::custom(format!("{v} is out of range for {}", N::WHAT)))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Enum<N>, E> {
+                i32::try_from(v)
+                    .map(|v| Enum(v, PhantomData))
+                    .map_err(|_| E::custom(format!("{v} is out of range for {}", N::WHAT)))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Enum<N>, E> {
+                N::value(s)
+                    .map(|v| Enum(v, PhantomData))
+                    .ok_or_else(|| E::custom(format!("{s:?} is not the name of {}", N::WHAT)))
+            }
+        }
+        d.deserialize_any(V(PhantomData))
     }
 }
 

@@ -111,7 +111,7 @@ pub enum DecodeError {
         reason: String,
     },
     /// The body is not OTLP/JSON: not JSON, or a field of the wrong type
-    /// (for example a non-hex id, or an enum given by name).
+    /// (for example a non-hex id, or an enum value's unknown name).
     Json {
         /// 1-based line of the error in the body.
         line: usize,
@@ -208,7 +208,7 @@ pub fn decode_protobuf(body: &[u8]) -> Result<ExportTraceServiceRequest, DecodeE
 /// mapping with lowerCamelCase field names, hex trace and span ids, 64-bit
 /// integers as strings or numbers, doubles as numbers or as `"NaN"`,
 /// `"Infinity"` and `"-Infinity"`, bytes as base64 (standard or URL-safe,
-/// padded or not) and enums as integers. Unknown fields are ignored, as
+/// padded or not) and enums as integers or names. Unknown fields are ignored, as
 /// OTLP requires.
 ///
 /// As [`decode_protobuf`], a body that would decode into more than 32
