@@ -163,7 +163,8 @@ fn kind_and_code(members: &str) -> Result<(i32, Option<i32>), DecodeError> {
 #[test]
 fn enums_may_be_numbers_or_the_names_of_their_values() {
     assert_eq!(
-        kind_and_code(r#""kind":"SPAN_KIND_SERVER","status":{"code":"STATUS_CODE_ERROR"}"#).unwrap(),
+        kind_and_code(r#""kind":"SPAN_KIND_SERVER","status":{"code":"STATUS_CODE_ERROR"}"#)
+            .unwrap(),
         (2, Some(2))
     );
     assert_eq!(
@@ -179,7 +180,10 @@ fn enums_may_be_numbers_or_the_names_of_their_values() {
         ("SPAN_KIND_PRODUCER", 4),
         ("SPAN_KIND_CONSUMER", 5),
     ] {
-        assert_eq!(kind_and_code(&format!(r#""kind":"{name}""#)).unwrap().0, value);
+        assert_eq!(
+            kind_and_code(&format!(r#""kind":"{name}""#)).unwrap().0,
+            value
+        );
     }
     for (name, value) in [("STATUS_CODE_UNSET", 0), ("STATUS_CODE_OK", 1)] {
         let members = format!(r#""status":{{"code":"{name}"}}"#);
@@ -224,7 +228,9 @@ fn enums_by_name(body: &[u8]) -> Vec<u8> {
         if let Some(k) = kind.and_then(|k| span::SpanKind::try_from(k).ok()) {
             sp["kind"] = k.as_str_name().into();
         }
-        let code = sp["status"]["code"].as_i64().and_then(|c| i32::try_from(c).ok());
+        let code = sp["status"]["code"]
+            .as_i64()
+            .and_then(|c| i32::try_from(c).ok());
         if let Some(c) = code.and_then(|c| status::StatusCode::try_from(c).ok()) {
             sp["status"]["code"] = c.as_str_name().into();
         }

@@ -358,6 +358,19 @@ pub(super) fn recover(
         });
     };
 
+    // 0. After a failed write or fsync (the `unsynced` mark), the bytes the
+    // page cache shows past the mark may never reach the disk: write them
+    // again, unchanged, and sync them, before anything (a checkpoint)
+    // relies on them and before any segment is mapped. The content does
+    // not change, so the checks below see what they would have seen.
+    let mark = unsynced::read(fs, dir)
+        .map_err(|e| Error::io(format!("reading the unsynced mark in {}", dir.display()), e))?;
+    let rewritten_bytes = match mark {
+        unsynced::Mark::Absent => 0,
+        unsynced::Mark::DurableTo(lsn) => rewrite_unsynced(fs, &found, lsn)?,
+        unsynced::Mark::Unreadable => rewrite_unsynced(fs, &found, scan_from)?,
+    };
+
     // 1. Headers and continuity of the sealed segments (mapped once, here).
     let mut maps = Vec::with_capacity(sealed.len());
     let mut expected_base = found.first().map_or(0, |(b, _)| *b);
@@ -470,11 +483,16 @@ pub(super) fn recover(
             .map_err(|e| Error::io(format!("syncing directory {}", dir.display()), e))?;
     }
 
-    // 4. After a failed write or fsync, the bytes the page cache shows past
-    // the mark may never have reached the disk: write them again and sync
-    // them before anything (a checkpoint) relies on them.
+    // The bytes past the mark are durable now (step 0): the mark goes.
+    if mark != unsynced::Mark::Absent {
+        unsynced::clear(fs, dir).map_err(|e| {
+            Error::io(
+                format!("removing the unsynced mark in {}", dir.display()),
+                e,
+            )
+        })?;
+    }
     let end = last_base + valid_end;
-    let rewritten_bytes = rewrite_unsynced(fs, dir, &found, end, scan_from)?;
 
     let mut segments: Vec<Arc<Segment>> = sealed
         .iter()
@@ -502,32 +520,15 @@ pub(super) fn recover(
     })
 }
 
-/// Clears the mark a failed write or fsync left (see `unsynced`): writes
-/// the log's bytes from the marked LSN (from `scan_from`, the checkpoint,
-/// if the mark does not read back) to `end` again, syncing each segment it
-/// touches, then removes the mark. Returns the bytes rewritten.
-fn rewrite_unsynced(
-    fs: &dyn FileSystem,
-    dir: &Path,
-    segments: &[(Lsn, PathBuf)],
-    end: Lsn,
-    scan_from: Lsn,
-) -> Result<u64> {
-    let io = |what: &str, e| Error::io(format!("{what} in {}", dir.display()), e);
-    let from = match unsynced::read(fs, dir).map_err(|e| io("reading the unsynced mark", e))? {
-        unsynced::Mark::Absent => return Ok(0),
-        unsynced::Mark::DurableTo(lsn) => lsn,
-        unsynced::Mark::Unreadable => scan_from,
-    };
+/// Writes every byte of the log's segment files from LSN `from` on again,
+/// unchanged (segment headers excepted), syncing each file it touches
+/// (see `unsynced`). Returns the bytes rewritten.
+fn rewrite_unsynced(fs: &dyn FileSystem, segments: &[(Lsn, PathBuf)], from: Lsn) -> Result<u64> {
     let mut rewritten = 0;
-    for (i, (base, path)) in segments.iter().enumerate() {
-        let seg_end = segments.get(i + 1).map_or(end, |(next, _)| *next);
-        let lo = from.max(base + SEGMENT_HEADER_LEN);
-        let hi = seg_end.min(end);
-        rewritten += unsynced::rewrite(fs, path, *base, lo, hi)
+    for (base, path) in segments {
+        rewritten += unsynced::rewrite(fs, path, *base, from.max(base + SEGMENT_HEADER_LEN))
             .map_err(|e| Error::io(format!("rewriting unsynced bytes of {}", path.display()), e))?;
     }
-    unsynced::clear(fs, dir).map_err(|e| io("removing the unsynced mark", e))?;
     Ok(rewritten)
 }
 

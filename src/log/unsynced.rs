@@ -14,8 +14,8 @@
 //! and synced, best effort: the disk may be failing). An open that finds
 //! the mark writes every byte of the log from that LSN to its end again,
 //! unchanged (which makes the pages dirty, so that the next fsync writes
-//! them), syncs each file it rewrote, and only then removes the mark. An
-//! open cut short leaves the mark for the next one.
+//! them), syncs each file it rewrote, and removes the mark only once
+//! recovery is done. An open cut short leaves the mark for the next one.
 //!
 //! Layout: 8 bytes of magic, the LSN (8 bytes, little-endian) and a CRC32
 //! of both. A mark that does not read back whole is taken to say nothing
@@ -112,21 +112,15 @@ pub(super) fn clear(fs: &dyn FileSystem, dir: &Path) -> io::Result<()> {
     fs.sync_dir(dir)
 }
 
-/// Writes the bytes `[from, to)` of the segment file at `path` (whose first
-/// byte has LSN `base`) again, unchanged, and syncs the file. Returns the
-/// number of bytes rewritten.
-pub(super) fn rewrite(
-    fs: &dyn FileSystem,
-    path: &Path,
-    base: Lsn,
-    from: Lsn,
-    to: Lsn,
-) -> io::Result<u64> {
-    if to <= from {
+/// Writes the bytes of the segment file at `path` (whose first byte has
+/// LSN `base`) from LSN `from` to its end again, unchanged, and syncs the
+/// file if it wrote anything. Returns the number of bytes rewritten.
+pub(super) fn rewrite(fs: &dyn FileSystem, path: &Path, base: Lsn, from: Lsn) -> io::Result<u64> {
+    let f = fs.open(path, OpenMode::ReadWrite)?;
+    let (start, end) = (from.saturating_sub(base), f.len()?);
+    if end <= start {
         return Ok(0);
     }
-    let f = fs.open(path, OpenMode::ReadWrite)?;
-    let (start, end) = (from - base, to - base);
     let mut buf = Vec::new();
     let mut off = start;
     while off < end {
