@@ -820,7 +820,7 @@ fn otlp_converted(request: crate::otlp::ExportTraceServiceRequest) -> Result<(),
 pub fn otlp_protobuf(data: &[u8]) -> Result<(), String> {
     match crate::otlp::decode_protobuf(data) {
         Ok(request) => {
-            let estimated = crate::ingest::estimate::protobuf(data).unwrap_or(u64::MAX);
+            let estimated = crate::ingest::estimate::protobuf(data);
             held_within(estimated, &request)?;
             otlp_converted(request)
         }

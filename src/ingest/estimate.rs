@@ -168,12 +168,19 @@ const MIN_BYTES_ROOM: u64 = 8;
 const MAX_DEPTH: u32 = 100;
 
 /// An upper bound of the memory `body`, a protobuf
-/// `ExportTraceServiceRequest`, decodes into; `None` when the body is not
-/// well-formed protobuf (the decoder then says why).
-pub(crate) fn protobuf(body: &[u8]) -> Option<u64> {
+/// `ExportTraceServiceRequest`, decodes into. On a body that is not
+/// well-formed protobuf it bounds what the decoder builds before it stops:
+/// the walk reads the fields in the decoder's order and charges each one as
+/// it reaches it, and it stops where the decoder stops (a truncated or
+/// overlong field, an unknown wire type, an unmatched group end, nesting
+/// past the decoder's limit), so what it charged by then covers what the
+/// decoder holds by then. (Before, a malformed body had no estimate and was
+/// decoded unchecked: a 1 MB body of empty spans with five bad bytes at its
+/// end took 135 MB before the decoder failed.)
+pub(crate) fn protobuf(body: &[u8]) -> u64 {
     let mut total = Msg::Request.size();
-    walk(body, Msg::Request, 0, &mut total)?;
-    Some(total)
+    let _ = walk(body, Msg::Request, 0, &mut total);
+    total
 }
 
 fn varint(r: &mut &[u8]) -> Option<u64> {
@@ -642,7 +649,7 @@ mod tests {
                 let js = serde_json::to_vec(&r).unwrap_or_default();
                 let decoded =
                     held_bytes(&ExportTraceServiceRequest::decode(pb.as_slice()).unwrap());
-                let p = protobuf(&pb).unwrap();
+                let p = protobuf(&pb);
                 let j = json(&js);
                 assert!(p >= decoded, "protobuf {p} < decoded {decoded}");
                 let from_json = held_bytes(&read_json(&js).unwrap());
@@ -674,7 +681,7 @@ mod tests {
     #[test]
     fn a_body_of_empty_messages_is_refused_before_it_is_decoded() {
         let body = empty_spans(1 << 19);
-        let estimated = protobuf(&body).unwrap();
+        let estimated = protobuf(&body);
         assert!(estimated > budget(body.len()), "{estimated}");
         let decoded = held_bytes(&ExportTraceServiceRequest::decode(body.as_slice()).unwrap());
         assert!(estimated >= decoded);
@@ -722,7 +729,7 @@ mod tests {
         };
         let body = r.encode_to_vec();
         assert!(body.len() < 200_000);
-        assert!(protobuf(&body).unwrap() >= held_bytes(&r));
+        assert!(protobuf(&body) >= held_bytes(&r));
     }
 
     /// One resource and scope holding `spans`.
@@ -764,7 +771,7 @@ mod tests {
             };
             let request = request_of(vec![span; 512]);
             let pb = request.encode_to_vec();
-            let p = protobuf(&pb).unwrap();
+            let p = protobuf(&pb);
             let decoded = held_bytes(&ExportTraceServiceRequest::decode(pb.as_slice()).unwrap());
             assert!(p >= decoded, "{n}: protobuf {p} < decoded {decoded}");
             let ratio = p as f64 / pb.len() as f64;
@@ -955,14 +962,135 @@ mod tests {
         })
     }
 
+    /// Whether the walk reads `body` to its end (`false`: it stopped at a
+    /// flaw).
+    fn walks_through(body: &[u8]) -> bool {
+        let mut total = 0;
+        walk(body, Msg::Request, 0, &mut total).is_some()
+    }
+
+    /// A malformed body is charged for what precedes its flaw, which the
+    /// decoder builds before it stops: empty spans followed by five bad
+    /// bytes were decoded unchecked (135 MB for 1 MB) and are now refused.
+    /// A small malformed body still gets the decoder's own reason.
+    #[test]
+    fn a_malformed_body_is_charged_for_what_precedes_its_flaw() {
+        let wrap = |field: u8, inner: &[u8]| {
+            let mut v = vec![field];
+            prost::encoding::encode_varint(inner.len() as u64, &mut v);
+            v.extend_from_slice(inner);
+            v
+        };
+        let spans: Vec<u8> = [0x12u8, 0x00].repeat(1 << 19);
+        // A bad field after the first resource's spans.
+        let mut tail = wrap(0x0a, &wrap(0x12, &spans));
+        tail.extend_from_slice(&[0x0a, 0xff, 0xff, 0xff, 0x0f]);
+        // The last span claims more bytes than its scope holds.
+        let mut flawed = spans.clone();
+        flawed.extend_from_slice(&[0x12, 0x05, 0x00]);
+        let deep = wrap(0x0a, &wrap(0x12, &flawed));
+        for body in [tail, deep] {
+            assert!(!walks_through(&body));
+            assert!(ExportTraceServiceRequest::decode(body.as_slice()).is_err());
+            assert!(protobuf(&body) > budget(body.len()));
+            assert!(matches!(
+                crate::otlp::decode_protobuf(&body),
+                Err(crate::otlp::DecodeError::TooLarge { .. })
+            ));
+        }
+        // Cut short, the first field claims more bytes than the body has:
+        // the decoder stops before it builds anything, and so does the
+        // walk's charge.
+        let whole = empty_spans(1 << 19);
+        let cut = &whole[..whole.len() - 1];
+        assert!(protobuf(cut) <= budget(cut.len()));
+        assert!(matches!(
+            crate::otlp::decode_protobuf(cut),
+            Err(crate::otlp::DecodeError::Protobuf { .. })
+        ));
+        let small = empty_spans(10);
+        match crate::otlp::decode_protobuf(&small[..small.len() - 1]) {
+            Err(crate::otlp::DecodeError::Protobuf { reason }) => {
+                assert!(reason.contains("underflow"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Values nested around the decoder's recursion limit: the walk stops
+    /// exactly where the decoder does.
+    #[test]
+    fn the_walk_stops_at_the_decoders_nesting_limit() {
+        let mut stopped = Vec::new();
+        // Each array is two messages deep (an `AnyValue` and its
+        // `ArrayValue`) under the request's five.
+        for depth in 40..56 {
+            let mut v = AnyValue {
+                value: Some(Value::IntValue(1)),
+            };
+            for _ in 0..depth {
+                v = AnyValue {
+                    value: Some(Value::ArrayValue(ArrayValue { values: vec![v] })),
+                };
+            }
+            let r = ExportTraceServiceRequest {
+                resource_spans: vec![ResourceSpans {
+                    scope_spans: vec![ScopeSpans {
+                        spans: vec![Span {
+                            attributes: vec![KeyValue {
+                                key: "a".into(),
+                                value: Some(v),
+                                ..Default::default()
+                            }],
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+            };
+            let body = r.encode_to_vec();
+            let decodes = ExportTraceServiceRequest::decode(body.as_slice()).is_ok();
+            assert_eq!(walks_through(&body), decodes, "{depth} deep");
+            if !decodes {
+                stopped.push(depth);
+            }
+        }
+        assert!(!stopped.is_empty() && stopped.len() < 16, "{stopped:?}");
+    }
+
     proptest! {
+        /// Where the walk stops at a flaw, the decoder fails too (so the
+        /// charge up to the flaw covers what it builds): realistic requests
+        /// cut, with bytes flipped, or with bytes inserted.
+        #[test]
+        fn where_the_walk_stops_the_decoder_fails(
+            r in a_request(),
+            at in any::<prop::sample::Index>(),
+            edit in 0u8..3,
+            byte in any::<u8>(),
+        ) {
+            let mut body = r.encode_to_vec();
+            if !body.is_empty() {
+                let i = at.index(body.len());
+                match edit {
+                    0 => body.truncate(i),
+                    1 => body[i] ^= byte | 1,
+                    _ => body.insert(i, byte),
+                }
+            }
+            if !walks_through(&body) {
+                prop_assert!(ExportTraceServiceRequest::decode(body.as_slice()).is_err());
+            }
+        }
+
         /// Both estimates bound what any request decodes into.
         #[test]
         fn the_estimates_are_at_least_what_a_request_decodes_into(r in a_request()) {
             let pb = r.encode_to_vec();
             let decoded = ExportTraceServiceRequest::decode(pb.as_slice()).unwrap();
             let real = held_bytes(&decoded);
-            let p = protobuf(&pb).unwrap();
+            let p = protobuf(&pb);
             prop_assert!(p >= real, "protobuf estimate {} < {}", p, real);
             if let Ok(js) = serde_json::to_vec(&r)
                 && let Ok(back) = read_json(&js)

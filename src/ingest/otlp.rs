@@ -191,9 +191,7 @@ fn check_estimate(body: &[u8], estimated: u64) -> Result<(), DecodeError> {
 /// A body that would decode into more than 32 times its size (plus 1 MiB)
 /// is refused first, without decoding it: [`DecodeError::TooLarge`].
 pub fn decode_protobuf(body: &[u8]) -> Result<ExportTraceServiceRequest, DecodeError> {
-    if let Some(estimated) = estimate::protobuf(body) {
-        check_estimate(body, estimated)?;
-    }
+    check_estimate(body, estimate::protobuf(body))?;
     ExportTraceServiceRequest::decode(body).map_err(|e| {
         let reason = e.to_string();
         if reason.contains("not UTF-8") {
