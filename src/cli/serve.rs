@@ -22,7 +22,7 @@
 //! exporters retry.
 
 use std::io::{self, Read, Write};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -125,6 +125,70 @@ fn read_bounded(r: impl Read, max: u64) -> io::Result<Option<Vec<u8>>> {
     Ok((buf.len() as u64 <= max).then_some(buf))
 }
 
+/// Bounds the memory of the requests decoded and stored at once: each
+/// takes room for what its body may decode into
+/// ([`otlp::decode_budget`]), out of room for one request of the largest
+/// body the receiver accepts. A request finding too little room left waits
+/// for the others to finish (at most `wait`, then 503), so the receiver's
+/// peak memory does not grow with `--threads`, while realistic requests,
+/// far smaller, still run side by side.
+struct DecodeRoom {
+    capacity: u64,
+    used: Mutex<u64>,
+    freed: Condvar,
+    wait: Duration,
+}
+
+/// Room taken in a [`DecodeRoom`], given back when dropped.
+struct Taken<'a> {
+    room: &'a DecodeRoom,
+    bytes: u64,
+}
+
+impl DecodeRoom {
+    fn new(capacity: u64, wait: Duration) -> DecodeRoom {
+        DecodeRoom {
+            capacity,
+            used: Mutex::new(0),
+            freed: Condvar::new(),
+            wait,
+        }
+    }
+
+    /// Takes room for `bytes` (at most the whole room), waiting for other
+    /// requests to give theirs back; `None` if it is not free in time.
+    fn take(&self, bytes: u64) -> Option<Taken<'_>> {
+        let bytes = bytes.min(self.capacity);
+        let deadline = Instant::now() + self.wait;
+        let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
+        while *used + bytes > self.capacity {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            used = self
+                .freed
+                .wait_timeout(used, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        *used += bytes;
+        Some(Taken { room: self, bytes })
+    }
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        let mut used = self
+            .room
+            .used
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *used -= self.bytes;
+        self.room.freed.notify_all();
+    }
+}
+
 /// Opens the receiver's store.
 type Opener = Box<dyn Fn() -> span_sessions::Result<SessionStore> + Send + Sync>;
 
@@ -222,6 +286,7 @@ impl Stores {
 
 struct Receiver {
     stores: Stores,
+    room: DecodeRoom,
     options: IngestOptions,
     max_body_bytes: u64,
 }
@@ -301,6 +366,16 @@ impl Receiver {
             }
         } else {
             body
+        };
+        // Held until the request is stored: the decoded request and the
+        // spans made from it live that long.
+        let Some(_room) = self.room.take(otlp::decode_budget(body.len())) else {
+            return Answer::status(
+                503,
+                encoding,
+                UNAVAILABLE,
+                "the receiver is decoding as much as it may hold at once; retry later".to_owned(),
+            );
         };
         let decoded = match encoding {
             Encoding::Protobuf => otlp::decode_protobuf(&body),
@@ -411,6 +486,10 @@ pub(crate) fn run(store: SessionStore, open: Opener, opts: &ServeOptions) -> Cli
     }
     let receiver = Arc::new(Receiver {
         stores: Stores::new(store, open, Duration::from_secs(1)),
+        room: DecodeRoom::new(
+            otlp::decode_budget(usize::try_from(opts.max_body_bytes).unwrap_or(usize::MAX)),
+            Duration::from_secs(10),
+        ),
         options,
         max_body_bytes: opts.max_body_bytes,
     });
@@ -479,6 +558,7 @@ mod tests {
         let first = open().unwrap_or_else(|e| panic!("{e}"));
         let r = Receiver {
             stores: Stores::new(first, open, Duration::ZERO),
+            room: DecodeRoom::new(otlp::decode_budget(1 << 20), Duration::ZERO),
             options: IngestOptions::new(),
             max_body_bytes: 1 << 20,
         };
@@ -518,6 +598,41 @@ mod tests {
         let stored = r.store(request(3), Encoding::Json);
         assert_eq!(stored.status, 200, "{:?}", stored.error);
         assert_eq!(turns(&r), 3);
+    }
+
+    /// Room is shared out until it runs short; then a request waits for
+    /// room given back, or gives up after the wait.
+    #[test]
+    fn decode_room_is_shared_and_given_back() {
+        let room = DecodeRoom::new(100, Duration::from_millis(50));
+        let a = room.take(60).unwrap_or_else(|| panic!("room for 60"));
+        let b = room.take(40).unwrap_or_else(|| panic!("room for 40"));
+        let started = Instant::now();
+        assert!(room.take(1).is_none());
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        drop(b);
+        assert!(room.take(40).is_some());
+        // A request larger than the whole room takes all of it, alone.
+        assert!(room.take(1_000).is_none());
+        drop(a);
+        let all = room.take(1_000).unwrap_or_else(|| panic!("the whole room"));
+        assert!(room.take(1).is_none());
+        drop(all);
+        // A waiting request goes on as soon as room is given back.
+        let slow = DecodeRoom::new(10, Duration::from_secs(10));
+        let held = slow.take(10).unwrap_or_else(|| panic!("room for 10"));
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| {
+                let started = Instant::now();
+                let got = slow.take(5).is_some();
+                (got, started.elapsed())
+            });
+            std::thread::sleep(Duration::from_millis(30));
+            drop(held);
+            let (got, waited) = waiter.join().unwrap_or_else(|_| panic!("waiter"));
+            assert!(got);
+            assert!(waited < Duration::from_secs(5), "{waited:?}");
+        });
     }
 
     /// A request still using the poisoned store holds the reopen back (its

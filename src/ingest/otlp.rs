@@ -186,6 +186,14 @@ fn check_estimate(body: &[u8], estimated: u64) -> Result<(), DecodeError> {
     Ok(())
 }
 
+/// The most memory [`decode_protobuf`] and [`decode_json`] let a body of
+/// `len` bytes decode into: 32 times `len`, plus 1 MiB. A body estimated
+/// past it is refused ([`DecodeError::TooLarge`]). A receiver decoding
+/// several requests at once can bound their sum with it.
+pub fn decode_budget(len: usize) -> u64 {
+    estimate::budget(len)
+}
+
 /// Decodes an OTLP/HTTP protobuf body (`application/x-protobuf`).
 ///
 /// A body that would decode into more than 32 times its size (plus 1 MiB)
