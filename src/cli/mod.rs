@@ -3,6 +3,7 @@
 //! non-zero exit code.
 
 mod demo;
+mod http;
 mod ingest;
 mod lifecycle;
 mod output;
@@ -156,7 +157,8 @@ enum Command {
         /// Largest request body accepted, before and after gzip decompression.
         #[arg(long, default_value_t = DEFAULT_MAX_REQUEST_BYTES, value_name = "BYTES")]
         max_body_bytes: u64,
-        /// Threads handling requests.
+        /// Requests decoded and stored at once (each connection is read on
+        /// a thread of its own, up to 256 connections).
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
         threads: u16,
     },

@@ -23,15 +23,14 @@
 
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use flate2::read::MultiGzDecoder;
 use prost::Message;
 use span_sessions::otlp::{self, ExportTraceServiceRequest, IngestOptions};
 use span_sessions::{ErrorKind, SessionStore};
-use tiny_http::{Header, Method, Request, Response, Server};
 
+use super::http::{Body, Head, Limits, Response, Server};
 use super::{CliError, CliResult};
 
 pub(crate) struct ServeOptions {
@@ -111,13 +110,6 @@ impl Answer {
     }
 }
 
-fn header<'a>(req: &'a Request, name: &'static str) -> Option<&'a str> {
-    req.headers()
-        .iter()
-        .find(|h| h.field.equiv(name))
-        .map(|h| h.value.as_str())
-}
-
 /// Reads at most `max` bytes of `r`; `None` when there are more.
 fn read_bounded(r: impl Read, max: u64) -> io::Result<Option<Vec<u8>>> {
     let mut buf = Vec::new();
@@ -132,22 +124,22 @@ fn read_bounded(r: impl Read, max: u64) -> io::Result<Option<Vec<u8>>> {
 /// for the others to finish (at most `wait`, then 503), so the receiver's
 /// peak memory does not grow with `--threads`, while realistic requests,
 /// far smaller, still run side by side.
-struct DecodeRoom {
+struct Room {
     capacity: u64,
     used: Mutex<u64>,
     freed: Condvar,
     wait: Duration,
 }
 
-/// Room taken in a [`DecodeRoom`], given back when dropped.
+/// Room taken in a [`Room`], given back when dropped.
 struct Taken<'a> {
-    room: &'a DecodeRoom,
+    room: &'a Room,
     bytes: u64,
 }
 
-impl DecodeRoom {
-    fn new(capacity: u64, wait: Duration) -> DecodeRoom {
-        DecodeRoom {
+impl Room {
+    fn new(capacity: u64, wait: Duration) -> Room {
+        Room {
             capacity,
             used: Mutex::new(0),
             freed: Condvar::new(),
@@ -188,6 +180,9 @@ impl Drop for Taken<'_> {
         self.room.freed.notify_all();
     }
 }
+
+/// Connections served at once; one more is answered 503 and closed.
+const CONNECTIONS: usize = 256;
 
 /// Opens the receiver's store.
 type Opener = Box<dyn Fn() -> span_sessions::Result<SessionStore> + Send + Sync>;
@@ -286,21 +281,24 @@ impl Stores {
 
 struct Receiver {
     stores: Stores,
-    room: DecodeRoom,
+    /// `--threads`: requests decoded and stored at once.
+    workers: Room,
+    room: Room,
     options: IngestOptions,
     max_body_bytes: u64,
 }
 
 impl Receiver {
-    fn handle(&self, req: &mut Request) -> Answer {
-        let path = req.url().split('?').next().unwrap_or("");
+    fn handle(&self, head: &Head, body: &mut Body<'_>) -> Answer {
+        let path = head.target.split('?').next().unwrap_or("");
         if path != "/v1/traces" {
             return Answer::text(404, "not found: this receiver serves POST /v1/traces");
         }
-        if *req.method() != Method::Post {
+        if head.method != "POST" {
             return Answer::text(405, "method not allowed: use POST");
         }
-        let media = header(req, "Content-Type")
+        let media = head
+            .header("Content-Type")
             .and_then(|v| v.split(';').next())
             .map(|v| v.trim().to_ascii_lowercase());
         let encoding = match media.as_deref() {
@@ -316,7 +314,10 @@ impl Receiver {
                 );
             }
         };
-        let gzip = match header(req, "Content-Encoding").map(|v| v.trim().to_ascii_lowercase()) {
+        let gzip = match head
+            .header("Content-Encoding")
+            .map(|v| v.trim().to_ascii_lowercase())
+        {
             None => false,
             Some(v) if v.is_empty() || v == "identity" => false,
             Some(v) if v == "gzip" => true,
@@ -336,10 +337,10 @@ impl Receiver {
                 format!("request body larger than the limit of {max} bytes"),
             )
         };
-        if req.body_length().is_some_and(|n| n as u64 > max) {
+        if body.length().is_some_and(|n| n > max) {
             return too_large();
         }
-        let body = match read_bounded(req.as_reader(), max) {
+        let body = match read_bounded(&mut *body, max) {
             Ok(Some(b)) => b,
             Ok(None) => return too_large(),
             Err(e) => {
@@ -369,6 +370,14 @@ impl Receiver {
         };
         // Held until the request is stored: the decoded request and the
         // spans made from it live that long.
+        let Some(_worker) = self.workers.take(1) else {
+            return Answer::status(
+                503,
+                encoding,
+                UNAVAILABLE,
+                "the receiver is busy with other requests; retry later".to_owned(),
+            );
+        };
         let Some(_room) = self.room.take(otlp::decode_budget(body.len())) else {
             return Answer::status(
                 503,
@@ -436,49 +445,18 @@ impl Receiver {
             error: None,
         }
     }
-
-    fn serve(&self, server: &Server) {
-        loop {
-            let mut req = match server.recv() {
-                Ok(r) => r,
-                Err(e) => {
-                    let _ = writeln!(io::stderr(), "span-sessions: accepting a request: {e}");
-                    continue;
-                }
-            };
-            let answer = self.handle(&mut req);
-            if let Some(error) = &answer.error {
-                let _ = writeln!(
-                    io::stderr(),
-                    "span-sessions: {} {} -> {}: {error}",
-                    req.method(),
-                    req.url(),
-                    answer.status,
-                );
-            }
-            let mut response = Response::from_data(answer.body).with_status_code(answer.status);
-            if let Ok(h) = Header::from_bytes(&b"Content-Type"[..], answer.content_type.as_bytes())
-            {
-                response.add_header(h);
-            }
-            if answer.status == 405
-                && let Ok(h) = Header::from_bytes(&b"Allow"[..], &b"POST"[..])
-            {
-                response.add_header(h);
-            }
-            // Errors here are the client going away; nothing to do.
-            let _ = req.respond(response);
-        }
-    }
 }
 
 pub(crate) fn run(store: SessionStore, open: Opener, opts: &ServeOptions) -> CliResult {
-    let server = Server::http(opts.listen.as_str())
+    let limits = Limits {
+        connections: CONNECTIONS,
+        timeout: Duration::from_secs(30),
+    };
+    let server = Server::bind(opts.listen.as_str(), limits)
         .map_err(|e| CliError(format!("cannot listen on {}: {e}", opts.listen)))?;
     let addr = server
-        .server_addr()
-        .to_ip()
-        .map_or_else(|| opts.listen.clone(), |a| a.to_string());
+        .local_addr()
+        .map_or_else(|_| opts.listen.clone(), |a| a.to_string());
     let dir = store.dir().display().to_string();
     let mut options = IngestOptions::new();
     if let Some(p) = &opts.project {
@@ -486,33 +464,45 @@ pub(crate) fn run(store: SessionStore, open: Opener, opts: &ServeOptions) -> Cli
     }
     let receiver = Arc::new(Receiver {
         stores: Stores::new(store, open, Duration::from_secs(1)),
-        room: DecodeRoom::new(
+        workers: Room::new(opts.threads.max(1) as u64, Duration::from_secs(60)),
+        room: Room::new(
             otlp::decode_budget(usize::try_from(opts.max_body_bytes).unwrap_or(usize::MAX)),
             Duration::from_secs(10),
         ),
         options,
         max_body_bytes: opts.max_body_bytes,
     });
-    let server = Arc::new(server);
     {
         // Tests and scripts read this line to learn the port.
         let mut out = io::stdout().lock();
         writeln!(out, "listening on http://{addr}/v1/traces (store {dir})")?;
         out.flush()?;
     }
-    let workers: Vec<_> = (0..opts.threads)
-        .map(|_| {
-            let receiver = Arc::clone(&receiver);
-            let server = Arc::clone(&server);
-            thread::spawn(move || receiver.serve(&server))
-        })
-        .collect();
-    for w in workers {
-        if w.join().is_err() {
-            return Err(CliError("a receiver thread failed".to_owned()));
+    let handler = Arc::new(move |head: &Head, body: &mut Body<'_>| {
+        let answer = receiver.handle(head, body);
+        if let Some(error) = &answer.error {
+            let _ = writeln!(
+                io::stderr(),
+                "span-sessions: {} {} -> {}: {error}",
+                head.method,
+                head.target,
+                answer.status,
+            );
         }
-    }
-    Ok(())
+        Response {
+            status: answer.status,
+            content_type: answer.content_type,
+            body: answer.body,
+            headers: if answer.status == 405 {
+                vec![("Allow", "POST")]
+            } else {
+                Vec::new()
+            },
+        }
+    });
+    server
+        .run(handler)
+        .map_err(|e| CliError(format!("accepting connections on {addr}: {e}")))
 }
 
 #[cfg(test)]
@@ -558,7 +548,8 @@ mod tests {
         let first = open().unwrap_or_else(|e| panic!("{e}"));
         let r = Receiver {
             stores: Stores::new(first, open, Duration::ZERO),
-            room: DecodeRoom::new(otlp::decode_budget(1 << 20), Duration::ZERO),
+            workers: Room::new(1, Duration::ZERO),
+            room: Room::new(otlp::decode_budget(1 << 20), Duration::ZERO),
             options: IngestOptions::new(),
             max_body_bytes: 1 << 20,
         };
@@ -604,7 +595,7 @@ mod tests {
     /// room given back, or gives up after the wait.
     #[test]
     fn decode_room_is_shared_and_given_back() {
-        let room = DecodeRoom::new(100, Duration::from_millis(50));
+        let room = Room::new(100, Duration::from_millis(50));
         let a = room.take(60).unwrap_or_else(|| panic!("room for 60"));
         let b = room.take(40).unwrap_or_else(|| panic!("room for 40"));
         let started = Instant::now();
@@ -619,7 +610,7 @@ mod tests {
         assert!(room.take(1).is_none());
         drop(all);
         // A waiting request goes on as soon as room is given back.
-        let slow = DecodeRoom::new(10, Duration::from_secs(10));
+        let slow = Room::new(10, Duration::from_secs(10));
         let held = slow.take(10).unwrap_or_else(|| panic!("room for 10"));
         std::thread::scope(|s| {
             let waiter = s.spawn(|| {

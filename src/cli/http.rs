@@ -1,0 +1,745 @@
+//! The receiver's HTTP/1.1 server: small, and bounded in everything a
+//! client sends.
+//!
+//! `tiny_http`, used before, read a request's head line by line into
+//! vectors without a limit: one endless header line made the receiver
+//! allocate until it died. Here:
+//! - the request line and each header line are at most [`MAX_LINE`] bytes,
+//!   and there are at most [`MAX_HEADERS`] headers (431 beyond);
+//! - a body is read only by the handler, through [`Body`], which stops at
+//!   its `Content-Length` or at the end of its chunks (`Transfer-Encoding:
+//!   chunked`, chunk-size lines bounded too); the handler bounds how much
+//!   it reads;
+//! - every read and write times out ([`Limits::timeout`]), so a client
+//!   that stalls does not hold its connection's thread forever;
+//! - at most [`Limits::connections`] connections are served at once (one
+//!   thread each); one more is answered 503 and closed.
+//!
+//! Connections are kept alive as HTTP/1.1 says (HTTP/1.0: only when asked)
+//! unless a handler left part of a body unread, an error ended the
+//! request, or the client asked to close. `Expect: 100-continue` is
+//! answered when the handler starts reading the body, so a request refused
+//! from its head alone (415, 413 on its `Content-Length`) is not sent.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::Duration;
+
+/// Longest request line or header line, CRLF included.
+pub(crate) const MAX_LINE: usize = 8 << 10;
+
+/// Most header lines in a request (trailers of a chunked body included).
+pub(crate) const MAX_HEADERS: usize = 100;
+
+/// Longest chunk-size line of a chunked body (with its extensions).
+const MAX_CHUNK_LINE: usize = 1 << 10;
+
+/// What the server lets a client do.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Connections served at once.
+    pub connections: usize,
+    /// Longest wait for a read or a write on a connection (an idle
+    /// keep-alive connection is closed after it too).
+    pub timeout: Duration,
+}
+
+/// A request's line and headers.
+#[derive(Debug)]
+pub(crate) struct Head {
+    pub method: String,
+    /// The request target (path and query).
+    pub target: String,
+    /// HTTP/1.1 (else 1.0).
+    http11: bool,
+    headers: Vec<(String, String)>,
+}
+
+impl Head {
+    /// The value of the first header named `name` (any case).
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the header `name` holds `token` in its comma-separated list.
+    fn has_token(&self, name: &str, token: &str) -> bool {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .flat_map(|(_, v)| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    }
+}
+
+/// An answer to write.
+pub(crate) struct Response {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+    /// More headers (name, value).
+    pub headers: Vec<(&'static str, &'static str)>,
+}
+
+/// Why a request's head could not be read.
+#[derive(Debug)]
+enum HeadError {
+    /// The connection ended, or timed out, before a request began.
+    Closed,
+    /// A line or the header count over its limit: 431.
+    TooLarge,
+    /// Not HTTP/1.x: 400.
+    Malformed(&'static str),
+    /// The connection failed in the middle.
+    Io,
+}
+
+/// Reads one line ending in CRLF (or LF) of at most `max` bytes, without
+/// its line end. `Ok(None)` at the end of the stream before any byte.
+fn read_line(r: &mut impl BufRead, max: usize) -> Result<Option<Vec<u8>>, HeadError> {
+    let mut line = Vec::new();
+    loop {
+        let available = match r.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) if line.is_empty() => return Err(HeadError::Closed),
+            Err(_) => return Err(HeadError::Io),
+        };
+        if available.is_empty() {
+            return if line.is_empty() {
+                Ok(None)
+            } else {
+                Err(HeadError::Io)
+            };
+        }
+        let (chunk, done) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (&available[..=i], true),
+            None => (available, false),
+        };
+        if line.len() + chunk.len() > max {
+            return Err(HeadError::TooLarge);
+        }
+        line.extend_from_slice(chunk);
+        let n = chunk.len();
+        r.consume(n);
+        if done {
+            line.pop(); // '\n'
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            return Ok(Some(line));
+        }
+    }
+}
+
+/// Reads a request's head; `Ok(None)` when the client closed the
+/// connection between requests.
+fn read_head(r: &mut impl BufRead) -> Result<Option<Head>, HeadError> {
+    // Empty lines before a request are allowed (RFC 9112, 2.2).
+    let line = loop {
+        match read_line(r, MAX_LINE)? {
+            None => return Ok(None),
+            Some(l) if l.is_empty() => continue,
+            Some(l) => break l,
+        }
+    };
+    let line = String::from_utf8(line).map_err(|_| HeadError::Malformed("request line"))?;
+    let mut parts = line.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(HeadError::Malformed("request line"));
+    };
+    let http11 = match version {
+        "HTTP/1.1" => true,
+        "HTTP/1.0" => false,
+        _ => return Err(HeadError::Malformed("HTTP version")),
+    };
+    if method.is_empty() || target.is_empty() {
+        return Err(HeadError::Malformed("request line"));
+    }
+    let headers = read_fields(r, MAX_HEADERS)?;
+    Ok(Some(Head {
+        method: method.to_owned(),
+        target: target.to_owned(),
+        http11,
+        headers,
+    }))
+}
+
+/// Reads header fields up to the empty line that ends them.
+fn read_fields(r: &mut impl BufRead, max: usize) -> Result<Vec<(String, String)>, HeadError> {
+    let mut fields = Vec::new();
+    loop {
+        let line = read_line(r, MAX_LINE)?.ok_or(HeadError::Io)?;
+        if line.is_empty() {
+            return Ok(fields);
+        }
+        if fields.len() == max {
+            return Err(HeadError::TooLarge);
+        }
+        let line = String::from_utf8(line).map_err(|_| HeadError::Malformed("header"))?;
+        let (name, value) = line.split_once(':').ok_or(HeadError::Malformed("header"))?;
+        // No whitespace before the colon, nor obsolete line folding.
+        if name.is_empty() || name.bytes().any(|b| b.is_ascii_whitespace()) {
+            return Err(HeadError::Malformed("header"));
+        }
+        fields.push((name.to_owned(), value.trim().to_owned()));
+    }
+}
+
+/// How a request's body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// `Content-Length`: this many bytes are left.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`: this many bytes are left of the
+    /// current chunk (0: a chunk-size line comes next).
+    Chunked { left: u64 },
+    /// The body has been read to its end (and a chunked one's trailers).
+    Done,
+}
+
+/// A request's body, read as the handler asks.
+pub(crate) struct Body<'a> {
+    conn: &'a mut BufReader<TcpStream>,
+    framing: Framing,
+    /// `Expect: 100-continue` not yet answered.
+    must_continue: bool,
+    /// The framing was broken (a bad chunk line): the connection closes.
+    broken: bool,
+}
+
+impl Body<'_> {
+    /// The body's length, when its `Content-Length` gave one.
+    pub(crate) fn length(&self) -> Option<u64> {
+        match self.framing {
+            Framing::Length(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.framing == Framing::Done && !self.broken
+    }
+
+    fn bad(&mut self, what: &str) -> io::Error {
+        self.broken = true;
+        io::Error::new(io::ErrorKind::InvalidData, what.to_owned())
+    }
+
+    /// Reads a chunk-size line; moves to the next chunk or the end.
+    fn next_chunk(&mut self) -> io::Result<()> {
+        let line = match read_line(self.conn, MAX_CHUNK_LINE) {
+            Ok(Some(l)) => l,
+            _ => return Err(self.bad("a chunked body's chunk-size line is missing or too long")),
+        };
+        let size = line.split(|&b| b == b';').next().unwrap_or_default();
+        let size = std::str::from_utf8(size)
+            .ok()
+            .map(str::trim)
+            .filter(|s| !s.is_empty() && s.len() <= 15)
+            .and_then(|s| u64::from_str_radix(s, 16).ok());
+        match size {
+            Some(0) => {
+                // Trailers, then the empty line.
+                if read_fields(self.conn, MAX_HEADERS).is_err() {
+                    return Err(self.bad("a chunked body's trailers are malformed or too large"));
+                }
+                self.framing = Framing::Done;
+                Ok(())
+            }
+            Some(n) => {
+                self.framing = Framing::Chunked { left: n };
+                Ok(())
+            }
+            None => Err(self.bad("a chunked body's chunk size is not hexadecimal")),
+        }
+    }
+}
+
+impl Read for Body<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.broken {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "broken body"));
+        }
+        if self.must_continue {
+            self.must_continue = false;
+            let out = self.conn.get_mut();
+            out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+            out.flush()?;
+        }
+        loop {
+            match self.framing {
+                Framing::Done | Framing::Length(0) => {
+                    self.framing = Framing::Done;
+                    return Ok(0);
+                }
+                Framing::Length(left) => {
+                    let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                    let n = self.conn.read(&mut buf[..want])?;
+                    if n == 0 {
+                        return Err(self.bad("the body ended before its Content-Length"));
+                    }
+                    self.framing = Framing::Length(left - n as u64);
+                    return Ok(n);
+                }
+                Framing::Chunked { left: 0 } => self.next_chunk()?,
+                Framing::Chunked { left } => {
+                    let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                    let n = self.conn.read(&mut buf[..want])?;
+                    if n == 0 {
+                        return Err(self.bad("the body ended inside a chunk"));
+                    }
+                    let left = left - n as u64;
+                    if left == 0 {
+                        // The CRLF after the chunk's data.
+                        match read_line(self.conn, 2) {
+                            Ok(Some(l)) if l.is_empty() => {}
+                            _ => return Err(self.bad("a chunk's data is not followed by CRLF")),
+                        }
+                    }
+                    self.framing = Framing::Chunked { left };
+                    return Ok(n);
+                }
+            }
+        }
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        415 => "Unsupported Media Type",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        _ => "",
+    }
+}
+
+fn write_response(out: &mut TcpStream, r: &Response, close: bool) -> io::Result<()> {
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
+        r.status,
+        reason(r.status),
+        r.content_type,
+        r.body.len()
+    );
+    for (name, value) in &r.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if close {
+        head.push_str("Connection: close\r\n");
+    }
+    head.push_str("\r\n");
+    out.write_all(head.as_bytes())?;
+    out.write_all(&r.body)?;
+    out.flush()
+}
+
+fn plain(status: u16, message: &str) -> Response {
+    Response {
+        status,
+        content_type: "text/plain; charset=utf-8",
+        body: format!("{message}\n").into_bytes(),
+        headers: Vec::new(),
+    }
+}
+
+/// Serves one connection until it closes.
+fn serve_connection<H>(stream: TcpStream, limits: Limits, handler: &H)
+where
+    H: Fn(&Head, &mut Body<'_>) -> Response,
+{
+    let _ = stream.set_read_timeout(Some(limits.timeout));
+    let _ = stream.set_write_timeout(Some(limits.timeout));
+    let _ = stream.set_nodelay(true);
+    let mut conn = BufReader::with_capacity(64 << 10, stream);
+    loop {
+        let head = match read_head(&mut conn) {
+            Ok(Some(head)) => head,
+            Ok(None) | Err(HeadError::Closed | HeadError::Io) => return,
+            Err(HeadError::TooLarge) => {
+                let r = plain(
+                    431,
+                    &format!(
+                        "request head too large: lines of at most {MAX_LINE} bytes, at most {MAX_HEADERS} headers"
+                    ),
+                );
+                let _ = write_response(conn.get_mut(), &r, true);
+                return;
+            }
+            Err(HeadError::Malformed(what)) => {
+                let r = plain(400, &format!("malformed HTTP/1.1 request: {what}"));
+                let _ = write_response(conn.get_mut(), &r, true);
+                return;
+            }
+        };
+        let chunked = head.header("Transfer-Encoding").map(str::trim);
+        let framing = match (chunked, head.header("Content-Length")) {
+            (Some(te), _) if te.eq_ignore_ascii_case("chunked") => Framing::Chunked { left: 0 },
+            (Some(_), _) => {
+                let r = plain(501, "only the chunked transfer coding is supported");
+                let _ = write_response(conn.get_mut(), &r, true);
+                return;
+            }
+            (None, Some(len)) => match len.trim().parse::<u64>() {
+                Ok(n) => Framing::Length(n),
+                Err(_) => {
+                    let r = plain(400, "malformed HTTP/1.1 request: Content-Length");
+                    let _ = write_response(conn.get_mut(), &r, true);
+                    return;
+                }
+            },
+            (None, None) => Framing::Done,
+        };
+        let keep_alive = if head.has_token("Connection", "close") {
+            false
+        } else {
+            head.http11 || head.has_token("Connection", "keep-alive")
+        };
+        let must_continue = head.http11 && head.has_token("Expect", "100-continue");
+        let (response, finished) = {
+            let mut body = Body {
+                conn: &mut conn,
+                framing,
+                must_continue,
+                broken: false,
+            };
+            let response = handler(&head, &mut body);
+            // What the handler left of a small body is read past, so the
+            // connection can carry the next request; anything more closes
+            // it. A body the client waits to be asked for (`Expect:
+            // 100-continue`) and that the handler did not want is not asked
+            // for: the connection closes instead.
+            if !body.must_continue {
+                let mut rest = (&mut body).take(64 << 10);
+                let _ = io::copy(&mut rest, &mut io::sink());
+            }
+            let finished = body.finished() || matches!(body.framing, Framing::Length(0));
+            (response, finished)
+        };
+        let close = !keep_alive || !finished;
+        if write_response(conn.get_mut(), &response, close).is_err() || close {
+            return;
+        }
+    }
+}
+
+/// A server listening on an address, serving each connection on a thread
+/// of its own.
+pub(crate) struct Server {
+    listener: TcpListener,
+    limits: Limits,
+}
+
+impl Server {
+    pub(crate) fn bind(addr: &str, limits: Limits) -> io::Result<Server> {
+        Ok(Server {
+            listener: TcpListener::bind(addr)?,
+            limits,
+        })
+    }
+
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accepts and serves connections until accepting fails for good.
+    pub(crate) fn run<H>(&self, handler: Arc<H>) -> io::Result<()>
+    where
+        H: Fn(&Head, &mut Body<'_>) -> Response + Send + Sync + 'static,
+    {
+        let active = Arc::new(AtomicUsize::new(0));
+        loop {
+            let stream = match self.listener.accept() {
+                Ok((s, _)) => s,
+                // A client that went away before it was accepted, or a
+                // momentary shortage of file descriptors: go on.
+                Err(e) => {
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionAborted
+                            | io::ErrorKind::ConnectionReset
+                            | io::ErrorKind::Interrupted
+                    ) || e.raw_os_error() == Some(24)
+                    {
+                        thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                    return Err(e);
+                }
+            };
+            if active.fetch_add(1, Ordering::AcqRel) >= self.limits.connections {
+                active.fetch_sub(1, Ordering::AcqRel);
+                let mut s = stream;
+                let _ = s.set_write_timeout(Some(self.limits.timeout));
+                let r = plain(503, "too many connections; retry later");
+                let _ = write_response(&mut s, &r, true);
+                continue;
+            }
+            let (handler, done, limits) = (Arc::clone(&handler), Arc::clone(&active), self.limits);
+            let spawned = thread::Builder::new()
+                .name("span-sessions-http".to_owned())
+                .spawn(move || {
+                    serve_connection(stream, limits, handler.as_ref());
+                    done.fetch_sub(1, Ordering::AcqRel);
+                });
+            if spawned.is_err() {
+                active.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// A server whose handler answers "METHOD TARGET BODY" (reading at most
+    /// 1 MiB of the body, or none of it for targets starting "/skip").
+    fn start(limits: Limits) -> SocketAddr {
+        let server = Server::bind("127.0.0.1:0", limits).unwrap_or_else(|e| panic!("{e}"));
+        let addr = server.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let handler = Arc::new(|head: &Head, body: &mut Body<'_>| {
+            let mut data = Vec::new();
+            if !head.target.starts_with("/skip") {
+                let _ = body.take(1 << 20).read_to_end(&mut data);
+            }
+            Response {
+                status: 200,
+                content_type: "text/plain",
+                body: format!(
+                    "{} {} {}",
+                    head.method,
+                    head.target,
+                    String::from_utf8_lossy(&data)
+                )
+                .into_bytes(),
+                headers: Vec::new(),
+            }
+        });
+        thread::spawn(move || server.run(handler));
+        addr
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            connections: 8,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Reads one response: its status, headers and body.
+    fn response(r: &mut BufReader<TcpStream>) -> (u16, Vec<String>, String) {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap_or_else(|e| panic!("{e}"));
+        let status = line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("status line {line:?}"));
+        let mut headers = Vec::new();
+        let mut len = 0;
+        loop {
+            let mut h = String::new();
+            r.read_line(&mut h).unwrap_or_else(|e| panic!("{e}"));
+            let h = h.trim_end().to_owned();
+            if h.is_empty() {
+                break;
+            }
+            if let Some(v) = h.strip_prefix("Content-Length: ") {
+                len = v.parse().unwrap_or_else(|e| panic!("{e}"));
+            }
+            headers.push(h);
+        }
+        let mut body = vec![0; len];
+        r.read_exact(&mut body).unwrap_or_else(|e| panic!("{e}"));
+        (status, headers, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn connect(addr: SocketAddr) -> BufReader<TcpStream> {
+        let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("{e}"));
+        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+        BufReader::new(s)
+    }
+
+    fn send(c: &mut BufReader<TcpStream>, bytes: &[u8]) {
+        c.get_mut()
+            .write_all(bytes)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// True if the server closed the connection (EOF, or reset).
+    fn closed(c: &mut BufReader<TcpStream>) -> bool {
+        let mut b = [0u8; 1];
+        matches!(c.read(&mut b), Ok(0) | Err(_))
+    }
+
+    #[test]
+    fn requests_share_a_connection_with_either_framing() {
+        let addr = start(limits());
+        let mut c = connect(addr);
+        send(
+            &mut c,
+            b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+              4\r\nabcd\r\n3;ext=1\r\nefg\r\n0\r\nTrailer: t\r\n\r\n\
+              \r\nPOST /b?q=1 HTTP/1.1\r\ncontent-length: 3\r\n\r\nxyz",
+        );
+        let (status, headers, body) = response(&mut c);
+        assert_eq!((status, body.as_str()), (200, "POST /a abcdefg"));
+        assert!(!headers.iter().any(|h| h.starts_with("Connection")));
+        let (status, _, body) = response(&mut c);
+        assert_eq!((status, body.as_str()), (200, "POST /b?q=1 xyz"));
+        // HTTP/1.0 closes unless asked to keep the connection.
+        send(&mut c, b"GET /c HTTP/1.0\r\n\r\n");
+        let (status, headers, _) = response(&mut c);
+        assert_eq!(status, 200);
+        assert!(headers.iter().any(|h| h == "Connection: close"));
+        assert!(closed(&mut c));
+    }
+
+    #[test]
+    fn an_endless_header_line_or_too_many_headers_is_431_and_closes() {
+        let addr = start(limits());
+        let mut c = connect(addr);
+        send(&mut c, b"POST / HTTP/1.1\r\nX-Long: ");
+        // Far past the limit, never ending the line: the server stops
+        // reading at the limit, answers and closes.
+        let chunk = vec![b'a'; 64 << 10];
+        for _ in 0..16 {
+            if c.get_mut().write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        let (status, _, _) = response(&mut c);
+        assert_eq!(status, 431);
+        assert!(closed(&mut c));
+        let mut c = connect(addr);
+        let mut head = b"POST / HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            head.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        head.extend_from_slice(b"\r\n");
+        send(&mut c, &head);
+        assert_eq!(response(&mut c).0, 431);
+        assert!(closed(&mut c));
+    }
+
+    #[test]
+    fn malformed_heads_and_chunks_are_400_and_close() {
+        let addr = start(limits());
+        for bad in [
+            &b"PRI * HTTP/2.0\r\n\r\n"[..],
+            b"POST /\r\n\r\n",
+            b"POST / HTTP/1.1\r\nNo-Colon\r\n\r\n",
+            b"POST / HTTP/1.1\r\nBad Name: v\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: ten\r\n\r\n",
+        ] {
+            let mut c = connect(addr);
+            send(&mut c, bad);
+            assert_eq!(response(&mut c).0, 400, "{}", String::from_utf8_lossy(bad));
+            assert!(closed(&mut c));
+        }
+        // A bad chunk size: the handler reads an error, and the connection
+        // closes after its answer.
+        let mut c = connect(addr);
+        send(
+            &mut c,
+            b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+        );
+        let (status, headers, body) = response(&mut c);
+        assert_eq!((status, body.as_str()), (200, "POST /a "));
+        assert!(headers.iter().any(|h| h == "Connection: close"));
+        assert!(closed(&mut c));
+        let mut c = connect(addr);
+        send(
+            &mut c,
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+        );
+        assert_eq!(response(&mut c).0, 501);
+    }
+
+    #[test]
+    fn expect_100_continue_is_answered_when_the_body_is_read() {
+        let addr = start(limits());
+        let mut c = connect(addr);
+        send(
+            &mut c,
+            b"POST /a HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+        );
+        let mut line = String::new();
+        c.read_line(&mut line).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(line, "HTTP/1.1 100 Continue\r\n");
+        line.clear();
+        c.read_line(&mut line).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(line, "\r\n");
+        send(&mut c, b"hello");
+        assert_eq!(response(&mut c).2, "POST /a hello");
+        // Not read by the handler: no 100, and the connection closes.
+        send(
+            &mut c,
+            b"POST /skip HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+        );
+        let (status, headers, _) = response(&mut c);
+        assert_eq!(status, 200);
+        assert!(headers.iter().any(|h| h == "Connection: close"));
+        assert!(closed(&mut c));
+    }
+
+    #[test]
+    fn a_large_body_left_unread_closes_the_connection_and_a_small_one_does_not() {
+        let addr = start(limits());
+        let mut c = connect(addr);
+        send(
+            &mut c,
+            b"POST /skip HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcd",
+        );
+        let (status, headers, _) = response(&mut c);
+        assert_eq!(status, 200);
+        assert!(!headers.iter().any(|h| h.starts_with("Connection")));
+        send(
+            &mut c,
+            b"POST /skip HTTP/1.1\r\nContent-Length: 10000000\r\n\r\n",
+        );
+        let (_, headers, _) = response(&mut c);
+        assert!(headers.iter().any(|h| h == "Connection: close"));
+        assert!(closed(&mut c));
+    }
+
+    #[test]
+    fn a_silent_client_is_cut_off_and_connections_are_limited() {
+        let addr = start(Limits {
+            connections: 1,
+            timeout: Duration::from_millis(300),
+        });
+        let mut first = connect(addr);
+        // Give the server time to take the first connection.
+        thread::sleep(Duration::from_millis(50));
+        let mut second = connect(addr);
+        assert_eq!(response(&mut second).0, 503);
+        let started = Instant::now();
+        assert!(closed(&mut first));
+        let waited = started.elapsed();
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
+        // The slot is free again.
+        thread::sleep(Duration::from_millis(50));
+        let mut third = connect(addr);
+        send(&mut third, b"GET /x HTTP/1.1\r\n\r\n");
+        assert_eq!(response(&mut third).0, 200);
+    }
+}
