@@ -123,20 +123,23 @@ fn build(dir: &Path, sim: &SimFileSystem) -> SessionStore {
 /// An operation under test: it may fail (the power is gone).
 type Operation = fn(&mut SessionStore) -> span_sessions::Result<()>;
 
+/// Runs `op` whole, without a fault: the answers before and after it, and
+/// the mutating calls it makes (with the close's).
+fn run_whole(name: &str, op: Operation) -> (String, String, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimFileSystem::new();
+    let mut store = build(dir.path(), &sim);
+    let before = answers(&store).unwrap();
+    let start = sim.count(Ops::Mutating);
+    op(&mut store).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let after = answers(&store).unwrap();
+    drop(store);
+    (before, after, sim.count(Ops::Mutating) - start)
+}
+
 /// Cuts the power at every mutating call of `op`; returns the cases run.
 fn sweep(name: &str, changes: bool, op: Operation) -> u64 {
-    // Before and after, and how many calls the operation makes.
-    let (before, after, calls) = {
-        let dir = tempfile::tempdir().unwrap();
-        let sim = SimFileSystem::new();
-        let mut store = build(dir.path(), &sim);
-        let before = answers(&store).unwrap();
-        let start = sim.count(Ops::Mutating);
-        op(&mut store).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let after = answers(&store).unwrap();
-        drop(store);
-        (before, after, sim.count(Ops::Mutating) - start)
-    };
+    let (before, after, calls) = run_whole(name, op);
     assert!(calls > 0, "{name}: no call to cut");
     assert_eq!(
         before != after,
@@ -184,17 +187,7 @@ fn sweep(name: &str, changes: bool, op: Operation) -> u64 {
 /// (ENOSPC, the failing write writing half its bytes); returns the cases
 /// in which the fault fired.
 fn fault_sweep(name: &str, op: Operation) -> u64 {
-    let (before, after, calls) = {
-        let dir = tempfile::tempdir().unwrap();
-        let sim = SimFileSystem::new();
-        let mut store = build(dir.path(), &sim);
-        let before = answers(&store).unwrap();
-        let start = sim.count(Ops::Mutating);
-        op(&mut store).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let after = answers(&store).unwrap();
-        drop(store);
-        (before, after, sim.count(Ops::Mutating) - start)
-    };
+    let (before, after, calls) = run_whole(name, op);
     let faults = [
         |nth| Fault::nth(Ops::Mutating, nth, FaultError::Io),
         |nth| {

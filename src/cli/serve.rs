@@ -117,13 +117,14 @@ fn read_bounded(r: impl Read, max: u64) -> io::Result<Option<Vec<u8>>> {
     Ok((buf.len() as u64 <= max).then_some(buf))
 }
 
-/// Bounds the memory of the requests decoded and stored at once: each
-/// takes room for what its body may decode into
-/// ([`otlp::decode_budget`]), out of room for one request of the largest
-/// body the receiver accepts. A request finding too little room left waits
-/// for the others to finish (at most `wait`, then 503), so the receiver's
-/// peak memory does not grow with `--threads`, while realistic requests,
-/// far smaller, still run side by side.
+/// Room shared by the requests being handled, each taking some while it
+/// is decoded and stored; one finding too little left waits for the others
+/// to give theirs back (at most `wait`, then 503). The receiver has two:
+/// `--threads` slots, and memory: each request takes room for what its
+/// body may decode into ([`otlp::decode_budget`]) out of room for one
+/// request of the largest body the receiver accepts, so the receiver's
+/// peak memory does not grow with the requests it handles at once, while
+/// realistic requests, far smaller, still run side by side.
 struct Room {
     capacity: u64,
     used: Mutex<u64>,
@@ -522,6 +523,16 @@ mod tests {
         otlp::decode_json(json.as_bytes()).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Opens the store in `dir` on the simulated disk `sim`.
+    fn opener(sim: &SimFileSystem, dir: &std::path::Path) -> Opener {
+        let (sim, dir) = (sim.clone(), dir.to_owned());
+        Box::new(move || {
+            SessionStore::options()
+                .file_system(Arc::new(sim.clone()))
+                .open(&dir)
+        })
+    }
+
     fn turns(r: &Receiver) -> usize {
         let store = r.stores.get().unwrap_or_else(|e| panic!("{e}"));
         store.session_history("default", "s").map_or(0, |h| h.len())
@@ -537,14 +548,7 @@ mod tests {
     fn a_poisoned_store_is_reopened_and_the_retry_is_stored() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let sim = SimFileSystem::new();
-        let open: Opener = {
-            let (sim, dir) = (sim.clone(), dir.path().to_owned());
-            Box::new(move || {
-                SessionStore::options()
-                    .file_system(Arc::new(sim.clone()))
-                    .open(&dir)
-            })
-        };
+        let open = opener(&sim, dir.path());
         let first = open().unwrap_or_else(|e| panic!("{e}"));
         let r = Receiver {
             stores: Stores::new(first, open, Duration::ZERO),
@@ -632,14 +636,7 @@ mod tests {
     fn the_reopen_waits_for_requests_that_still_use_the_old_store() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let sim = SimFileSystem::new();
-        let open: Opener = {
-            let (sim, dir) = (sim.clone(), dir.path().to_owned());
-            Box::new(move || {
-                SessionStore::options()
-                    .file_system(Arc::new(sim.clone()))
-                    .open(&dir)
-            })
-        };
+        let open = opener(&sim, dir.path());
         let first = open().unwrap_or_else(|e| panic!("{e}"));
         let stores = Stores::new(first, open, Duration::ZERO);
         let held = stores.get().unwrap_or_else(|e| panic!("{e}"));

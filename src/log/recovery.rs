@@ -320,8 +320,12 @@ pub(super) fn recover(
     let entries = file::list_dir(fs, dir)
         .map_err(|e| Error::io(format!("listing log directory {}", dir.display()), e))?;
     let mut found: Vec<(Lsn, PathBuf)> = Vec::new();
+    let mut mark_file = None;
     for (name, path) in entries {
         let Some(stem) = name.strip_suffix(".seg") else {
+            if name == unsynced::MARK_FILE {
+                mark_file = Some(path);
+            }
             continue;
         };
         let base = parse_base(stem).filter(|&b| b <= MAX_BASE).ok_or_else(|| {
@@ -363,8 +367,11 @@ pub(super) fn recover(
     // again, unchanged, and sync them, before anything (a checkpoint)
     // relies on them and before any segment is mapped. The content does
     // not change, so the checks below see what they would have seen.
-    let mark = unsynced::read(fs, dir)
-        .map_err(|e| Error::io(format!("reading the unsynced mark in {}", dir.display()), e))?;
+    let mark = match &mark_file {
+        None => unsynced::Mark::Absent,
+        Some(path) => unsynced::read_file(fs, path)
+            .map_err(|e| Error::io(format!("reading the unsynced mark {}", path.display()), e))?,
+    };
     let rewritten_bytes = match mark {
         unsynced::Mark::Absent => 0,
         unsynced::Mark::DurableTo(lsn) => rewrite_unsynced(fs, &found, lsn)?,

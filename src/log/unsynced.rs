@@ -75,9 +75,14 @@ fn decode(bytes: &[u8]) -> Option<Lsn> {
 /// Reads the mark in the log directory `dir`.
 pub(super) fn read(fs: &dyn FileSystem, dir: &Path) -> io::Result<Mark> {
     let names = fs.list_dir(dir)?;
-    let Some((_, path)) = names.iter().find(|(name, _)| name == MARK_FILE) else {
-        return Ok(Mark::Absent);
-    };
+    match names.iter().find(|(name, _)| name == MARK_FILE) {
+        Some((_, path)) => read_file(fs, path),
+        None => Ok(Mark::Absent),
+    }
+}
+
+/// Reads the mark file at `path`, which exists.
+pub(super) fn read_file(fs: &dyn FileSystem, path: &Path) -> io::Result<Mark> {
     let f = fs.open(path, OpenMode::ReadOnly)?;
     let len = f.len()?;
     if len != MARK_LEN as u64 {
