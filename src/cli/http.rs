@@ -330,7 +330,14 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-fn write_response(out: &mut TcpStream, r: &Response, close: bool) -> io::Result<()> {
+/// Writes `r`; without its body in answer to a `HEAD` request (`bodiless`),
+/// as HTTP requires, its `Content-Length` still that of the body.
+fn write_response(
+    out: &mut TcpStream,
+    r: &Response,
+    close: bool,
+    bodiless: bool,
+) -> io::Result<()> {
     let mut head = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
         r.status,
@@ -346,7 +353,9 @@ fn write_response(out: &mut TcpStream, r: &Response, close: bool) -> io::Result<
     }
     head.push_str("\r\n");
     out.write_all(head.as_bytes())?;
-    out.write_all(&r.body)?;
+    if !bodiless {
+        out.write_all(&r.body)?;
+    }
     out.flush()
 }
 
@@ -379,12 +388,12 @@ where
                         "request head too large: lines of at most {MAX_LINE} bytes, at most {MAX_HEADERS} headers"
                     ),
                 );
-                let _ = write_response(conn.get_mut(), &r, true);
+                let _ = write_response(conn.get_mut(), &r, true, false);
                 return;
             }
             Err(HeadError::Malformed(what)) => {
                 let r = plain(400, &format!("malformed HTTP/1.1 request: {what}"));
-                let _ = write_response(conn.get_mut(), &r, true);
+                let _ = write_response(conn.get_mut(), &r, true, false);
                 return;
             }
         };
@@ -393,14 +402,14 @@ where
             (Some(te), _) if te.eq_ignore_ascii_case("chunked") => Framing::Chunked { left: 0 },
             (Some(_), _) => {
                 let r = plain(501, "only the chunked transfer coding is supported");
-                let _ = write_response(conn.get_mut(), &r, true);
+                let _ = write_response(conn.get_mut(), &r, true, false);
                 return;
             }
             (None, Some(len)) => match len.trim().parse::<u64>() {
                 Ok(n) => Framing::Length(n),
                 Err(_) => {
                     let r = plain(400, "malformed HTTP/1.1 request: Content-Length");
-                    let _ = write_response(conn.get_mut(), &r, true);
+                    let _ = write_response(conn.get_mut(), &r, true, false);
                     return;
                 }
             },
@@ -433,7 +442,8 @@ where
             (response, finished)
         };
         let close = !keep_alive || !finished;
-        if write_response(conn.get_mut(), &response, close).is_err() || close {
+        let bodiless = head.method == "HEAD";
+        if write_response(conn.get_mut(), &response, close, bodiless).is_err() || close {
             return;
         }
     }
@@ -488,7 +498,7 @@ impl Server {
                 let mut s = stream;
                 let _ = s.set_write_timeout(Some(self.limits.timeout));
                 let r = plain(503, "too many connections; retry later");
-                let _ = write_response(&mut s, &r, true);
+                let _ = write_response(&mut s, &r, true, false);
                 continue;
             }
             let (handler, done, limits) = (Arc::clone(&handler), Arc::clone(&active), self.limits);
@@ -799,6 +809,26 @@ mod tests {
             b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
         );
         assert_eq!(response(&mut c).0, 501);
+    }
+
+    #[test]
+    fn a_head_request_is_answered_without_a_body() {
+        let addr = start(limits());
+        let mut c = connect(addr);
+        send(&mut c, b"HEAD /x HTTP/1.1\r\n\r\nGET /y HTTP/1.1\r\n\r\n");
+        let mut line = String::new();
+        c.read_line(&mut line).unwrap_or_else(|e| panic!("{e}"));
+        assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+        loop {
+            line.clear();
+            c.read_line(&mut line).unwrap_or_else(|e| panic!("{e}"));
+            if line == "\r\n" {
+                break;
+            }
+        }
+        // The next bytes are the second answer, not a body.
+        let (status, _, body) = response(&mut c);
+        assert_eq!((status, body.as_str()), (200, "GET /y "));
     }
 
     #[test]
