@@ -346,3 +346,19 @@ fn project_override_files_everything_under_one_project() {
     let s = SessionStore::open(&store).unwrap();
     assert_eq!(s.projects().unwrap(), ["forced"]);
 }
+
+/// The receiver's HTTP limits hold in the binary: a header line past 8 KiB
+/// is answered 431 (the receiver reads no more of it), and the receiver
+/// goes on serving.
+#[test]
+fn an_oversized_header_is_refused_and_the_receiver_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let r = Receiver::start(&store, &[]);
+    let long = "a".repeat(100_000);
+    let resp = http(&r.addr, "POST", "/v1/traces", &[("X-Long", &long)], b"");
+    assert_eq!(resp.status, 431, "{}", String::from_utf8_lossy(&resp.body));
+    let body = session_request("p", "s", 1, 1).encode_to_vec();
+    assert_eq!(post(&r.addr, PB, &[], &body).status, 200);
+    r.stop();
+}

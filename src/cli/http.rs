@@ -22,7 +22,7 @@
 //! from its head alone (415, 413 on its `Content-Length`) is not sent.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
@@ -368,6 +368,32 @@ fn plain(status: u16, message: &str) -> Response {
     }
 }
 
+/// Closes a connection the client may still be sending on: stops
+/// writing, then reads and drops what arrives for a little while (at most
+/// [`LINGER`], [`LINGER_BYTES`]), so that the answer already sent is read
+/// before the connection goes. Closing a socket with unread input makes
+/// the kernel reset the connection, and a client reading after the reset
+/// gets an error instead of the answer (a 413 or 431 it should act on).
+fn linger(conn: BufReader<TcpStream>) {
+    let mut stream = conn.into_inner();
+    let _ = stream.shutdown(Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(LINGER / 4));
+    let deadline = std::time::Instant::now() + LINGER;
+    let mut buf = [0u8; 16 << 10];
+    let mut read = 0;
+    while read < LINGER_BYTES && std::time::Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => read += n,
+        }
+    }
+}
+
+/// How long a closing connection is drained, at most ([`linger`])...
+const LINGER: Duration = Duration::from_secs(2);
+/// ...and how many bytes.
+const LINGER_BYTES: usize = 64 << 20;
+
 /// Serves one connection until it closes.
 fn serve_connection<H>(stream: TcpStream, limits: Limits, handler: &H)
 where
@@ -389,12 +415,12 @@ where
                     ),
                 );
                 let _ = write_response(conn.get_mut(), &r, true, false);
-                return;
+                return linger(conn);
             }
             Err(HeadError::Malformed(what)) => {
                 let r = plain(400, &format!("malformed HTTP/1.1 request: {what}"));
                 let _ = write_response(conn.get_mut(), &r, true, false);
-                return;
+                return linger(conn);
             }
         };
         let chunked = head.header("Transfer-Encoding").map(str::trim);
@@ -403,14 +429,14 @@ where
             (Some(_), _) => {
                 let r = plain(501, "only the chunked transfer coding is supported");
                 let _ = write_response(conn.get_mut(), &r, true, false);
-                return;
+                return linger(conn);
             }
             (None, Some(len)) => match len.trim().parse::<u64>() {
                 Ok(n) => Framing::Length(n),
                 Err(_) => {
                     let r = plain(400, "malformed HTTP/1.1 request: Content-Length");
                     let _ = write_response(conn.get_mut(), &r, true, false);
-                    return;
+                    return linger(conn);
                 }
             },
             (None, None) => Framing::Done,
@@ -443,8 +469,11 @@ where
         };
         let close = !keep_alive || !finished;
         let bodiless = head.method == "HEAD";
-        if write_response(conn.get_mut(), &response, close, bodiless).is_err() || close {
+        if write_response(conn.get_mut(), &response, close, bodiless).is_err() {
             return;
+        }
+        if close {
+            return linger(conn);
         }
     }
 }
@@ -873,8 +902,22 @@ mod tests {
             &mut c,
             b"POST /skip HTTP/1.1\r\nContent-Length: 10000000\r\n\r\n",
         );
-        let (_, headers, _) = response(&mut c);
+        // The client goes on sending the body the handler does not read:
+        // the answer still reaches it whole (the server drains before it
+        // closes, instead of resetting the connection).
+        let mut writer = c.get_ref().try_clone().unwrap_or_else(|e| panic!("{e}"));
+        let sender = thread::spawn(move || {
+            let chunk = vec![b'x'; 1 << 20];
+            for _ in 0..4 {
+                if writer.write_all(&chunk).is_err() {
+                    break;
+                }
+            }
+        });
+        let (status, headers, _) = response(&mut c);
+        assert_eq!(status, 200);
         assert!(headers.iter().any(|h| h == "Connection: close"));
+        let _ = sender.join();
         assert!(closed(&mut c));
     }
 
