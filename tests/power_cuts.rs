@@ -137,6 +137,21 @@ fn run_whole(name: &str, op: Operation) -> (String, String, u64) {
     (before, after, sim.count(Ops::Mutating) - start)
 }
 
+/// Reopens the store in `dir` (on the real disk) and checks that it gives
+/// exactly the answers of `before` or of `after`, and passes `verify`.
+fn reopens_to_before_or_after(dir: &Path, before: &str, after: &str, what: &str) {
+    let store = options()
+        .open(dir)
+        .unwrap_or_else(|e| panic!("{what}: reopen failed: {e}"));
+    let got = answers(&store).unwrap();
+    assert!(
+        got == before || got == after,
+        "{what}: reopened, the answers are neither those of before nor of after"
+    );
+    let v = store.verify().unwrap();
+    assert!(v.is_ok(), "{what}: {:?}", v.problems);
+}
+
 /// Cuts the power at every mutating call of `op`; returns the cases run.
 fn sweep(name: &str, changes: bool, op: Operation) -> u64 {
     let (before, after, calls) = run_whole(name, op);
@@ -166,16 +181,7 @@ fn sweep(name: &str, changes: bool, op: Operation) -> u64 {
                 None => format!("{:?}", sim.power_loss_random(nth).unwrap()),
             };
             let what = format!("{name}: cut at call {nth} of {calls}, {chosen}");
-            let store = options()
-                .open(dir.path())
-                .unwrap_or_else(|e| panic!("{what}: reopen failed: {e}"));
-            let got = answers(&store).unwrap();
-            assert!(
-                got == before || got == after,
-                "{what}: the answers are neither those of before nor of after"
-            );
-            let v = store.verify().unwrap();
-            assert!(v.is_ok(), "{what}: {:?}", v.problems);
+            reopens_to_before_or_after(dir.path(), &before, &after, &what);
             cases += 1;
         }
     }
@@ -226,16 +232,7 @@ fn fault_sweep(name: &str, op: Operation) -> u64 {
             if power_loss {
                 sim.power_loss(&mut |_, _| Survival::Nothing).unwrap();
             }
-            let store = options()
-                .open(dir.path())
-                .unwrap_or_else(|e| panic!("{what}: reopen failed: {e}"));
-            let got = answers(&store).unwrap();
-            assert!(
-                got == before || got == after,
-                "{what}: reopened, the answers are neither those of before nor of after"
-            );
-            let v = store.verify().unwrap();
-            assert!(v.is_ok(), "{what}: {:?}", v.problems);
+            reopens_to_before_or_after(dir.path(), &before, &after, &what);
         }
     }
     eprintln!("{name}: {calls} calls, {fired} faults fired");
