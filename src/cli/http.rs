@@ -10,8 +10,17 @@
 //!   its `Content-Length` or at the end of its chunks (`Transfer-Encoding:
 //!   chunked`, chunk-size lines bounded too); the handler bounds how much
 //!   it reads;
-//! - every read and write times out ([`Limits::timeout`]), so a client
-//!   that stalls does not hold its connection's thread forever;
+//! - every read and write times out ([`Limits::timeout`]), and a request's
+//!   head must arrive whole within that time of its first byte (408
+//!   beyond), so a client that stalls, or sends its head a byte at a time,
+//!   does not hold its connection's thread forever;
+//! - a body's framing follows RFC 9112, 6: `Transfer-Encoding` must end in
+//!   `chunked` (400) and hold nothing else (501), and is refused in an
+//!   HTTP/1.0 request (400); `Content-Length` must be digits, the same in
+//!   every field that gives it (400); a request with both is read as
+//!   chunked and its connection closed after the answer. A server reading
+//!   a body's end differently from a proxy in front of it would take the
+//!   rest of that body as another request;
 //! - at most [`Limits::connections`] connections are served at once (one
 //!   thread each); one more is answered 503 and closed.
 //!
@@ -26,7 +35,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Longest request line or header line, CRLF included.
 pub(crate) const MAX_LINE: usize = 8 << 10;
@@ -67,13 +76,62 @@ impl Head {
             .map(|(_, v)| v.as_str())
     }
 
-    /// Whether the header `name` holds `token` in its comma-separated list.
-    fn has_token(&self, name: &str, token: &str) -> bool {
+    /// The elements of every header named `name`, as comma-separated
+    /// lists, trimmed, empty ones left out (RFC 9110, 5.6.1).
+    fn elements<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.headers
             .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
             .flat_map(|(_, v)| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+    }
+
+    /// Whether the header `name` holds `token` in its comma-separated list.
+    fn has_token(&self, name: &str, token: &str) -> bool {
+        self.elements(name).any(|t| t.eq_ignore_ascii_case(token))
+    }
+
+    /// How the request's body ends (RFC 9112, 6.1-6.3), and whether the
+    /// connection must close after the answer; or the error to answer
+    /// (status and reason), after which it closes.
+    fn framing(&self) -> Result<(Framing, bool), (u16, &'static str)> {
+        let codings: Vec<&str> = self.elements("Transfer-Encoding").collect();
+        let lengths = self
+            .headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("Content-Length"));
+        if let Some(last) = codings.last() {
+            if !self.http11 {
+                return Err((400, "Transfer-Encoding in an HTTP/1.0 request"));
+            }
+            if !last.eq_ignore_ascii_case("chunked") {
+                return Err((400, "Transfer-Encoding does not end in chunked"));
+            }
+            if codings.len() > 1 {
+                return Err((501, "only the chunked transfer coding is supported"));
+            }
+            // With a Content-Length as well, chunked decides, and the
+            // connection must close (RFC 9112, 6.3).
+            return Ok((Framing::Chunked { left: 0 }, lengths));
+        }
+        let mut length = None;
+        for value in self.elements("Content-Length") {
+            let n = Some(value)
+                .filter(|v| v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or((400, "Content-Length is not a number"))?;
+            if length.is_some_and(|m| m != n) {
+                return Err((400, "Content-Length fields disagree"));
+            }
+            length = Some(n);
+        }
+        match length {
+            Some(n) => Ok((Framing::Length(n), false)),
+            // A Content-Length field holding no value at all.
+            None if lengths => Err((400, "Content-Length is not a number")),
+            None => Ok((Framing::Done, false)),
+        }
     }
 }
 
@@ -93,6 +151,8 @@ enum HeadError {
     Closed,
     /// A line or the header count over its limit: 431.
     TooLarge,
+    /// The head did not arrive in time: 408.
+    TimedOut,
     /// Not HTTP/1.x: 400.
     Malformed(&'static str),
     /// The connection failed in the middle.
@@ -107,6 +167,15 @@ fn read_line(r: &mut impl BufRead, max: usize) -> Result<Option<Vec<u8>>, HeadEr
         let available = match r.fill_buf() {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // A socket's read timeout is `WouldBlock` on Unix.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                ) =>
+            {
+                return Err(HeadError::TimedOut);
+            }
             Err(_) if line.is_empty() => return Err(HeadError::Closed),
             Err(_) => return Err(HeadError::Io),
         };
@@ -205,8 +274,64 @@ enum Framing {
     Done,
 }
 
+/// A client's connection: a socket whose reads time out after the
+/// server's timeout, and also at a deadline while one is set (the end of
+/// the time a request's head may take to arrive).
+pub(crate) struct Conn {
+    stream: TcpStream,
+    timeout: Duration,
+    deadline: Option<Instant>,
+}
+
+impl Conn {
+    fn new(stream: TcpStream, timeout: Duration) -> Conn {
+        let _ = stream.set_read_timeout(Some(timeout));
+        let _ = stream.set_write_timeout(Some(timeout));
+        let _ = stream.set_nodelay(true);
+        Conn {
+            stream,
+            timeout,
+            deadline: None,
+        }
+    }
+
+    /// Reads stop at `deadline` (as well as after the timeout) until
+    /// [`Conn::no_deadline`].
+    fn deadline(&mut self, deadline: Instant) {
+        self.deadline = Some(deadline);
+    }
+
+    fn no_deadline(&mut self) {
+        if self.deadline.take().is_some() {
+            let _ = self.stream.set_read_timeout(Some(self.timeout));
+        }
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(deadline) = self.deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
+            }
+            self.stream.set_read_timeout(Some(left.min(self.timeout)))?;
+        }
+        self.stream.read(buf)
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
+}
+
 /// A request's body, read as the handler asks, from a connection `S`.
-pub(crate) struct Body<'a, S: Read + Write = TcpStream> {
+pub(crate) struct Body<'a, S: Read + Write = Conn> {
     conn: &'a mut BufReader<S>,
     framing: Framing,
     /// `Expect: 100-continue` not yet answered.
@@ -267,6 +392,9 @@ impl<S: Read + Write> Read for Body<'_, S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.broken {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "broken body"));
+        }
+        if buf.is_empty() {
+            return Ok(0);
         }
         if self.must_continue {
             self.must_continue = false;
@@ -333,7 +461,7 @@ fn reason(status: u16) -> &'static str {
 /// Writes `r`; without its body in answer to a `HEAD` request (`bodiless`),
 /// as HTTP requires, its `Content-Length` still that of the body.
 fn write_response(
-    out: &mut TcpStream,
+    out: &mut impl Write,
     r: &Response,
     close: bool,
     bodiless: bool,
@@ -374,8 +502,8 @@ fn plain(status: u16, message: &str) -> Response {
 /// before the connection goes. Closing a socket with unread input makes
 /// the kernel reset the connection, and a client reading after the reset
 /// gets an error instead of the answer (a 413 or 431 it should act on).
-fn linger(conn: BufReader<TcpStream>) {
-    let mut stream = conn.into_inner();
+fn linger(conn: BufReader<Conn>) {
+    let mut stream = conn.into_inner().stream;
     let _ = stream.shutdown(Shutdown::Write);
     let _ = stream.set_read_timeout(Some(LINGER / 4));
     let deadline = std::time::Instant::now() + LINGER;
@@ -399,14 +527,25 @@ fn serve_connection<H>(stream: TcpStream, limits: Limits, handler: &H)
 where
     H: Fn(&Head, &mut Body<'_>) -> Response,
 {
-    let _ = stream.set_read_timeout(Some(limits.timeout));
-    let _ = stream.set_write_timeout(Some(limits.timeout));
-    let _ = stream.set_nodelay(true);
-    let mut conn = BufReader::with_capacity(64 << 10, stream);
+    let mut conn = BufReader::with_capacity(64 << 10, Conn::new(stream, limits.timeout));
     loop {
-        let head = match read_head(&mut conn) {
+        // Wait (up to the timeout) for the next request to begin; from its
+        // first byte, its whole head must come within the timeout.
+        match conn.fill_buf() {
+            Ok([]) | Err(_) => return,
+            Ok(_) => {}
+        }
+        conn.get_mut().deadline(Instant::now() + limits.timeout);
+        let head = read_head(&mut conn);
+        conn.get_mut().no_deadline();
+        let head = match head {
             Ok(Some(head)) => head,
             Ok(None) | Err(HeadError::Closed | HeadError::Io) => return,
+            Err(HeadError::TimedOut) => {
+                let r = plain(408, "the request head did not arrive in time");
+                let _ = write_response(conn.get_mut(), &r, true, false);
+                return linger(conn);
+            }
             Err(HeadError::TooLarge) => {
                 let r = plain(
                     431,
@@ -423,25 +562,15 @@ where
                 return linger(conn);
             }
         };
-        let chunked = head.header("Transfer-Encoding").map(str::trim);
-        let framing = match (chunked, head.header("Content-Length")) {
-            (Some(te), _) if te.eq_ignore_ascii_case("chunked") => Framing::Chunked { left: 0 },
-            (Some(_), _) => {
-                let r = plain(501, "only the chunked transfer coding is supported");
+        let (framing, must_close) = match head.framing() {
+            Ok(f) => f,
+            Err((status, what)) => {
+                let r = plain(status, &format!("malformed HTTP/1.1 request: {what}"));
                 let _ = write_response(conn.get_mut(), &r, true, false);
                 return linger(conn);
             }
-            (None, Some(len)) => match len.trim().parse::<u64>() {
-                Ok(n) => Framing::Length(n),
-                Err(_) => {
-                    let r = plain(400, "malformed HTTP/1.1 request: Content-Length");
-                    let _ = write_response(conn.get_mut(), &r, true, false);
-                    return linger(conn);
-                }
-            },
-            (None, None) => Framing::Done,
         };
-        let keep_alive = if head.has_token("Connection", "close") {
+        let keep_alive = if must_close || head.has_token("Connection", "close") {
             false
         } else {
             head.http11 || head.has_token("Connection", "keep-alive")
@@ -664,15 +793,130 @@ mod tests {
             if let Ok(Some(head)) = read_head(&mut conn) {
                 prop_assert!(head.headers.len() <= MAX_HEADERS);
                 prop_assert!(head.target.len() <= MAX_LINE);
-                let framing = match head.header("Transfer-Encoding") {
-                    Some(_) => Framing::Chunked { left: 0 },
-                    None => Framing::Length(head.header("Content-Length").and_then(|v| v.parse().ok()).unwrap_or(0)),
+                let Ok((framing, _)) = head.framing() else {
+                    return Ok(());
                 };
                 let mut body = Body { conn: &mut conn, framing, must_continue: false, broken: false };
                 let mut got = Vec::new();
                 let _ = (&mut body).take(1 << 20).read_to_end(&mut got);
                 prop_assert!(got.len() <= bytes.len());
             }
+        }
+    }
+
+    /// The framing of a request with these header lines (HTTP/1.1 unless
+    /// `http10`).
+    fn framing_of(fields: &str, http10: bool) -> Result<(Framing, bool), (u16, &'static str)> {
+        let version = if http10 { "1.0" } else { "1.1" };
+        let wire = format!("POST / HTTP/{version}\r\n{fields}\r\n").into_bytes();
+        match read_head(&mut duplex(wire)) {
+            Ok(Some(head)) => head.framing(),
+            other => panic!("{fields:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_body_is_framed_as_rfc_9112_says() {
+        let chunked = Framing::Chunked { left: 0 };
+        for (fields, http10, want) in [
+            ("", false, Ok((Framing::Done, false))),
+            (
+                "Content-Length: 5\r\n",
+                false,
+                Ok((Framing::Length(5), false)),
+            ),
+            (
+                "Content-Length: 007\r\n",
+                true,
+                Ok((Framing::Length(7), false)),
+            ),
+            // The same length given twice, or as a list, is one length.
+            (
+                "Content-Length: 5\r\ncontent-length: 5\r\n",
+                false,
+                Ok((Framing::Length(5), false)),
+            ),
+            (
+                "Content-Length: 5, 5\r\n",
+                false,
+                Ok((Framing::Length(5), false)),
+            ),
+            (
+                "Content-Length: 5\r\nContent-Length: 6\r\n",
+                false,
+                Err(400),
+            ),
+            ("Content-Length: 5, 6\r\n", false, Err(400)),
+            ("Content-Length: +5\r\n", false, Err(400)),
+            ("Content-Length: -0\r\n", false, Err(400)),
+            ("Content-Length: 5 5\r\n", false, Err(400)),
+            ("Content-Length:\r\n", false, Err(400)),
+            ("Content-Length: 18446744073709551616\r\n", false, Err(400)),
+            (
+                "Transfer-Encoding: chunked\r\n",
+                false,
+                Ok((chunked, false)),
+            ),
+            (
+                "Transfer-Encoding: Chunked, \r\n",
+                false,
+                Ok((chunked, false)),
+            ),
+            // Both: chunked decides, and the connection closes after.
+            (
+                "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+                false,
+                Ok((chunked, true)),
+            ),
+            (
+                "Content-Length: x\r\nTransfer-Encoding: chunked\r\n",
+                false,
+                Ok((chunked, true)),
+            ),
+            // Not ending in chunked: the body's end cannot be known.
+            ("Transfer-Encoding: gzip\r\n", false, Err(400)),
+            (
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n",
+                false,
+                Err(400),
+            ),
+            (
+                "Transfer-Encoding: chunked, gzip\r\nContent-Length: 5\r\n",
+                false,
+                Err(400),
+            ),
+            // Ending in chunked, with a coding the server does not know.
+            ("Transfer-Encoding: gzip, chunked\r\n", false, Err(501)),
+            (
+                "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+                false,
+                Err(501),
+            ),
+            ("Transfer-Encoding: chunked\r\n", true, Err(400)),
+        ] {
+            let got = framing_of(fields, http10).map_err(|(status, _)| status);
+            assert_eq!(got, want, "{fields:?}, HTTP/1.0: {http10}");
+        }
+    }
+
+    #[test]
+    fn an_empty_read_of_a_body_reads_nothing_and_breaks_nothing() {
+        for (wire, framing) in [
+            (&b"abc"[..], Framing::Length(3)),
+            (b"3\r\nabc\r\n0\r\n\r\n", Framing::Chunked { left: 0 }),
+        ] {
+            let mut conn = duplex(wire.to_vec());
+            let mut body = Body {
+                conn: &mut conn,
+                framing,
+                must_continue: false,
+                broken: false,
+            };
+            assert_eq!(body.read(&mut []).unwrap_or_else(|e| panic!("{e}")), 0);
+            let mut got = Vec::new();
+            body.read_to_end(&mut got).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(got, b"abc");
+            assert!(body.finished());
         }
     }
 
@@ -835,9 +1079,73 @@ mod tests {
         let mut c = connect(addr);
         send(
             &mut c,
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
         );
         assert_eq!(response(&mut c).0, 501);
+        assert!(closed(&mut c));
+    }
+
+    #[test]
+    fn a_body_whose_end_is_in_doubt_is_not_followed_by_another_request() {
+        let addr = start(limits());
+        // Two lengths: a proxy taking the second would pass "GET /smuggled"
+        // on as part of this body; the server answers 400 and closes.
+        let mut c = connect(addr);
+        send(
+            &mut c,
+            b"POST /a HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 26\r\n\r\n\
+              xyzGET /smuggled HTTP/1.1\r\n\r\n",
+        );
+        assert_eq!(response(&mut c).0, 400);
+        assert!(closed(&mut c));
+        // Chunked and a length: read as chunked, then closed.
+        let mut c = connect(addr);
+        send(
+            &mut c,
+            b"POST /a HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n\
+              3\r\nabc\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n",
+        );
+        let (status, headers, body) = response(&mut c);
+        assert_eq!((status, body.as_str()), (200, "POST /a abc"));
+        assert!(headers.iter().any(|h| h == "Connection: close"));
+        assert!(closed(&mut c));
+    }
+
+    #[test]
+    fn a_head_sent_a_byte_at_a_time_is_cut_off_at_the_timeout() {
+        let addr = start(Limits {
+            connections: 4,
+            timeout: Duration::from_millis(300),
+        });
+        let mut c = connect(addr);
+        // Each byte comes well within the timeout of the one before it, but
+        // the head never ends.
+        let mut writer = c.get_ref().try_clone().unwrap_or_else(|e| panic!("{e}"));
+        let started = Instant::now();
+        let dripping = thread::spawn(move || {
+            for b in b"POST / HTTP/1.1\r\nX-Slow: "
+                .iter()
+                .chain([b'a'; 60].iter())
+            {
+                if writer.write_all(&[*b]).is_err() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let (status, headers, _) = response(&mut c);
+        let waited = started.elapsed();
+        assert_eq!(status, 408);
+        assert!(headers.iter().any(|h| h == "Connection: close"));
+        // The drip would last 8.5 s; the head had 0.3 s from its first byte.
+        assert!(waited < Duration::from_secs(4), "{waited:?}");
+        let _ = dripping.join();
+        // An idle keep-alive connection still waits a whole timeout for the
+        // next request, and a head sent at once is served.
+        let mut c = connect(addr);
+        thread::sleep(Duration::from_millis(200));
+        send(&mut c, b"GET /x HTTP/1.1\r\n\r\n");
+        assert_eq!(response(&mut c).0, 200);
     }
 
     #[test]
