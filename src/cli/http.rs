@@ -673,16 +673,16 @@ impl Server {
     }
 }
 
+/// Requests read from bytes in memory, for tests of the server and its
+/// handlers.
 #[cfg(test)]
-mod tests {
+pub(crate) mod in_memory {
     use super::*;
-    use proptest::prelude::*;
     use std::io::Cursor;
-    use std::time::Instant;
 
     /// A connection in memory: reads what `input` holds, keeps what is
     /// written.
-    struct Duplex {
+    pub(crate) struct Duplex {
         input: Cursor<Vec<u8>>,
         output: Vec<u8>,
     }
@@ -702,7 +702,7 @@ mod tests {
         }
     }
 
-    fn duplex(bytes: Vec<u8>) -> BufReader<Duplex> {
+    pub(crate) fn duplex(bytes: Vec<u8>) -> BufReader<Duplex> {
         // A small buffer, so that lines and chunks straddle its refills.
         BufReader::with_capacity(
             7,
@@ -712,6 +712,35 @@ mod tests {
             },
         )
     }
+
+    /// Reads the request in `wire` and gives its head and body to
+    /// `handler`, as the server would.
+    pub(crate) fn handle<T>(
+        wire: &[u8],
+        handler: impl FnOnce(&Head, &mut Body<'_, Duplex>) -> T,
+    ) -> T {
+        let mut conn = duplex(wire.to_vec());
+        let head = match read_head(&mut conn) {
+            Ok(Some(head)) => head,
+            other => panic!("not a request: {other:?}"),
+        };
+        let (framing, _) = head.framing().unwrap_or_else(|e| panic!("{e:?}"));
+        let mut body = Body {
+            conn: &mut conn,
+            framing,
+            must_continue: false,
+            broken: false,
+        };
+        handler(&head, &mut body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_memory::duplex;
+    use super::*;
+    use proptest::prelude::*;
+    use std::time::Instant;
 
     /// `data` as a chunked body: chunks of the given sizes (cycled), some
     /// with extensions, and a trailer.

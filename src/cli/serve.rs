@@ -290,7 +290,7 @@ struct Receiver {
 }
 
 impl Receiver {
-    fn handle(&self, head: &Head, body: &mut Body<'_>) -> Answer {
+    fn handle<S: Read + Write>(&self, head: &Head, body: &mut Body<'_, S>) -> Answer {
         let path = head.target.split('?').next().unwrap_or("");
         if path != "/v1/traces" {
             return Answer::text(404, "not found: this receiver serves POST /v1/traces");
@@ -353,6 +353,19 @@ impl Receiver {
                 );
             }
         };
+        // Held until the request is stored: the decompressed body, the
+        // decoded request and the spans made from it live that long. Taken
+        // before decompressing: a body of a few KiB can gunzip to the
+        // whole limit, and the connections waiting for a slot (up to 256)
+        // must not each hold that much, only what their clients sent.
+        let Some(_worker) = self.workers.take(1) else {
+            return Answer::status(
+                503,
+                encoding,
+                UNAVAILABLE,
+                "the receiver is busy with other requests; retry later".to_owned(),
+            );
+        };
         let body = if gzip {
             match read_bounded(MultiGzDecoder::new(body.as_slice()), max) {
                 Ok(Some(b)) => b,
@@ -368,16 +381,6 @@ impl Receiver {
             }
         } else {
             body
-        };
-        // Held until the request is stored: the decoded request and the
-        // spans made from it live that long.
-        let Some(_worker) = self.workers.take(1) else {
-            return Answer::status(
-                503,
-                encoding,
-                UNAVAILABLE,
-                "the receiver is busy with other requests; retry later".to_owned(),
-            );
         };
         let Some(_room) = self.room.take(otlp::decode_budget(body.len())) else {
             return Answer::status(
@@ -509,6 +512,7 @@ pub(crate) fn run(store: SessionStore, open: Opener, opts: &ServeOptions) -> Cli
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::http::in_memory;
     use span_sessions::testing::{Fault, FaultError, Op, Ops, SimFileSystem};
 
     /// An OTLP/JSON request of one root span, trace `n` of session `s`.
@@ -593,6 +597,67 @@ mod tests {
         let stored = r.store(request(3), Encoding::Json);
         assert_eq!(stored.status, 200, "{:?}", stored.error);
         assert_eq!(turns(&r), 3);
+    }
+
+    /// A gzipped body is decompressed only once the request holds a worker
+    /// slot: a few KiB can gunzip to the whole body limit, and requests
+    /// waiting for a slot (one per connection, up to 256) then hold only
+    /// what their clients sent. With the one slot taken, a gzip bomb waits
+    /// for it and is answered 503 without being decompressed (413 once it
+    /// gets the slot), and a real gzipped request is stored once the slot
+    /// is free.
+    #[test]
+    fn a_gzipped_body_is_decompressed_only_under_a_worker_slot() {
+        use flate2::{Compression, write::GzEncoder};
+        let gzip = |data: &[u8]| {
+            let mut z = GzEncoder::new(Vec::new(), Compression::best());
+            z.write_all(data).unwrap_or_else(|e| panic!("{e}"));
+            z.finish().unwrap_or_else(|e| panic!("{e}"))
+        };
+        let post = |body: &[u8]| {
+            let mut wire = format!(
+                "POST /v1/traces HTTP/1.1\r\nContent-Type: application/json\r\n\
+                 Content-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            wire.extend_from_slice(body);
+            wire
+        };
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let sim = SimFileSystem::new();
+        let open = opener(&sim, dir.path());
+        let first = open().unwrap_or_else(|e| panic!("{e}"));
+        let r = Receiver {
+            stores: Stores::new(first, open, Duration::ZERO),
+            workers: Room::new(1, Duration::ZERO),
+            room: Room::new(otlp::decode_budget(1 << 20), Duration::ZERO),
+            options: IngestOptions::new(),
+            max_body_bytes: 1 << 20,
+        };
+        let bomb = post(&gzip(&vec![b' '; 64 << 20]));
+        assert!(bomb.len() < 256 << 10, "{}", bomb.len());
+        let real = post(&gzip(
+            br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{
+                "traceId":"0000000000000000000000000000000a","spanId":"000000000000000a",
+                "name":"turn","startTimeUnixNano":"1000","endTimeUnixNano":"1500",
+                "attributes":[{"key":"session.id","value":{"stringValue":"s"}}]
+            }]}]}]}"#,
+        ));
+        let slot = r.workers.take(1).unwrap_or_else(|| panic!("the slot"));
+        let answer = in_memory::handle(&bomb, |head, body| r.handle(head, body));
+        assert_eq!(answer.status, 503, "{:?}", answer.error);
+        assert_eq!(
+            in_memory::handle(&real, |head, body| r.handle(head, body)).status,
+            503
+        );
+        assert_eq!(turns(&r), 0);
+        drop(slot);
+        let answer = in_memory::handle(&bomb, |head, body| r.handle(head, body));
+        assert_eq!(answer.status, 413, "{:?}", answer.error);
+        let answer = in_memory::handle(&real, |head, body| r.handle(head, body));
+        assert_eq!(answer.status, 200, "{:?}", answer.error);
+        assert_eq!(turns(&r), 1);
     }
 
     /// Room is shared out until it runs short; then a request waits for
