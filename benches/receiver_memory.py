@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
 """Peak resident memory of `span-sessions serve` under concurrent large requests.
 
-Usage: python3 benches/receiver_memory.py target/release/span-sessions THREADS [REQUESTS]
+Usage: python3 benches/receiver_memory.py target/release/span-sessions THREADS [REQUESTS] [--gzip-bomb]
 
 Starts the receiver on a fresh store (--max-body-bytes 20 MiB), sends REQUESTS
 (default 4) protobuf requests at once, each of 40,000 spans with 20 small
 integer attributes (8.2 MiB, decoding into about ten times that), and prints
 the statuses and the receiver's VmHWM. Run it with MALLOC_ARENA_MAX=1 to see
 the live memory without glibc's per-thread arenas (README, "serve").
+
+With --gzip-bomb each request is instead about 20 KB of gzip that unpacks to
+just under the body limit (spaces, so decoding fails at once with 400):
+RELIABILITY item 19, e.g. `... span-sessions 1 64 --gzip-bomb`.
 """
+import gzip
 import re
 import subprocess
 import sys
@@ -60,21 +65,28 @@ def peak_mib(pid):
 
 
 def main():
-    binary, threads = sys.argv[1], sys.argv[2]
-    n = int(sys.argv[3]) if len(sys.argv) > 3 else 4
+    bomb = "--gzip-bomb" in sys.argv
+    args = [a for a in sys.argv[1:] if a != "--gzip-bomb"]
+    binary, threads = args[0], args[1]
+    n = int(args[2]) if len(args) > 2 else 4
     store = tempfile.mkdtemp()
     proc = subprocess.Popen(
         [binary, "--store", store + "/s", "serve", "--listen", "127.0.0.1:0",
          "--threads", threads, "--max-body-bytes", str(20 << 20)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     addr = re.search(r"http://([^/]+)/", proc.stdout.readline()).group(1)
-    bodies = [body(40_000, s) for s in range(n)]
+    if bomb:
+        headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+        bodies = [gzip.compress(b" " * ((20 << 20) - 4096), 9)] * n
+    else:
+        headers = {"Content-Type": "application/x-protobuf"}
+        bodies = [body(40_000, s) for s in range(n)]
     print("body MiB", round(len(bodies[0]) / 2**20, 1), "start peak MiB", peak_mib(proc.pid))
     statuses = []
 
     def send(b):
         req = urllib.request.Request(f"http://{addr}/v1/traces", data=b,
-                                     headers={"Content-Type": "application/x-protobuf"})
+                                     headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=120) as r:
                 statuses.append(r.status)
