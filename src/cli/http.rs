@@ -674,8 +674,8 @@ impl Server {
 }
 
 /// Requests read from bytes in memory, for tests of the server and its
-/// handlers.
-#[cfg(test)]
+/// handlers, and for the `http` fuzz target.
+#[cfg(any(test, fuzzing))]
 pub(crate) mod in_memory {
     use super::*;
     use std::io::Cursor;
@@ -713,8 +713,152 @@ pub(crate) mod in_memory {
         )
     }
 
+    /// `data` as a chunked body: chunks of the given sizes (cycled), some
+    /// with extensions, and a trailer.
+    pub(crate) fn chunked(data: &[u8], sizes: &[usize], ext: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut rest = data;
+        for size in sizes.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (chunk, tail) = rest.split_at((*size).clamp(1, rest.len()));
+            out.extend_from_slice(format!("{:X}", chunk.len()).as_bytes());
+            if ext {
+                out.extend_from_slice(b";name=\"v\"");
+            }
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(chunk);
+            out.extend_from_slice(b"\r\n");
+            rest = tail;
+        }
+        out.extend_from_slice(b"0\r\nX-Trailer: t\r\n\r\n");
+        out
+    }
+
+    /// The entry of the `http` cargo-fuzz target
+    /// (`fuzz/fuzz_targets/http.rs`, which compiles this file); a unit test
+    /// runs it on the target's corpus. `Err` names a broken property. The
+    /// first byte picks how the rest is read:
+    /// - even: as the bytes a client sent on one connection. Requests are
+    ///   read one after the other as the server reads them, each body
+    ///   through its framing (at most 1 MiB of it), until the bytes end or
+    ///   a request would close the connection. No panic, every head within
+    ///   the limits, no more body bytes read than were sent.
+    /// - odd: as up to 8 requests to send (framing, chunk sizes, body),
+    ///   sent one after the other: they must read back exactly, bodies
+    ///   whole, and nothing after them.
+    pub(crate) fn connection(data: &[u8]) -> Result<(), String> {
+        match data.split_first() {
+            Some((mode, rest)) if mode % 2 == 1 => round_trip(rest),
+            Some((_, rest)) => read_all(rest),
+            None => Ok(()),
+        }
+    }
+
+    fn read_all(bytes: &[u8]) -> Result<(), String> {
+        let mut conn = duplex(bytes.to_vec());
+        let mut read = 0;
+        // Each request takes at least one byte.
+        for _ in 0..=bytes.len() {
+            let Ok(Some(head)) = read_head(&mut conn) else {
+                return Ok(());
+            };
+            if head.headers.len() > MAX_HEADERS || head.target.len() > MAX_LINE {
+                return Err(format!("a head over the limits: {head:?}"));
+            }
+            let Ok((framing, close)) = head.framing() else {
+                return Ok(());
+            };
+            let mut body = Body {
+                conn: &mut conn,
+                framing,
+                must_continue: false,
+                broken: false,
+            };
+            let mut got = Vec::new();
+            let _ = (&mut body).take(1 << 20).read_to_end(&mut got);
+            read += got.len();
+            if read > bytes.len() {
+                return Err(format!("{read} body bytes read from {} sent", bytes.len()));
+            }
+            if close || !body.finished() {
+                return Ok(());
+            }
+        }
+        Err("more requests read than bytes sent".to_owned())
+    }
+
+    fn round_trip(spec: &[u8]) -> Result<(), String> {
+        let mut spec = spec.iter().copied();
+        let mut byte = || spec.next().unwrap_or(0);
+        let mut wire = Vec::new();
+        let mut sent = Vec::new();
+        for i in 0..1 + byte() % 8 {
+            let flags = byte();
+            let len = usize::from(byte()) * 7;
+            let sizes: Vec<usize> = (0..1 + flags % 4)
+                .map(|_| 1 + usize::from(byte()))
+                .collect();
+            let body: Vec<u8> = (0..len).map(|_| byte()).collect();
+            if flags & 0x10 != 0 {
+                wire.extend_from_slice(b"\r\n");
+            }
+            let target = format!("/r{i}?f={flags}");
+            wire.extend_from_slice(format!("POST {target} HTTP/1.1\r\nHost: h\r\n").as_bytes());
+            if flags & 0x20 != 0 {
+                wire.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+                wire.extend_from_slice(&chunked(&body, &sizes, flags & 0x40 != 0));
+            } else {
+                let n = body.len();
+                wire.extend_from_slice(format!("Content-Length: {n}\r\n").as_bytes());
+                if flags & 0x40 != 0 {
+                    wire.extend_from_slice(format!("content-length: {n}, {n}\r\n").as_bytes());
+                }
+                wire.extend_from_slice(b"\r\n");
+                wire.extend_from_slice(&body);
+            }
+            sent.push((target, body));
+        }
+        let mut conn = duplex(wire);
+        for (target, body) in sent {
+            let head = match read_head(&mut conn) {
+                Ok(Some(head)) => head,
+                other => return Err(format!("{target}: {other:?}")),
+            };
+            if head.target != target || head.method != "POST" {
+                return Err(format!("{target}: read {} {}", head.method, head.target));
+            }
+            let (framing, close) = head.framing().map_err(|e| format!("{target}: {e:?}"))?;
+            if close {
+                return Err(format!("{target}: framed to close"));
+            }
+            let mut b = Body {
+                conn: &mut conn,
+                framing,
+                must_continue: false,
+                broken: false,
+            };
+            let mut got = Vec::new();
+            b.read_to_end(&mut got)
+                .map_err(|e| format!("{target}: {e}"))?;
+            if got != body || !b.finished() {
+                return Err(format!(
+                    "{target}: body of {} bytes read as {}",
+                    body.len(),
+                    got.len()
+                ));
+            }
+        }
+        match read_head(&mut conn) {
+            Ok(None) => Ok(()),
+            other => Err(format!("after the requests: {other:?}")),
+        }
+    }
+
     /// Reads the request in `wire` and gives its head and body to
     /// `handler`, as the server would.
+    #[cfg(test)]
     pub(crate) fn handle<T>(
         wire: &[u8],
         handler: impl FnOnce(&Head, &mut Body<'_, Duplex>) -> T,
@@ -737,33 +881,10 @@ pub(crate) mod in_memory {
 
 #[cfg(test)]
 mod tests {
-    use super::in_memory::duplex;
+    use super::in_memory::{chunked, duplex};
     use super::*;
     use proptest::prelude::*;
     use std::time::Instant;
-
-    /// `data` as a chunked body: chunks of the given sizes (cycled), some
-    /// with extensions, and a trailer.
-    fn chunked(data: &[u8], sizes: &[usize], ext: bool) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut rest = data;
-        for size in sizes.iter().cycle() {
-            if rest.is_empty() {
-                break;
-            }
-            let (chunk, tail) = rest.split_at((*size).clamp(1, rest.len()));
-            out.extend_from_slice(format!("{:X}", chunk.len()).as_bytes());
-            if ext {
-                out.extend_from_slice(b";name=\"v\"");
-            }
-            out.extend_from_slice(b"\r\n");
-            out.extend_from_slice(chunk);
-            out.extend_from_slice(b"\r\n");
-            rest = tail;
-        }
-        out.extend_from_slice(b"0\r\nX-Trailer: t\r\n\r\n");
-        out
-    }
 
     proptest! {
         /// Any body, chunked any way (or sent with its length), reads back
@@ -803,9 +924,9 @@ mod tests {
             prop_assert_eq!(next.map(|h| h.target), Some("/next".to_owned()));
         }
 
-        /// Any bytes as a request: no panic; a head that reads has lines
-        /// within the limits, and a body read from it stops with its
-        /// framing or an error, never past the bytes sent.
+        /// Any bytes as a connection's requests, and any requests sent
+        /// one after the other: the fuzz target's properties (see
+        /// `in_memory::connection`).
         #[test]
         fn any_bytes_are_read_without_a_panic(
             bytes in proptest::collection::vec(any::<u8>(), 0..600),
@@ -815,20 +936,32 @@ mod tests {
                 b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
                 b"POST / HTTP/1.1\r\nContent-Length: 9\r\n\r\n",
             ]),
+            mode in 0u8..2,
         ) {
-            let mut wire = prefix.to_vec();
-            wire.extend_from_slice(&bytes);
-            let mut conn = duplex(wire);
-            if let Ok(Some(head)) = read_head(&mut conn) {
-                prop_assert!(head.headers.len() <= MAX_HEADERS);
-                prop_assert!(head.target.len() <= MAX_LINE);
-                let Ok((framing, _)) = head.framing() else {
-                    return Ok(());
-                };
-                let mut body = Body { conn: &mut conn, framing, must_continue: false, broken: false };
-                let mut got = Vec::new();
-                let _ = (&mut body).take(1 << 20).read_to_end(&mut got);
-                prop_assert!(got.len() <= bytes.len());
+            let mut input = vec![mode];
+            if mode == 0 {
+                input.extend_from_slice(prefix);
+            }
+            input.extend_from_slice(&bytes);
+            in_memory::connection(&input).map_err(TestCaseError::fail)?;
+        }
+    }
+
+    /// Every input in the `http` fuzz target's corpus keeps its
+    /// properties (as `tests/fuzz_corpus.rs` does for the library's
+    /// targets).
+    #[test]
+    fn the_fuzz_corpus_passes() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/http");
+        let files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.unwrap_or_else(|e| panic!("{e}")).path())
+            .collect();
+        assert!(files.len() >= 4, "{} files", files.len());
+        for f in files {
+            let data = std::fs::read(&f).unwrap_or_else(|e| panic!("{e}"));
+            if let Err(e) = in_memory::connection(&data) {
+                panic!("{}: {e}", f.display());
             }
         }
     }
