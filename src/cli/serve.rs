@@ -537,6 +537,20 @@ mod tests {
         })
     }
 
+    /// A receiver of one worker slot and bodies of at most 1 MiB, on the
+    /// store in `dir` on the simulated disk `sim`, that reopens it at once.
+    fn receiver(sim: &SimFileSystem, dir: &std::path::Path) -> Receiver {
+        let open = opener(sim, dir);
+        let first = open().unwrap_or_else(|e| panic!("{e}"));
+        Receiver {
+            stores: Stores::new(first, open, Duration::ZERO),
+            workers: Room::new(1, Duration::ZERO),
+            room: Room::new(otlp::decode_budget(1 << 20), Duration::ZERO),
+            options: IngestOptions::new(),
+            max_body_bytes: 1 << 20,
+        }
+    }
+
     fn turns(r: &Receiver) -> usize {
         let store = r.stores.get().unwrap_or_else(|e| panic!("{e}"));
         store.session_history("default", "s").map_or(0, |h| h.len())
@@ -552,15 +566,7 @@ mod tests {
     fn a_poisoned_store_is_reopened_and_the_retry_is_stored() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let sim = SimFileSystem::new();
-        let open = opener(&sim, dir.path());
-        let first = open().unwrap_or_else(|e| panic!("{e}"));
-        let r = Receiver {
-            stores: Stores::new(first, open, Duration::ZERO),
-            workers: Room::new(1, Duration::ZERO),
-            room: Room::new(otlp::decode_budget(1 << 20), Duration::ZERO),
-            options: IngestOptions::new(),
-            max_body_bytes: 1 << 20,
-        };
+        let r = receiver(&sim, dir.path());
         assert_eq!(r.store(request(1), Encoding::Json).status, 200);
         assert_eq!(turns(&r), 1);
 
@@ -626,15 +632,7 @@ mod tests {
         };
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let sim = SimFileSystem::new();
-        let open = opener(&sim, dir.path());
-        let first = open().unwrap_or_else(|e| panic!("{e}"));
-        let r = Receiver {
-            stores: Stores::new(first, open, Duration::ZERO),
-            workers: Room::new(1, Duration::ZERO),
-            room: Room::new(otlp::decode_budget(1 << 20), Duration::ZERO),
-            options: IngestOptions::new(),
-            max_body_bytes: 1 << 20,
-        };
+        let r = receiver(&sim, dir.path());
         let bomb = post(&gzip(&vec![b' '; 64 << 20]));
         assert!(bomb.len() < 256 << 10, "{}", bomb.len());
         let real = post(&gzip(
