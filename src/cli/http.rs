@@ -10,10 +10,13 @@
 //!   its `Content-Length` or at the end of its chunks (`Transfer-Encoding:
 //!   chunked`, chunk-size lines bounded too); the handler bounds how much
 //!   it reads;
-//! - every read and write times out ([`Limits::timeout`]), and a request's
+//! - every read and write times out ([`Limits::timeout`]), a request's
 //!   head must arrive whole within that time of its first byte (408
-//!   beyond), so a client that stalls, or sends its head a byte at a time,
-//!   does not hold its connection's thread forever;
+//!   beyond), and its body within that time of the handler's first read
+//!   plus one second per [`BODY_MIN_RATE`] bytes it brings (the read then
+//!   fails, and the connection closes after the answer), so a client that
+//!   stalls, or sends a byte at a time, does not hold its connection's
+//!   thread, one of [`Limits::connections`], for long;
 //! - a body's framing follows RFC 9112, 6: `Transfer-Encoding` must end in
 //!   `chunked` (400) and hold nothing else (501), and is refused in an
 //!   HTTP/1.0 request (400); `Content-Length` must be digits, the same in
@@ -45,6 +48,11 @@ pub(crate) const MAX_HEADERS: usize = 100;
 
 /// Longest chunk-size line of a chunked body (with its extensions).
 const MAX_CHUNK_LINE: usize = 1 << 10;
+
+/// The slowest average rate, in bytes a second, at which a body is read
+/// once its first [`Limits::timeout`] has passed (Apache's
+/// `mod_reqtimeout` makes the same rule, at 500 bytes a second).
+pub(crate) const BODY_MIN_RATE: u64 = 16 << 10;
 
 /// What the server lets a client do.
 #[derive(Debug, Clone, Copy)]
@@ -276,11 +284,14 @@ enum Framing {
 
 /// A client's connection: a socket whose reads time out after the
 /// server's timeout, and also at a deadline while one is set (the end of
-/// the time a request's head may take to arrive).
+/// the time a request's head or body may take to arrive), which each byte
+/// read may push back.
 pub(crate) struct Conn {
     stream: TcpStream,
     timeout: Duration,
     deadline: Option<Instant>,
+    /// How far each byte read pushes the deadline back.
+    per_byte: Duration,
 }
 
 impl Conn {
@@ -292,13 +303,15 @@ impl Conn {
             stream,
             timeout,
             deadline: None,
+            per_byte: Duration::ZERO,
         }
     }
 
-    /// Reads stop at `deadline` (as well as after the timeout) until
-    /// [`Conn::no_deadline`].
-    fn deadline(&mut self, deadline: Instant) {
+    /// Reads stop at `deadline` (as well as after the timeout), pushed
+    /// back by `per_byte` for each byte read, until [`Conn::no_deadline`].
+    fn deadline(&mut self, deadline: Instant, per_byte: Duration) {
         self.deadline = Some(deadline);
+        self.per_byte = per_byte;
     }
 
     fn no_deadline(&mut self) {
@@ -316,6 +329,12 @@ impl Read for Conn {
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
             }
             self.stream.set_read_timeout(Some(left.min(self.timeout)))?;
+            let n = self.stream.read(buf)?;
+            let later = self
+                .per_byte
+                .saturating_mul(u32::try_from(n).unwrap_or(u32::MAX));
+            self.deadline = Some(deadline + later);
+            return Ok(n);
         }
         self.stream.read(buf)
     }
@@ -535,7 +554,8 @@ where
             Ok([]) | Err(_) => return,
             Ok(_) => {}
         }
-        conn.get_mut().deadline(Instant::now() + limits.timeout);
+        conn.get_mut()
+            .deadline(Instant::now() + limits.timeout, Duration::ZERO);
         let head = read_head(&mut conn);
         conn.get_mut().no_deadline();
         let head = match head {
@@ -576,6 +596,12 @@ where
             head.http11 || head.has_token("Connection", "keep-alive")
         };
         let must_continue = head.http11 && head.has_token("Expect", "100-continue");
+        // The body has the timeout from the handler's start, and a second
+        // more for each `BODY_MIN_RATE` bytes it brings.
+        conn.get_mut().deadline(
+            Instant::now() + limits.timeout,
+            Duration::from_nanos(1_000_000_000 / BODY_MIN_RATE),
+        );
         let (response, finished) = {
             let mut body = Body {
                 conn: &mut conn,
@@ -596,6 +622,7 @@ where
             let finished = body.finished() || matches!(body.framing, Framing::Length(0));
             (response, finished)
         };
+        conn.get_mut().no_deadline();
         let close = !keep_alive || !finished;
         let bodiless = head.method == "HEAD";
         if write_response(conn.get_mut(), &response, close, bodiless).is_err() {
@@ -1271,6 +1298,51 @@ mod tests {
         assert_eq!((status, body.as_str()), (200, "POST /a abc"));
         assert!(headers.iter().any(|h| h == "Connection: close"));
         assert!(closed(&mut c));
+    }
+
+    #[test]
+    fn a_body_sent_a_byte_at_a_time_is_cut_off() {
+        let addr = start(Limits {
+            connections: 4,
+            timeout: Duration::from_millis(300),
+        });
+        let mut c = connect(addr);
+        send(&mut c, b"POST /a HTTP/1.1\r\nContent-Length: 100\r\n\r\n");
+        // Each byte within the timeout of the one before, but far below
+        // the body's least rate: the handler's read fails after about the
+        // timeout, it answers what it read, and the connection closes.
+        let mut writer = c.get_ref().try_clone().unwrap_or_else(|e| panic!("{e}"));
+        let started = Instant::now();
+        let dripping = thread::spawn(move || {
+            for _ in 0..100 {
+                if writer.write_all(b"x").is_err() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let (status, headers, body) = response(&mut c);
+        let waited = started.elapsed();
+        assert_eq!(status, 200);
+        assert!(headers.iter().any(|h| h == "Connection: close"));
+        assert!(body.len() < "POST /a ".len() + 20, "{body}");
+        // The drip would last 10 s.
+        assert!(waited < Duration::from_secs(4), "{waited:?}");
+        let _ = dripping.join();
+        // A body sent in pieces for longer than the timeout, but faster
+        // than the least rate, is read whole: each byte pushes the
+        // deadline back.
+        let mut c = connect(addr);
+        send(&mut c, b"POST /b HTTP/1.1\r\nContent-Length: 65536\r\n\r\n");
+        let started = Instant::now();
+        for _ in 0..16 {
+            thread::sleep(Duration::from_millis(50));
+            send(&mut c, &[b'y'; 4096]);
+        }
+        let (status, headers, body) = response(&mut c);
+        assert!(started.elapsed() > Duration::from_millis(300));
+        assert_eq!((status, body.len()), (200, "POST /b ".len() + 65536));
+        assert!(!headers.iter().any(|h| h.starts_with("Connection")));
     }
 
     #[test]
