@@ -377,11 +377,42 @@ impl<S: Read + Write> Body<'_, S> {
         io::Error::new(io::ErrorKind::InvalidData, what.to_owned())
     }
 
+    /// A read of the connection failed: a timeout, or the deadline, is
+    /// `TimedOut` whatever the platform calls it (a socket's read timeout
+    /// is `WouldBlock` on Unix), so that the handler can answer 408.
+    fn failed(&mut self, e: io::Error) -> io::Error {
+        match e.kind() {
+            // Read again.
+            io::ErrorKind::Interrupted => e,
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                self.broken = true;
+                timed_out()
+            }
+            _ => {
+                self.broken = true;
+                e
+            }
+        }
+    }
+
+    /// A line of the chunked framing could not be read.
+    fn bad_line(&mut self, e: &HeadError, what: &str) -> io::Error {
+        match e {
+            HeadError::TimedOut => {
+                self.broken = true;
+                timed_out()
+            }
+            _ => self.bad(what),
+        }
+    }
+
     /// Reads a chunk-size line; moves to the next chunk or the end.
     fn next_chunk(&mut self) -> io::Result<()> {
+        let what = "a chunked body's chunk-size line is missing or too long";
         let line = match read_line(self.conn, MAX_CHUNK_LINE) {
             Ok(Some(l)) => l,
-            _ => return Err(self.bad("a chunked body's chunk-size line is missing or too long")),
+            Ok(None) => return Err(self.bad(what)),
+            Err(e) => return Err(self.bad_line(&e, what)),
         };
         let size = line.split(|&b| b == b';').next().unwrap_or_default();
         let size = std::str::from_utf8(size)
@@ -392,8 +423,10 @@ impl<S: Read + Write> Body<'_, S> {
         match size {
             Some(0) => {
                 // Trailers, then the empty line.
-                if read_fields(self.conn, MAX_HEADERS).is_err() {
-                    return Err(self.bad("a chunked body's trailers are malformed or too large"));
+                if let Err(e) = read_fields(self.conn, MAX_HEADERS) {
+                    return Err(
+                        self.bad_line(&e, "a chunked body's trailers are malformed or too large")
+                    );
                 }
                 self.framing = Framing::Done;
                 Ok(())
@@ -405,6 +438,14 @@ impl<S: Read + Write> Body<'_, S> {
             None => Err(self.bad("a chunked body's chunk size is not hexadecimal")),
         }
     }
+}
+
+/// The error of a body that did not arrive in time.
+pub(crate) fn timed_out() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "the request body did not arrive in time",
+    )
 }
 
 impl<S: Read + Write> Read for Body<'_, S> {
@@ -429,7 +470,10 @@ impl<S: Read + Write> Read for Body<'_, S> {
                 }
                 Framing::Length(left) => {
                     let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                    let n = self.conn.read(&mut buf[..want])?;
+                    let n = self
+                        .conn
+                        .read(&mut buf[..want])
+                        .map_err(|e| self.failed(e))?;
                     if n == 0 {
                         return Err(self.bad("the body ended before its Content-Length"));
                     }
@@ -439,16 +483,21 @@ impl<S: Read + Write> Read for Body<'_, S> {
                 Framing::Chunked { left: 0 } => self.next_chunk()?,
                 Framing::Chunked { left } => {
                     let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                    let n = self.conn.read(&mut buf[..want])?;
+                    let n = self
+                        .conn
+                        .read(&mut buf[..want])
+                        .map_err(|e| self.failed(e))?;
                     if n == 0 {
                         return Err(self.bad("the body ended inside a chunk"));
                     }
                     let left = left - n as u64;
                     if left == 0 {
                         // The CRLF after the chunk's data.
+                        let what = "a chunk's data is not followed by CRLF";
                         match read_line(self.conn, 2) {
                             Ok(Some(l)) if l.is_empty() => {}
-                            _ => return Err(self.bad("a chunk's data is not followed by CRLF")),
+                            Ok(_) => return Err(self.bad(what)),
+                            Err(e) => return Err(self.bad_line(&e, what)),
                         }
                     }
                     self.framing = Framing::Chunked { left };
@@ -522,7 +571,11 @@ fn plain(status: u16, message: &str) -> Response {
 /// the kernel reset the connection, and a client reading after the reset
 /// gets an error instead of the answer (a 413 or 431 it should act on).
 fn linger(conn: BufReader<Conn>) {
-    let mut stream = conn.into_inner().stream;
+    linger_stream(conn.into_inner().stream);
+}
+
+/// [`linger`] on a bare socket.
+fn linger_stream(mut stream: TcpStream) {
     let _ = stream.shutdown(Shutdown::Write);
     let _ = stream.set_read_timeout(Some(LINGER / 4));
     let deadline = std::time::Instant::now() + LINGER;
@@ -634,6 +687,46 @@ where
     }
 }
 
+/// Connections over the limit answered at once, each on a short-lived
+/// thread of its own; past these, one more is answered and closed without
+/// waiting.
+const REFUSERS: usize = 32;
+
+/// Answers a connection over the limit 503 and closes it. The client may
+/// be sending a request already: on a thread of its own (at most
+/// [`REFUSERS`] at once) the connection is drained as [`linger`] does, so
+/// that the client finishes sending and reads the 503, which OTLP
+/// clients retry with backoff, rather than failing its write on a reset.
+fn refuse(mut stream: TcpStream, timeout: Duration, refusing: &Arc<AtomicUsize>) {
+    let _ = stream.set_write_timeout(Some(timeout));
+    let too_many = || plain(503, "too many connections; retry later");
+    if refusing.fetch_add(1, Ordering::AcqRel) >= REFUSERS {
+        refusing.fetch_sub(1, Ordering::AcqRel);
+        let _ = write_response(&mut stream, &too_many(), true, false);
+        return;
+    }
+    // Handed over once the thread exists, so that the answer is still
+    // written here if it does not.
+    let (tx, rx) = std::sync::mpsc::channel::<TcpStream>();
+    let done = Arc::clone(refusing);
+    let spawned = thread::Builder::new()
+        .name("span-sessions-http-refuse".to_owned())
+        .spawn(move || {
+            if let Ok(mut s) = rx.recv()
+                && write_response(&mut s, &too_many(), true, false).is_ok()
+            {
+                linger_stream(s);
+            }
+            done.fetch_sub(1, Ordering::AcqRel);
+        });
+    if spawned.is_ok() {
+        let _ = tx.send(stream);
+    } else {
+        refusing.fetch_sub(1, Ordering::AcqRel);
+        let _ = write_response(&mut stream, &too_many(), true, false);
+    }
+}
+
 /// A server listening on an address, serving each connection on a thread
 /// of its own.
 pub(crate) struct Server {
@@ -659,6 +752,7 @@ impl Server {
         H: Fn(&Head, &mut Body<'_>) -> Response + Send + Sync + 'static,
     {
         let active = Arc::new(AtomicUsize::new(0));
+        let refusing = Arc::new(AtomicUsize::new(0));
         loop {
             let stream = match self.listener.accept() {
                 Ok((s, _)) => s,
@@ -680,10 +774,7 @@ impl Server {
             };
             if active.fetch_add(1, Ordering::AcqRel) >= self.limits.connections {
                 active.fetch_sub(1, Ordering::AcqRel);
-                let mut s = stream;
-                let _ = s.set_write_timeout(Some(self.limits.timeout));
-                let r = plain(503, "too many connections; retry later");
-                let _ = write_response(&mut s, &r, true, false);
+                refuse(stream, self.limits.timeout, &refusing);
                 continue;
             }
             let (handler, done, limits) = (Arc::clone(&handler), Arc::clone(&active), self.limits);
@@ -712,11 +803,17 @@ pub(crate) mod in_memory {
     pub(crate) struct Duplex {
         input: Cursor<Vec<u8>>,
         output: Vec<u8>,
+        /// Once `input` is read, reads time out (as a socket's do, with
+        /// `WouldBlock`) instead of ending.
+        stalls: bool,
     }
 
     impl Read for Duplex {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            self.input.read(buf)
+            match self.input.read(buf)? {
+                0 if self.stalls && !buf.is_empty() => Err(io::ErrorKind::WouldBlock.into()),
+                n => Ok(n),
+            }
         }
     }
 
@@ -736,6 +833,7 @@ pub(crate) mod in_memory {
             Duplex {
                 input: Cursor::new(bytes),
                 output: Vec::new(),
+                stalls: false,
             },
         )
     }
@@ -890,7 +988,26 @@ pub(crate) mod in_memory {
         wire: &[u8],
         handler: impl FnOnce(&Head, &mut Body<'_, Duplex>) -> T,
     ) -> T {
+        handle_on(duplex(wire.to_vec()), handler)
+    }
+
+    /// [`handle`], on a connection whose client sends `wire` and then
+    /// nothing more, so that reads past it time out.
+    #[cfg(test)]
+    pub(crate) fn handle_stalled<T>(
+        wire: &[u8],
+        handler: impl FnOnce(&Head, &mut Body<'_, Duplex>) -> T,
+    ) -> T {
         let mut conn = duplex(wire.to_vec());
+        conn.get_mut().stalls = true;
+        handle_on(conn, handler)
+    }
+
+    #[cfg(test)]
+    fn handle_on<T>(
+        mut conn: BufReader<Duplex>,
+        handler: impl FnOnce(&Head, &mut Body<'_, Duplex>) -> T,
+    ) -> T {
         let head = match read_head(&mut conn) {
             Ok(Some(head)) => head,
             other => panic!("not a request: {other:?}"),
@@ -1461,6 +1578,44 @@ mod tests {
         assert!(headers.iter().any(|h| h == "Connection: close"));
         let _ = sender.join();
         assert!(closed(&mut c));
+    }
+
+    /// A client over the connection limit that sends its request at once
+    /// finishes sending it and reads the 503: the server drains the
+    /// connection before closing it, instead of resetting it under the
+    /// client's write.
+    #[test]
+    fn a_client_over_the_limit_sends_its_request_whole_and_reads_503() {
+        let addr = start(Limits {
+            connections: 1,
+            timeout: Duration::from_secs(5),
+        });
+        let _first = connect(addr);
+        thread::sleep(Duration::from_millis(50));
+        let mut second = connect(addr);
+        // More than the sockets' buffers hold: the write only ends if the
+        // server reads it.
+        let body = 16usize << 20;
+        let mut writer = second
+            .get_ref()
+            .try_clone()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let sender = thread::spawn(move || {
+            writer.write_all(
+                format!("POST /a HTTP/1.1\r\nContent-Length: {body}\r\n\r\n").as_bytes(),
+            )?;
+            let chunk = vec![b'x'; 1 << 20];
+            for _ in 0..body >> 20 {
+                writer.write_all(&chunk)?;
+            }
+            Ok::<_, io::Error>(())
+        });
+        let sent = sender.join().unwrap_or_else(|_| panic!("the sender"));
+        assert!(sent.is_ok(), "{sent:?}");
+        let (status, headers, _) = response(&mut second);
+        assert_eq!(status, 503);
+        assert!(headers.iter().any(|h| h == "Connection: close"));
+        assert!(closed(&mut second));
     }
 
     #[test]

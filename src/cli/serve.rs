@@ -6,7 +6,8 @@
 //! 200 with an `ExportTraceServiceResponse` (carrying the partial success
 //! when spans were rejected) in the request's encoding; 400 with a
 //! `google.rpc.Status` for a body that does not decode (nothing of it is
-//! stored); 413 for a body over the limit (checked on `Content-Length`,
+//! stored); 408 for a body that did not arrive in time (30 s, and a
+//! second more for each 16 KiB it brings); 413 for a body over the limit (checked on `Content-Length`,
 //! while reading, and again after gzip decompression) or one that would
 //! decode into more than 32 times its size (`otlp::DecodeError::TooLarge`),
 //! so memory stays bounded; 415 for another content type or encoding; 404/405 for other
@@ -51,6 +52,7 @@ struct RpcStatus {
 
 /// gRPC codes used in error bodies.
 const INVALID_ARGUMENT: i32 = 3;
+const DEADLINE_EXCEEDED: i32 = 4;
 const RESOURCE_EXHAUSTED: i32 = 8;
 const INTERNAL: i32 = 13;
 const UNAVAILABLE: i32 = 14;
@@ -344,6 +346,10 @@ impl Receiver {
         let body = match read_bounded(&mut *body, max) {
             Ok(Some(b)) => b,
             Ok(None) => return too_large(),
+            // Too slow: past the read timeout or the body's least rate.
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                return Answer::status(408, encoding, DEADLINE_EXCEEDED, e.to_string());
+            }
             Err(e) => {
                 return Answer::status(
                     400,
@@ -654,6 +660,50 @@ mod tests {
         drop(slot);
         assert_eq!(status(&bomb).0, 413);
         assert_eq!(status(&real), (200, None));
+        assert_eq!(turns(&r), 1);
+    }
+
+    /// A body that stops arriving (the read times out, wherever in its
+    /// framing) is answered 408; one cut short by the client closing is
+    /// 400. Nothing of either is stored.
+    #[test]
+    fn a_body_that_stops_arriving_is_408_and_one_cut_short_is_400() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let sim = SimFileSystem::new();
+        let r = receiver(&sim, dir.path());
+        let head = "POST /v1/traces HTTP/1.1\r\nContent-Type: application/json\r\n";
+        let cases = [
+            "Content-Length: 1000\r\n\r\n{\"resourceSpans\"",
+            // Inside a chunk's data, before its CRLF, at the next
+            // chunk-size line, inside the trailers.
+            "Transfer-Encoding: chunked\r\n\r\n20\r\n{\"resourceSpans\"",
+            "Transfer-Encoding: chunked\r\n\r\n2\r\n{}",
+            "Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n",
+            "Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nX-Trailer: t\r\n",
+        ];
+        for case in cases {
+            let wire = format!("{head}{case}");
+            let stalled = in_memory::handle_stalled(wire.as_bytes(), |h, b| r.handle(h, b));
+            assert_eq!(stalled.status, 408, "{case:?}: {:?}", stalled.error);
+            let error = stalled.error.unwrap_or_default();
+            assert!(error.contains("did not arrive in time"), "{error}");
+            let cut = in_memory::handle(wire.as_bytes(), |h, b| r.handle(h, b));
+            assert_eq!(cut.status, 400, "{case:?}: {:?}", cut.error);
+        }
+        assert_eq!(turns(&r), 0);
+        // A whole body in the same framing is stored.
+        let mut whole = format!("{head}Transfer-Encoding: chunked\r\n\r\n").into_bytes();
+        whole.extend(in_memory::chunked(
+            br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{
+                "traceId":"0000000000000000000000000000000b","spanId":"000000000000000b",
+                "name":"turn","startTimeUnixNano":"1000","endTimeUnixNano":"1500",
+                "attributes":[{"key":"session.id","value":{"stringValue":"s"}}]
+            }]}]}]}"#,
+            &[16],
+            false,
+        ));
+        let answer = in_memory::handle_stalled(&whole, |h, b| r.handle(h, b));
+        assert_eq!((answer.status, answer.error), (200, None));
         assert_eq!(turns(&r), 1);
     }
 
