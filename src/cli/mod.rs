@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use span_sessions::{SessionSort, SessionStore};
+use span_sessions::{Durability, SessionSort, SessionStore, StoreOptions};
 
 /// Embedded storage for LLM-tracing spans grouped into sessions.
 #[derive(Debug, Parser)]
@@ -248,7 +248,12 @@ pub(crate) fn main() -> ExitCode {
 }
 
 fn open(dir: &std::path::Path) -> CliResult<SessionStore> {
-    SessionStore::open(dir).map_err(|e| {
+    open_with(dir, SessionStore::options())
+}
+
+/// [`open`] with `options`.
+fn open_with(dir: &std::path::Path, options: StoreOptions) -> CliResult<SessionStore> {
+    options.open(dir).map_err(|e| {
         if e.kind() == span_sessions::ErrorKind::Corrupted {
             CliError(format!(
                 "opening store {}: {e}; {}",
@@ -292,7 +297,11 @@ fn run(cli: Cli) -> CliResult {
             project,
             max_request_bytes,
         } => {
-            let store = open(&cli.store)?;
+            // Not an fsync per request: the run syncs once at its end,
+            // before it reports, and a run cut short is safely run again
+            // (appends are idempotent).
+            let options = SessionStore::options().durability(Durability::Buffered);
+            let store = open_with(&cli.store, options)?;
             ingest::run(&store, &paths, project, max_request_bytes, json)
         }
         Command::Projects => read::projects(&open_existing(&cli.store)?, json),
