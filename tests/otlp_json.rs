@@ -8,7 +8,7 @@
 use proptest::prelude::*;
 use span_sessions::otlp::ExportTraceServiceRequest;
 use span_sessions::otlp::proto::tonic::common::v1::{
-    AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList, any_value::Value,
+    AnyValue, ArrayValue, EntityRef, InstrumentationScope, KeyValue, KeyValueList, any_value::Value,
 };
 use span_sessions::otlp::proto::tonic::resource::v1::Resource;
 use span_sessions::otlp::proto::tonic::trace::v1::{
@@ -361,16 +361,32 @@ fn request() -> impl Strategy<Value = ExportTraceServiceRequest> {
             spans,
             schema_url,
         });
+    let entity_ref = (
+        "[a-z]{0,3}",
+        "[a-z]{0,3}",
+        proptest::collection::vec("[a-z.]{0,5}", 0..3),
+        proptest::collection::vec("[a-z.]{0,5}", 0..3),
+    )
+        .prop_map(|(schema_url, kind, id_keys, description_keys)| EntityRef {
+            schema_url,
+            r#type: kind,
+            id_keys,
+            description_keys,
+        });
     let resource_spans = (
-        proptest::option::of((attributes(), any::<u32>())),
+        proptest::option::of((
+            attributes(),
+            any::<u32>(),
+            proptest::collection::vec(entity_ref, 0..3),
+        )),
         proptest::collection::vec(scope_spans, 0..3),
         any::<String>(),
     )
         .prop_map(|(resource, scope_spans, schema_url)| ResourceSpans {
-            resource: resource.map(|(attributes, dropped)| Resource {
+            resource: resource.map(|(attributes, dropped, entity_refs)| Resource {
                 attributes,
                 dropped_attributes_count: dropped,
-                entity_refs: Vec::new(),
+                entity_refs,
             }),
             scope_spans,
             schema_url,
@@ -379,17 +395,202 @@ fn request() -> impl Strategy<Value = ExportTraceServiceRequest> {
         .prop_map(|resource_spans| ExportTraceServiceRequest { resource_spans })
 }
 
+/// A request as Python's `json_format.MessageToJson(...,
+/// preserving_proto_field_name=True)` writes it, with `null`s and a
+/// `uint32` as a string: read, not taken for an empty request (which was
+/// answered 200 with nothing stored).
+#[test]
+fn snake_case_names_nulls_and_string_counts_are_read() {
+    let body = br#"{"resource_spans":[{
+      "resource":{"attributes":[{"key":"openinference.project.name","value":{"string_value":"p"}}],
+                  "entity_refs":[{"type":"service","id_keys":["service.name"]}]},
+      "scope_spans":[{"scope":null,"spans":[{
+        "trace_id":"5b8efff798038103d269b633813fc60c","span_id":"eee19b7ec3c1b174",
+        "parent_span_id":null,"trace_state":null,"flags":"257","dropped_attributes_count":"0",
+        "name":"agent","start_time_unix_nano":"1000","end_time_unix_nano":2000,"events":null,
+        "attributes":[{"key":"session.id","value":{"string_value":"s-1"}}]
+      }]}]
+    }]}"#;
+    let req = otlp::decode_json(body).unwrap();
+    let rs = &req.resource_spans[0];
+    assert_eq!(
+        rs.resource.as_ref().unwrap().entity_refs[0].id_keys,
+        ["service.name"]
+    );
+    let span = &rs.scope_spans[0].spans[0];
+    assert_eq!(
+        (
+            span.flags,
+            span.start_time_unix_nano,
+            span.end_time_unix_nano
+        ),
+        (257, 1000, 2000)
+    );
+    assert!(span.parent_span_id.is_empty() && span.events.is_empty());
+    let dir = tempfile::tempdir().unwrap();
+    let store = span_sessions::SessionStore::open(dir.path()).unwrap();
+    let report = otlp::export(&store, req, &otlp::IngestOptions::default()).unwrap();
+    assert_eq!(report.accepted, 1);
+    assert_eq!(store.session_history("p", "s-1").unwrap().len(), 1);
+}
+
+/// Fields that are not an `AnyValue`'s members, whose default value the
+/// mapping lets a writer leave out or write as `null`.
+const PLAIN_FIELDS: [&str; 27] = [
+    "resourceSpans",
+    "scopeSpans",
+    "spans",
+    "schemaUrl",
+    "attributes",
+    "droppedAttributesCount",
+    "entityRefs",
+    "type",
+    "idKeys",
+    "descriptionKeys",
+    "name",
+    "version",
+    "traceId",
+    "spanId",
+    "traceState",
+    "parentSpanId",
+    "flags",
+    "kind",
+    "startTimeUnixNano",
+    "endTimeUnixNano",
+    "events",
+    "droppedEventsCount",
+    "links",
+    "droppedLinksCount",
+    "timeUnixNano",
+    "message",
+    "code",
+];
+
+/// The `uint32` fields, which the mapping lets a writer send as strings.
+const UINT32_FIELDS: [&str; 4] = [
+    "droppedAttributesCount",
+    "droppedEventsCount",
+    "droppedLinksCount",
+    "flags",
+];
+
+/// Applies `f` to every object of `v`, innermost first.
+fn each_object(
+    v: &mut serde_json::Value,
+    f: &mut impl FnMut(&mut serde_json::Map<String, serde_json::Value>),
+) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (_, child) in map.iter_mut() {
+                each_object(child, f);
+            }
+            f(map);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|i| each_object(i, f)),
+        _ => {}
+    }
+}
+
+/// A default value as a JSON printer would write it.
+fn is_default(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::String(s) => s.is_empty() || s == "0",
+        serde_json::Value::Number(n) => n.as_f64() == Some(0.0),
+        serde_json::Value::Array(a) => a.is_empty(),
+        serde_json::Value::Bool(b) => !b,
+        _ => false,
+    }
+}
+
+/// `body` rewritten member by member by `f`.
+fn rewrite(
+    body: &[u8],
+    mut f: impl FnMut(&mut serde_json::Map<String, serde_json::Value>),
+) -> Vec<u8> {
+    let mut v: serde_json::Value = serde_json::from_slice(body).unwrap();
+    each_object(&mut v, &mut f);
+    serde_json::to_vec(&v).unwrap()
+}
+
+/// The proto's own name of a lowerCamelCase field name.
+fn snake(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The forms of `body` the mapping also allows, each named.
+fn other_forms(body: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("enums by name", enums_by_name(body)),
+        (
+            "snake_case names",
+            rewrite(body, |m| {
+                *m = std::mem::take(m)
+                    .into_iter()
+                    .map(|(k, v)| (snake(&k), v))
+                    .collect();
+            }),
+        ),
+        (
+            "uint32 as strings",
+            rewrite(body, |m| {
+                for (k, v) in m.iter_mut() {
+                    if UINT32_FIELDS.contains(&k.as_str()) && v.is_number() {
+                        *v = v.to_string().into();
+                    }
+                }
+            }),
+        ),
+        (
+            "defaults as null",
+            rewrite(body, |m| {
+                for (k, v) in m.iter_mut() {
+                    if PLAIN_FIELDS.contains(&k.as_str()) && is_default(v) {
+                        *v = serde_json::Value::Null;
+                    }
+                }
+            }),
+        ),
+        (
+            "defaults left out",
+            rewrite(body, |m| {
+                m.retain(|k, v| !(PLAIN_FIELDS.contains(&k.as_str()) && is_default(v)));
+            }),
+        ),
+    ]
+}
+
 proptest! {
     /// Any request, written as OTLP/JSON by `opentelemetry-proto`'s own
-    /// serializer, reads back as the same request.
+    /// serializer, reads back as the same request; and so does every other
+    /// form of it the protobuf JSON mapping allows (and the OpenTelemetry
+    /// Collector reads): enums by name, the proto's snake_case field names,
+    /// `uint32` fields as strings, default values written as `null` or left
+    /// out. Each form is decoded within its memory estimate.
     #[test]
     fn a_request_written_as_otlp_json_reads_back_the_same(req in request()) {
         let body = serde_json::to_vec(&req).unwrap();
         let back = otlp::decode_json(&body);
         prop_assert_eq!(back.as_ref().ok(), Some(&req), "{}", String::from_utf8_lossy(&body));
-        // And with its enums written by name.
-        let named = enums_by_name(&body);
-        let back = otlp::decode_json(&named);
-        prop_assert_eq!(back.as_ref().ok(), Some(&req), "{}", String::from_utf8_lossy(&named));
+        for (form, other) in other_forms(&body) {
+            let back = otlp::decode_json(&other);
+            prop_assert_eq!(
+                back.as_ref().ok(),
+                Some(&req),
+                "{}: {}",
+                form,
+                String::from_utf8_lossy(&other)
+            );
+            let checked = span_sessions::fuzzing::otlp_json(&other);
+            prop_assert!(checked.is_ok(), "{}: {:?}", form, checked);
+        }
     }
 }

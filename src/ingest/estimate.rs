@@ -385,6 +385,39 @@ impl Msg {
     }
 }
 
+/// Longer than any field name the reader knows, in either spelling.
+const CAMEL_MAX: usize = 32;
+
+/// A member's name as [`Msg::member`] knows it: the reader takes the
+/// proto's snake_case field names as well as their lowerCamelCase (each
+/// `_` and the lowercase letter after it become that letter in
+/// uppercase). A name that cannot be one of those comes back as it is.
+/// Mixed spellings (`dropped_attributesCount`) may then match a field the
+/// reader skips: charged, never missed.
+fn camel<'a>(name: &'a [u8], buf: &'a mut [u8; CAMEL_MAX]) -> &'a [u8] {
+    if !name.contains(&b'_') || name.len() > CAMEL_MAX {
+        return name;
+    }
+    let mut n = 0;
+    let mut i = 0;
+    while let Some(&b) = name.get(i) {
+        let next = name.get(i + 1).copied();
+        let out = match next {
+            Some(c) if b == b'_' && c.is_ascii_lowercase() => {
+                i += 1;
+                c.to_ascii_uppercase()
+            }
+            _ => b,
+        };
+        if let Some(slot) = buf.get_mut(n) {
+            *slot = out;
+        }
+        n += 1;
+        i += 1;
+    }
+    buf.get(..n).unwrap_or(name)
+}
+
 /// One open object or array of the JSON scan.
 #[derive(Clone, Copy, Debug)]
 struct Open {
@@ -444,7 +477,10 @@ pub(crate) fn json(body: &[u8]) -> u64 {
                 match stack.last_mut() {
                     Some(top) if top.object && top.expect_name => {
                         top.member = match top.holds {
-                            Slot::Message(m) if !escaped => m.member(text),
+                            Slot::Message(m) if !escaped => {
+                                let mut buf = [0u8; CAMEL_MAX];
+                                m.member(camel(text, &mut buf))
+                            }
                             Slot::Message(_) | Slot::Unknown => Slot::Unknown,
                             _ => Slot::Skipped,
                         };

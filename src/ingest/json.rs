@@ -14,22 +14,23 @@
 //! it decodes into, which [`super::estimate::json`] bounds by following
 //! these types' member names.
 //!
-//! What they accept is the protobuf JSON mapping as OTLP uses it:
-//! lowerCamelCase field names, trace and span ids as hex strings, 64-bit
-//! integers as strings or numbers, doubles as numbers or as the strings
+//! What they accept is the protobuf JSON mapping as OTLP uses it, and as
+//! the OpenTelemetry Collector reads it: lowerCamelCase field names or the
+//! proto's own snake_case ones (`scope_spans`, `string_value`), trace and
+//! span ids as hex strings, integers as strings or numbers, doubles as numbers or as the strings
 //! `"NaN"`, `"Infinity"`, `"-Infinity"` (or a number in a string), bytes as
 //! standard or URL-safe base64 with or without padding, enums as integers
 //! or by their value's name (`"SPAN_KIND_SERVER"`, as protobuf's own JSON
 //! printers write them and the OpenTelemetry Collector reads them),
-//! unknown fields ignored, and `null` as an absent value where the field
-//! is a message or an `AnyValue`'s member.
+//! unknown fields ignored, and `null` for any field as its default value
+//! (an absent message, an empty string or list, zero).
 
 use std::fmt;
 use std::marker::PhantomData;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{
-    self as common, EntityRef, InstrumentationScope, any_value::Value,
+    self as common, EntityRef as PbEntityRef, InstrumentationScope, any_value::Value,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource as PbResource;
 use opentelemetry_proto::tonic::trace::v1::{
@@ -43,7 +44,10 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", default)]
 pub(super) struct Request {
-    #[serde(deserialize_with = "vec_of::<ResourceSpans, _, _>")]
+    #[serde(
+        alias = "resource_spans",
+        deserialize_with = "vec_of::<ResourceSpans, _, _>"
+    )]
     resource_spans: Vec<PbResourceSpans>,
 }
 
@@ -59,8 +63,9 @@ impl From<Request> for ExportTraceServiceRequest {
 #[serde(rename_all = "camelCase", default)]
 struct ResourceSpans {
     resource: Option<Resource>,
-    #[serde(deserialize_with = "vec_of::<ScopeSpans, _, _>")]
+    #[serde(alias = "scope_spans", deserialize_with = "vec_of::<ScopeSpans, _, _>")]
     scope_spans: Vec<PbScopeSpans>,
+    #[serde(alias = "schema_url", deserialize_with = "or_default")]
     schema_url: String,
 }
 
@@ -79,18 +84,42 @@ impl From<ResourceSpans> for PbResourceSpans {
 struct Resource {
     #[serde(deserialize_with = "vec_of::<KeyValue, _, _>")]
     attributes: Vec<common::KeyValue>,
-    dropped_attributes_count: u32,
-    /// No `AnyValue` below it: `opentelemetry-proto`'s own derive reads it
-    /// without buffering.
-    entity_refs: Vec<EntityRef>,
+    #[serde(alias = "dropped_attributes_count", deserialize_with = "or_default")]
+    dropped_attributes_count: U32,
+    #[serde(alias = "entity_refs", deserialize_with = "vec_of::<EntityRef, _, _>")]
+    entity_refs: Vec<PbEntityRef>,
 }
 
 impl From<Resource> for PbResource {
     fn from(r: Resource) -> Self {
         PbResource {
             attributes: r.attributes,
-            dropped_attributes_count: r.dropped_attributes_count,
+            dropped_attributes_count: r.dropped_attributes_count.0,
             entity_refs: r.entity_refs,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct EntityRef {
+    #[serde(alias = "schema_url", deserialize_with = "or_default")]
+    schema_url: String,
+    #[serde(rename = "type", deserialize_with = "or_default")]
+    kind: String,
+    #[serde(alias = "id_keys", deserialize_with = "or_default")]
+    id_keys: Vec<String>,
+    #[serde(alias = "description_keys", deserialize_with = "or_default")]
+    description_keys: Vec<String>,
+}
+
+impl From<EntityRef> for PbEntityRef {
+    fn from(e: EntityRef) -> Self {
+        PbEntityRef {
+            schema_url: e.schema_url,
+            r#type: e.kind,
+            id_keys: e.id_keys,
+            description_keys: e.description_keys,
         }
     }
 }
@@ -101,6 +130,7 @@ struct ScopeSpans {
     scope: Option<Scope>,
     #[serde(deserialize_with = "vec_of::<Span, _, _>")]
     spans: Vec<PbSpan>,
+    #[serde(alias = "schema_url", deserialize_with = "or_default")]
     schema_url: String,
 }
 
@@ -117,11 +147,14 @@ impl From<ScopeSpans> for PbScopeSpans {
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", default)]
 struct Scope {
+    #[serde(deserialize_with = "or_default")]
     name: String,
+    #[serde(deserialize_with = "or_default")]
     version: String,
     #[serde(deserialize_with = "vec_of::<KeyValue, _, _>")]
     attributes: Vec<common::KeyValue>,
-    dropped_attributes_count: u32,
+    #[serde(alias = "dropped_attributes_count", deserialize_with = "or_default")]
+    dropped_attributes_count: U32,
 }
 
 impl From<Scope> for InstrumentationScope {
@@ -130,7 +163,7 @@ impl From<Scope> for InstrumentationScope {
             name: s.name,
             version: s.version,
             attributes: s.attributes,
-            dropped_attributes_count: s.dropped_attributes_count,
+            dropped_attributes_count: s.dropped_attributes_count.0,
         }
     }
 }
@@ -138,24 +171,36 @@ impl From<Scope> for InstrumentationScope {
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", default)]
 struct Span {
+    #[serde(alias = "trace_id", deserialize_with = "or_default")]
     trace_id: Hex,
+    #[serde(alias = "span_id", deserialize_with = "or_default")]
     span_id: Hex,
+    #[serde(alias = "trace_state", deserialize_with = "or_default")]
     trace_state: String,
+    #[serde(alias = "parent_span_id", deserialize_with = "or_default")]
     parent_span_id: Hex,
-    flags: u32,
+    #[serde(deserialize_with = "or_default")]
+    flags: U32,
+    #[serde(deserialize_with = "or_default")]
     name: String,
+    #[serde(deserialize_with = "or_default")]
     kind: Enum<SpanKindNames>,
+    #[serde(alias = "start_time_unix_nano", deserialize_with = "or_default")]
     start_time_unix_nano: U64,
+    #[serde(alias = "end_time_unix_nano", deserialize_with = "or_default")]
     end_time_unix_nano: U64,
     #[serde(deserialize_with = "vec_of::<KeyValue, _, _>")]
     attributes: Vec<common::KeyValue>,
-    dropped_attributes_count: u32,
+    #[serde(alias = "dropped_attributes_count", deserialize_with = "or_default")]
+    dropped_attributes_count: U32,
     #[serde(deserialize_with = "vec_of::<Event, _, _>")]
     events: Vec<span::Event>,
-    dropped_events_count: u32,
+    #[serde(alias = "dropped_events_count", deserialize_with = "or_default")]
+    dropped_events_count: U32,
     #[serde(deserialize_with = "vec_of::<Link, _, _>")]
     links: Vec<span::Link>,
-    dropped_links_count: u32,
+    #[serde(alias = "dropped_links_count", deserialize_with = "or_default")]
+    dropped_links_count: U32,
     status: Option<SpanStatus>,
 }
 
@@ -166,17 +211,17 @@ impl From<Span> for PbSpan {
             span_id: s.span_id.0,
             trace_state: s.trace_state,
             parent_span_id: s.parent_span_id.0,
-            flags: s.flags,
+            flags: s.flags.0,
             name: s.name,
             kind: s.kind.0,
             start_time_unix_nano: s.start_time_unix_nano.0,
             end_time_unix_nano: s.end_time_unix_nano.0,
             attributes: s.attributes,
-            dropped_attributes_count: s.dropped_attributes_count,
+            dropped_attributes_count: s.dropped_attributes_count.0,
             events: s.events,
-            dropped_events_count: s.dropped_events_count,
+            dropped_events_count: s.dropped_events_count.0,
             links: s.links,
-            dropped_links_count: s.dropped_links_count,
+            dropped_links_count: s.dropped_links_count.0,
             status: s.status.map(|st| Status {
                 message: st.message,
                 code: st.code.0,
@@ -188,7 +233,9 @@ impl From<Span> for PbSpan {
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct SpanStatus {
+    #[serde(deserialize_with = "or_default")]
     message: String,
+    #[serde(deserialize_with = "or_default")]
     code: Enum<StatusCodeNames>,
 }
 
@@ -258,11 +305,14 @@ impl<'de, N: EnumNames> Deserialize<'de> for Enum<N> {
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", default)]
 struct Event {
+    #[serde(alias = "time_unix_nano", deserialize_with = "or_default")]
     time_unix_nano: U64,
+    #[serde(deserialize_with = "or_default")]
     name: String,
     #[serde(deserialize_with = "vec_of::<KeyValue, _, _>")]
     attributes: Vec<common::KeyValue>,
-    dropped_attributes_count: u32,
+    #[serde(alias = "dropped_attributes_count", deserialize_with = "or_default")]
+    dropped_attributes_count: U32,
 }
 
 impl From<Event> for span::Event {
@@ -271,7 +321,7 @@ impl From<Event> for span::Event {
             time_unix_nano: e.time_unix_nano.0,
             name: e.name,
             attributes: e.attributes,
-            dropped_attributes_count: e.dropped_attributes_count,
+            dropped_attributes_count: e.dropped_attributes_count.0,
         }
     }
 }
@@ -279,13 +329,18 @@ impl From<Event> for span::Event {
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", default)]
 struct Link {
+    #[serde(alias = "trace_id", deserialize_with = "or_default")]
     trace_id: Hex,
+    #[serde(alias = "span_id", deserialize_with = "or_default")]
     span_id: Hex,
+    #[serde(alias = "trace_state", deserialize_with = "or_default")]
     trace_state: String,
     #[serde(deserialize_with = "vec_of::<KeyValue, _, _>")]
     attributes: Vec<common::KeyValue>,
-    dropped_attributes_count: u32,
-    flags: u32,
+    #[serde(alias = "dropped_attributes_count", deserialize_with = "or_default")]
+    dropped_attributes_count: U32,
+    #[serde(deserialize_with = "or_default")]
+    flags: U32,
 }
 
 impl From<Link> for span::Link {
@@ -295,8 +350,8 @@ impl From<Link> for span::Link {
             span_id: l.span_id.0,
             trace_state: l.trace_state,
             attributes: l.attributes,
-            dropped_attributes_count: l.dropped_attributes_count,
-            flags: l.flags,
+            dropped_attributes_count: l.dropped_attributes_count.0,
+            flags: l.flags.0,
         }
     }
 }
@@ -304,6 +359,7 @@ impl From<Link> for span::Link {
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct KeyValue {
+    #[serde(deserialize_with = "or_default")]
     key: String,
     value: Option<AnyValue>,
 }
@@ -348,8 +404,22 @@ where
             }
             Ok(out)
         }
+        /// `null`: no elements.
+        fn visit_unit<E: de::Error>(self) -> Result<Vec<U>, E> {
+            Ok(Vec::new())
+        }
     }
-    d.deserialize_seq(V::<T, U>(PhantomData))
+    d.deserialize_any(V::<T, U>(PhantomData))
+}
+
+/// A field that may be `null`, which the mapping reads as the field's
+/// default value.
+fn or_default<'de, T, D>(d: D) -> Result<T, D::Error>
+where
+    T: Deserialize<'de> + Default,
+    D: Deserializer<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 #[derive(Deserialize, Default)]
@@ -375,12 +445,19 @@ struct AnyValue(common::AnyValue);
 #[derive(Deserialize)]
 #[serde(field_identifier, rename_all = "camelCase")]
 enum AnyMember {
+    #[serde(alias = "string_value")]
     StringValue,
+    #[serde(alias = "bool_value")]
     BoolValue,
+    #[serde(alias = "int_value")]
     IntValue,
+    #[serde(alias = "double_value")]
     DoubleValue,
+    #[serde(alias = "array_value")]
     ArrayValue,
+    #[serde(alias = "kvlist_value")]
     KvlistValue,
+    #[serde(alias = "bytes_value")]
     BytesValue,
     /// `stringValueStrindex` (profiles only: a receiver of traces treats
     /// it as absent) and anything else.
@@ -503,6 +580,19 @@ impl<'de> Deserialize<'de> for U64 {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+/// A `uint32` field: a number, or a string of one.
+#[derive(Default)]
+struct U32(u32);
+
+impl<'de> Deserialize<'de> for U32 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let U64(v) = U64::deserialize(d)?;
+        u32::try_from(v)
+            .map(U32)
+            .map_err(|_| de::Error::custom(format!("{v} is out of range for a 32-bit integer")))
     }
 }
 

@@ -211,11 +211,12 @@ pub fn decode_protobuf(body: &[u8]) -> Result<ExportTraceServiceRequest, DecodeE
 }
 
 /// Decodes an OTLP/JSON body (`application/json`): the protobuf JSON
-/// mapping with lowerCamelCase field names, hex trace and span ids, 64-bit
-/// integers as strings or numbers, doubles as numbers or as `"NaN"`,
+/// mapping with lowerCamelCase field names (or the proto's snake_case
+/// ones, as the OpenTelemetry Collector also reads), hex trace and span
+/// ids, integers as strings or numbers, doubles as numbers or as `"NaN"`,
 /// `"Infinity"` and `"-Infinity"`, bytes as base64 (standard or URL-safe,
-/// padded or not) and enums as integers or names. Unknown fields are ignored, as
-/// OTLP requires.
+/// padded or not), enums as integers or names, and `null` as a field's
+/// default. Unknown fields are ignored, as OTLP requires.
 ///
 /// As [`decode_protobuf`], a body that would decode into more than 32
 /// times its size (plus 1 MiB) is refused first: [`DecodeError::TooLarge`].
