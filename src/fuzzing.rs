@@ -1759,6 +1759,7 @@ fn record_seeds() -> Vec<Vec<u8>> {
                 num_spans: 1,
                 conflicts: vec!["other".into()],
                 user: None,
+                more_conflicts: false,
             }),
         ]
         .concat(),

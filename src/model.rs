@@ -578,7 +578,13 @@ pub struct Turn {
     pub root_missing: bool,
     /// Other session ids carried by spans of this trace that lost to the
     /// winning id (contract rule 3), sorted; empty when there was no conflict.
+    /// A trace remembers at most 16 distinct session ids, the smallest in
+    /// byte order (whatever order its spans came in); see
+    /// `conflicting_session_ids_truncated`.
     pub conflicting_session_ids: Vec<String>,
+    /// The trace's spans carried more than 16 distinct session ids, so
+    /// `conflicting_session_ids` lists only some of the losers.
+    pub conflicting_session_ids_truncated: bool,
 }
 
 impl Turn {

@@ -523,6 +523,84 @@ fn rule3_conflicting_ids_the_roots_wins_and_the_others_are_recorded() {
     assert_eq!(session_ids(&store, "p"), vec!["r"]);
 }
 
+/// Rules 3 and 4 past what a trace remembers: a root carrying `s-root`
+/// and 17 children carrying `s-00` ... `s-16`. Whatever the order and
+/// batching of the spans, the turn lists the same losers (of the 16
+/// smallest ids, the winner left out) and says that more were carried;
+/// a compaction, which moves frames so that a replay meets them in
+/// another order, changes nothing, and `verify` and a rebuild agree.
+#[test]
+fn rule3_and_rule4_hold_for_more_conflicting_ids_than_a_trace_remembers() {
+    let spans = || {
+        let mut v: Vec<Span> = (0..17u64)
+            .map(|i| {
+                sp(1, 10 + i, Some(1), 100 + i, 101 + i)
+                    .with_attribute("session.id", format!("s-{i:02}"))
+                    .with_attribute("pad", "x".repeat(300))
+            })
+            .collect();
+        v.push(sp(1, 1, None, 100, 200).with_attribute("session.id", "s-root"));
+        v
+    };
+    // "s-root" sorts after "s-15": the 16 smallest are s-00 ... s-15.
+    let want: Vec<String> = (0..16).map(|i| format!("s-{i:02}")).collect();
+    let orders: [fn(&mut Vec<Span>); 3] = [
+        |_| {},
+        |v| v.reverse(),
+        |v| v.sort_by_key(|s| (s.span_id.0[7] * 7) % 18),
+    ];
+    for (n, order) in orders.iter().enumerate() {
+        for one_at_a_time in [true, false] {
+            let (_d, store) = open_with(SessionStore::options().segment_bytes(4096));
+            let mut v = spans();
+            order(&mut v);
+            if one_at_a_time {
+                for (i, span) in v.into_iter().enumerate() {
+                    put(&store, "p", vec![span]);
+                    // Filler traces between them, deleted below, so that
+                    // the compaction moves the trace's frames.
+                    put(
+                        &store,
+                        "p",
+                        vec![
+                            sp(100 + i as u64, 1, None, 1, 2)
+                                .with_attribute("pad", "y".repeat(1000)),
+                        ],
+                    );
+                }
+            } else {
+                put(&store, "p", v);
+            }
+            let turn = only_turn(&store, "p", "s-root");
+            let case = format!("order {n}, one at a time: {one_at_a_time}");
+            assert_eq!(turn.conflicting_session_ids, want, "{case}");
+            assert!(turn.conflicting_session_ids_truncated, "{case}");
+            if one_at_a_time {
+                for i in 0..18 {
+                    store.delete_trace(tid(100 + i)).unwrap();
+                }
+                assert!(store.compact().unwrap().frames_copied > 0, "{case}");
+                assert_eq!(only_turn(&store, "p", "s-root"), turn, "{case}");
+                assert_eq!(
+                    store.verify().unwrap().problems,
+                    Vec::<String>::new(),
+                    "{case}"
+                );
+                store.rebuild_indexes().unwrap();
+                assert_eq!(only_turn(&store, "p", "s-root"), turn, "{case}");
+            }
+        }
+    }
+    // Sixteen ids in all (s-02 ... s-16 and s-root) are remembered whole,
+    // and not flagged.
+    let (_d, store) = open();
+    put(&store, "p", spans().into_iter().skip(2).collect());
+    let turn = only_turn(&store, "p", "s-root");
+    let all: Vec<String> = (2..17).map(|i| format!("s-{i:02}")).collect();
+    assert_eq!(turn.conflicting_session_ids, all);
+    assert!(!turn.conflicting_session_ids_truncated);
+}
+
 #[test]
 fn rule3_without_a_root_the_earliest_span_carrying_an_id_wins() {
     let (_d, store) = open();
@@ -1036,6 +1114,7 @@ fn rule5_a_turn_summarises_its_trace() {
         num_spans: 3,
         root_missing: false,
         conflicting_session_ids: vec![],
+        conflicting_session_ids_truncated: false,
     };
     let turn = only_turn(&store, "p", "s");
     assert_eq!(turn, want);

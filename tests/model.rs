@@ -655,13 +655,13 @@ impl Model {
             let session = root
                 .and_then(|r| session_id_of(&r.span))
                 .or_else(|| span_ids.iter().flatten().next().cloned());
-            let conflicting: Vec<String> = span_ids
-                .iter()
-                .flatten()
-                .filter(|id| Some(*id) != session.as_ref())
-                .cloned()
-                .collect::<BTreeSet<_>>()
+            // A trace remembers its 16 smallest distinct ids.
+            let distinct: BTreeSet<String> = span_ids.iter().flatten().cloned().collect();
+            let truncated = distinct.len() > 16;
+            let conflicting: Vec<String> = distinct
                 .into_iter()
+                .take(16)
+                .filter(|id| Some(id) != session.as_ref())
                 .collect();
             let status = if spans
                 .iter()
@@ -701,6 +701,7 @@ impl Model {
                 num_spans: u64::try_from(spans.len()).unwrap(),
                 root_missing: root.is_none(),
                 conflicting_session_ids: conflicting,
+                conflicting_session_ids_truncated: truncated,
             };
             let user = spans.iter().find_map(|s| attr_id(&s.span, "user.id"));
             traces.insert(

@@ -716,6 +716,7 @@ fn turn_body(
         num_spans: rec.spans.len() as u64,
         conflicts: rec.conflicts(),
         user: rec.user.clone(),
+        more_conflicts: rec.more_session_ids,
     })
 }
 

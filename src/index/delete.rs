@@ -90,6 +90,7 @@ fn removed_turn() -> TurnBody {
         num_spans: 0,
         conflicts: Vec::new(),
         user: None,
+        more_conflicts: false,
     }
 }
 

@@ -62,9 +62,12 @@ pub(crate) struct TraceRecord {
     pub root: Option<RootInfo>,
     pub earliest_project: Option<Earliest>,
     pub earliest_session: Option<Earliest>,
-    /// Distinct session ids carried by the trace's spans, sorted, at most
-    /// [`MAX_SESSION_IDS_PER_TRACE`].
+    /// Distinct session ids carried by the trace's spans, sorted: the
+    /// smallest [`MAX_SESSION_IDS_PER_TRACE`] of them (byte order), so that
+    /// which are kept does not depend on the order the spans came in.
     pub session_ids: Vec<String>,
+    /// The spans carried more distinct session ids than `session_ids` holds.
+    pub more_session_ids: bool,
     pub user: Option<Earliest>,
     pub filing: Option<Filing>,
 }
@@ -248,10 +251,17 @@ impl TraceRecord {
             if wins(&self.earliest_session) {
                 take(&mut self.earliest_session, sid);
             }
-            if let Err(at) = self.session_ids.binary_search(sid)
-                && self.session_ids.len() < MAX_SESSION_IDS_PER_TRACE
-            {
-                self.session_ids.insert(at, sid.clone());
+            if let Err(at) = self.session_ids.binary_search(sid) {
+                if self.session_ids.len() < MAX_SESSION_IDS_PER_TRACE {
+                    self.session_ids.insert(at, sid.clone());
+                } else {
+                    // Full: the smallest ids stay, whatever their order.
+                    self.more_session_ids = true;
+                    if at < self.session_ids.len() {
+                        self.session_ids.pop();
+                        self.session_ids.insert(at, sid.clone());
+                    }
+                }
             }
         }
         if let Some(user) = &span.user
@@ -319,7 +329,8 @@ impl TraceRecord {
             .and_then(|i| self.spans.get(i))
     }
 
-    /// Session ids of this trace other than the winner.
+    /// Session ids of this trace other than the winner (of those the
+    /// record holds: see [`TraceRecord::more_session_ids`]).
     pub fn conflicts(&self) -> Vec<String> {
         let winner = self.session_id();
         self.session_ids
@@ -355,6 +366,8 @@ pub(crate) struct TurnBody {
     pub num_spans: u64,
     pub conflicts: Vec<String>,
     pub user: Option<Earliest>,
+    /// The trace's spans carried more session ids than it remembers.
+    pub more_conflicts: bool,
 }
 
 /// A stored [`TurnBody`] decoded in place: strings borrow the stored
@@ -376,6 +389,7 @@ pub(crate) struct TurnView<'a> {
     pub conflicts: Vec<&'a str>,
     /// `(start, span id, user id)` of the earliest span with a user id.
     pub user: Option<(u64, [u8; 8], &'a str)>,
+    pub more_conflicts: bool,
 }
 
 /// A root input or output, borrowed.
@@ -437,6 +451,7 @@ impl<'a> TurnView<'a> {
         } else {
             None
         };
+        let more_conflicts = r.bool()?;
         r.finish()?;
         Ok(TurnView {
             end,
@@ -449,6 +464,7 @@ impl<'a> TurnView<'a> {
             num_spans,
             conflicts,
             user,
+            more_conflicts,
         })
     }
 
@@ -477,6 +493,7 @@ impl<'a> TurnView<'a> {
             num_spans: self.num_spans,
             root_missing: self.root_missing,
             conflicting_session_ids: self.conflicts.iter().map(|c| (*c).to_owned()).collect(),
+            conflicting_session_ids_truncated: self.more_conflicts,
         }
     }
 
@@ -497,6 +514,7 @@ impl<'a> TurnView<'a> {
                 span_id,
                 value: value.to_owned(),
             }),
+            more_conflicts: self.more_conflicts,
         }
     }
 }
@@ -552,6 +570,44 @@ mod tests {
         assert_eq!(r.head().map(|(f, m)| (f.span_id[0], m)), Some((1, false)));
     }
 
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A record is a function of the set of spans folded in, whatever
+        /// their order: with more distinct session ids than it remembers
+        /// too (it keeps the smallest, and says there were more).
+        #[test]
+        fn a_record_does_not_depend_on_the_order_of_its_spans(
+            (spans, shuffled) in proptest::collection::vec(
+                (0u64..50, proptest::option::of(0u8..30), proptest::bool::ANY),
+                1..40,
+            )
+            .prop_flat_map(|v| {
+                let n = v.len();
+                (proptest::strategy::Just(v), proptest::sample::subsequence((0..n).collect::<Vec<_>>(), n).prop_shuffle())
+            })
+        ) {
+            let fold = |order: &mut dyn Iterator<Item = usize>| {
+                let mut r = TraceRecord::default();
+                for i in order {
+                    let (start, sid, root) = spans[i];
+                    let id = u8::try_from(i).unwrap_or(u8::MAX);
+                    let span = sp(id, (!root).then_some(200), start);
+                    let sid = sid.map(|s| format!("s{s:02}"));
+                    add(&mut r, &span, "p", sid.as_deref());
+                }
+                r
+            };
+            let forward = fold(&mut (0..spans.len()));
+            let other = fold(&mut shuffled.iter().copied());
+            prop_assert_eq!(&forward, &other);
+            let distinct: std::collections::BTreeSet<_> = spans.iter().filter_map(|s| s.1).collect();
+            prop_assert_eq!(forward.more_session_ids, distinct.len() > MAX_SESSION_IDS_PER_TRACE);
+            let kept: Vec<String> = distinct.iter().take(MAX_SESSION_IDS_PER_TRACE).map(|s| format!("s{s:02}")).collect();
+            prop_assert_eq!(forward.session_ids, kept);
+        }
+    }
+
     #[test]
     fn project_is_roots_else_earliest() {
         let mut r = TraceRecord::default();
@@ -596,6 +652,7 @@ mod view_tests {
                 span_id: [6; 8],
                 value: "u".into(),
             }),
+            more_conflicts: true,
         }
     }
 
@@ -617,6 +674,7 @@ mod view_tests {
         expected.extend_from_slice(&[1, 5]); // user: Some, start
         expected.extend_from_slice(&[6; 8]);
         expected.extend_from_slice(&[1, b'u']);
+        expected.push(1); // more_conflicts
         assert_eq!(bytes, expected);
         let view = TurnView::decode(&bytes).map(|v| v.to_body());
         assert_eq!(view, Ok(body()));
@@ -675,6 +733,7 @@ mod view_tests {
             num_spans in any_u64(),
             conflicts in proptest::collection::vec(".{0,10}", 0..3),
             user in proptest::option::of((any_u64(), any::<[u8; 8]>(), ".{0,10}")),
+            more_conflicts in any::<bool>(),
         ) -> TurnBody {
             TurnBody {
                 end,
@@ -687,6 +746,7 @@ mod view_tests {
                 num_spans,
                 conflicts,
                 user: user.map(|(start, span_id, value)| Earliest { start, span_id, value }),
+                more_conflicts,
             }
         }
     }

@@ -146,6 +146,7 @@ impl Wire for TraceRecord {
             earliest_project,
             earliest_session,
             session_ids,
+            more_session_ids,
             user,
             filing,
         } = self;
@@ -160,6 +161,7 @@ impl Wire for TraceRecord {
         earliest_project.put(w);
         earliest_session.put(w);
         session_ids.put(w);
+        more_session_ids.put(w);
         user.put(w);
         filing.put(w);
     }
@@ -178,6 +180,7 @@ impl Wire for TurnBody {
             num_spans,
             conflicts,
             user,
+            more_conflicts,
         } = self;
         end.put(w);
         head_span_id.put(w);
@@ -189,6 +192,7 @@ impl Wire for TurnBody {
         num_spans.put(w);
         conflicts.put(w);
         user.put(w);
+        more_conflicts.put(w);
     }
 }
 
@@ -353,6 +357,7 @@ impl TraceRecord {
         for _ in 0..n {
             session_ids.push(r.str()?.to_owned());
         }
+        let more_session_ids = r.bool()?;
         let user = read_earliest(&mut r)?;
         let filing = if r.option()? {
             Some(Filing {
@@ -374,6 +379,7 @@ impl TraceRecord {
             earliest_project,
             earliest_session,
             session_ids,
+            more_session_ids,
             user,
             filing,
         })
@@ -466,7 +472,8 @@ mod tests {
             ),
             earliest_project in proptest::option::of(earliest()),
             earliest_session in proptest::option::of(earliest()),
-            session_ids in proptest::collection::vec(text(), 0..3),
+            (session_ids, more_session_ids) in
+                (proptest::collection::vec(text(), 0..3), any::<bool>()),
             user in proptest::option::of(earliest()),
             filing in proptest::option::of((any_u64(), any_u64())),
         ) -> TraceRecord {
@@ -489,6 +496,7 @@ mod tests {
                 earliest_project,
                 earliest_session,
                 session_ids,
+                more_session_ids,
                 user,
                 filing: filing.map(|(session, start)| Filing { session, start }),
             }
@@ -504,7 +512,8 @@ mod tests {
             output in proptest::option::of(io()),
             tokens in tokens(),
             status in status(),
-            conflicts in proptest::collection::vec(text(), 0..3),
+            (conflicts, more_conflicts) in
+                (proptest::collection::vec(text(), 0..3), any::<bool>()),
             user in proptest::option::of(earliest()),
         ) -> TurnBody {
             TurnBody {
@@ -518,6 +527,7 @@ mod tests {
                 num_spans,
                 conflicts,
                 user,
+                more_conflicts,
             }
         }
     }
@@ -721,6 +731,7 @@ mod tests {
             earliest_project: Some(earliest("p")),
             earliest_session: Some(earliest("s")),
             session_ids: vec!["s".into(), "t".into()],
+            more_session_ids: true,
             user: Some(earliest("u")),
             filing: Some(Filing {
                 session: 4,
