@@ -68,7 +68,8 @@ pub struct SessionFilter {
     /// `Some(true)`: only sessions with an error trace; `Some(false)`: only without.
     pub has_errors: Option<bool>,
     /// Keep sessions where some trace's root input or output contains this
-    /// text, compared case-insensitively (full Unicode lowercase). Terms of
+    /// text, compared case-insensitively (each character lowercased on its
+    /// own, with the full Unicode mapping; `ς` as `σ`). Terms of
     /// three or more characters use the trigram index; shorter ones are
     /// checked against every session that passes the other filters.
     pub search: Option<String>,

@@ -2,6 +2,8 @@
 //! against a model that recomputes everything from the spans.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +15,7 @@ use span_sessions::{
 };
 
 const WORDS: &[&str] = &[
+    "ΟΔΟΣΑ",
     "refund",
     "Invoice",
     "GPU",
@@ -189,8 +192,8 @@ fn passes(s: &ModelSession, f: &SessionFilter) -> bool {
         return false;
     }
     if let Some(term) = &f.search {
-        let term = term.to_lowercase();
-        if !term.is_empty() && !s.texts.iter().any(|t| t.to_lowercase().contains(&term)) {
+        let term = fold(term);
+        if !term.is_empty() && !s.texts.iter().any(|t| fold(t).contains(&term)) {
             return false;
         }
     }
@@ -207,6 +210,20 @@ fn sort_strategy() -> impl Strategy<Value = SessionSort> {
     ])
 }
 
+/// Case folded as search compares: each character lowercased on its own,
+/// final sigma as sigma.
+fn fold(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c == 'ς' {
+                'σ'.to_lowercase()
+            } else {
+                c.to_lowercase()
+            }
+        })
+        .collect()
+}
+
 fn search_term() -> impl Strategy<Value = Option<String>> {
     prop_oneof![
         Just(None),
@@ -220,6 +237,8 @@ fn search_term() -> impl Strategy<Value = Option<String>> {
             "STRASSE",
             "straße",
             "αβγ",
+            "ΟΔΟΣ",
+            "οδος",
             "🙂",
             "p9",
             "zzz-absent",
@@ -463,4 +482,44 @@ fn cursor_walk_is_stable_under_concurrent_appends() {
     }
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
+}
+
+/// Characters whose lowercase depends on their context (`Σ`), that
+/// lowercase to more than one character (`İ`), that are their own case
+/// (`ß`, `日`, `🙂`), or that lowercase to another script's letter (the
+/// Kelvin sign).
+const TRICKY: &[char] = &[
+    'a', 'B', 'Σ', 'σ', 'ς', 'Ο', 'δ', 'İ', 'i', 'ß', 'S', '日', ' ', '🙂', 'K', 'k', 'ǅ',
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48),
+        ..ProptestConfig::default()
+    })]
+
+    /// Search finds a session by any piece of a root input taken verbatim,
+    /// or lowercased, by the trigram index (three characters or more) and
+    /// by the scan of short terms alike.
+    #[test]
+    fn a_verbatim_piece_of_an_input_is_always_found(
+        text in prop::collection::vec(prop::sample::select(TRICKY), 1..24),
+        from in any::<prop::sample::Index>(),
+        len in 1usize..12,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SessionStore::open(dir.path()).unwrap();
+        let input: String = text.iter().collect();
+        let root = Span::new(TraceId([7; 16]), SpanId([1; 8]), None, "agent", 1, 2)
+            .with_attribute("session.id", "s")
+            .with_attribute("input.value", input.clone());
+        store.append(&[ResourceSpans::for_project("p", vec![root])]).unwrap();
+        let start = from.index(text.len());
+        let piece: String = text[start..(start + len).min(text.len())].iter().collect();
+        let lower: String = piece.chars().flat_map(char::to_lowercase).collect();
+        for term in [&piece, &lower] {
+            let found = common::search(&store, "p", term);
+            prop_assert_eq!(found, vec!["s".to_owned()], "{:?} in {:?}", term, input);
+        }
+    }
 }

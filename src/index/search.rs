@@ -65,9 +65,24 @@ fn trigram_code(a: char, b: char, c: char) -> Trigram {
     h | 0x8000_0000
 }
 
-/// Normalizes text for search: full Unicode lowercase.
+/// Normalizes text for search: each character lowercased on its own
+/// (final sigma `ς` folded to `σ`, as `Σ` lowercases). A function of each
+/// character alone, so that a term found verbatim in a text is found in
+/// the normalized text too: `str::to_lowercase` lowercases `Σ` by its
+/// context (`ς` at a word's end, `σ` inside one), so "ΟΔΟΣ" and the
+/// start of "ΟΔΟΣΑ" normalized differently.
 pub(crate) fn normalize(text: &str) -> String {
-    text.to_lowercase()
+    if text.is_ascii() {
+        return text.to_ascii_lowercase();
+    }
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            'ς' => out.push('σ'),
+            c => out.extend(c.to_lowercase()),
+        }
+    }
+    out
 }
 
 /// Trigram codes of already-normalized text (may repeat).
