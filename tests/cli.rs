@@ -988,6 +988,18 @@ fn commands_on_a_missing_store_fail_and_create_nothing() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(left, vec![std::ffi::OsString::from("notes.txt")]);
+    // The commands that create a store do not when they fail before
+    // storing anything: an input path that is not there, an address that
+    // cannot be listened on.
+    for args in [
+        vec!["ingest", "no-such-file.pb"],
+        vec!["ingest", "notes.txt"],
+        vec!["serve", "--listen", "not an address"],
+    ] {
+        let out = run(&missing, &args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(!missing.exists(), "{args:?} created the store");
+    }
     // The commands that create a store still do.
     let file = dir.path().join("a.pb");
     write(&file, &session_request("p", "s", 1, 1).encode_to_vec());

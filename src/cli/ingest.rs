@@ -323,14 +323,17 @@ fn read_line(r: &mut impl BufRead, max: u64, buf: &mut Vec<u8>) -> io::Result<Li
     }
 }
 
+/// Ingests `paths` into the store `open` opens (once the paths are found:
+/// a path that is not there creates no store).
 pub(crate) fn run(
-    store: &SessionStore,
+    open: impl FnOnce() -> CliResult<SessionStore>,
     paths: &[PathBuf],
     project: Option<String>,
     max_request_bytes: u64,
     json: bool,
 ) -> CliResult {
     let files = collect(paths)?;
+    let store = &open()?;
     let mut options = IngestOptions::new();
     if let Some(p) = project {
         options = options.project(p);

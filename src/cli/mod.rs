@@ -301,8 +301,9 @@ fn run(cli: Cli) -> CliResult {
             // before it reports, and a run cut short is safely run again
             // (appends are idempotent).
             let options = SessionStore::options().durability(Durability::Buffered);
-            let store = open_with(&cli.store, options)?;
-            ingest::run(&store, &paths, project, max_request_bytes, json)
+            // The paths are looked up first: a bad one leaves no new store.
+            let open = || open_with(&cli.store, options);
+            ingest::run(open, &paths, project, max_request_bytes, json)
         }
         Command::Projects => read::projects(&open_existing(&cli.store)?, json),
         Command::Sessions {
@@ -387,7 +388,9 @@ fn run(cli: Cli) -> CliResult {
             max_body_bytes,
             threads,
         } => serve::run(
-            open(&cli.store)?,
+            // Once listening: an address that cannot be bound leaves no
+            // new store.
+            || open(&cli.store),
             {
                 let dir = cli.store.clone();
                 Box::new(move || SessionStore::open(&dir))

@@ -32,6 +32,7 @@ use span_sessions::otlp::{self, ExportTraceServiceRequest, IngestOptions};
 use span_sessions::{ErrorKind, SessionStore};
 
 use super::http::{Body, Head, Limits, Response, Server};
+use super::output::safe;
 use super::{CliError, CliResult};
 
 pub(crate) struct ServeOptions {
@@ -457,7 +458,14 @@ impl Receiver {
     }
 }
 
-pub(crate) fn run(store: SessionStore, open: Opener, opts: &ServeOptions) -> CliResult {
+/// Serves the store `first` opens (called once the address is bound, so
+/// that a bad address creates no store), reopening it with `open` after a
+/// failure poisons it.
+pub(crate) fn run(
+    first: impl FnOnce() -> CliResult<SessionStore>,
+    open: Opener,
+    opts: &ServeOptions,
+) -> CliResult {
     let limits = Limits {
         connections: CONNECTIONS,
         timeout: Duration::from_secs(30),
@@ -467,6 +475,7 @@ pub(crate) fn run(store: SessionStore, open: Opener, opts: &ServeOptions) -> Cli
     let addr = server
         .local_addr()
         .map_or_else(|_| opts.listen.clone(), |a| a.to_string());
+    let store = first()?;
     let dir = store.dir().display().to_string();
     let mut options = IngestOptions::new();
     if let Some(p) = &opts.project {
@@ -491,13 +500,7 @@ pub(crate) fn run(store: SessionStore, open: Opener, opts: &ServeOptions) -> Cli
     let handler = Arc::new(move |head: &Head, body: &mut Body<'_>| {
         let answer = receiver.handle(head, body);
         if let Some(error) = &answer.error {
-            let _ = writeln!(
-                io::stderr(),
-                "span-sessions: {} {} -> {}: {error}",
-                head.method,
-                head.target,
-                answer.status,
-            );
+            let _ = writeln!(io::stderr(), "{}", log_line(head, answer.status, error));
         }
         Response {
             status: answer.status,
@@ -513,6 +516,18 @@ pub(crate) fn run(store: SessionStore, open: Opener, opts: &ServeOptions) -> Cli
     server
         .run(handler)
         .map_err(|e| CliError(format!("accepting connections on {addr}: {e}")))
+}
+
+/// The server's log line for a request answered with an error. What the
+/// client sent (its method, target, and what the error quotes of its body)
+/// is escaped: a client must not be able to drive the operator's terminal.
+fn log_line(head: &Head, status: u16, error: &str) -> String {
+    format!(
+        "span-sessions: {} {} -> {status}: {}",
+        safe(&head.method),
+        safe(&head.target),
+        safe(error)
+    )
 }
 
 #[cfg(test)]
@@ -560,6 +575,20 @@ mod tests {
     fn turns(r: &Receiver) -> usize {
         let store = r.stores.get().unwrap_or_else(|e| panic!("{e}"));
         store.session_history("default", "s").map_or(0, |h| h.len())
+    }
+
+    /// What a client sent is escaped in the server's log: its method, its
+    /// target and what the error quotes of its body cannot drive the
+    /// operator's terminal.
+    #[test]
+    fn the_log_line_escapes_what_the_client_sent() {
+        let wire = b"GET\x1b[2J /\x1b]0;pwned\x07 HTTP/1.1\r\n\r\n";
+        let line = in_memory::handle(wire, |head, _| {
+            log_line(head, 404, "not found: \u{1b}[31mred\nnext")
+        });
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+        assert!(line.contains("\\u{1b}]0;pwned\\u{7}"), "{line}");
+        assert!(line.contains("\\u{1b}[31mred next"), "{line}");
     }
 
     /// A failed fsync poisons the store: that request gets a retryable
