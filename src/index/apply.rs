@@ -40,6 +40,9 @@ pub(crate) trait SpanSource {
     /// earlier batch, a deleted span), and its frame's bytes, header
     /// included.
     fn span(&self, lsn: u64) -> Result<(StoredSpan, u64)>;
+    /// True when the frames at `a` and `b` hold the same record (tag and
+    /// payload): a copy of a span frame that compaction made.
+    fn same_frame(&self, a: u64, b: u64) -> Result<bool>;
     /// The segment holding `lsn`: its base and the next segment's base
     /// (`u64::MAX` for the last); `None` if no segment does.
     fn segment(&self, lsn: u64) -> Option<(u64, u64)>;
@@ -352,6 +355,19 @@ impl IndexWriter {
                 if added {
                     *appended.entry(project).or_default() += 1;
                     live.add(source, r.lsn, i64::from(r.frame_bytes))?;
+                } else if let Some(old) = rec.move_to_copy(r, source)? {
+                    // A copy compaction made of the stored frame, met by a
+                    // replay (the compaction was cut short before its index
+                    // pointed at its copies, or a rebuild reads the log
+                    // from the start): the span lives in the copy from
+                    // now, as the compaction would have made it, so that
+                    // the index is the same function of the log whichever
+                    // way it was built. Appends write no duplicates.
+                    let bytes = i64::from(r.frame_bytes);
+                    live.add(source, old, -bytes)?;
+                    live.add(source, r.lsn, bytes)?;
+                    changed = true;
+                    continue;
                 }
                 changed |= added;
             }

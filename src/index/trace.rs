@@ -286,6 +286,31 @@ impl TraceRecord {
         true
     }
 
+    /// Points the stored span `new` duplicates at `new`'s frame, when that
+    /// frame comes later in the log and holds the same bytes (a copy that
+    /// compaction made); returns the old frame's LSN when it did.
+    pub fn move_to_copy(
+        &mut self,
+        new: &NewRecord,
+        source: &dyn super::SpanSource,
+    ) -> crate::Result<Option<u64>> {
+        let Ok(i) = self
+            .spans
+            .binary_search_by(|f| f.span_id.cmp(&new.span.span_id))
+        else {
+            return Ok(None);
+        };
+        let Some(fact) = self.spans.get_mut(i) else {
+            return Ok(None);
+        };
+        if fact.lsn >= new.lsn || !source.same_frame(fact.lsn, new.lsn)? {
+            return Ok(None);
+        }
+        let old = fact.lsn;
+        fact.lsn = new.lsn;
+        Ok(Some(old))
+    }
+
     /// The trace's project: its root's, else its earliest span's (rule 1).
     pub fn project(&self) -> Option<&str> {
         match &self.root {

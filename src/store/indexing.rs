@@ -186,6 +186,11 @@ impl SpanSource for Log {
         Ok((decode_span_frame(self, lsn, &frame)?, frame.frame_bytes()))
     }
 
+    fn same_frame(&self, a: u64, b: u64) -> Result<bool> {
+        let (a, b) = (self.read(a)?, self.read(b)?);
+        Ok(a.tag() == b.tag() && a.payload() == b.payload())
+    }
+
     fn segment(&self, lsn: u64) -> Option<(u64, u64)> {
         self.segment_bounds(lsn)
     }
