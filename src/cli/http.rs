@@ -678,6 +678,12 @@ where
         conn.get_mut().no_deadline();
         let close = !keep_alive || !finished;
         let bodiless = head.method == "HEAD";
+        let mut response = response;
+        if !close && !head.http11 {
+            // An HTTP/1.0 client keeps the connection only when told so
+            // (RFC 9112, C.2.2).
+            response.headers.push(("Connection", "keep-alive"));
+        }
         if write_response(conn.get_mut(), &response, close, bodiless).is_err() {
             return;
         }
@@ -1321,6 +1327,14 @@ mod tests {
         assert!(!headers.iter().any(|h| h.starts_with("Connection")));
         let (status, _, body) = response(&mut c);
         assert_eq!((status, body.as_str()), (200, "POST /b?q=1 xyz"));
+        // HTTP/1.0 keeps the connection when asked, and says so.
+        send(&mut c, b"GET /k HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        let (status, headers, _) = response(&mut c);
+        assert_eq!(status, 200);
+        assert!(
+            headers.iter().any(|h| h == "Connection: keep-alive"),
+            "{headers:?}"
+        );
         // HTTP/1.0 closes unless asked to keep the connection.
         send(&mut c, b"GET /c HTTP/1.0\r\n\r\n");
         let (status, headers, _) = response(&mut c);
