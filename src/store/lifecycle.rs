@@ -1,6 +1,8 @@
 //! Deleting and retention: the `delete_*` calls and `retain`, written to
 //! the log as tombstones (see `docs/FORMAT.md`, 1.4.1).
 
+use std::sync::MutexGuard;
+
 use crate::codec::{self, DeleteRecord};
 use crate::error::{Error, Result};
 use crate::index::{Deferred, SpanSource};
@@ -80,11 +82,17 @@ impl SessionStore {
         };
         let mut total = DeleteReport::default();
         loop {
-            let targets = {
-                let _ws = self.lock_applied()?;
-                let w = self.index.begin_write()?;
-                w.retention_victims(&victims, ROUND)?
-            };
+            self.ensure_writable()?;
+            // One hold of the writer lock from choosing the victims to
+            // deleting them: a span appended to a victim session in
+            // between would otherwise be deleted with it, though its
+            // session had just received recent spans.
+            let ws = self.lock_applied()?;
+            self.ensure_writable()?;
+            let targets = self
+                .index
+                .begin_write()?
+                .retention_victims(&victims, ROUND)?;
             if targets.is_empty() {
                 return Ok(total);
             }
@@ -93,7 +101,7 @@ impl SessionStore {
             if let Some(DeleteTarget::Trace(last)) = targets.last() {
                 victims.traces_from = *last;
             }
-            let report = self.delete(targets)?;
+            let report = self.delete_locked(ws, targets)?;
             if report == DeleteReport::default() {
                 // Every victim vanished in between (a concurrent delete).
                 return Ok(total);
@@ -106,8 +114,18 @@ impl SessionStore {
     /// naming them (see [`SessionStore::delete_session`]).
     fn delete(&self, targets: Vec<DeleteTarget>) -> Result<DeleteReport> {
         self.ensure_writable()?;
-        let mut ws = self.lock_applied()?;
+        let ws = self.lock_applied()?;
         self.ensure_writable()?;
+        self.delete_locked(ws, targets)
+    }
+
+    /// [`SessionStore::delete`] under the writer lock `ws` (with the pending
+    /// spans applied), which it releases.
+    fn delete_locked(
+        &self,
+        mut ws: MutexGuard<'_, WriterState>,
+        targets: Vec<DeleteTarget>,
+    ) -> Result<DeleteReport> {
         let victims = self.index.begin_write()?.resolve(&targets)?;
         let mut total = DeleteReport::default();
         let mut pack: Vec<[u8; 16]> = Vec::new();
