@@ -27,7 +27,7 @@ const SESSION_KEYS: [&str; 11] = [
     "trace_latency_ms",
 ];
 
-const TURN_KEYS: [&str; 10] = [
+const TURN_KEYS: [&str; 12] = [
     "trace_id",
     "start_time_unix_nano",
     "end_time_unix_nano",
@@ -38,6 +38,8 @@ const TURN_KEYS: [&str; 10] = [
     "status",
     "num_spans",
     "root_missing",
+    "conflicting_session_ids",
+    "conflicting_session_ids_truncated",
 ];
 
 const SPAN_KEYS: [&str; 12] = [
@@ -160,6 +162,8 @@ fn every_read_command_prints_the_documented_json() {
         assert!(t["latency_ms"].is_f64());
         assert!(t["num_spans"].is_u64());
         assert!(t["root_missing"].is_boolean());
+        assert_eq!(t["conflicting_session_ids"], serde_json::json!([]));
+        assert_eq!(t["conflicting_session_ids_truncated"], false);
     }
     assert_eq!(turns[0]["status"], "unset");
     assert_eq!(turns[1]["status"], "error");
@@ -1187,4 +1191,50 @@ fn ingest_and_demo_escape_control_characters_too() {
         String::from_utf8_lossy(&demo.stdout)
             .contains("project proj\\u{1b}]0;retitled\\u{7}: newest sessions")
     );
+}
+
+/// Contract rule 3 from the command line: the ids that lost to a turn's
+/// session are in `history --json`.
+#[test]
+fn history_json_lists_the_conflicting_session_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let file = dir.path().join("conflict.json");
+    let span = |id: &str, parent: &str, session: &str| {
+        format!(
+            r#"{{"traceId":"0123456789abcdef0123456789abcdef","spanId":"{id}",{parent}
+            "name":"s","startTimeUnixNano":"1","endTimeUnixNano":"2",
+            "attributes":[{{"key":"session.id","value":{{"stringValue":"{session}"}}}}]}}"#
+        )
+    };
+    let body = format!(
+        r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{},{},{}]}}]}}]}}"#,
+        span("0000000000000001", "", "winner"),
+        span(
+            "0000000000000002",
+            r#""parentSpanId":"0000000000000001","#,
+            "b-loser"
+        ),
+        span(
+            "0000000000000003",
+            r#""parentSpanId":"0000000000000001","#,
+            "a-loser"
+        ),
+    );
+    write(&file, body.as_bytes());
+    assert!(
+        run(&store, &["ingest", file.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let h = json(
+        &store,
+        &["history", "--project", "default", "--session", "winner"],
+    );
+    let turn = &h["turns"][0];
+    assert_eq!(
+        turn["conflicting_session_ids"],
+        serde_json::json!(["a-loser", "b-loser"])
+    );
+    assert_eq!(turn["conflicting_session_ids_truncated"], false);
 }

@@ -114,6 +114,9 @@ pub(crate) struct TurnJson<'a> {
     status: &'static str,
     num_spans: u64,
     root_missing: bool,
+    /// Contract rule 3: the session ids that lost to this one.
+    conflicting_session_ids: &'a [String],
+    conflicting_session_ids_truncated: bool,
 }
 
 impl<'a> From<&'a Turn> for TurnJson<'a> {
@@ -133,6 +136,8 @@ impl<'a> From<&'a Turn> for TurnJson<'a> {
             },
             num_spans: t.num_spans,
             root_missing: t.root_missing,
+            conflicting_session_ids: &t.conflicting_session_ids,
+            conflicting_session_ids_truncated: t.conflicting_session_ids_truncated,
         }
     }
 }
