@@ -97,6 +97,7 @@ pub struct StoreStats {
 /// Longest project name, session id or user id accepted, in bytes.
 pub const MAX_ID_BYTES: usize = 4096;
 
+
 /// Most spans one trace may hold (the default and the largest value of
 /// [`StoreOptions::max_spans_per_trace`]). A trace's index record keeps a
 /// small fact per span, and at about 35 bytes a fact this keeps the record
@@ -1460,6 +1461,15 @@ impl SessionStore {
         drop(snapshot);
         report.accepted = accepted.len();
         if accepted.is_empty() {
+            // A duplicate may be of a span another append has written and
+            // not yet made durable (an exporter's retry racing its first
+            // try, which waits for its fsync under group commit): it is
+            // acknowledged only once the log is durable as far as it is
+            // written, as that append will be.
+            if report.duplicates > 0 {
+                let end = self.log.end();
+                self.make_durable(ws, end)?;
+            }
             return Ok(report);
         }
         let mut frames = SpanFrames {

@@ -9,7 +9,7 @@ mod common;
 
 use common::copy_dir;
 
-use common::{Gate, GatedIndexSync, sid, snapshot, tid};
+use common::{Gate, GatedSync, sid, snapshot, tid};
 use span_sessions::{
     Durability, ResourceSpans, SessionFilter, SessionQuery, SessionStore, Span, StoreOptions,
 };
@@ -535,9 +535,10 @@ fn full_group_grows(options: fn(StoreOptions) -> StoreOptions, turn_of: fn(u64) 
     let store = options(
         SessionStore::options()
             .durability(Durability::Buffered)
-            .file_system(std::sync::Arc::new(GatedIndexSync {
+            .file_system(std::sync::Arc::new(GatedSync {
                 gate: std::sync::Arc::clone(&gate),
                 indexing_thread_only: false,
+                files: "index.redb",
             })),
     )
     .own_thread_bytes(0)
@@ -593,4 +594,57 @@ fn full_group_grows(options: fn(StoreOptions) -> StoreOptions, turn_of: fn(u64) 
             .windows(2)
             .all(|w| w[0].start_time_unix_nano < w[1].start_time_unix_nano)
     );
+}
+
+/// An exporter's retry that races its first try (group commit): the first
+/// append has written its spans and waits for the log's fsync, and the
+/// retry finds every span a duplicate of those. The retry is acknowledged
+/// only once they are durable, as the first try is: an `Ok` before then
+/// would be a promise a power loss could break.
+#[test]
+fn a_retry_of_spans_not_yet_durable_returns_once_they_are() {
+    let gate = std::sync::Arc::new(Gate::default());
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(
+        SessionStore::options()
+            .durability(Durability::GroupCommit)
+            .file_system(std::sync::Arc::new(GatedSync {
+                gate: std::sync::Arc::clone(&gate),
+                indexing_thread_only: false,
+                files: ".seg",
+            }))
+            .open(dir.path())
+            .unwrap(),
+    );
+    let batch = || {
+        vec![ResourceSpans::for_project(
+            "p",
+            vec![Span::new(tid(1), sid(1), None, "root", 10, 20).with_attribute("session.id", "s")],
+        )]
+    };
+    // The first try writes its span, then waits at the gate in its fsync.
+    gate.set_closed(true);
+    let first = {
+        let store = std::sync::Arc::clone(&store);
+        std::thread::spawn(move || store.append(&batch()))
+    };
+    assert!(gate.someone_waits(std::time::Duration::from_secs(10)));
+    let retry = {
+        let store = std::sync::Arc::clone(&store);
+        std::thread::spawn(move || store.append(&batch()))
+    };
+    // The retry must not return while the span is not durable.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while std::time::Instant::now() < deadline {
+        assert!(
+            !retry.is_finished(),
+            "the retry was acknowledged before the fsync"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    gate.set_closed(false);
+    let first = first.join().unwrap().unwrap();
+    let retry = retry.join().unwrap().unwrap();
+    assert_eq!((first.accepted, first.duplicates), (1, 0));
+    assert_eq!((retry.accepted, retry.duplicates), (0, 1));
 }

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Gate, GatedIndexSync, copy_dir};
+use common::{Gate, GatedSync, copy_dir};
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -647,9 +647,10 @@ fn the_checkpoint_after_a_replay_does_not_hold_up_the_open() {
     gate.set_closed(true);
     let (tx, opened) = std::sync::mpsc::channel();
     {
-        let fs = GatedIndexSync {
+        let fs = GatedSync {
             gate: std::sync::Arc::clone(&gate),
             indexing_thread_only: true,
+            files: "index.redb",
         };
         let dir = crashed.path().to_owned();
         std::thread::spawn(move || {

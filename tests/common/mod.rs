@@ -258,14 +258,16 @@ impl Gate {
     }
 }
 
-/// The operating system's file system, except that fsyncs of the index
-/// file wait at `gate` (with `indexing_thread_only`, only those made by
-/// the store's indexing thread): a checkpoint then keeps the thread that
-/// takes it busy for as long as the test wants.
+/// The operating system's file system, except that fsyncs of the files
+/// whose names end in `files` (`"index.redb"`, or `".seg"` for the log's
+/// segments) wait at `gate` (with `indexing_thread_only`, only those made
+/// by the store's indexing thread): a checkpoint, or an append's fsync,
+/// then keeps the thread that takes it busy for as long as the test wants.
 #[derive(Debug)]
-pub struct GatedIndexSync {
+pub struct GatedSync {
     pub gate: std::sync::Arc<Gate>,
     pub indexing_thread_only: bool,
+    pub files: &'static str,
 }
 
 #[derive(Debug)]
@@ -305,14 +307,16 @@ impl span_sessions::testing::FileHandle for GatedFile {
     }
 }
 
-impl span_sessions::testing::FileSystem for GatedIndexSync {
+impl span_sessions::testing::FileSystem for GatedSync {
     fn open(
         &self,
         path: &std::path::Path,
         mode: span_sessions::testing::OpenMode,
     ) -> std::io::Result<std::sync::Arc<dyn span_sessions::testing::FileHandle>> {
         let inner = span_sessions::testing::OsFileSystem.open(path, mode)?;
-        let gated = path.file_name().is_some_and(|n| n == "index.redb");
+        let gated = path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().ends_with(self.files));
         Ok(std::sync::Arc::new(GatedFile {
             inner,
             gate: gated.then(|| std::sync::Arc::clone(&self.gate)),
