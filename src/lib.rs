@@ -65,6 +65,6 @@ pub use model::{
 pub use query::{ProjectStats, SessionFilter, SessionQuery, SessionSort};
 pub use repair::{OpenReport, OpenTimings};
 pub use store::{
-    CompactReport, CompactStep, Durability, MAX_ID_BYTES, MAX_SPANS_PER_TRACE, SegmentStats,
-    SessionStore, StoreOptions, StoreStats, VerifyReport,
+    CompactReport, CompactStep, Durability, MAX_ID_BYTES, MAX_IO_TEXT_BYTES, MAX_SPANS_PER_TRACE,
+    SegmentStats, SessionStore, StoreOptions, StoreStats, VerifyReport,
 };

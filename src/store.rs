@@ -97,6 +97,14 @@ pub struct StoreStats {
 /// Longest project name, session id or user id accepted, in bytes.
 pub const MAX_ID_BYTES: usize = 4096;
 
+/// Most bytes a span's `input.value` or `output.value`, with its mime
+/// type, may come to as text. A trace's turn holds its root's input and
+/// output as text, and a session summary its first input and last output;
+/// each is read back with the 64 MiB decode limit, so both together must
+/// stay under it, conflicting session ids and the rest included. A string
+/// is as long as text as in the span; an array can be several times longer
+/// (`true` is 1 byte encoded, `True, ` 6 as text).
+pub const MAX_IO_TEXT_BYTES: usize = 31 << 20;
 
 /// Most spans one trace may hold (the default and the largest value of
 /// [`StoreOptions::max_spans_per_trace`]). A trace's index record keeps a
@@ -1307,6 +1315,29 @@ impl SessionStore {
                 "span encodes to {encoded_len} bytes, more than the limit of {}",
                 self.opts.max_span_bytes
             ));
+        }
+        // Any span may head its trace's turn (a root, or the stand-in for
+        // one that never arrives).
+        for (value, mime) in [
+            (
+                crate::model::keys::INPUT_VALUE,
+                crate::model::keys::INPUT_MIME_TYPE,
+            ),
+            (
+                crate::model::keys::OUTPUT_VALUE,
+                crate::model::keys::OUTPUT_MIME_TYPE,
+            ),
+        ] {
+            let text = [value, mime]
+                .iter()
+                .filter_map(|k| span.attribute(k))
+                .try_fold(0, |n, v| facts::text_len_within(v, MAX_IO_TEXT_BYTES - n));
+            if text.is_none() {
+                return Err(format!(
+                    "{value} comes to more than {MAX_IO_TEXT_BYTES} bytes as text, with \
+                     its mime type (a turn and its session's summary show it as text)"
+                ));
+            }
         }
         Ok(())
     }

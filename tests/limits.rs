@@ -13,8 +13,8 @@ use std::time::Instant;
 
 use reliability::env_bound;
 use span_sessions::{
-    AttributeValue, Durability, MAX_ID_BYTES, ResourceSpans, SessionQuery, SessionStore, Span,
-    SpanId, StatusCode, TraceId,
+    AttributeValue, Durability, MAX_ID_BYTES, MAX_IO_TEXT_BYTES, ResourceSpans, SessionQuery,
+    SessionStore, Span, SpanId, StatusCode, TraceId,
 };
 
 fn tid(n: u64) -> TraceId {
@@ -494,4 +494,93 @@ fn a_trace_at_the_default_limit_still_works_and_refuses_more() {
     assert_eq!(r.rejected.len(), 1);
     assert_eq!(s.trace(trace).unwrap().unwrap().spans.len() as u64, n);
     eprintln!("a trace of {n} spans: {:?}", t.elapsed());
+}
+
+/// An input or output that comes to more than `MAX_IO_TEXT_BYTES` as text
+/// is rejected with a reason, though the span is under `max_span_bytes`:
+/// a turn holds it as text, and 12,000,000 booleans (12 MB encoded) are
+/// 72 MB of text, past the 64 MiB a turn is read back with. Such a span
+/// was stored, and the next span of its trace poisoned the store, which
+/// then would not open again. The store goes on as before, and texts up
+/// to the limit, with 16 conflicting ids of the longest length, work in
+/// every path (a later span of the trace, a session summary, verify, a
+/// reopen).
+#[test]
+fn an_input_too_long_as_text_is_rejected_and_one_at_the_limit_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let bools = Span::new(tid(1), sid(1), None, "agent", 1, 2)
+        .with_attribute("session.id", "s")
+        .with_attribute(
+            "input.value",
+            AttributeValue::BoolArray(vec![true; 12_000_000]),
+        );
+    let r = s.append(&one("p", bools)).unwrap();
+    assert_eq!(r.accepted, 0);
+    assert!(
+        r.rejected[0].reason.contains("input.value"),
+        "{:?}",
+        r.rejected
+    );
+    // The rest of the store is untouched and takes more.
+    let other = Span::new(tid(2), sid(1), None, "x", 1, 2).with_attribute("session.id", "t");
+    assert_eq!(s.append(&one("p", other)).unwrap().accepted, 1);
+    assert!(s.verify().unwrap().is_ok());
+    drop(s);
+
+    // At the limit, with the largest span the store takes: input and output
+    // of MAX_IO_TEXT_BYTES each (one byte more is refused), then 16
+    // children carrying the longest session ids, then one more span.
+    let s = SessionStore::options()
+        .durability(Durability::Buffered)
+        .max_span_bytes(u32::MAX)
+        .open(dir.path())
+        .unwrap();
+    let over = Span::new(tid(3), sid(1), None, "r", 1, 2)
+        .with_attribute("output.value", "o".repeat(MAX_IO_TEXT_BYTES + 1));
+    let r = s.append(&one("p", over)).unwrap();
+    assert!(
+        r.rejected[0].reason.contains("output.value"),
+        "{:?}",
+        r.rejected
+    );
+    let root = Span::new(tid(3), sid(1), None, "r", 1, 2)
+        .with_attribute("session.id", "big")
+        .with_attribute("input.value", "i".repeat(MAX_IO_TEXT_BYTES - 100))
+        .with_attribute("input.mime_type", "m".repeat(100))
+        .with_attribute("output.value", "o".repeat(MAX_IO_TEXT_BYTES));
+    assert_eq!(s.append(&one("p", root)).unwrap().accepted, 1);
+    let children: Vec<Span> = (0..16u64)
+        .map(|i| {
+            Span::new(tid(3), sid(10 + i), Some(sid(1)), "c", 1, 2).with_attribute(
+                "session.id",
+                format!("{i:04}{}", "z".repeat(MAX_ID_BYTES - 4)),
+            )
+        })
+        .collect();
+    let r = s
+        .append(&[ResourceSpans::for_project("p", children)])
+        .unwrap();
+    assert_eq!(r.accepted, 16, "{:?}", r.rejected);
+    let late = Span::new(tid(3), sid(99), Some(sid(1)), "late", 1, 2);
+    assert_eq!(s.append(&one("p", late)).unwrap().accepted, 1);
+    let h = s.session_history("p", "big").unwrap();
+    assert_eq!(
+        (h[0].num_spans, h[0].conflicting_session_ids.len()),
+        (18, 16)
+    );
+    assert_eq!(
+        s.session("p", "big")
+            .unwrap()
+            .unwrap()
+            .first_input
+            .unwrap()
+            .value
+            .len(),
+        MAX_IO_TEXT_BYTES - 100
+    );
+    assert!(s.verify().unwrap().is_ok());
+    drop(s);
+    let s = store(dir.path());
+    assert_eq!(s.session_history("p", "big").unwrap()[0].num_spans, 18);
 }

@@ -179,6 +179,30 @@ fn io(span: &Span, value_key: &str, mime_key: &str) -> Option<IoValue> {
     ))
 }
 
+/// How many bytes `v` comes to as text (as a turn shows it), if at most
+/// `limit`; `None` past it, found without writing the text out.
+pub(crate) fn text_len_within(v: &AttributeValue, limit: usize) -> Option<usize> {
+    if let AttributeValue::String(s) = v {
+        return (s.len() <= limit).then_some(s.len());
+    }
+    struct Count {
+        n: usize,
+        limit: usize,
+    }
+    impl std::fmt::Write for Count {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.n += s.len();
+            if self.n > self.limit {
+                return Err(std::fmt::Error);
+            }
+            Ok(())
+        }
+    }
+    let mut count = Count { n: 0, limit };
+    std::fmt::write(&mut count, format_args!("{v}")).ok()?;
+    Some(count.n)
+}
+
 /// The span's `input.value` and `input.mime_type` (default `text/plain`).
 pub(crate) fn input(span: &Span) -> Option<IoValue> {
     io(span, keys::INPUT_VALUE, keys::INPUT_MIME_TYPE)
