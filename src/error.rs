@@ -18,7 +18,8 @@ pub enum ErrorKind {
     Corrupted,
     /// A previous write or fsync failed; writes are refused until reopen.
     Poisoned,
-    /// The caller passed something invalid (a bad cursor, an option out of range).
+    /// The caller passed something invalid (a cursor from another query, a
+    /// malformed one). Options out of range are clamped, not refused.
     InvalidInput,
     /// The directory holds a store in a format this version cannot read.
     Incompatible,
@@ -58,7 +59,8 @@ pub enum Error {
     Index(Box<redb::Error>),
     /// A previous write or fsync failed, so the store can no longer promise
     /// that what it acknowledges is on disk. Writes are refused; reads still
-    /// work. Reopen the store to recover from the log (the reopen writes
+    /// work, unless the failure left acknowledged spans unindexed (a failed
+    /// index commit), when they fail too. Reopen the store to recover from the log (the reopen writes
     /// again what the log held past its last durable point when the write
     /// or fsync failed; see [`crate::OpenReport::log_rewritten_bytes`]).
     ///

@@ -486,7 +486,10 @@ struct WriterState {
 /// An embedded store of spans grouped into sessions.
 ///
 /// `SessionStore` is `Send + Sync`: share it with an `Arc`. Appends are
-/// serialized; reads run on snapshots and never wait for a writer.
+/// serialized; reads run on snapshots. A read first indexes the spans
+/// appended but not indexed yet, if any (contract rule 8): it then waits
+/// for the writer lock and for a group being indexed, as the first read
+/// after a burst of appends does.
 ///
 /// ```
 /// use span_sessions::{ResourceSpans, SessionStore, Span, SpanId, TraceId};
