@@ -12,7 +12,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::{SORTS, history_all, list_all, search, sid, snapshot, tid};
+use common::{SORTS, fold, history_all, list_all, search, sid, snapshot, tid};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use serde_json::json;
@@ -948,18 +948,6 @@ fn check(
         for term in ["hello", "ELL", "what?", "bye", "ok", "\"q\"", "zebra"] {
             let mut got = search(store, p, term);
             got.sort();
-            // Each character lowercased on its own, final sigma as sigma.
-            let fold = |t: &str| -> String {
-                t.chars()
-                    .flat_map(|c| {
-                        if c == 'ς' {
-                            'σ'.to_lowercase()
-                        } else {
-                            c.to_lowercase()
-                        }
-                    })
-                    .collect()
-            };
             let lower = fold(term);
             let expect: Vec<String> = want
                 .sessions

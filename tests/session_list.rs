@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::fold;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -208,20 +209,6 @@ fn sort_strategy() -> impl Strategy<Value = SessionSort> {
         SessionSort::TotalTokens,
         SessionSort::Duration,
     ])
-}
-
-/// Case folded as search compares: each character lowercased on its own,
-/// final sigma as sigma.
-fn fold(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            if c == 'ς' {
-                'σ'.to_lowercase()
-            } else {
-                c.to_lowercase()
-            }
-        })
-        .collect()
 }
 
 fn search_term() -> impl Strategy<Value = Option<String>> {

@@ -342,3 +342,18 @@ impl span_sessions::testing::FileSystem for GatedSync {
         span_sessions::testing::OsFileSystem.remove_file(path)
     }
 }
+
+/// Text case-folded as search compares it: each character lowercased on
+/// its own, final sigma as sigma (what a model of search applies to terms
+/// and texts alike).
+pub fn fold(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c == 'ς' {
+                'σ'.to_lowercase()
+            } else {
+                c.to_lowercase()
+            }
+        })
+        .collect()
+}
