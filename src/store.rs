@@ -1320,7 +1320,11 @@ impl SessionStore {
             ));
         }
         // Any span may head its trace's turn (a root, or the stand-in for
-        // one that never arrives).
+        // one that never arrives). A span too small to hold a value that
+        // long as text is not looked through.
+        if encoded_len.saturating_mul(facts::TEXT_PER_ENCODED_BYTE) <= MAX_IO_TEXT_BYTES {
+            return Ok(());
+        }
         for (value, mime) in [
             (
                 crate::model::keys::INPUT_VALUE,

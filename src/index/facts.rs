@@ -179,6 +179,10 @@ fn io(span: &Span, value_key: &str, mime_key: &str) -> Option<IoValue> {
     ))
 }
 
+/// Most bytes of text a value comes to per byte of its encoding (`False, `
+/// for a one-byte boolean; checked by `text_is_at_most_seven_times_the_encoding`).
+pub(crate) const TEXT_PER_ENCODED_BYTE: usize = 7;
+
 /// How many bytes `v` comes to as text (as a turn shows it), if at most
 /// `limit`; `None` past it, found without writing the text out.
 pub(crate) fn text_len_within(v: &AttributeValue, limit: usize) -> Option<usize> {
@@ -221,6 +225,43 @@ pub(crate) fn is_error(span: &Span) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The worst cases of each kind of value, as text against the encoded
+    /// span that carries them: none past `TEXT_PER_ENCODED_BYTE` times, so
+    /// that `validate` may skip measuring the texts of spans too small to
+    /// hold one over `MAX_IO_TEXT_BYTES`.
+    #[test]
+    fn text_is_at_most_seven_times_the_encoding() {
+        let n = 10_000;
+        let values = [
+            AttributeValue::BoolArray(vec![false; n]),
+            AttributeValue::IntArray(vec![-64; n]),
+            AttributeValue::IntArray(vec![i64::MIN; n]),
+            AttributeValue::DoubleArray(vec![-2.225_073_858_507_201_4e-308; n]),
+            AttributeValue::StringArray(vec![String::new(); n]),
+            AttributeValue::Bool(false),
+            AttributeValue::Int(-1),
+        ];
+        for v in values {
+            let text = v.to_string().len();
+            let span = Span::new(
+                crate::model::TraceId([1; 16]),
+                crate::model::SpanId([1; 8]),
+                None,
+                "",
+                0,
+                0,
+            )
+            .with_attribute("input.value", v.clone());
+            let encoded = crate::codec::encoded_span_len("", &[], &span);
+            assert!(
+                text <= TEXT_PER_ENCODED_BYTE * encoded,
+                "{text} > 7 x {encoded}: {v:?}"
+            );
+            assert_eq!(text_len_within(&v, usize::MAX), Some(text));
+            assert_eq!(text_len_within(&v, text - 1), None);
+        }
+    }
     use crate::model::{SpanId, TraceId};
 
     fn span() -> Span {
