@@ -1279,7 +1279,7 @@ impl SessionStore {
         &self,
         project: &str,
         span: &Span,
-        session_id: Option<&str>,
+        session_id: &std::result::Result<Option<String>, facts::IdTooLong>,
         encoded_len: usize,
     ) -> std::result::Result<(), String> {
         if span.trace_id.is_zero() {
@@ -1297,21 +1297,13 @@ impl SessionStore {
                 project.len()
             ));
         }
-        if let Some(sid) = session_id
-            && sid.len() > MAX_ID_BYTES
-        {
-            return Err(format!(
-                "session id is {} bytes, more than {MAX_ID_BYTES}",
-                sid.len()
-            ));
+        // Both measured against the limit before they are written out as
+        // text, so that a huge array value costs no more than the limit.
+        if let Err(e) = session_id {
+            return Err(e.reason("session id", MAX_ID_BYTES));
         }
-        if let Some(user) = facts::user_id(span)
-            && user.len() > MAX_ID_BYTES
-        {
-            return Err(format!(
-                "user.id is {} bytes, more than {MAX_ID_BYTES}",
-                user.len()
-            ));
+        if let Err(e) = facts::user_id_within(span, MAX_ID_BYTES) {
+            return Err(e.reason("user.id", MAX_ID_BYTES));
         }
         if encoded_len > self.opts.max_span_bytes as usize {
             return Err(format!(
@@ -1367,9 +1359,11 @@ impl SessionStore {
             let project = rs.project();
             for span in &rs.spans {
                 let encoded_len = codec::encoded_span_len(project, &rs.resource, span);
-                let session_id = facts::session_id(span, &self.cfg.session_id_sources);
-                match self.validate(project, span, session_id.as_deref(), encoded_len) {
+                let session_id =
+                    facts::session_id_within(span, &self.cfg.session_id_sources, MAX_ID_BYTES);
+                match self.validate(project, span, &session_id, encoded_len) {
                     Ok(()) => {
+                        let session_id = session_id.ok().flatten();
                         batch_bytes += encoded_len;
                         candidates.push(Candidate {
                             project,

@@ -83,45 +83,112 @@ fn json_to_id(v: &serde_json::Value) -> Option<String> {
     }
 }
 
+/// An id (a session id or `user.id`) that comes to more than the limit it
+/// was resolved against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IdTooLong {
+    /// Its length in bytes, trimmed, when it was a string; `None` for a
+    /// value that was not written out as text past the limit.
+    pub(crate) bytes: Option<usize>,
+}
+
+impl IdTooLong {
+    /// The rejection reason for an id named `what` over `limit`.
+    pub(crate) fn reason(&self, what: &str, limit: usize) -> String {
+        match self.bytes {
+            Some(n) => format!("{what} is {n} bytes, more than {limit}"),
+            None => format!("{what} comes to more than {limit} bytes as text"),
+        }
+    }
+}
+
 /// Resolves a span's session id from the ordered list of sources: the
 /// first source giving a non-empty (trimmed) value wins; non-string values
 /// are stringified.
 pub(crate) fn session_id(span: &Span, sources: &[SessionIdSource]) -> Option<String> {
+    session_id_within(span, sources, usize::MAX).ok().flatten()
+}
+
+/// [`session_id`], or `Err` when the id it resolves to is longer than
+/// `limit` bytes. A non-string value is measured before it is written
+/// out, so that a huge array costs no more than the limit in memory;
+/// sources after the one that gives an id are not looked at.
+pub(crate) fn session_id_within(
+    span: &Span,
+    sources: &[SessionIdSource],
+    limit: usize,
+) -> Result<Option<String>, IdTooLong> {
     let mut metadata: Option<Option<serde_json::Value>> = None;
     for source in sources {
         let found = match source {
-            SessionIdSource::Attribute(key) => span.attribute(key).and_then(id_of),
+            SessionIdSource::Attribute(key) => match span.attribute(key) {
+                Some(v) => id_within(v, limit)?,
+                None => None,
+            },
             SessionIdSource::MetadataField(field) => {
                 let parsed = metadata.get_or_insert_with(|| {
                     span.attribute(keys::METADATA)
                         .and_then(AttributeValue::as_str)
                         .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
                 });
-                parsed
+                // A field's text is about as long as its part of the
+                // `metadata` string, which the span's size bounds.
+                let id = parsed
                     .as_ref()
                     .and_then(|m| m.get(field))
-                    .and_then(json_to_id)
+                    .and_then(json_to_id);
+                if let Some(id) = &id
+                    && id.len() > limit
+                {
+                    return Err(IdTooLong {
+                        bytes: Some(id.len()),
+                    });
+                }
+                id
             }
         };
         if found.is_some() {
-            return found;
+            return Ok(found);
         }
     }
-    None
+    Ok(None)
 }
 
-/// An attribute value as an id: stringified, trimmed, none when empty.
-fn id_of(v: &AttributeValue) -> Option<String> {
+/// An attribute value as an id: stringified, trimmed, none when empty;
+/// `Err` past `limit` bytes.
+fn id_within(v: &AttributeValue, limit: usize) -> Result<Option<String>, IdTooLong> {
     match v {
         // The common case, without formatting a copy first.
-        AttributeValue::String(s) => non_empty(s),
-        other => non_empty(&other.to_string()),
+        AttributeValue::String(s) => {
+            let t = s.trim();
+            if t.len() > limit {
+                return Err(IdTooLong {
+                    bytes: Some(t.len()),
+                });
+            }
+            Ok((!t.is_empty()).then(|| t.to_owned()))
+        }
+        // Other values' text neither starts nor ends with whitespace
+        // (`[`, `]`, digits, `True`, `NaN`), so its length is the id's.
+        other => match text_len_within(other, limit) {
+            Some(_) => Ok(non_empty(&other.to_string())),
+            None => Err(IdTooLong { bytes: None }),
+        },
     }
 }
 
 /// The span's `user.id`, stringified and trimmed; none when empty.
 pub(crate) fn user_id(span: &Span) -> Option<String> {
-    span.attribute(keys::USER_ID).and_then(id_of)
+    user_id_within(span, usize::MAX).ok().flatten()
+}
+
+/// [`user_id`], or `Err` when it is longer than `limit` bytes (measured
+/// as [`session_id_within`] measures).
+pub(crate) fn user_id_within(span: &Span, limit: usize) -> Result<Option<String>, IdTooLong> {
+    match span.attribute(keys::USER_ID) {
+        Some(v) => id_within(v, limit),
+        None => Ok(None),
+    }
 }
 
 /// True for spans whose tokens count (contract rule 5): OpenInference kind
@@ -314,6 +381,33 @@ mod tests {
         );
         let s = span().with_attribute("metadata", r#"{"session_id": 12}"#);
         assert_eq!(session_id(&s, &d).as_deref(), Some("12"));
+    }
+
+    #[test]
+    fn ids_past_the_limit_are_refused_as_resolved() {
+        let d = SessionIdSource::defaults();
+        let s = span().with_attribute("session.id", " abcd ");
+        assert_eq!(session_id_within(&s, &d, 4), Ok(Some("abcd".into())));
+        assert_eq!(
+            session_id_within(&s, &d, 3),
+            Err(IdTooLong { bytes: Some(4) })
+        );
+        let s = span().with_attribute("session.id", AttributeValue::IntArray(vec![1, 2]));
+        assert_eq!(session_id_within(&s, &d, 6), Ok(Some("[1, 2]".into())));
+        assert_eq!(session_id_within(&s, &d, 5), Err(IdTooLong { bytes: None }));
+        let s = span().with_attribute("metadata", r#"{"thread_id": "abcde"}"#);
+        assert_eq!(
+            session_id_within(&s, &d, 4),
+            Err(IdTooLong { bytes: Some(5) })
+        );
+        // Only the source that gives the id is measured.
+        let s = span()
+            .with_attribute("session.id", "a")
+            .with_attribute("gen_ai.conversation.id", "long");
+        assert_eq!(session_id_within(&s, &d, 1), Ok(Some("a".into())));
+        let s = span().with_attribute("user.id", true);
+        assert_eq!(user_id_within(&s, 4), Ok(Some("True".into())));
+        assert_eq!(user_id_within(&s, 3), Err(IdTooLong { bytes: None }));
     }
 
     #[test]
