@@ -31,6 +31,7 @@ mod index;
 mod ingest;
 mod log;
 mod model;
+mod python;
 mod query;
 mod repair;
 mod store;
@@ -45,6 +46,44 @@ pub mod testing {
         Fault, FaultError, Injected, Op, Ops, SimFileSystem, Survival, Unsynced,
     };
     pub use crate::fs::{DIRECT_ALIGN, FileHandle, FileSystem, OpenMode, OsFileSystem};
+
+    /// The texts a span's values become, as Python writes them
+    /// (`tests/python_forms.rs` compares them with Python itself).
+    pub mod python {
+        use crate::index::facts;
+        use crate::model::{AttributeValue, Span, SpanId, TraceId};
+        use crate::{SessionIdSource, keys};
+
+        fn span() -> Span {
+            Span::new(TraceId([1; 16]), SpanId([1; 8]), None, "", 0, 0)
+        }
+
+        /// The session id a `session.id` of `v` gives: `str(v).strip()`,
+        /// none when empty.
+        pub fn id_text(v: &AttributeValue) -> Option<String> {
+            let sources = [SessionIdSource::Attribute(keys::SESSION_ID.into())];
+            facts::session_id(
+                &span().with_attribute(keys::SESSION_ID, v.clone()),
+                &sources,
+            )
+        }
+
+        /// The session id a `metadata` of `text` gives from `field`:
+        /// `str(json.loads(text)[field]).strip()`, none when that fails,
+        /// is `None` or empty.
+        pub fn metadata_id(text: &str, field: &str) -> Option<String> {
+            let sources = [SessionIdSource::MetadataField(field.into())];
+            facts::session_id(&span().with_attribute(keys::METADATA, text), &sources)
+        }
+
+        /// A root's input of `v`, as its turn shows it: the value and its
+        /// mime type (`json.dumps(v)` and `application/json` for a value
+        /// that is not a string).
+        pub fn input_text(v: &AttributeValue) -> Option<(String, String)> {
+            let root = span().with_attribute(keys::INPUT_VALUE, v.clone());
+            facts::input(&root).map(|io| (io.value, io.mime_type.into_owned()))
+        }
+    }
 }
 
 pub use error::{Error, ErrorKind, Result};

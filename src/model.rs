@@ -202,9 +202,9 @@ impl AttributeValue {
 }
 
 impl fmt::Display for AttributeValue {
-    /// Strings print as themselves; other values print in a Python-like
-    /// form (`True`, `[1, 2]`), matching how Phoenix stringifies a
-    /// non-string `session.id`.
+    /// Strings print as themselves; other values as Python's `str()`
+    /// prints them (`True`, `[1, 2]`, `1e+20`, `['a', "it's"]`), which is
+    /// how Phoenix stringifies a non-string `session.id`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fn list<T>(
             f: &mut fmt::Formatter<'_>,
@@ -227,11 +227,49 @@ impl fmt::Display for AttributeValue {
             AttributeValue::String(s) => f.write_str(s),
             AttributeValue::Bool(b) => f.write_str(py_bool(*b)),
             AttributeValue::Int(i) => write!(f, "{i}"),
-            AttributeValue::Double(d) => write!(f, "{d:?}"),
-            AttributeValue::StringArray(v) => list(f, v, |f, s| write!(f, "'{s}'")),
+            AttributeValue::Double(d) => crate::python::write_float(f, *d, false),
+            AttributeValue::StringArray(v) => list(f, v, |f, s| crate::python::write_repr(f, s)),
             AttributeValue::BoolArray(v) => list(f, v, |f, b| f.write_str(py_bool(*b))),
             AttributeValue::IntArray(v) => list(f, v, |f, i| write!(f, "{i}")),
-            AttributeValue::DoubleArray(v) => list(f, v, |f, d| write!(f, "{d:?}")),
+            AttributeValue::DoubleArray(v) => {
+                list(f, v, |f, d| crate::python::write_float(f, *d, false))
+            }
+        }
+    }
+}
+
+/// A value as Python's `json.dumps` writes it (`[true, false]`,
+/// `["a\u00e9"]`, `NaN`): the text of a non-string input or output value
+/// (`facts::io`).
+pub(crate) struct JsonText<'a>(pub(crate) &'a AttributeValue);
+
+impl fmt::Display for JsonText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::python::{write_float, write_json_str};
+        fn list<T>(
+            f: &mut fmt::Formatter<'_>,
+            items: &[T],
+            one: impl Fn(&mut fmt::Formatter<'_>, &T) -> fmt::Result,
+        ) -> fmt::Result {
+            f.write_str("[")?;
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                one(f, item)?;
+            }
+            f.write_str("]")
+        }
+        let json_bool = |b: bool| if b { "true" } else { "false" };
+        match self.0 {
+            AttributeValue::String(s) => write_json_str(f, s),
+            AttributeValue::Bool(b) => f.write_str(json_bool(*b)),
+            AttributeValue::Int(i) => write!(f, "{i}"),
+            AttributeValue::Double(d) => write_float(f, *d, true),
+            AttributeValue::StringArray(v) => list(f, v, |f, s| write_json_str(f, s)),
+            AttributeValue::BoolArray(v) => list(f, v, |f, b| f.write_str(json_bool(*b))),
+            AttributeValue::IntArray(v) => list(f, v, |f, i| write!(f, "{i}")),
+            AttributeValue::DoubleArray(v) => list(f, v, |f, d| write_float(f, *d, true)),
         }
     }
 }
@@ -457,10 +495,15 @@ impl ResourceSpans {
 
 /// The project named by resource attributes, `default` when none is given.
 pub fn project_of_resource(resource: &[KeyValue]) -> &str {
-    match find_attribute(resource, keys::PROJECT_NAME).and_then(AttributeValue::as_str) {
-        Some(p) if !p.trim().is_empty() => p.trim(),
-        _ => keys::DEFAULT_PROJECT,
-    }
+    // The first non-empty string under the key, as Phoenix takes it (a
+    // resource should not repeat a key, but may).
+    resource
+        .iter()
+        .filter(|kv| kv.key == keys::PROJECT_NAME)
+        .filter_map(|kv| kv.value.as_str())
+        .map(str::trim)
+        .find(|p| !p.is_empty())
+        .unwrap_or(keys::DEFAULT_PROJECT)
 }
 
 /// A span as stored: the span, its resource and its resolved project.
@@ -508,7 +551,10 @@ impl Tokens {
 /// An input or output value with its mime type.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IoValue {
-    /// The value, as sent in `input.value` / `output.value` (stringified if not a string).
+    /// The value, as sent in `input.value` / `output.value`; a value that
+    /// is not a string is written as JSON (as Python's `json.dumps` writes
+    /// it, `[1, 2]`, `true`), and its mime type is then `application/json`,
+    /// as in Phoenix.
     pub value: String,
     /// `input.mime_type` / `output.mime_type`, `text/plain` when absent.
     /// The mime types nearly every value has (`text/plain`,

@@ -1327,11 +1327,7 @@ impl SessionStore {
                 crate::model::keys::OUTPUT_MIME_TYPE,
             ),
         ] {
-            let text = [value, mime]
-                .iter()
-                .filter_map(|k| span.attribute(k))
-                .try_fold(0, |n, v| facts::text_len_within(v, MAX_IO_TEXT_BYTES - n));
-            if text.is_none() {
+            if facts::io_len_within(span, value, mime, MAX_IO_TEXT_BYTES).is_none() {
                 return Err(format!(
                     "{value} comes to more than {MAX_IO_TEXT_BYTES} bytes as text, with \
                      its mime type (a turn and its session's summary show it as text)"

@@ -2333,3 +2333,229 @@ fn rule9_odd_input_does_not_panic() {
     );
     assert_eq!(summary(&store, "default", "w").num_traces, w.num_traces + 1);
 }
+
+// ------------------------------------- review: ids and facts from attributes
+
+/// Rule 2: a non-string id is stringified as Phoenix does, with Python's
+/// `str()` (reference §1.2). Python writes floats with `repr`: an exponent
+/// always has a sign and at least two digits, and NaN is `nan`.
+#[test]
+fn rule2_float_ids_are_stringified_as_python_str() {
+    let (_d, store) = open();
+    // (value, str(value) in Python 3)
+    let cases: [(f64, &str); 7] = [
+        (1.0, "1.0"),
+        (-0.0, "-0.0"),
+        (1e20, "1e+20"),
+        (1e16, "1e+16"),
+        (1.5e-7, "1.5e-07"),
+        (f64::NAN, "nan"),
+        (f64::INFINITY, "inf"),
+    ];
+    let spans = cases
+        .iter()
+        .zip(1u64..)
+        .map(|((v, _), t)| sp(t, 1, None, t * 10, t * 10 + 5).with_attribute("session.id", *v))
+        .collect();
+    put(&store, "p", spans);
+    let got: Vec<(f64, Option<String>)> = cases
+        .iter()
+        .zip(1u64..)
+        .map(|((v, _), t)| (*v, trace_session(&store, t)))
+        .collect();
+    let want: Vec<(f64, Option<String>)> = cases
+        .iter()
+        .map(|(v, s)| (*v, Some((*s).to_owned())))
+        .collect();
+    assert_eq!(format!("{got:?}"), format!("{want:?}"));
+}
+
+/// Rule 2: an array id is `str()` of a Python list, whose items are
+/// `repr`s: a string holding `'` is quoted with `"`, a backslash is
+/// doubled, and floats print as Python prints them.
+#[test]
+fn rule2_array_ids_are_stringified_as_python_str() {
+    let (_d, store) = open();
+    put(
+        &store,
+        "p",
+        vec![
+            sp(1, 1, None, 10, 20).with_attribute(
+                "session.id",
+                AttributeValue::StringArray(vec!["it's".into(), "a\\b".into()]),
+            ),
+            sp(2, 1, None, 30, 40).with_attribute(
+                "session.id",
+                AttributeValue::DoubleArray(vec![1e20, f64::NAN]),
+            ),
+        ],
+    );
+    // Python: str(["it's", "a\\b"]) == '["it\'s", \'a\\\\b\']'
+    assert_eq!(
+        trace_session(&store, 1).as_deref(),
+        Some(r#"["it's", 'a\\b']"#)
+    );
+    // Python: str([1e20, float("nan")]) == "[1e+20, nan]"
+    assert_eq!(trace_session(&store, 2).as_deref(), Some("[1e+20, nan]"));
+}
+
+/// Rule 2: ids are trimmed as Python's `str.strip()` trims them (reference
+/// §1.2: `str(session_id).strip()`), which also removes the ASCII
+/// information separators U+001C..U+001F (`'\x1f'.isspace()` is True).
+#[test]
+fn rule2_ids_are_trimmed_of_every_character_python_strips() {
+    let (_d, store) = open();
+    put(
+        &store,
+        "p",
+        vec![
+            sp(1, 1, None, 10, 20).with_attribute("session.id", "\u{1c}s\u{1f}"),
+            // Nothing but separators: empty, so the next source is used.
+            sp(2, 1, None, 30, 40)
+                .with_attribute("session.id", "\u{1d}\u{1e}")
+                .with_attribute("gen_ai.conversation.id", "c"),
+            sp(3, 1, None, 50, 60)
+                .with_attribute("session.id", "u")
+                .with_attribute("user.id", "\u{1f}alice\u{1c}"),
+        ],
+    );
+    assert_eq!(trace_session(&store, 1).as_deref(), Some("s"));
+    assert_eq!(trace_session(&store, 2).as_deref(), Some("c"));
+    assert_eq!(summary(&store, "p", "u").user_id.as_deref(), Some("alice"));
+}
+
+/// Rule 2: a non-string value of a `metadata` JSON field is stringified
+/// as Python's `str()` stringifies what `json.loads` gives: integers of
+/// any size exactly, floats as Python prints them, lists and objects as
+/// Python's list and dict reprs.
+#[test]
+fn rule2_metadata_values_are_stringified_as_python_str() {
+    let (_d, store) = open();
+    let cases: [(&str, &str); 6] = [
+        (
+            r#"{"session_id": 123456789012345678901234567890}"#,
+            "123456789012345678901234567890",
+        ),
+        (r#"{"session_id": 1e20}"#, "1e+20"),
+        (r#"{"session_id": 1.5e-7}"#, "1.5e-07"),
+        (r#"{"session_id": 1.0}"#, "1.0"),
+        (r#"{"session_id": [1, "a"]}"#, "[1, 'a']"),
+        (r#"{"thread_id": {"k": "v"}}"#, "{'k': 'v'}"),
+    ];
+    let spans = cases
+        .iter()
+        .zip(1u64..)
+        .map(|((m, _), t)| sp(t, 1, None, t * 10, t * 10 + 5).with_attribute("metadata", *m))
+        .collect();
+    put(&store, "p", spans);
+    let got: Vec<(&str, Option<String>)> = cases
+        .iter()
+        .zip(1u64..)
+        .map(|((m, _), t)| (*m, trace_session(&store, t)))
+        .collect();
+    let want: Vec<(&str, Option<String>)> = cases
+        .iter()
+        .map(|(m, s)| (*m, Some((*s).to_owned())))
+        .collect();
+    assert_eq!(got, want);
+}
+
+/// Rule 2: `metadata` is the JSON string OpenInference's Python
+/// instrumentation writes with `json.dumps`, which writes a float NaN or
+/// infinity as `NaN` / `Infinity` (its default `allow_nan=True`); the
+/// session id in such metadata must still be found.
+#[test]
+fn rule2_metadata_written_by_python_json_dumps_is_read() {
+    let (_d, store) = open();
+    put(
+        &store,
+        "p",
+        vec![
+            sp(1, 1, None, 10, 20)
+                .with_attribute("metadata", r#"{"thread_id": "t-1", "temperature": NaN}"#),
+            sp(2, 1, None, 30, 40)
+                .with_attribute("metadata", r#"{"session_id": "s-2", "max": Infinity}"#),
+        ],
+    );
+    assert_eq!(trace_session(&store, 1).as_deref(), Some("t-1"));
+    assert_eq!(trace_session(&store, 2).as_deref(), Some("s-2"));
+}
+
+/// Rule 5: a non-string `input.value` / `output.value` is JSON-dumped and
+/// its mime type is `application/json`, as Phoenix stores it (reference
+/// §2, `spans`: "A non-string `input.value` is JSON-dumped and
+/// `input.mime_type` is forced to `application/json`").
+#[test]
+fn rule5_non_string_io_values_are_json() {
+    let (_d, store) = open();
+    put(
+        &store,
+        "p",
+        vec![
+            sp(1, 1, None, 10, 20)
+                .with_attribute("session.id", "s")
+                .with_attribute("input.value", true)
+                .with_attribute(
+                    "output.value",
+                    AttributeValue::StringArray(vec!["a".into(), "b".into()]),
+                ),
+        ],
+    );
+    let turn = only_turn(&store, "p", "s");
+    // Python: json.dumps(True) == "true"; json.dumps(["a", "b"]) == '["a", "b"]'
+    assert_eq!(turn.input, io("true", "application/json"));
+    assert_eq!(turn.output, io(r#"["a", "b"]"#, "application/json"));
+}
+
+/// Rule 5: an LLM span has `openinference.span.kind` = LLM. Phoenix reads
+/// the kind with `SpanKind(value)`, whose `_missing_` upper-cases an ASCII
+/// value ("llm" is LLM) and maps anything else to UNKNOWN: " LLM " with
+/// surrounding spaces is UNKNOWN there, so its tokens do not count.
+#[test]
+fn rule5_a_span_kind_with_surrounding_spaces_is_not_llm() {
+    let (_d, store) = open();
+    put(
+        &store,
+        "p",
+        vec![
+            sp(1, 1, None, 0, 100).with_attribute("session.id", "s"),
+            llm(sp(1, 2, Some(1), 1, 2), 10, 5),
+        ],
+    );
+    let padded = {
+        let mut s = sp(1, 4, Some(1), 1, 2).with_attribute("openinference.span.kind", " LLM ");
+        s.attributes
+            .push(KeyValue::new("llm.token_count.prompt", 7i64));
+        s
+    };
+    put(&store, "p", vec![padded]);
+    assert_eq!(only_turn(&store, "p", "s").tokens, tokens(10, 5, 15));
+}
+
+/// Rule 5: `gen_ai.operation.name` makes an LLM span "under the GenAI
+/// conventions", i.e. when the span names no OpenInference kind. Phoenix
+/// merges the GenAI-derived kind with `setdefault` (reference §1.2:
+/// `decode_otlp_span` ... "using `setdefault`"), so an explicit
+/// `openinference.span.kind` of CHAIN or AGENT stays what it is and its
+/// (typically cumulative) usage is not counted.
+#[test]
+fn rule5_an_explicit_openinference_kind_wins_over_the_genai_operation() {
+    let (_d, store) = open();
+    put(
+        &store,
+        "p",
+        vec![
+            sp(1, 1, None, 0, 100)
+                .with_attribute("session.id", "s")
+                .with_attribute("openinference.span.kind", "AGENT")
+                .with_attribute("gen_ai.operation.name", "chat")
+                .with_attribute("gen_ai.usage.input_tokens", 10i64)
+                .with_attribute("gen_ai.usage.output_tokens", 5i64),
+            sp(1, 2, Some(1), 1, 2)
+                .with_attribute("gen_ai.operation.name", "chat")
+                .with_attribute("gen_ai.usage.input_tokens", 10i64)
+                .with_attribute("gen_ai.usage.output_tokens", 5i64),
+        ],
+    );
+    assert_eq!(only_turn(&store, "p", "s").tokens, tokens(10, 5, 15));
+}

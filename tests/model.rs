@@ -316,8 +316,11 @@ fn build(traces: &[TraceSpec]) -> Vec<Item> {
             let oi = ("llm.token_count.prompt", "llm.token_count.completion");
             let genai = ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens");
             span = match s.kind {
+                // A CHAIN span with a GenAI chat operation is a CHAIN:
+                // its tokens do not count.
                 2 => tok(
-                    span.with_attribute("openinference.span.kind", "CHAIN"),
+                    span.with_attribute("openinference.span.kind", "CHAIN")
+                        .with_attribute("gen_ai.operation.name", "chat"),
                     oi.0,
                     oi.1,
                     true,
@@ -423,8 +426,9 @@ fn stringify(v: &AttributeValue) -> String {
     }
 }
 
+/// Python's `str.strip()`: Unicode whitespace and U+001C to U+001F.
 fn non_empty(s: &str) -> Option<String> {
-    let t = s.trim();
+    let t = s.trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c));
     (!t.is_empty()).then(|| t.to_owned())
 }
 
@@ -468,12 +472,16 @@ fn count(span: &Span, key: &str) -> Option<u64> {
 }
 
 fn tokens_of(span: &Span) -> Tokens {
-    let kind_llm = matches!(attr(span, "openinference.span.kind"), Some(AttributeValue::String(k)) if k == "LLM");
-    let genai_llm = matches!(
-        attr(span, "gen_ai.operation.name"),
-        Some(AttributeValue::String(op)) if ["chat", "text_completion", "generate_content"].contains(&op.as_str())
-    );
-    if !(kind_llm || genai_llm) {
+    // An OpenInference kind decides; without one, the GenAI operation.
+    let llm = match attr(span, "openinference.span.kind") {
+        Some(AttributeValue::String(k)) => k.eq_ignore_ascii_case("LLM"),
+        Some(_) => false,
+        None => matches!(
+            attr(span, "gen_ai.operation.name"),
+            Some(AttributeValue::String(op)) if ["chat", "text_completion", "generate_content"].contains(&op.as_str())
+        ),
+    };
+    if !llm {
         return Tokens::default();
     }
     let prompt = count(span, "llm.token_count.prompt")

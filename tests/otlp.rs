@@ -628,3 +628,108 @@ fn decode_errors_convert_to_the_crates_error() {
         "{err}"
     );
 }
+
+/// Rule 2 over OTLP: `metadata` sent as a key-value list (not a JSON
+/// string) still names the session, and a non-string field is stringified
+/// as Python's `str()` would (`str(1e20) == "1e+20"`), as is a value
+/// sent as `session.id` (`str(float("nan")) == "nan"`). (A kvlist is kept
+/// as its JSON text, where a NaN double is the string `"NaN"`.)
+#[test]
+fn metadata_as_a_kvlist_names_the_session_stringified_like_python() {
+    let (_d, s) = store();
+    let metadata = |field: &str, v: Value| {
+        kv(
+            "metadata",
+            Value::KvlistValue(KeyValueList {
+                values: vec![kv(field, v)],
+            }),
+        )
+    };
+    let spans = vec![
+        span(
+            trace_id(1),
+            span_id(1),
+            vec![],
+            "r",
+            10,
+            20,
+            vec![metadata("thread_id", Value::StringValue(" t ".into()))],
+        ),
+        span(
+            trace_id(2),
+            span_id(1),
+            vec![],
+            "r",
+            30,
+            40,
+            vec![metadata("session_id", Value::IntValue(42))],
+        ),
+        span(
+            trace_id(3),
+            span_id(1),
+            vec![],
+            "r",
+            50,
+            60,
+            vec![metadata("session_id", Value::DoubleValue(1e20))],
+        ),
+        span(
+            trace_id(4),
+            span_id(1),
+            vec![],
+            "r",
+            90,
+            95,
+            vec![kv("session.id", Value::DoubleValue(f64::NAN))],
+        ),
+    ];
+    let req = otlp::decode_protobuf(&request("p", spans).encode_to_vec()).unwrap();
+    otlp::export(&s, req, &IngestOptions::default()).unwrap();
+    let got: Vec<Option<String>> = (1..=4)
+        .map(|t| s.trace(tid(t)).unwrap().unwrap().session_id)
+        .collect();
+    let want = ["t", "42", "1e+20", "nan"].map(|x| Some(x.to_owned()));
+    assert_eq!(got, want);
+}
+
+/// Rule 1 over OTLP: the project is the first non-empty string value of
+/// the resource's `openinference.project.name` (reference §1.1: "the
+/// resource attribute `openinference.project.name` (the first non-empty
+/// `string_value`)"), not `default` because an earlier copy of the key
+/// is empty or not a string.
+#[test]
+fn project_is_the_first_non_empty_string_project_name() {
+    use span_sessions::otlp::proto::tonic::resource::v1::Resource;
+    let (_d, s) = store();
+    for (t, first) in [
+        (1u64, Value::StringValue(String::new())),
+        (2, Value::IntValue(5)),
+    ] {
+        let mut req = request(
+            "ignored",
+            vec![span(
+                trace_id(t),
+                span_id(1),
+                vec![],
+                "r",
+                10,
+                20,
+                vec![string("session.id", "s")],
+            )],
+        );
+        req.resource_spans[0].resource = Some(Resource {
+            attributes: vec![
+                kv("openinference.project.name", first),
+                kv(
+                    "openinference.project.name",
+                    Value::StringValue("chat".into()),
+                ),
+            ],
+            ..Default::default()
+        });
+        otlp::export(&s, req, &IngestOptions::default()).unwrap();
+    }
+    assert_eq!(s.projects().unwrap(), vec!["chat".to_owned()]);
+    assert_eq!(s.trace(tid(1)).unwrap().unwrap().project, "chat");
+    assert_eq!(s.trace(tid(2)).unwrap().unwrap().project, "chat");
+}

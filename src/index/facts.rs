@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{AttributeValue, IoValue, Span, StatusCode, Tokens, keys};
+use crate::model::{AttributeValue, IoValue, JsonText, Span, StatusCode, Tokens, keys};
+use crate::python;
 
 /// Where a session id may be found on a span, tried in order.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -68,19 +69,11 @@ pub(crate) fn reads_attribute(key: &[u8], root: bool, sources: &[SessionIdSource
         })
 }
 
-/// Trims an id and maps the empty string to none (contract rule 2).
+/// Strips an id as Python's `str.strip()` does and maps the empty string
+/// to none (contract rule 2).
 fn non_empty(s: &str) -> Option<String> {
-    let t = s.trim();
+    let t = python::strip(s);
     (!t.is_empty()).then(|| t.to_owned())
-}
-
-fn json_to_id(v: &serde_json::Value) -> Option<String> {
-    match v {
-        serde_json::Value::Null => None,
-        serde_json::Value::String(s) => non_empty(s),
-        serde_json::Value::Bool(b) => Some(if *b { "True" } else { "False" }.to_owned()),
-        other => non_empty(&other.to_string()),
-    }
 }
 
 /// An id (a session id or `user.id`) that comes to more than the limit it
@@ -118,7 +111,6 @@ pub(crate) fn session_id_within(
     sources: &[SessionIdSource],
     limit: usize,
 ) -> Result<Option<String>, IdTooLong> {
-    let mut metadata: Option<Option<serde_json::Value>> = None;
     for source in sources {
         let found = match source {
             SessionIdSource::Attribute(key) => match span.attribute(key) {
@@ -126,17 +118,16 @@ pub(crate) fn session_id_within(
                 None => None,
             },
             SessionIdSource::MetadataField(field) => {
-                let parsed = metadata.get_or_insert_with(|| {
-                    span.attribute(keys::METADATA)
-                        .and_then(AttributeValue::as_str)
-                        .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
-                });
-                // A field's text is about as long as its part of the
-                // `metadata` string, which the span's size bounds.
-                let id = parsed
-                    .as_ref()
-                    .and_then(|m| m.get(field))
-                    .and_then(json_to_id);
+                // Read as Python's `json.loads` reads it (`NaN` too), and
+                // the field's value as `str()` writes it. Its text is about
+                // as long as its part of the `metadata` string (at most a
+                // few times: `1e400` is `inf`, `[0]` is `[0]`), which the
+                // span's size bounds.
+                let id = span
+                    .attribute(keys::METADATA)
+                    .and_then(AttributeValue::as_str)
+                    .and_then(|m| python::metadata_field(m, field))
+                    .and_then(|id| non_empty(&id));
                 if let Some(id) = &id
                     && id.len() > limit
                 {
@@ -160,7 +151,7 @@ fn id_within(v: &AttributeValue, limit: usize) -> Result<Option<String>, IdTooLo
     match v {
         // The common case, without formatting a copy first.
         AttributeValue::String(s) => {
-            let t = s.trim();
+            let t = python::strip(s);
             if t.len() > limit {
                 return Err(IdTooLong {
                     bytes: Some(t.len()),
@@ -192,17 +183,20 @@ pub(crate) fn user_id_within(span: &Span, limit: usize) -> Result<Option<String>
 }
 
 /// True for spans whose tokens count (contract rule 5): OpenInference kind
-/// `LLM`, or a GenAI `chat` / `text_completion` / `generate_content` operation.
+/// `LLM` (in any ASCII case, as Phoenix reads it), or, on a span without
+/// an OpenInference kind, a GenAI `chat` / `text_completion` /
+/// `generate_content` operation. A span that has an OpenInference kind is
+/// that kind whatever its GenAI operation says, as in Phoenix, which
+/// derives a kind from the GenAI attributes only where none is given: an
+/// `AGENT` span reporting its children's usage is not counted again.
 pub(crate) fn is_llm(span: &Span) -> bool {
-    let oi_llm = span
-        .attribute(keys::SPAN_KIND)
-        .and_then(AttributeValue::as_str)
-        .is_some_and(|k| k.trim().eq_ignore_ascii_case("LLM"));
-    let genai_llm = span
-        .attribute(keys::GEN_AI_OPERATION_NAME)
-        .and_then(AttributeValue::as_str)
-        .is_some_and(|op| matches!(op.trim(), "chat" | "text_completion" | "generate_content"));
-    oi_llm || genai_llm
+    match span.attribute(keys::SPAN_KIND) {
+        Some(kind) => kind.as_str().is_some_and(|k| k.eq_ignore_ascii_case("LLM")),
+        None => span
+            .attribute(keys::GEN_AI_OPERATION_NAME)
+            .and_then(AttributeValue::as_str)
+            .is_some_and(|op| matches!(op, "chat" | "text_completion" | "generate_content")),
+    }
 }
 
 fn count(span: &Span, key: &str) -> Option<u64> {
@@ -232,7 +226,11 @@ pub(crate) fn tokens(span: &Span) -> Tokens {
 }
 
 fn io(span: &Span, value_key: &str, mime_key: &str) -> Option<IoValue> {
-    let value = span.attribute(value_key)?.to_string();
+    let value = match span.attribute(value_key)? {
+        AttributeValue::String(s) => s.clone(),
+        // As Phoenix stores it: JSON, whatever mime type the span gave.
+        other => return Some(IoValue::new(JsonText(other).to_string(), JSON_MIME)),
+    };
     let mime_type = span
         .attribute(mime_key)
         .map(|m| match m {
@@ -250,12 +248,45 @@ fn io(span: &Span, value_key: &str, mime_key: &str) -> Option<IoValue> {
 /// for a one-byte boolean; checked by `text_is_at_most_seven_times_the_encoding`).
 pub(crate) const TEXT_PER_ENCODED_BYTE: usize = 7;
 
-/// How many bytes `v` comes to as text (as a turn shows it), if at most
-/// `limit`; `None` past it, found without writing the text out.
+/// The mime type of an input or output value that is not a string.
+const JSON_MIME: &str = "application/json";
+
+/// How many bytes `v` comes to as text (as an id: Python's `str()`), if
+/// at most `limit`; `None` past it, found without writing the text out.
 pub(crate) fn text_len_within(v: &AttributeValue, limit: usize) -> Option<usize> {
     if let AttributeValue::String(s) = v {
         return (s.len() <= limit).then_some(s.len());
     }
+    display_len_within(v, limit)
+}
+
+/// How many bytes a span's input or output (`value_key`, with its mime
+/// type) comes to as a turn shows it ([`input`], [`output`]), if at most
+/// `limit`; `None` past it, found without writing the text out.
+pub(crate) fn io_len_within(
+    span: &Span,
+    value_key: &str,
+    mime_key: &str,
+    limit: usize,
+) -> Option<usize> {
+    match span.attribute(value_key) {
+        None => Some(0),
+        Some(AttributeValue::String(s)) => {
+            let room = limit.checked_sub(s.len())?;
+            let mime = span
+                .attribute(mime_key)
+                .map_or(Some(0), |m| text_len_within(m, room))?;
+            Some(s.len() + mime)
+        }
+        Some(other) => {
+            let room = limit.checked_sub(JSON_MIME.len())?;
+            Some(display_len_within(&JsonText(other), room)? + JSON_MIME.len())
+        }
+    }
+}
+
+/// How many bytes `v` comes to when displayed, if at most `limit`.
+fn display_len_within(v: &dyn std::fmt::Display, limit: usize) -> Option<usize> {
     struct Count {
         n: usize,
         limit: usize,
@@ -306,11 +337,15 @@ mod tests {
             AttributeValue::IntArray(vec![i64::MIN; n]),
             AttributeValue::DoubleArray(vec![-2.225_073_858_507_201_4e-308; n]),
             AttributeValue::StringArray(vec![String::new(); n]),
+            AttributeValue::StringArray(vec!["\u{1}".into(); n]),
+            AttributeValue::StringArray(vec!["\u{1}\u{85}".repeat(100); n / 100]),
             AttributeValue::Bool(false),
             AttributeValue::Int(-1),
         ];
         for v in values {
+            // As an id (Python's `str()`) and as an input (JSON).
             let text = v.to_string().len();
+            let json = JsonText(&v).to_string().len() + JSON_MIME.len();
             let span = Span::new(
                 crate::model::TraceId([1; 16]),
                 crate::model::SpanId([1; 8]),
@@ -322,11 +357,14 @@ mod tests {
             .with_attribute("input.value", v.clone());
             let encoded = crate::codec::encoded_span_len("", &[], &span);
             assert!(
-                text <= TEXT_PER_ENCODED_BYTE * encoded,
-                "{text} > 7 x {encoded}: {v:?}"
+                text.max(json) <= TEXT_PER_ENCODED_BYTE * encoded,
+                "{text} or {json} > 7 x {encoded}: {v:?}"
             );
             assert_eq!(text_len_within(&v, usize::MAX), Some(text));
             assert_eq!(text_len_within(&v, text - 1), None);
+            let io = |limit| io_len_within(&span, "input.value", "input.mime_type", limit);
+            assert_eq!(io(usize::MAX), Some(json));
+            assert_eq!(io(json - 1), None);
         }
     }
     use crate::model::{SpanId, TraceId};
@@ -408,6 +446,23 @@ mod tests {
         let s = span().with_attribute("user.id", true);
         assert_eq!(user_id_within(&s, 4), Ok(Some("True".into())));
         assert_eq!(user_id_within(&s, 3), Err(IdTooLong { bytes: None }));
+    }
+
+    #[test]
+    fn inputs_are_measured_as_turns_show_them() {
+        let io = |s: &Span, limit| io_len_within(s, "input.value", "input.mime_type", limit);
+        let text = span().with_attribute("input.value", "abcd");
+        assert_eq!((io(&text, 4), io(&text, 3)), (Some(4), None));
+        let typed = text.clone().with_attribute("input.mime_type", "text/x");
+        assert_eq!((io(&typed, 10), io(&typed, 9)), (Some(10), None));
+        // A value that is not a string is JSON, whatever mime type it gave.
+        let json = span()
+            .with_attribute("input.value", AttributeValue::BoolArray(vec![true]))
+            .with_attribute("input.mime_type", "text/x");
+        let shown = input(&json).map(|v| (v.value, v.mime_type.into_owned()));
+        assert_eq!(shown, Some(("[true]".into(), "application/json".into())));
+        assert_eq!((io(&json, 22), io(&json, 21)), (Some(22), None));
+        assert_eq!(io(&span(), 0), Some(0));
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub(crate) use delete::{DeleteTarget, RetentionVictims};
 pub(crate) use trace::{NewRecords, SpanInfo};
 
 /// Version of the table layout; a mismatch triggers a rebuild from the log.
-pub(crate) const INDEX_FORMAT_VERSION: u64 = 11;
+pub(crate) const INDEX_FORMAT_VERSION: u64 = 12;
 
 /// Counters and checkpoint state.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
