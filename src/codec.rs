@@ -124,6 +124,7 @@ pub(crate) fn encoded_span_len(project: &str, resource: &[KeyValue], span: &Span
 /// The number of bytes a list of attributes takes in a span record (the
 /// resource's are written into every span's record), counted without
 /// writing them.
+#[cfg(feature = "otlp")]
 pub(crate) fn encoded_attributes_len(attrs: &[KeyValue]) -> usize {
     let mut n = ByteCount(0);
     put_attributes(&mut n, attrs);
