@@ -474,43 +474,55 @@ fn unquote(quoted: &str) -> Option<String> {
     Some(out)
 }
 
-/// Python's `str()` of what `json.loads` makes of one value's text (`top`)
-/// or its `repr()` (inside a list or dict). `None` for `null` at the top.
-fn write_loaded(w: &mut String, text: &str, top: bool) -> Option<()> {
+/// A `String` that takes no more than `limit` bytes: a write past it fails.
+struct Bounded<'a> {
+    out: &'a mut String,
+    limit: usize,
+    /// A write failed for the limit.
+    over: bool,
+}
+
+impl Write for Bounded<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if self.out.len() + s.len() > self.limit {
+            self.over = true;
+            return Err(fmt::Error);
+        }
+        self.out.push_str(s);
+        Ok(())
+    }
+}
+
+/// Python's `repr()` of what `json.loads` makes of one value's text (as
+/// `str()` writes a value inside a list or dict; at the top, the same for
+/// all but strings and `null`). `None` past the writer's limit.
+fn write_loaded(w: &mut Bounded<'_>, text: &str) -> Option<()> {
     let first = text.as_bytes().first().copied()?;
     match first {
-        b'"' => {
-            let s = unquote(text)?;
-            if top {
-                w.push_str(&s);
-            } else {
-                write_repr(w, &s).ok()?;
-            }
-        }
-        b'n' if top => return None,
-        b'n' => w.push_str("None"),
-        b't' => w.push_str("True"),
-        b'f' => w.push_str("False"),
-        b'N' => w.push_str("nan"),
-        b'I' => w.push_str("inf"),
-        b'-' if text == "-Infinity" => w.push_str("-inf"),
+        b'"' => write_repr(w, &unquote(text)?).ok()?,
+        b'n' => w.write_str("None").ok()?,
+        b't' => w.write_str("True").ok()?,
+        b'f' => w.write_str("False").ok()?,
+        b'N' => w.write_str("nan").ok()?,
+        b'I' => w.write_str("inf").ok()?,
+        b'-' if text == "-Infinity" => w.write_str("-inf").ok()?,
         b'[' => {
             let mut r = Reader { text, at: 1 };
-            w.push('[');
+            w.write_str("[").ok()?;
             r.ws();
             let mut first = true;
             while r.eat(b']').is_none() {
                 if !first {
                     r.eat(b',')?;
                     r.ws();
-                    w.push_str(", ");
+                    w.write_str(", ").ok()?;
                 }
                 first = false;
                 let v = r.value(1)?;
-                write_loaded(w, v, false)?;
+                write_loaded(w, v)?;
                 r.ws();
             }
-            w.push(']');
+            w.write_str("]").ok()?;
         }
         b'{' => {
             // Python's dict keeps a key where it first appears, with the
@@ -523,43 +535,92 @@ fn write_loaded(w: &mut String, text: &str, top: bool) -> Option<()> {
                     None => pairs.push((k, v)),
                 }
             }
-            w.push('{');
+            w.write_str("{").ok()?;
             for (i, (k, v)) in pairs.iter().enumerate() {
                 if i > 0 {
-                    w.push_str(", ");
+                    w.write_str(", ").ok()?;
                 }
                 write_repr(w, k).ok()?;
-                w.push_str(": ");
-                write_loaded(w, v, false)?;
+                w.write_str(": ").ok()?;
+                write_loaded(w, v)?;
             }
-            w.push('}');
+            w.write_str("}").ok()?;
         }
-        _ if text.contains(['.', 'e', 'E']) => {
-            write_float(w, text.parse().ok()?, false).ok()?;
-        }
+        _ if text.contains(['.', 'e', 'E']) => write_float(w, text.parse().ok()?, false).ok()?,
         // An integer: Python's are exact at any length; `-0` is `0`.
-        _ if text == "-0" => w.push('0'),
-        _ => w.push_str(text),
+        _ if text == "-0" => w.write_str("0").ok()?,
+        _ => w.write_str(text).ok()?,
     }
     Some(())
 }
 
-/// `str(json.loads(text)[field])` when `text` is a JSON object (as Python
-/// reads it) that has `field` and its value is not `null`.
-pub(crate) fn metadata_field(text: &str, field: &str) -> Option<String> {
-    let members = members(text)?;
-    // The last of repeated keys wins, as in Python's dict.
-    let value = members.iter().rev().find_map(|(k, v)| {
-        let plain = k.get(1..k.len() - 1).filter(|inner| !inner.contains('\\'));
-        let matches = match plain {
-            Some(inner) => inner == field,
-            None => unquote(k).is_some_and(|k| k == field),
+/// A `metadata` attribute's top-level members, if its text is a JSON
+/// object as Python's `json.loads` reads it.
+pub(crate) struct Metadata<'a> {
+    members: Vec<(&'a str, &'a str)>,
+}
+
+/// A `metadata` field that comes to more than the limit as text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FieldTooLong {
+    /// Its length when it is a string (stripped); `None` for a value
+    /// that was not written out past the limit.
+    pub(crate) bytes: Option<usize>,
+}
+
+impl<'a> Metadata<'a> {
+    /// Reads `text`; `None` when Python could not load it as an object.
+    pub(crate) fn parse(text: &'a str) -> Option<Self> {
+        members(text).map(|members| Metadata { members })
+    }
+
+    /// `str(json.loads(text)[field]).strip()`: none when the field is
+    /// missing, `null` or empty; `Err` past `limit` bytes, found without
+    /// writing out more than the limit (a string field, at most as long
+    /// as the text, is written whole and stripped first).
+    pub(crate) fn field(&self, field: &str, limit: usize) -> Result<Option<String>, FieldTooLong> {
+        // The last of repeated keys wins, as in Python's dict.
+        let value = self.members.iter().rev().find_map(|(k, v)| {
+            let plain = k.get(1..k.len() - 1).filter(|inner| !inner.contains('\\'));
+            let matches = match plain {
+                Some(inner) => inner == field,
+                None => unquote(k).is_some_and(|k| k == field),
+            };
+            matches.then_some(*v)
+        });
+        let Some(value) = value else {
+            return Ok(None);
         };
-        matches.then_some(*v)
-    })?;
-    let mut out = String::new();
-    write_loaded(&mut out, value, true)?;
-    Some(out)
+        let text = match value.as_bytes().first() {
+            Some(b'"') => match unquote(value) {
+                Some(s) => s,
+                None => return Ok(None),
+            },
+            Some(b'n') => return Ok(None),
+            _ => {
+                // No other value's text starts or ends with whitespace.
+                let mut out = String::new();
+                let mut w = Bounded {
+                    out: &mut out,
+                    limit,
+                    over: false,
+                };
+                let written = write_loaded(&mut w, value);
+                return match (written, w.over) {
+                    (_, true) => Err(FieldTooLong { bytes: None }),
+                    (Some(()), false) => Ok(Some(out)),
+                    (None, false) => Ok(None),
+                };
+            }
+        };
+        let id = strip(&text);
+        if id.len() > limit {
+            return Err(FieldTooLong {
+                bytes: Some(id.len()),
+            });
+        }
+        Ok((!id.is_empty()).then(|| id.to_owned()))
+    }
 }
 
 #[cfg(test)]
@@ -628,8 +689,11 @@ mod tests {
 
     #[test]
     fn metadata_is_read_as_python_reads_json() {
-        let field = |text: &str, f: &str| metadata_field(text, f);
-        assert_eq!(field(r#"{"a": "x"}"#, "a").as_deref(), Some("x"));
+        let field = |text: &str, f: &str| {
+            Metadata::parse(text).and_then(|m| m.field(f, usize::MAX).ok().flatten())
+        };
+        assert_eq!(field(r#"{"a": " x\n"}"#, "a").as_deref(), Some("x"));
+        assert_eq!(field(r#"{"a": " "}"#, "a"), None);
         assert_eq!(field(r#" {"a": 1, "a": 2} "#, "a").as_deref(), Some("2"));
         assert_eq!(field(r#"{"a": null}"#, "a"), None);
         assert_eq!(field(r#"{"a": -0}"#, "a").as_deref(), Some("0"));
@@ -648,7 +712,7 @@ mod tests {
         );
         assert_eq!(
             field(r#"{"\u0061": "\ud83d\ude00\n"}"#, "a").as_deref(),
-            Some("\u{1f600}\n")
+            Some("\u{1f600}")
         );
         // Not JSON as Python reads it, or not an object: no field.
         for bad in [

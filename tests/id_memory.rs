@@ -104,6 +104,21 @@ fn ids_sent_as_huge_arrays_are_refused_without_being_written_out() {
     eprintln!("the append held {held} bytes at most");
     assert!(held < limit, "the append held {held} bytes");
 
+    // A `metadata` field is written out only as far as the limit: two
+    // million `1e15`s (10 MB) come to 40 MB as Python writes them.
+    let floats = format!(r#"{{"session_id": [{}1e15]}}"#, "1e15,".repeat(2_000_000));
+    let (r, held) = append_measured(&s, span(5).with_attribute("metadata", floats.as_str()));
+    assert_eq!(r.accepted, 0);
+    assert!(
+        r.rejected[0].reason.contains(&format!(
+            "session id comes to more than {MAX_ID_BYTES} bytes"
+        )),
+        "{:?}",
+        r.rejected
+    );
+    eprintln!("the append held {held} bytes at most");
+    assert!(held < limit, "the append held {held} bytes");
+
     // A source after the one that gives the id is not looked at: the huge
     // conversation id is never the session id, so the span is stored.
     let r = s

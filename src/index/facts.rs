@@ -111,6 +111,7 @@ pub(crate) fn session_id_within(
     sources: &[SessionIdSource],
     limit: usize,
 ) -> Result<Option<String>, IdTooLong> {
+    let mut metadata: Option<Option<python::Metadata<'_>>> = None;
     for source in sources {
         let found = match source {
             SessionIdSource::Attribute(key) => match span.attribute(key) {
@@ -118,24 +119,20 @@ pub(crate) fn session_id_within(
                 None => None,
             },
             SessionIdSource::MetadataField(field) => {
-                // Read as Python's `json.loads` reads it (`NaN` too), and
-                // the field's value as `str()` writes it. Its text is about
-                // as long as its part of the `metadata` string (at most a
-                // few times: `1e400` is `inf`, `[0]` is `[0]`), which the
-                // span's size bounds.
-                let id = span
-                    .attribute(keys::METADATA)
-                    .and_then(AttributeValue::as_str)
-                    .and_then(|m| python::metadata_field(m, field))
-                    .and_then(|id| non_empty(&id));
-                if let Some(id) = &id
-                    && id.len() > limit
-                {
-                    return Err(IdTooLong {
-                        bytes: Some(id.len()),
-                    });
+                // Read once, as Python's `json.loads` reads it (`NaN` too);
+                // the field's value as `str()` writes it, measured against
+                // the limit as it is written.
+                let parsed = metadata.get_or_insert_with(|| {
+                    span.attribute(keys::METADATA)
+                        .and_then(AttributeValue::as_str)
+                        .and_then(python::Metadata::parse)
+                });
+                match parsed {
+                    Some(m) => m
+                        .field(field, limit)
+                        .map_err(|e| IdTooLong { bytes: e.bytes })?,
+                    None => None,
                 }
-                id
             }
         };
         if found.is_some() {
