@@ -1643,11 +1643,16 @@ impl SessionStore {
         let mut deferred = Deferred::with_homes_limit(self.opts.deferred_homes);
         self.replay(&mut w, 0, &mut deferred, SpanReads::Facts)?;
         {
-            // Whatever was deferred described the tables just cleared.
-            let mut stale = self.deferred.write().map_err(|_| Error::panicked())?;
-            stale.clear();
+            // Whatever was deferred described the tables just cleared. It
+            // goes in the same hold of the lock as the rebuilt tables come
+            // in: a read between the two would pair an empty buffer with
+            // the old tables, which lack the postings it held (a search
+            // would miss acknowledged sessions).
+            let mut held = self.deferred.write().map_err(|_| Error::panicked())?;
+            w.commit()?;
+            held.clear();
+            held.merge(deferred);
         }
-        self.commit_with_deferred(w, deferred)?;
         self.checkpoint(&mut ws)
     }
 

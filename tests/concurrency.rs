@@ -504,3 +504,88 @@ fn stats_during_appends_count_every_frame_live() {
     );
     assert_eq!(stats.spans, 600 * K);
 }
+
+/// Searches running while `rebuild_indexes` replaces the tables find every
+/// acknowledged session (rule 8). The rebuild used to drop the search
+/// postings held in memory before it committed the rebuilt tables, and
+/// searches in between paired an empty buffer with the old tables, which
+/// lacked those postings: every search in that window found nothing.
+#[test]
+fn searches_during_a_rebuild_find_every_acknowledged_session() {
+    // Checkpoints far apart: the postings stay in memory.
+    let dir = tempfile::tempdir().unwrap();
+    let store = StoreOptions::default()
+        .durability(Durability::Buffered)
+        .checkpoint_bytes(1 << 30)
+        .checkpoint_spans(1 << 30)
+        .open(dir.path())
+        .unwrap();
+    let sessions = 40;
+    let mut t = 1u64;
+    // Each round adds to what the rebuild replays; the window opened
+    // from about the tenth round on here (every search in it found 0).
+    for round in 0..16u64 {
+        let needle = format!("needle{round}q");
+        for j in 0..sessions {
+            // Long texts, so that the rebuild's replay takes a while.
+            let mut text: String = (0..400u64)
+                .map(|w| {
+                    format!(
+                        "{:x} ",
+                        ((round * 1_000_003 + j * 7919 + w * 104_729) * 2_654_435_761)
+                            & 0xffff_ffff
+                    )
+                })
+                .collect();
+            text.push_str(&needle);
+            let root = Span::new(tid(t), sid(1), None, "agent", t * 10 + 1, t * 10 + 5)
+                .with_attribute("session.id", format!("r{round}-{j}"))
+                .with_attribute("input.value", text);
+            store
+                .append(&[ResourceSpans::for_project("p", vec![root])])
+                .unwrap();
+            t += 1;
+        }
+        // Indexes the appended spans; their postings are held in memory.
+        store.session("p", "r0-0").unwrap();
+        let query = SessionQuery {
+            limit: 100,
+            filter: span_sessions::SessionFilter {
+                search: Some(needle),
+                ..Default::default()
+            },
+            ..SessionQuery::default()
+        };
+        let stop = AtomicBool::new(false);
+        let short = std::thread::scope(|s| {
+            let readers: Vec<_> = (0..3)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut short = Vec::new();
+                        while !stop.load(Ordering::Acquire) {
+                            let found = store.sessions("p", &query).unwrap().items.len();
+                            if found != usize::try_from(sessions).unwrap() {
+                                short.push(found);
+                            }
+                        }
+                        short
+                    })
+                })
+                .collect();
+            std::thread::sleep(Duration::from_millis(2));
+            store.rebuild_indexes().unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+            stop.store(true, Ordering::Release);
+            readers
+                .into_iter()
+                .flat_map(|r| r.join().unwrap())
+                .collect::<Vec<_>>()
+        });
+        assert!(
+            short.is_empty(),
+            "round {round}: {} searches found fewer than {sessions} sessions: {:?}",
+            short.len(),
+            &short[..short.len().min(10)]
+        );
+    }
+}
