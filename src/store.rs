@@ -1449,20 +1449,39 @@ impl SessionStore {
                             // The deferred changes are read with the snapshot
                             // they belong to, as reads do: the indexing thread
                             // may commit or write them out meanwhile.
-                            let (deferred, lookup) = match &mut snapshot {
-                                Some(s) => s,
-                                None => {
-                                    let deferred =
-                                        self.deferred.read().map_err(|_| Error::panicked())?;
-                                    let txn = self.index.begin_read()?;
-                                    let lookup = crate::index::SpanIdLookup::open(&txn)?;
-                                    snapshot.insert((deferred, lookup))
-                                }
+                            let looked: Result<SpanIdSet> = 'look: {
+                                let (deferred, lookup) = match &mut snapshot {
+                                    Some(s) => s,
+                                    None => {
+                                        let Ok(deferred) = self.deferred.read() else {
+                                            break 'look Err(Error::panicked());
+                                        };
+                                        let opened = self
+                                            .index
+                                            .begin_read()
+                                            .and_then(|txn| crate::index::SpanIdLookup::open(&txn));
+                                        match opened {
+                                            Ok(lookup) => snapshot.insert((deferred, lookup)),
+                                            Err(e) => break 'look Err(e),
+                                        }
+                                    }
+                                };
+                                lookup
+                                    .span_ids(deferred, trace_id.0)
+                                    .map(|ids| ids.into_iter().collect())
                             };
-                            lookup
-                                .span_ids(deferred, trace_id.0)?
-                                .into_iter()
-                                .collect::<SpanIdSet>()
+                            match looked {
+                                Ok(ids) => ids,
+                                Err(e) => {
+                                    // The spans taken so far are not written:
+                                    // they must not count as stored.
+                                    drop(snapshot);
+                                    ws_ref.pending.forget_spans(accepted.iter().map(
+                                        |c: &&Candidate<'_>| (c.span.trace_id.0, c.span.span_id.0),
+                                    ));
+                                    return Err(e);
+                                }
+                            }
                         }
                     };
                     ws_ref.pending.insert_trace(trace_id.0, ids)
