@@ -1254,6 +1254,34 @@ fn rule5_the_root_is_the_earliest_span_without_a_parent() {
 }
 
 #[test]
+fn rule5_a_blank_mime_type_means_text_plain() {
+    // An empty or blank `*.mime_type` is as good as none: text/plain.
+    let (_d, store) = open();
+    put(
+        &store,
+        "p",
+        vec![
+            sp(1, 1, None, 10, 20)
+                .with_attribute("session.id", "s")
+                .with_attribute("input.value", "question")
+                .with_attribute("input.mime_type", "  ")
+                .with_attribute("output.value", "answer")
+                .with_attribute("output.mime_type", ""),
+        ],
+    );
+    let turn = only_turn(&store, "p", "s");
+    assert_eq!(
+        (turn.input, turn.output),
+        (text("question"), text("answer"))
+    );
+    let s = summary(&store, "p", "s");
+    assert_eq!(
+        (s.first_input, s.last_output),
+        (text("question"), text("answer"))
+    );
+}
+
+#[test]
 fn rule5_tokens_come_from_llm_spans_only() {
     let (_d, store) = open();
     let kv = |s: Span, k: &str, v: i64| s.with_attribute(k, v);
@@ -1540,6 +1568,31 @@ fn rule6_latency_quantiles_interpolate_linearly() {
     );
     let q = summary(&store, "p", "one").trace_latency_ms;
     assert!(close_float(q.p50, 2.5) && close_float(q.p99, 2.5), "{q:?}");
+}
+
+#[test]
+fn rule6_last_output_moves_when_its_trace_gains_an_earlier_span() {
+    // Trace 1 (start 100) holds the last output; a late child starting at
+    // 10 moves trace 1 before trace 2 (start 50), whose output is now last.
+    let (_d, store) = open();
+    put(
+        &store,
+        "p",
+        vec![
+            sp(1, 1, None, 100, 110)
+                .with_attribute("session.id", "s")
+                .with_attribute("output.value", "one"),
+            sp(2, 1, None, 50, 60)
+                .with_attribute("session.id", "s")
+                .with_attribute("output.value", "two"),
+        ],
+    );
+    assert_eq!(summary(&store, "p", "s").last_output, text("one"));
+    put(&store, "p", vec![sp(1, 2, Some(1), 10, 20)]);
+    assert_eq!(history_ids(&store, "p", "s"), vec![tid(1), tid(2)]);
+    let s = summary(&store, "p", "s");
+    assert_eq!(s.start_time_unix_nano, 10);
+    assert_eq!(s.last_output, text("two"));
 }
 
 // ---------------------------------------------------------------- rule 7
@@ -1868,6 +1921,68 @@ fn rule7_history_pages_concatenate_to_the_history() {
     assert!(store.session_history("p", "nope").unwrap().is_empty());
     let empty = store.session_history_page("p", "nope", 3, None).unwrap();
     assert!(empty.items.is_empty() && empty.next_cursor.is_none());
+}
+
+#[test]
+fn rule7_a_full_last_page_has_no_next_cursor() {
+    // `next_cursor` is `None` when the page is the last, also when it is full.
+    let (_d, store) = open();
+    for (t, s) in [(1, "a"), (2, "b"), (3, "c"), (4, "d")] {
+        put(
+            &store,
+            "p",
+            vec![
+                sp(t, 1, None, t * 10, t * 10 + t)
+                    .with_attribute("session.id", s)
+                    .with_attribute("input.value", "refund"),
+                sp(10 + t, 1, None, 100 + t, 105 + t).with_attribute("session.id", "h"),
+            ],
+        );
+    }
+    // History: 4 turns in pages of 2, and in one page of 4.
+    let first = store.session_history_page("p", "h", 2, None).unwrap();
+    let cursor = first.next_cursor.expect("a second page");
+    let last = store
+        .session_history_page("p", "h", 2, Some(&cursor))
+        .unwrap();
+    let ids: Vec<TraceId> = last.items.iter().map(|t| t.trace_id).collect();
+    assert_eq!(ids, vec![tid(13), tid(14)]);
+    assert_eq!(last.next_cursor, None, "history: the last page is full");
+    let whole = store.session_history_page("p", "h", 4, None).unwrap();
+    assert_eq!((whole.items.len(), whole.next_cursor), (4, None));
+    // Session list: 5 sessions (4 with "refund"), every order, with and
+    // without a search.
+    for sort in SORTS {
+        for descending in [false, true] {
+            for (search, n) in [(None, 5), (Some("refund".to_owned()), 4)] {
+                let q = SessionQuery {
+                    sort,
+                    descending,
+                    limit: n - 2,
+                    filter: span_sessions::SessionFilter {
+                        search: search.clone(),
+                        ..Default::default()
+                    },
+                    ..SessionQuery::default()
+                };
+                let ctx = format!("{sort:?} descending={descending} search={search:?}");
+                let first = store.sessions("p", &q).unwrap();
+                let cursor = first.next_cursor.clone().expect("a second page");
+                let q2 = SessionQuery {
+                    cursor: Some(cursor),
+                    limit: 2,
+                    ..q.clone()
+                };
+                let last = store.sessions("p", &q2).unwrap();
+                assert_eq!(last.items.len(), 2, "{ctx}");
+                assert_eq!(last.next_cursor, None, "{ctx}: the last page is full");
+                let whole = store
+                    .sessions("p", &SessionQuery { limit: n, ..q })
+                    .unwrap();
+                assert_eq!((whole.items.len(), whole.next_cursor), (n, None), "{ctx}");
+            }
+        }
+    }
 }
 
 #[test]

@@ -208,6 +208,29 @@ fn retention_keeps_sessions_with_recent_activity_whole() {
     assert_eq!(store.retain(&policy).unwrap(), DeleteReport::default());
 }
 
+/// "Older than now - max_age" is strict: a session or a sessionless trace
+/// whose last activity is exactly the cutoff is kept.
+#[test]
+fn retention_keeps_what_ends_exactly_at_the_cutoff() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = options().open(dir.path()).unwrap();
+    // One-span traces of 10 ns; the cutoff is 1,000 - 500 = 500.
+    store.append(&[turn("p", Some("edge"), 1, 490)]).unwrap(); // ends at 500
+    store.append(&[turn("p", Some("old"), 2, 489)]).unwrap(); // ends at 499
+    store.append(&[turn("p", None, 3, 490)]).unwrap(); // sessionless, ends at 500
+    store.append(&[turn("p", None, 4, 489)]).unwrap(); // sessionless, ends at 499
+    let policy = RetentionPolicy {
+        now_unix_nano: 1_000,
+        max_age_nanos: Some(500),
+        ..RetentionPolicy::default()
+    };
+    assert_eq!(store.retain(&policy).unwrap(), report(1, 2, 2));
+    assert!(store.session("p", "edge").unwrap().is_some());
+    assert_eq!(store.session("p", "old").unwrap(), None);
+    assert!(store.trace(tid(3)).unwrap().is_some());
+    assert!(store.trace(tid(4)).unwrap().is_none());
+}
+
 #[test]
 fn retention_by_count_keeps_the_newest_sessions_per_project() {
     let dir = tempfile::tempdir().unwrap();

@@ -365,6 +365,169 @@ fn project_stats_match_the_data() {
     assert!(store.project_stats("nope").unwrap().is_none());
 }
 
+/// Appends the spans of `turns` (project 0 unless set), one trace each.
+fn append_turns(store: &SessionStore, turns: &[TurnSpec]) {
+    for (i, t) in turns.iter().enumerate() {
+        let groups: Vec<ResourceSpans> = spans_of(i, t)
+            .into_iter()
+            .map(|(p, s)| ResourceSpans::for_project(p, vec![s]))
+            .collect();
+        store.append(&groups).unwrap();
+    }
+}
+
+fn plain_turn(session: u8, start: u64, dur: u64, input: &str) -> TurnSpec {
+    TurnSpec {
+        project: 0,
+        session,
+        start,
+        dur,
+        input: input.into(),
+        output: "ok".into(),
+        user: None,
+        error: false,
+        tokens: 7,
+    }
+}
+
+/// Every page of a query, concatenated (session ids).
+fn walk(store: &SessionStore, mut q: SessionQuery) -> Vec<String> {
+    let mut out = Vec::new();
+    loop {
+        let page = store.sessions("p0", &q).unwrap();
+        out.extend(page.items.into_iter().map(|s| s.session_id));
+        match page.next_cursor {
+            Some(c) => q.cursor = Some(c),
+            None => return out,
+        }
+    }
+}
+
+/// Searched sessions tied on the sort key are ordered by session id, in
+/// both directions and across pages (the search's own sorting path).
+#[test]
+fn searched_sessions_tied_on_the_sort_key_order_by_session_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SessionStore::open(dir.path()).unwrap();
+    // One trace each, 7 tokens, 10 ns: tied on traces, tokens, duration.
+    let turns: Vec<TurnSpec> = [3u8, 0, 5, 1, 4, 2]
+        .iter()
+        .enumerate()
+        .map(|(i, s)| plain_turn(*s, 100 * i as u64, 10, "refund please"))
+        .collect();
+    append_turns(&store, &turns);
+    let sorted: Vec<String> = (0..6).map(|i| format!("s{i}")).collect();
+    for sort in [
+        SessionSort::NumTraces,
+        SessionSort::TotalTokens,
+        SessionSort::Duration,
+    ] {
+        for descending in [false, true] {
+            for limit in [1, 4, 10] {
+                let q = SessionQuery {
+                    sort,
+                    descending,
+                    limit,
+                    cursor: None,
+                    filter: SessionFilter {
+                        search: Some("REFUND".into()),
+                        ..SessionFilter::default()
+                    },
+                };
+                let mut want = sorted.clone();
+                if descending {
+                    want.reverse();
+                }
+                assert_eq!(
+                    walk(&store, q),
+                    want,
+                    "{sort:?} descending={descending} limit={limit}"
+                );
+            }
+        }
+    }
+}
+
+/// The time-range window is inclusive at both ends: a session meets it
+/// when `[start, end]` and the window share a single instant.
+#[test]
+fn time_range_bounds_are_inclusive() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SessionStore::open(dir.path()).unwrap();
+    append_turns(&store, &[plain_turn(0, 100, 100, "x")]); // s0 spans [100, 200]
+    for (window, kept) in [
+        ((200, 300), true),
+        ((0, 100), true),
+        ((150, 150), true),
+        ((201, 300), false),
+        ((0, 99), false),
+    ] {
+        let filter = SessionFilter {
+            time_range: Some(window),
+            ..SessionFilter::default()
+        };
+        let q = SessionQuery {
+            filter: filter.clone(),
+            ..SessionQuery::default()
+        };
+        let want: Vec<String> = if kept { vec!["s0".into()] } else { vec![] };
+        assert_eq!(walk(&store, q), want, "window {window:?}");
+        assert_eq!(store.session_count("p0", &filter).unwrap(), u64::from(kept));
+    }
+}
+
+/// Search is for the term as given: surrounding whitespace is part of it.
+#[test]
+fn search_keeps_the_whitespace_around_a_term() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SessionStore::open(dir.path()).unwrap();
+    append_turns(
+        &store,
+        &[
+            plain_turn(0, 100, 10, "refund"),
+            plain_turn(1, 200, 10, "full refund"),
+        ],
+    );
+    for (term, want) in [
+        (" refund", vec!["s1"]),
+        ("refund", vec!["s1", "s0"]),
+        ("refund ", vec![]),
+    ] {
+        let filter = SessionFilter {
+            search: Some(term.into()),
+            ..SessionFilter::default()
+        };
+        let q = SessionQuery {
+            filter: filter.clone(),
+            ..SessionQuery::default()
+        };
+        assert_eq!(walk(&store, q), want, "search {term:?}");
+        assert_eq!(
+            store.session_count("p0", &filter).unwrap(),
+            want.len() as u64
+        );
+    }
+}
+
+/// Session duration p50 and p99 interpolate linearly between ranks.
+#[test]
+fn project_stats_duration_quantiles_differ() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SessionStore::open(dir.path()).unwrap();
+    // Ten sessions lasting 10, 20, ..., 100 ns.
+    let turns: Vec<TurnSpec> = (0..10u8)
+        .map(|i| plain_turn(i, 1_000 * u64::from(i), 10 * (u64::from(i) + 1), "x"))
+        .collect();
+    append_turns(&store, &turns);
+    let st = store.project_stats("p0").unwrap().unwrap();
+    assert_eq!(st.sessions, 10);
+    assert!((st.session_duration_ms.p50 - 55e-6).abs() < 1e-12, "{st:?}");
+    assert!(
+        (st.session_duration_ms.p99 - 99.1e-6).abs() < 1e-12,
+        "{st:?}"
+    );
+}
+
 /// Walking pages while another thread appends never skips or repeats a
 /// session whose sort value did not change.
 #[test]
