@@ -687,6 +687,35 @@ mod tests {
         assert_eq!(strip("\u{1c} a\u{3000}\u{1f}"), "a");
     }
 
+    use proptest::strategy::Strategy;
+
+    proptest::proptest! {
+        /// Any text, mostly of JSON's characters, reads without a panic,
+        /// and a field found within a limit is within it.
+        #[test]
+        fn any_metadata_text_reads_without_a_panic(
+            text in proptest::prop_oneof![
+                r#"[\[\]{}",:0-9eE.+\-NaIfityrulsb \\u/"]{0,120}"#,
+                r#"[\[\]{}",:0-9eE.+\-NaIfityrulsb \\u/"]{0,60}"#
+                    .prop_map(|v| format!(r#"{{"a": {v}}}"#)),
+                r#"(\[|[0-9]{1,3}|-?[0-9]\.[0-9]e[0-9]{1,3}|"[ab\\]{0,3}"|NaN|-Infinity|true|null|,|\]|\{"b":|\}){1,12}"#
+                    .prop_map(|v| format!(r#"{{"a": {v}}}"#)),
+            ],
+            limit in 0usize..40,
+        ) {
+            if let Some(m) = Metadata::parse(&text) {
+                for field in ["a", "b", ""] {
+                    if let Ok(Some(id)) = m.field(field, limit) {
+                        proptest::prop_assert!(id.len() <= limit);
+                    }
+                }
+            }
+            let mut out = String::new();
+            let _ = write_repr(&mut out, &text);
+            let _ = write_json_str(&mut out, &text);
+        }
+    }
+
     #[test]
     fn metadata_is_read_as_python_reads_json() {
         let field = |text: &str, f: &str| {
