@@ -86,6 +86,12 @@ pub mod testing {
     }
 }
 
+/// The README's Rust examples, compiled as doctests (the whole programs;
+/// fragments are marked `ignore`).
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 pub use error::{Error, ErrorKind, Result};
 pub use index::facts::SessionIdSource;
 #[cfg(feature = "opentelemetry")]
