@@ -166,6 +166,12 @@ impl IndexWriter {
         Self { txn }
     }
 
+    /// The transaction itself, for tests that damage a table.
+    #[cfg(test)]
+    pub(crate) fn txn(&self) -> &WriteTransaction {
+        &self.txn
+    }
+
     /// Commits (non-durably: see `Index::checkpoint`).
     pub(crate) fn commit(self) -> Result<()> {
         self.txn.commit()?;

@@ -12,6 +12,7 @@ use redb::{ReadTransaction, ReadableTable, TableDefinition};
 
 use crate::codec;
 use crate::error::Result;
+use crate::hashing::FastSet;
 
 use super::search::{self, ChunkSet};
 use super::session::SessionState;
@@ -59,9 +60,21 @@ fn raw<K: redb::Key + 'static, V: redb::Value + 'static>(
 struct Snapshot {
     names: HashMap<u64, Vec<u8>>,
     tables: Vec<(&'static str, Canon)>,
-    search: BTreeMap<Vec<u8>, BTreeSet<Vec<u8>>>,
-    /// The postings the stored turns need: (project, trigram) -> sessions.
-    required: BTreeMap<Vec<u8>, BTreeSet<Vec<u8>>>,
+    /// The postings held, of the live index only: (project, trigram) ->
+    /// numbers of named sessions.
+    search: HashMap<Vec<u8>, FastSet<u64>>,
+    /// The postings the stored turns need, of the rebuilt index only:
+    /// (project, trigram) -> session numbers (ascending, no repeats).
+    required: BTreeMap<Vec<u8>, Vec<u64>>,
+}
+
+/// Which side of the comparison a snapshot is: each needs only one of the
+/// search forms (`Snapshot::search` or `Snapshot::required`), and they are
+/// by far the costliest part of loading one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Live,
+    Expected,
 }
 
 fn le_u64(b: &[u8]) -> u64 {
@@ -88,11 +101,11 @@ impl Snapshot {
             .unwrap_or_else(|| format!("<unnamed session {session}>").into_bytes())
     }
 
-    fn load(txn: &ReadTransaction) -> Result<Snapshot> {
+    fn load(txn: &ReadTransaction, side: Side) -> Result<Snapshot> {
         let mut s = Snapshot {
             names: HashMap::new(),
             tables: Vec::new(),
-            search: BTreeMap::new(),
+            search: HashMap::new(),
             required: BTreeMap::new(),
         };
         // Project numbers depend on the order projects first appear in the
@@ -170,22 +183,37 @@ impl Snapshot {
         s.tables.push(("session_ids", ids));
         let mut turns = Canon::new();
         let mut tris = Vec::new();
+        let mut key = Vec::new();
         for (k, v) in raw(txn, TURNS)? {
-            let name = s.name(be_u64(&k));
-            // The project part of a session's name ends at the 0xff mark.
-            let project = name
-                .iter()
-                .position(|b| *b == 0xff)
-                .map_or(&name[..0], |i| &name[..=i]);
-            let body: TurnBody = decode("turn", &v)?;
-            tris.clear();
-            for io in [&body.input, &body.output].into_iter().flatten() {
-                search::trigrams(&search::normalize(&io.value), &mut tris);
-            }
-            for t in &tris {
-                let mut key = project.to_vec();
-                key.extend_from_slice(&t.to_be_bytes());
-                s.required.entry(key).or_default().insert(name.clone());
+            let session = be_u64(&k);
+            let name = s.name(session);
+            if side == Side::Expected {
+                // The project part of a session's name ends at the 0xff mark.
+                let project = name
+                    .iter()
+                    .position(|b| *b == 0xff)
+                    .map_or(&name[..0], |i| &name[..=i]);
+                let body: TurnBody = decode("turn", &v)?;
+                tris.clear();
+                for io in [&body.input, &body.output].into_iter().flatten() {
+                    search::trigrams(&search::normalize(&io.value), &mut tris);
+                }
+                tris.sort_unstable();
+                tris.dedup();
+                for t in &tris {
+                    key.clear();
+                    key.extend_from_slice(project);
+                    key.extend_from_slice(&t.to_be_bytes());
+                    // Turns come in session order: a session is last if
+                    // it is there at all.
+                    match s.required.get_mut(&key) {
+                        Some(sessions) if sessions.last() == Some(&session) => {}
+                        Some(sessions) => sessions.push(session),
+                        None => {
+                            s.required.insert(key.clone(), vec![session]);
+                        }
+                    }
+                }
             }
             let mut key = name;
             key.push(0);
@@ -232,6 +260,9 @@ impl Snapshot {
             traces.insert(key, v);
         }
         s.tables.push(("traces", traces));
+        if side == Side::Expected {
+            return Ok(s);
+        }
         // The base and its runs alike: a posting's run is no part of what
         // it says.
         let run_postings = raw(txn, super::posting_runs::SEARCH_RUNS)?
@@ -243,18 +274,17 @@ impl Snapshot {
                     .and_then(|b| <[u8; 4]>::try_from(b).ok())
                     .unwrap_or_default(),
             ));
-            let names: Vec<Vec<u8>> = ChunkSet::decode(&v)
+            let sessions = ChunkSet::decode(&v)
                 .map(|set| set.sessions(u32::try_from(chunk).unwrap_or(u32::MAX)))
                 .unwrap_or_default()
                 .into_iter()
                 // A deleted session's number has no name and can never
                 // be found again: its stale postings are not compared.
-                .filter_map(|n| s.names.get(&n).cloned())
-                .collect();
+                .filter(|n| s.names.contains_key(n));
             s.search
                 .entry(by_project(k.get(..8).unwrap_or(&[])))
                 .or_default()
-                .extend(names);
+                .extend(sessions);
         }
         Ok(s)
     }
@@ -265,8 +295,8 @@ impl Snapshot {
 /// texts; they may hold more (they only grow). Returns one line per
 /// problem.
 pub(crate) fn compare(live: &ReadTransaction, expected: &ReadTransaction) -> Result<Vec<String>> {
-    let a = Snapshot::load(live)?;
-    let b = Snapshot::load(expected)?;
+    let a = Snapshot::load(live, Side::Live)?;
+    let b = Snapshot::load(expected, Side::Expected)?;
     let mut problems = Vec::new();
     for ((name, ta), (_, tb)) in a.tables.iter().zip(&b.tables) {
         let mut found = 0usize;
@@ -292,9 +322,22 @@ pub(crate) fn compare(live: &ReadTransaction, expected: &ReadTransaction) -> Res
     // the reference: they also keep trigrams of texts that a turn showed
     // while its spans arrived in the rebuild's order, which compaction may
     // have changed.)
+    // Session numbers differ between the two: a session of `expected` is
+    // found in `live` by its name. One without a name in `expected` counts
+    // as missing (its stand-in `<unnamed session n>` names no live posting).
+    let mut live_numbers: HashMap<&[u8], Vec<u64>> = HashMap::new();
+    for (n, name) in &a.names {
+        live_numbers.entry(name.as_slice()).or_default().push(*n);
+    }
     for (tri, want) in &b.required {
         let have = a.search.get(tri);
-        if !want.iter().all(|s| have.is_some_and(|h| h.contains(s))) {
+        let held = |s: &u64| {
+            b.names
+                .get(s)
+                .and_then(|name| live_numbers.get(name.as_slice()))
+                .is_some_and(|ns| ns.iter().any(|n| have.is_some_and(|h| h.contains(n))))
+        };
+        if !want.iter().all(held) {
             if missing < MAX_REPORTED {
                 problems.push(format!(
                     "search: postings of trigram {} are missing",

@@ -472,6 +472,45 @@ mod tests {
         assert!(store.verify().unwrap().problems.is_empty());
     }
 
+    /// `verify` finds search postings that the stored turns need and the
+    /// index lacks (no other check would: the postings are the only table
+    /// compared as a superset).
+    #[test]
+    fn verify_finds_missing_search_postings() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_deleted_sessions(dir.path());
+        // Everything held in memory written to the tables first.
+        store.sync().unwrap();
+        assert!(store.verify().unwrap().problems.is_empty());
+        assert_eq!(search(&store, "zebras").len(), 10);
+        // Half the postings dropped, in the table and in its runs.
+        fn drop_half<const N: usize>(
+            w: &crate::index::IndexWriter,
+            def: redb::TableDefinition<&'static [u8; N], &'static [u8]>,
+        ) {
+            let mut table = w.txn().open_table(def).unwrap();
+            let keys: Vec<[u8; N]> = table
+                .iter()
+                .unwrap()
+                .map(|e| *e.unwrap().0.value())
+                .collect();
+            for k in keys.iter().take(keys.len() / 2) {
+                table.remove(k).unwrap();
+            }
+        }
+        let w = store.index.begin_write().unwrap();
+        drop_half(&w, SEARCH);
+        drop_half(&w, SEARCH_RUNS);
+        w.commit().unwrap();
+        let problems = store.verify().unwrap().problems;
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("search: postings of trigram")),
+            "{problems:?}"
+        );
+    }
+
     /// Copies a store's directory (a crash: nothing of the copy is closed).
     fn copy_store(from: &std::path::Path, to: &std::path::Path) {
         for e in std::fs::read_dir(from).unwrap() {
