@@ -1681,7 +1681,9 @@ impl SessionStore {
     /// that the live bytes it counts per log segment are those of the
     /// frames it refers to. Read-only apart from writing the changes held
     /// in memory (search postings, trace homes) to their tables; appends
-    /// wait while it runs. Damage is reported in the result, not as `Err`.
+    /// wait while it runs, and so does a read that finds spans not yet
+    /// indexed (it indexes them first). Damage is reported in the result,
+    /// not as `Err`.
     pub fn verify(&self) -> Result<VerifyReport> {
         self.ensure_writable()?;
         let _ws = self.lock_applied()?;
