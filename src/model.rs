@@ -201,25 +201,28 @@ impl AttributeValue {
     }
 }
 
+/// A list as Python writes one, in `str()` and in `json.dumps` alike:
+/// `[a, b]`, each item written by `one`.
+fn list<T>(
+    f: &mut fmt::Formatter<'_>,
+    items: &[T],
+    one: impl Fn(&mut fmt::Formatter<'_>, &T) -> fmt::Result,
+) -> fmt::Result {
+    f.write_str("[")?;
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            f.write_str(", ")?;
+        }
+        one(f, item)?;
+    }
+    f.write_str("]")
+}
+
 impl fmt::Display for AttributeValue {
     /// Strings print as themselves; other values as Python's `str()`
     /// prints them (`True`, `[1, 2]`, `1e+20`, `['a', "it's"]`), which is
     /// how Phoenix stringifies a non-string `session.id`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fn list<T>(
-            f: &mut fmt::Formatter<'_>,
-            items: &[T],
-            one: impl Fn(&mut fmt::Formatter<'_>, &T) -> fmt::Result,
-        ) -> fmt::Result {
-            write!(f, "[")?;
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    write!(f, ", ")?;
-                }
-                one(f, item)?;
-            }
-            write!(f, "]")
-        }
         fn py_bool(b: bool) -> &'static str {
             if b { "True" } else { "False" }
         }
@@ -246,20 +249,6 @@ pub(crate) struct JsonText<'a>(pub(crate) &'a AttributeValue);
 impl fmt::Display for JsonText<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use crate::python::{write_float, write_json_str};
-        fn list<T>(
-            f: &mut fmt::Formatter<'_>,
-            items: &[T],
-            one: impl Fn(&mut fmt::Formatter<'_>, &T) -> fmt::Result,
-        ) -> fmt::Result {
-            f.write_str("[")?;
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    f.write_str(", ")?;
-                }
-                one(f, item)?;
-            }
-            f.write_str("]")
-        }
         let json_bool = |b: bool| if b { "true" } else { "false" };
         match self.0 {
             AttributeValue::String(s) => write_json_str(f, s),

@@ -560,12 +560,23 @@ pub(crate) struct Metadata<'a> {
     members: Vec<(&'a str, &'a str)>,
 }
 
-/// A `metadata` field that comes to more than the limit as text.
+/// An id (a session id, `user.id`, a `metadata` field) that comes to more
+/// than the limit it was resolved against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct FieldTooLong {
-    /// Its length when it is a string (stripped); `None` for a value
-    /// that was not written out past the limit.
+pub(crate) struct TooLong {
+    /// Its length in bytes, stripped, when it was a string; `None` for a
+    /// value that was not written out as text past the limit.
     pub(crate) bytes: Option<usize>,
+}
+
+impl TooLong {
+    /// The rejection reason for an id named `what` over `limit`.
+    pub(crate) fn reason(&self, what: &str, limit: usize) -> String {
+        match self.bytes {
+            Some(n) => format!("{what} is {n} bytes, more than {limit}"),
+            None => format!("{what} comes to more than {limit} bytes as text"),
+        }
+    }
 }
 
 impl<'a> Metadata<'a> {
@@ -578,7 +589,7 @@ impl<'a> Metadata<'a> {
     /// missing, `null` or empty; `Err` past `limit` bytes, found without
     /// writing out more than the limit (a string field, at most as long
     /// as the text, is written whole and stripped first).
-    pub(crate) fn field(&self, field: &str, limit: usize) -> Result<Option<String>, FieldTooLong> {
+    pub(crate) fn field(&self, field: &str, limit: usize) -> Result<Option<String>, TooLong> {
         // The last of repeated keys wins, as in Python's dict.
         let value = self.members.iter().rev().find_map(|(k, v)| {
             let plain = k.get(1..k.len() - 1).filter(|inner| !inner.contains('\\'));
@@ -607,7 +618,7 @@ impl<'a> Metadata<'a> {
                 };
                 let written = write_loaded(&mut w, value);
                 return match (written, w.over) {
-                    (_, true) => Err(FieldTooLong { bytes: None }),
+                    (_, true) => Err(TooLong { bytes: None }),
                     (Some(()), false) => Ok(Some(out)),
                     (None, false) => Ok(None),
                 };
@@ -615,7 +626,7 @@ impl<'a> Metadata<'a> {
         };
         let id = strip(&text);
         if id.len() > limit {
-            return Err(FieldTooLong {
+            return Err(TooLong {
                 bytes: Some(id.len()),
             });
         }

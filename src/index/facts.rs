@@ -76,24 +76,8 @@ fn non_empty(s: &str) -> Option<String> {
     (!t.is_empty()).then(|| t.to_owned())
 }
 
-/// An id (a session id or `user.id`) that comes to more than the limit it
-/// was resolved against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct IdTooLong {
-    /// Its length in bytes, trimmed, when it was a string; `None` for a
-    /// value that was not written out as text past the limit.
-    pub(crate) bytes: Option<usize>,
-}
-
-impl IdTooLong {
-    /// The rejection reason for an id named `what` over `limit`.
-    pub(crate) fn reason(&self, what: &str, limit: usize) -> String {
-        match self.bytes {
-            Some(n) => format!("{what} is {n} bytes, more than {limit}"),
-            None => format!("{what} comes to more than {limit} bytes as text"),
-        }
-    }
-}
+/// An id past its limit (see [`session_id_within`]).
+pub(crate) use python::TooLong as IdTooLong;
 
 /// Resolves a span's session id from the ordered list of sources: the
 /// first source giving a non-empty (trimmed) value wins; non-string values
@@ -128,9 +112,7 @@ pub(crate) fn session_id_within(
                         .and_then(python::Metadata::parse)
                 });
                 match parsed {
-                    Some(m) => m
-                        .field(field, limit)
-                        .map_err(|e| IdTooLong { bytes: e.bytes })?,
+                    Some(m) => m.field(field, limit)?,
                     None => None,
                 }
             }
@@ -157,7 +139,7 @@ fn id_within(v: &AttributeValue, limit: usize) -> Result<Option<String>, IdTooLo
             Ok((!t.is_empty()).then(|| t.to_owned()))
         }
         // Other values' text neither starts nor ends with whitespace
-        // (`[`, `]`, digits, `True`, `NaN`), so its length is the id's.
+        // (`[`, `]`, digits, `True`, `nan`), so its length is the id's.
         other => match text_len_within(other, limit) {
             Some(_) => Ok(non_empty(&other.to_string())),
             None => Err(IdTooLong { bytes: None }),
