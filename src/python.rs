@@ -59,6 +59,14 @@ fn tie_to_even<'a>(text: &str, x: f64, out: &'a mut Small) -> Option<&'a str> {
     if !matches!(last, b'1' | b'3' | b'5' | b'7' | b'9') {
         return None;
     }
+    // A tie needs `x`'s exact decimal digits to be at most 18 (the 17 of
+    // a shortest form and a 5). `m / 2^k` (m odd) has exactly the digits
+    // of `m * 5^k`, over 18 once `k` > 27; an integer with that few
+    // significant digits is below 10^40 (`m` < 2^53 has at most 22 fives).
+    // Most doubles fail this at once, before the exact check below.
+    if (x * 134_217_728.0).fract() != 0.0 || x.abs() >= 1e40 {
+        return None;
+    }
     let head = mantissa.get(..mantissa.len() - 1)?;
     // The lower form must also read back as `x`...
     let mut lower = Small::new();
@@ -249,9 +257,15 @@ pub(crate) fn write_json_str(w: &mut impl Write, s: &str) -> fmt::Result {
     w.write_char('"')
 }
 
-/// Nesting deeper than this makes a `metadata` text unreadable (Python's
-/// own parser gives up somewhat deeper, at its recursion limit).
+/// Nesting deeper than this makes a `metadata` text unreadable. Python's
+/// own parser reads deeper, to about 990 levels (its recursion limit):
+/// a text nested between the two gives Python an id and the engine none.
+/// Reading a value nested `d` deep costs up to `d` passes over it, so the
+/// bound is kept low.
 const MAX_DEPTH: usize = 128;
+
+/// The most digits Python reads in an integer (see `Reader::number`).
+const MAX_INT_DIGITS: usize = 4300;
 
 /// A JSON text read as Python's `json.loads` reads it: standard JSON plus
 /// `NaN`, `Infinity` and `-Infinity`, which `json.dumps` writes by default.
@@ -377,20 +391,28 @@ impl<'a> Reader<'a> {
             (r.at > from).then_some(())
         };
         let _ = self.eat(b'-');
+        let int_from = self.at;
         if self.eat(b'0').is_none() {
             digits(self)?;
         }
+        let int_digits = self.at - int_from;
+        let mut integer = true;
         if self.eat(b'.').is_some() {
+            integer = false;
             digits(self)?;
         }
         if matches!(self.peek(), Some(b'e' | b'E')) {
+            integer = false;
             self.at += 1;
             if matches!(self.peek(), Some(b'+' | b'-')) {
                 self.at += 1;
             }
             digits(self)?;
         }
-        Some(())
+        // Python refuses to read an integer of more digits than this
+        // (`sys.get_int_max_str_digits()`, 4300 by default since 3.11):
+        // `json.loads` then fails on the whole text.
+        (!integer || int_digits <= MAX_INT_DIGITS).then_some(())
     }
 }
 
@@ -497,6 +519,31 @@ impl Write for Bounded<'_> {
 /// `str()` writes a value inside a list or dict; at the top, the same for
 /// all but strings and `null`). `None` past the writer's limit.
 fn write_loaded(w: &mut Bounded<'_>, text: &str) -> Option<()> {
+    write_next(w, &mut Reader { text, at: 0 })
+}
+
+/// [`write_loaded`] of the value at the reader, which it moves past. A
+/// list is written as it is read, in one pass however deep; a dict's
+/// members are found first (its repeated keys), one pass per level.
+fn write_next(w: &mut Bounded<'_>, r: &mut Reader<'_>) -> Option<()> {
+    if r.peek()? == b'[' {
+        r.at += 1;
+        w.write_str("[").ok()?;
+        r.ws();
+        let mut first = true;
+        while r.eat(b']').is_none() {
+            if !first {
+                r.eat(b',')?;
+                r.ws();
+                w.write_str(", ").ok()?;
+            }
+            first = false;
+            write_next(w, r)?;
+            r.ws();
+        }
+        return w.write_str("]").ok();
+    }
+    let text = r.value(1)?;
     let first = text.as_bytes().first().copied()?;
     match first {
         b'"' => write_repr(w, &unquote(text)?).ok()?,
@@ -506,33 +553,23 @@ fn write_loaded(w: &mut Bounded<'_>, text: &str) -> Option<()> {
         b'N' => w.write_str("nan").ok()?,
         b'I' => w.write_str("inf").ok()?,
         b'-' if text == "-Infinity" => w.write_str("-inf").ok()?,
-        b'[' => {
-            let mut r = Reader { text, at: 1 };
-            w.write_str("[").ok()?;
-            r.ws();
-            let mut first = true;
-            while r.eat(b']').is_none() {
-                if !first {
-                    r.eat(b',')?;
-                    r.ws();
-                    w.write_str(", ").ok()?;
-                }
-                first = false;
-                let v = r.value(1)?;
-                write_loaded(w, v)?;
-                r.ws();
-            }
-            w.write_str("]").ok()?;
-        }
         b'{' => {
             // Python's dict keeps a key where it first appears, with the
             // value it last has.
             let mut pairs: Vec<(String, &str)> = Vec::new();
+            let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
             for (k, v) in members(text)? {
                 let k = unquote(k)?;
-                match pairs.iter_mut().find(|(have, _)| *have == k) {
-                    Some(pair) => pair.1 = v,
-                    None => pairs.push((k, v)),
+                match at.get(&k) {
+                    Some(&i) => {
+                        if let Some(pair) = pairs.get_mut(i) {
+                            pair.1 = v;
+                        }
+                    }
+                    None => {
+                        at.insert(k.clone(), pairs.len());
+                        pairs.push((k, v));
+                    }
                 }
             }
             w.write_str("{").ok()?;
@@ -754,6 +791,12 @@ mod tests {
             field(r#"{"\u0061": "\ud83d\ude00\n"}"#, "a").as_deref(),
             Some("\u{1f600}")
         );
+        // Python reads integers of at most 4300 digits, anywhere.
+        let long = |n: usize| format!(r#"{{"a": "x", "b": -{}}}"#, "1".repeat(n));
+        assert_eq!(field(&long(4300), "a").as_deref(), Some("x"));
+        assert_eq!(field(&long(4301), "a"), None);
+        let float = format!(r#"{{"a": {}.5}}"#, "1".repeat(5000));
+        assert_eq!(field(&float, "a").as_deref(), Some("inf"));
         // Not JSON as Python reads it, or not an object: no field.
         for bad in [
             r#"{"a": "x""#,
