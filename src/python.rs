@@ -296,47 +296,43 @@ impl<'a> Reader<'a> {
             .then(|| self.at += w.len())
     }
 
+    /// Reads the items of a list or an object, the reader at its opening
+    /// bracket: `item` reads each one; commas between, `close` at the end.
+    fn items(&mut self, close: u8, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.at += 1;
+        self.ws();
+        if self.eat(close).is_some() {
+            return Some(());
+        }
+        loop {
+            item(self)?;
+            self.ws();
+            if self.eat(b',').is_none() {
+                return self.eat(close);
+            }
+            self.ws();
+        }
+    }
+
+    /// Reads one `"key": value` member; returns the key's text (quotes
+    /// included) and the value's.
+    fn member(&mut self, depth: usize) -> Option<(&'a str, &'a str)> {
+        let from = self.at;
+        self.string()?;
+        let key = self.text.get(from..self.at)?;
+        self.ws();
+        self.eat(b':')?;
+        self.ws();
+        Some((key, self.value(depth)?))
+    }
+
     /// Skips one value, checking it; returns its text.
     fn value(&mut self, depth: usize) -> Option<&'a str> {
         let start = self.at;
         match self.peek()? {
             b'{' | b'[' if depth >= MAX_DEPTH => return None,
-            b'{' => {
-                self.at += 1;
-                self.ws();
-                if self.eat(b'}').is_none() {
-                    loop {
-                        self.string()?;
-                        self.ws();
-                        self.eat(b':')?;
-                        self.ws();
-                        self.value(depth + 1)?;
-                        self.ws();
-                        if self.eat(b',').is_some() {
-                            self.ws();
-                        } else {
-                            self.eat(b'}')?;
-                            break;
-                        }
-                    }
-                }
-            }
-            b'[' => {
-                self.at += 1;
-                self.ws();
-                if self.eat(b']').is_none() {
-                    loop {
-                        self.value(depth + 1)?;
-                        self.ws();
-                        if self.eat(b',').is_some() {
-                            self.ws();
-                        } else {
-                            self.eat(b']')?;
-                            break;
-                        }
-                    }
-                }
-            }
+            b'{' => self.items(b'}', |r| r.member(depth + 1).map(drop))?,
+            b'[' => self.items(b']', |r| r.value(depth + 1).map(drop))?,
             b'"' => self.string()?,
             b't' => self.word("true")?,
             b'f' => self.word("false")?,
@@ -422,27 +418,14 @@ impl<'a> Reader<'a> {
 fn members(text: &str) -> Option<Vec<(&str, &str)>> {
     let mut r = Reader { text, at: 0 };
     r.ws();
-    r.eat(b'{')?;
-    let mut out = Vec::new();
-    r.ws();
-    if r.eat(b'}').is_none() {
-        loop {
-            let from = r.at;
-            r.string()?;
-            let key = text.get(from..r.at)?;
-            r.ws();
-            r.eat(b':')?;
-            r.ws();
-            out.push((key, r.value(1)?));
-            r.ws();
-            if r.eat(b',').is_some() {
-                r.ws();
-            } else {
-                r.eat(b'}')?;
-                break;
-            }
-        }
+    if r.peek()? != b'{' {
+        return None;
     }
+    let mut out = Vec::new();
+    r.items(b'}', |r| {
+        out.push(r.member(1)?);
+        Some(())
+    })?;
     r.ws();
     (r.at == text.len()).then_some(out)
 }
@@ -527,20 +510,15 @@ fn write_loaded(w: &mut Bounded<'_>, text: &str) -> Option<()> {
 /// members are found first (its repeated keys), one pass per level.
 fn write_next(w: &mut Bounded<'_>, r: &mut Reader<'_>) -> Option<()> {
     if r.peek()? == b'[' {
-        r.at += 1;
         w.write_str("[").ok()?;
-        r.ws();
         let mut first = true;
-        while r.eat(b']').is_none() {
+        r.items(b']', |r| {
             if !first {
-                r.eat(b',')?;
-                r.ws();
                 w.write_str(", ").ok()?;
             }
             first = false;
-            write_next(w, r)?;
-            r.ws();
-        }
+            write_next(w, r)
+        })?;
         return w.write_str("]").ok();
     }
     let text = r.value(1)?;
