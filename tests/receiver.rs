@@ -362,3 +362,105 @@ fn an_oversized_header_is_refused_and_the_receiver_goes_on() {
     assert_eq!(post(&r.addr, PB, &[], &body).status, 200);
     r.stop();
 }
+
+/// `--max-buffered-bytes` bounds the request bodies held at once, counting
+/// what each client has sent: a client that stalls partway through a body
+/// holds room for what it sent, a request finding no room left is answered
+/// 503 (OTLP exporters retry it) and nothing of it is stored, and the room
+/// comes back when the stalled client goes. A bound below
+/// `--max-body-bytes` is refused as a usage error.
+#[test]
+fn bodies_held_at_once_are_bounded() {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let out = bin()
+        .arg("--store")
+        .arg(&store)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args([
+            "--max-body-bytes",
+            "100000",
+            "--max-buffered-bytes",
+            "99999",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--max-buffered-bytes (99999) must be at least --max-body-bytes (100000)"),
+        "{err}"
+    );
+    assert!(!store.exists());
+
+    let room = 64 * 1024;
+    let r = Receiver::start(
+        &store,
+        &[
+            "--max-body-bytes",
+            &room.to_string(),
+            "--max-buffered-bytes",
+            &room.to_string(),
+        ],
+    );
+    // A client announces a body of the whole limit, sends a part of it and
+    // stalls: it holds the room for the part it sent and the step after.
+    let mut stalled = std::net::TcpStream::connect(&r.addr).unwrap();
+    write!(
+        stalled,
+        "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: {PB}\r\nContent-Length: {room}\r\n\r\n"
+    )
+    .unwrap();
+    stalled.write_all(&[0u8; 1000]).unwrap();
+    stalled.flush().unwrap();
+    // Once the receiver has begun reading it (its thread takes the room),
+    // a request is refused with 503, and what it held is not stored.
+    let body = session_request("p", "s", 1, 1).encode_to_vec();
+    let started = Instant::now();
+    let refused = loop {
+        let resp = post(&r.addr, PB, &[], &body);
+        if resp.status == 503 {
+            break resp;
+        }
+        assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the stalled body never took the room"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let status = RpcStatus::decode(refused.body.as_slice()).unwrap();
+    assert_eq!(status.code, 14, "UNAVAILABLE");
+    assert!(
+        status.message.contains("request bodies"),
+        "{}",
+        status.message
+    );
+    // The stalled client goes: its room comes back and requests are stored.
+    drop(stalled);
+    let body = session_request("p", "s", 2, 1).encode_to_vec();
+    let started = Instant::now();
+    loop {
+        let resp = post(&r.addr, PB, &[], &body);
+        if resp.status == 200 {
+            break;
+        }
+        assert_eq!(resp.status, 503);
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the room never came back"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    r.stop();
+    let s = SessionStore::open(&store).unwrap();
+    let turns = s.session_history("p", "s").unwrap();
+    assert!(!turns.is_empty());
+    assert!(turns.iter().all(|t| {
+        t.input
+            .as_ref()
+            .is_some_and(|i| i.value.contains("question"))
+    }));
+}

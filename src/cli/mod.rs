@@ -157,6 +157,10 @@ enum Command {
         /// Largest request body accepted, before and after gzip decompression.
         #[arg(long, default_value_t = DEFAULT_MAX_REQUEST_BYTES, value_name = "BYTES")]
         max_body_bytes: u64,
+        /// Request bodies held at once, read but not yet answered (at least
+        /// --max-body-bytes); a body that would pass it is answered 503.
+        #[arg(long, default_value_t = DEFAULT_MAX_BUFFERED_BYTES, value_name = "BYTES")]
+        max_buffered_bytes: u64,
         /// Requests decoded and stored at once (each connection is read on
         /// a thread of its own, up to 256 connections).
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -167,6 +171,10 @@ enum Command {
 /// Largest OTLP request accepted by default (the OpenTelemetry Collector's
 /// default limit for OTLP/HTTP bodies is 20 MiB).
 const DEFAULT_MAX_REQUEST_BYTES: u64 = 20 << 20;
+
+/// Request bodies `serve` holds at once by default: a dozen of the largest
+/// bodies it accepts, where 256 connections could otherwise hold 5 GiB.
+const DEFAULT_MAX_BUFFERED_BYTES: u64 = 256 << 20;
 
 /// Session list sort keys, as named on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -386,21 +394,36 @@ fn run(cli: Cli) -> CliResult {
             listen,
             project,
             max_body_bytes,
+            max_buffered_bytes,
             threads,
-        } => serve::run(
-            // Once listening: an address that cannot be bound leaves no
-            // new store.
-            || open(&cli.store),
-            {
-                let dir = cli.store.clone();
-                Box::new(move || SessionStore::open(&dir))
-            },
-            &serve::ServeOptions {
-                listen,
-                project,
-                max_body_bytes,
-                threads: usize::from(threads),
-            },
-        ),
+        } => {
+            if max_buffered_bytes < max_body_bytes {
+                use clap::CommandFactory;
+                Cli::command()
+                    .error(
+                        clap::error::ErrorKind::ArgumentConflict,
+                        format!(
+                            "--max-buffered-bytes ({max_buffered_bytes}) must be at least --max-body-bytes ({max_body_bytes}), or no body of the largest size could be read"
+                        ),
+                    )
+                    .exit();
+            }
+            serve::run(
+                // Once listening: an address that cannot be bound leaves no
+                // new store.
+                || open(&cli.store),
+                {
+                    let dir = cli.store.clone();
+                    Box::new(move || SessionStore::open(&dir))
+                },
+                &serve::ServeOptions {
+                    listen,
+                    project,
+                    max_body_bytes,
+                    max_buffered_bytes,
+                    threads: usize::from(threads),
+                },
+            )
+        }
     }
 }

@@ -39,6 +39,9 @@ pub(crate) struct ServeOptions {
     pub listen: String,
     pub project: Option<String>,
     pub max_body_bytes: u64,
+    /// Room for the bodies held at once (read, waiting for a slot or being
+    /// handled): at least `max_body_bytes`.
+    pub max_buffered_bytes: u64,
     pub threads: usize,
 }
 
@@ -120,6 +123,63 @@ fn read_bounded(r: impl Read, max: u64) -> io::Result<Option<Vec<u8>>> {
     Ok((buf.len() as u64 <= max).then_some(buf))
 }
 
+/// A request body as read by [`read_held`].
+enum Held {
+    /// The whole body, at most the limit.
+    Body(Vec<u8>),
+    /// The body goes past the limit.
+    TooLarge,
+    /// The room for held bodies ran out before the body's end.
+    NoRoom,
+}
+
+/// How much more of a body [`read_held`] reads (and takes room for) at a time.
+const HELD_STEP: u64 = 64 << 10;
+
+/// Reads at most `max` bytes of `r`, as [`read_bounded`], growing `held`
+/// by what it reads before it reads it: a body holds room only for what
+/// its client has sent, so a slow sender holds little, and bodies stop
+/// being read once the room is full ([`Held::NoRoom`]).
+fn read_held(mut r: impl Read, max: u64, held: &mut Taken<'_>) -> io::Result<Held> {
+    // One byte past the limit tells a body over it.
+    let limit = max.saturating_add(1);
+    let mut buf: Vec<u8> = Vec::new();
+    // Room taken for the buffer: what it may be filled to.
+    let mut room = 0u64;
+    loop {
+        let len = buf.len() as u64;
+        if len >= limit {
+            return Ok(Held::TooLarge);
+        }
+        if len == room {
+            // Doubling, so that a large body is not copied over and over.
+            let grown = room.saturating_mul(2).max(HELD_STEP).min(limit);
+            if grown > held.bytes && !held.grow(grown - held.bytes) {
+                return Ok(Held::NoRoom);
+            }
+            let Ok(extra) = usize::try_from(grown - len) else {
+                return Ok(Held::TooLarge);
+            };
+            buf.reserve_exact(extra);
+            room = grown;
+        }
+        // A step at a time, so that a short read does not zero the rest.
+        let end = usize::try_from(room.min(len + HELD_STEP)).unwrap_or(usize::MAX);
+        let start = buf.len();
+        buf.resize(end, 0);
+        let n = loop {
+            match r.read(&mut buf[start..]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other?,
+            }
+        };
+        buf.truncate(start + n);
+        if n == 0 {
+            return Ok(Held::Body(buf));
+        }
+    }
+}
+
 /// Room shared by the requests being handled, each taking some while it
 /// is decoded and stored; one finding too little left waits for the others
 /// to give theirs back (at most `wait`, then 503). The receiver has two:
@@ -170,6 +230,24 @@ impl Room {
         }
         *used += bytes;
         Some(Taken { room: self, bytes })
+    }
+}
+
+impl Taken<'_> {
+    /// Takes `more` room without waiting; false (nothing taken) when the
+    /// room does not have it.
+    fn grow(&mut self, more: u64) -> bool {
+        let mut used = self
+            .room
+            .used
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if used.saturating_add(more) > self.room.capacity {
+            return false;
+        }
+        *used += more;
+        self.bytes += more;
+        true
     }
 }
 
@@ -288,6 +366,9 @@ struct Receiver {
     /// `--threads`: requests decoded and stored at once.
     workers: Room,
     room: Room,
+    /// `--max-buffered-bytes`: room for the bodies held at once, taken as
+    /// they are read ([`read_held`]) and given back once answered.
+    bodies: Room,
     options: IngestOptions,
     max_body_bytes: u64,
 }
@@ -341,12 +422,26 @@ impl Receiver {
                 format!("request body larger than the limit of {max} bytes"),
             )
         };
+        let no_room = || {
+            Answer::status(
+                503,
+                encoding,
+                UNAVAILABLE,
+                "the receiver holds as many request bodies as it may; retry later".to_owned(),
+            )
+        };
         if body.length().is_some_and(|n| n > max) {
             return too_large();
         }
-        let body = match read_bounded(&mut *body, max) {
-            Ok(Some(b)) => b,
-            Ok(None) => return too_large(),
+        let Some(mut held) = self.bodies.take(0) else {
+            return no_room();
+        };
+        // A body of a known length takes room for no more than that.
+        let expected = body.length().map_or(max, |n| n.min(max));
+        let body = match read_held(&mut *body, expected, &mut held) {
+            Ok(Held::Body(b)) => b,
+            Ok(Held::TooLarge) => return too_large(),
+            Ok(Held::NoRoom) => return no_room(),
             // Too slow: past the read timeout or the body's least rate.
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                 return Answer::status(408, encoding, DEADLINE_EXCEEDED, e.to_string());
@@ -488,6 +583,7 @@ pub(crate) fn run(
             otlp::decode_budget(usize::try_from(opts.max_body_bytes).unwrap_or(usize::MAX)),
             Duration::from_secs(10),
         ),
+        bodies: Room::new(opts.max_buffered_bytes, Duration::ZERO),
         options,
         max_body_bytes: opts.max_body_bytes,
     });
@@ -567,6 +663,7 @@ mod tests {
             stores: Stores::new(first, open, Duration::ZERO),
             workers: Room::new(1, Duration::ZERO),
             room: Room::new(otlp::decode_budget(1 << 20), Duration::ZERO),
+            bodies: Room::new(4 << 20, Duration::ZERO),
             options: IngestOptions::new(),
             max_body_bytes: 1 << 20,
         }
@@ -769,6 +866,115 @@ mod tests {
             assert!(got);
             assert!(waited < Duration::from_secs(5), "{waited:?}");
         });
+    }
+
+    /// A body holds room for what its client has sent (a step ahead at
+    /// most), not for what it announces: a client that sent 10 KiB of a
+    /// 1 MiB body and stalls holds 64 KiB. Bodies are read whole up to the
+    /// limit, one byte more is too large, and a body the room cannot take
+    /// stops being read, with the room it held given back.
+    #[test]
+    fn a_body_holds_room_for_what_was_sent() {
+        struct Stalls<'a> {
+            sent: Option<Vec<u8>>,
+            room: &'a Room,
+            held_while_stalled: Option<u64>,
+        }
+        impl Read for Stalls<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if let Some(sent) = self.sent.take() {
+                    buf[..sent.len()].copy_from_slice(&sent);
+                    return Ok(sent.len());
+                }
+                self.held_while_stalled =
+                    Some(*self.room.used.lock().unwrap_or_else(|e| panic!("{e}")));
+                Err(io::ErrorKind::TimedOut.into())
+            }
+        }
+        let used = |room: &Room| *room.used.lock().unwrap_or_else(|e| panic!("{e}"));
+        let room = Room::new(1 << 20, Duration::ZERO);
+        let mut slow = Stalls {
+            sent: Some(vec![7; 10 << 10]),
+            room: &room,
+            held_while_stalled: None,
+        };
+        {
+            let mut held = room.take(0).unwrap_or_else(|| panic!("no room"));
+            let e = read_held(&mut slow, 1 << 20, &mut held)
+                .map(|_| ())
+                .unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        }
+        assert_eq!(slow.held_while_stalled, Some(HELD_STEP));
+        assert_eq!(used(&room), 0);
+
+        let read = |body: &[u8], max: u64| {
+            let mut held = room.take(0).unwrap_or_else(|| panic!("no room"));
+            let got = read_held(body, max, &mut held).unwrap_or_else(|e| panic!("{e}"));
+            assert!(held.bytes <= room.capacity);
+            got
+        };
+        let body: Vec<u8> = (0..300_000u32).map(|i| i.to_le_bytes()[0] ^ 0x5a).collect();
+        assert!(matches!(read(&body, 300_000), Held::Body(b) if b == body));
+        assert!(matches!(read(&body, 299_999), Held::TooLarge));
+        assert!(matches!(read(&[], 10), Held::Body(b) if b.is_empty()));
+        assert_eq!(used(&room), 0);
+
+        // With all but 100 KiB of the room held elsewhere, a body of 300 KB
+        // is refused and one of 50 KB read.
+        let other = room
+            .take((1 << 20) - (100 << 10))
+            .unwrap_or_else(|| panic!("no room"));
+        assert!(matches!(read(&body, 1 << 20), Held::NoRoom));
+        assert!(matches!(read(&body[..50_000], 1 << 20), Held::Body(b) if b.len() == 50_000));
+        drop(other);
+        assert_eq!(used(&room), 0);
+    }
+
+    /// A request whose body the room for held bodies cannot take is
+    /// answered 503 (clients retry it) and nothing of it is stored; once
+    /// the room is given back the same request is stored, and the room it
+    /// held is given back after its answer.
+    #[test]
+    fn a_body_past_the_room_for_held_bodies_is_503() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let sim = SimFileSystem::new();
+        let r = receiver(&sim, dir.path());
+        let json = serde_json::to_vec(
+            &serde_json::json!({"resourceSpans":[{"scopeSpans":[{"spans":[{
+                "traceId":"0000000000000000000000000000000b","spanId":"000000000000000b",
+                "name":"turn","startTimeUnixNano":"1000","endTimeUnixNano":"1500",
+                "attributes":[
+                    {"key":"session.id","value":{"stringValue":"s"}},
+                    {"key":"input.value","value":{"stringValue":"x".repeat(200_000)}}
+                ]
+            }]}]}]}),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut wire = format!(
+            "POST /v1/traces HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            json.len()
+        )
+        .into_bytes();
+        wire.extend_from_slice(&json);
+        let status = |wire: &[u8]| {
+            let answer = in_memory::handle(wire, |head, body| r.handle(head, body));
+            (answer.status, answer.error)
+        };
+        let used = || *r.bodies.used.lock().unwrap_or_else(|e| panic!("{e}"));
+        let others = r
+            .bodies
+            .take(r.bodies.capacity - (100 << 10))
+            .unwrap_or_else(|| panic!("no room"));
+        let (code, error) = status(&wire);
+        assert_eq!(code, 503);
+        assert!(error.is_some_and(|e| e.contains("request bodies")));
+        assert_eq!(turns(&r), 0);
+        assert_eq!(used(), r.bodies.capacity - (100 << 10));
+        drop(others);
+        assert_eq!(status(&wire), (200, None));
+        assert_eq!(turns(&r), 1);
+        assert_eq!(used(), 0);
     }
 
     /// A request still using the poisoned store holds the reopen back (its
