@@ -74,6 +74,38 @@ fn demo_store() -> (tempfile::TempDir, std::path::PathBuf) {
     (dir, store)
 }
 
+/// The demo shows the stand-in turn of a root that has not arrived yet; a
+/// second run on the same store, where the root is stored already, says so
+/// instead of calling the complete turn a stand-in.
+#[test]
+fn a_second_demo_on_the_same_store_says_the_spans_are_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let text = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let first = text(run(&store, &["demo"]));
+    assert!(
+        first.contains("shows a stand-in turn") && first.contains("(root missing)"),
+        "{first}"
+    );
+    let second = text(run(&store, &["demo"]));
+    assert!(
+        second.contains("appended 0 spans (7 duplicates"),
+        "{second}"
+    );
+    assert!(second.contains("already holds these spans"), "{second}");
+    assert!(
+        !second.contains("stand-in") && !second.contains("(root missing)"),
+        "{second}"
+    );
+}
+
 fn is_hex(s: &str, len: usize) -> bool {
     s.len() == len
         && s.bytes()
