@@ -931,6 +931,63 @@ mod tests {
         assert_eq!(used(&room), 0);
     }
 
+    /// A reader giving at most `step` bytes a read.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.step.min(buf.len()).min(self.data.len());
+            let (now, rest) = self.data.split_at(n);
+            buf[..n].copy_from_slice(now);
+            self.data = rest;
+            Ok(n)
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the body, the limit, the room and how the client's
+        /// bytes arrive: a body within the limit reads back exactly, one
+        /// past it is too large, room runs out only for a body that needs
+        /// more than the room has (its buffer, doubling from 64 KiB, is at
+        /// most twice the body and never past the limit), the room taken
+        /// covers the body and never passes the room or the limit, and all
+        /// of it comes back.
+        #[test]
+        fn read_held_reads_bodies_within_the_room(
+            len in 0usize..300_000,
+            max in 0u64..300_000,
+            capacity in 0u64..700_000,
+            step in 1usize..100_000,
+            seed in proptest::prelude::any::<u8>(),
+        ) {
+            let body: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect();
+            let room = Room::new(capacity, Duration::ZERO);
+            let got = {
+                let mut held = room.take(0).unwrap_or_else(|| panic!("take(0)"));
+                let got = read_held(Trickle { data: &body, step }, max, &mut held)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                proptest::prop_assert!(held.bytes <= capacity && held.bytes <= max + 1);
+                if let Held::Body(b) = &got {
+                    // What is held was taken.
+                    proptest::prop_assert!(held.bytes >= b.len() as u64);
+                }
+                got
+            };
+            proptest::prop_assert_eq!(*room.used.lock().unwrap_or_else(|e| panic!("{e}")), 0);
+            let needed = (max + 1).min(HELD_STEP.max(2 * (len as u64 + 1)));
+            match got {
+                Held::Body(b) => {
+                    proptest::prop_assert!(len as u64 <= max);
+                    proptest::prop_assert!(b == body);
+                }
+                Held::TooLarge => proptest::prop_assert!(len as u64 > max),
+                Held::NoRoom => proptest::prop_assert!(capacity < needed),
+            }
+        }
+    }
+
     /// A request whose body the room for held bodies cannot take is
     /// answered 503 (clients retry it) and nothing of it is stored; once
     /// the room is given back the same request is stored, and the room it
