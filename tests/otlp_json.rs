@@ -491,10 +491,14 @@ fn each_object(
     }
 }
 
-/// A default value as a JSON printer would write it.
-fn is_default(v: &serde_json::Value) -> bool {
+/// The 64-bit integer fields, which a JSON printer writes as strings.
+const INT64_FIELDS: [&str; 3] = ["startTimeUnixNano", "endTimeUnixNano", "timeUnixNano"];
+
+/// The default value of field `k` as a JSON printer would write it: `"0"`
+/// only for a 64-bit integer (a string field holding "0" is not a default).
+fn is_default(k: &str, v: &serde_json::Value) -> bool {
     match v {
-        serde_json::Value::String(s) => s.is_empty() || s == "0",
+        serde_json::Value::String(s) => s.is_empty() || (s == "0" && INT64_FIELDS.contains(&k)),
         serde_json::Value::Number(n) => n.as_f64() == Some(0.0),
         serde_json::Value::Array(a) => a.is_empty(),
         serde_json::Value::Bool(b) => !b,
@@ -553,7 +557,7 @@ fn other_forms(body: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
             "defaults as null",
             rewrite(body, |m| {
                 for (k, v) in m.iter_mut() {
-                    if PLAIN_FIELDS.contains(&k.as_str()) && is_default(v) {
+                    if PLAIN_FIELDS.contains(&k.as_str()) && is_default(k, v) {
                         *v = serde_json::Value::Null;
                     }
                 }
@@ -562,7 +566,7 @@ fn other_forms(body: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
         (
             "defaults left out",
             rewrite(body, |m| {
-                m.retain(|k, v| !(PLAIN_FIELDS.contains(&k.as_str()) && is_default(v)));
+                m.retain(|k, v| !(PLAIN_FIELDS.contains(&k.as_str()) && is_default(k, v)));
             }),
         ),
     ]
