@@ -1132,7 +1132,9 @@ impl SessionStore {
         // and 1,024 spans).
         let chunk_bytes = self.opts.index_batch_bytes.max(1 << 20);
         let chunk_spans = self.opts.index_batch_spans.max(1 << 10);
-        let mut chunk = NewRecords::default();
+        // Each chunk gets room for as many spans as the one before held
+        // (the first for up to 1,024), not a vector grown by doubling.
+        let mut chunk = NewRecords::with_capacity(chunk_spans.min(1 << 10));
         let mut chunk_bytes_now = 0usize;
         // Texts the chunk holds, bounded as a group's are.
         let mut chunk_held = 0usize;
@@ -1181,7 +1183,8 @@ impl SessionStore {
                     scratch = Some(stored);
                 }
                 Replay::Delete(del) => {
-                    let spans = std::mem::take(&mut chunk);
+                    let room = chunk.len();
+                    let spans = std::mem::replace(&mut chunk, NewRecords::with_capacity(room));
                     chunk_bytes_now = 0;
                     chunk_held = 0;
                     if !send(Ok(Replayed::Spans(spans))) || !send(Ok(Replayed::Delete(del))) {
@@ -1195,7 +1198,9 @@ impl SessionStore {
             {
                 chunk_bytes_now = 0;
                 chunk_held = 0;
-                if !send(Ok(Replayed::Spans(std::mem::take(&mut chunk)))) {
+                let room = chunk.len();
+                let spans = std::mem::replace(&mut chunk, NewRecords::with_capacity(room));
+                if !send(Ok(Replayed::Spans(spans))) {
                     return Ok(frames);
                 }
             }
@@ -1350,7 +1355,8 @@ impl SessionStore {
         let mut report = AppendReport::default();
         // Validation needs each span's encoded length, counted here.
         let mut batch_bytes = 0;
-        let mut candidates: Vec<Candidate<'_>> = Vec::new();
+        let mut candidates: Vec<Candidate<'_>> =
+            Vec::with_capacity(batch.iter().map(|rs| rs.spans.len()).sum());
         for rs in batch {
             let project = rs.project();
             for span in &rs.spans {

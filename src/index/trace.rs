@@ -143,6 +143,16 @@ pub(crate) struct NewRecords {
 }
 
 impl NewRecords {
+    /// Empty, with room for `spans` spans: a group or a replayed chunk
+    /// sized once rather than grown by doubling (each growth copied every
+    /// ~250-byte record so far).
+    pub fn with_capacity(spans: usize) -> Self {
+        NewRecords {
+            projects: Vec::new(),
+            spans: Vec::with_capacity(spans),
+        }
+    }
+
     /// Adds the span written at `lsn` in a frame of `frame_bytes` (header
     /// included), appended under `project`.
     pub fn push(

@@ -108,8 +108,12 @@ impl Pending {
     /// span ids of the traces they touched (which appends made while the
     /// group is indexed still need).
     pub(super) fn take(&mut self) -> (Group, FastMap<[u8; 16], SpanIdSet>) {
+        // The next group gets room for as many spans as this one held
+        // (groups of a steady ingest are alike), not a vector grown by
+        // doubling from empty.
+        let room = self.records.len();
         let group = Group {
-            records: std::mem::take(&mut self.records),
+            records: std::mem::replace(&mut self.records, NewRecords::with_capacity(room)),
         };
         let traces = std::mem::take(&mut self.traces);
         self.clear();
