@@ -578,10 +578,29 @@ struct Candidate<'a> {
     encoded_len: usize,
     /// Where its encoding starts in a batch encoded before it is written.
     at: usize,
-    /// Its index facts, made with its encoding when the batch is encoded
+    /// Its user id (`facts::user_id`), resolved by validation and moved
+    /// into its index facts.
+    user: std::cell::Cell<Option<String>>,
+    /// Its index facts: made with its encoding when the batch is encoded
     /// before the writer lock (concurrent appenders make them side by
-    /// side); taken by [`SpanFrames`].
+    /// side), else by [`SpanFrames`] as its frame is asked for; taken by
+    /// the pending spans once the span is written.
     info: std::cell::Cell<Option<SpanInfo>>,
+}
+
+impl Candidate<'_> {
+    /// Makes its index facts (once: asked again, keeps them).
+    fn make_info(&self) {
+        let info = self.take_info();
+        self.info.set(Some(info));
+    }
+
+    /// Its index facts, made now if they were not made yet.
+    fn take_info(&self) -> SpanInfo {
+        self.info
+            .take()
+            .unwrap_or_else(|| SpanInfo::with_user(self.span, self.user.take()))
+    }
 }
 
 /// The frames of an append's accepted spans: read from the batch's
@@ -592,23 +611,13 @@ struct SpanFrames<'c, 'a> {
     encoded: Option<&'c [u8]>,
     /// Otherwise the span being written, encoded.
     scratch: Vec<u8>,
-    /// What the indexes take from each span (`SpanInfo::of`): made with
-    /// the batch's encoding when it was encoded before the writer lock,
-    /// else as the span's frame is asked for (in a large append the log's
-    /// writer thread is writing the frames before it meanwhile, so this
-    /// work fills time the appending thread would spend waiting for the
-    /// disk).
-    infos: Vec<Option<SpanInfo>>,
-}
-
-impl SpanFrames<'_, '_> {
-    /// The facts of span `i`: made while its frame was written, or now.
-    fn take_info(&mut self, i: usize, span: &Span) -> SpanInfo {
-        self.infos
-            .get_mut(i)
-            .and_then(Option::take)
-            .unwrap_or_else(|| SpanInfo::of(span))
-    }
+    /// True when each span's index facts are still to be made
+    /// ([`Candidate::info`]): they are made with the batch's encoding when
+    /// it was encoded before the writer lock, else as the span's frame is
+    /// asked for (in a large append the log's writer thread is writing the
+    /// frames before it meanwhile, so this work fills time the appending
+    /// thread would spend waiting for the disk).
+    make_infos: bool,
 }
 
 impl FrameSource for SpanFrames<'_, '_> {
@@ -621,8 +630,10 @@ impl FrameSource for SpanFrames<'_, '_> {
     }
 
     fn frame(&mut self, i: usize) -> FrameRef<'_> {
-        if let (Some(slot @ None), Some(c)) = (self.infos.get_mut(i), self.spans.get(i)) {
-            *slot = Some(SpanInfo::of(c.span));
+        if self.make_infos
+            && let Some(c) = self.spans.get(i)
+        {
+            c.make_info();
         }
         if let Some(buf) = self.encoded {
             // A span that is not there, or bytes that are not, are an empty
@@ -1285,6 +1296,7 @@ impl SessionStore {
         project: &str,
         span: &Span,
         session_id: &std::result::Result<Option<String>, facts::IdTooLong>,
+        user: &std::result::Result<Option<String>, facts::IdTooLong>,
         encoded_len: usize,
     ) -> std::result::Result<(), String> {
         if span.trace_id.is_zero() {
@@ -1307,7 +1319,7 @@ impl SessionStore {
         if let Err(e) = session_id {
             return Err(e.reason("session id", MAX_ID_BYTES));
         }
-        if let Err(e) = facts::user_id_within(span, MAX_ID_BYTES) {
+        if let Err(e) = user {
             return Err(e.reason("user.id", MAX_ID_BYTES));
         }
         if encoded_len > self.opts.max_span_bytes as usize {
@@ -1363,9 +1375,11 @@ impl SessionStore {
                 let encoded_len = codec::encoded_span_len(project, &rs.resource, span);
                 let session_id =
                     facts::session_id_within(span, &self.cfg.session_id_sources, MAX_ID_BYTES);
-                match self.validate(project, span, &session_id, encoded_len) {
+                let user = facts::user_id_within(span, MAX_ID_BYTES);
+                match self.validate(project, span, &session_id, &user, encoded_len) {
                     Ok(()) => {
                         let session_id = session_id.ok().flatten();
+                        let user = user.ok().flatten();
                         batch_bytes += encoded_len;
                         candidates.push(Candidate {
                             project,
@@ -1374,6 +1388,7 @@ impl SessionStore {
                             session_id: std::cell::Cell::new(session_id),
                             encoded_len,
                             at: 0,
+                            user: std::cell::Cell::new(user),
                             info: std::cell::Cell::new(None),
                         });
                     }
@@ -1402,7 +1417,7 @@ impl SessionStore {
             for c in &mut candidates {
                 c.at = buf.len();
                 let _ = codec::encode_span_parts(c.project, c.resource, c.span, &mut buf);
-                c.info.set(Some(SpanInfo::of(c.span)));
+                c.make_info();
             }
             Some(buf)
         };
@@ -1529,7 +1544,7 @@ impl SessionStore {
             spans: &accepted,
             encoded: encoded.as_deref(),
             scratch: Vec::new(),
-            infos: accepted.iter().map(|c| c.info.take()).collect(),
+            make_infos: encoded.is_none(),
         };
         let lsns = match self.log.append_from(&mut frames) {
             Ok(lsns) => lsns,
@@ -1545,8 +1560,8 @@ impl SessionStore {
             }
         };
         let end = self.log.end();
-        for (i, (c, lsn)) in accepted.iter().zip(&lsns).enumerate() {
-            let info = frames.take_info(i, c.span);
+        for (c, lsn) in accepted.iter().zip(&lsns) {
+            let info = c.take_info();
             ws_ref
                 .pending
                 .push(*lsn, c.project, info, c.session_id.take(), c.encoded_len);

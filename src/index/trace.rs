@@ -103,6 +103,12 @@ impl SpanInfo {
 
     /// The facts of `span`.
     pub fn of(span: &Span) -> SpanInfo {
+        SpanInfo::with_user(span, facts::user_id(span))
+    }
+
+    /// The facts of `span`, whose user id (`facts::user_id`) is `user`:
+    /// an append has resolved it already, measuring it against its limit.
+    pub fn with_user(span: &Span, user: Option<String>) -> SpanInfo {
         let root = span.parent_span_id.is_none();
         SpanInfo {
             trace_id: span.trace_id.0,
@@ -113,7 +119,7 @@ impl SpanInfo {
             tokens: facts::tokens(span),
             error: facts::is_error(span),
             ok: span.status.code == crate::model::StatusCode::Ok,
-            user: facts::user_id(span),
+            user,
             input: if root { facts::input(span) } else { None },
             output: if root { facts::output(span) } else { None },
         }
