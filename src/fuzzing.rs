@@ -743,9 +743,10 @@ fn span_decoders_agree(bytes: &[u8]) -> Result<(), String> {
     // of the whole span, and reads the same into another span's buffers
     // (here the whole span's: every attribute) as afresh.
     use crate::index::SpanInfo;
-    use crate::index::facts::{SessionIdSource, reads_attribute, session_id};
+    use crate::index::facts::{FactKeys, SessionIdSource, session_id};
     let sources = SessionIdSource::defaults();
-    let keep = |key: &[u8], root: bool| reads_attribute(key, root, &sources);
+    let fact_keys = FactKeys::new(&sources);
+    let keep = |key: &[u8], root: bool| fact_keys.find(key, root);
     let fresh = codec::decode_span_facts(codec::TAG_SPAN_V1, bytes, &keep, None)
         .map_err(|e| format!("the facts reader refuses what the whole decoder takes: {e}"))?;
     check(

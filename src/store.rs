@@ -1152,23 +1152,20 @@ impl SessionStore {
         let mut frames = 0u64;
         let send = |msg: Result<Replayed>| tx.send(msg).is_ok();
         let sources = &self.cfg.session_id_sources;
-        let keep = |key: &[u8], root: bool| facts::reads_attribute(key, root, sources);
-        // The span read last, whose buffers the next one read for its
-        // facts reuses.
-        let mut scratch: Option<StoredSpan> = None;
+        let fact_keys = facts::FactKeys::new(sources);
+        let keep = |key: &[u8], root: bool| fact_keys.find(key, root);
+        // Where spans are read for their facts, one after another, each
+        // reusing the buffers of the one before.
+        let mut scratch = codec::FactsScratch::new();
         for item in self.log.scan(from) {
             let decoded = item.and_then(|(lsn, frame)| {
                 let record = match (frame.tag(), reads) {
-                    (codec::TAG_SPAN_V1, SpanReads::Facts) => codec::decode_span_facts(
-                        frame.tag(),
-                        frame.payload(),
-                        &keep,
-                        scratch.take(),
-                    )
-                    .map(Replay::Span),
+                    (codec::TAG_SPAN_V1, SpanReads::Facts) => scratch
+                        .read(frame.tag(), frame.payload(), &keep)
+                        .map(|()| None),
                     (tag, _) => codec::decode_record(tag, frame.payload()).map(|r| match r {
-                        LogRecord::Span(s) => Replay::Span(*s),
-                        LogRecord::Delete(d) => Replay::Delete(d),
+                        LogRecord::Span(s) => Some(Replay::Span(*s)),
+                        LogRecord::Delete(d) => Some(Replay::Delete(d)),
                     }),
                 }
                 .map_err(|e| self.corruption_at(lsn, e.0))?;
@@ -1183,17 +1180,19 @@ impl SessionStore {
             };
             frames += 1;
             chunk_bytes_now += bytes;
+            let mut add = |stored: &StoredSpan| {
+                let info = SpanInfo::of(&stored.span);
+                let session_id = facts::session_id(&stored.span, sources);
+                chunk_held += info.text_bytes() + session_id.as_ref().map_or(0, String::len);
+                let frame_bytes =
+                    u32::try_from(compaction::FRAME_HEADER + bytes as u64).unwrap_or(u32::MAX);
+                chunk.push(lsn, frame_bytes, &stored.project, info, session_id);
+            };
             match record {
-                Replay::Span(stored) => {
-                    let info = SpanInfo::of(&stored.span);
-                    let session_id = facts::session_id(&stored.span, sources);
-                    chunk_held += info.text_bytes() + session_id.as_ref().map_or(0, String::len);
-                    let frame_bytes =
-                        u32::try_from(compaction::FRAME_HEADER + bytes as u64).unwrap_or(u32::MAX);
-                    chunk.push(lsn, frame_bytes, &stored.project, info, session_id);
-                    scratch = Some(stored);
-                }
-                Replay::Delete(del) => {
+                // Read for its facts into `scratch`.
+                None => add(&scratch.span),
+                Some(Replay::Span(stored)) => add(&stored),
+                Some(Replay::Delete(del)) => {
                     let room = chunk.len();
                     let spans = std::mem::replace(&mut chunk, NewRecords::with_capacity(room));
                     chunk_bytes_now = 0;

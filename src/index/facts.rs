@@ -31,7 +31,7 @@ impl SessionIdSource {
 }
 
 /// The span attributes the facts of this module read, besides those the
-/// session-id sources name ([`reads_attribute`]). A function here that
+/// session-id sources name ([`FactKeys`]). A function here that
 /// reads another attribute must list it, or a replay, which decodes only
 /// these (`codec::decode_span_facts`), would miss it; the property test
 /// `facts_decode_gives_the_facts_of_the_whole_span` in `codec` checks
@@ -56,17 +56,64 @@ const ROOT_FACT_KEYS: [&str; 4] = [
     keys::OUTPUT_MIME_TYPE,
 ];
 
-/// True when the attribute `key` (its bytes as stored) is one that
-/// [`crate::index::SpanInfo::of`] or [`session_id`] with `sources` reads
-/// of a span with a parent (`root` false) or without one: such a span
-/// stripped of every other attribute has the same facts.
-pub(crate) fn reads_attribute(key: &[u8], root: bool, sources: &[SessionIdSource]) -> bool {
-    FACT_KEYS.iter().any(|k| k.as_bytes() == key)
-        || (root && ROOT_FACT_KEYS.iter().any(|k| k.as_bytes() == key))
-        || sources.iter().any(|s| match s {
-            SessionIdSource::Attribute(k) => k.as_bytes() == key,
-            SessionIdSource::MetadataField(_) => key == keys::METADATA.as_bytes(),
-        })
+/// The attribute keys [`crate::index::SpanInfo::of`] and [`session_id`]
+/// with given sources read, for telling a span's attributes apart one
+/// after another (a replay reads only these: `codec::decode_span_facts`).
+pub(crate) struct FactKeys<'s> {
+    /// The keys of each length below [`SHORT_KEY`] bytes, each with
+    /// whether it is read only of a span without a parent
+    /// ([`ROOT_FACT_KEYS`]) or of every span ([`FACT_KEYS`], the keys the
+    /// sources name). Most attributes of a span are none of them, and
+    /// most of those are told apart by their length alone.
+    by_length: Vec<Vec<(&'s str, bool)>>,
+    /// The keys of [`SHORT_KEY`] bytes or more, likewise.
+    long: Vec<(&'s str, bool)>,
+}
+
+/// Keys shorter than this are found by their length first.
+const SHORT_KEY: usize = 64;
+
+impl<'s> FactKeys<'s> {
+    /// The keys read with `sources`.
+    pub(crate) fn new(sources: &'s [SessionIdSource]) -> Self {
+        let mut keys = FactKeys {
+            by_length: vec![Vec::new(); SHORT_KEY],
+            long: Vec::new(),
+        };
+        let every = FACT_KEYS
+            .iter()
+            .copied()
+            .chain(sources.iter().map(|source| match source {
+                SessionIdSource::Attribute(k) => k.as_str(),
+                SessionIdSource::MetadataField(_) => keys::METADATA,
+            }));
+        let all = every
+            .map(|k| (k, false))
+            .chain(ROOT_FACT_KEYS.iter().map(|k| (*k, true)));
+        for (k, root_only) in all {
+            let bucket = match keys.by_length.get_mut(k.len()) {
+                Some(bucket) => bucket,
+                None => &mut keys.long,
+            };
+            if !bucket.iter().any(|(b, _)| *b == k) {
+                bucket.push((k, root_only));
+            }
+        }
+        keys
+    }
+
+    /// The attribute `key` (its bytes as stored) when it is one of these
+    /// for a span with a parent (`root` false) or without one: such a
+    /// span stripped of every other attribute has the same facts. `None`
+    /// for the others.
+    #[inline]
+    pub(crate) fn find(&self, key: &[u8], root: bool) -> Option<&'s str> {
+        let bucket = self.by_length.get(key.len()).unwrap_or(&self.long);
+        bucket
+            .iter()
+            .find(|(k, root_only)| (root || !*root_only) && k.as_bytes() == key)
+            .map(|(k, _)| *k)
+    }
 }
 
 /// Strips an id as Python's `str.strip()` does and maps the empty string
