@@ -1455,7 +1455,7 @@ impl SessionStore {
         // per trace per group).
         let mut snapshot = None;
         let mut accepted = Vec::with_capacity(candidates.len());
-        for c in &candidates {
+        for (i, c) in candidates.iter().enumerate() {
             let (trace_id, span_id) = (c.span.trace_id, c.span.span_id);
             let ids = match ws_ref.pending.trace_mut(&trace_id.0) {
                 Some(ids) => ids,
@@ -1504,6 +1504,17 @@ impl SessionStore {
                             }
                         }
                     };
+                    // Room for this trace's spans that follow in the
+                    // batch (a trace's spans usually come together), not
+                    // a set grown and rehashed every few spans.
+                    let mut ids = ids;
+                    ids.reserve(
+                        candidates
+                            .iter()
+                            .skip(i)
+                            .take_while(|n| n.span.trace_id == trace_id)
+                            .count(),
+                    );
                     ws_ref.pending.insert_trace(trace_id.0, ids)
                 }
             };

@@ -115,7 +115,10 @@ impl Pending {
         let group = Group {
             records: std::mem::replace(&mut self.records, NewRecords::with_capacity(room)),
         };
-        let traces = std::mem::take(&mut self.traces);
+        // Room for as many traces as this group touched, likewise.
+        let mut traces = FastMap::default();
+        traces.reserve(self.traces.len());
+        let traces = std::mem::replace(&mut self.traces, traces);
         self.clear();
         (group, traces)
     }
