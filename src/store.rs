@@ -815,7 +815,8 @@ impl SessionStore {
             // and for everything after it (see `index::home_runs`).
             let mut deferred = Deferred::with_homes_limit(store.opts.deferred_homes);
             deferred.run_homes = w.run_homes()?;
-            let n = store.replay(&mut w, applied, &mut deferred, SpanReads::Facts)?;
+            // The frames recovery has just checked are not checked again.
+            let n = store.replay(&mut w, applied, &mut deferred, SpanReads::Facts, true)?;
             let replay = started.elapsed();
             let started = Instant::now();
             store.commit_with_deferred(w, deferred)?;
@@ -1112,17 +1113,21 @@ impl SessionStore {
     /// Two threads: one reads and decodes the log and derives what the
     /// indexes need of each span, the calling one applies it, in chunks as
     /// large as the groups appends are indexed in, at most two chunks
-    /// ahead. `reads` says how much of each span is decoded.
+    /// ahead. `reads` says how much of each span is decoded;
+    /// `checked_at_open` true (the open's replay) skips the checksums of
+    /// the frames the log's recovery verified (`Log::scan_checked_at_open`).
     fn replay(
         &self,
         w: &mut IndexWriter,
         from: Lsn,
         deferred: &mut Deferred,
         reads: SpanReads,
+        checked_at_open: bool,
     ) -> Result<u64> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Replayed>>(2);
         std::thread::scope(|scope| {
-            let reader = scope.spawn(move || self.read_for_replay(from, &tx, reads));
+            let reader =
+                scope.spawn(move || self.read_for_replay(from, &tx, reads, checked_at_open));
             let applied = self.apply_replayed(w, rx, deferred);
             // The receiver is gone: a reader blocked on sending stops.
             let frames = reader.join().map_err(|_| Error::panicked())?;
@@ -1138,6 +1143,7 @@ impl SessionStore {
         from: Lsn,
         tx: &std::sync::mpsc::SyncSender<Result<Replayed>>,
         reads: SpanReads,
+        checked_at_open: bool,
     ) -> Result<u64> {
         // As large as the groups appends are indexed in (at least 1 MiB
         // and 1,024 spans).
@@ -1157,7 +1163,12 @@ impl SessionStore {
         // Where spans are read for their facts, one after another, each
         // reusing the buffers of the one before.
         let mut scratch = codec::FactsScratch::new();
-        for item in self.log.scan(from) {
+        let scan = if checked_at_open {
+            self.log.scan_checked_at_open(from)
+        } else {
+            self.log.scan(from)
+        };
+        for item in scan {
             let decoded = item.and_then(|(lsn, frame)| {
                 let record = match (frame.tag(), reads) {
                     (codec::TAG_SPAN_V1, SpanReads::Facts) => scratch
@@ -1691,7 +1702,7 @@ impl SessionStore {
         let mut w = self.index.begin_write()?;
         w.clear()?;
         let mut deferred = Deferred::with_homes_limit(self.opts.deferred_homes);
-        self.replay(&mut w, 0, &mut deferred, SpanReads::Facts)?;
+        self.replay(&mut w, 0, &mut deferred, SpanReads::Facts, false)?;
         {
             // Whatever was deferred described the tables just cleared. It
             // goes in the same hold of the lock as the rebuilt tables come
@@ -1740,7 +1751,7 @@ impl SessionStore {
         let mut deferred = Deferred::default();
         // Every span decoded whole: verify reports any frame that does not
         // decode, not only those whose facts do not.
-        match self.replay(&mut w, 0, &mut deferred, SpanReads::Whole) {
+        match self.replay(&mut w, 0, &mut deferred, SpanReads::Whole, false) {
             Ok(frames) => report.frames = frames,
             Err(e) if e.kind() == ErrorKind::Corrupted => {
                 report.problems.push(e.to_string());

@@ -247,6 +247,9 @@ pub(crate) struct Log {
     sync_done: Condvar,
     /// Set by a failed write or fsync; refuses further appends and syncs.
     poison: Poison,
+    /// The frames whose checksums the open's recovery verified (see
+    /// [`Log::scan_checked_at_open`]).
+    checked_at_open: std::ops::Range<Lsn>,
 }
 
 impl std::fmt::Debug for Log {
@@ -297,6 +300,7 @@ impl Log {
             .cloned()
             .ok_or_else(|| Error::invalid("log recovery returned no segment"))?;
         let end = rec.report.end;
+        let checked_at_open = rec.checked_from..end;
         let log = Log {
             fs,
             dir: dir.to_path_buf(),
@@ -322,6 +326,7 @@ impl Log {
             }),
             sync_done: Condvar::new(),
             poison: Poison::default(),
+            checked_at_open,
         };
         Ok((log, rec.report))
     }
@@ -793,7 +798,7 @@ impl Log {
     pub(crate) fn read(&self, lsn: Lsn) -> Result<FrameBuf> {
         let seg = self.holder(lsn)?;
         let (frame, _) = seg
-            .frame_at(lsn - seg.base, self.opts.max_frame_bytes, None)
+            .frame_at(lsn - seg.base, self.opts.max_frame_bytes, None, true)
             .map_err(|e| at_boundary(e, lsn))?;
         Ok(frame)
     }
@@ -832,7 +837,12 @@ impl Log {
             }
             win.set_chunk((last - lsn).saturating_add(READ_RUN_TAIL).min(READ_RUN_MAX));
             let (frame, _) = s
-                .frame_at(lsn - s.base, self.opts.max_frame_bytes, Some(&mut win))
+                .frame_at(
+                    lsn - s.base,
+                    self.opts.max_frame_bytes,
+                    Some(&mut win),
+                    true,
+                )
                 .map_err(|e| at_boundary(e, lsn))?;
             if let Some(slot) = out.get_mut(i) {
                 *slot = Some(frame);
@@ -859,6 +869,23 @@ impl Log {
     /// Iterates frames from `from` (a frame boundary, or 0 for the start) up
     /// to `end()` as of this call, checking CRCs. Stops after the first error.
     pub(crate) fn scan(&self, from: Lsn) -> LogScan<'_> {
+        self.scan_trusting(from, 0..0)
+    }
+
+    /// [`Log::scan`], but frames whose checksums this log's recovery
+    /// verified when it was opened are not checked again: an open's
+    /// replay reads every frame recovery has just checked, from the
+    /// same mapped sealed segments and the active segment it synced, and
+    /// a second CRC of each was about a tenth of the replay's reading
+    /// thread. Frames outside that range (appended since, or before the
+    /// checkpoint recovery started from) are checked as `scan` checks
+    /// them. For the open's replay only: `verify` and `rebuild_indexes`
+    /// check every frame they read.
+    pub(crate) fn scan_checked_at_open(&self, from: Lsn) -> LogScan<'_> {
+        self.scan_trusting(from, self.checked_at_open.clone())
+    }
+
+    fn scan_trusting(&self, from: Lsn, checked: std::ops::Range<Lsn>) -> LogScan<'_> {
         let limit = self.end();
         let mut scan = LogScan {
             log: self,
@@ -868,6 +895,7 @@ impl Log {
             win: Window::default(),
             pending: None,
             done: false,
+            checked,
         };
         if from != 0 && (from < self.start() || from > limit) {
             scan.pending = Some(Error::invalid(format!(
@@ -1045,6 +1073,9 @@ pub(crate) struct LogScan<'a> {
     pending: Option<Error>,
     /// Set after an error or the end.
     done: bool,
+    /// Frames starting here were checked already (see
+    /// [`Log::scan_checked_at_open`]): their checksums are not computed.
+    checked: std::ops::Range<Lsn>,
 }
 
 impl LogScan<'_> {
@@ -1085,7 +1116,9 @@ impl LogScan<'_> {
                 segment::SegmentData::File(_) => Some(&mut self.win),
                 segment::SegmentData::Mapped(_) => None,
             };
-            let (frame, total) = seg.frame_at(off, self.log.opts.max_frame_bytes, win)?;
+            let check_crc = !self.checked.contains(&next);
+            let (frame, total) =
+                seg.frame_at(off, self.log.opts.max_frame_bytes, win, check_crc)?;
             self.next = next + total;
             return Ok(Some((next, frame)));
         }

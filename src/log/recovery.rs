@@ -36,6 +36,9 @@ pub(super) struct Recovered {
     pub(super) active_len: u64,
     /// What recovery found and did.
     pub(super) report: RecoveryReport,
+    /// The first frame whose checksum recovery verified: every frame from
+    /// it to `report.end` was checked.
+    pub(super) checked_from: Lsn,
 }
 
 /// Largest base LSN accepted from a file name (4 EiB). Real logs never get
@@ -359,6 +362,7 @@ pub(super) fn recover(
                 end: SEGMENT_HEADER_LEN,
                 rewritten_bytes: 0,
             },
+            checked_from: SEGMENT_HEADER_LEN,
         });
     };
 
@@ -416,6 +420,9 @@ pub(super) fn recover(
     let bases: Vec<Lsn> = found.iter().map(|(b, _)| *b).collect();
     let paths: Vec<PathBuf> = found.iter().map(|(_, p)| p.clone()).collect();
     let (first_idx, first_off) = scan_start(&bases, scan_from, &paths)?;
+    let checked_from = bases
+        .get(first_idx)
+        .map_or(Lsn::MAX, |base| base.saturating_add(first_off));
     let max = opts.max_frame_bytes;
     let mut frames_scanned = 0u64;
     for (i, ((_, path), map)) in sealed.iter().zip(&maps).enumerate() {
@@ -524,6 +531,7 @@ pub(super) fn recover(
         segments,
         active_file,
         active_len: valid_end,
+        checked_from,
     })
 }
 

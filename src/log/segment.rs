@@ -91,11 +91,14 @@ impl Segment {
     /// frame and its total size (header plus payload). `win`, when given, is a
     /// read-ahead buffer reused across calls (sequential scans of the active
     /// segment); without it an active-segment read costs two positional reads.
+    /// `check_crc` false skips the checksum (not the length checks): for a
+    /// frame the log's recovery verified (see `Log::scan_checked_at_open`).
     pub(super) fn frame_at(
         &self,
         off: u64,
         max_frame_bytes: u32,
         win: Option<&mut Window>,
+        check_crc: bool,
     ) -> Result<(FrameBuf, u64)> {
         let seg_len = self.len();
         if off < SEGMENT_HEADER_LEN || off >= seg_len {
@@ -120,7 +123,9 @@ impl Segment {
                 let payload = map
                     .get(p_start..p_end)
                     .ok_or_else(|| self.corrupt(off, "frame runs past the end"))?;
-                self.check_crc(&h, payload, off)?;
+                if check_crc {
+                    self.check_crc(&h, payload, off)?;
+                }
                 Ok((
                     FrameBuf {
                         tag: h.tag,
@@ -140,7 +145,9 @@ impl Segment {
                     let total = self.check_len(&h, off, seg_len, max_frame_bytes)?;
                     let bytes = win.get(file, &self.path, off, total, seg_len)?;
                     let payload = bytes.get(9..).unwrap_or_default();
-                    self.check_crc(&h, payload, off)?;
+                    if check_crc {
+                        self.check_crc(&h, payload, off)?;
+                    }
                     Ok((FrameBuf::owned(h.tag, payload.to_vec()), total))
                 }
                 None => {
@@ -155,7 +162,9 @@ impl Segment {
                     let mut payload = vec![0u8; to_usize(u64::from(h.len))?];
                     file.read_exact_at(&mut payload, off + FRAME_HEADER_LEN)
                         .map_err(|e| self.read_error(off, e))?;
-                    self.check_crc(&h, &payload, off)?;
+                    if check_crc {
+                        self.check_crc(&h, &payload, off)?;
+                    }
                     Ok((FrameBuf::owned(h.tag, payload), total))
                 }
             },

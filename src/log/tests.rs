@@ -761,6 +761,49 @@ fn scan_from_skips_checks_but_finds_the_end() -> TestResult {
 }
 
 #[test]
+fn a_scan_after_open_checks_what_recovery_did_not() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let lsns = build(tmp.path(), small(), 60)?;
+    // Damage a frame before the checkpoint the open starts from.
+    let segs = {
+        let (log, _) = Log::open(tmp.path(), small(), 0)?;
+        log.segments()
+    };
+    let seg = seg_of(&segs, lsns[3]).ok_or("none")?;
+    let p = tmp.path().join(seg.path.file_name().ok_or("no name")?);
+    flip_bit(&p, lsns[3] - seg.base + 12, 0)?;
+    let (log, report) = Log::open(tmp.path(), small(), lsns[40])?;
+    assert_eq!(report.frames_scanned, 20);
+    // The frames recovery checked read as `scan` reads them.
+    let checked: Vec<(Lsn, FrameBuf)> =
+        log.scan_checked_at_open(lsns[40]).collect::<Result<_>>()?;
+    assert_eq!(checked.len(), 20);
+    for ((lsn, f), (i, want)) in checked.iter().zip((40u32..).zip(&lsns[40..])) {
+        assert_eq!(lsn, want);
+        assert!(is_record(f, i));
+    }
+    // A frame before them is checked, and its damage found.
+    let before = log
+        .scan_checked_at_open(0)
+        .find_map(Result::err)
+        .ok_or("the damaged frame was not found")?;
+    expect_corruption::<()>(Err(before), &p, lsns[3] - seg.base)?;
+    // So is a frame appended since the open.
+    let new = append_records(&log, 60, 61)?;
+    log.sync(log.end())?;
+    let segs = log.segments();
+    let last = seg_of(&segs, new[0]).ok_or("none")?;
+    assert!(!last.sealed);
+    flip_bit(&last.path, new[0] - last.base + 12, 0)?;
+    let after = log
+        .scan_checked_at_open(lsns[40])
+        .find_map(Result::err)
+        .ok_or("the damaged new frame was not found")?;
+    expect_corruption::<()>(Err(after), &last.path, new[0] - last.base)?;
+    Ok(())
+}
+
+#[test]
 fn failed_roll_poisons_and_rolls_back() -> TestResult {
     let tmp = tempfile::tempdir()?;
     let (log, _) = Log::open(tmp.path(), small(), 0)?;
