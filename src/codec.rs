@@ -425,7 +425,7 @@ impl<'a> WireReader<'a> {
     /// The element count of a sequence. Each element takes at least
     /// `min_element_bytes` (at least 1), so a count the remaining bytes
     /// cannot hold is rejected before anything is allocated for it.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn len(&mut self, min_element_bytes: usize) -> Result<usize, DecodeError> {
         let n = self.u64()?;
         let n = usize::try_from(n)
@@ -745,11 +745,11 @@ impl FactsScratch {
     /// [`Self::span`], as [`decode_span_facts`] describes. After an
     /// error the span holds parts of the record (a failed read stops a
     /// replay); the next read replaces them all.
-    pub(crate) fn read(
+    pub(crate) fn read<'k>(
         &mut self,
         tag: u8,
         payload: &[u8],
-        keep: &KeepAttribute<'_>,
+        keep: &(impl Fn(&[u8], bool) -> Option<&'k str> + ?Sized),
     ) -> Result<(), DecodeError> {
         if tag != TAG_SPAN_V1 {
             return Err(DecodeError(format!("unknown frame tag {tag}")));
@@ -831,7 +831,7 @@ impl FactsScratch {
 
 /// Keeps `s` in `spare` for a later span, unless it holds more room than
 /// [`FACTS_STRING_KEEP`].
-#[inline]
+#[inline(always)]
 fn lend(spare: &mut Vec<String>, s: String) {
     if s.capacity() <= FACTS_STRING_KEEP {
         spare.push(s);
