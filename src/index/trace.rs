@@ -169,7 +169,14 @@ impl NewRecords {
         span: SpanInfo,
         session_id: Option<String>,
     ) {
-        let project = match self.projects.iter().position(|p| p == project) {
+        // Spans usually come in runs of one project: the last span's is
+        // tried first.
+        let last = self.spans.last().map_or(0, |s| s.project);
+        let found = match self.projects.get(last) {
+            Some(p) if p == project => Some(last),
+            _ => self.projects.iter().position(|p| p == project),
+        };
+        let project = match found {
             Some(i) => i,
             None => {
                 self.projects.push(project.to_owned());
