@@ -560,7 +560,8 @@ enum Replayed {
 enum SpanReads {
     /// What the indexes take of it (`codec::decode_span_facts`): the rest
     /// is stepped over, not allocated or UTF-8-checked (a reopen, a
-    /// rebuild; the frames' CRCs are checked either way).
+    /// rebuild; the frames' CRCs are checked either way, a reopen's by
+    /// the log's recovery: see `Log::scan_checked_at_open`).
     Facts,
     /// All of it, as a read of the span does (`verify`).
     Whole,
