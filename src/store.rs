@@ -1428,7 +1428,8 @@ impl SessionStore {
             for c in &mut candidates {
                 c.at = buf.len();
                 let _ = codec::encode_span_parts(c.project, c.resource, c.span, &mut buf);
-                c.make_info();
+                // Made once here, not asked for again (`make_infos` false).
+                c.info.set(Some(SpanInfo::with_user(c.span, c.user.take())));
             }
             Some(buf)
         };
