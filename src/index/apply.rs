@@ -25,7 +25,7 @@ use super::{
     Deferred, HomesWritten, LEGACY_TRACES, META, META_APPLIED, META_NEXT_PROJECT,
     META_NEXT_SESSION, PROJECT_SPANS, PROJECT_STATS, PROJECTS, ProjectCounters, SEARCH,
     SESSION_IDS, SESSION_ORDER, SESSIONS, TRACE_HOMES, TRACE_RECORDS, TURNS, decode,
-    decode_session, order_key, session_id_key_into, turn_key,
+    decode_session, session_id_key_into, turn_key,
 };
 
 /// What the index derivation depends on besides the spans.
@@ -818,8 +818,8 @@ pub(super) fn update_session<'d>(
         let nv = sort_values(&state);
         for (kind, (a, b)) in ov.iter().zip(nv.iter()).enumerate() {
             if a != b || state.num_traces == 0 {
-                let k = order_key(project_id, kind_byte(kind), *a, &state.session_id);
-                t.order.remove(k);
+                t.order
+                    .remove(project_id, kind_byte(kind), *a, state.session_id.as_bytes());
             }
         }
     }
@@ -830,8 +830,13 @@ pub(super) fn update_session<'d>(
     }
     for (kind, v) in sort_values(&state).iter().enumerate() {
         if old_values.is_none_or(|ov| ov.get(kind) != Some(v)) {
-            let k = order_key(project_id, kind_byte(kind), *v, &state.session_id);
-            t.order.insert(k, session);
+            t.order.insert(
+                project_id,
+                kind_byte(kind),
+                *v,
+                state.session_id.as_bytes(),
+                session,
+            );
         }
     }
     match tail {

@@ -345,16 +345,6 @@ pub(crate) fn session_id_key_into(k: &mut Vec<u8>, project_id: u32, session_id: 
     k.extend_from_slice(session_id.as_bytes());
 }
 
-/// Key of a session in `SESSION_ORDER` for one sort order.
-pub(crate) fn order_key(project_id: u32, kind: u8, value: u64, session_id: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(13 + session_id.len());
-    k.extend_from_slice(&project_id.to_be_bytes());
-    k.push(kind);
-    k.extend_from_slice(&value.to_be_bytes());
-    k.extend_from_slice(session_id.as_bytes());
-    k
-}
-
 /// An index corruption error saying `what` is wrong.
 pub(crate) fn corrupted(what: impl Into<String>) -> Error {
     Error::Index(Box::new(redb::Error::Corrupted(what.into())))
