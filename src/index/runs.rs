@@ -658,7 +658,9 @@ impl RunCursor {
             if !self.descending {
                 items.reverse();
             }
-            items.retain(|&(s, e, _)| self.in_range(block.get(s..e).unwrap_or(&[])));
+            if !matches!((&self.lo, &self.hi), (Bound::Unbounded, Bound::Unbounded)) {
+                items.retain(|&(s, e, _)| self.in_range(block.get(s..e).unwrap_or(&[])));
+            }
             self.pending = items;
             self.block = block;
             self.last_block = Some(key);
@@ -670,6 +672,35 @@ impl RunCursor {
     fn head(&self) -> Option<(&[u8], Option<u64>)> {
         let &(s, e, change) = self.pending.last()?;
         Some((self.block.get(s..e)?, change))
+    }
+}
+
+/// A cursor of [`Merged`] with a change at hand, and the sort value that
+/// leads that change's tail (`None` for a tail shorter than one, which only
+/// a damaged block holds).
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    value: Option<u64>,
+    cursor: usize,
+}
+
+/// The sort value a tail starts with (see [`Slot`]).
+fn sort_value(tail: &[u8]) -> Option<u64> {
+    tail.first_chunk::<8>().map(|v| u64::from_be_bytes(*v))
+}
+
+/// Two heads in byte order of their tails (none first), the sort value
+/// that leads every tail compared as one number: most heads differ there,
+/// and a merge compares a few per change.
+fn cmp_heads(a: Option<&[u8]>, b: Option<&[u8]>) -> std::cmp::Ordering {
+    match (a, b) {
+        (Some(a), Some(b)) => match (a.split_first_chunk::<8>(), b.split_first_chunk::<8>()) {
+            (Some((va, ra)), Some((vb, rb))) => u64::from_be_bytes(*va)
+                .cmp(&u64::from_be_bytes(*vb))
+                .then_with(|| ra.cmp(rb)),
+            _ => a.cmp(b),
+        },
+        _ => a.cmp(&b),
     }
 }
 
@@ -690,12 +721,13 @@ pub(crate) struct Merged {
     /// Youngest first.
     cursors: Vec<RunCursor>,
     descending: bool,
-    /// Cursors with a change at hand, in the order their changes come.
-    order: Vec<usize>,
+    /// Cursors with a change at hand, in the order their changes come,
+    /// each with its head's sort value (see [`Slot`]).
+    order: Vec<Slot>,
     /// Whether `order` has been filled.
     started: bool,
     /// Room for the cursors one step passes (kept to save an allocation).
-    passed: Vec<usize>,
+    passed: Vec<Slot>,
     /// The tail last handed out.
     tail: Vec<u8>,
 }
@@ -731,23 +763,34 @@ impl Merged {
         }
     }
 
-    /// Whether cursor `a`'s head comes before cursor `b`'s in reading
-    /// order; on equal heads the younger (lower index) comes first. Both
-    /// must have a head.
-    fn before(&self, a: usize, b: usize) -> bool {
-        let head = |i: usize| {
-            self.cursors
-                .get(i)
-                .and_then(RunCursor::head)
-                .map(|(t, _)| t)
+    /// Whether slot `a`'s head comes before slot `b`'s in reading order;
+    /// on equal heads the younger (lower index) comes first. Heads whose
+    /// sort values differ are ordered by them alone, without their tails.
+    fn before(&self, a: Slot, b: Slot) -> bool {
+        let by_key = match (a.value, b.value) {
+            (Some(va), Some(vb)) if va != vb => {
+                if self.descending {
+                    vb.cmp(&va)
+                } else {
+                    va.cmp(&vb)
+                }
+            }
+            _ => {
+                let head = |i: usize| {
+                    self.cursors
+                        .get(i)
+                        .and_then(RunCursor::head)
+                        .map(|(t, _)| t)
+                };
+                let (ta, tb) = (head(a.cursor), head(b.cursor));
+                if self.descending {
+                    cmp_heads(tb, ta)
+                } else {
+                    cmp_heads(ta, tb)
+                }
+            }
         };
-        let (ta, tb) = (head(a), head(b));
-        let by_key = if self.descending {
-            tb.cmp(&ta)
-        } else {
-            ta.cmp(&tb)
-        };
-        by_key.then(a.cmp(&b)).is_lt()
+        by_key.then(a.cursor.cmp(&b.cursor)).is_lt()
     }
 
     /// Files cursor `i` into `order` by its head, if it has one.
@@ -760,9 +803,13 @@ impl Merged {
             return Ok(());
         };
         cursor.fill(runs)?;
-        if cursor.head().is_some() {
-            let at = self.order.partition_point(|&j| self.before(j, i));
-            self.order.insert(at, i);
+        if let Some((tail, _)) = cursor.head() {
+            let slot = Slot {
+                value: sort_value(tail),
+                cursor: i,
+            };
+            let at = self.order.partition_point(|&j| self.before(j, slot));
+            self.order.insert(at, slot);
         }
         Ok(())
     }
@@ -784,7 +831,7 @@ impl Merged {
         let Some(&first) = self.order.first() else {
             return Ok(None);
         };
-        let Some((tail, change)) = self.cursors.get(first).and_then(RunCursor::head) else {
+        let Some((tail, change)) = self.cursors.get(first.cursor).and_then(RunCursor::head) else {
             return Err(corrupt("a merge lost its place"));
         };
         self.tail.clear();
@@ -794,20 +841,22 @@ impl Merged {
             .order
             .iter()
             .take_while(|&&j| {
-                self.cursors
-                    .get(j)
-                    .and_then(RunCursor::head)
-                    .is_some_and(|(t, _)| t == self.tail.as_slice())
+                j.value == first.value
+                    && self
+                        .cursors
+                        .get(j.cursor)
+                        .and_then(RunCursor::head)
+                        .is_some_and(|(t, _)| t == self.tail.as_slice())
             })
             .count();
         let mut passed = std::mem::take(&mut self.passed);
         passed.clear();
         passed.extend(self.order.drain(..same));
         for &j in &passed {
-            if let Some(cursor) = self.cursors.get_mut(j) {
+            if let Some(cursor) = self.cursors.get_mut(j.cursor) {
                 cursor.pending.pop();
             }
-            self.file(runs, j)?;
+            self.file(runs, j.cursor)?;
         }
         self.passed = passed;
         Ok(Some((&self.tail, change)))
@@ -1048,6 +1097,19 @@ mod tests {
                     );
                 }
             }
+        }
+
+        /// Heads compare as their tails' bytes do, whatever their lengths
+        /// (a short prefix shared, fewer than eight bytes, none).
+        #[test]
+        fn heads_compare_as_their_bytes(
+            a in proptest::option::of(proptest::collection::vec(0..3u8, 0..14)),
+            b in proptest::option::of(proptest::collection::vec(0..3u8, 0..14)),
+        ) {
+            let (a, b) = (a.as_deref(), b.as_deref());
+            prop_assert_eq!(cmp_heads(a, b), a.cmp(&b));
+            prop_assert_eq!(cmp_heads(b, a), b.cmp(&a));
+            prop_assert_eq!(cmp_heads(a, a), std::cmp::Ordering::Equal);
         }
 
         /// A damaged block is an error, never a panic.
