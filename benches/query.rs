@@ -225,8 +225,11 @@ fn search_query(term: &str) -> SessionQuery {
 
 /// Reopening a store after a crash that left `SPAN_SESSIONS_BENCH_RECOVERY_MIB`
 /// of log past the last checkpoint (and SQLite with the same spans in its
-/// WAL). Each iteration copies the crashed directory afresh (not timed),
-/// so the files are in the OS page cache, as after a process crash.
+/// WAL). Each iteration copies the crashed directory afresh and writes the
+/// copy to disk (`sync`; neither timed), so the files are in the OS page
+/// cache and clean, as after a process crash whose writes were synced:
+/// without the `sync`, the open shared the disk and a core with the
+/// kernel writing the copy back (about a second of a 1 GiB open).
 fn recovery(c: &mut Criterion) {
     let mib = support::env_number("SPAN_SESSIONS_BENCH_RECOVERY_MIB", 64);
     let template = stores::crashed_template(mib);
@@ -251,6 +254,11 @@ fn recovery(c: &mut Criterion) {
         for _ in 0..iters {
             let dir = tempfile::tempdir_in(&scratch).unwrap();
             stores::copy_dir(from, dir.path());
+            let synced = std::process::Command::new("sync").status();
+            assert!(
+                synced.as_ref().is_ok_and(|s| s.success()),
+                "sync: {synced:?}"
+            );
             let t = Instant::now();
             open(dir.path());
             total += t.elapsed();
