@@ -337,13 +337,22 @@ impl<'a> WireReader<'a> {
     /// read paths' decoders (turns, spans) keep this inlined.
     #[inline(always)]
     pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
-        if let Some((&b, rest)) = self.rest.split_first()
-            && b < VARINT_U16
-        {
-            self.rest = rest;
-            return Ok(u64::from(b));
+        match self.one_byte_varint() {
+            Some(b) => Ok(u64::from(b)),
+            None => self.u64_wide(),
         }
-        self.u64_wide()
+    }
+
+    /// A varint in its one-byte form, consumed; `None` (nothing consumed)
+    /// for a wider form or at the end.
+    #[inline(always)]
+    fn one_byte_varint(&mut self) -> Option<u8> {
+        let (&b, rest) = self.rest.split_first()?;
+        if b >= VARINT_U16 {
+            return None;
+        }
+        self.rest = rest;
+        Some(b)
     }
 
     #[inline(never)]
@@ -364,13 +373,10 @@ impl<'a> WireReader<'a> {
     /// [`Self::u64`] reads it.
     #[inline(always)]
     pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
-        if let Some((&b, rest)) = self.rest.split_first()
-            && b < VARINT_U16
-        {
-            self.rest = rest;
-            return Ok(u32::from(b));
+        match self.one_byte_varint() {
+            Some(b) => Ok(u32::from(b)),
+            None => self.u32_wide(),
         }
-        self.u32_wide()
     }
 
     #[inline(never)]

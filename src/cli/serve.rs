@@ -233,6 +233,16 @@ impl Room {
     }
 }
 
+impl Room {
+    /// Holds no room yet: a [`Taken`] to [`Taken::grow`].
+    fn hold(&self) -> Taken<'_> {
+        Taken {
+            room: self,
+            bytes: 0,
+        }
+    }
+}
+
 impl Taken<'_> {
     /// Takes `more` room without waiting; false (nothing taken) when the
     /// room does not have it.
@@ -433,9 +443,7 @@ impl Receiver {
         if body.length().is_some_and(|n| n > max) {
             return too_large();
         }
-        let Some(mut held) = self.bodies.take(0) else {
-            return no_room();
-        };
+        let mut held = self.bodies.hold();
         // A body of a known length takes room for no more than that.
         let expected = body.length().map_or(max, |n| n.min(max));
         let body = match read_held(&mut *body, expected, &mut held) {
@@ -899,7 +907,7 @@ mod tests {
             held_while_stalled: None,
         };
         {
-            let mut held = room.take(0).unwrap_or_else(|| panic!("no room"));
+            let mut held = room.hold();
             let e = read_held(&mut slow, 1 << 20, &mut held)
                 .map(|_| ())
                 .unwrap_err();
@@ -909,7 +917,7 @@ mod tests {
         assert_eq!(used(&room), 0);
 
         let read = |body: &[u8], max: u64| {
-            let mut held = room.take(0).unwrap_or_else(|| panic!("no room"));
+            let mut held = room.hold();
             let got = read_held(body, max, &mut held).unwrap_or_else(|e| panic!("{e}"));
             assert!(held.bytes <= room.capacity);
             got
@@ -965,7 +973,7 @@ mod tests {
             let body: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect();
             let room = Room::new(capacity, Duration::ZERO);
             let got = {
-                let mut held = room.take(0).unwrap_or_else(|| panic!("take(0)"));
+                let mut held = room.hold();
                 let got = read_held(Trickle { data: &body, step }, max, &mut held)
                     .unwrap_or_else(|e| panic!("{e}"));
                 proptest::prop_assert!(held.bytes <= capacity && held.bytes <= max + 1);
