@@ -945,19 +945,32 @@ impl Counters {
         if let Some(n) = self.known_sessions.get(key.as_slice()) {
             return Ok(*n);
         }
-        let stored = ids.get(key.as_slice())?.map(|v| v.value());
+        let n = self.next_session;
+        // Numbers are never reused; only a damaged counter runs out.
+        let Some(after) = n.checked_add(1) else {
+            return match ids.get(key.as_slice())?.map(|v| v.value()) {
+                Some(stored) => {
+                    self.known_sessions.insert(key.clone(), stored);
+                    Ok(stored)
+                }
+                None => Err(super::corrupted(
+                    "the next session number is at its maximum: the index's counter is \
+                     damaged (rebuild the index: StoreOptions::rebuild_index_on_open)",
+                )),
+            };
+        };
+        // Almost every lookup here is of a session new to the index: the
+        // number is inserted at once, without a lookup first (one descent
+        // of the table, not two), and a stored number found in its place
+        // is put back.
+        let stored = ids.insert(key.as_slice(), n)?.map(|v| v.value());
         let n = match stored {
-            Some(n) => n,
+            Some(stored) => {
+                ids.insert(key.as_slice(), stored)?;
+                stored
+            }
             None => {
-                let n = self.next_session;
-                // Numbers are never reused; only a damaged counter runs out.
-                self.next_session = n.checked_add(1).ok_or_else(|| {
-                    super::corrupted(
-                        "the next session number is at its maximum: the index's counter is \
-                         damaged (rebuild the index: StoreOptions::rebuild_index_on_open)",
-                    )
-                })?;
-                ids.insert(key.as_slice(), n)?;
+                self.next_session = after;
                 n
             }
         };
@@ -972,5 +985,96 @@ impl Tables<'_> {
     /// transaction commits, and before it reads the sort index.
     pub(super) fn finish(&mut self) -> Result<()> {
         self.order.flush(&mut self.runs, &mut self.meta)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+    use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
+
+    use super::*;
+
+    const IDS: TableDefinition<&[u8], u64> = TableDefinition::new("ids");
+
+    fn counters(next_session: u64) -> Counters {
+        Counters {
+            next_project: 0,
+            next_session,
+            known: FastMap::default(),
+            known_sessions: FastMap::default(),
+            key: Vec::new(),
+        }
+    }
+
+    proptest! {
+        /// A session's number is the stored one if its key is stored, else
+        /// the next one, stored under its key; numbers found are not
+        /// changed, and the counter moves past each number given out.
+        #[test]
+        fn session_numbers_are_found_or_given_out_in_order(
+            stored in prop::collection::btree_map((0u32..3, 0u8..40), any::<u64>(), 0..30),
+            next in 0u64..1_000_000,
+            asked in prop::collection::vec((0u32..3, 0u8..40), 0..80),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let db = redb::Database::create(dir.path().join("t.redb")).unwrap();
+            let name = |s: u8| format!("session-{s}");
+            let mut want: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut ids = txn.open_table(IDS).unwrap();
+                for (&(p, s), &n) in &stored {
+                    let key = super::super::session_id_key(p, &name(s));
+                    ids.insert(key.as_slice(), n).unwrap();
+                    want.insert(key, n);
+                }
+                let mut c = counters(next);
+                let mut want_next = next;
+                for &(p, s) in &asked {
+                    let key = super::super::session_id_key(p, &name(s));
+                    let expected = *want.entry(key).or_insert_with(|| {
+                        want_next += 1;
+                        want_next - 1
+                    });
+                    prop_assert_eq!(c.session(&mut ids, p, &name(s)).unwrap(), expected);
+                }
+                prop_assert_eq!(c.next_session, want_next);
+                let got: BTreeMap<Vec<u8>, u64> = ids
+                    .iter()
+                    .unwrap()
+                    .map(|e| {
+                        let (k, v) = e.unwrap();
+                        (k.value().to_vec(), v.value())
+                    })
+                    .collect();
+                prop_assert_eq!(got, want);
+            }
+            txn.abort().unwrap();
+        }
+    }
+
+    /// With the counter at its maximum, stored sessions are still found,
+    /// and a new one is refused without being stored.
+    #[test]
+    fn a_counter_at_its_maximum_finds_stored_sessions_and_refuses_new_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("t.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut ids = txn.open_table(IDS).unwrap();
+            ids.insert(super::super::session_id_key(1, "old").as_slice(), 7)
+                .unwrap();
+            let mut c = counters(u64::MAX);
+            assert_eq!(c.session(&mut ids, 1, "old").unwrap(), 7);
+            assert!(c.session(&mut ids, 1, "new").is_err());
+            assert_eq!(c.next_session, u64::MAX);
+            assert_eq!(ids.len().unwrap(), 1);
+        }
+        txn.abort().unwrap();
     }
 }
