@@ -308,8 +308,6 @@ impl IndexWriter {
         // session each is for; `write_group` takes them session by session.
         let mut deltas: Vec<(u64, Delta)> = Vec::new();
         let mut projects: BTreeMap<u32, ProjectDelta> = BTreeMap::new();
-        // Stored spans per project they were appended under (for `projects()`).
-        let mut appended: BTreeMap<&str, i64> = BTreeMap::new();
         // Frames that became live, per segment.
         let mut live = LiveChanges::default();
         // Writes to `turns` and `trace_records`, applied in key order once
@@ -322,6 +320,9 @@ impl IndexWriter {
         let mut search_work = SearchWork::default();
 
         let (batch, project_names) = records.parts();
+        // Stored spans per project they were appended under (for
+        // `projects()`), by the project's place in `project_names`.
+        let mut appended: Vec<i64> = vec![0; project_names.len()];
         // Every project a span was appended under is listed by `projects()`,
         // whichever project its trace ends up in. (A batch names a project
         // only with a span appended under it, and every record names one of
@@ -359,7 +360,9 @@ impl IndexWriter {
                 let project = project_of(r);
                 let added = rec.add(r, project);
                 if added {
-                    *appended.entry(project).or_default() += 1;
+                    if let Some(n) = appended.get_mut(r.project) {
+                        *n += 1;
+                    }
                     live.add(source, r.lsn, i64::from(r.frame_bytes))?;
                 } else if let Some(old) = rec.move_to_copy(r, source)? {
                     // A copy compaction made of the stored frame, met by a
@@ -532,7 +535,11 @@ impl IndexWriter {
                 &deltas,
                 &idents,
                 projects,
-                appended,
+                project_names
+                    .iter()
+                    .map(String::as_str)
+                    .zip(appended)
+                    .filter(|&(_, n)| n != 0),
                 live,
                 applied_lsn,
             );
@@ -546,7 +553,7 @@ impl IndexWriter {
 
     /// The writes of [`Self::apply`] once every trace of the group is read.
     #[expect(clippy::too_many_arguments, reason = "the state of one apply")]
-    fn write_group(
+    fn write_group<'p>(
         t: &mut Tables<'_>,
         counters: &mut Counters,
         mut turn_writes: Vec<([u8; 32], Option<Vec<u8>>)>,
@@ -554,7 +561,7 @@ impl IndexWriter {
         deltas: &[(u64, Delta)],
         idents: &FastMap<u64, SessionIdent>,
         mut projects: BTreeMap<u32, ProjectDelta>,
-        appended: BTreeMap<&str, i64>,
+        appended: impl Iterator<Item = (&'p str, i64)>,
         live: LiveChanges,
         applied_lsn: u64,
     ) -> Result<()> {
