@@ -430,21 +430,10 @@ impl IndexWriter {
                 session,
                 start: rec.start,
             });
-            let new_body = match new_filing {
+            let mut new_body = match new_filing {
                 Some(_) => Some(turn_body(&rec, recs, old_head, old_body.as_ref(), source)?),
                 None => None,
             };
-            if let Some(f) = old_filing
-                && Some(f) != new_filing
-            {
-                turn_writes.push((turn_key(f.session, f.start, tid), None));
-            }
-            if let (Some(f), Some(body)) = (new_filing, &new_body) {
-                turn_writes.push((
-                    turn_key(f.session, f.start, tid),
-                    Some(codec::encode_wire(body)),
-                ));
-            }
             // A turn whose texts are new to its session has them queued
             // for the search postings once every trace is read (see
             // `SearchWork`), from its delta below.
@@ -472,6 +461,22 @@ impl IndexWriter {
                 }
             };
             record_writes.push((home, codec::encode_wire(&rec)));
+            // The record is encoded: the turn takes its user rather than a
+            // copy (see `turn_body`).
+            if let Some(body) = &mut new_body {
+                body.user = rec.user.take();
+            }
+            if let Some(f) = old_filing
+                && Some(f) != new_filing
+            {
+                turn_writes.push((turn_key(f.session, f.start, tid), None));
+            }
+            if let (Some(f), Some(body)) = (new_filing, &new_body) {
+                turn_writes.push((
+                    turn_key(f.session, f.start, tid),
+                    Some(codec::encode_wire(body)),
+                ));
+            }
 
             let old = old_filing.zip(old_body);
             let new = new_filing.zip(new_body);
@@ -704,7 +709,8 @@ impl SearchWork {
     }
 }
 
-/// Builds the stored turn of a trace filed under a session.
+/// Builds the stored turn of a trace filed under a session, all but its
+/// user (the caller moves `rec.user` in once it has encoded `rec`).
 fn turn_body(
     rec: &TraceRecord,
     batch: &mut [&mut NewRecord],
@@ -744,7 +750,8 @@ fn turn_body(
         status: rec.status(),
         num_spans: rec.spans.len() as u64,
         conflicts: rec.conflicts(),
-        user: rec.user.clone(),
+        // The caller moves the record's user in once the record is encoded.
+        user: None,
         more_conflicts: rec.more_session_ids,
     })
 }
