@@ -538,7 +538,7 @@ impl IndexWriter {
                 turn_writes,
                 record_writes,
                 &deltas,
-                &idents,
+                idents,
                 projects,
                 project_names
                     .iter()
@@ -564,7 +564,7 @@ impl IndexWriter {
         mut turn_writes: Vec<([u8; 32], Option<Vec<u8>>)>,
         mut record_writes: Vec<(u64, Vec<u8>)>,
         deltas: &[(u64, Delta)],
-        idents: &FastMap<u64, SessionIdent>,
+        mut idents: FastMap<u64, SessionIdent>,
         mut projects: BTreeMap<u32, ProjectDelta>,
         appended: impl Iterator<Item = (&'p str, i64)>,
         live: LiveChanges,
@@ -627,7 +627,7 @@ impl IndexWriter {
                 .iter()
                 .filter_map(|&(_, at)| deltas.get(at).map(|(_, d)| d));
             let (project_id, change) =
-                update_session(t, session, ds, idents.get(&session), Some(&mut tail))?;
+                update_session(t, session, ds, idents.remove(&session), Some(&mut tail))?;
             projects.entry(project_id).or_default().session(change);
         }
         super::append_ascending(
@@ -763,7 +763,7 @@ pub(super) fn update_session<'d>(
     t: &mut Tables<'_>,
     session: u64,
     deltas: impl IntoIterator<Item = &'d Delta>,
-    ident: Option<&SessionIdent>,
+    ident: Option<SessionIdent>,
     mut tail: Option<&mut SessionTail>,
 ) -> Result<(u32, i64)> {
     // A session numbered past the table's last has no summary yet, and its
@@ -784,7 +784,8 @@ pub(super) fn update_session<'d>(
     let old_values = old.as_ref().filter(|o| o.num_traces > 0).map(sort_values);
     let mut state = match (old, ident) {
         (Some(s), _) => s,
-        (None, Some(i)) => SessionState::new(i.project_id, &i.project, &i.session_id),
+        // A new summary takes the identity's strings rather than copies.
+        (None, Some(i)) => SessionState::named(i.project_id, i.project, i.session_id),
         (None, None) => {
             return Err(Error::Index(Box::new(redb::Error::Corrupted(format!(
                 "session {session} has turns but no summary"

@@ -80,10 +80,15 @@ impl SessionState {
 
     /// An empty session (no traces yet).
     pub fn new(project_id: u32, project: &str, session_id: &str) -> Self {
+        Self::named(project_id, project.to_owned(), session_id.to_owned())
+    }
+
+    /// [`SessionState::new`], taking the names rather than copying them.
+    pub fn named(project_id: u32, project: String, session_id: String) -> Self {
         Self {
             project_id,
-            project: project.to_owned(),
-            session_id: session_id.to_owned(),
+            project,
+            session_id,
             num_traces: 0,
             num_errors: 0,
             tokens: Tokens::default(),
