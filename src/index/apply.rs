@@ -905,6 +905,8 @@ struct Counters {
     next_session: u64,
     /// Project numbers looked up so far (asked for several times per trace).
     known: FastMap<String, u32>,
+    /// The project looked up last, and its number.
+    last_project: Option<(String, u32)>,
     /// Session numbers looked up so far, by `session_ids` key: a session's
     /// traces in one group ask for it once each.
     known_sessions: FastMap<Vec<u8>, u64>,
@@ -919,6 +921,7 @@ impl Counters {
             next_project: get(META_NEXT_PROJECT)?,
             next_session: get(META_NEXT_SESSION)?,
             known: FastMap::default(),
+            last_project: None,
             known_sessions: FastMap::default(),
             key: Vec::new(),
         })
@@ -931,6 +934,31 @@ impl Counters {
     }
 
     fn project(&mut self, projects: &mut Table<'_, &'static str, u32>, name: &str) -> Result<u32> {
+        // A group's traces nearly always name the project the last one did.
+        if let Some((last, id)) = &self.last_project
+            && last == name
+        {
+            return Ok(*id);
+        }
+        let id = self.project_number(projects, name)?;
+        match &mut self.last_project {
+            // The name's memory is reused.
+            Some((last, last_id)) => {
+                last.clear();
+                last.push_str(name);
+                *last_id = id;
+            }
+            None => self.last_project = Some((name.to_owned(), id)),
+        }
+        Ok(id)
+    }
+
+    /// [`Counters::project`] without the last project's shortcut.
+    fn project_number(
+        &mut self,
+        projects: &mut Table<'_, &'static str, u32>,
+        name: &str,
+    ) -> Result<u32> {
         if let Some(id) = self.known.get(name) {
             return Ok(*id);
         }
@@ -1015,12 +1043,14 @@ mod tests {
     use super::*;
 
     const IDS: TableDefinition<&[u8], u64> = TableDefinition::new("ids");
+    const NAMES: TableDefinition<&str, u32> = TableDefinition::new("names");
 
     fn counters(next_session: u64) -> Counters {
         Counters {
             next_project: 0,
             next_session,
             known: FastMap::default(),
+            last_project: None,
             known_sessions: FastMap::default(),
             key: Vec::new(),
         }
@@ -1065,6 +1095,53 @@ mod tests {
                     .map(|e| {
                         let (k, v) = e.unwrap();
                         (k.value().to_vec(), v.value())
+                    })
+                    .collect();
+                prop_assert_eq!(got, want);
+            }
+            txn.abort().unwrap();
+        }
+    }
+
+    proptest! {
+        /// A project's number is the stored one if its name is stored,
+        /// else the next one, stored under its name, however the names
+        /// asked for alternate.
+        #[test]
+        fn project_numbers_are_found_or_given_out_in_order(
+            stored in prop::collection::btree_map(0u8..8, 0u32..1000, 0..5),
+            next in 1000u64..2000,
+            asked in prop::collection::vec(0u8..8, 0..60),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let db = redb::Database::create(dir.path().join("t.redb")).unwrap();
+            // Names that share a prefix, one a prefix of another.
+            let name = |p: u8| "p".repeat(usize::from(p) + 1);
+            let mut want: BTreeMap<String, u32> = BTreeMap::new();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut names = txn.open_table(NAMES).unwrap();
+                for (&p, &n) in &stored {
+                    names.insert(name(p).as_str(), n).unwrap();
+                    want.insert(name(p), n);
+                }
+                let mut c = counters(0);
+                c.next_project = next;
+                let mut want_next = next;
+                for &p in &asked {
+                    let expected = *want.entry(name(p)).or_insert_with(|| {
+                        want_next += 1;
+                        u32::try_from(want_next - 1).unwrap()
+                    });
+                    prop_assert_eq!(c.project(&mut names, &name(p)).unwrap(), expected);
+                }
+                prop_assert_eq!(c.next_project, want_next);
+                let got: BTreeMap<String, u32> = names
+                    .iter()
+                    .unwrap()
+                    .map(|e| {
+                        let (k, v) = e.unwrap();
+                        (k.value().to_owned(), v.value())
                     })
                     .collect();
                 prop_assert_eq!(got, want);
