@@ -910,6 +910,10 @@ struct Counters {
     /// Session numbers looked up so far, by `session_ids` key: a session's
     /// traces in one group ask for it once each.
     known_sessions: FastMap<Vec<u8>, u64>,
+    /// `session_ids` lookups made in this group, and how many found their
+    /// session stored (see [`Counters::session`]).
+    looked_up: u64,
+    found_stored: u64,
     /// Scratch for building a `session_ids` key to look up.
     key: Vec<u8>,
 }
@@ -923,6 +927,8 @@ impl Counters {
             known: FastMap::default(),
             last_project: None,
             known_sessions: FastMap::default(),
+            looked_up: 0,
+            found_stored: 0,
             key: Vec::new(),
         })
     }
@@ -989,30 +995,40 @@ impl Counters {
             return Ok(*n);
         }
         let n = self.next_session;
-        // Numbers are never reused; only a damaged counter runs out.
-        let Some(after) = n.checked_add(1) else {
-            return match ids.get(key.as_slice())?.map(|v| v.value()) {
-                Some(stored) => {
-                    self.known_sessions.insert(key.clone(), stored);
-                    Ok(stored)
-                }
-                None => Err(super::corrupted(
-                    "the next session number is at its maximum: the index's counter is \
-                     damaged (rebuild the index: StoreOptions::rebuild_index_on_open)",
-                )),
-            };
-        };
-        // Almost every lookup here is of a session new to the index: the
+        let after = n.checked_add(1);
+        // Nearly every session looked up here is new to the index: its
         // number is inserted at once, without a lookup first (one descent
         // of the table, not two), and a stored number found in its place
-        // is put back.
-        let stored = ids.insert(key.as_slice(), n)?.map(|v| v.value());
+        // is put back. Once more than one in eight of the group's lookups
+        // has found its session stored, they look first, so that stored
+        // sessions do not each rewrite a page of the table for nothing.
+        let insert_first = after.is_some() && self.found_stored.saturating_mul(8) <= self.looked_up;
+        self.looked_up += 1;
+        let stored = if insert_first {
+            let stored = ids.insert(key.as_slice(), n)?.map(|v| v.value());
+            if let Some(stored) = stored {
+                ids.insert(key.as_slice(), stored)?;
+            }
+            stored
+        } else {
+            ids.get(key.as_slice())?.map(|v| v.value())
+        };
         let n = match stored {
             Some(stored) => {
-                ids.insert(key.as_slice(), stored)?;
+                self.found_stored += 1;
                 stored
             }
             None => {
+                // Numbers are never reused; only a damaged counter runs out.
+                let Some(after) = after else {
+                    return Err(super::corrupted(
+                        "the next session number is at its maximum: the index's counter is \
+                         damaged (rebuild the index: StoreOptions::rebuild_index_on_open)",
+                    ));
+                };
+                if !insert_first {
+                    ids.insert(key.as_slice(), n)?;
+                }
                 self.next_session = after;
                 n
             }
@@ -1052,6 +1068,8 @@ mod tests {
             known: FastMap::default(),
             last_project: None,
             known_sessions: FastMap::default(),
+            looked_up: 0,
+            found_stored: 0,
             key: Vec::new(),
         }
     }
