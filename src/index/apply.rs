@@ -401,13 +401,7 @@ impl IndexWriter {
                 (Some(p), Some(s)) => {
                     let project_id = counters.project(&mut t.projects, p)?;
                     let n = counters.session(&mut t.session_ids, project_id, s)?;
-                    // Named once per session and group, not once per trace.
-                    idents.entry(n).or_insert_with(|| SessionIdent {
-                        project_id,
-                        project: p.to_owned(),
-                        session_id: s.to_owned(),
-                    });
-                    Some(n)
+                    Some((n, project_id))
                 }
                 _ => None,
             };
@@ -426,7 +420,7 @@ impl IndexWriter {
                 }
                 None => None,
             };
-            let new_filing = new_session.map(|session| Filing {
+            let new_filing = new_session.map(|(session, _)| Filing {
                 session,
                 start: rec.start,
             });
@@ -443,10 +437,9 @@ impl IndexWriter {
                         || old_body
                             .as_ref()
                             .is_none_or(|ob| ob.input != body.input || ob.output != body.output);
-                    idents
-                        .get(&nf.session)
-                        .filter(|_| text_changed)
-                        .map(|ident| ident.project_id)
+                    new_session
+                        .filter(|&(session, _)| text_changed && session == nf.session)
+                        .map(|(_, project_id)| project_id)
                 }
                 _ => None,
             };
@@ -465,6 +458,18 @@ impl IndexWriter {
             // copy (see `turn_body`).
             if let Some(body) = &mut new_body {
                 body.user = rec.user.take();
+            }
+            // Named once per session and group, not once per trace: by the
+            // record's own strings, which it no longer needs.
+            if let Some((n, project_id)) = new_session
+                && let std::collections::hash_map::Entry::Vacant(slot) = idents.entry(n)
+                && let Some((project, session_id)) = rec.take_names()
+            {
+                slot.insert(SessionIdent {
+                    project_id,
+                    project,
+                    session_id,
+                });
             }
             if let Some(f) = old_filing
                 && Some(f) != new_filing

@@ -342,6 +342,27 @@ impl TraceRecord {
         }
     }
 
+    /// Takes [`TraceRecord::project`] and [`TraceRecord::session_id`] out
+    /// of the record (for one already encoded, about to be dropped),
+    /// leaving them empty; `None`, taking nothing, unless it has both.
+    pub fn take_names(&mut self) -> Option<(String, String)> {
+        if self.project().is_none() || self.session_id().is_none() {
+            return None;
+        }
+        let project = match (&mut self.root, &mut self.earliest_project) {
+            (Some(r), _) => std::mem::take(&mut r.project),
+            (None, Some(e)) => std::mem::take(&mut e.value),
+            (None, None) => return None,
+        };
+        let root_session = self.root.as_mut().and_then(|r| r.session_id.take());
+        let session_id = match (root_session, &mut self.earliest_session) {
+            (Some(s), _) => s,
+            (None, Some(e)) => std::mem::take(&mut e.value),
+            (None, None) => return None,
+        };
+        Some((project, session_id))
+    }
+
     /// The winning session id: the root's, else the earliest-starting
     /// span's that has one (rule 3).
     pub fn session_id(&self) -> Option<&str> {
@@ -603,6 +624,10 @@ mod tests {
         add(&mut r, &sp(1, None, 10), "p", Some("root"));
         assert_eq!(r.session_id(), Some("root"));
         assert_eq!(r.conflicts(), vec!["child".to_owned()]);
+        assert_eq!(
+            r.clone().take_names(),
+            Some(("p".to_owned(), "root".to_owned()))
+        );
     }
 
     #[test]
@@ -649,6 +674,9 @@ mod tests {
             let forward = fold(&mut (0..spans.len()));
             let other = fold(&mut shuffled.iter().copied());
             prop_assert_eq!(&forward, &other);
+            // The names taken are the ones it gives.
+            let names = forward.project().zip(forward.session_id()).map(|(p, s)| (p.to_owned(), s.to_owned()));
+            prop_assert_eq!(other.clone().take_names(), names);
             let distinct: std::collections::BTreeSet<_> = spans.iter().filter_map(|s| s.1).collect();
             prop_assert_eq!(forward.more_session_ids, distinct.len() > MAX_SESSION_IDS_PER_TRACE);
             let kept: Vec<String> = distinct.iter().take(MAX_SESSION_IDS_PER_TRACE).map(|s| format!("s{s:02}")).collect();
@@ -663,6 +691,9 @@ mod tests {
         add(&mut r, &sp(2, Some(1), 20), "a", None);
         assert_eq!(r.project(), Some("a"));
         add(&mut r, &sp(1, None, 40), "c", None);
+        assert_eq!(r.project(), Some("c"));
+        // No session id: nothing is taken.
+        assert_eq!(r.take_names(), None);
         assert_eq!(r.project(), Some("c"));
     }
 }
