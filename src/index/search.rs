@@ -381,11 +381,13 @@ pub(crate) type PostingBuffer = Postings;
 
 /// Calls `f` with the trigram code of every trigram of `text` once
 /// normalized (may repeat): the codes `trigrams(&normalize(text))` gives,
-/// without building the lowercase copy when the text is ASCII.
+/// without building the lowercase copy.
 pub(crate) fn for_each_trigram(text: &str, mut f: impl FnMut(Trigram)) {
     if !text.is_ascii() {
-        let mut tris = Vec::new();
-        trigrams(&normalize(text), &mut tris);
+        // Each character gives at least one, so the codes fit in the
+        // text's length unless lowercasing lengthens it.
+        let mut tris = Vec::with_capacity(text.len());
+        unicode_trigrams(text, &mut tris);
         tris.into_iter().for_each(f);
         return;
     }
@@ -396,6 +398,27 @@ pub(crate) fn for_each_trigram(text: &str, mut f: impl FnMut(Trigram)) {
         code = ((code << 7) | u32::from(b.to_ascii_lowercase())) & 0x1f_ffff;
         if i >= 2 {
             f(code);
+        }
+    }
+}
+
+/// `trigrams(&normalize(text), out)` without the normalized copy: each
+/// character normalized as it comes, the last two kept.
+fn unicode_trigrams(text: &str, out: &mut Vec<Trigram>) {
+    let (mut a, mut b, mut held) = ('\0', '\0', 0u8);
+    let mut push = |c: char| {
+        if held == 2 {
+            out.push(trigram_code(a, b, c));
+        } else {
+            held += 1;
+        }
+        (a, b) = (b, c);
+    };
+    for c in text.chars() {
+        match c {
+            c if c.is_ascii() => push(c.to_ascii_lowercase()),
+            'ς' => push('σ'),
+            c => c.to_lowercase().for_each(&mut push),
         }
     }
 }
@@ -589,7 +612,9 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn ascii_fast_path_matches_normalize(text in "[ -~]{0,40}|\\PC{0,20}") {
+        fn ascii_fast_path_matches_normalize(
+            text in "[ -~]{0,40}|\\PC{0,20}|[aZ ΣσςİẞÅﬃ]{0,12}",
+        ) {
             let mut want = Vec::new();
             trigrams(&normalize(&text), &mut want);
             let mut got = Vec::new();
