@@ -446,6 +446,70 @@ pub(crate) fn queue(batch: &mut BatchPostings, project_id: u32, session: u64, te
     }
 }
 
+/// Words of a chunk's bitmap.
+const CHUNK_WORDS: usize = CHUNK / 64;
+
+/// The sets of a term's sessions (`first` and `rest`, many, in any order,
+/// may repeat), passed to `emit` by chunk ascending, each in the smaller
+/// encoding: the sessions are set in one bitmap over the chunks from the
+/// lowest session's to the highest's (`words`, reused), one shift and or
+/// each. Returns false, emitting nothing, when that range holds more
+/// chunks than there are sessions (sessions far apart).
+fn bitmap_chunks(
+    first: u64,
+    rest: &[u64],
+    words: &mut Vec<u64>,
+    mut emit: impl FnMut(u32, ChunkSet),
+) -> bool {
+    let (lo, hi) = rest
+        .iter()
+        .fold((first, first), |(lo, hi), &s| (lo.min(s), hi.max(s)));
+    let (from, to) = (chunk_of(lo).0, chunk_of(hi).0);
+    let chunks = (to - from) as usize + 1;
+    if chunks > rest.len() + 1 {
+        return false;
+    }
+    let base = u64::from(from) << CHUNK_BITS;
+    words.clear();
+    words.resize(chunks * CHUNK_WORDS, 0);
+    let mut set = |s: u64| {
+        let bit = s - base;
+        if let Some(w) = words.get_mut((bit >> 6) as usize) {
+            *w |= 1 << (bit & 63);
+        }
+    };
+    set(first);
+    for &s in rest {
+        set(s);
+    }
+    for (c, chunk) in (from..).zip(words.chunks_exact(CHUNK_WORDS)) {
+        let members: u32 = chunk.iter().map(|w| w.count_ones()).sum();
+        if members == 0 {
+            continue;
+        }
+        let set = if (members as usize) * 2 >= BITMAP_BYTES {
+            let mut bits = Box::new([0u8; BITMAP_BYTES]);
+            for (b, w) in bits.chunks_exact_mut(8).zip(chunk) {
+                b.copy_from_slice(&w.to_le_bytes());
+            }
+            ChunkSet::Dense(bits)
+        } else {
+            let mut offsets = Vec::with_capacity(members as usize);
+            for (base, &w) in (0u16..).step_by(64).zip(chunk) {
+                let mut w = w;
+                while w != 0 {
+                    #[expect(clippy::cast_possible_truncation, reason = "below 64")]
+                    offsets.push(base + w.trailing_zeros() as u16);
+                    w &= w - 1;
+                }
+            }
+            ChunkSet::Sparse(offsets)
+        };
+        emit(c, set);
+    }
+    true
+}
+
 impl Postings {
     /// Takes in another map's postings.
     pub fn merge(&mut self, other: Postings) {
@@ -478,6 +542,7 @@ impl Postings {
         let mut terms: Vec<(&Term, &mut SessionList)> = self.map.iter_mut().collect();
         terms.sort_unstable_by_key(|(t, _)| **t);
         let mut out = Vec::new();
+        let mut words = Vec::new();
         for (&t, list) in terms {
             #[expect(clippy::cast_possible_truncation, reason = "halves of the term")]
             let (project_id, tri) = ((t >> 32) as u32, t as u32);
@@ -489,10 +554,17 @@ impl Postings {
                 ));
                 continue;
             }
+            if list.rest.len() >= SORT_AT_MOST
+                && bitmap_chunks(list.first, &list.rest, &mut words, |c, set| {
+                    out.push((posting_key(project_id, tri, c), set));
+                })
+            {
+                continue;
+            }
             let sessions = &mut list.rest;
             sessions.push(list.first);
             if sessions.len() > SORT_AT_MOST {
-                // Many sessions: a bitmap per chunk, no sort.
+                // Many sessions far apart: a bitmap per chunk met, no sort.
                 let mut maps: Vec<(u32, Box<[u8; BITMAP_BYTES]>)> = Vec::new();
                 for &session in sessions.iter() {
                     let (chunk, offset) = chunk_of(session);
@@ -724,6 +796,74 @@ mod tests {
                 .any(|(_, set)| matches!(set, ChunkSet::Dense(_))),
             "the dense case is covered"
         );
+    }
+
+    /// Adds a posting as `queue` does for one trigram.
+    fn add(buf: &mut PostingBuffer, p: u32, tri: Trigram, session: u64) {
+        match buf.map.entry(term(p, tri)) {
+            Entry::Vacant(v) => {
+                v.insert(SessionList::new(session));
+            }
+            Entry::Occupied(mut o) => {
+                if o.get().last() != session {
+                    o.get_mut().push(session);
+                }
+            }
+        }
+        buf.len += 1;
+    }
+
+    proptest::proptest! {
+        /// `chunks` writes exactly the set of postings held, one set per
+        /// (project, trigram, chunk) in key order, each in the smaller
+        /// encoding: sessions in any order, few or many (a bitmap per
+        /// chunk), near (one range of chunks) or far apart.
+        #[test]
+        fn chunks_match_a_model(
+            postings in proptest::collection::vec((0..2u32, 0..3u32, 0..20_000u64), 0..1500),
+            far in proptest::collection::vec((0..2u32, 0..3u32, 0..4u64, 0..4096u64), 0..3),
+            runs in proptest::collection::vec(
+                (0..2u32, 0..3u32, 0..20_000u64, 0..700u64),
+                0..4,
+            ),
+        ) {
+            use proptest::{prop_assert, prop_assert_eq};
+            let mut buf = PostingBuffer::default();
+            let mut model = BTreeSet::new();
+            // A few far apart: those terms' chunks span more than their
+            // sessions.
+            let far = far
+                .into_iter()
+                .map(|(p, t, c, o)| (p, t, c * 4096 * 1_000_000 + o));
+            for (p, t, s) in postings.into_iter().chain(far) {
+                add(&mut buf, p, t, s);
+                model.insert((p, t, s));
+            }
+            // Runs of neighbouring sessions, backwards: dense chunks.
+            for (p, t, from, n) in runs {
+                for s in (from..from + n).rev() {
+                    add(&mut buf, p, t, s);
+                    model.insert((p, t, s));
+                }
+            }
+            let chunks = buf.chunks();
+            prop_assert!(chunks.windows(2).all(|w| w[0].0 < w[1].0), "keys ascend");
+            let mut written = BTreeSet::new();
+            for (k, set) in &chunks {
+                let offsets = set.offsets();
+                prop_assert!(!offsets.is_empty());
+                prop_assert_eq!(
+                    matches!(set, ChunkSet::Dense(_)),
+                    offsets.len() * 2 >= BITMAP_BYTES,
+                    "the smaller encoding"
+                );
+                prop_assert_eq!(ChunkSet::decode(&set.encode()), Some(set.clone()));
+                let p = u32::from_be_bytes([k[0], k[1], k[2], k[3]]);
+                let t = u32::from_be_bytes([k[4], k[5], k[6], k[7]]);
+                written.extend(set.sessions(key_chunk(k)).into_iter().map(|s| (p, t, s)));
+            }
+            prop_assert_eq!(written, model);
+        }
     }
 
     #[test]
