@@ -60,18 +60,45 @@ const ROOT_FACT_KEYS: [&str; 4] = [
 /// with given sources read, for telling a span's attributes apart one
 /// after another (a replay reads only these: `codec::decode_span_facts`).
 pub(crate) struct FactKeys<'s> {
-    /// The keys of each length below [`SHORT_KEY`] bytes, each with
-    /// whether it is read only of a span without a parent
-    /// ([`ROOT_FACT_KEYS`]) or of every span ([`FACT_KEYS`], the keys the
-    /// sources name). Most attributes of a span are none of them, and
-    /// most of those are told apart by their length alone.
-    by_length: Vec<Vec<(&'s str, bool)>>,
+    /// The keys of each length below [`SHORT_KEY`] bytes, each with its
+    /// [`key_word`] and whether it is read only of a span without a
+    /// parent ([`ROOT_FACT_KEYS`]) or of every span ([`FACT_KEYS`], the
+    /// keys the sources name). Most attributes of a span are none of
+    /// them, and most of those are told apart by their length alone; the
+    /// rest by the word, without a call to compare their bytes.
+    by_length: Vec<Vec<Known<'s>>>,
     /// The keys of [`SHORT_KEY`] bytes or more, likewise.
-    long: Vec<(&'s str, bool)>,
+    long: Vec<Known<'s>>,
+}
+
+/// One of the keys of [`FactKeys`].
+#[derive(Clone)]
+struct Known<'s> {
+    /// Its [`key_word`].
+    word: u64,
+    key: &'s str,
+    /// Read only of a span without a parent.
+    root_only: bool,
 }
 
 /// Keys shorter than this are found by their length first.
 const SHORT_KEY: usize = 64;
+
+/// Eight bytes of `key` as one number: its last eight (all of it when it
+/// is eight bytes long); of a shorter key, its first four and last four
+/// (overlapping), or its bytes, which for keys of one length are all of
+/// it. Keys of one length that differ in these bytes differ; keys of up
+/// to eight bytes with the same word are the same.
+#[inline(always)]
+fn key_word(key: &[u8]) -> u64 {
+    if let Some(last) = key.last_chunk::<8>() {
+        return u64::from_le_bytes(*last);
+    }
+    if let (Some(first), Some(last)) = (key.first_chunk::<4>(), key.last_chunk::<4>()) {
+        return u64::from(u32::from_le_bytes(*first)) | u64::from(u32::from_le_bytes(*last)) << 32;
+    }
+    key.iter().fold(0, |w, &b| w << 8 | u64::from(b))
+}
 
 impl<'s> FactKeys<'s> {
     /// The keys read with `sources`.
@@ -95,8 +122,12 @@ impl<'s> FactKeys<'s> {
                 Some(bucket) => bucket,
                 None => &mut keys.long,
             };
-            if !bucket.iter().any(|(b, _)| *b == k) {
-                bucket.push((k, root_only));
+            if !bucket.iter().any(|known| known.key == k) {
+                bucket.push(Known {
+                    word: key_word(k.as_bytes()),
+                    key: k,
+                    root_only,
+                });
             }
         }
         keys
@@ -106,13 +137,23 @@ impl<'s> FactKeys<'s> {
     /// for a span with a parent (`root` false) or without one: such a
     /// span stripped of every other attribute has the same facts. `None`
     /// for the others.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn find(&self, key: &[u8], root: bool) -> Option<&'s str> {
         let bucket = self.by_length.get(key.len()).unwrap_or(&self.long);
+        if bucket.is_empty() {
+            return None;
+        }
+        let word = key_word(key);
+        // Keys of up to eight bytes are their word (and their length).
+        let whole = key.len() <= 8;
         bucket
             .iter()
-            .find(|(k, root_only)| (root || !*root_only) && k.as_bytes() == key)
-            .map(|(k, _)| *k)
+            .find(|known| {
+                known.word == word
+                    && (root || !known.root_only)
+                    && (whole || known.key.as_bytes() == key)
+            })
+            .map(|known| known.key)
     }
 }
 
@@ -489,6 +530,88 @@ mod tests {
         assert_eq!(shown, Some(("[true]".into(), "application/json".into())));
         assert_eq!((io(&json, 22), io(&json, 21)), (Some(22), None));
         assert_eq!(io(&span(), 0), Some(0));
+    }
+
+    /// `FactKeys::find` by length and word gives what comparing every
+    /// key gives: for the keys themselves, keys one byte off anywhere
+    /// (the words differ or not), and any key, whatever the sources.
+    #[test]
+    fn fact_keys_are_found_as_compared_whole() {
+        use proptest::prelude::*;
+        let known = |sources: &[SessionIdSource]| -> Vec<(String, bool)> {
+            let mut all: Vec<(String, bool)> =
+                FACT_KEYS.iter().map(|k| ((*k).to_owned(), false)).collect();
+            for s in sources {
+                all.push((
+                    match s {
+                        SessionIdSource::Attribute(k) => k.clone(),
+                        SessionIdSource::MetadataField(_) => keys::METADATA.to_owned(),
+                    },
+                    false,
+                ));
+            }
+            all.extend(ROOT_FACT_KEYS.iter().map(|k| ((*k).to_owned(), true)));
+            all
+        };
+        let naive = |all: &[(String, bool)], key: &[u8], root: bool| {
+            // The first listing of a key decides (as `FactKeys::new` keeps it).
+            all.iter()
+                .find(|(k, _)| k.as_bytes() == key)
+                .filter(|(_, root_only)| root || !*root_only)
+                .map(|(k, _)| k.clone())
+        };
+        let source_key = prop_oneof![
+            "[a-z.]{0,12}",
+            "[ab]{0,10}",
+            ".{0,3}",
+            "[a-z]{60,70}",
+            Just("session.id".to_owned()),
+        ];
+        let sources = proptest::collection::vec(
+            prop_oneof![
+                source_key.prop_map(SessionIdSource::Attribute),
+                Just(SessionIdSource::MetadataField("x".into())),
+            ],
+            0..4,
+        );
+        let mut runner = proptest::test_runner::TestRunner::default();
+        let result = runner.run(
+            &(
+                sources,
+                "[a-z._]{0,20}",
+                proptest::collection::vec(any::<u8>(), 0..70),
+                any::<(usize, u8)>(),
+            ),
+            |(sources, key, bytes, (at, b))| {
+                let all = known(&sources);
+                let fact_keys = FactKeys::new(&sources);
+                let mut tried: Vec<Vec<u8>> = vec![key.into_bytes(), bytes];
+                for (k, _) in &all {
+                    tried.push(k.as_bytes().to_vec());
+                    let mut near = k.as_bytes().to_vec();
+                    if !near.is_empty() {
+                        let i = at % near.len();
+                        near[i] = near[i].wrapping_add(b.max(1));
+                        tried.push(near.clone());
+                        near.push(b);
+                        tried.push(near);
+                    }
+                }
+                for key in &tried {
+                    for root in [false, true] {
+                        prop_assert_eq!(
+                            fact_keys.find(key, root).map(str::to_owned),
+                            naive(&all, key, root),
+                            "{:?} root {}",
+                            String::from_utf8_lossy(key),
+                            root
+                        );
+                    }
+                }
+                Ok(())
+            },
+        );
+        assert!(result.is_ok(), "{result:?}");
     }
 
     #[test]
