@@ -77,9 +77,22 @@ pub(crate) fn encode_span_parts<W: Sink>(
     span: &Span,
     buf: &mut W,
 ) -> Result<u8, DecodeError> {
-    let w = buf;
+    put_prefix(buf, project, resource);
+    put_span_body(buf, span);
+    Ok(TAG_SPAN_V1)
+}
+
+/// What a span record holds before its span: the project and the
+/// resource's attributes, the same bytes for every span of one resource
+/// ([`encoded_prefix_len`] of them).
+pub(crate) fn put_prefix(w: &mut impl Sink, project: &str, resource: &[KeyValue]) {
     put_str(w, project);
     put_attributes(w, resource);
+}
+
+/// The rest of a span record after [`put_prefix`]: the span itself
+/// ([`encoded_body_len`] bytes).
+pub(crate) fn put_span_body(w: &mut impl Sink, span: &Span) {
     w.put_all(&span.trace_id.0);
     w.put_all(&span.span_id.0);
     match span.parent_span_id {
@@ -108,17 +121,87 @@ pub(crate) fn encode_span_parts<W: Sink>(
         w.put_all(&l.span_id.0);
         put_attributes(w, &l.attributes);
     }
-    Ok(TAG_SPAN_V1)
 }
 
 /// The number of bytes [`encode_span_parts`] writes for a span, counted
 /// without writing them.
+#[cfg(test)]
 pub(crate) fn encoded_span_len(project: &str, resource: &[KeyValue], span: &Span) -> usize {
-    let mut n = ByteCount(0);
-    // Counting cannot fail; neither can encoding (the `Result` is the
-    // codec's error type for decoders).
-    let _ = encode_span_parts(project, resource, span, &mut n);
-    n.0
+    encoded_prefix_len(project, resource) + encoded_body_len(span)
+}
+
+/// The number of bytes [`put_prefix`] writes.
+pub(crate) fn encoded_prefix_len(project: &str, resource: &[KeyValue]) -> usize {
+    str_len(project) + attributes_len(resource)
+}
+
+/// The number of bytes [`put_span_body`] writes for `span`, summed from
+/// the lengths of its parts (counting each byte [`put_span_body`] would
+/// write, through a sink that only counts, cost the appending thread
+/// more).
+pub(crate) fn encoded_body_len(span: &Span) -> usize {
+    let fixed = 16 + 8 + 1 + span.parent_span_id.map_or(0, |_| 8);
+    let mut n = fixed
+        + str_len(&span.name)
+        + varint_len(span_kind_index(span.kind))
+        + varint_len(span.start_time_unix_nano)
+        + varint_len(span.end_time_unix_nano)
+        + varint_len(status_index(span.status.code))
+        + str_len(&span.status.message)
+        + attributes_len(&span.attributes)
+        + varint_len(span.events.len() as u64)
+        + varint_len(span.links.len() as u64);
+    for e in &span.events {
+        n += varint_len(e.time_unix_nano) + str_len(&e.name) + attributes_len(&e.attributes);
+    }
+    for l in &span.links {
+        n += 16 + 8 + attributes_len(&l.attributes);
+    }
+    n
+}
+
+/// The bytes [`put_varint`] writes for `v`.
+#[inline(always)]
+fn varint_len(v: u64) -> usize {
+    if v < 251 {
+        1
+    } else if v <= u64::from(u16::MAX) {
+        3
+    } else if v <= u64::from(u32::MAX) {
+        5
+    } else {
+        9
+    }
+}
+
+/// The bytes [`put_str`] writes for `s`.
+#[inline(always)]
+fn str_len(s: &str) -> usize {
+    varint_len(s.len() as u64) + s.len()
+}
+
+/// The bytes [`put_attributes`] writes for `attrs`.
+fn attributes_len(attrs: &[KeyValue]) -> usize {
+    let mut n = varint_len(attrs.len() as u64);
+    for kv in attrs {
+        // The key, and the value's variant index (below 251).
+        n += str_len(&kv.key) + 1;
+        n += match &kv.value {
+            AttributeValue::String(s) => str_len(s),
+            AttributeValue::Bool(_) => 1,
+            AttributeValue::Int(i) => varint_len(zigzag(*i)),
+            AttributeValue::Double(_) => 8,
+            AttributeValue::StringArray(v) => {
+                varint_len(v.len() as u64) + v.iter().map(|s| str_len(s)).sum::<usize>()
+            }
+            AttributeValue::BoolArray(v) => varint_len(v.len() as u64) + v.len(),
+            AttributeValue::IntArray(v) => {
+                varint_len(v.len() as u64) + v.iter().map(|i| varint_len(zigzag(*i))).sum::<usize>()
+            }
+            AttributeValue::DoubleArray(v) => varint_len(v.len() as u64) + 8 * v.len(),
+        };
+    }
+    n
 }
 
 /// The number of bytes a list of attributes takes in a span record (the
@@ -126,12 +209,11 @@ pub(crate) fn encoded_span_len(project: &str, resource: &[KeyValue], span: &Span
 /// writing them.
 #[cfg(feature = "otlp")]
 pub(crate) fn encoded_attributes_len(attrs: &[KeyValue]) -> usize {
-    let mut n = ByteCount(0);
-    put_attributes(&mut n, attrs);
-    n.0
+    attributes_len(attrs)
 }
 
-/// Where the hand-written encoders write: a buffer, or [`ByteCount`].
+/// Where the hand-written encoders write: a buffer (or, in tests, a
+/// `ByteCount`).
 pub(crate) trait Sink {
     /// Writes one byte.
     fn put(&mut self, b: u8);
@@ -150,9 +232,12 @@ impl Sink for Vec<u8> {
     }
 }
 
-/// A [`Sink`] that only counts the bytes.
+/// A [`Sink`] that only counts the bytes (the tests' measure of what the
+/// lengths summed from parts, [`encoded_span_len`], must give).
+#[cfg(test)]
 pub(crate) struct ByteCount(pub(crate) usize);
 
+#[cfg(test)]
 impl Sink for ByteCount {
     #[inline]
     fn put(&mut self, _: u8) {
@@ -197,8 +282,13 @@ pub(crate) fn put_len(w: &mut impl Sink, n: usize) {
 }
 
 fn put_i64(w: &mut impl Sink, v: i64) {
-    // Zigzag, as bincode encodes signed varints.
-    put_varint(w, ((v << 1) ^ (v >> 63)) as u64);
+    put_varint(w, zigzag(v));
+}
+
+/// Zigzag, as bincode encodes signed varints.
+#[inline(always)]
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
 }
 
 /// A string: its length, then its bytes.
@@ -1494,8 +1584,19 @@ mod span_wire_tests {
             prop_assert!(expected.is_some());
             prop_assert_eq!(direct(&bytes), expected);
             // What `append` counts for validation and announces to the log
-            // before encoding.
+            // before encoding, summed from the parts' lengths as it is,
+            // and as each byte is counted.
             prop_assert_eq!(encoded_span_len(&rec.project, &rec.resource, &rec.span), bytes.len());
+            let mut counted = ByteCount(0);
+            put_prefix(&mut counted, &rec.project, &rec.resource);
+            prop_assert_eq!(encoded_prefix_len(&rec.project, &rec.resource), counted.0);
+            let mut prefix = Vec::new();
+            put_prefix(&mut prefix, &rec.project, &rec.resource);
+            prop_assert!(bytes.starts_with(&prefix));
+            let mut counted = ByteCount(0);
+            put_span_body(&mut counted, &rec.span);
+            prop_assert_eq!(encoded_body_len(&rec.span), counted.0);
+            prop_assert_eq!(prefix.len() + counted.0, bytes.len());
         }
 
         /// Corrupt payloads: the direct decoder accepts exactly what

@@ -577,6 +577,10 @@ struct Candidate<'a> {
     session_id: std::cell::Cell<Option<String>>,
     /// Its length encoded (`codec::encoded_span_len`).
     encoded_len: usize,
+    /// How much of that its project and resource take
+    /// (`codec::encoded_prefix_len`): the same bytes for every span of
+    /// its resource, written once and copied.
+    prefix_len: usize,
     /// Where its encoding starts in a batch encoded before it is written.
     at: usize,
     /// Its user id (`facts::user_id`), resolved by validation and moved
@@ -604,6 +608,41 @@ impl Candidate<'_> {
     }
 }
 
+/// True when `a` and `b` are spans of one resource (the same project
+/// and resource attributes, not equal copies): their records start with
+/// the same bytes.
+fn same_prefix(a: &Candidate<'_>, b: &Candidate<'_>) -> bool {
+    std::ptr::eq(a.project, b.project) && std::ptr::eq(a.resource, b.resource)
+}
+
+/// The records of `candidates` (`bytes` in all), one after another, each
+/// at its [`Candidate::at`]; each one's index facts made.
+fn encode_candidates(candidates: &mut [Candidate<'_>], bytes: usize) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(bytes);
+    // The project, resource and start of the span encoded last.
+    let mut last: Option<(&str, &[KeyValue], usize)> = None;
+    for c in candidates.iter_mut() {
+        c.at = buf.len();
+        // A span of the resource before's copies its project and resource
+        // from there (the same bytes).
+        match last {
+            Some((project, resource, at))
+                if std::ptr::eq(project, c.project)
+                    && std::ptr::eq(resource, c.resource)
+                    && at + c.prefix_len <= c.at =>
+            {
+                buf.extend_from_within(at..at + c.prefix_len);
+            }
+            _ => codec::put_prefix(&mut buf, c.project, c.resource),
+        }
+        codec::put_span_body(&mut buf, c.span);
+        last = Some((c.project, c.resource, c.at));
+        // Made once here, not asked for again (`make_infos` false).
+        c.info.set(Some(SpanInfo::with_user(c.span, c.user.take())));
+    }
+    buf
+}
+
 /// The frames of an append's accepted spans: read from the batch's
 /// encoding, or each encoded as the log writes it.
 struct SpanFrames<'c, 'a> {
@@ -612,6 +651,9 @@ struct SpanFrames<'c, 'a> {
     encoded: Option<&'c [u8]>,
     /// Otherwise the span being written, encoded.
     scratch: Vec<u8>,
+    /// The span `scratch` holds (its project and resource are kept for
+    /// the next span of the same resource).
+    last: Option<usize>,
     /// True when each span's index facts are still to be made
     /// ([`Candidate::info`]): they are made with the batch's encoding when
     /// it was encoded before the writer lock, else as the span's frame is
@@ -649,16 +691,28 @@ impl FrameSource for SpanFrames<'_, '_> {
                 payload,
             };
         }
-        self.scratch.clear();
-        // Encoding cannot fail (see `codec::encoded_span_len`); a span
-        // that is not there is an empty payload, which the log refuses as
-        // not of the announced length.
-        let tag = self.spans.get(i).map_or(codec::TAG_SPAN_V1, |c| {
-            codec::encode_span_parts(c.project, c.resource, c.span, &mut self.scratch)
-                .unwrap_or(codec::TAG_SPAN_V1)
-        });
+        // A span that is not there is an empty payload, which the log
+        // refuses as not of the announced length.
+        let last = self.last.take().and_then(|l| self.spans.get(l));
+        match self.spans.get(i) {
+            Some(c) => {
+                // The span before, of the same resource, leaves its
+                // project and resource in place.
+                let kept =
+                    last.is_some_and(|l| same_prefix(l, c)) && self.scratch.len() >= c.prefix_len;
+                if kept {
+                    self.scratch.truncate(c.prefix_len);
+                } else {
+                    self.scratch.clear();
+                    codec::put_prefix(&mut self.scratch, c.project, c.resource);
+                }
+                codec::put_span_body(&mut self.scratch, c.span);
+                self.last = Some(i);
+            }
+            None => self.scratch.clear(),
+        }
         FrameRef {
-            tag,
+            tag: codec::TAG_SPAN_V1,
             payload: &self.scratch,
         }
     }
@@ -1382,8 +1436,10 @@ impl SessionStore {
             Vec::with_capacity(batch.iter().map(|rs| rs.spans.len()).sum());
         for rs in batch {
             let project = rs.project();
+            // The same for every span of the resource.
+            let prefix_len = codec::encoded_prefix_len(project, &rs.resource);
             for span in &rs.spans {
-                let encoded_len = codec::encoded_span_len(project, &rs.resource, span);
+                let encoded_len = prefix_len + codec::encoded_body_len(span);
                 let session_id =
                     facts::session_id_within(span, &self.cfg.session_id_sources, MAX_ID_BYTES);
                 let user = facts::user_id_within(span, MAX_ID_BYTES);
@@ -1398,6 +1454,7 @@ impl SessionStore {
                             span,
                             session_id: std::cell::Cell::new(session_id),
                             encoded_len,
+                            prefix_len,
                             at: 0,
                             user: std::cell::Cell::new(user),
                             info: std::cell::Cell::new(None),
@@ -1424,14 +1481,7 @@ impl SessionStore {
         {
             None
         } else {
-            let mut buf = Vec::with_capacity(batch_bytes);
-            for c in &mut candidates {
-                c.at = buf.len();
-                let _ = codec::encode_span_parts(c.project, c.resource, c.span, &mut buf);
-                // Made once here, not asked for again (`make_infos` false).
-                c.info.set(Some(SpanInfo::with_user(c.span, c.user.take())));
-            }
-            Some(buf)
+            Some(encode_candidates(&mut candidates, batch_bytes))
         };
 
         let mut ws = self.lock_writer()?;
@@ -1567,6 +1617,7 @@ impl SessionStore {
             spans: &accepted,
             encoded: encoded.as_deref(),
             scratch: Vec::new(),
+            last: None,
             make_infos: encoded.is_none(),
         };
         let lsns = match self.log.append_from(&mut frames) {
@@ -1946,6 +1997,111 @@ impl Drop for SessionStore {
             // A writer panicked: whatever it left in the index must not be
             // made durable by closing it.
             Err(_) => self.index.fence(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod frame_tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::model::SpanId;
+
+    /// Resources of one project and of two (one named the same as
+    /// another), and none.
+    fn resources() -> Vec<ResourceSpans> {
+        let span = |n: u8, attrs: usize| {
+            let mut s = Span::new(TraceId([n; 16]), SpanId([n; 8]), None, "s", 1, 2);
+            for a in 0..attrs {
+                s = s.with_attribute(format!("k{a}"), "v".repeat(a * 100));
+            }
+            s
+        };
+        let mut named = ResourceSpans::for_project("a", vec![span(1, 0), span(2, 3)]);
+        named
+            .resource
+            .push(KeyValue::new("service.name", "x".repeat(300)));
+        vec![
+            named,
+            ResourceSpans::for_project("a", vec![span(3, 1)]),
+            ResourceSpans::for_project("b", vec![span(4, 2), span(5, 0)]),
+            ResourceSpans {
+                resource: Vec::new(),
+                spans: vec![span(6, 1), span(7, 0)],
+            },
+        ]
+    }
+
+    fn candidate<'a>(rs: &'a ResourceSpans, span: &'a Span) -> Candidate<'a> {
+        let project = rs.project();
+        let prefix_len = codec::encoded_prefix_len(project, &rs.resource);
+        Candidate {
+            project,
+            resource: &rs.resource,
+            span,
+            session_id: std::cell::Cell::new(None),
+            encoded_len: prefix_len + codec::encoded_body_len(span),
+            prefix_len,
+            at: 0,
+            user: std::cell::Cell::new(None),
+            info: std::cell::Cell::new(None),
+        }
+    }
+
+    fn encoded(c: &Candidate<'_>) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        let _ = codec::encode_span_parts(c.project, c.resource, c.span, &mut bytes);
+        bytes
+    }
+
+    proptest! {
+        /// The spans of an append, in any order (resources interleaved,
+        /// a span repeated), encoded together before the writer lock or
+        /// one at a time as the log asks for them (in any order), are
+        /// each span's record, its project and resource copied from the
+        /// span before where they are the same.
+        #[test]
+        fn frames_are_each_spans_record(
+            picks in proptest::collection::vec((0..4usize, 0..2usize), 0..12),
+            asks in proptest::collection::vec(0..14usize, 0..20),
+        ) {
+            let batch = resources();
+            let spans: Vec<(&ResourceSpans, &Span)> = picks
+                .iter()
+                .filter_map(|&(r, s)| {
+                    let rs = batch.get(r)?;
+                    Some((rs, rs.spans.get(s % rs.spans.len())?))
+                })
+                .collect();
+            let mut candidates: Vec<Candidate<'_>> =
+                spans.iter().map(|(rs, span)| candidate(rs, span)).collect();
+            let bytes = candidates.iter().map(|c| c.encoded_len).sum();
+            let buf = encode_candidates(&mut candidates, bytes);
+            prop_assert_eq!(buf.len(), bytes);
+            let refs: Vec<&Candidate<'_>> = candidates.iter().collect();
+            let mut ahead = SpanFrames {
+                spans: &refs,
+                encoded: Some(&buf),
+                scratch: Vec::new(),
+                last: None,
+                make_infos: false,
+            };
+            let mut behind = SpanFrames {
+                spans: &refs,
+                encoded: None,
+                scratch: Vec::new(),
+                last: None,
+                make_infos: true,
+            };
+            for i in (0..refs.len()).chain(asks) {
+                let expected = refs.get(i).map(|c| encoded(c)).unwrap_or_default();
+                for frames in [&mut ahead, &mut behind] {
+                    let frame = frames.frame(i);
+                    prop_assert_eq!(frame.tag, codec::TAG_SPAN_V1);
+                    prop_assert_eq!(frame.payload, &expected[..], "span {}", i);
+                }
+            }
         }
     }
 }
