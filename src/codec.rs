@@ -814,7 +814,10 @@ const FACTS_STRING_KEEP: usize = 64 << 10;
 /// were taken, cost its reading thread about an eighth of its
 /// instructions, and reusing them by position alone still allocated
 /// whenever a position held a string for one span and a number for the
-/// next.
+/// next. So each kept attribute takes the place of the last span's
+/// attribute there and rewrites its strings (giving them all back and
+/// taking them again cost the reading thread about a twentieth), and
+/// takes a spare string only where that one held none.
 pub(crate) struct FactsScratch {
     /// The span read last (what [`decode_span_facts`] returns).
     pub(crate) span: StoredSpan,
@@ -880,34 +883,61 @@ impl FactsScratch {
         span.status.message.clear();
         r.skip_str()?;
         let root = span.parent_span_id.is_none();
-        // The last span's attributes give their strings back first.
-        for kv in span.attributes.drain(..) {
-            lend(&mut self.keys, kv.key);
-            if let AttributeValue::String(v) = kv.value {
-                lend(&mut self.values, v);
-            }
-        }
         let n = r.len(MIN_KEY_VALUE_BYTES)?;
+        // Kept attributes so far: each takes the place of the last span's
+        // attribute there, and its strings.
+        let mut kept = 0;
         for _ in 0..n {
             let key = r.str_bytes()?;
             let Some(key) = keep(key, root) else {
                 skip_value(&mut r)?;
                 continue;
             };
-            let mut k = self.keys.pop().unwrap_or_default();
-            k.clear();
-            k.push_str(key);
             let variant = r.u32()?;
-            let value = if variant == 0 {
-                let v = r.str()?;
-                let mut s = self.values.pop().unwrap_or_default();
-                s.clear();
-                s.push_str(v);
-                AttributeValue::String(s)
-            } else {
-                read_value_of(variant, &mut r)?
-            };
-            span.attributes.push(KeyValue { key: k, value });
+            match span.attributes.get_mut(kept) {
+                Some(kv) => {
+                    kv.key.clear();
+                    kv.key.push_str(key);
+                    if variant == 0 {
+                        let v = r.str()?;
+                        match &mut kv.value {
+                            AttributeValue::String(s) if s.capacity() <= FACTS_STRING_KEEP => {
+                                s.clear();
+                                s.push_str(v);
+                            }
+                            other => {
+                                let s = AttributeValue::String(spare_copy(&mut self.values, v));
+                                if let AttributeValue::String(old) = std::mem::replace(other, s) {
+                                    lend(&mut self.values, old);
+                                }
+                            }
+                        }
+                    } else {
+                        let value = read_value_of(variant, &mut r)?;
+                        if let AttributeValue::String(old) = std::mem::replace(&mut kv.value, value)
+                        {
+                            lend(&mut self.values, old);
+                        }
+                    }
+                }
+                None => {
+                    let k = spare_copy(&mut self.keys, key);
+                    let value = if variant == 0 {
+                        AttributeValue::String(spare_copy(&mut self.values, r.str()?))
+                    } else {
+                        read_value_of(variant, &mut r)?
+                    };
+                    span.attributes.push(KeyValue { key: k, value });
+                }
+            }
+            kept += 1;
+        }
+        // The last span's attributes past these give their strings back.
+        for kv in span.attributes.drain(kept..) {
+            lend(&mut self.keys, kv.key);
+            if let AttributeValue::String(v) = kv.value {
+                lend(&mut self.values, v);
+            }
         }
         span.events.clear();
         for _ in 0..r.len(MIN_EVENT_BYTES)? {
@@ -923,6 +953,15 @@ impl FactsScratch {
         }
         r.finish()
     }
+}
+
+/// `s` copied into a string of `spare` (a new one when there is none).
+#[inline(always)]
+fn spare_copy(spare: &mut Vec<String>, s: &str) -> String {
+    let mut out = spare.pop().unwrap_or_default();
+    out.clear();
+    out.push_str(s);
+    out
 }
 
 /// Keeps `s` in `spare` for a later span, unless it holds more room than
