@@ -628,7 +628,7 @@ fn skip_attributes(r: &mut WireReader<'_>) -> Result<(), DecodeError> {
 }
 
 /// Steps over one encoded attribute value, as [`skip_attributes`] does.
-#[inline]
+#[inline(always)]
 fn skip_value(r: &mut WireReader<'_>) -> Result<(), DecodeError> {
     match r.u32()? {
         0 => r.skip_str()?,
