@@ -407,41 +407,45 @@ fn bodies_held_at_once_are_bounded() {
     );
     // A client announces a body of the whole limit, sends a part of it and
     // stalls: it holds the room for the part it sent and the step after.
-    let stall = || {
-        let mut c = std::net::TcpStream::connect(&r.addr).unwrap();
-        write!(
-            c,
-            "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: {PB}\r\nContent-Length: {room}\r\n\r\n"
-        )
+    // It waits to be asked for the body (`Expect: 100-continue`), which the
+    // receiver does once it has taken that room: no request of the test is
+    // in flight before then, so none can hold part of the room when the
+    // stalled body takes it (the body would then be refused, and its rest
+    // waited for, not answered, until it timed out).
+    let mut stalled = std::net::TcpStream::connect(&r.addr).unwrap();
+    write!(
+        stalled,
+        "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: {PB}\r\nContent-Length: {room}\r\n\
+         Expect: 100-continue\r\n\r\n"
+    )
+    .unwrap();
+    stalled.flush().unwrap();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
-        c.write_all(&[0u8; 1000]).unwrap();
-        c.flush().unwrap();
-        c.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
-        c
-    };
-    let mut stalled = stall();
-    // Once the receiver has begun reading it (its thread takes the room),
-    // a request is refused with 503, and what it held is not stored.
+    let mut asked = Vec::new();
+    let mut byte = [0u8; 1];
+    while !asked.ends_with(b"\r\n\r\n") {
+        assert_eq!(std::io::Read::read(&mut stalled, &mut byte).unwrap(), 1);
+        asked.push(byte[0]);
+    }
+    assert!(
+        asked.starts_with(b"HTTP/1.1 100 Continue\r\n"),
+        "{}",
+        String::from_utf8_lossy(&asked)
+    );
+    stalled.write_all(&[0u8; 1000]).unwrap();
+    stalled.flush().unwrap();
+    // The room is held: a request is refused with 503, and what it held is
+    // not stored.
     let body = session_request("p", "s", 1, 1).encode_to_vec();
-    let started = Instant::now();
-    let refused = loop {
-        let resp = post(&r.addr, PB, &[], &body);
-        if resp.status == 503 {
-            break resp;
-        }
-        assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the stalled body never took the room"
-        );
-        // The stalled body met the request above holding part of the room
-        // (its whole announced length did not fit) and was answered: a
-        // machine slow to start reading it. Stall again.
-        if std::io::Read::read(&mut stalled, &mut [0u8; 64]).is_ok() {
-            stalled = stall();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let refused = post(&r.addr, PB, &[], &body);
+    assert_eq!(
+        refused.status,
+        503,
+        "{}",
+        String::from_utf8_lossy(&refused.body)
+    );
     let status = RpcStatus::decode(refused.body.as_slice()).unwrap();
     assert_eq!(status.code, 14, "UNAVAILABLE");
     assert!(
