@@ -1067,6 +1067,7 @@ pub(crate) trait Wire {
 }
 
 /// [`encode_value`] for a [`Wire`] value.
+#[cfg(test)]
 pub(crate) fn encode_wire<T: Wire>(value: &T) -> Vec<u8> {
     with_wire(value, <[u8]>::to_vec)
 }

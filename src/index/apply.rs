@@ -315,8 +315,7 @@ impl IndexWriter {
         // the tables, and in key order neighbouring writes share pages.
         // (Each key names its trace, and a group reads each trace once, so
         // no key is written twice: a vector sorted once will do.)
-        let mut turn_writes: Vec<([u8; 32], Option<Vec<u8>>)> = Vec::new();
-        let mut record_writes: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut writes = GroupWrites::take();
         let mut search_work = SearchWork::default();
 
         let (batch, project_names) = records.parts();
@@ -453,7 +452,7 @@ impl IndexWriter {
                     first
                 }
             };
-            record_writes.push((home, codec::encode_wire(&rec)));
+            writes.records.push(home, Some(&rec));
             // The record is encoded: the turn takes its user rather than a
             // copy (see `turn_body`).
             if let Some(body) = &mut new_body {
@@ -474,13 +473,14 @@ impl IndexWriter {
             if let Some(f) = old_filing
                 && Some(f) != new_filing
             {
-                turn_writes.push((turn_key(f.session, f.start, tid), None));
+                writes
+                    .turns
+                    .push::<TurnBody>(turn_key(f.session, f.start, tid), None);
             }
             if let (Some(f), Some(body)) = (new_filing, &new_body) {
-                turn_writes.push((
-                    turn_key(f.session, f.start, tid),
-                    Some(codec::encode_wire(body)),
-                ));
+                writes
+                    .turns
+                    .push(turn_key(f.session, f.start, tid), Some(body));
             }
 
             let old = old_filing.zip(old_body);
@@ -529,7 +529,7 @@ impl IndexWriter {
         // the table writes below, on a thread of their own when there is
         // enough text to pay for one: they need nothing of the tables.
         let postings = &mut group.postings;
-        std::thread::scope(|scope| {
+        let result = std::thread::scope(|scope| {
             let queued = if search_work.text_bytes >= SEARCH_THREAD_MIN_BYTES {
                 let (work, deltas) = (&search_work, &deltas);
                 Some(scope.spawn(move || work.queue(postings, deltas)))
@@ -540,8 +540,7 @@ impl IndexWriter {
             let written = Self::write_group(
                 &mut t,
                 &mut counters,
-                turn_writes,
-                record_writes,
+                &mut writes,
                 &deltas,
                 idents,
                 projects,
@@ -558,7 +557,9 @@ impl IndexWriter {
                 Some(Err(_)) => Err(Error::panicked()),
                 _ => written,
             }
-        })
+        });
+        writes.give_back();
+        result
     }
 
     /// The writes of [`Self::apply`] once every trace of the group is read.
@@ -566,8 +567,7 @@ impl IndexWriter {
     fn write_group<'p>(
         t: &mut Tables<'_>,
         counters: &mut Counters,
-        mut turn_writes: Vec<([u8; 32], Option<Vec<u8>>)>,
-        mut record_writes: Vec<(u64, Vec<u8>)>,
+        writes: &mut GroupWrites,
         deltas: &[(u64, Delta)],
         mut idents: FastMap<u64, SessionIdent>,
         mut projects: BTreeMap<u32, ProjectDelta>,
@@ -580,14 +580,22 @@ impl IndexWriter {
         // before sessions are refolded from their turns.
         // The turns of sessions new in this group sort after every stored
         // turn (session numbers only grow): they go to the end in one run.
-        turn_writes.sort_unstable_by_key(|(key, _)| *key);
+        // (Keys compared as two big-endian words each: the bytes' order.)
+        let GroupWrites {
+            turns: turn_writes,
+            records: record_writes,
+            sessions: summaries,
+        } = writes;
+        turn_writes
+            .entries
+            .sort_unstable_by_key(|(k, _)| key_words(k));
         let last = t.turns.last()?.map(|(k, _)| *k.value());
         let mut tail = Vec::new();
-        for (k, v) in &turn_writes {
-            match v {
-                Some(body) if last.is_none_or(|l| *k > l) => tail.push((k, body.as_slice())),
+        for (k, v) in &turn_writes.entries {
+            match v.map(|at| turn_writes.value(at)) {
+                Some(body) if last.is_none_or(|l| *k > l) => tail.push((k, body)),
                 Some(body) => {
-                    t.turns.insert(k, body.as_slice())?;
+                    t.turns.insert(k, body)?;
                 }
                 // Nothing is stored past the last key to remove.
                 None if last.is_none_or(|l| *k > l) => {}
@@ -599,22 +607,27 @@ impl IndexWriter {
         super::append_ascending(&mut t.turns, tail)?;
         // A new trace's home is an LSN of this group, above every stored
         // home: new records go to the end of the table in one run.
-        record_writes.sort_unstable_by_key(|(home, _)| *home);
+        record_writes
+            .entries
+            .sort_unstable_by_key(|(home, _)| *home);
         let last = t.trace_records.last()?.map(|(k, _)| k.value());
-        let new = record_writes.partition_point(|(home, _)| last.is_some_and(|l| *home <= l));
-        for (home, rec) in &record_writes[..new] {
-            t.trace_records.insert(*home, rec.as_slice())?;
+        let (stored, new) = record_writes.entries.split_at(
+            record_writes
+                .entries
+                .partition_point(|(home, _)| last.is_some_and(|l| *home <= l)),
+        );
+        let rec = |at: &Option<(usize, usize)>| at.map_or(&[][..], |at| record_writes.value(at));
+        for (home, at) in stored {
+            t.trace_records.insert(*home, rec(at))?;
         }
         super::append_ascending(
             &mut t.trace_records,
-            record_writes[new..]
-                .iter()
-                .map(|(home, rec)| (*home, rec.as_slice())),
+            new.iter().map(|(home, at)| (*home, rec(at))),
         )?;
         // Likewise the summaries of new sessions, after every stored one.
         let mut tail = SessionTail {
             above: t.sessions.last()?.map(|(k, _)| k.value()),
-            entries: Vec::new(),
+            entries: summaries,
         };
         // Sessions ascending, each one's deltas in the order they were made
         // (positions are unique, so an unstable sort is exact).
@@ -635,9 +648,13 @@ impl IndexWriter {
                 update_session(t, session, ds, idents.remove(&session), Some(&mut tail))?;
             projects.entry(project_id).or_default().session(change);
         }
+        let summaries = &*tail.entries;
         super::append_ascending(
             &mut t.sessions,
-            tail.entries.iter().map(|(k, v)| (*k, v.as_slice())),
+            summaries
+                .entries
+                .iter()
+                .map(|(k, at)| (*k, at.map_or(&[][..], |at| summaries.value(at)))),
         )?;
         for (project, n) in appended {
             let id = counters.project(&mut t.projects, project)?;
@@ -769,7 +786,7 @@ pub(super) fn update_session<'d>(
     session: u64,
     deltas: impl IntoIterator<Item = &'d Delta>,
     ident: Option<SessionIdent>,
-    mut tail: Option<&mut SessionTail>,
+    mut tail: Option<&mut SessionTail<'_>>,
 ) -> Result<(u32, i64)> {
     // A session numbered past the table's last has no summary yet, and its
     // new one is held for the append at the end.
@@ -860,7 +877,7 @@ pub(super) fn update_session<'d>(
         }
     }
     match tail {
-        Some(tail) => tail.entries.push((session, codec::encode_wire(&state))),
+        Some(tail) => tail.entries.push(session, Some(&state)),
         None => {
             codec::with_wire(&state, |v| t.sessions.insert(session, v))?;
         }
@@ -871,10 +888,108 @@ pub(super) fn update_session<'d>(
 /// Summaries of sessions numbered past the last one stored, held by
 /// [`update_session`] to be appended at the end of `sessions` in one run,
 /// in the ascending order `write_group` updates sessions in.
-pub(super) struct SessionTail {
+pub(super) struct SessionTail<'e> {
     /// The last session number stored when the group began, if any.
     above: Option<u64>,
-    entries: Vec<(u64, Vec<u8>)>,
+    entries: &'e mut Encoded<u64>,
+}
+
+/// Encoded writes of one group, in buffers reused from group to group on
+/// the applying thread: grown once rather than (by doubling, copying
+/// what they hold) for every group.
+#[derive(Default)]
+pub(super) struct GroupWrites {
+    /// Writes to `turns` (`None`: a removal).
+    turns: Encoded<[u8; 32]>,
+    /// Writes to `trace_records`.
+    records: Encoded<u64>,
+    /// New session summaries (see [`SessionTail`]).
+    sessions: Encoded<u64>,
+}
+
+/// Bytes of encoded writes a thread keeps between groups (beyond them, the
+/// buffers are given back, so that one huge group does not pin its memory).
+const GROUP_WRITES_KEEP: usize = 8 << 20;
+
+std::thread_local! {
+    /// This thread's [`GroupWrites`] between groups.
+    static GROUP_WRITES: std::cell::Cell<GroupWrites> = std::cell::Cell::default();
+}
+
+impl GroupWrites {
+    /// This thread's buffers, emptied.
+    fn take() -> Self {
+        let mut w = GROUP_WRITES.with(std::cell::Cell::take);
+        w.turns.clear();
+        w.records.clear();
+        w.sessions.clear();
+        w
+    }
+
+    /// Keeps the buffers for this thread's next group, unless they grew
+    /// too large.
+    fn give_back(self) {
+        let held = self.turns.held() + self.records.held() + self.sessions.held();
+        if held <= GROUP_WRITES_KEEP {
+            GROUP_WRITES.with(|c| c.set(self));
+        }
+    }
+}
+
+/// A 32-byte key as two big-endian words: ordered as the bytes are.
+fn key_words(k: &[u8; 32]) -> (u128, u128) {
+    let mut hi = [0u8; 16];
+    let mut lo = [0u8; 16];
+    hi.copy_from_slice(&k[..16]);
+    lo.copy_from_slice(&k[16..]);
+    (u128::from_be_bytes(hi), u128::from_be_bytes(lo))
+}
+
+/// Values encoded one after another into one buffer, each listed with its
+/// key and where its bytes are (`None`: a removal): a group's writes
+/// without an allocation (and a copy out of the encoding buffer) each.
+pub(super) struct Encoded<K> {
+    bytes: Vec<u8>,
+    entries: Vec<(K, Option<(usize, usize)>)>,
+}
+
+impl<K> Default for Encoded<K> {
+    fn default() -> Self {
+        Self {
+            bytes: Vec::new(),
+            entries: Vec::new(),
+        }
+    }
+}
+
+impl<K> Encoded<K> {
+    /// Lists `key` with the encoding of `value` (`encode_value`'s bytes),
+    /// or with none.
+    fn push<V: codec::Wire>(&mut self, key: K, value: Option<&V>) {
+        let at = value.map(|v| {
+            let start = self.bytes.len();
+            v.put(&mut self.bytes);
+            (start, self.bytes.len())
+        });
+        self.entries.push((key, at));
+    }
+
+    /// Drops every value, keeping the buffers.
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.entries.clear();
+    }
+
+    /// Bytes the buffers hold.
+    fn held(&self) -> usize {
+        self.bytes.capacity()
+            + self.entries.capacity() * std::mem::size_of::<(K, Option<(usize, usize)>)>()
+    }
+
+    /// The bytes a listed value's place names.
+    fn value(&self, (start, end): (usize, usize)) -> &[u8] {
+        self.bytes.get(start..end).unwrap_or_default()
+    }
 }
 
 #[expect(clippy::cast_possible_truncation, reason = "kind < SORT_KINDS (5)")]
@@ -1170,6 +1285,43 @@ mod tests {
                 prop_assert_eq!(got, want);
             }
             txn.abort().unwrap();
+        }
+    }
+
+    proptest! {
+        /// Two 32-byte keys compare as their words as they do as bytes.
+        #[test]
+        fn key_words_order_as_the_bytes(
+            a in any::<[u8; 32]>(),
+            b in any::<[u8; 32]>(),
+            cut in 0usize..32,
+        ) {
+            prop_assert_eq!(key_words(&a).cmp(&key_words(&b)), a.cmp(&b));
+            // Keys sharing a prefix.
+            let mut c = a;
+            c[cut..].copy_from_slice(&b[cut..]);
+            prop_assert_eq!(key_words(&a).cmp(&key_words(&c)), a.cmp(&c));
+        }
+
+        /// Each value listed in an `Encoded` reads back as its
+        /// `encode_value` bytes, a removal as none, in the order listed.
+        #[test]
+        fn encoded_values_read_back_as_encoded(
+            values in prop::collection::vec(
+                prop::option::of(prop::collection::vec(".{0,12}", 0..4)),
+                0..20,
+            ),
+        ) {
+            let mut enc: Encoded<usize> = Encoded::default();
+            for (k, v) in values.iter().enumerate() {
+                enc.push(k, v.as_ref());
+            }
+            prop_assert_eq!(enc.entries.len(), values.len());
+            for ((k, at), (i, v)) in enc.entries.iter().zip(values.iter().enumerate()) {
+                prop_assert_eq!(*k, i);
+                let got = at.map(|at| enc.value(at).to_vec());
+                prop_assert_eq!(got, v.as_ref().map(codec::encode_value));
+            }
         }
     }
 
