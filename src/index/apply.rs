@@ -20,7 +20,7 @@ use super::facts::{self, SessionIdSource};
 use super::search::{self, ChunkSet};
 use super::segments::LiveChanges;
 use super::session::{SessionState, TurnRef, sort_values};
-use super::trace::{Filing, NewRecord, NewRecords, TraceRecord, TurnBody};
+use super::trace::{Filing, NewRecord, NewRecords, Spares, TraceRecord, TurnBody};
 use super::{
     Deferred, HomesWritten, LEGACY_TRACES, META, META_APPLIED, META_NEXT_PROJECT,
     META_NEXT_SESSION, PROJECT_SPANS, PROJECT_STATS, PROJECTS, ProjectCounters, SEARCH,
@@ -317,6 +317,8 @@ impl IndexWriter {
         // no key is written twice: a vector sorted once will do.)
         let mut writes = GroupWrites::take();
         let mut search_work = SearchWork::default();
+        // The buffers of each trace record done with, for the next.
+        let mut spares = Spares::default();
 
         let (batch, project_names) = records.parts();
         // Stored spans per project they were appended under (for
@@ -354,10 +356,10 @@ impl IndexWriter {
             let (old_spans, old_tokens) = (rec.spans.len(), rec.tokens);
             let mut changed = false;
             // Room for the group's spans at once, not grown one by one.
-            rec.spans.reserve(recs.len());
+            spares.reserve_facts(&mut rec.spans, recs.len());
             for r in recs.iter() {
                 let project = project_of(r);
-                let added = rec.add(r, project);
+                let added = rec.add_with(r, project, &mut spares);
                 if added {
                     if let Some(n) = appended.get_mut(r.project) {
                         *n += 1;
@@ -380,6 +382,7 @@ impl IndexWriter {
                 changed |= added;
             }
             if !changed {
+                spares.recycle(rec);
                 continue;
             }
             if let Some(p) = &old_project {
@@ -523,6 +526,7 @@ impl IndexWriter {
             if let Some(project_id) = search_project {
                 search_work.add(project_id, &deltas);
             }
+            spares.recycle(rec);
         }
 
         // The search postings of the group's new texts are queued beside

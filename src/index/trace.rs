@@ -215,10 +215,103 @@ impl NewRecords {
     }
 }
 
+/// Most buffers of each kind [`Spares`] keeps.
+const SPARES_KEPT: usize = 16;
+/// Largest string [`Spares`] keeps (a longer one is dropped, so that one
+/// long value does not stay pinned in a group's spares).
+const SPARE_STRING_MAX: usize = 1024;
+
+/// The buffers of trace records a group is done with, for the next ones
+/// it builds: a group's new traces each need the same few strings (project,
+/// session id, user) and vectors, and reusing them saves an allocation and
+/// a free each.
+#[derive(Default)]
+pub(crate) struct Spares {
+    strings: Vec<String>,
+    facts: Vec<Vec<SpanFact>>,
+    ids: Vec<Vec<String>>,
+}
+
+impl Spares {
+    /// A string equal to `s`, in a spare buffer if there is one.
+    pub fn string(&mut self, s: &str) -> String {
+        match self.strings.pop() {
+            Some(mut b) => {
+                b.clear();
+                b.push_str(s);
+                b
+            }
+            None => s.to_owned(),
+        }
+    }
+
+    fn keep_string(&mut self, s: String) {
+        if self.strings.len() < SPARES_KEPT && (1..=SPARE_STRING_MAX).contains(&s.capacity()) {
+            self.strings.push(s);
+        }
+    }
+
+    fn keep_earliest(&mut self, e: Option<Earliest>) {
+        if let Some(e) = e {
+            self.keep_string(e.value);
+        }
+    }
+
+    /// Keeps the buffers of a record no longer needed.
+    pub fn recycle(&mut self, rec: TraceRecord) {
+        let TraceRecord {
+            mut spans,
+            root,
+            earliest_project,
+            earliest_session,
+            mut session_ids,
+            user,
+            ..
+        } = rec;
+        if self.facts.len() < SPARES_KEPT && spans.capacity() > 0 {
+            spans.clear();
+            self.facts.push(spans);
+        }
+        for s in session_ids.drain(..) {
+            self.keep_string(s);
+        }
+        if self.ids.len() < SPARES_KEPT && session_ids.capacity() > 0 {
+            self.ids.push(session_ids);
+        }
+        if let Some(r) = root {
+            self.keep_string(r.project);
+            if let Some(s) = r.session_id {
+                self.keep_string(s);
+            }
+        }
+        self.keep_earliest(earliest_project);
+        self.keep_earliest(earliest_session);
+        self.keep_earliest(user);
+    }
+
+    /// Room for `n` more span facts in `spans`: a spare vector in place of
+    /// an empty one without room.
+    pub fn reserve_facts(&mut self, spans: &mut Vec<SpanFact>, n: usize) {
+        if spans.capacity() == 0
+            && let Some(spare) = self.facts.pop()
+        {
+            *spans = spare;
+        }
+        spans.reserve(n);
+    }
+}
+
 impl TraceRecord {
     /// Folds one span, appended under `project`, in; returns false (and
     /// changes nothing) when a span with the same id is already stored.
+    #[cfg(test)]
     pub fn add(&mut self, new: &NewRecord, project: &str) -> bool {
+        self.add_with(new, project, &mut Spares::default())
+    }
+
+    /// [`TraceRecord::add`], taking the strings and vectors it needs from
+    /// `spares` where it can.
+    pub fn add_with(&mut self, new: &NewRecord, project: &str, spares: &mut Spares) -> bool {
         let span = &new.span;
         let fact = SpanFact {
             span_id: span.span_id,
@@ -254,35 +347,48 @@ impl TraceRecord {
         // The spans of a trace nearly always carry the same project,
         // session and user, so a winner usually keeps the value and takes
         // only the new position (no allocation).
-        let take = |slot: &mut Option<Earliest>, value: &str| match slot {
+        let take = |slot: &mut Option<Earliest>, value: &str, spares: &mut Spares| match slot {
             Some(cur) if cur.value == value => {
                 cur.start = span.start;
                 cur.span_id = span.span_id;
             }
-            _ => {
+            Some(cur) => {
+                cur.start = span.start;
+                cur.span_id = span.span_id;
+                cur.value.clear();
+                cur.value.push_str(value);
+            }
+            None => {
                 *slot = Some(Earliest {
                     start: span.start,
                     span_id: span.span_id,
-                    value: value.to_owned(),
+                    value: spares.string(value),
                 });
             }
         };
         if wins(&self.earliest_project) {
-            take(&mut self.earliest_project, project);
+            take(&mut self.earliest_project, project, spares);
         }
         if let Some(sid) = &new.session_id {
             if wins(&self.earliest_session) {
-                take(&mut self.earliest_session, sid);
+                take(&mut self.earliest_session, sid, spares);
             }
             if let Err(at) = self.session_ids.binary_search(sid) {
+                if self.session_ids.capacity() == 0
+                    && let Some(spare) = spares.ids.pop()
+                {
+                    self.session_ids = spare;
+                }
                 if self.session_ids.len() < MAX_SESSION_IDS_PER_TRACE {
-                    self.session_ids.insert(at, sid.clone());
+                    self.session_ids.insert(at, spares.string(sid));
                 } else {
                     // Full: the smallest ids stay, whatever their order.
                     self.more_session_ids = true;
                     if at < self.session_ids.len() {
-                        self.session_ids.pop();
-                        self.session_ids.insert(at, sid.clone());
+                        if let Some(dropped) = self.session_ids.pop() {
+                            spares.keep_string(dropped);
+                        }
+                        self.session_ids.insert(at, spares.string(sid));
                     }
                 }
             }
@@ -290,7 +396,7 @@ impl TraceRecord {
         if let Some(user) = &span.user
             && wins(&self.user)
         {
-            take(&mut self.user, user);
+            take(&mut self.user, user, spares);
         }
         if span.parent.is_none() {
             let better = self
@@ -298,12 +404,19 @@ impl TraceRecord {
                 .as_ref()
                 .is_none_or(|r| (span.start, span.span_id) < (r.start, r.span_id));
             if better {
+                let old = self.root.take();
                 self.root = Some(RootInfo {
                     span_id: span.span_id,
                     start: span.start,
-                    project: project.to_owned(),
-                    session_id: new.session_id.clone(),
+                    project: spares.string(project),
+                    session_id: new.session_id.as_deref().map(|s| spares.string(s)),
                 });
+                if let Some(r) = old {
+                    spares.keep_string(r.project);
+                    if let Some(s) = r.session_id {
+                        spares.keep_string(s);
+                    }
+                }
             }
         }
         true
@@ -682,6 +795,71 @@ mod tests {
             let kept: Vec<String> = distinct.iter().take(MAX_SESSION_IDS_PER_TRACE).map(|s| format!("s{s:02}")).collect();
             prop_assert_eq!(forward.session_ids, kept);
         }
+    }
+
+    /// A span of a generated trace: (span id, has a parent, start,
+    /// project, session id, user), names of varied lengths.
+    type Gen = (u8, bool, u64, u8, Option<u8>, Option<u8>);
+
+    fn record_of(&(id, child, start, _, sid, user): &Gen) -> NewRecord {
+        let mut span = SpanInfo::of(&sp(id, child.then_some(200), start));
+        span.user = user.map(|u| "u".repeat(usize::from(u)));
+        NewRecord {
+            lsn: u64::from(id),
+            project: 0,
+            span,
+            session_id: sid.map(|s| format!("s{}", "x".repeat(usize::from(s)))),
+            frame_bytes: 0,
+        }
+    }
+
+    proptest! {
+        /// Folding spans with spare buffers (left by earlier records of
+        /// any shape, and reused in place when a value changes) builds the
+        /// same records as folding them without.
+        #[test]
+        fn spares_do_not_change_a_record(
+            traces in proptest::collection::vec(
+                proptest::collection::vec(
+                    (0u8..40, proptest::bool::ANY, 0u64..20, 0u8..3,
+                     proptest::option::of(0u8..40), proptest::option::of(0u8..5)),
+                    0..30,
+                ),
+                0..8,
+            )
+        ) {
+            let mut spares = Spares::default();
+            for spans in &traces {
+                let mut plain = TraceRecord::default();
+                let mut reused = TraceRecord::default();
+                spares.reserve_facts(&mut reused.spans, spans.len());
+                for g in spans {
+                    let r = record_of(g);
+                    let project = "p".repeat(usize::from(g.3) * 7 + 1);
+                    let added = plain.add(&r, &project);
+                    prop_assert_eq!(reused.add_with(&r, &project, &mut spares), added);
+                }
+                prop_assert_eq!(&reused, &plain);
+                prop_assert!(spares.strings.len() <= SPARES_KEPT);
+                spares.recycle(reused);
+                prop_assert!(spares.facts.iter().all(Vec::is_empty));
+                prop_assert!(spares.ids.iter().all(Vec::is_empty));
+            }
+        }
+    }
+
+    /// A spare string is a copy of the value asked for, whatever it held.
+    #[test]
+    fn a_spare_string_holds_the_value_asked_for() {
+        let mut spares = Spares::default();
+        assert_eq!(spares.string("abc"), "abc");
+        spares.keep_string("a much longer value".to_owned());
+        assert_eq!(spares.string("xy"), "xy");
+        assert!(spares.strings.is_empty());
+        // Too long or empty strings are not kept.
+        spares.keep_string("z".repeat(SPARE_STRING_MAX + 1));
+        spares.keep_string(String::new());
+        assert!(spares.strings.is_empty());
     }
 
     #[test]
