@@ -476,12 +476,12 @@ impl IndexWriter {
             {
                 writes
                     .turns
-                    .push::<TurnBody>(turn_key(f.session, f.start, tid), None);
+                    .push::<TurnBody>(key_words(&turn_key(f.session, f.start, tid)), None);
             }
             if let (Some(f), Some(body)) = (new_filing, &new_body) {
                 writes
                     .turns
-                    .push(turn_key(f.session, f.start, tid), Some(body));
+                    .push(key_words(&turn_key(f.session, f.start, tid)), Some(body));
             }
 
             let old = old_filing.zip(old_body);
@@ -582,31 +582,30 @@ impl IndexWriter {
         // before sessions are refolded from their turns.
         // The turns of sessions new in this group sort after every stored
         // turn (session numbers only grow): they go to the end in one run.
-        // (Keys compared as two big-endian words each: the bytes' order.)
+        // (Keys held as two big-endian words each: in the bytes' order.)
         let GroupWrites {
             turns: turn_writes,
             records: record_writes,
             sessions: summaries,
         } = writes;
-        turn_writes
-            .entries
-            .sort_unstable_by_key(|(k, _)| key_words(k));
-        let last = t.turns.last()?.map(|(k, _)| *k.value());
+        turn_writes.entries.sort_unstable_by_key(|(w, _)| *w);
+        let last = t.turns.last()?.map(|(k, _)| key_words(k.value()));
         let mut tail = Vec::new();
-        for (k, v) in &turn_writes.entries {
+        for (w, v) in &turn_writes.entries {
+            let k = words_key(*w);
             match v.map(|at| turn_writes.value(at)) {
-                Some(body) if last.is_none_or(|l| *k > l) => tail.push((k, body)),
+                Some(body) if last.is_none_or(|l| *w > l) => tail.push((k, body)),
                 Some(body) => {
-                    t.turns.insert(k, body)?;
+                    t.turns.insert(&k, body)?;
                 }
                 // Nothing is stored past the last key to remove.
-                None if last.is_none_or(|l| *k > l) => {}
+                None if last.is_none_or(|l| *w > l) => {}
                 None => {
-                    t.turns.remove(k)?;
+                    t.turns.remove(&k)?;
                 }
             }
         }
-        super::append_ascending(&mut t.turns, tail)?;
+        super::append_ascending(&mut t.turns, tail.iter().map(|(k, body)| (k, *body)))?;
         // A new trace's home is an LSN of this group, above every stored
         // home: new records go to the end of the table in one run.
         record_writes
@@ -902,7 +901,8 @@ pub(super) struct SessionTail<'e> {
 #[derive(Default)]
 pub(super) struct GroupWrites {
     /// Writes to `turns` (`None`: a removal).
-    turns: Encoded<[u8; 32]>,
+    /// (Keys as [`key_words`].)
+    turns: Encoded<(u128, u128)>,
     /// Writes to `trace_records`.
     records: Encoded<u64>,
     /// New session summaries (see [`SessionTail`]).
@@ -1003,6 +1003,14 @@ fn key_words(k: &[u8; 32]) -> (u128, u128) {
     hi.copy_from_slice(&k[..16]);
     lo.copy_from_slice(&k[16..]);
     (u128::from_be_bytes(hi), u128::from_be_bytes(lo))
+}
+
+/// The key [`key_words`] gives as words.
+fn words_key((hi, lo): (u128, u128)) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    k[..16].copy_from_slice(&hi.to_be_bytes());
+    k[16..].copy_from_slice(&lo.to_be_bytes());
+    k
 }
 
 /// Values encoded one after another into one buffer, each listed with its
@@ -1387,7 +1395,8 @@ mod tests {
             prop_assert_eq!(traces, distinct.len());
         }
 
-        /// Two 32-byte keys compare as their words as they do as bytes.
+        /// Two 32-byte keys compare as their words as they do as bytes,
+        /// and the words give the key back.
         #[test]
         fn key_words_order_as_the_bytes(
             a in any::<[u8; 32]>(),
@@ -1395,6 +1404,7 @@ mod tests {
             cut in 0usize..32,
         ) {
             prop_assert_eq!(key_words(&a).cmp(&key_words(&b)), a.cmp(&b));
+            prop_assert_eq!(words_key(key_words(&a)), a);
             // Keys sharing a prefix.
             let mut c = a;
             c[cut..].copy_from_slice(&b[cut..]);
