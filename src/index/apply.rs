@@ -20,7 +20,7 @@ use super::facts::{self, SessionIdSource};
 use super::search::{self, ChunkSet};
 use super::segments::LiveChanges;
 use super::session::{SessionState, TurnRef, sort_values};
-use super::trace::{Filing, NewRecord, NewRecords, Spares, TraceRecord, TurnBody};
+use super::trace::{Earliest, Filing, NewRecord, NewRecords, Spares, TraceRecord, TurnBody};
 use super::{
     Deferred, HomesWritten, LEGACY_TRACES, META, META_APPLIED, META_NEXT_PROJECT,
     META_NEXT_SESSION, PROJECT_SPANS, PROJECT_STATS, PROJECTS, ProjectCounters, SEARCH,
@@ -455,9 +455,11 @@ impl IndexWriter {
             };
             writes.records.push(home, Some(&rec));
             // The record is encoded: the turn takes its user rather than a
-            // copy (see `turn_body`).
+            // copy (see `turn_body`): the user id of the group's span it
+            // came from, else the record's own (whose buffer then goes to
+            // the spares).
             if let Some(body) = &mut new_body {
-                body.user = rec.user.take();
+                body.user = take_user(&mut rec, recs);
             }
             // Named once per session and group, not once per trace: by the
             // record's own strings, which it no longer needs.
@@ -729,6 +731,25 @@ impl SearchWork {
                 .collect();
             search::queue(postings, project_id, session, &texts);
         }
+    }
+}
+
+/// The record's user (`TraceRecord::user`), by the user id of the span of
+/// `batch` it names (taken from that span) when one holds it, else taken
+/// from the record.
+fn take_user(rec: &mut TraceRecord, batch: &mut [&mut NewRecord]) -> Option<Earliest> {
+    let user = rec.user.as_ref()?;
+    let from_span = batch
+        .iter_mut()
+        .find(|r| r.span.span_id == user.span_id)
+        .and_then(|r| r.span.user.take_if(|u| *u == user.value));
+    match from_span {
+        Some(value) => Some(Earliest {
+            start: user.start,
+            span_id: user.span_id,
+            value,
+        }),
+        None => rec.user.take(),
     }
 }
 
@@ -1393,6 +1414,45 @@ mod tests {
                 grouped.iter().map(|r| (r.span.trace_id, r.lsn)).collect();
             prop_assert_eq!(got, want);
             prop_assert_eq!(traces, distinct.len());
+        }
+
+        /// The user a turn takes is the record's, taken from the span of
+        /// the batch that carried it when that span is there (the record
+        /// keeps its own), else from the record.
+        #[test]
+        fn a_turn_takes_the_records_user(
+            spans in prop::collection::vec((0u8..8, 0u64..5, prop::option::of(0u8..3)), 1..12),
+            present in prop::collection::vec(any::<bool>(), 12),
+        ) {
+            use crate::model::{Span, SpanId};
+            let record = |&(id, start, user): &(u8, u64, Option<u8>)| {
+                let span = Span::new(TraceId([1; 16]), SpanId([id; 8]), None, "x", start, start + 1);
+                let mut info = crate::index::trace::SpanInfo::of(&span);
+                info.user = user.map(|u| format!("user-{u}"));
+                NewRecord { lsn: 0, project: 0, span: info, session_id: None, frame_bytes: 0 }
+            };
+            let mut rec = TraceRecord::default();
+            for g in &spans {
+                rec.add(&record(g), "p");
+            }
+            let want = rec.user.clone();
+            // The batch holds some of the spans (the others came earlier).
+            let mut batch: Vec<NewRecord> = spans
+                .iter()
+                .zip(&present)
+                .filter(|&(_, &p)| p)
+                .map(|(g, _)| record(g))
+                .collect();
+            let mut refs: Vec<&mut NewRecord> = batch.iter_mut().collect();
+            let users_before = refs.iter().filter(|r| r.span.user.is_some()).count();
+            let got = take_user(&mut rec, &mut refs);
+            prop_assert_eq!(&got, &want);
+            let users_after = refs.iter().filter(|r| r.span.user.is_some()).count();
+            // Taken from a span (which then has none), or from the record.
+            if want.is_some() {
+                prop_assert_eq!(users_before - users_after + usize::from(rec.user.is_none()), 1);
+                prop_assert!(rec.user.is_none() || rec.user == want);
+            }
         }
 
         /// Two 32-byte keys compare as their words as they do as bytes,
