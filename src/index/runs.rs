@@ -68,49 +68,112 @@ type Partition = [u8; PARTITION];
 /// writes them as runs. A key is partition (project, kind) ‖ sort value ‖
 /// session id bytes; a later change to a key replaces an earlier one.
 ///
-/// Held as a fixed part and the session id's place in one buffer, not as
-/// one allocated key per change: a group makes five or more changes per
-/// session it touches, and allocating, comparing and freeing those keys
-/// was about 3% of the replay's applying thread.
+/// Held as fixed-width numbers and the session id's place in one buffer,
+/// not as one allocated key per change: a group makes five or more changes
+/// per session it touches, and allocating, comparing and freeing those
+/// keys was about 3% of the replay's applying thread.
 #[derive(Debug, Default)]
 pub(crate) struct OrderWrites {
     /// The changes, in the order made (sorted at the flush).
     changes: Vec<Held>,
-    /// Session id bytes the changes point into; consecutive changes for
-    /// one session share them.
+    /// The session ids of the changes, one for each stretch of consecutive
+    /// changes to one session: where its bytes lie in `ids`.
+    spans: Vec<(usize, usize)>,
+    /// Session id bytes `spans` point into.
     ids: Vec<u8>,
 }
 
-/// One held change: its key's fixed part, its session id, where it was
-/// made, and the session or a tombstone (`None`).
+/// One held change: its partition, sort value and session id, and the
+/// session or a tombstone (`None`).
 #[derive(Debug, Clone, Copy)]
 struct Held {
-    /// Project (bits 72 and up), sort kind (64-71) and sort value (0-63):
-    /// ordered as the key's first thirteen bytes.
-    fixed: u128,
-    /// The session id's bytes in `OrderWrites::ids`.
-    id: (usize, usize),
-    /// Position in the order made: of the changes to one key, the last wins.
-    seq: usize,
+    /// Project (bits 8 to 39) and sort kind (bits 0 to 7): ordered as the
+    /// partition's bytes.
+    part: u64,
+    value: u64,
+    /// The session id: its place in `OrderWrites::spans`.
+    span: usize,
     change: Option<u64>,
 }
 
-impl Held {
-    /// The partition: the key's first five bytes.
-    fn partition(&self) -> Partition {
-        let b = self.fixed.to_be_bytes();
-        let mut p = [0u8; PARTITION];
-        p.copy_from_slice(b.get(3..3 + PARTITION).unwrap_or(&[0; PARTITION]));
-        p
-    }
+/// A held change's place in the sorted order: by partition, sort value
+/// and session id (its rank among the transaction's session ids in byte
+/// order), then by the order made (`rank_seq` holds the rank above the
+/// change's position). Comparing three numbers costs less than comparing
+/// the keys' bytes, and the sort moves 24 bytes instead of a whole change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct SortKey {
+    part: u64,
+    value: u64,
+    rank_seq: u64,
+}
 
-    /// The sort value.
-    fn value(&self) -> [u8; 8] {
-        let b = self.fixed.to_be_bytes();
-        let mut v = [0u8; 8];
-        v.copy_from_slice(b.get(8..).unwrap_or(&[0; 8]));
-        v
+/// The partition of [`Held::part`]: project (4 B BE) ‖ kind.
+fn partition_bytes(part: u64) -> Partition {
+    let b = part.to_be_bytes();
+    [b[3], b[4], b[5], b[6], b[7]]
+}
+
+/// The first eight bytes of `id`, zeros after its end, as a big-endian
+/// number: ids whose numbers differ are ordered as the numbers are.
+fn id_prefix(id: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = id.len().min(8);
+    if let (Some(to), Some(from)) = (b.get_mut(..n), id.get(..n)) {
+        to.copy_from_slice(from);
     }
+    u64::from_be_bytes(b)
+}
+
+/// The rank of each of `spans`' ids (bytes in `ids`) among them in byte
+/// order, equal ids ranked alike: the ranks order the ids as their bytes do.
+///
+/// Sorted eight bytes at a time, as numbers (see [`id_prefix`]) with how
+/// many of the eight an id holds (nine: more follow), each run of ids
+/// alike so far then by its next eight: session ids often share a prefix
+/// longer than eight bytes, which a comparison of whole ids would read
+/// again at every step of the sort.
+fn rank_ids(spans: &[(usize, usize)], ids: &[u8]) -> Vec<u64> {
+    let id = |i: usize| {
+        spans
+            .get(i)
+            .and_then(|&(s, e)| ids.get(s..e))
+            .unwrap_or(&[])
+    };
+    // (next eight bytes, how many of them the id holds, the id's place).
+    let mut by: Vec<(u64, usize, usize)> = (0..spans.len()).map(|i| (0, 0, i)).collect();
+    // Ranges of `by` alike in their first `depth` bytes, to sort further.
+    let mut todo = vec![(0, by.len(), 0)];
+    while let Some((lo, hi, depth)) = todo.pop() {
+        let Some(run) = by.get_mut(lo..hi) else {
+            continue;
+        };
+        for e in run.iter_mut() {
+            let rest = id(e.2).get(depth..).unwrap_or(&[]);
+            *e = (id_prefix(rest), rest.len().min(9), e.2);
+        }
+        run.sort_unstable_by_key(|e| (e.0, e.1));
+        let mut at = lo;
+        for alike in run.chunk_by(|a, b| a.0 == b.0 && a.1 == b.1) {
+            if alike.len() > 1 && alike.first().is_some_and(|e| e.1 == 9) {
+                todo.push((at, at + alike.len(), depth + 8));
+            }
+            at += alike.len();
+        }
+    }
+    let mut ranks = vec![0u64; spans.len()];
+    let mut rank = 0u64;
+    let mut last: Option<usize> = None;
+    for &(_, _, i) in &by {
+        if last.is_some_and(|l| id(l) != id(i)) {
+            rank += 1;
+        }
+        if let Some(r) = ranks.get_mut(i) {
+            *r = rank;
+        }
+        last = Some(i);
+    }
+    ranks
 }
 
 impl OrderWrites {
@@ -132,19 +195,19 @@ impl OrderWrites {
     }
 
     fn push(&mut self, project: u32, kind: u8, value: u64, session_id: &[u8], change: Option<u64>) {
-        let id = match self.changes.last() {
-            Some(last) if self.ids.get(last.id.0..last.id.1) == Some(session_id) => last.id,
-            _ => {
-                let start = self.ids.len();
-                self.ids.extend_from_slice(session_id);
-                (start, self.ids.len())
-            }
-        };
-        let seq = self.changes.len();
+        let same = self
+            .spans
+            .last()
+            .is_some_and(|&(s, e)| self.ids.get(s..e) == Some(session_id));
+        if !same {
+            let start = self.ids.len();
+            self.ids.extend_from_slice(session_id);
+            self.spans.push((start, self.ids.len()));
+        }
         self.changes.push(Held {
-            fixed: u128::from(project) << 72 | u128::from(kind) << 64 | u128::from(value),
-            id,
-            seq,
+            part: u64::from(project) << 8 | u64::from(kind),
+            value,
+            span: self.spans.len().saturating_sub(1),
             change,
         });
     }
@@ -159,33 +222,38 @@ impl OrderWrites {
         if self.changes.is_empty() {
             return Ok(());
         }
-        let mut changes = std::mem::take(&mut self.changes);
+        let changes = std::mem::take(&mut self.changes);
+        let spans = std::mem::take(&mut self.spans);
         let ids = std::mem::take(&mut self.ids);
-        let id_of = |h: &Held| ids.get(h.id.0..h.id.1).unwrap_or(&[]);
-        // By key, then by the order made: every position differs, so an
-        // unstable sort gives one order, the last change to a key last.
-        changes.sort_unstable_by(|a, b| {
-            a.fixed
-                .cmp(&b.fixed)
-                .then_with(|| id_of(a).cmp(id_of(b)))
-                .then(a.seq.cmp(&b.seq))
-        });
-        let same_key = |a: &Held, b: &Held| a.fixed == b.fixed && id_of(a) == id_of(b);
-        // The last change to each key.
-        let latest: Vec<Held> = changes
+        let ranks = rank_ids(&spans, &ids);
+        // A rank and a position each below the number of changes: both fit
+        // in `bits` bits, so in one `u64` (short of 2^32 changes).
+        let bits = usize::BITS - changes.len().leading_zeros();
+        if bits > 32 {
+            return Err(corrupt("over 2^32 changes in one transaction"));
+        }
+        let mut keys: Vec<SortKey> = changes
             .iter()
-            .enumerate()
-            .filter(|&(at, h)| changes.get(at + 1).is_none_or(|next| !same_key(h, next)))
-            .map(|(_, h)| *h)
+            .zip(0u64..)
+            .map(|(h, seq)| SortKey {
+                part: h.part,
+                value: h.value,
+                rank_seq: ranks.get(h.span).copied().unwrap_or(0) << bits | seq,
+            })
             .collect();
+        // Every position differs, so an unstable sort gives one order, the
+        // last change to a key last.
+        keys.sort_unstable();
+        let same_key = |a: &SortKey, b: &SortKey| {
+            a.part == b.part && a.value == b.value && a.rank_seq >> bits == b.rank_seq >> bits
+        };
         let mut next = meta.get(META_NEXT_RUN)?.map_or(0, |v| v.value());
         // One run per partition: its changes are consecutive.
-        let mut tail = Vec::new();
-        for same in latest.chunk_by(|a, b| a.fixed >> 64 == b.fixed >> 64) {
+        for same in keys.chunk_by(|a, b| a.part == b.part) {
             let Some(first) = same.first() else {
                 continue;
             };
-            let p = first.partition();
+            let p = partition_bytes(first.part);
             let mut w = RunWriter::new(
                 p,
                 RunId {
@@ -193,11 +261,20 @@ impl OrderWrites {
                     seq: take_seq(&mut next)?,
                 },
             );
-            for h in same {
-                tail.clear();
-                tail.extend_from_slice(&h.value());
-                tail.extend_from_slice(id_of(h));
-                w.push(runs, &tail, h.change)?;
+            for (at, k) in same.iter().enumerate() {
+                // Only the last change to each key is written.
+                if same.get(at + 1).is_some_and(|n| same_key(k, n)) {
+                    continue;
+                }
+                let seq = usize::try_from(k.rank_seq & ((1 << bits) - 1)).unwrap_or(usize::MAX);
+                let h = changes
+                    .get(seq)
+                    .ok_or_else(|| corrupt("a held change lost"))?;
+                let id = spans
+                    .get(h.span)
+                    .and_then(|&(s, e)| ids.get(s..e))
+                    .unwrap_or(&[]);
+                w.push(runs, &h.value.to_be_bytes(), id, h.change)?;
             }
             w.finish(runs)?;
             merge_full_levels(runs, p, &mut next)?;
@@ -258,7 +335,7 @@ fn merge(
     let mut w = RunWriter::new(p, into);
     while let Some((tail, change)) = merged.next_change(runs)? {
         if change.is_some() || !drop_tombstones {
-            w.push(runs, tail, change)?;
+            w.push(runs, tail, &[], change)?;
         }
     }
     w.finish(runs)?;
@@ -380,8 +457,10 @@ fn list_runs<T: ReadableTable<&'static [u8], &'static [u8]>>(
 struct RunWriter {
     p: Partition,
     id: RunId,
+    /// The current block's key: partition ‖ `1` ‖ level ‖ sequence, then
+    /// (once the block holds a change) its first tail.
+    key: Vec<u8>,
     block: Vec<u8>,
-    first: Option<Vec<u8>>,
     in_block: usize,
     count: u64,
 }
@@ -391,39 +470,43 @@ impl RunWriter {
         RunWriter {
             p,
             id,
+            key: id.prefix(p, BLOCK),
             block: Vec::new(),
-            first: None,
             in_block: 0,
             count: 0,
         }
     }
 
+    /// Adds a change to the tail `head` ‖ `rest`.
     fn push(
         &mut self,
         runs: &mut Table<'_, &'static [u8], &'static [u8]>,
-        tail: &[u8],
+        head: &[u8],
+        rest: &[u8],
         change: Option<u64>,
     ) -> Result<()> {
-        if let Some(first) = &self.first {
-            let entry = KEY_PREFIX + first.len() + self.block.len() + change_len(tail, change);
+        let len = head.len() + rest.len();
+        if self.in_block > 0 {
+            // The block key holds its first tail.
+            let entry = self.key.len() + self.block.len() + change_len(len, change);
             if self.in_block == BLOCK_ENTRIES || entry > BLOCK_ENTRY_BYTES {
                 self.put_block(runs)?;
             }
         }
-        if self.first.is_none() {
-            self.first = Some(tail.to_vec());
+        if self.in_block == 0 {
+            self.key.truncate(KEY_PREFIX);
+            self.key.extend_from_slice(head);
+            self.key.extend_from_slice(rest);
         }
-        encode_change(&mut self.block, tail, change)?;
+        encode_change(&mut self.block, head, rest, change)?;
         self.in_block += 1;
         self.count += 1;
         Ok(())
     }
 
     fn put_block(&mut self, runs: &mut Table<'_, &'static [u8], &'static [u8]>) -> Result<()> {
-        if let Some(first) = self.first.take() {
-            let mut key = self.id.prefix(self.p, BLOCK);
-            key.extend_from_slice(&first);
-            runs.insert(key.as_slice(), self.block.as_slice())?;
+        if self.in_block > 0 {
+            runs.insert(self.key.as_slice(), self.block.as_slice())?;
         }
         self.block.clear();
         self.in_block = 0;
@@ -462,17 +545,20 @@ fn delete_run(
 /// Bytes of a block key before its first tail: partition, kind, level, sequence.
 const KEY_PREFIX: usize = PARTITION + 10;
 
-/// Bytes [`encode_change`] writes for a change.
-fn change_len(tail: &[u8], change: Option<u64>) -> usize {
-    4 + tail.len() + if change.is_some() { 9 } else { 1 }
+/// Bytes [`encode_change`] writes for a change to a tail of `len` bytes.
+fn change_len(len: usize, change: Option<u64>) -> usize {
+    4 + len + if change.is_some() { 9 } else { 1 }
 }
 
-/// Encodes one change: tail length (u32 LE), tail, then `1` and the
-/// session (u64 LE), or `0` for a tombstone.
-fn encode_change(out: &mut Vec<u8>, tail: &[u8], change: Option<u64>) -> Result<()> {
-    let len = u32::try_from(tail.len()).map_err(|_| corrupt("a sort key over 4 GiB"))?;
+/// Encodes one change to the tail `head` ‖ `rest`: tail length (u32 LE),
+/// tail, then `1` and the session (u64 LE), or `0` for a tombstone.
+fn encode_change(out: &mut Vec<u8>, head: &[u8], rest: &[u8], change: Option<u64>) -> Result<()> {
+    let len =
+        u32::try_from(head.len() + rest.len()).map_err(|_| corrupt("a sort key over 4 GiB"))?;
+    out.reserve(change_len(head.len() + rest.len(), change));
     out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(tail);
+    out.extend_from_slice(head);
+    out.extend_from_slice(rest);
     match change {
         Some(session) => {
             out.push(1);
@@ -487,9 +573,10 @@ fn encode_change(out: &mut Vec<u8>, tail: &[u8], change: Option<u64>) -> Result<
 /// bytes, and the change.
 type Item = (usize, usize, Option<u64>);
 
-/// Parses a block into its changes, in stored order.
-fn decode_block(b: &[u8]) -> Result<Vec<Item>> {
-    let mut out = Vec::new();
+/// Parses a block into its changes, in stored order, into `out`
+/// (emptied first).
+fn decode_block(b: &[u8], out: &mut Vec<Item>) -> Result<()> {
+    out.clear();
     let mut at = 0usize;
     let truncated = || corrupt("a truncated sort-index block");
     while at < b.len() {
@@ -519,7 +606,7 @@ fn decode_block(b: &[u8]) -> Result<Vec<Item>> {
         out.push((start, end, change));
         at = next;
     }
-    Ok(out)
+    Ok(())
 }
 
 fn corrupt(what: &str) -> Error {
@@ -540,9 +627,10 @@ struct RunCursor {
     last_block: Option<Vec<u8>>,
     /// The current block's bytes.
     block: Vec<u8>,
-    /// Its changes in range still to hand out, in reading order reversed
-    /// (so that `pop` gives the next).
-    pending: Vec<Item>,
+    /// Its changes in range, in reading order.
+    items: Vec<Item>,
+    /// The next of `items` to hand out.
+    at: usize,
     done: bool,
 }
 
@@ -580,23 +668,24 @@ impl RunCursor {
         k
     }
 
-    /// Finds the next block's key and value in reading order.
+    /// Finds the next block in reading order and reads its key into
+    /// `last_block` and its bytes into `block`; false if there is none.
     fn next_block<T: ReadableTable<&'static [u8], &'static [u8]>>(
-        &self,
+        &mut self,
         runs: &T,
-    ) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+    ) -> Result<bool> {
         let end = self.prefix_end();
         let upper: Bound<Vec<u8>> = end.map_or(Bound::Unbounded, Bound::Excluded);
         let start = Bound::Included(self.prefix.clone());
-        let found = match (&self.last_block, self.descending) {
+        let found = match (self.last_block.take(), self.descending) {
             (Some(k), true) => {
-                let hi = Bound::Excluded(k.clone());
+                let hi = Bound::Excluded(k);
                 runs.range::<&[u8]>(as_slices(&start, &hi))?
                     .next_back()
                     .transpose()?
             }
             (Some(k), false) => {
-                let lo = Bound::Excluded(k.clone());
+                let lo = Bound::Excluded(k);
                 runs.range::<&[u8]>(as_slices(&lo, &upper))?
                     .next()
                     .transpose()?
@@ -633,44 +722,55 @@ impl RunCursor {
                 }
             }
         };
-        Ok(found.map(|(k, v)| (k.value().to_vec(), v.value().to_vec())))
+        let Some((k, v)) = found else {
+            return Ok(false);
+        };
+        self.last_block = Some(k.value().to_vec());
+        self.block.clear();
+        self.block.extend_from_slice(v.value());
+        Ok(true)
     }
 
     /// Loads blocks until a change in range is at hand or the run ends.
     fn fill<T: ReadableTable<&'static [u8], &'static [u8]>>(&mut self, runs: &T) -> Result<()> {
-        while self.pending.is_empty() && !self.done {
-            let Some((key, block)) = self.next_block(runs)? else {
+        while self.at >= self.items.len() && !self.done {
+            self.items.clear();
+            self.at = 0;
+            if !self.next_block(runs)? {
                 self.done = true;
                 break;
-            };
-            let mut items = decode_block(&block)?;
+            }
+            let mut items = std::mem::take(&mut self.items);
+            let decoded = decode_block(&self.block, &mut items);
+            self.items = items;
+            decoded?;
             // Ascending, blocks come in key order: one starting past the
             // range ends it. Descending, in reverse: one ending below it does.
             let edge = if self.descending {
-                items.last()
+                self.items.last()
             } else {
-                items.first()
+                self.items.first()
             };
-            if edge.is_some_and(|&(s, e, _)| self.past(block.get(s..e).unwrap_or(&[]))) {
+            if edge.is_some_and(|&(s, e, _)| self.past(self.block.get(s..e).unwrap_or(&[]))) {
+                self.items.clear();
                 self.done = true;
                 break;
             }
-            if !self.descending {
-                items.reverse();
+            if self.descending {
+                self.items.reverse();
             }
             if !matches!((&self.lo, &self.hi), (Bound::Unbounded, Bound::Unbounded)) {
-                items.retain(|&(s, e, _)| self.in_range(block.get(s..e).unwrap_or(&[])));
+                let mut items = std::mem::take(&mut self.items);
+                items.retain(|&(s, e, _)| self.in_range(self.block.get(s..e).unwrap_or(&[])));
+                self.items = items;
             }
-            self.pending = items;
-            self.block = block;
-            self.last_block = Some(key);
         }
         Ok(())
     }
 
     /// The next change in range (after [`Self::fill`]), without taking it.
     fn head(&self) -> Option<(&[u8], Option<u64>)> {
-        let &(s, e, change) = self.pending.last()?;
+        let &(s, e, change) = self.items.get(self.at)?;
         Some((self.block.get(s..e)?, change))
     }
 }
@@ -726,10 +826,11 @@ pub(crate) struct Merged {
     order: Vec<Slot>,
     /// Whether `order` has been filled.
     started: bool,
+    /// How many of `order`'s first cursors hold the change last handed
+    /// out: the next call moves them past it first.
+    handed: usize,
     /// Room for the cursors one step passes (kept to save an allocation).
     passed: Vec<Slot>,
-    /// The tail last handed out.
-    tail: Vec<u8>,
 }
 
 impl Merged {
@@ -749,7 +850,8 @@ impl Merged {
                 hi: hi.map(<[u8]>::to_vec),
                 last_block: None,
                 block: Vec::new(),
-                pending: Vec::new(),
+                items: Vec::new(),
+                at: 0,
                 done: false,
             })
             .collect();
@@ -758,8 +860,8 @@ impl Merged {
             descending,
             order: Vec::new(),
             started: false,
+            handed: 0,
             passed: Vec::new(),
-            tail: Vec::new(),
         }
     }
 
@@ -793,6 +895,15 @@ impl Merged {
         by_key.then(a.cursor.cmp(&b.cursor)).is_lt()
     }
 
+    /// Cursor `i`'s slot for its head, if it has one.
+    fn slot(&self, i: usize) -> Option<Slot> {
+        let (tail, _) = self.cursors.get(i)?.head()?;
+        Some(Slot {
+            value: sort_value(tail),
+            cursor: i,
+        })
+    }
+
     /// Files cursor `i` into `order` by its head, if it has one.
     fn file<T: ReadableTable<&'static [u8], &'static [u8]>>(
         &mut self,
@@ -803,14 +914,58 @@ impl Merged {
             return Ok(());
         };
         cursor.fill(runs)?;
-        if let Some((tail, _)) = cursor.head() {
-            let slot = Slot {
-                value: sort_value(tail),
-                cursor: i,
-            };
+        if let Some(slot) = self.slot(i) {
             let at = self.order.partition_point(|&j| self.before(j, slot));
             self.order.insert(at, slot);
         }
+        Ok(())
+    }
+
+    /// Moves the cursors holding the change last handed out past it.
+    fn pass<T: ReadableTable<&'static [u8], &'static [u8]>>(&mut self, runs: &T) -> Result<()> {
+        let n = std::mem::take(&mut self.handed);
+        if n == 1 {
+            // One cursor, the first: its next head most often comes first
+            // again, or near the front, so it is refiled in place.
+            let Some(&first) = self.order.first() else {
+                return Ok(());
+            };
+            if let Some(cursor) = self.cursors.get_mut(first.cursor) {
+                cursor.at += 1;
+                cursor.fill(runs)?;
+            }
+            let Some(slot) = self.slot(first.cursor) else {
+                self.order.remove(0);
+                return Ok(());
+            };
+            let rest = self.order.get(1..).unwrap_or(&[]);
+            let at = match rest.first() {
+                Some(&j) if self.before(j, slot) => {
+                    1 + rest
+                        .get(1..)
+                        .unwrap_or(&[])
+                        .partition_point(|&j| self.before(j, slot))
+                }
+                _ => 0,
+            };
+            if at > 0 {
+                self.order.copy_within(1..=at, 0);
+            }
+            if let Some(s) = self.order.get_mut(at) {
+                *s = slot;
+            }
+            return Ok(());
+        }
+        let mut passed = std::mem::take(&mut self.passed);
+        passed.clear();
+        passed.extend(self.order.drain(..n.min(self.order.len())));
+        for &j in &passed {
+            if let Some(cursor) = self.cursors.get_mut(j.cursor) {
+                cursor.at += 1;
+            }
+            self.file(runs, j.cursor)?;
+        }
+        self.passed = passed;
         Ok(())
     }
 
@@ -820,7 +975,9 @@ impl Merged {
         &mut self,
         runs: &T,
     ) -> Result<Option<(&[u8], Option<u64>)>> {
-        if !self.started {
+        if self.started {
+            self.pass(runs)?;
+        } else {
             self.started = true;
             for i in 0..self.cursors.len() {
                 self.file(runs, i)?;
@@ -831,14 +988,14 @@ impl Merged {
         let Some(&first) = self.order.first() else {
             return Ok(None);
         };
-        let Some((tail, change)) = self.cursors.get(first.cursor).and_then(RunCursor::head) else {
+        let Some((tail, _)) = self.cursors.get(first.cursor).and_then(RunCursor::head) else {
             return Err(corrupt("a merge lost its place"));
         };
-        self.tail.clear();
-        self.tail.extend_from_slice(tail);
         // Every run's change to this key is passed; the older ones lose.
-        let same = self
+        let same = 1 + self
             .order
+            .get(1..)
+            .unwrap_or(&[])
             .iter()
             .take_while(|&&j| {
                 j.value == first.value
@@ -846,20 +1003,11 @@ impl Merged {
                         .cursors
                         .get(j.cursor)
                         .and_then(RunCursor::head)
-                        .is_some_and(|(t, _)| t == self.tail.as_slice())
+                        .is_some_and(|(t, _)| t == tail)
             })
             .count();
-        let mut passed = std::mem::take(&mut self.passed);
-        passed.clear();
-        passed.extend(self.order.drain(..same));
-        for &j in &passed {
-            if let Some(cursor) = self.cursors.get_mut(j.cursor) {
-                cursor.pending.pop();
-            }
-            self.file(runs, j.cursor)?;
-        }
-        self.passed = passed;
-        Ok(Some((&self.tail, change)))
+        self.handed = same;
+        Ok(self.cursors.get(first.cursor).and_then(RunCursor::head))
     }
 
     /// The next live key and its session, in order.
@@ -941,14 +1089,24 @@ mod tests {
 
     fn tail(value: u8, id: u8) -> Vec<u8> {
         let mut t = u64::from(value).to_be_bytes().to_vec();
-        // Ids of a few lengths, one of them long, so that blocks are cut
-        // on bytes within one transaction's run too.
-        let len = if id == 5 {
-            900
-        } else {
-            1 + usize::from(id) * 7
-        };
-        t.extend(std::iter::repeat_n(b'a' + id % 4, len));
+        match id {
+            // Ids of a few lengths, one of them long, so that blocks are
+            // cut on bytes within one transaction's run too.
+            0..=5 => {
+                let len = if id == 5 {
+                    900
+                } else {
+                    1 + usize::from(id) * 7
+                };
+                t.extend(std::iter::repeat_n(b'a' + id % 4, len));
+            }
+            // Ids that share their first eight bytes or more with others,
+            // end in zeros, or are empty: ranked by all their bytes.
+            6 => {}
+            7 => t.extend(b"bbbbbbbb\0"),
+            8 => t.extend(b"a\0"),
+            _ => t.extend(b"bbbbbbbbbbbbbbbc"),
+        }
         t
     }
 
@@ -1061,7 +1219,7 @@ mod tests {
         (
             0u8..3,
             0u8..40,
-            0u8..6,
+            0u8..10,
             prop_oneof![3 => (0u64..1000).prop_map(Some), 1 => Just(None)],
         )
     }
@@ -1077,7 +1235,7 @@ mod tests {
                 1..90,
             ),
             bounds in proptest::collection::vec(
-                ((0u8..3, 0u8..40, 0u8..6), (0u8..3, 0u8..40, 0u8..6), any::<bool>(), 0u8..3),
+                ((0u8..3, 0u8..40, 0u8..10), (0u8..3, 0u8..40, 0u8..10), any::<bool>(), 0u8..3),
                 4,
             ),
         ) {
@@ -1112,10 +1270,49 @@ mod tests {
             prop_assert_eq!(cmp_heads(a, a), std::cmp::Ordering::Equal);
         }
 
+        /// Session ids rank as their bytes compare, however long a prefix
+        /// they share (none, eight bytes, more), whether they end in zeros
+        /// or are a prefix of another, and equal ids rank alike.
+        #[test]
+        fn ids_rank_as_their_bytes(
+            ids in proptest::collection::vec(
+                (
+                    prop_oneof![
+                        Just(&b""[..]),
+                        Just(&b"sess-000"[..]),
+                        Just(&b"sess-0001-"[..]),
+                        Just(&b"\0\0\0\0\0\0\0\0"[..]),
+                        Just(&b"sess-0001-sess-0001-"[..]),
+                    ],
+                    proptest::collection::vec(0u8..3, 0..12),
+                ),
+                0..40,
+            ),
+        ) {
+            let ids: Vec<Vec<u8>> = ids.iter().map(|(p, s)| [*p, s.as_slice()].concat()).collect();
+            let mut bytes = Vec::new();
+            let mut spans = Vec::new();
+            for id in &ids {
+                let start = bytes.len();
+                bytes.extend_from_slice(id);
+                spans.push((start, bytes.len()));
+            }
+            let ranks = rank_ids(&spans, &bytes);
+            prop_assert_eq!(ranks.len(), ids.len());
+            for (a, ra) in ids.iter().zip(&ranks) {
+                for (b, rb) in ids.iter().zip(&ranks) {
+                    prop_assert_eq!(ra.cmp(rb), a.cmp(b), "{:?} {:?}", a, b);
+                }
+            }
+            // Dense: every rank below the number of distinct ids.
+            let distinct: std::collections::BTreeSet<&Vec<u8>> = ids.iter().collect();
+            prop_assert!(ranks.iter().all(|&r| r < distinct.len() as u64));
+        }
+
         /// A damaged block is an error, never a panic.
         #[test]
         fn blocks_decode_or_fail(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let _ = decode_block(&bytes);
+            let _ = decode_block(&bytes, &mut Vec::new());
         }
     }
 
@@ -1141,7 +1338,7 @@ mod tests {
                     .push(size);
             }
         }
-        let change = change_len(&tail(0, 4), Some(0));
+        let change = change_len(tail(0, 4).len(), Some(0));
         assert_eq!(blocks.len(), 1, "one run: {blocks:?}");
         for sizes in blocks.values() {
             assert!(sizes.len() > 2, "{sizes:?}");
@@ -1164,8 +1361,13 @@ mod tests {
             (Vec::new(), Some(u64::MAX)),
         ] {
             let mut out = Vec::new();
-            encode_change(&mut out, &t, c).unwrap();
-            assert_eq!(out.len(), change_len(&t, c));
+            let (head, rest) = t.split_at(t.len() / 2);
+            encode_change(&mut out, head, rest, c).unwrap();
+            assert_eq!(out.len(), change_len(t.len(), c));
+            let mut items = Vec::new();
+            decode_block(&out, &mut items).unwrap();
+            assert_eq!(items, [(4, 4 + t.len(), c)]);
+            assert_eq!(&out[4..4 + t.len()], t.as_slice());
         }
     }
 
