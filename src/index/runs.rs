@@ -81,6 +81,9 @@ pub(crate) struct OrderWrites {
     spans: Vec<(usize, usize)>,
     /// Session id bytes `spans` point into.
     ids: Vec<u8>,
+    /// Tests: sort by [`SortKey`] even where one `u128` would do.
+    #[cfg(test)]
+    unpacked: bool,
 }
 
 /// One held change: its partition, sort value and session id, and the
@@ -176,6 +179,97 @@ fn rank_ids(spans: &[(usize, usize)], ids: &[u8]) -> Vec<u64> {
     ranks
 }
 
+/// Bits of a packed sort key's rank and position each (see [`latest_changes`]).
+const PACKED_BITS: u32 = 24;
+
+/// The positions of the last change to each key among `changes` (their
+/// session ids in `spans`, bytes in `ids`), in key order.
+///
+/// The changes are sorted by key, then by the order made. Where it fits,
+/// as it does short of 2^24 changes and 256 projects, a change's place
+/// is one `u128`: project rank (8 bits) ‖ kind ‖ sort value ‖ session id
+/// rank (24 bits) ‖ position (24 bits), cheaper to compare and move than
+/// a [`SortKey`] (`packed` false: always a [`SortKey`]).
+fn latest_changes(
+    changes: &[Held],
+    spans: &[(usize, usize)],
+    ids: &[u8],
+    packed: bool,
+) -> Result<Vec<usize>> {
+    let ranks = rank_ids(spans, ids);
+    let mut projects: Vec<u64> = Vec::new();
+    if packed {
+        for h in changes {
+            if projects.last() != Some(&(h.part >> 8)) {
+                projects.push(h.part >> 8);
+            }
+        }
+        projects.sort_unstable();
+        projects.dedup();
+    }
+    let rank = |h: &Held| ranks.get(h.span).copied().unwrap_or(0);
+    let mut out = Vec::with_capacity(changes.len());
+    if packed && changes.len() <= 1 << PACKED_BITS && projects.len() <= 256 {
+        const MASK: u128 = (1 << PACKED_BITS) - 1;
+        let mut last: Option<(u64, u128)> = None;
+        let mut keys: Vec<u128> = Vec::with_capacity(changes.len());
+        for (h, seq) in changes.iter().zip(0u128..) {
+            let project = h.part >> 8;
+            let p = match last {
+                Some((lp, r)) if lp == project => r,
+                _ => {
+                    let r = projects.partition_point(|&q| q < project) as u128;
+                    last = Some((project, r));
+                    r
+                }
+            };
+            keys.push(
+                (p << 8 | u128::from(h.part & 0xff)) << 112
+                    | u128::from(h.value) << 48
+                    | u128::from(rank(h)) << PACKED_BITS
+                    | seq,
+            );
+        }
+        // Every position differs, so an unstable sort gives one order, the
+        // last change to a key last.
+        keys.sort_unstable();
+        for (at, k) in keys.iter().enumerate() {
+            if keys
+                .get(at + 1)
+                .is_none_or(|n| n >> PACKED_BITS != k >> PACKED_BITS)
+            {
+                out.push(usize::try_from(k & MASK).unwrap_or(usize::MAX));
+            }
+        }
+        return Ok(out);
+    }
+    // A rank and a position each below the number of changes: both fit
+    // in `bits` bits, so in one `u64` (short of 2^32 changes).
+    let bits = usize::BITS - changes.len().leading_zeros();
+    if bits > 32 {
+        return Err(corrupt("over 2^32 changes in one transaction"));
+    }
+    let mut keys: Vec<SortKey> = changes
+        .iter()
+        .zip(0u64..)
+        .map(|(h, seq)| SortKey {
+            part: h.part,
+            value: h.value,
+            rank_seq: rank(h) << bits | seq,
+        })
+        .collect();
+    keys.sort_unstable();
+    let same_key = |a: &SortKey, b: &SortKey| {
+        a.part == b.part && a.value == b.value && a.rank_seq >> bits == b.rank_seq >> bits
+    };
+    for (at, k) in keys.iter().enumerate() {
+        if keys.get(at + 1).is_none_or(|n| !same_key(k, n)) {
+            out.push(usize::try_from(k.rank_seq & ((1 << bits) - 1)).unwrap_or(usize::MAX));
+        }
+    }
+    Ok(out)
+}
+
 impl OrderWrites {
     /// Sets key (`project`, `kind`, `value`, `session_id`) to `session`.
     pub(crate) fn insert(
@@ -225,35 +319,19 @@ impl OrderWrites {
         let changes = std::mem::take(&mut self.changes);
         let spans = std::mem::take(&mut self.spans);
         let ids = std::mem::take(&mut self.ids);
-        let ranks = rank_ids(&spans, &ids);
-        // A rank and a position each below the number of changes: both fit
-        // in `bits` bits, so in one `u64` (short of 2^32 changes).
-        let bits = usize::BITS - changes.len().leading_zeros();
-        if bits > 32 {
-            return Err(corrupt("over 2^32 changes in one transaction"));
-        }
-        let mut keys: Vec<SortKey> = changes
-            .iter()
-            .zip(0u64..)
-            .map(|(h, seq)| SortKey {
-                part: h.part,
-                value: h.value,
-                rank_seq: ranks.get(h.span).copied().unwrap_or(0) << bits | seq,
-            })
-            .collect();
-        // Every position differs, so an unstable sort gives one order, the
-        // last change to a key last.
-        keys.sort_unstable();
-        let same_key = |a: &SortKey, b: &SortKey| {
-            a.part == b.part && a.value == b.value && a.rank_seq >> bits == b.rank_seq >> bits
-        };
+        #[cfg(test)]
+        let packed = !self.unpacked;
+        #[cfg(not(test))]
+        let packed = true;
+        let latest = latest_changes(&changes, &spans, &ids, packed)?;
         let mut next = meta.get(META_NEXT_RUN)?.map_or(0, |v| v.value());
         // One run per partition: its changes are consecutive.
-        for same in keys.chunk_by(|a, b| a.part == b.part) {
+        let part = |seq: &usize| changes.get(*seq).map_or(0, |h| h.part);
+        for same in latest.chunk_by(|a, b| part(a) == part(b)) {
             let Some(first) = same.first() else {
                 continue;
             };
-            let p = partition_bytes(first.part);
+            let p = partition_bytes(part(first));
             let mut w = RunWriter::new(
                 p,
                 RunId {
@@ -261,12 +339,7 @@ impl OrderWrites {
                     seq: take_seq(&mut next)?,
                 },
             );
-            for (at, k) in same.iter().enumerate() {
-                // Only the last change to each key is written.
-                if same.get(at + 1).is_some_and(|n| same_key(k, n)) {
-                    continue;
-                }
-                let seq = usize::try_from(k.rank_seq & ((1 << bits) - 1)).unwrap_or(usize::MAX);
+            for &seq in same {
                 let h = changes
                     .get(seq)
                     .ok_or_else(|| corrupt("a held change lost"))?;
@@ -1125,11 +1198,20 @@ mod tests {
         /// Writes one transaction's changes (as `update_session` does),
         /// then a full merge if `merge_all` is set.
         fn commit(&self, ops: &[Op], full_merge: bool) {
+            self.commit_sorted(ops, full_merge, false);
+        }
+
+        /// As [`Self::commit`]; `unpacked` sorts the changes by
+        /// [`SortKey`] as a transaction too large for a `u128` key would.
+        fn commit_sorted(&self, ops: &[Op], full_merge: bool, unpacked: bool) {
             let txn = self.db.begin_write().unwrap();
             {
                 let mut runs = txn.open_table(SESSION_RUNS).unwrap();
                 let mut meta = txn.open_table(crate::index::META).unwrap();
-                let mut w = OrderWrites::default();
+                let mut w = OrderWrites {
+                    unpacked,
+                    ..OrderWrites::default()
+                };
                 for (p, value, id, change) in ops {
                     let p = partition(*p);
                     let project = u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
@@ -1227,11 +1309,16 @@ mod tests {
     proptest! {
         /// Against a map of key -> session: after every transaction the
         /// whole index and every range scan, both ways, hold exactly the
-        /// model's keys, however the runs were cut, merged and compacted.
+        /// model's keys, however the runs were cut, merged and compacted,
+        /// and whichever way a transaction's changes were sorted.
         #[test]
         fn runs_read_as_the_model(
             txns in proptest::collection::vec(
-                (proptest::collection::vec(op(), 0..30), proptest::bool::weighted(0.05)),
+                (
+                    proptest::collection::vec(op(), 0..30),
+                    proptest::bool::weighted(0.05),
+                    any::<bool>(),
+                ),
                 1..90,
             ),
             bounds in proptest::collection::vec(
@@ -1241,8 +1328,8 @@ mod tests {
         ) {
             let f = Fixture::new();
             let mut model = Model::new();
-            for (ops, full_merge) in &txns {
-                f.commit(ops, *full_merge);
+            for (ops, full_merge, unpacked) in &txns {
+                f.commit_sorted(ops, *full_merge, *unpacked);
                 apply(&mut model, ops);
                 let runs = f.read();
                 let all: Model = entries(&runs).unwrap().into_iter().collect();
