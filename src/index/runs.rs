@@ -406,9 +406,9 @@ fn merge(
 ) -> Result<()> {
     let mut merged = Merged::new(p, from, Bound::Unbounded, Bound::Unbounded, false);
     let mut w = RunWriter::new(p, into);
-    while let Some((tail, change)) = merged.next_change(runs)? {
+    while let Some((tail, change, encoded)) = merged.next_encoded(runs)? {
         if change.is_some() || !drop_tombstones {
-            w.push(runs, tail, &[], change)?;
+            w.push_encoded(runs, tail, encoded)?;
         }
     }
     w.finish(runs)?;
@@ -572,6 +572,30 @@ impl RunWriter {
             self.key.extend_from_slice(rest);
         }
         encode_change(&mut self.block, head, rest, change)?;
+        self.in_block += 1;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// [`Self::push`] for a change already encoded, as a merge reads it
+    /// from a block: a change to `tail` encoded as `encoded`.
+    fn push_encoded(
+        &mut self,
+        runs: &mut Table<'_, &'static [u8], &'static [u8]>,
+        tail: &[u8],
+        encoded: &[u8],
+    ) -> Result<()> {
+        if self.in_block > 0 {
+            let entry = self.key.len() + self.block.len() + encoded.len();
+            if self.in_block == BLOCK_ENTRIES || entry > BLOCK_ENTRY_BYTES {
+                self.put_block(runs)?;
+            }
+        }
+        if self.in_block == 0 {
+            self.key.truncate(KEY_PREFIX);
+            self.key.extend_from_slice(tail);
+        }
+        self.block.extend_from_slice(encoded);
         self.in_block += 1;
         self.count += 1;
         Ok(())
@@ -846,6 +870,23 @@ impl RunCursor {
         let &(s, e, change) = self.items.get(self.at)?;
         Some((self.block.get(s..e)?, change))
     }
+
+    /// [`Self::head`], with the change as encoded in the block.
+    fn head_encoded(&self) -> Option<Encoded<'_>> {
+        let item = self.items.get(self.at)?;
+        let (s, e, change) = *item;
+        let (es, ee) = encoded_range(item)?;
+        Some((self.block.get(s..e)?, change, self.block.get(es..ee)?))
+    }
+}
+
+/// A change's tail, the change, and its whole encoding in its block.
+type Encoded<'a> = (&'a [u8], Option<u64>, &'a [u8]);
+
+/// Where a decoded change's whole encoding (see [`encode_change`]) lies in
+/// its block.
+fn encoded_range(&(s, e, change): &Item) -> Option<(usize, usize)> {
+    Some((s.checked_sub(4)?, e.checked_add(change_len(0, change) - 4)?))
 }
 
 /// A cursor of [`Merged`] with a change at hand, and the sort value that
@@ -1048,6 +1089,14 @@ impl Merged {
         &mut self,
         runs: &T,
     ) -> Result<Option<(&[u8], Option<u64>)>> {
+        Ok(self.next_encoded(runs)?.map(|(t, c, _)| (t, c)))
+    }
+
+    /// [`Self::next_change`], with the change as encoded in its block.
+    fn next_encoded<T: ReadableTable<&'static [u8], &'static [u8]>>(
+        &mut self,
+        runs: &T,
+    ) -> Result<Option<Encoded<'_>>> {
         if self.started {
             self.pass(runs)?;
         } else {
@@ -1080,7 +1129,10 @@ impl Merged {
             })
             .count();
         self.handed = same;
-        Ok(self.cursors.get(first.cursor).and_then(RunCursor::head))
+        Ok(self
+            .cursors
+            .get(first.cursor)
+            .and_then(RunCursor::head_encoded))
     }
 
     /// The next live key and its session, in order.
@@ -1394,6 +1446,34 @@ mod tests {
             // Dense: every rank below the number of distinct ids.
             let distinct: std::collections::BTreeSet<&Vec<u8>> = ids.iter().collect();
             prop_assert!(ranks.iter().all(|&r| r < distinct.len() as u64));
+        }
+
+        /// A block's changes, each taken as encoded (as a merge copies
+        /// them), are the block's bytes, and each decodes to its tail and
+        /// change.
+        #[test]
+        fn changes_are_taken_as_encoded(
+            changes in proptest::collection::vec(
+                (proptest::collection::vec(any::<u8>(), 0..20), proptest::option::of(any::<u64>())),
+                0..20,
+            ),
+        ) {
+            let mut block = Vec::new();
+            for (t, c) in &changes {
+                let (head, rest) = t.split_at(t.len().min(8));
+                encode_change(&mut block, head, rest, *c).unwrap();
+            }
+            let mut items = Vec::new();
+            decode_block(&block, &mut items).unwrap();
+            prop_assert_eq!(items.len(), changes.len());
+            let mut again = Vec::new();
+            for (item, (t, c)) in items.iter().zip(&changes) {
+                let (s, e) = encoded_range(item).unwrap();
+                again.extend_from_slice(&block[s..e]);
+                prop_assert_eq!(&block[item.0..item.1], t.as_slice());
+                prop_assert_eq!(item.2, *c);
+            }
+            prop_assert_eq!(again, block);
         }
 
         /// A damaged block is an error, never a panic.
