@@ -19,6 +19,7 @@ use crate::codec::LogRecord;
 use crate::error::{Error, ErrorKind, Poison, Result};
 use crate::fs::{FileSystem, OsFileSystem};
 use crate::index::facts::{self, SessionIdSource};
+use crate::index::trace::NewRecord;
 use crate::index::{
     Deferred, INDEX_FORMAT_VERSION, Index, IndexConfig, IndexWriter, META_APPLIED, META_CONFIG,
     META_FORMAT, NewRecords, SpanInfo, SpanSource,
@@ -538,13 +539,12 @@ pub struct SessionStore {
     _lock: File,
 }
 
-/// One log record as the reading side of a replay reads it.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "one lives at a time; a box would be an allocation per span, which the reuse of the span read last avoids"
-)]
+/// One log record as the reading side of a replay reads it whole (a
+/// span read for its facts only is left in the reader's scratch).
 enum Replay {
-    Span(StoredSpan),
+    /// Boxed as decoded (`LogRecord::Span`): a span is large, and each
+    /// frame's result is moved twice on its way.
+    Span(Box<StoredSpan>),
     Delete(codec::DeleteRecord),
 }
 
@@ -586,26 +586,69 @@ struct Candidate<'a> {
     /// Its user id (`facts::user_id`), resolved by validation and moved
     /// into its index facts.
     user: std::cell::Cell<Option<String>>,
-    /// Its index facts: made with its encoding when the batch is encoded
-    /// before the writer lock (concurrent appenders make them side by
-    /// side), else by [`SpanFrames`] as its frame is asked for; taken by
-    /// the pending spans once the span is written.
-    info: std::cell::Cell<Option<SpanInfo>>,
 }
 
 impl Candidate<'_> {
-    /// Makes its index facts (once: asked again, keeps them).
-    fn make_info(&self) {
-        let info = self.take_info();
-        self.info.set(Some(info));
+    /// Its index record: its facts, with its user and session id taken
+    /// (made once), and its frame's length; the LSN and the project's
+    /// place are set once it is written (`place_records`). Made with its
+    /// encoding when the batch is encoded before the writer lock
+    /// (concurrent appenders make them side by side), else by
+    /// [`SpanFrames`] as its frame is asked for, each straight into the
+    /// vector the pending spans take whole: a record is about 250 bytes,
+    /// and moving it through a cell, an option and two calls cost the
+    /// appending thread about 300 instructions a span.
+    #[inline(always)]
+    fn record(&self) -> NewRecord {
+        NewRecord {
+            lsn: 0,
+            project: 0,
+            span: SpanInfo::with_user(self.span, self.user.take()),
+            session_id: self.session_id.take(),
+            frame_bytes: u32::try_from(compaction::FRAME_HEADER + self.encoded_len as u64)
+                .unwrap_or(u32::MAX),
+        }
     }
+}
 
-    /// Its index facts, made now if they were not made yet.
-    fn take_info(&self) -> SpanInfo {
-        self.info
-            .take()
-            .unwrap_or_else(|| SpanInfo::with_user(self.span, self.user.take()))
+/// Sets the LSN (`lsns`, one per record) and the project's place in
+/// `pending` of each of `records`, the index records of `spans` in
+/// order.
+fn place_records(
+    records: &mut [NewRecord],
+    spans: &[&Candidate<'_>],
+    lsns: &[Lsn],
+    pending: &mut Pending,
+) {
+    // Spans come in runs of one resource: its project's place is looked
+    // up once a run.
+    let mut last: Option<(&str, usize)> = None;
+    for ((r, c), lsn) in records.iter_mut().zip(spans).zip(lsns) {
+        r.lsn = *lsn;
+        r.project = match last {
+            Some((p, at)) if std::ptr::eq(p, c.project) => at,
+            _ => {
+                let at = pending.project_at(c.project);
+                last = Some((c.project, at));
+                at
+            }
+        };
     }
+}
+
+/// Keeps the records of `made` (one per candidate of `all`, in order)
+/// whose candidate is in `accepted` (some of `all`, in their order).
+fn keep_accepted(made: &mut Vec<NewRecord>, all: &[Candidate<'_>], accepted: &[&Candidate<'_>]) {
+    let mut all = all.iter();
+    let mut accepted = accepted.iter().peekable();
+    made.retain(|_| {
+        let c = all.next();
+        let taken = matches!((c, accepted.peek()), (Some(c), Some(a)) if std::ptr::eq(c, **a));
+        if taken {
+            accepted.next();
+        }
+        taken
+    });
 }
 
 /// True when `a` and `b` are spans of one resource (the same project
@@ -616,8 +659,13 @@ fn same_prefix(a: &Candidate<'_>, b: &Candidate<'_>) -> bool {
 }
 
 /// The records of `candidates` (`bytes` in all), one after another, each
-/// at its [`Candidate::at`]; each one's index facts made.
-fn encode_candidates(candidates: &mut [Candidate<'_>], bytes: usize) -> Vec<u8> {
+/// at its [`Candidate::at`]; each one's index record
+/// ([`Candidate::record`]) pushed to `made`.
+fn encode_candidates(
+    candidates: &mut [Candidate<'_>],
+    bytes: usize,
+    made: &mut Vec<NewRecord>,
+) -> Vec<u8> {
     let mut buf = Vec::with_capacity(bytes);
     // The project, resource and start of the span encoded last.
     let mut last: Option<(&str, &[KeyValue], usize)> = None;
@@ -637,8 +685,8 @@ fn encode_candidates(candidates: &mut [Candidate<'_>], bytes: usize) -> Vec<u8> 
         }
         codec::put_span_body(&mut buf, c.span);
         last = Some((c.project, c.resource, c.at));
-        // Made once here, not asked for again (`make_infos` false).
-        c.info.set(Some(SpanInfo::with_user(c.span, c.user.take())));
+        // Made once here, not asked for again (`SpanFrames::made` none).
+        made.push(c.record());
     }
     buf
 }
@@ -654,13 +702,14 @@ struct SpanFrames<'c, 'a> {
     /// The span `scratch` holds (its project and resource are kept for
     /// the next span of the same resource).
     last: Option<usize>,
-    /// True when each span's index facts are still to be made
-    /// ([`Candidate::info`]): they are made with the batch's encoding when
-    /// it was encoded before the writer lock, else as the span's frame is
-    /// asked for (in a large append the log's writer thread is writing the
-    /// frames before it meanwhile, so this work fills time the appending
-    /// thread would spend waiting for the disk).
-    make_infos: bool,
+    /// Where each span's index record ([`Candidate::record`]) goes when
+    /// it is still to be made, in the order of `spans`: records are made
+    /// with the batch's encoding when it was encoded before the writer
+    /// lock, else as the span's frame is asked for (in a large append the
+    /// log's writer thread is writing the frames before it meanwhile, so
+    /// this work fills time the appending thread would spend waiting for
+    /// the disk).
+    made: Option<&'c mut Vec<NewRecord>>,
 }
 
 impl FrameSource for SpanFrames<'_, '_> {
@@ -673,10 +722,14 @@ impl FrameSource for SpanFrames<'_, '_> {
     }
 
     fn frame(&mut self, i: usize) -> FrameRef<'_> {
-        if self.make_infos
-            && let Some(c) = self.spans.get(i)
-        {
-            c.make_info();
+        // The records of the spans up to this one, each made once.
+        if let Some(made) = self.made.as_deref_mut() {
+            while made.len() <= i {
+                let Some(c) = self.spans.get(made.len()) else {
+                    break;
+                };
+                made.push(c.record());
+            }
         }
         if let Some(buf) = self.encoded {
             // A span that is not there, or bytes that are not, are an empty
@@ -1210,6 +1263,8 @@ impl SessionStore {
         let mut chunk_bytes_now = 0usize;
         // Texts the chunk holds, bounded as a group's are.
         let mut chunk_held = 0usize;
+        // The place in `chunk` of the project of the span added last.
+        let mut project_place: Option<usize> = None;
         let mut frames = 0u64;
         let send = |msg: Result<Replayed>| tx.send(msg).is_ok();
         let sources = &self.cfg.session_id_sources;
@@ -1230,7 +1285,7 @@ impl SessionStore {
                         .read(frame.tag(), frame.payload(), &keep)
                         .map(|()| None),
                     (tag, _) => codec::decode_record(tag, frame.payload()).map(|r| match r {
-                        LogRecord::Span(s) => Some(Replay::Span(*s)),
+                        LogRecord::Span(s) => Some(Replay::Span(s)),
                         LogRecord::Delete(d) => Some(Replay::Delete(d)),
                     }),
                 }
@@ -1247,12 +1302,27 @@ impl SessionStore {
             frames += 1;
             chunk_bytes_now += bytes;
             let mut add = |stored: &StoredSpan| {
-                let info = SpanInfo::of(&stored.span);
-                let session_id = facts::session_id(&stored.span, sources);
-                chunk_held += info.text_bytes() + session_id.as_ref().map_or(0, String::len);
-                let frame_bytes =
-                    u32::try_from(compaction::FRAME_HEADER + bytes as u64).unwrap_or(u32::MAX);
-                chunk.push(lsn, frame_bytes, &stored.project, info, session_id);
+                // The project's place in the chunk: the last span's, or
+                // looked up (spans come in runs of one project).
+                let project = match project_place {
+                    Some(at) if chunk.parts().1.get(at) == Some(&stored.project) => at,
+                    _ => {
+                        let at = chunk.project_at(&stored.project);
+                        project_place = Some(at);
+                        at
+                    }
+                };
+                let record = NewRecord {
+                    lsn,
+                    project,
+                    span: SpanInfo::of(&stored.span),
+                    session_id: facts::session_id(&stored.span, sources),
+                    frame_bytes: u32::try_from(compaction::FRAME_HEADER + bytes as u64)
+                        .unwrap_or(u32::MAX),
+                };
+                chunk_held +=
+                    record.span.text_bytes() + record.session_id.as_ref().map_or(0, String::len);
+                chunk.push_record(record);
             };
             match record {
                 // Read for its facts into `scratch`.
@@ -1261,6 +1331,7 @@ impl SessionStore {
                 Some(Replay::Delete(del)) => {
                     let room = chunk.len();
                     let spans = std::mem::replace(&mut chunk, NewRecords::with_capacity(room));
+                    project_place = None;
                     chunk_bytes_now = 0;
                     chunk_held = 0;
                     if !send(Ok(Replayed::Spans(spans))) || !send(Ok(Replayed::Delete(del))) {
@@ -1276,6 +1347,7 @@ impl SessionStore {
                 chunk_held = 0;
                 let room = chunk.len();
                 let spans = std::mem::replace(&mut chunk, NewRecords::with_capacity(room));
+                project_place = None;
                 if !send(Ok(Replayed::Spans(spans))) {
                     return Ok(frames);
                 }
@@ -1457,7 +1529,6 @@ impl SessionStore {
                             prefix_len,
                             at: 0,
                             user: std::cell::Cell::new(user),
-                            info: std::cell::Cell::new(None),
                         });
                     }
                     Err(reason) => {
@@ -1475,13 +1546,17 @@ impl SessionStore {
         // is encoded as the log writes it, so that the disk takes its first
         // blocks while the rest is encoded; a smaller one here, before the
         // writer lock, so that concurrent appenders encode side by side.
+        // The spans' index records, made with the encoding (one per
+        // candidate) or as the log asks for the frames (one per span
+        // accepted), moved to the pending spans together.
+        let mut made: Vec<NewRecord> = Vec::with_capacity(candidates.len());
         let encoded = if self
             .log
             .writes_behind(batch_bytes as u64, candidates.len() as u64)
         {
             None
         } else {
-            Some(encode_candidates(&mut candidates, batch_bytes))
+            Some(encode_candidates(&mut candidates, batch_bytes, &mut made))
         };
 
         let mut ws = self.lock_writer()?;
@@ -1613,12 +1688,15 @@ impl SessionStore {
             }
             return Ok(report);
         }
+        if encoded.is_some() && accepted.len() < candidates.len() {
+            keep_accepted(&mut made, &candidates, &accepted);
+        }
         let mut frames = SpanFrames {
             spans: &accepted,
             encoded: encoded.as_deref(),
             scratch: Vec::new(),
             last: None,
-            make_infos: encoded.is_none(),
+            made: encoded.is_none().then_some(&mut made),
         };
         let lsns = match self.log.append_from(&mut frames) {
             Ok(lsns) => lsns,
@@ -1633,13 +1711,15 @@ impl SessionStore {
                 return Err(self.log_failed_with(ws_ref, e));
             }
         };
+        drop(frames);
         let end = self.log.end();
-        for (c, lsn) in accepted.iter().zip(&lsns) {
-            let info = c.take_info();
-            ws_ref
-                .pending
-                .push(*lsn, c.project, info, c.session_id.take(), c.encoded_len);
+        // Records of spans the log did not ask for (it asks for each).
+        while let Some(c) = accepted.get(made.len()) {
+            made.push(c.record());
         }
+        place_records(&mut made, &accepted, &lsns, &mut ws_ref.pending);
+        let bytes = accepted.iter().map(|c| c.encoded_len).sum();
+        ws_ref.pending.push_all(&mut made, bytes);
         self.unapplied.store(true, Ordering::Release);
         ws_ref.spans_since_checkpoint += accepted.len() as u64;
         if end.saturating_sub(ws_ref.checkpoint_started) >= self.opts.checkpoint_bytes
@@ -2045,7 +2125,6 @@ mod frame_tests {
             prefix_len,
             at: 0,
             user: std::cell::Cell::new(None),
-            info: std::cell::Cell::new(None),
         }
     }
 
@@ -2077,22 +2156,24 @@ mod frame_tests {
             let mut candidates: Vec<Candidate<'_>> =
                 spans.iter().map(|(rs, span)| candidate(rs, span)).collect();
             let bytes = candidates.iter().map(|c| c.encoded_len).sum();
-            let buf = encode_candidates(&mut candidates, bytes);
+            let mut made_ahead = Vec::new();
+            let buf = encode_candidates(&mut candidates, bytes, &mut made_ahead);
             prop_assert_eq!(buf.len(), bytes);
             let refs: Vec<&Candidate<'_>> = candidates.iter().collect();
+            let mut made_behind = Vec::new();
             let mut ahead = SpanFrames {
                 spans: &refs,
                 encoded: Some(&buf),
                 scratch: Vec::new(),
                 last: None,
-                make_infos: false,
+                made: None,
             };
             let mut behind = SpanFrames {
                 spans: &refs,
                 encoded: None,
                 scratch: Vec::new(),
                 last: None,
-                make_infos: true,
+                made: Some(&mut made_behind),
             };
             for i in (0..refs.len()).chain(asks) {
                 let expected = refs.get(i).map(|c| encoded(c)).unwrap_or_default();
@@ -2102,6 +2183,82 @@ mod frame_tests {
                     prop_assert_eq!(frame.payload, &expected[..], "span {}", i);
                 }
             }
+            drop(behind);
+            // Each span's record made once, in order, either way.
+            for made in [&made_ahead, &made_behind] {
+                prop_assert_eq!(made.len(), refs.len());
+                for (r, c) in made.iter().zip(&refs) {
+                    prop_assert_eq!(&r.span, &SpanInfo::of(c.span));
+                    prop_assert_eq!(
+                        r.frame_bytes as u64,
+                        compaction::FRAME_HEADER + c.encoded_len as u64
+                    );
+                }
+            }
+        }
+
+        /// The records an append keeps are those of its accepted spans
+        /// (any of its candidates, in order), each with its LSN and its
+        /// project's place among the pending spans' project names.
+        #[test]
+        fn records_are_the_accepted_spans(
+            picks in proptest::collection::vec((0..4usize, 0..2usize), 0..12),
+            keep in proptest::collection::vec(any::<bool>(), 12),
+            before in proptest::collection::vec(0..4usize, 0..3),
+        ) {
+            let batch = resources();
+            let mut candidates: Vec<Candidate<'_>> = picks
+                .iter()
+                .filter_map(|&(r, s)| {
+                    let rs = batch.get(r)?;
+                    Some(candidate(rs, rs.spans.get(s % rs.spans.len())?))
+                })
+                .collect();
+            let bytes = candidates.iter().map(|c| c.encoded_len).sum();
+            let mut made = Vec::new();
+            let _ = encode_candidates(&mut candidates, bytes, &mut made);
+            let accepted: Vec<&Candidate<'_>> = candidates
+                .iter()
+                .zip(&keep)
+                .filter(|(_, k)| **k)
+                .map(|(c, _)| c)
+                .collect();
+            keep_accepted(&mut made, &candidates, &accepted);
+            let lsns: Vec<Lsn> = (0..accepted.len() as u64).map(|n| 100 + 7 * n).collect();
+            // Pending spans already naming some projects.
+            let mut pending = Pending::default();
+            let mut names: Vec<String> = Vec::new();
+            for &b in &before {
+                let name = batch[b].project();
+                pending.project_at(name);
+                if !names.iter().any(|n| n == name) {
+                    names.push(name.to_owned());
+                }
+            }
+            place_records(&mut made, &accepted, &lsns, &mut pending);
+            prop_assert_eq!(made.len(), accepted.len());
+            for ((r, c), lsn) in made.iter().zip(&accepted).zip(&lsns) {
+                prop_assert_eq!(r.lsn, *lsn);
+                prop_assert_eq!(&r.span, &SpanInfo::of(c.span));
+                if !names.iter().any(|n| n == c.project) {
+                    names.push(c.project.to_owned());
+                }
+                let at = names.iter().position(|n| n == c.project);
+                prop_assert_eq!(Some(r.project), at);
+            }
+            let n = made.len();
+            pending.push_all(&mut made, 0);
+            prop_assert!(made.is_empty());
+            prop_assert_eq!(pending.len(), n);
+            let (group, _) = pending.take();
+            group.with_records(|records| {
+                let (spans, projects) = records.parts();
+                prop_assert_eq!(projects, &names[..]);
+                for (r, c) in spans.iter().zip(&accepted) {
+                    prop_assert_eq!(projects.get(r.project).map(String::as_str), Some(c.project));
+                }
+                Ok(())
+            })?;
         }
     }
 }

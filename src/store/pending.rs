@@ -20,9 +20,8 @@
 
 use crate::hashing::{FastMap, FastSet};
 
-use super::compaction::FRAME_HEADER;
-use crate::index::{NewRecords, SpanInfo};
-use crate::log::Lsn;
+use crate::index::NewRecords;
+use crate::index::trace::NewRecord;
 
 /// A set of span ids. Ids come from clients, so the hasher is keyed at
 /// random for each set (see `crate::hashing`): ids cannot be chosen to
@@ -88,19 +87,22 @@ impl Pending {
         }
     }
 
-    /// Keeps a span written to the log at `lsn` (`encoded` bytes).
-    pub(super) fn push(
-        &mut self,
-        lsn: Lsn,
-        project: &str,
-        info: SpanInfo,
-        session_id: Option<String>,
-        encoded: usize,
-    ) {
-        self.held += info.text_bytes() + session_id.as_ref().map_or(0, String::len);
-        let frame_bytes = u32::try_from(FRAME_HEADER + encoded as u64).unwrap_or(u32::MAX);
-        self.records
-            .push(lsn, frame_bytes, project, info, session_id);
+    /// The place of `project` among the waiting spans' project names
+    /// (added when new): the `project` of a record [`Self::push_all`]
+    /// takes.
+    pub(super) fn project_at(&mut self, project: &str) -> usize {
+        self.records.project_at(project)
+    }
+
+    /// Keeps spans written to the log (`encoded` bytes in all), moving
+    /// all of `records` (left empty); each names its project by its place
+    /// from [`Self::project_at`].
+    pub(super) fn push_all(&mut self, records: &mut Vec<NewRecord>, encoded: usize) {
+        self.held += records
+            .iter()
+            .map(|r| r.span.text_bytes() + r.session_id.as_ref().map_or(0, String::len))
+            .sum::<usize>();
+        self.records.append(records);
         self.bytes += encoded;
     }
 
