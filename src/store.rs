@@ -26,8 +26,8 @@ use crate::index::{
 };
 use crate::log::{FrameRef, FrameSource, Log, LogOptions, Lsn, SalvageStep};
 use crate::model::{
-    AppendReport, KeyValue, Page, Rejection, ResourceSpans, SessionSummary, Span, StoredSpan,
-    Trace, TraceId, Turn,
+    AppendReport, KeyValue, Page, Rejection, ResourceSpans, SessionSummary, Span, SpanId,
+    StoredSpan, Trace, TraceId, Turn,
 };
 use crate::query::{self, ProjectStats, SessionFilter, SessionQuery};
 use crate::repair::{self, OpenReport};
@@ -649,6 +649,38 @@ fn keep_accepted(made: &mut Vec<NewRecord>, all: &[Candidate<'_>], accepted: &[&
         }
         taken
     });
+}
+
+/// Adds `span_id` to `ids`, the stored span ids of trace `trace_id`, and
+/// returns true, unless it is there already (a duplicate, counted in
+/// `report`) or the trace holds `max` spans (rejected in `report`).
+#[inline(always)]
+fn take_span_id(
+    ids: &mut SpanIdSet,
+    span_id: SpanId,
+    trace_id: TraceId,
+    max: usize,
+    report: &mut AppendReport,
+) -> bool {
+    // One probe of the set for a span taken (the usual case), two for
+    // one refused.
+    if ids.len() < max {
+        if ids.insert(span_id.0) {
+            return true;
+        }
+    } else if !ids.contains(&span_id.0) {
+        report.rejected.push(Rejection {
+            trace_id,
+            span_id,
+            reason: format!(
+                "the trace already holds {} spans, the most a trace may hold",
+                ids.len()
+            ),
+        });
+        return false;
+    }
+    report.duplicates += 1;
+    false
 }
 
 /// True when `a` and `b` are spans of one resource (the same project
@@ -1593,8 +1625,27 @@ impl SessionStore {
         // per trace per group).
         let mut snapshot = None;
         let mut accepted = Vec::with_capacity(candidates.len());
+        // The span ids of the trace of the span before: a trace's spans
+        // usually come together, and are checked against one set found
+        // once.
+        let mut last: Option<([u8; 16], &mut SpanIdSet)> = None;
         for (i, c) in candidates.iter().enumerate() {
             let (trace_id, span_id) = (c.span.trace_id, c.span.span_id);
+            if let Some((t, ids)) = &mut last
+                && *t == trace_id.0
+            {
+                if !take_span_id(
+                    ids,
+                    span_id,
+                    trace_id,
+                    self.opts.max_spans_per_trace,
+                    &mut report,
+                ) {
+                    continue;
+                }
+                accepted.push(c);
+                continue;
+            }
             let ids = match ws_ref.pending.trace_mut(&trace_id.0) {
                 Some(ids) => ids,
                 None => {
@@ -1656,23 +1707,17 @@ impl SessionStore {
                     ws_ref.pending.insert_trace(trace_id.0, ids)
                 }
             };
-            if ids.contains(&span_id.0) {
-                report.duplicates += 1;
-                continue;
+            let taken = take_span_id(
+                ids,
+                span_id,
+                trace_id,
+                self.opts.max_spans_per_trace,
+                &mut report,
+            );
+            last = Some((trace_id.0, ids));
+            if taken {
+                accepted.push(c);
             }
-            if ids.len() >= self.opts.max_spans_per_trace {
-                report.rejected.push(Rejection {
-                    trace_id,
-                    span_id,
-                    reason: format!(
-                        "the trace already holds {} spans, the most a trace may hold",
-                        ids.len()
-                    ),
-                });
-                continue;
-            }
-            ids.insert(span_id.0);
-            accepted.push(c);
         }
         drop(snapshot);
         report.accepted = accepted.len();
@@ -2194,6 +2239,44 @@ mod frame_tests {
                         compaction::FRAME_HEADER + c.encoded_len as u64
                     );
                 }
+            }
+        }
+
+        /// A span id is taken when it is new and the trace holds fewer
+        /// than the most spans, else counted a duplicate when it is
+        /// there, else rejected: as a model set says, and with the set
+        /// holding what was taken.
+        #[test]
+        fn span_ids_are_taken_as_a_set_says(
+            ids in proptest::collection::vec(0..12u8, 0..40),
+            max in 1..10usize,
+        ) {
+            let mut set = SpanIdSet::default();
+            let mut model = std::collections::BTreeSet::new();
+            let mut report = AppendReport::default();
+            let (mut duplicates, mut rejected) = (0, 0);
+            for id in ids {
+                let taken = take_span_id(
+                    &mut set,
+                    SpanId([id; 8]),
+                    TraceId([1; 16]),
+                    max,
+                    &mut report,
+                );
+                if model.contains(&id) {
+                    duplicates += 1;
+                    prop_assert!(!taken);
+                } else if model.len() >= max {
+                    rejected += 1;
+                    prop_assert!(!taken);
+                } else {
+                    model.insert(id);
+                    prop_assert!(taken);
+                }
+                prop_assert_eq!(report.duplicates, duplicates);
+                prop_assert_eq!(report.rejected.len(), rejected);
+                prop_assert_eq!(set.len(), model.len());
+                prop_assert!(model.iter().all(|id| set.contains(&[*id; 8])));
             }
         }
 
