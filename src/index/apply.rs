@@ -327,7 +327,7 @@ impl IndexWriter {
         // Every project a span was appended under is listed by `projects()`,
         // whichever project its trace ends up in. (A batch names a project
         // only with a span appended under it, and every record names one of
-        // the batch's: see `NewRecords::push`.)
+        // the batch's: see `NewRecords::project_at`.)
         for project in project_names {
             counters.project(&mut t.projects, project)?;
         }
