@@ -1118,7 +1118,7 @@ struct Counters {
     last_project: Option<(String, u32)>,
     /// Session numbers looked up so far, by `session_ids` key: a session's
     /// traces in one group ask for it once each.
-    known_sessions: FastMap<Vec<u8>, u64>,
+    known_sessions: KnownSessions,
     /// `session_ids` lookups made in this group, and how many found their
     /// session stored (see [`Counters::session`]).
     looked_up: u64,
@@ -1135,7 +1135,7 @@ impl Counters {
             next_session: get(META_NEXT_SESSION)?,
             known: FastMap::default(),
             last_project: None,
-            known_sessions: FastMap::default(),
+            known_sessions: KnownSessions::default(),
             looked_up: 0,
             found_stored: 0,
             key: Vec::new(),
@@ -1200,8 +1200,9 @@ impl Counters {
     ) -> Result<u64> {
         let key = &mut self.key;
         session_id_key_into(key, project_id, session_id);
-        if let Some(n) = self.known_sessions.get(key.as_slice()) {
-            return Ok(*n);
+        let hash = self.known_sessions.hash(key);
+        if let Some(n) = self.known_sessions.get(hash, key) {
+            return Ok(n);
         }
         let n = self.next_session;
         let after = n.checked_add(1);
@@ -1242,8 +1243,57 @@ impl Counters {
                 n
             }
         };
-        self.known_sessions.insert(key.clone(), n);
+        self.known_sessions.insert(hash, key, n);
         Ok(n)
+    }
+}
+
+/// Session numbers by `session_ids` key, the keys kept end to end in one
+/// buffer rather than each in its own (a group names thousands of
+/// sessions, each once). A key is hashed once per lookup, for the lookup
+/// and the insert that may follow.
+#[derive(Default)]
+struct KnownSessions {
+    /// Hash of a key -> the last entry with that hash.
+    heads: FastMap<u64, u32>,
+    /// Each key's end in `bytes`, its number, and the entry before it
+    /// with the same hash (`u32::MAX` for none).
+    entries: Vec<(usize, u64, u32)>,
+    /// The keys, end to end.
+    bytes: Vec<u8>,
+    /// Hashes the keys (one seed per map, as `FastMap`'s).
+    hasher: crate::hashing::Keyed,
+}
+
+impl KnownSessions {
+    fn hash(&self, key: &[u8]) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(key)
+    }
+
+    /// The number of `key` (whose [`Self::hash`] is `hash`), if inserted.
+    fn get(&self, hash: u64, key: &[u8]) -> Option<u64> {
+        let mut at = *self.heads.get(&hash)?;
+        while let Some(&(end, n, before)) = self.entries.get(at as usize) {
+            let start = match at.checked_sub(1) {
+                Some(prev) => self.entries.get(prev as usize).map_or(0, |e| e.0),
+                None => 0,
+            };
+            if self.bytes.get(start..end) == Some(key) {
+                return Some(n);
+            }
+            at = before;
+        }
+        None
+    }
+
+    /// Records the number of `key` (not inserted yet; `hash` as for
+    /// [`Self::get`]).
+    fn insert(&mut self, hash: u64, key: &[u8], n: u64) {
+        let at = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
+        let before = self.heads.insert(hash, at).unwrap_or(u32::MAX);
+        self.bytes.extend_from_slice(key);
+        self.entries.push((self.bytes.len(), n, before));
     }
 }
 
@@ -1276,7 +1326,7 @@ mod tests {
             next_session,
             known: FastMap::default(),
             last_project: None,
-            known_sessions: FastMap::default(),
+            known_sessions: KnownSessions::default(),
             looked_up: 0,
             found_stored: 0,
             key: Vec::new(),
@@ -1327,6 +1377,40 @@ mod tests {
                 prop_assert_eq!(got, want);
             }
             txn.abort().unwrap();
+        }
+    }
+
+    proptest! {
+        /// `KnownSessions` gives back the number of each key inserted and
+        /// none for another, however the hashes collide (here they are
+        /// forced to) and whether keys are prefixes of one another.
+        #[test]
+        fn known_sessions_find_their_keys(
+            keys in prop::collection::vec((prop::collection::vec(0u8..3, 0..5), 0u64..4), 0..40),
+            asked in prop::collection::vec(prop::collection::vec(0u8..3, 0..5), 0..20),
+        ) {
+            let mut known = KnownSessions::default();
+            let mut want: BTreeMap<Vec<u8>, (u64, u64)> = BTreeMap::new();
+            for (n, (key, h)) in (0u64..).zip(&keys) {
+                let hash = if *h == 0 { known.hash(key) } else { *h };
+                match want.get(key) {
+                    Some(&(h, m)) => prop_assert_eq!(known.get(h, key), Some(m)),
+                    None => {
+                        prop_assert_eq!(known.get(hash, key), None);
+                        known.insert(hash, key, n);
+                        want.insert(key.clone(), (hash, n));
+                    }
+                }
+            }
+            for (key, &(h, n)) in &want {
+                prop_assert_eq!(known.get(h, key), Some(n));
+            }
+            for key in &asked {
+                for h in 1..4 {
+                    let expected = want.get(key).filter(|w| w.0 == h).map(|w| w.1);
+                    prop_assert_eq!(known.get(h, key), expected);
+                }
+            }
         }
     }
 
