@@ -675,6 +675,7 @@ impl IndexWriter {
                 .insert(project_id, codec::encode_value(&c).as_slice())?;
         }
         live.write(&mut t.segment_live)?;
+        counters.write_new_sessions(&mut t.session_ids)?;
         counters.store(&mut t.meta)?;
         t.meta.insert(META_APPLIED, applied_lsn)?;
         t.finish()
@@ -1125,6 +1126,14 @@ struct Counters {
     found_stored: u64,
     /// Scratch for building a `session_ids` key to look up.
     key: Vec<u8>,
+    /// Each project asked for a session in this group, with the greatest
+    /// `session_ids` key it had then (`None`: it had none): a key above
+    /// it is not stored, and no lookup is needed to know it.
+    last_stored: Vec<(u32, Option<Vec<u8>>)>,
+    /// New sessions whose keys sort above their project's stored ones, by
+    /// their place in `known_sessions`: not inserted at once but by
+    /// [`Counters::write_new_sessions`], in key order.
+    new_sessions: Vec<u32>,
 }
 
 impl Counters {
@@ -1139,6 +1148,8 @@ impl Counters {
             looked_up: 0,
             found_stored: 0,
             key: Vec::new(),
+            last_stored: Vec::new(),
+            new_sessions: Vec::new(),
         })
     }
 
@@ -1206,12 +1217,24 @@ impl Counters {
         }
         let n = self.next_session;
         let after = n.checked_add(1);
-        // Nearly every session looked up here is new to the index: its
-        // number is inserted at once, without a lookup first (one descent
-        // of the table, not two), and a stored number found in its place
-        // is put back. Once more than one in eight of the group's lookups
-        // has found its session stored, they look first, so that stored
-        // sessions do not each rewrite a page of the table for nothing.
+        // A key above every stored key of its project is not stored: it
+        // takes the next number, and is inserted with the group's other
+        // such keys, in key order, once the group's traces are read.
+        if let Some(after) = after
+            && above_stored(&mut self.last_stored, ids, project_id, key)?
+        {
+            self.next_session = after;
+            let at = self.known_sessions.insert(hash, key, n);
+            self.new_sessions.push(at);
+            return Ok(n);
+        }
+        // Otherwise the key is looked up. A session new to the index is
+        // numbered and inserted at once, without a lookup first (one
+        // descent of the table, not two), and a stored number found in its
+        // place is put back. Once more than one in eight of the group's
+        // lookups here has found its session stored, they look first, so
+        // that stored sessions do not each rewrite a page of the table for
+        // nothing.
         let insert_first = after.is_some() && self.found_stored.saturating_mul(8) <= self.looked_up;
         self.looked_up += 1;
         let stored = if insert_first {
@@ -1246,6 +1269,67 @@ impl Counters {
         self.known_sessions.insert(hash, key, n);
         Ok(n)
     }
+
+    /// Inserts the new sessions [`Counters::session`] held (keys above
+    /// their project's stored ones) into `session_ids`, in key order: one
+    /// cursor per project, at the gap above its stored keys, where redb
+    /// buffers the ascending run rather than descending the tree per key.
+    fn write_new_sessions(&mut self, ids: &mut Table<'_, &'static [u8], u64>) -> Result<()> {
+        let known = &self.known_sessions;
+        self.new_sessions
+            .sort_unstable_by(|&a, &b| known.key(a).cmp(known.key(b)));
+        let mut held = self.new_sessions.as_slice();
+        while let Some(&first) = held.first() {
+            let project = known.key(first).get(..4);
+            let run = held
+                .iter()
+                .position(|&at| known.key(at).get(..4) != project)
+                .unwrap_or(held.len());
+            let (now, rest) = held.split_at(run);
+            held = rest;
+            // The gap after the project's greatest stored key: every key of
+            // the run sorts above it, and below the next project's keys.
+            let mut cursor = ids.upper_bound_mut(std::ops::Bound::Excluded(known.key(first)))?;
+            for &at in now {
+                cursor.insert_before(known.key(at), known.number(at))?;
+            }
+            cursor.close()?;
+        }
+        self.new_sessions.clear();
+        Ok(())
+    }
+}
+
+/// Whether `key` (a `session_ids` key of `project_id`) sorts above every
+/// key of the project stored in `ids` when the project was first asked
+/// about in this group (remembered in `last_stored`).
+fn above_stored(
+    last_stored: &mut Vec<(u32, Option<Vec<u8>>)>,
+    ids: &Table<'_, &'static [u8], u64>,
+    project_id: u32,
+    key: &[u8],
+) -> Result<bool> {
+    let at = match last_stored.iter().position(|(p, _)| *p == project_id) {
+        Some(at) => at,
+        None => {
+            let lo = project_id.to_be_bytes();
+            let last = match project_id.checked_add(1) {
+                Some(next) => ids
+                    .range::<&[u8]>(&lo[..]..&next.to_be_bytes()[..])?
+                    .next_back(),
+                None => ids.range::<&[u8]>(&lo[..]..)?.next_back(),
+            };
+            let last = match last {
+                Some(entry) => Some(entry?.0.value().to_vec()),
+                None => None,
+            };
+            last_stored.push((project_id, last));
+            last_stored.len() - 1
+        }
+    };
+    Ok(last_stored
+        .get(at)
+        .is_some_and(|(_, last)| last.as_deref().is_none_or(|l| key > l)))
 }
 
 /// Session numbers by `session_ids` key, the keys kept end to end in one
@@ -1274,12 +1358,8 @@ impl KnownSessions {
     /// The number of `key` (whose [`Self::hash`] is `hash`), if inserted.
     fn get(&self, hash: u64, key: &[u8]) -> Option<u64> {
         let mut at = *self.heads.get(&hash)?;
-        while let Some(&(end, n, before)) = self.entries.get(at as usize) {
-            let start = match at.checked_sub(1) {
-                Some(prev) => self.entries.get(prev as usize).map_or(0, |e| e.0),
-                None => 0,
-            };
-            if self.bytes.get(start..end) == Some(key) {
+        while let Some(&(_, n, before)) = self.entries.get(at as usize) {
+            if self.key(at) == key {
                 return Some(n);
             }
             at = before;
@@ -1289,11 +1369,28 @@ impl KnownSessions {
 
     /// Records the number of `key` (not inserted yet; `hash` as for
     /// [`Self::get`]).
-    fn insert(&mut self, hash: u64, key: &[u8], n: u64) {
+    /// Returns the key's place, for [`Self::key`] and [`Self::number`].
+    fn insert(&mut self, hash: u64, key: &[u8], n: u64) -> u32 {
         let at = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
         let before = self.heads.insert(hash, at).unwrap_or(u32::MAX);
         self.bytes.extend_from_slice(key);
         self.entries.push((self.bytes.len(), n, before));
+        at
+    }
+
+    /// The key inserted at `at` (empty for a place not given out).
+    fn key(&self, at: u32) -> &[u8] {
+        let end = self.entries.get(at as usize).map_or(0, |e| e.0);
+        let start = match at.checked_sub(1) {
+            Some(prev) => self.entries.get(prev as usize).map_or(0, |e| e.0),
+            None => 0,
+        };
+        self.bytes.get(start..end).unwrap_or_default()
+    }
+
+    /// The number inserted at `at` (0 for a place not given out).
+    fn number(&self, at: u32) -> u64 {
+        self.entries.get(at as usize).map_or(0, |e| e.1)
     }
 }
 
@@ -1330,6 +1427,8 @@ mod tests {
             looked_up: 0,
             found_stored: 0,
             key: Vec::new(),
+            last_stored: Vec::new(),
+            new_sessions: Vec::new(),
         }
     }
 
@@ -1339,33 +1438,50 @@ mod tests {
         /// changed, and the counter moves past each number given out.
         #[test]
         fn session_numbers_are_found_or_given_out_in_order(
-            stored in prop::collection::btree_map((0u32..3, 0u8..40), any::<u64>(), 0..30),
+            stored in prop::collection::btree_map((0u32..4, 0u8..40), any::<u64>(), 0..30),
             next in 0u64..1_000_000,
-            asked in prop::collection::vec((0u32..3, 0u8..40), 0..80),
+            asked in prop::collection::vec((0u32..4, 0u8..40), 0..80),
+            groups in prop::collection::vec(0usize..80, 0..4),
         ) {
             let dir = tempfile::tempdir().unwrap();
             let db = redb::Database::create(dir.path().join("t.redb")).unwrap();
+            // Names that are prefixes of one another ("session-1" of
+            // "session-12"), in projects whose keys neighbour (the last one
+            // with no project after it).
             let name = |s: u8| format!("session-{s}");
+            let project = |p: u32| if p == 3 { u32::MAX } else { p };
             let mut want: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
             let txn = db.begin_write().unwrap();
             {
                 let mut ids = txn.open_table(IDS).unwrap();
                 for (&(p, s), &n) in &stored {
-                    let key = super::super::session_id_key(p, &name(s));
+                    let key = super::super::session_id_key(project(p), &name(s));
                     ids.insert(key.as_slice(), n).unwrap();
                     want.insert(key, n);
                 }
-                let mut c = counters(next);
+                // The requests split into groups (each with its own
+                // counters, as `apply` has, writing the held sessions at
+                // its end).
+                let mut cuts: Vec<usize> = groups.iter().map(|&g| g.min(asked.len())).collect();
+                cuts.push(0);
+                cuts.push(asked.len());
+                cuts.sort_unstable();
                 let mut want_next = next;
-                for &(p, s) in &asked {
-                    let key = super::super::session_id_key(p, &name(s));
-                    let expected = *want.entry(key).or_insert_with(|| {
-                        want_next += 1;
-                        want_next - 1
-                    });
-                    prop_assert_eq!(c.session(&mut ids, p, &name(s)).unwrap(), expected);
+                for bounds in cuts.windows(2) {
+                    let mut c = counters(want_next);
+                    for &(p, s) in &asked[bounds[0]..bounds[1]] {
+                        let p = project(p);
+                        let key = super::super::session_id_key(p, &name(s));
+                        let expected = *want.entry(key).or_insert_with(|| {
+                            want_next += 1;
+                            want_next - 1
+                        });
+                        prop_assert_eq!(c.session(&mut ids, p, &name(s)).unwrap(), expected);
+                    }
+                    prop_assert_eq!(c.next_session, want_next);
+                    c.write_new_sessions(&mut ids).unwrap();
+                    prop_assert!(c.new_sessions.is_empty());
                 }
-                prop_assert_eq!(c.next_session, want_next);
                 let got: BTreeMap<Vec<u8>, u64> = ids
                     .iter()
                     .unwrap()
@@ -1591,6 +1707,10 @@ mod tests {
             let mut c = counters(u64::MAX);
             assert_eq!(c.session(&mut ids, 1, "old").unwrap(), 7);
             assert!(c.session(&mut ids, 1, "new").is_err());
+            // Above the stored key, and in a project with none.
+            assert!(c.session(&mut ids, 1, "query").is_err());
+            assert!(c.session(&mut ids, 2, "new").is_err());
+            c.write_new_sessions(&mut ids).unwrap();
             assert_eq!(c.next_session, u64::MAX);
             assert_eq!(ids.len().unwrap(), 1);
         }
