@@ -322,14 +322,19 @@ fn put_attributes(w: &mut impl Sink, attrs: &[KeyValue]) {
     for kv in attrs {
         put_str(w, &kv.key);
         match &kv.value {
-            AttributeValue::String(s) => {
-                w.put(0);
-                put_str(w, s);
-            }
-            AttributeValue::Bool(b) => {
-                w.put(1);
-                w.put(u8::from(*b));
-            }
+            AttributeValue::String(s) => match u8::try_from(s.len()) {
+                // The variant and a one-byte length in one write (one
+                // capacity check, not two: most values are short).
+                Ok(n) if n < 251 => {
+                    w.put_all(&[0, n]);
+                    w.put_all(s.as_bytes());
+                }
+                _ => {
+                    w.put(0);
+                    put_str(w, s);
+                }
+            },
+            AttributeValue::Bool(b) => w.put_all(&[1, u8::from(*b)]),
             AttributeValue::Int(i) => {
                 w.put(2);
                 put_i64(w, *i);
