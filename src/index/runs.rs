@@ -559,22 +559,8 @@ impl RunWriter {
         change: Option<u64>,
     ) -> Result<()> {
         let len = head.len() + rest.len();
-        if self.in_block > 0 {
-            // The block key holds its first tail.
-            let entry = self.key.len() + self.block.len() + change_len(len, change);
-            if self.in_block == BLOCK_ENTRIES || entry > BLOCK_ENTRY_BYTES {
-                self.put_block(runs)?;
-            }
-        }
-        if self.in_block == 0 {
-            self.key.truncate(KEY_PREFIX);
-            self.key.extend_from_slice(head);
-            self.key.extend_from_slice(rest);
-        }
-        encode_change(&mut self.block, head, rest, change)?;
-        self.in_block += 1;
-        self.count += 1;
-        Ok(())
+        self.begin_entry(runs, change_len(len, change), head, rest)?;
+        encode_change(&mut self.block, head, rest, change)
     }
 
     /// [`Self::push`] for a change already encoded, as a merge reads it
@@ -585,17 +571,32 @@ impl RunWriter {
         tail: &[u8],
         encoded: &[u8],
     ) -> Result<()> {
+        self.begin_entry(runs, encoded.len(), tail, &[])?;
+        self.block.extend_from_slice(encoded);
+        Ok(())
+    }
+
+    /// Makes room for an entry of `entry_bytes` encoded bytes to the tail
+    /// `head` ‖ `rest` (writing the block first when the entry would not
+    /// fit in it; a new block's key holds its first tail) and counts it.
+    fn begin_entry(
+        &mut self,
+        runs: &mut Table<'_, &'static [u8], &'static [u8]>,
+        entry_bytes: usize,
+        head: &[u8],
+        rest: &[u8],
+    ) -> Result<()> {
         if self.in_block > 0 {
-            let entry = self.key.len() + self.block.len() + encoded.len();
+            let entry = self.key.len() + self.block.len() + entry_bytes;
             if self.in_block == BLOCK_ENTRIES || entry > BLOCK_ENTRY_BYTES {
                 self.put_block(runs)?;
             }
         }
         if self.in_block == 0 {
             self.key.truncate(KEY_PREFIX);
-            self.key.extend_from_slice(tail);
+            self.key.extend_from_slice(head);
+            self.key.extend_from_slice(rest);
         }
-        self.block.extend_from_slice(encoded);
         self.in_block += 1;
         self.count += 1;
         Ok(())
