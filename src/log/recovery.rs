@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::file::{self, SegmentFile};
 use super::frame::{
@@ -258,6 +259,57 @@ fn scan_segment(
     })
 }
 
+/// Checks every frame of the sealed segments `(path, bytes, from)`: each
+/// must scan cleanly to its end. Returns the frames checked, or the error
+/// of the first segment (in log order) that fails.
+///
+/// Two segments or more are checked on two threads, each taking the next
+/// unchecked segment: the checksums of a replay's frames (1 GiB after a
+/// long crash) are all the open does before the replay starts, and the
+/// second core has nothing else to do then.
+fn scan_sealed(segments: &[(&Path, &[u8], u64)], max: u32) -> Result<u64> {
+    let scan_one = |&(path, bytes, off): &(&Path, &[u8], u64)| {
+        let mut src = SliceSource { bytes, path };
+        scan_segment(&mut src, path, off, max, false).map(|s| s.frames)
+    };
+    if segments.len() < 2 {
+        return segments.iter().map(scan_one).sum();
+    }
+    let next = AtomicUsize::new(0);
+    // The segments one thread checked, by place: (place, frames or error).
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(segment) = segments.get(i) else {
+                return done;
+            };
+            let result = scan_one(segment);
+            let failed = result.is_err();
+            done.push((i, result));
+            if failed {
+                // Later segments do not matter once one fails; earlier
+                // ones still do (the first failure in log order is the
+                // one reported), and the other thread checks those.
+                return done;
+            }
+        }
+    };
+    let (mine, theirs) = std::thread::scope(|scope| {
+        let helper = scope.spawn(work);
+        let mine = work();
+        (mine, helper.join())
+    });
+    let theirs = theirs.map_err(|_| Error::panicked())?;
+    let mut results: Vec<(usize, Result<u64>)> = mine.into_iter().chain(theirs).collect();
+    results.sort_unstable_by_key(|(i, _)| *i);
+    let mut frames = 0u64;
+    for (_, result) in results {
+        frames += result?;
+    }
+    Ok(frames)
+}
+
 /// Where the CRC-checked part of the log begins: segment index and offset.
 fn scan_start(bases: &[Lsn], scan_from: Lsn, paths: &[PathBuf]) -> Result<(usize, u64)> {
     let first = bases.first().copied().unwrap_or(0);
@@ -424,20 +476,21 @@ pub(super) fn recover(
         .get(first_idx)
         .map_or(Lsn::MAX, |base| base.saturating_add(first_off));
     let max = opts.max_frame_bytes;
-    let mut frames_scanned = 0u64;
-    for (i, ((_, path), map)) in sealed.iter().zip(&maps).enumerate() {
-        if i < first_idx {
-            continue;
-        }
-        let off = if i == first_idx {
-            first_off
-        } else {
-            SEGMENT_HEADER_LEN
-        };
-        let mut src = SliceSource { bytes: map, path };
-        // A sealed segment scans cleanly to its end or fails.
-        frames_scanned += scan_segment(&mut src, path, off, max, false)?.frames;
-    }
+    let to_scan: Vec<(&Path, &[u8], u64)> = sealed
+        .iter()
+        .zip(&maps)
+        .enumerate()
+        .skip(first_idx)
+        .map(|(i, ((_, path), map))| {
+            let off = if i == first_idx {
+                first_off
+            } else {
+                SEGMENT_HEADER_LEN
+            };
+            (path.as_path(), &map[..], off)
+        })
+        .collect();
+    let mut frames_scanned = scan_sealed(&to_scan, max)?;
     let last_idx = sealed.len();
     let start_off = if first_idx == last_idx {
         first_off

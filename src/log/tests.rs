@@ -565,6 +565,59 @@ fn flipped_bits_in_a_sealed_segment_are_corruption() -> TestResult {
     Ok(())
 }
 
+/// Sealed segments are checked on two threads; whichever finishes first,
+/// the damage reported is the first one in log order, and a clean log
+/// counts every frame once.
+#[test]
+fn the_first_damaged_sealed_segment_is_the_one_reported() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let lsns = build(tmp.path(), small(), 60)?;
+    let (log, report) = Log::open(tmp.path(), small(), 0)?;
+    let segs = log.segments();
+    drop(log);
+    assert_eq!(report.frames_scanned, 60);
+    let sealed: Vec<&SegmentInfo> = segs.iter().filter(|s| s.sealed).collect();
+    assert!(sealed.len() >= 6, "expected several sealed segments");
+    // Each sealed segment's first frame: (record number, lsn, segment).
+    let firsts: Vec<(u32, Lsn, &SegmentInfo)> = sealed
+        .iter()
+        .filter_map(|seg| {
+            let k = lsns
+                .iter()
+                .position(|&l| seg_of(&segs, l).map(|s| s.base) == Some(seg.base))?;
+            Some((u32::try_from(k).ok()?, lsns[k], *seg))
+        })
+        .collect();
+    let n = firsts.len();
+    for (a, b) in [
+        (0, 1),
+        (0, n - 1),
+        (1, n - 2),
+        (n - 2, n - 1),
+        (2, 3),
+        (n / 2, n / 2 + 1),
+    ] {
+        let copy = copy_dir(tmp.path())?;
+        let mut first_damaged = None;
+        for &i in &[b, a] {
+            let (k, lsn, seg) = firsts[i];
+            let path = copy.path().join(seg.path.file_name().ok_or("no name")?);
+            // A bit in the middle of the payload: the checksum fails.
+            let plen = payload(k).len() as u64;
+            flip_bit(&path, lsn - seg.base + 9 + plen / 2, 2)?;
+            first_damaged = Some((path, lsn - seg.base));
+        }
+        let (path, off) = first_damaged.ok_or("none")?;
+        expect_corruption(Log::open(copy.path(), small(), 0), &path, off)
+            .map_err(|e| format!("segments {a} and {b} damaged: {e}"))?;
+    }
+    // Checked from a later segment on, only the frames from there count.
+    let (k, lsn, _) = firsts[n / 2];
+    let (_, report) = Log::open(tmp.path(), small(), lsn)?;
+    assert_eq!(report.frames_scanned, 60 - u64::from(k));
+    Ok(())
+}
+
 #[test]
 fn damaged_segment_headers_are_reported() -> TestResult {
     let tmp = tempfile::tempdir()?;
