@@ -143,10 +143,13 @@ impl ChunkSet {
     pub fn encode(&self) -> Vec<u8> {
         match self {
             ChunkSet::Sparse(v) => {
-                let mut out = Vec::with_capacity(1 + v.len() * 2);
-                out.push(0);
-                for x in v {
-                    out.extend_from_slice(&x.to_le_bytes());
+                // The tag (0) and every offset's two bytes written into
+                // place, not pushed one by one.
+                let mut out = vec![0u8; 1 + v.len() * 2];
+                if let Some(body) = out.get_mut(1..) {
+                    for (d, x) in body.chunks_exact_mut(2).zip(v) {
+                        d.copy_from_slice(&x.to_le_bytes());
+                    }
                 }
                 out
             }
@@ -453,61 +456,106 @@ const CHUNK_WORDS: usize = CHUNK / 64;
 /// may repeat), passed to `emit` by chunk ascending, each in the smaller
 /// encoding: the sessions are set in one bitmap over the chunks from the
 /// lowest session's to the highest's (`words`, reused), one shift and or
-/// each. Returns false, emitting nothing, when that range holds more
-/// chunks than there are sessions (sessions far apart).
+/// each, in one pass: the bitmap starts at the first session's chunk and
+/// widens when a session falls outside it. Returns false, emitting
+/// nothing, when that range holds more chunks than there are sessions
+/// (sessions far apart).
 fn bitmap_chunks(
     first: u64,
     rest: &[u64],
     words: &mut Vec<u64>,
+    scratch: &mut OffsetScratch,
     mut emit: impl FnMut(u32, ChunkSet),
 ) -> bool {
-    let (lo, hi) = rest
-        .iter()
-        .fold((first, first), |(lo, hi), &s| (lo.min(s), hi.max(s)));
-    let (from, to) = (chunk_of(lo).0, chunk_of(hi).0);
-    let chunks = (to - from) as usize + 1;
-    if chunks > rest.len() + 1 {
-        return false;
-    }
-    let base = u64::from(from) << CHUNK_BITS;
+    let limit = rest.len() + 1;
+    let mut from = chunk_of(first).0;
+    let mut base = u64::from(from) << CHUNK_BITS;
     words.clear();
-    words.resize(chunks * CHUNK_WORDS, 0);
-    let mut set = |s: u64| {
+    words.resize(CHUNK_WORDS, 0);
+    if let Some(w) = words.get_mut(((first - base) >> 6) as usize) {
+        *w |= 1 << (first & 63);
+    }
+    for &s in rest {
+        // Below `base` the difference wraps to far above the bitmap.
+        let bit = s.wrapping_sub(base);
+        if let Some(w) = words.get_mut((bit >> 6) as usize) {
+            *w |= 1 << (bit & 63);
+            continue;
+        }
+        if !widen(words, &mut from, s, limit) {
+            return false;
+        }
+        base = u64::from(from) << CHUNK_BITS;
         let bit = s - base;
         if let Some(w) = words.get_mut((bit >> 6) as usize) {
             *w |= 1 << (bit & 63);
         }
-    };
-    set(first);
-    for &s in rest {
-        set(s);
     }
     for (c, chunk) in (from..).zip(words.chunks_exact(CHUNK_WORDS)) {
-        let members: u32 = chunk.iter().map(|w| w.count_ones()).sum();
-        if members == 0 {
-            continue;
+        if let Some(set) = chunk_set(chunk, scratch) {
+            emit(c, set);
         }
-        let set = if (members as usize) * 2 >= BITMAP_BYTES {
+    }
+    true
+}
+
+/// Widens the bitmap `words` (whole chunks from chunk `from`) to hold
+/// session `s`, zero-filled; false, leaving it as it was, when it would
+/// then span more than `limit` chunks.
+fn widen(words: &mut Vec<u64>, from: &mut u32, s: u64, limit: usize) -> bool {
+    let chunks = words.len() / CHUNK_WORDS;
+    let c = chunk_of(s).0;
+    if c < *from {
+        let more = (*from - c) as usize;
+        if chunks + more > limit {
+            return false;
+        }
+        words.splice(0..0, std::iter::repeat_n(0, more * CHUNK_WORDS));
+        *from = c;
+    } else {
+        let need = (c - *from) as usize + 1;
+        if need > limit {
+            return false;
+        }
+        words.resize(need * CHUNK_WORDS, 0);
+    }
+    true
+}
+
+/// Members of a chunk at which the bitmap is the smaller encoding.
+const DENSE_FROM: usize = BITMAP_BYTES / 2;
+
+/// Room for the offsets [`chunk_set`] lists: it stops after the word that
+/// brings them to [`DENSE_FROM`].
+type OffsetScratch = [u16; DENSE_FROM + 64];
+
+/// The set one chunk's bitmap words hold, in the smaller encoding, or
+/// `None` when empty. Offsets are listed (into `scratch`) until they
+/// reach [`DENSE_FROM`], so a dense chunk is not counted whole.
+fn chunk_set(chunk: &[u64], scratch: &mut OffsetScratch) -> Option<ChunkSet> {
+    let mut n = 0usize;
+    for (base, &w) in (0u16..).step_by(64).zip(chunk) {
+        let mut w = w;
+        while w != 0 {
+            // Below `DENSE_FROM` before this word, so within the scratch.
+            if let Some(slot) = scratch.get_mut(n) {
+                #[expect(clippy::cast_possible_truncation, reason = "below 64")]
+                let bit = w.trailing_zeros() as u16;
+                *slot = base + bit;
+            }
+            n += 1;
+            w &= w - 1;
+        }
+        if n >= DENSE_FROM {
             let mut bits = Box::new([0u8; BITMAP_BYTES]);
             for (b, w) in bits.chunks_exact_mut(8).zip(chunk) {
                 b.copy_from_slice(&w.to_le_bytes());
             }
-            ChunkSet::Dense(bits)
-        } else {
-            let mut offsets = Vec::with_capacity(members as usize);
-            for (base, &w) in (0u16..).step_by(64).zip(chunk) {
-                let mut w = w;
-                while w != 0 {
-                    #[expect(clippy::cast_possible_truncation, reason = "below 64")]
-                    offsets.push(base + w.trailing_zeros() as u16);
-                    w &= w - 1;
-                }
-            }
-            ChunkSet::Sparse(offsets)
-        };
-        emit(c, set);
+            return Some(ChunkSet::Dense(bits));
+        }
     }
-    true
+    let offsets = scratch.get(..n)?;
+    (n > 0).then(|| ChunkSet::Sparse(offsets.to_vec()))
 }
 
 impl Postings {
@@ -543,6 +591,7 @@ impl Postings {
         terms.sort_unstable_by_key(|(t, _)| **t);
         let mut out = Vec::new();
         let mut words = Vec::new();
+        let mut scratch = [0u16; DENSE_FROM + 64];
         for (&t, list) in terms {
             #[expect(clippy::cast_possible_truncation, reason = "halves of the term")]
             let (project_id, tri) = ((t >> 32) as u32, t as u32);
@@ -555,9 +604,15 @@ impl Postings {
                 continue;
             }
             if list.rest.len() >= SORT_AT_MOST
-                && bitmap_chunks(list.first, &list.rest, &mut words, |c, set| {
-                    out.push((posting_key(project_id, tri, c), set));
-                })
+                && bitmap_chunks(
+                    list.first,
+                    &list.rest,
+                    &mut words,
+                    &mut scratch,
+                    |c, set| {
+                        out.push((posting_key(project_id, tri, c), set));
+                    },
+                )
             {
                 continue;
             }
@@ -636,6 +691,8 @@ mod tests {
     use super::*;
 
     use std::collections::BTreeSet;
+
+    use proptest::strategy::{Just, Strategy};
 
     #[test]
     fn trigrams_are_unicode_and_lowercase() {
@@ -863,6 +920,95 @@ mod tests {
                 written.extend(set.sessions(key_chunk(k)).into_iter().map(|s| (p, t, s)));
             }
             prop_assert_eq!(written, model);
+        }
+    }
+
+    proptest::proptest! {
+        /// `bitmap_chunks` in one pass, widening its bitmap either way,
+        /// emits what a sorted set of the sessions grouped by chunk holds,
+        /// and refuses exactly when the sessions' chunks span more chunks
+        /// than there are sessions.
+        #[test]
+        fn bitmap_chunks_match_a_sorted_set(
+            first in 0..40_000u64,
+            rest in proptest::collection::vec(0..40_000u64, 0..400),
+            near in proptest::collection::vec(0..600u64, 0..1200),
+            scale in 0..3u32,
+        ) {
+            use std::collections::BTreeMap;
+            // Near `first` (dense chunks), or spread out by `scale`.
+            let rest: Vec<u64> = rest
+                .into_iter()
+                .map(|s| s << (6 * scale))
+                .chain(near.into_iter().map(|d| (first + d).saturating_sub(300)))
+                .collect();
+            let mut model: BTreeMap<u32, BTreeSet<u16>> = BTreeMap::new();
+            for &s in std::iter::once(&first).chain(&rest) {
+                let (c, o) = chunk_of(s);
+                model.entry(c).or_default().insert(o);
+            }
+            let (lo, hi) = (
+                *model.keys().next().unwrap_or(&0),
+                *model.keys().last().unwrap_or(&0),
+            );
+            let refuses = (hi - lo) as usize + 1 > rest.len() + 1;
+            let (mut words, mut scratch) = (vec![7u64; 3], [9u16; DENSE_FROM + 64]);
+            let mut got = Vec::new();
+            let done = bitmap_chunks(first, &rest, &mut words, &mut scratch, |c, set| {
+                got.push((c, set));
+            });
+            proptest::prop_assert_eq!(done, !refuses);
+            if done {
+                let want: Vec<(u32, ChunkSet)> = model
+                    .into_iter()
+                    .map(|(c, o)| (c, ChunkSet::from_sorted(o.into_iter().collect())))
+                    .collect();
+                proptest::prop_assert_eq!(got, want);
+            } else {
+                proptest::prop_assert!(got.is_empty());
+            }
+        }
+
+        /// `chunk_set` (offsets listed until the bitmap is smaller) gives
+        /// what `from_bitmap` (members counted first) gives.
+        #[test]
+        fn chunk_set_matches_from_bitmap(
+            words in proptest::collection::vec(
+                proptest::prop_oneof![
+                    Just(0u64),
+                    proptest::num::u64::ANY,
+                    (0..64u32).prop_map(|b| 1u64 << b),
+                ],
+                CHUNK_WORDS,
+            ),
+        ) {
+            let mut bits = Box::new([0u8; BITMAP_BYTES]);
+            for (b, w) in bits.chunks_exact_mut(8).zip(&words) {
+                b.copy_from_slice(&w.to_le_bytes());
+            }
+            let want = ChunkSet::from_bitmap(bits);
+            let mut scratch = [9u16; DENSE_FROM + 64];
+            let got = chunk_set(&words, &mut scratch);
+            if want == ChunkSet::Sparse(Vec::new()) {
+                proptest::prop_assert_eq!(got, None);
+            } else {
+                proptest::prop_assert_eq!(got, Some(want));
+            }
+        }
+
+        /// A sparse set's encoding is the tag 0 and each offset's two
+        /// little-endian bytes, in order.
+        #[test]
+        fn sparse_encoding_is_tag_and_offsets(
+            offsets in proptest::collection::btree_set(0..4096u16, 0..300),
+        ) {
+            let offsets: Vec<u16> = offsets.into_iter().collect();
+            let mut want = vec![0u8];
+            for o in &offsets {
+                want.extend_from_slice(&o.to_le_bytes());
+            }
+            let set = ChunkSet::Sparse(offsets);
+            proptest::prop_assert_eq!(set.encode(), want);
         }
     }
 
