@@ -339,6 +339,9 @@ const SESSIONS_FIRST_ROOM: usize = 15;
 #[derive(Debug)]
 struct SessionList {
     first: u64,
+    /// The session added last (repeats end on it): one compare, not a
+    /// look at the vector's end.
+    last: u64,
     rest: Vec<u64>,
 }
 
@@ -346,12 +349,9 @@ impl SessionList {
     fn new(session: u64) -> Self {
         Self {
             first: session,
+            last: session,
             rest: Vec::new(),
         }
-    }
-
-    fn last(&self) -> u64 {
-        self.rest.last().copied().unwrap_or(self.first)
     }
 
     /// Appends a session. A term in two sessions of a group is usually in
@@ -362,6 +362,7 @@ impl SessionList {
             self.rest.reserve_exact(SESSIONS_FIRST_ROOM);
         }
         self.rest.push(session);
+        self.last = session;
     }
 
     fn iter(&self) -> impl Iterator<Item = u64> + '_ {
@@ -373,6 +374,7 @@ impl SessionList {
         self.rest.reserve(1 + other.rest.len());
         self.rest.push(other.first);
         self.rest.extend_from_slice(&other.rest);
+        self.last = other.last;
     }
 }
 
@@ -396,12 +398,17 @@ pub(crate) fn for_each_trigram(text: &str, mut f: impl FnMut(Trigram)) {
     }
     // ASCII lowercases byte by byte; the code of (a, b, c) is the rolling
     // `a << 14 | b << 7 | c`.
-    let mut code: u32 = 0;
-    for (i, b) in text.bytes().enumerate() {
+    // The first two bytes start the code; every later one ends a trigram.
+    let bytes = text.as_bytes();
+    let (Some(head), Some(tail)) = (bytes.get(..2), bytes.get(2..)) else {
+        return;
+    };
+    let mut code = head.iter().fold(0u32, |code, b| {
+        (code << 7) | u32::from(b.to_ascii_lowercase())
+    });
+    for b in tail {
         code = ((code << 7) | u32::from(b.to_ascii_lowercase())) & 0x1f_ffff;
-        if i >= 2 {
-            f(code);
-        }
+        f(code);
     }
 }
 
@@ -439,7 +446,7 @@ pub(crate) fn queue(batch: &mut BatchPostings, project_id: u32, session: u64, te
                 }
                 Entry::Occupied(mut o) => {
                     let sessions = o.get_mut();
-                    if sessions.last() != session {
+                    if sessions.last != session {
                         sessions.push(session);
                         batch.len += 1;
                     }
@@ -862,7 +869,7 @@ mod tests {
                 v.insert(SessionList::new(session));
             }
             Entry::Occupied(mut o) => {
-                if o.get().last() != session {
+                if o.get().last != session {
                     o.get_mut().push(session);
                 }
             }
