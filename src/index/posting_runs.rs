@@ -73,13 +73,27 @@ pub(crate) fn write_run(txn: &WriteTransaction, chunks: &[([u8; 12], ChunkSet)])
     };
     {
         let mut runs = txn.open_table(SEARCH_RUNS)?;
-        let encoded: Vec<([u8; 20], Vec<u8>)> = chunks
+        // Every value encoded into one buffer (not a vector each), then
+        // taken from it by its end.
+        let mut values = Vec::new();
+        let ends: Vec<usize> = chunks
             .iter()
-            .map(|(key, set)| (run_key(seq, key), set.encode()))
+            .map(|(_, set)| {
+                set.encode_into(&mut values);
+                values.len()
+            })
             .collect();
+        let starts = std::iter::once(0).chain(ends.iter().copied());
+        let entries = chunks
+            .iter()
+            .zip(starts.zip(&ends))
+            .map(|((key, _), (from, &to))| {
+                (run_key(seq, key), values.get(from..to).unwrap_or_default())
+            });
         // Every run's sequence is above those stored, so the run goes to
         // the table's end.
-        super::append_ascending(&mut runs, encoded.iter().map(|(k, v)| (k, v.as_slice())))?;
+        let keys_values: Vec<([u8; 20], &[u8])> = entries.collect();
+        super::append_ascending(&mut runs, keys_values.iter().map(|(k, v)| (k, *v)))?;
     }
     let count = {
         let mut list = txn.open_table(SEARCH_RUN_LIST)?;

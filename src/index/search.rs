@@ -141,23 +141,29 @@ impl ChunkSet {
 
     /// Encodes with the tag byte.
     pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends the encoding (with the tag byte) to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
         match self {
             ChunkSet::Sparse(v) => {
                 // The tag (0) and every offset's two bytes written into
                 // place, not pushed one by one.
-                let mut out = vec![0u8; 1 + v.len() * 2];
-                if let Some(body) = out.get_mut(1..) {
+                let at = out.len();
+                out.resize(at + 1 + v.len() * 2, 0);
+                if let Some(body) = out.get_mut(at + 1..) {
                     for (d, x) in body.chunks_exact_mut(2).zip(v) {
                         d.copy_from_slice(&x.to_le_bytes());
                     }
                 }
-                out
             }
             ChunkSet::Dense(bits) => {
-                let mut out = Vec::with_capacity(1 + BITMAP_BYTES);
+                out.reserve(1 + BITMAP_BYTES);
                 out.push(1);
                 out.extend_from_slice(bits.as_slice());
-                out
             }
         }
     }
@@ -1015,7 +1021,16 @@ mod tests {
                 want.extend_from_slice(&o.to_le_bytes());
             }
             let set = ChunkSet::Sparse(offsets);
-            proptest::prop_assert_eq!(set.encode(), want);
+            proptest::prop_assert_eq!(set.encode(), want.clone());
+            // Appended after what a buffer holds, and a dense set after it.
+            let mut out = vec![5u8; 3];
+            set.encode_into(&mut out);
+            let dense = ChunkSet::Dense(Box::new([0xa5; BITMAP_BYTES]));
+            dense.encode_into(&mut out);
+            let mut all = vec![5u8; 3];
+            all.extend_from_slice(&want);
+            all.extend_from_slice(&dense.encode());
+            proptest::prop_assert_eq!(out, all);
         }
     }
 
