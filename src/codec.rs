@@ -104,14 +104,14 @@ pub(crate) fn put_span_body(w: &mut impl Sink, span: &Span) {
     }
     put_str(w, &span.name);
     put_varint(w, span_kind_index(span.kind));
-    put_varint(w, span.start_time_unix_nano);
-    put_varint(w, span.end_time_unix_nano);
+    put_time(w, span.start_time_unix_nano);
+    put_time(w, span.end_time_unix_nano);
     put_varint(w, status_index(span.status.code));
     put_str(w, &span.status.message);
     put_attributes(w, &span.attributes);
     put_len(w, span.events.len());
     for e in &span.events {
-        put_varint(w, e.time_unix_nano);
+        put_time(w, e.time_unix_nano);
         put_str(w, &e.name);
         put_attributes(w, &e.attributes);
     }
@@ -261,18 +261,38 @@ pub(crate) fn put_varint(w: &mut impl Sink, v: u64) {
     }
 }
 
-/// [`put_varint`] of a value of 251 or more.
+/// [`put_varint`] of a value of 251 or more: its marker and its bytes in
+/// one write (one capacity check, not two).
 #[inline(never)]
 fn put_wide_varint(w: &mut impl Sink, v: u64) {
     if let Ok(v) = u16::try_from(v) {
-        w.put(251);
-        w.put_all(&v.to_le_bytes());
+        let [a, b] = v.to_le_bytes();
+        w.put_all(&[251, a, b]);
     } else if let Ok(v) = u32::try_from(v) {
-        w.put(252);
-        w.put_all(&v.to_le_bytes());
+        let [a, b, c, d] = v.to_le_bytes();
+        w.put_all(&[252, a, b, c, d]);
     } else {
-        w.put(253);
-        w.put_all(&v.to_le_bytes());
+        put_nine_byte_varint(w, v);
+    }
+}
+
+/// [`put_varint`] of a value above `u32::MAX`: the marker and the eight
+/// bytes in one write.
+#[inline(always)]
+fn put_nine_byte_varint(w: &mut impl Sink, v: u64) {
+    let [a, b, c, d, e, f, g, h] = v.to_le_bytes();
+    w.put_all(&[253, a, b, c, d, e, f, g, h]);
+}
+
+/// [`put_varint`] (the same bytes) for a value usually above `u32::MAX`,
+/// as times in nanoseconds since the epoch are: that case inline, without
+/// the one-byte test and the call.
+#[inline(always)]
+pub(crate) fn put_time(w: &mut impl Sink, v: u64) {
+    if v > u64::from(u32::MAX) {
+        put_nine_byte_varint(w, v);
+    } else {
+        put_varint(w, v);
     }
 }
 
@@ -1305,7 +1325,68 @@ mod tests {
 
 #[cfg(test)]
 mod wire_tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// The varint writer before the marker and the bytes were written
+    /// together: the model the current writers must match byte for byte.
+    fn model_varint(w: &mut Vec<u8>, v: u64) {
+        if v < 251 {
+            w.push(v as u8);
+        } else if let Ok(v) = u16::try_from(v) {
+            w.push(251);
+            w.extend_from_slice(&v.to_le_bytes());
+        } else if let Ok(v) = u32::try_from(v) {
+            w.push(252);
+            w.extend_from_slice(&v.to_le_bytes());
+        } else {
+            w.push(253);
+            w.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+
+    /// Values on both sides of every varint form's bounds.
+    fn any_varint() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            0..300u64,
+            65_000..70_000u64,
+            (u64::from(u32::MAX) - 300)..(u64::from(u32::MAX) + 300),
+            any::<u64>(),
+            Just(u64::MAX),
+        ]
+    }
+
+    proptest! {
+        /// `put_varint` and `put_time` write the model's bytes (which are
+        /// bincode's), after whatever the buffer held, and read back.
+        #[test]
+        fn varint_writers_write_the_models_bytes(
+            values in proptest::collection::vec(any_varint(), 0..8),
+            before in proptest::collection::vec(any::<u8>(), 0..4),
+        ) {
+            let mut model = before.clone();
+            let mut varint = before.clone();
+            let mut time = before.clone();
+            for &v in &values {
+                model_varint(&mut model, v);
+                put_varint(&mut varint, v);
+                put_time(&mut time, v);
+                prop_assert_eq!(encode_value(&v), {
+                    let mut one = Vec::new();
+                    put_time(&mut one, v);
+                    one
+                });
+            }
+            prop_assert_eq!(&varint, &model);
+            prop_assert_eq!(&time, &model);
+            let mut r = WireReader::new(&time[before.len()..]);
+            for &v in &values {
+                prop_assert_eq!(r.u64().ok(), Some(v));
+            }
+            prop_assert!(r.finish().is_ok());
+        }
+    }
 
     /// Every varint form bincode reads (including non-minimal ones) reads
     /// the same here, and the forms it rejects are rejected.

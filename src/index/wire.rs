@@ -10,7 +10,7 @@
 //! `TurnView`); the rest is decoded by bincode. The tests below check the bytes, and the
 //! decoded values, are bincode's.
 
-use crate::codec::{DecodeError, Wire, WireReader, put_len, put_str, put_varint};
+use crate::codec::{DecodeError, Wire, WireReader, put_len, put_str, put_time, put_varint};
 use crate::model::{COMMON_MIME_TYPES, IoValue, Tokens, TraceStatus, mime_type_of};
 
 use super::session::SessionState;
@@ -99,17 +99,24 @@ impl Wire for IoValue {
 }
 
 impl Wire for SpanFact {
+    #[inline]
     fn put(&self, w: &mut Vec<u8>) {
-        self.span_id.put(w);
-        self.parent.put(w);
-        self.start.put(w);
-        self.lsn.put(w);
+        // The span id and the parent (its tag and id) in one write.
+        let [a, b, c, d, e, f, g, h] = self.span_id;
+        match self.parent {
+            None => w.extend_from_slice(&[a, b, c, d, e, f, g, h, 0]),
+            Some([i, j, k, l, m, n, o, p]) => {
+                w.extend_from_slice(&[a, b, c, d, e, f, g, h, 1, i, j, k, l, m, n, o, p]);
+            }
+        }
+        put_time(w, self.start);
+        put_varint(w, self.lsn);
     }
 }
 
 impl Wire for Earliest {
     fn put(&self, w: &mut Vec<u8>) {
-        self.start.put(w);
+        put_time(w, self.start);
         self.span_id.put(w);
         self.value.put(w);
     }
@@ -118,7 +125,7 @@ impl Wire for Earliest {
 impl Wire for RootInfo {
     fn put(&self, w: &mut Vec<u8>) {
         self.span_id.put(w);
-        self.start.put(w);
+        put_time(w, self.start);
         self.project.put(w);
         self.session_id.put(w);
     }
@@ -127,7 +134,7 @@ impl Wire for RootInfo {
 impl Wire for Filing {
     fn put(&self, w: &mut Vec<u8>) {
         self.session.put(w);
-        self.start.put(w);
+        put_time(w, self.start);
     }
 }
 
@@ -152,11 +159,10 @@ impl Wire for TraceRecord {
         } = self;
         w.reserve(spans.len() * 24 + 64);
         spans.put(w);
-        start.put(w);
-        end.put(w);
+        put_time(w, *start);
+        put_time(w, *end);
         tokens.put(w);
-        any_error.put(w);
-        any_ok.put(w);
+        w.extend_from_slice(&[u8::from(*any_error), u8::from(*any_ok)]);
         root.put(w);
         earliest_project.put(w);
         earliest_session.put(w);
@@ -182,9 +188,10 @@ impl Wire for TurnBody {
             user,
             more_conflicts,
         } = self;
-        end.put(w);
-        head_span_id.put(w);
-        root_missing.put(w);
+        put_time(w, *end);
+        // The head's id and the root_missing flag in one write.
+        let [a, b, c, d, e, f, g, h] = *head_span_id;
+        w.extend_from_slice(&[a, b, c, d, e, f, g, h, u8::from(*root_missing)]);
         input.put(w);
         output.put(w);
         tokens.put(w);
@@ -199,7 +206,7 @@ impl Wire for TurnBody {
 /// `(trace start, trace id, root input or output)` of a session summary.
 impl Wire for (u64, [u8; 16], IoValue) {
     fn put(&self, w: &mut Vec<u8>) {
-        self.0.put(w);
+        put_time(w, self.0);
         self.1.put(w);
         self.2.put(w);
     }
@@ -208,7 +215,7 @@ impl Wire for (u64, [u8; 16], IoValue) {
 /// `(span start, trace id, span id, user)` of a session summary.
 impl Wire for (u64, [u8; 16], [u8; 8], String) {
     fn put(&self, w: &mut Vec<u8>) {
-        self.0.put(w);
+        put_time(w, self.0);
         self.1.put(w);
         self.2.put(w);
         self.3.put(w);
@@ -236,8 +243,8 @@ impl Wire for SessionState {
         num_traces.put(w);
         num_errors.put(w);
         tokens.put(w);
-        start.put(w);
-        end.put(w);
+        put_time(w, *start);
+        put_time(w, *end);
         first_input.put(w);
         last_output.put(w);
         user.put(w);
