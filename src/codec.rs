@@ -284,6 +284,23 @@ fn put_nine_byte_varint(w: &mut impl Sink, v: u64) {
     w.put_all(&[253, a, b, c, d, e, f, g, h]);
 }
 
+/// [`put_varint`] (the same bytes) with every form inline: for the hot
+/// loops whose values are often wide (a span fact's LSN, token counts).
+#[inline(always)]
+pub(crate) fn put_varint_inline(w: &mut impl Sink, v: u64) {
+    if v < 251 {
+        w.put(v as u8);
+    } else if let Ok(v) = u16::try_from(v) {
+        let [a, b] = v.to_le_bytes();
+        w.put_all(&[251, a, b]);
+    } else if let Ok(v) = u32::try_from(v) {
+        let [a, b, c, d] = v.to_le_bytes();
+        w.put_all(&[252, a, b, c, d]);
+    } else {
+        put_nine_byte_varint(w, v);
+    }
+}
+
 /// [`put_varint`] (the same bytes) for a value usually above `u32::MAX`,
 /// as times in nanoseconds since the epoch are: that case inline, without
 /// the one-byte test and the call.
@@ -1358,7 +1375,7 @@ mod wire_tests {
     }
 
     proptest! {
-        /// `put_varint` and `put_time` write the model's bytes (which are
+        /// `put_varint`, `put_time` and `put_varint_inline` write the model's bytes (which are
         /// bincode's), after whatever the buffer held, and read back.
         #[test]
         fn varint_writers_write_the_models_bytes(
@@ -1368,10 +1385,12 @@ mod wire_tests {
             let mut model = before.clone();
             let mut varint = before.clone();
             let mut time = before.clone();
+            let mut inline = before.clone();
             for &v in &values {
                 model_varint(&mut model, v);
                 put_varint(&mut varint, v);
                 put_time(&mut time, v);
+                put_varint_inline(&mut inline, v);
                 prop_assert_eq!(encode_value(&v), {
                     let mut one = Vec::new();
                     put_time(&mut one, v);
@@ -1380,6 +1399,7 @@ mod wire_tests {
             }
             prop_assert_eq!(&varint, &model);
             prop_assert_eq!(&time, &model);
+            prop_assert_eq!(&inline, &model);
             let mut r = WireReader::new(&time[before.len()..]);
             for &v in &values {
                 prop_assert_eq!(r.u64().ok(), Some(v));

@@ -10,7 +10,9 @@
 //! `TurnView`); the rest is decoded by bincode. The tests below check the bytes, and the
 //! decoded values, are bincode's.
 
-use crate::codec::{DecodeError, Wire, WireReader, put_len, put_str, put_time, put_varint};
+use crate::codec::{
+    DecodeError, Wire, WireReader, put_len, put_str, put_time, put_varint, put_varint_inline,
+};
 use crate::model::{COMMON_MIME_TYPES, IoValue, Tokens, TraceStatus, mime_type_of};
 
 use super::session::SessionState;
@@ -74,10 +76,11 @@ impl Wire for String {
 }
 
 impl Wire for Tokens {
+    #[inline]
     fn put(&self, w: &mut Vec<u8>) {
-        put_varint(w, self.prompt);
-        put_varint(w, self.completion);
-        put_varint(w, self.total);
+        put_varint_inline(w, self.prompt);
+        put_varint_inline(w, self.completion);
+        put_varint_inline(w, self.total);
     }
 }
 
@@ -102,15 +105,21 @@ impl Wire for SpanFact {
     #[inline]
     fn put(&self, w: &mut Vec<u8>) {
         // The span id and the parent (its tag and id) in one write.
-        let [a, b, c, d, e, f, g, h] = self.span_id;
         match self.parent {
-            None => w.extend_from_slice(&[a, b, c, d, e, f, g, h, 0]),
-            Some([i, j, k, l, m, n, o, p]) => {
-                w.extend_from_slice(&[a, b, c, d, e, f, g, h, 1, i, j, k, l, m, n, o, p]);
+            None => {
+                let mut b = [0u8; 9];
+                b[..8].copy_from_slice(&self.span_id);
+                w.extend_from_slice(&b);
+            }
+            Some(p) => {
+                let mut b = [1u8; 17];
+                b[..8].copy_from_slice(&self.span_id);
+                b[9..].copy_from_slice(&p);
+                w.extend_from_slice(&b);
             }
         }
         put_time(w, self.start);
-        put_varint(w, self.lsn);
+        put_varint_inline(w, self.lsn);
     }
 }
 
@@ -128,6 +137,47 @@ impl Wire for RootInfo {
         put_time(w, self.start);
         self.project.put(w);
         self.session_id.put(w);
+    }
+}
+
+/// An optional [`Earliest`], as `Option::put` writes it: the tag, a start
+/// above `u32::MAX` (nine bytes) and the span id in one write.
+fn put_earliest(w: &mut Vec<u8>, e: &Option<Earliest>) {
+    match e {
+        None => w.push(0),
+        Some(e) if e.start > u64::from(u32::MAX) => {
+            let mut b = [1u8; 18];
+            b[1] = 253;
+            b[2..10].copy_from_slice(&e.start.to_le_bytes());
+            b[10..].copy_from_slice(&e.span_id);
+            w.extend_from_slice(&b);
+            put_str(w, &e.value);
+        }
+        Some(e) => {
+            w.push(1);
+            e.put(w);
+        }
+    }
+}
+
+/// An optional [`RootInfo`], as `Option::put` writes it: the tag, the
+/// span id and a start above `u32::MAX` (nine bytes) in one write.
+fn put_root(w: &mut Vec<u8>, r: &Option<RootInfo>) {
+    match r {
+        None => w.push(0),
+        Some(r) if r.start > u64::from(u32::MAX) => {
+            let mut b = [1u8; 18];
+            b[1..9].copy_from_slice(&r.span_id);
+            b[9] = 253;
+            b[10..].copy_from_slice(&r.start.to_le_bytes());
+            w.extend_from_slice(&b);
+            put_str(w, &r.project);
+            r.session_id.put(w);
+        }
+        Some(r) => {
+            w.push(1);
+            r.put(w);
+        }
     }
 }
 
@@ -163,12 +213,12 @@ impl Wire for TraceRecord {
         put_time(w, *end);
         tokens.put(w);
         w.extend_from_slice(&[u8::from(*any_error), u8::from(*any_ok)]);
-        root.put(w);
-        earliest_project.put(w);
-        earliest_session.put(w);
+        put_root(w, root);
+        put_earliest(w, earliest_project);
+        put_earliest(w, earliest_session);
         session_ids.put(w);
         more_session_ids.put(w);
-        user.put(w);
+        put_earliest(w, user);
         filing.put(w);
     }
 }
@@ -190,15 +240,16 @@ impl Wire for TurnBody {
         } = self;
         put_time(w, *end);
         // The head's id and the root_missing flag in one write.
-        let [a, b, c, d, e, f, g, h] = *head_span_id;
-        w.extend_from_slice(&[a, b, c, d, e, f, g, h, u8::from(*root_missing)]);
+        let mut b = [u8::from(*root_missing); 9];
+        b[..8].copy_from_slice(head_span_id);
+        w.extend_from_slice(&b);
         input.put(w);
         output.put(w);
         tokens.put(w);
         status.put(w);
         num_spans.put(w);
         conflicts.put(w);
-        user.put(w);
+        put_earliest(w, user);
         more_conflicts.put(w);
     }
 }
