@@ -355,7 +355,7 @@ impl IndexWriter {
             let mut changed = false;
             // Room for the group's spans at once, not grown one by one.
             spares.reserve_facts(&mut rec.spans, recs.len());
-            for r in recs.iter() {
+            for r in recs.iter_mut() {
                 let project = project_of(r);
                 let added = rec.add_with(r, project, &mut spares);
                 if added {

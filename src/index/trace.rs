@@ -127,6 +127,7 @@ impl SpanInfo {
 }
 
 /// One span of a batch, already written to the log at `lsn`.
+#[cfg_attr(test, derive(Clone))]
 pub(crate) struct NewRecord {
     pub lsn: u64,
     /// Index into its batch's project names (see [`NewRecords`]).
@@ -306,12 +307,25 @@ impl TraceRecord {
     /// changes nothing) when a span with the same id is already stored.
     #[cfg(test)]
     pub fn add(&mut self, new: &NewRecord, project: &str) -> bool {
-        self.add_with(new, project, &mut Spares::default())
+        self.add_with(&mut new.clone(), project, &mut Spares::default())
     }
 
     /// [`TraceRecord::add`], taking the strings and vectors it needs from
-    /// `spares` where it can.
-    pub fn add_with(&mut self, new: &NewRecord, project: &str, spares: &mut Spares) -> bool {
+    /// `spares` where it can. A span it folds in gives its session id's
+    /// buffer to `spares` (leaving `new.session_id` empty): the group's
+    /// spans then bring as many buffers as their records take, where the
+    /// names a group takes out of its records (see
+    /// [`TraceRecord::take_names`]) used to leave the spares short, and
+    /// every record that found none allocated its root's strings.
+    pub fn add_with(&mut self, new: &mut NewRecord, project: &str, spares: &mut Spares) -> bool {
+        let added = self.add_info(new, project, spares);
+        if added && let Some(s) = new.session_id.take() {
+            spares.keep_string(s);
+        }
+        added
+    }
+
+    fn add_info(&mut self, new: &NewRecord, project: &str, spares: &mut Spares) -> bool {
         let span = &new.span;
         let fact = SpanFact {
             span_id: span.span_id,
@@ -837,7 +851,12 @@ mod tests {
                     let r = record_of(g);
                     let project = "p".repeat(usize::from(g.3) * 7 + 1);
                     let added = plain.add(&r, &project);
-                    prop_assert_eq!(reused.add_with(&r, &project, &mut spares), added);
+                    let mut taken = r.clone();
+                    prop_assert_eq!(reused.add_with(&mut taken, &project, &mut spares), added);
+                    // A span folded in gives its session id's buffer; a
+                    // duplicate keeps it.
+                    let left = if added { None } else { r.session_id.clone() };
+                    prop_assert_eq!(taken.session_id, left);
                 }
                 prop_assert_eq!(&reused, &plain);
                 prop_assert!(spares.strings.len() <= SPARES_KEPT);
