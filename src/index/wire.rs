@@ -97,7 +97,37 @@ impl Wire for TraceStatus {
 impl Wire for IoValue {
     fn put(&self, w: &mut Vec<u8>) {
         put_str(w, &self.value);
-        put_str(w, &self.mime_type);
+        put_mime_type(w, &self.mime_type);
+    }
+}
+
+/// A mime type, as `put_str` writes it: the common ones as constants
+/// (their length and bytes in one write, no copy call).
+#[inline]
+fn put_mime_type(w: &mut Vec<u8>, mime_type: &str) {
+    match mime_type {
+        "text/plain" => w.extend_from_slice(b"\x0atext/plain"),
+        "application/json" => w.extend_from_slice(b"\x10application/json"),
+        other => put_str(w, other),
+    }
+}
+
+/// An optional root input or output, as `Option::put` writes it: the tag
+/// and a one-byte length in one write.
+fn put_io(w: &mut Vec<u8>, io: &Option<IoValue>) {
+    match io {
+        None => w.push(0),
+        Some(v) => {
+            match u8::try_from(v.value.len()) {
+                Ok(n) if n < 251 => w.extend_from_slice(&[1, n]),
+                _ => {
+                    w.push(1);
+                    put_len(w, v.value.len());
+                }
+            }
+            w.extend_from_slice(v.value.as_bytes());
+            put_mime_type(w, &v.mime_type);
+        }
     }
 }
 
@@ -181,6 +211,34 @@ fn put_root(w: &mut Vec<u8>, r: &Option<RootInfo>) {
     }
 }
 
+/// An optional [`Filing`], as `Option::put` writes it: with a session
+/// number below 65,536 and a start above `u32::MAX` (nine bytes), all in
+/// one write.
+fn put_filing(w: &mut Vec<u8>, f: &Option<Filing>) {
+    match f {
+        Some(f) if f.start > u64::from(u32::MAX) && f.session < 251 => {
+            let mut b = [1u8; 11];
+            b[1] = f.session as u8;
+            b[2] = 253;
+            b[3..].copy_from_slice(&f.start.to_le_bytes());
+            w.extend_from_slice(&b);
+        }
+        Some(f) if f.start > u64::from(u32::MAX) && f.session <= u64::from(u16::MAX) => {
+            let mut b = [1u8; 13];
+            b[1] = 251;
+            b[2..4].copy_from_slice(&(f.session as u16).to_le_bytes());
+            b[4] = 253;
+            b[5..].copy_from_slice(&f.start.to_le_bytes());
+            w.extend_from_slice(&b);
+        }
+        None => w.push(0),
+        Some(f) => {
+            w.push(1);
+            f.put(w);
+        }
+    }
+}
+
 impl Wire for Filing {
     fn put(&self, w: &mut Vec<u8>) {
         self.session.put(w);
@@ -219,7 +277,7 @@ impl Wire for TraceRecord {
         session_ids.put(w);
         more_session_ids.put(w);
         put_earliest(w, user);
-        filing.put(w);
+        put_filing(w, filing);
     }
 }
 
@@ -243,8 +301,8 @@ impl Wire for TurnBody {
         let mut b = [u8::from(*root_missing); 9];
         b[..8].copy_from_slice(head_span_id);
         w.extend_from_slice(&b);
-        input.put(w);
-        output.put(w);
+        put_io(w, input);
+        put_io(w, output);
         tokens.put(w);
         status.put(w);
         num_spans.put(w);
@@ -495,7 +553,11 @@ mod tests {
     fn io() -> impl Strategy<Value = IoValue> {
         (
             text(),
-            prop_oneof![Just("text/plain".to_owned()), ".{0,12}"],
+            prop_oneof![
+                Just("text/plain".to_owned()),
+                Just("application/json".to_owned()),
+                ".{0,12}"
+            ],
         )
             .prop_map(|(value, mime)| IoValue::new(value, &mime))
     }
