@@ -331,6 +331,41 @@ impl Wire for (u64, [u8; 16], [u8; 8], String) {
     }
 }
 
+/// A summary's optional first input or last output, as `Option::put`
+/// writes it: the tag, a start above `u32::MAX` (nine bytes) and the
+/// trace id in one write.
+fn put_endpoint(w: &mut Vec<u8>, e: &Option<(u64, [u8; 16], IoValue)>) {
+    match e {
+        Some((start, trace_id, io)) if *start > u64::from(u32::MAX) => {
+            let mut b = [1u8; 26];
+            b[1] = 253;
+            b[2..10].copy_from_slice(&start.to_le_bytes());
+            b[10..].copy_from_slice(trace_id);
+            w.extend_from_slice(&b);
+            io.put(w);
+        }
+        e => e.put(w),
+    }
+}
+
+/// A summary's optional user, as `Option::put` writes it: the tag, a
+/// start above `u32::MAX` (nine bytes), the trace id and the span id in
+/// one write.
+fn put_session_user(w: &mut Vec<u8>, u: &Option<(u64, [u8; 16], [u8; 8], String)>) {
+    match u {
+        Some((start, trace_id, span_id, user)) if *start > u64::from(u32::MAX) => {
+            let mut b = [1u8; 34];
+            b[1] = 253;
+            b[2..10].copy_from_slice(&start.to_le_bytes());
+            b[10..26].copy_from_slice(trace_id);
+            b[26..].copy_from_slice(span_id);
+            w.extend_from_slice(&b);
+            put_str(w, user);
+        }
+        u => u.put(w),
+    }
+}
+
 impl Wire for SessionState {
     fn put(&self, w: &mut Vec<u8>) {
         let SessionState {
@@ -354,9 +389,9 @@ impl Wire for SessionState {
         tokens.put(w);
         put_time(w, *start);
         put_time(w, *end);
-        first_input.put(w);
-        last_output.put(w);
-        user.put(w);
+        put_endpoint(w, first_input);
+        put_endpoint(w, last_output);
+        put_session_user(w, user);
     }
 }
 
