@@ -667,16 +667,19 @@ impl Postings {
             if sessions.len() > SORT_AT_MOST {
                 // Many sessions far apart: a bitmap per chunk met, no sort.
                 let mut maps: Vec<(u32, Box<[u8; BITMAP_BYTES]>)> = Vec::new();
+                // Where each chunk's bitmap is, for sessions out of order
+                // (a search of `maps` each would be quadratic).
+                let mut places: FastMap<u32, usize> = FastMap::default();
                 for &session in sessions.iter() {
                     let (chunk, offset) = chunk_of(session);
                     // Sessions arrive nearly in order: the chunk is
                     // almost always the last one.
-                    let i = match maps.iter().rposition(|(c, _)| *c == chunk) {
-                        Some(i) => i,
-                        None => {
+                    let i = match maps.last() {
+                        Some((c, _)) if *c == chunk => maps.len() - 1,
+                        _ => *places.entry(chunk).or_insert_with(|| {
                             maps.push((chunk, Box::new([0u8; BITMAP_BYTES])));
                             maps.len() - 1
-                        }
+                        }),
                     };
                     if let Some((_, bits)) = maps.get_mut(i) {
                         set_bit(bits, offset);
