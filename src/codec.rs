@@ -261,10 +261,16 @@ pub(crate) fn put_varint(w: &mut impl Sink, v: u64) {
     }
 }
 
-/// [`put_varint`] of a value of 251 or more: its marker and its bytes in
-/// one write (one capacity check, not two).
+/// [`put_varint`] of a value of 251 or more, out of line.
 #[inline(never)]
 fn put_wide_varint(w: &mut impl Sink, v: u64) {
+    put_wide_varint_inline(w, v);
+}
+
+/// [`put_varint`] of a value of 251 or more: its marker and its bytes in
+/// one write (one capacity check, not two).
+#[inline(always)]
+fn put_wide_varint_inline(w: &mut impl Sink, v: u64) {
     if let Ok(v) = u16::try_from(v) {
         let [a, b] = v.to_le_bytes();
         w.put_all(&[251, a, b]);
@@ -290,14 +296,8 @@ fn put_nine_byte_varint(w: &mut impl Sink, v: u64) {
 pub(crate) fn put_varint_inline(w: &mut impl Sink, v: u64) {
     if v < 251 {
         w.put(v as u8);
-    } else if let Ok(v) = u16::try_from(v) {
-        let [a, b] = v.to_le_bytes();
-        w.put_all(&[251, a, b]);
-    } else if let Ok(v) = u32::try_from(v) {
-        let [a, b, c, d] = v.to_le_bytes();
-        w.put_all(&[252, a, b, c, d]);
     } else {
-        put_nine_byte_varint(w, v);
+        put_wide_varint_inline(w, v);
     }
 }
 
