@@ -590,7 +590,9 @@ impl IndexWriter {
             records: record_writes,
             sessions: summaries,
         } = writes;
-        turn_writes.entries.sort_unstable_by_key(|(w, _)| *w);
+        // (Placed by session number, the key's first eight bytes, then
+        // sorted within each session.)
+        super::radix::sort_by_lead(&mut turn_writes.entries, |(w, _)| lead(w.0), |(w, _)| *w);
         let last = t.turns.last()?.map(|(k, _)| key_words(k.value()));
         let mut tail = Vec::new();
         for (w, v) in &turn_writes.entries {
@@ -610,9 +612,11 @@ impl IndexWriter {
         super::append_ascending(&mut t.turns, tail.iter().map(|(k, body)| (k, *body)))?;
         // A new trace's home is an LSN of this group, above every stored
         // home: new records go to the end of the table in one run.
-        record_writes
-            .entries
-            .sort_unstable_by_key(|(home, _)| *home);
+        super::radix::sort_by_lead(
+            &mut record_writes.entries,
+            |(home, _)| *home,
+            |(home, _)| *home,
+        );
         let last = t.trace_records.last()?.map(|(k, _)| k.value());
         let (stored, new) = record_writes.entries.split_at(
             record_writes
@@ -639,7 +643,7 @@ impl IndexWriter {
             .enumerate()
             .map(|(at, (session, _))| (*session, at))
             .collect();
-        by_session.sort_unstable();
+        super::radix::sort_by_lead(&mut by_session, |&(session, _)| session, |&e| e);
         for run in by_session.chunk_by(|a, b| a.0 == b.0) {
             let Some(&(session, _)) = run.first() else {
                 continue;
@@ -1016,6 +1020,12 @@ fn group_by_trace(batch: &mut [NewRecord]) -> (Vec<&mut NewRecord>, usize) {
         }
     }
     (places.into_iter().flatten().collect(), traces.len())
+}
+
+/// The first eight bytes of a big-endian word, as a number (a turn key's
+/// session): words whose leads differ are ordered as the leads are.
+fn lead(word: u128) -> u64 {
+    (word >> 64) as u64
 }
 
 /// A 32-byte key as two big-endian words: ordered as the bytes are.

@@ -12,6 +12,7 @@ mod delete;
 pub(crate) mod facts;
 pub(crate) mod home_runs;
 pub(crate) mod posting_runs;
+mod radix;
 pub(crate) mod runs;
 pub(crate) mod search;
 pub(crate) mod segments;
