@@ -68,7 +68,13 @@ pub(crate) fn write_run(txn: &WriteTransaction, homes: &FastMap<[u8; 16], u64>) 
     };
     let mut run: Vec<(&[u8; 16], &u64)> = homes.iter().collect();
     // Big-endian bytes sort as the integer does.
-    run.sort_unstable_by_key(|(id, _)| u128::from_be_bytes(**id));
+    // Placed by the ids' first two bytes, then sorted where those tie
+    // (random ids seldom do; ids that share them are sorted as before).
+    super::radix::sort_by_lead(
+        &mut run,
+        |(id, _)| u64::from(u16::from_be_bytes([id[0], id[1]])),
+        |(id, _)| u128::from_be_bytes(**id),
+    );
     let blocks: Vec<([u8; 24], Vec<u8>)> = run
         .chunks(BLOCK_HOMES)
         .filter_map(|block| {
@@ -186,6 +192,66 @@ mod tests {
                 prop_assert_eq!(stored(&db), model.clone());
                 prop_assert_eq!(runs(&db), (0..written).collect::<Vec<_>>());
             }
+        }
+
+        /// A run's blocks are its homes in the ids' byte order, cut every
+        /// `BLOCK_HOMES`, each keyed by the sequence and its first id:
+        /// byte for byte, entries and keys.
+        #[test]
+        fn a_runs_blocks_are_its_homes_in_id_order(
+            homes in prop_oneof![
+                prop::collection::hash_map(any::<[u8; 16]>(), any::<u64>(), 1..20),
+                // Ids alike in their first bytes, and runs of several blocks.
+                prop::collection::hash_map(
+                    (any::<u8>(), any::<[u8; 2]>()).prop_map(|(a, b)| {
+                        let mut id = [0x80; 16];
+                        id[14] = a;
+                        id[..2].copy_from_slice(&b);
+                        id
+                    }),
+                    any::<u64>(),
+                    1000..2600,
+                ),
+            ],
+            runs_before in 0u64..3,
+        ) {
+            let db = Database::builder()
+                .create_with_backend(InMemoryBackend::new())
+                .unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(HOME_RUNS).unwrap();
+            for _ in 0..runs_before {
+                write_run(&txn, &[([0; 16], 0)].into_iter().collect()).unwrap();
+            }
+            let homes: FastMap<[u8; 16], u64> = homes.into_iter().collect();
+            write_run(&txn, &homes).unwrap();
+            txn.commit().unwrap();
+            let sorted: std::collections::BTreeMap<[u8; 16], u64> =
+                homes.iter().map(|(k, v)| (*k, *v)).collect();
+            let sorted: Vec<([u8; 16], u64)> = sorted.into_iter().collect();
+            let mut want: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+            for block in sorted.chunks(BLOCK_HOMES) {
+                let mut key = runs_before.to_be_bytes().to_vec();
+                key.extend_from_slice(&block[0].0);
+                let mut value = Vec::new();
+                for (id, home) in block {
+                    value.extend_from_slice(id);
+                    value.extend_from_slice(&home.to_le_bytes());
+                }
+                want.push((key, value));
+            }
+            let txn = db.begin_read().unwrap();
+            let table = txn.open_table(HOME_RUNS).unwrap();
+            let got: Vec<(Vec<u8>, Vec<u8>)> = table
+                .iter()
+                .unwrap()
+                .map(|e| {
+                    let (k, v) = e.unwrap();
+                    (k.value().to_vec(), v.value().to_vec())
+                })
+                .filter(|(k, _)| k[..8] == runs_before.to_be_bytes())
+                .collect();
+            prop_assert_eq!(got, want);
         }
     }
 }
