@@ -486,37 +486,42 @@ impl IndexWriter {
                     .push(key_words(&turn_key(f.session, f.start, tid)), Some(body));
             }
 
-            let old = old_filing.zip(old_body);
-            let new = new_filing.zip(new_body);
+            // A turn with both filings and bodies in one session is one
+            // delta; otherwise one for the old turn and one for the new,
+            // each that has both. (The bodies move straight into the
+            // deltas, not through pairs first: a body is a few hundred
+            // bytes.)
+            let old = old_filing.filter(|_| old_body.is_some());
+            let new = new_filing.filter(|_| new_body.is_some());
             match (old, new) {
-                (Some((of, ob)), Some((nf, nb))) if of.session == nf.session => {
+                (Some(of), Some(nf)) if of.session == nf.session => {
                     deltas.push((
                         nf.session,
                         Delta {
                             trace_id: tid,
-                            old: Some((of.start, ob)),
-                            new: Some((nf.start, nb)),
+                            old: old_body.map(|ob| (of.start, ob)),
+                            new: new_body.map(|nb| (nf.start, nb)),
                         },
                     ));
                 }
                 (old, new) => {
-                    if let Some((of, ob)) = old {
+                    if let Some(of) = old {
                         deltas.push((
                             of.session,
                             Delta {
                                 trace_id: tid,
-                                old: Some((of.start, ob)),
+                                old: old_body.map(|ob| (of.start, ob)),
                                 new: None,
                             },
                         ));
                     }
-                    if let Some((nf, nb)) = new {
+                    if let Some(nf) = new {
                         deltas.push((
                             nf.session,
                             Delta {
                                 trace_id: tid,
                                 old: None,
-                                new: Some((nf.start, nb)),
+                                new: new_body.map(|nb| (nf.start, nb)),
                             },
                         ));
                     }
