@@ -9,6 +9,8 @@ use bincode::config::{Configuration, Limit, LittleEndian, Varint};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::index::facts::{self, FactKeys, SessionIdSource};
+use crate::index::trace::{SpanHead, SpanInfo};
 use crate::model::{
     AttributeValue, Event, KeyValue, Link, Span, SpanId, SpanKind, Status, StatusCode, StoredSpan,
     TraceId,
@@ -475,6 +477,40 @@ impl<'a> WireReader<'a> {
         }
     }
 
+    /// A varint `u64` most often in its nine-byte form (a time in
+    /// nanoseconds): that form is read inline, the others as
+    /// [`Self::u64`] reads them.
+    #[inline(always)]
+    pub(crate) fn time(&mut self) -> Result<u64, DecodeError> {
+        if let Some((&VARINT_U64, rest)) = self.rest.split_first()
+            && let Some((bytes, rest)) = rest.split_first_chunk::<8>()
+        {
+            self.rest = rest;
+            return Ok(u64::from_le_bytes(*bytes));
+        }
+        self.u64()
+    }
+
+    /// The tag of an `Option` and, for `Some`, the `N` bytes that follow,
+    /// as [`Self::option`] and [`Self::array`] read them, inline.
+    #[inline(always)]
+    pub(crate) fn option_array<const N: usize>(&mut self) -> Result<Option<[u8; N]>, DecodeError> {
+        match self.rest.split_first() {
+            Some((0, rest)) => {
+                self.rest = rest;
+                Ok(None)
+            }
+            Some((1, rest)) => match rest.split_first_chunk::<N>() {
+                Some((bytes, rest)) => {
+                    self.rest = rest;
+                    Ok(Some(*bytes))
+                }
+                None => Err(truncated()),
+            },
+            _ => self.option().map(|_| None),
+        }
+    }
+
     /// A varint in its one-byte form, consumed; `None` (nothing consumed)
     /// for a wider form or at the end.
     #[inline(always)]
@@ -804,215 +840,240 @@ fn status_code(r: &mut WireReader<'_>) -> Result<StatusCode, DecodeError> {
     })
 }
 
-/// A span record read for what the indexes take of it and nothing else:
-/// the project, ids, parent, kind, times, status code and those of the
-/// span's attributes `keep` names (by their bytes as stored, and whether
-/// the span has no parent). The name, status message, resource, other
-/// attributes, events and links are stepped over: the result holds them
-/// empty. The whole record is still
-/// walked, so a payload the whole decoder finds cut short, too long or
-/// holding an unknown variant is an error here too; what is stepped over
-/// is not UTF-8-checked (the frame's CRC is checked by the log, and
-/// `verify` decodes every span whole). Bytes the whole decoder accepts
-/// give the same kept parts (property-tested in `span_wire_tests`).
-///
-/// A replay after a crash reads every span past the checkpoint only to
-/// index it; decoding each whole, every attribute an allocation, was
-/// most of the reading thread's work.
-///
-/// `old`, a span this returned before, lends its buffers (see
-/// [`FactsScratch`]); nothing of its content is left in the result.
+/// A span record read for what the indexes take of it and nothing else
+/// ([`FactsScratch::read`]), as a fresh scratch reads it: the project,
+/// the span's facts ([`SpanInfo`]) and its session id with `sources`,
+/// those `keys` was made with. For checks against the whole decoder.
 pub(crate) fn decode_span_facts(
     tag: u8,
     payload: &[u8],
-    keep: &KeepAttribute<'_>,
-    old: Option<StoredSpan>,
-) -> Result<StoredSpan, DecodeError> {
-    let mut scratch = FactsScratch::new();
-    if let Some(old) = old {
-        scratch.span = old;
-    }
-    scratch.read(tag, payload, keep)?;
-    Ok(scratch.span)
+    keys: &FactKeys<'_>,
+    sources: &[SessionIdSource],
+) -> Result<(String, SpanInfo, Option<String>), DecodeError> {
+    FactsScratch::new().read(tag, payload, keys, |f| f.facts(sources))
 }
 
-/// Which attributes [`decode_span_facts`] keeps: for a key (its bytes as
-/// stored) of a span with (`false`) or without (`true`) a parent, the
-/// key itself when it is kept (so that a kept key is not UTF-8-checked
-/// again: it equals a string), `None` when it is stepped over.
-pub(crate) type KeepAttribute<'k> = dyn Fn(&[u8], bool) -> Option<&'k str> + 'k;
+/// A span record read for its facts ([`FactsScratch::read`]): the
+/// project, what [`SpanInfo`] takes besides attributes, and the first
+/// attribute of each key of the [`FactKeys`] it was read with, in its
+/// slot (an [`facts::Attributes`]). String values are borrowed from the
+/// record.
+pub(crate) struct SpanFacts<'a> {
+    /// The span's project.
+    pub(crate) project: &'a str,
+    /// Its ids, times and status.
+    pub(crate) head: SpanHead,
+    slots: &'a [Slot<'a>],
+    others: &'a [AttributeValue],
+    keys: &'a FactKeys<'a>,
+}
 
-/// A string kept beyond this many bytes of room is freed rather than
-/// lent to the next span (see [`FactsScratch`]).
-const FACTS_STRING_KEEP: usize = 64 << 10;
+impl SpanFacts<'_> {
+    /// The span's facts, with its user id, and its session id with
+    /// `sources` (those the [`FactKeys`] it was read with were made with).
+    pub(crate) fn facts(&self, sources: &[SessionIdSource]) -> (String, SpanInfo, Option<String>) {
+        (
+            self.project.to_owned(),
+            SpanInfo::of_parts(self.head, self, facts::user_id(self)),
+            facts::session_id(self, sources),
+        )
+    }
+
+    #[inline(always)]
+    fn value(&self, slot: usize) -> Option<facts::Value<'_>> {
+        match self.slots.get(slot)? {
+            Slot::Absent => None,
+            Slot::Str(s) => Some(facts::Value::Str(s)),
+            Slot::Other(i) => self.others.get(*i).map(facts::Value::of),
+        }
+    }
+}
+
+impl facts::Attributes for SpanFacts<'_> {
+    #[inline(always)]
+    fn fact(&self, f: facts::Fact) -> Option<facts::Value<'_>> {
+        self.value(f.slot())
+    }
+
+    /// Source `i` of the sources [`Self::keys`] was made with: its key is
+    /// that source's.
+    #[inline(always)]
+    fn source(&self, i: usize, _: &str) -> Option<facts::Value<'_>> {
+        self.value(self.keys.source_slot(i)?)
+    }
+}
+
+/// What a [`SpanFacts`] holds of one key: nothing (the span has no
+/// attribute with it), a string value borrowed from the record, or the
+/// place of another value among those the scratch decoded.
+#[derive(Clone, Copy, Debug)]
+enum Slot<'p> {
+    Absent,
+    Str(&'p str),
+    Other(usize),
+}
+
+/// Slots a span read for its facts holds on the stack: as many as the
+/// facts' own keys and four more keys of session-id sources (the default
+/// sources name three); more sources' keys take slots on the heap.
+const STACK_SLOTS: usize = 16;
 
 /// Where a replay reads spans for their facts, one after another
-/// ([`FactsScratch::read`], the body of [`decode_span_facts`]): the span
-/// read last, whose project and kept attributes' keys and string values
-/// the next one reuses, and the strings no attribute of it holds (an
-/// attribute of another kind in their place, or fewer attributes), kept
-/// for the spans after it. A replay reads millions of spans; allocating
-/// each kept attribute's key and value, and freeing them once the facts
-/// were taken, cost its reading thread about an eighth of its
-/// instructions, and reusing them by position alone still allocated
-/// whenever a position held a string for one span and a number for the
-/// next. So each kept attribute takes the place of the last span's
-/// attribute there and rewrites its strings (giving them all back and
-/// taking them again cost the reading thread about a twentieth), and
-/// takes a spare string only where that one held none.
+/// ([`FactsScratch::read`]): the project of the span read last (spans
+/// nearly always name the one before's, which is then neither checked
+/// nor copied again) and the kept values that are not strings, reused
+/// from span to span. A replay reads millions of spans; an earlier reader
+/// built each span's kept attributes as a span (every key and string
+/// value copied, then looked up again by key for each fact, the input and
+/// output copied once more), most of the reading thread's work.
 pub(crate) struct FactsScratch {
-    /// The span read last (what [`decode_span_facts`] returns).
-    pub(crate) span: StoredSpan,
-    /// Strings for keys, and for string values, no attribute holds.
-    keys: Vec<String>,
-    values: Vec<String>,
+    /// The project of the span read last.
+    project: String,
+    /// Kept values that are not strings.
+    others: Vec<AttributeValue>,
 }
 
 impl FactsScratch {
     /// Empty buffers.
     pub(crate) fn new() -> Self {
         FactsScratch {
-            span: StoredSpan {
-                project: String::new(),
-                resource: Vec::new(),
-                span: Span::new(TraceId([0; 16]), SpanId([0; 8]), None, "", 0, 0),
-            },
-            keys: Vec::new(),
-            values: Vec::new(),
+            project: String::new(),
+            others: Vec::new(),
         }
     }
 
-    /// Reads the span record `payload` (frame tag `tag`) into
-    /// [`Self::span`], as [`decode_span_facts`] describes. After an
-    /// error the span holds parts of the record (a failed read stops a
-    /// replay); the next read replaces them all.
-    pub(crate) fn read<'k>(
+    /// Reads the span record `payload` (frame tag `tag`) for what the
+    /// indexes take of it and nothing else, and gives it to `then`: the
+    /// project, ids, parent, kind, times, status code and the first
+    /// attribute of each key `keys` holds (those read of a span without a
+    /// parent only when it has none). The name, status message, resource,
+    /// other attributes, events and links are stepped over. The whole
+    /// record is still walked, so a payload the whole decoder finds cut
+    /// short, too long or holding an unknown variant is an error here
+    /// too; what is stepped over is not UTF-8-checked (the frame's CRC is
+    /// checked by the log, and `verify` decodes every span whole). Bytes
+    /// the whole decoder accepts give the facts of the span it gives
+    /// (property-tested in `span_wire_tests`, and fuzzed by the
+    /// `record_decode` target).
+    pub(crate) fn read<R>(
         &mut self,
         tag: u8,
         payload: &[u8],
-        keep: &(impl Fn(&[u8], bool) -> Option<&'k str> + ?Sized),
-    ) -> Result<(), DecodeError> {
+        keys: &FactKeys<'_>,
+        then: impl FnOnce(&SpanFacts<'_>) -> R,
+    ) -> Result<R, DecodeError> {
         if tag != TAG_SPAN_V1 {
             return Err(DecodeError(format!("unknown frame tag {tag}")));
         }
-        let mut r = WireReader::new(payload);
-        let out = &mut self.span;
-        // Spans of a replay nearly always name the project the one before
-        // did: then it is neither checked nor copied again.
-        let project = r.str_bytes()?;
-        if out.project.as_bytes() != project {
-            let project = std::str::from_utf8(project)
-                .map_err(|e| DecodeError(format!("cannot decode: invalid UTF-8: {e}")))?;
-            out.project.clear();
-            out.project.push_str(project);
-        }
-        out.resource.clear();
-        skip_attributes(&mut r)?;
-        let span = &mut out.span;
-        span.trace_id = TraceId(r.array()?);
-        span.span_id = SpanId(r.array()?);
-        span.parent_span_id = if r.option()? {
-            Some(SpanId(r.array()?))
-        } else {
-            None
+        let mut stack = [Slot::Absent; STACK_SLOTS];
+        let mut heap = Vec::new();
+        let slots = match stack.get_mut(..keys.slots()) {
+            Some(slots) => slots,
+            None => {
+                heap.resize(keys.slots(), Slot::Absent);
+                &mut heap[..]
+            }
         };
-        span.name.clear();
-        r.skip_str()?;
-        span.kind = span_kind(&mut r)?;
-        span.start_time_unix_nano = r.u64()?;
-        span.end_time_unix_nano = r.u64()?;
-        span.status.code = status_code(&mut r)?;
-        span.status.message.clear();
-        r.skip_str()?;
-        let root = span.parent_span_id.is_none();
-        let n = r.len(MIN_KEY_VALUE_BYTES)?;
-        // Kept attributes so far: each takes the place of the last span's
-        // attribute there, and its strings.
-        let mut kept = 0;
-        for _ in 0..n {
-            let key = r.str_bytes()?;
-            let Some(key) = keep(key, root) else {
-                skip_value(&mut r)?;
-                continue;
-            };
-            let variant = r.u32()?;
-            match span.attributes.get_mut(kept) {
-                Some(kv) => {
-                    kv.key.clear();
-                    kv.key.push_str(key);
-                    if variant == 0 {
-                        let v = r.str()?;
-                        match &mut kv.value {
-                            AttributeValue::String(s) if s.capacity() <= FACTS_STRING_KEEP => {
-                                s.clear();
-                                s.push_str(v);
-                            }
-                            other => {
-                                let s = AttributeValue::String(spare_copy(&mut self.values, v));
-                                if let AttributeValue::String(old) = std::mem::replace(other, s) {
-                                    lend(&mut self.values, old);
-                                }
-                            }
-                        }
-                    } else {
-                        let value = read_value_of(variant, &mut r)?;
-                        if let AttributeValue::String(old) = std::mem::replace(&mut kv.value, value)
-                        {
-                            lend(&mut self.values, old);
-                        }
-                    }
-                }
-                None => {
-                    let k = spare_copy(&mut self.keys, key);
-                    let value = if variant == 0 {
-                        AttributeValue::String(spare_copy(&mut self.values, r.str()?))
-                    } else {
-                        read_value_of(variant, &mut r)?
-                    };
-                    span.attributes.push(KeyValue { key: k, value });
-                }
-            }
-            kept += 1;
-        }
-        // The last span's attributes past these give their strings back.
-        for kv in span.attributes.drain(kept..) {
-            lend(&mut self.keys, kv.key);
-            if let AttributeValue::String(v) = kv.value {
-                lend(&mut self.values, v);
-            }
-        }
-        span.events.clear();
-        for _ in 0..r.len(MIN_EVENT_BYTES)? {
-            r.u64()?;
-            r.skip_str()?;
-            skip_attributes(&mut r)?;
-        }
-        span.links.clear();
-        for _ in 0..r.len(MIN_LINK_BYTES)? {
-            r.array::<16>()?;
-            r.array::<8>()?;
-            skip_attributes(&mut r)?;
-        }
-        r.finish()
+        let head = read_facts(&mut self.project, slots, &mut self.others, payload, keys)?;
+        Ok(then(&SpanFacts {
+            project: &self.project,
+            head,
+            slots,
+            others: &self.others,
+            keys,
+        }))
     }
 }
 
-/// `s` copied into a string of `spare` (a new one when there is none).
+/// The body of [`FactsScratch::read`]: the project into `project`, each
+/// kept attribute's first value into its slot of `slots` (a value that is
+/// not a string into `others`), the rest returned.
 #[inline(always)]
-fn spare_copy(spare: &mut Vec<String>, s: &str) -> String {
-    let mut out = spare.pop().unwrap_or_default();
-    out.clear();
-    out.push_str(s);
-    out
-}
-
-/// Keeps `s` in `spare` for a later span, unless it holds more room than
-/// [`FACTS_STRING_KEEP`].
-#[inline(always)]
-fn lend(spare: &mut Vec<String>, s: String) {
-    if s.capacity() <= FACTS_STRING_KEEP {
-        spare.push(s);
+fn read_facts<'p>(
+    project: &mut String,
+    slots: &mut [Slot<'p>],
+    others: &mut Vec<AttributeValue>,
+    payload: &'p [u8],
+    keys: &FactKeys<'_>,
+) -> Result<SpanHead, DecodeError> {
+    let mut r = WireReader::new(payload);
+    // Spans of a replay nearly always name the project the one before
+    // did: then it is neither checked nor copied again.
+    let name = r.str_bytes()?;
+    if project.as_bytes() != name {
+        let name = std::str::from_utf8(name)
+            .map_err(|e| DecodeError(format!("cannot decode: invalid UTF-8: {e}")))?;
+        project.clear();
+        project.push_str(name);
     }
+    skip_attributes(&mut r)?;
+    let trace_id = r.array()?;
+    let span_id = r.array()?;
+    let parent = r.option_array::<8>()?;
+    r.skip_str()?;
+    // The kind checked as `span_kind` checks it, inline.
+    match r.u32()? {
+        0..=5 => {}
+        i => return Err(bad_variant("SpanKind", i)),
+    }
+    let start = r.time()?;
+    let end = r.time()?;
+    let status = match r.u32()? {
+        0 => StatusCode::Unset,
+        1 => StatusCode::Ok,
+        2 => StatusCode::Error,
+        i => return Err(bad_variant("StatusCode", i)),
+    };
+    r.skip_str()?;
+    let root = parent.is_none();
+    let n = r.len(MIN_KEY_VALUE_BYTES)?;
+    others.clear();
+    for _ in 0..n {
+        let key = r.str_bytes()?;
+        let Some(slot) = keys.find_slot(key, root) else {
+            skip_value(&mut r)?;
+            continue;
+        };
+        // A later attribute of a key already kept is read (and checked)
+        // all the same, and dropped: the facts read the first.
+        let value = match r.u32()? {
+            // As `WireReader::str` and `read_value_of` read them, inline.
+            0 => Slot::Str(
+                std::str::from_utf8(r.str_bytes()?)
+                    .map_err(|e| DecodeError(format!("cannot decode: invalid UTF-8: {e}")))?,
+            ),
+            variant => {
+                let value = match variant {
+                    2 => AttributeValue::Int(r.i64()?),
+                    _ => read_value_of(variant, &mut r)?,
+                };
+                others.push(value);
+                Slot::Other(others.len() - 1)
+            }
+        };
+        if let Some(s @ Slot::Absent) = slots.get_mut(slot) {
+            *s = value;
+        }
+    }
+    for _ in 0..r.len(MIN_EVENT_BYTES)? {
+        r.u64()?;
+        r.skip_str()?;
+        skip_attributes(&mut r)?;
+    }
+    for _ in 0..r.len(MIN_LINK_BYTES)? {
+        r.array::<16>()?;
+        r.array::<8>()?;
+        skip_attributes(&mut r)?;
+    }
+    r.finish()?;
+    Ok(SpanHead {
+        trace_id,
+        span_id,
+        parent,
+        start,
+        end,
+        status,
+    })
 }
 
 fn bad_variant(what: &str, index: u32) -> DecodeError {
@@ -1626,6 +1687,15 @@ mod span_wire_tests {
                 ],
                 0..3,
             ),
+            // Enough sources of their own keys to take more slots than a
+            // read holds on the stack.
+            proptest::collection::vec(
+                prop_oneof![
+                    fact_key().prop_map(SessionIdSource::Attribute),
+                    "[a-z]{1,3}".prop_map(SessionIdSource::Attribute),
+                ],
+                4..10,
+            ),
         ]
     }
 
@@ -1779,8 +1849,7 @@ mod span_wire_tests {
             (shuffle, sources) in (any::<u64>(), sources()),
             edits in proptest::collection::vec(edit(), 0..3),
         ) {
-            use crate::index::SpanInfo;
-            use crate::index::facts::{FactKeys, session_id};
+            use crate::index::facts::session_id;
             // The fact attributes go among the span's own, in an order of
             // the seed's choosing (a key may repeat: the first one counts).
             if let Some(m) = metadata {
@@ -1799,23 +1868,22 @@ mod span_wire_tests {
                 return Ok(());
             };
             let fact_keys = FactKeys::new(&sources);
-            let keep = |key: &[u8], root: bool| fact_keys.find(key, root);
-            let read = decode_span_facts(TAG_SPAN_V1, &bytes, &keep, None);
+            let read = decode_span_facts(TAG_SPAN_V1, &bytes, &fact_keys, &sources);
             prop_assert!(read.is_ok(), "{:?}", read.err());
-            let Ok(read) = read else { return Ok(()) };
-            prop_assert_eq!(&read.project, &whole.project);
-            prop_assert_eq!(SpanInfo::of(&read.span), SpanInfo::of(&whole.span));
-            prop_assert_eq!(session_id(&read.span, &sources), session_id(&whole.span, &sources));
-            prop_assert!(read.span.attributes.len() <= whole.span.attributes.len());
-            prop_assert!(decode_span_facts(TAG_DELETE_V1, &bytes, &keep, None).is_err());
+            let Ok((project, info, id)) = read else { return Ok(()) };
+            prop_assert_eq!(&project, &whole.project);
+            prop_assert_eq!(info, SpanInfo::of(&whole.span));
+            prop_assert_eq!(id, session_id(&whole.span, &sources));
+            prop_assert!(decode_span_facts(TAG_DELETE_V1, &bytes, &fact_keys, &sources).is_err());
         }
 
-        /// A span read for its facts into the buffers of another gives
-        /// what reading it afresh gives: nothing of the other is left
-        /// (its project, its kept attributes or their values, whatever
-        /// their kinds), and a failed read is a failure either way.
+        /// Spans read for their facts one after another through one
+        /// scratch give what reading each afresh gives: nothing of the
+        /// span before is left (its project, its kept attributes or their
+        /// values, whatever their kinds), and a failed read is a failure
+        /// either way.
         #[test]
-        fn facts_decode_into_reused_buffers_is_a_fresh_decode(
+        fn facts_read_after_another_span_is_a_fresh_read(
             (a, b) in (stored_span(), stored_span()),
             (fa, fb) in (
                 proptest::collection::vec((fact_key(), fact_value()), 0..8),
@@ -1824,7 +1892,6 @@ mod span_wire_tests {
             sources in sources(),
             edits in proptest::collection::vec(edit(), 0..3),
         ) {
-            use crate::index::facts::FactKeys;
             let encoded = |mut rec: StoredSpan, facts: Vec<(String, AttributeValue)>| {
                 for (i, (key, value)) in facts.into_iter().enumerate() {
                     let at = (i * 3).min(rec.span.attributes.len());
@@ -1838,31 +1905,59 @@ mod span_wire_tests {
             };
             apply_edits(&mut second, edits);
             let fact_keys = FactKeys::new(&sources);
-            let keep = |key: &[u8], root: bool| fact_keys.find(key, root);
-            let old = decode_span_facts(TAG_SPAN_V1, &first, &keep, None);
-            prop_assert!(old.is_ok(), "{:?}", old.err());
-            let fresh = decode_span_facts(TAG_SPAN_V1, &second, &keep, None);
-            let reused = decode_span_facts(TAG_SPAN_V1, &second, &keep, old.clone().ok());
-            // Compared re-encoded (a NaN is not equal to itself), and
-            // failures by their message.
-            let form = |read: &Result<StoredSpan, DecodeError>| match read {
-                Ok(span) => {
-                    let mut bytes = Vec::new();
-                    encode_span(span, &mut bytes).map(|_| Ok(bytes)).map_err(|e| e.to_string())
-                }
-                Err(e) => Ok(Err(e.to_string())),
+            let form = |read: Result<(String, SpanInfo, Option<String>), DecodeError>| {
+                read.map_err(|e| e.to_string())
             };
-            prop_assert_eq!(form(&fresh), form(&reused));
-            // As a replay reads: one scratch, span after span, whatever
-            // strings the spans before left in its spares (a failed read
-            // included).
+            prop_assert!(decode_span_facts(TAG_SPAN_V1, &first, &fact_keys, &sources).is_ok());
             let mut scratch = FactsScratch::new();
-            for bytes in [&first, &second, &first, &second] {
-                let read = scratch.read(TAG_SPAN_V1, bytes, &keep).map(|()| scratch.span.clone());
+            for bytes in [&first, &second, &first, &second, &second] {
+                let read = scratch.read(TAG_SPAN_V1, bytes, &fact_keys, |f| f.facts(&sources));
                 prop_assert_eq!(
-                    form(&read),
-                    form(&decode_span_facts(TAG_SPAN_V1, bytes, &keep, None))
+                    form(read),
+                    form(decode_span_facts(TAG_SPAN_V1, bytes, &fact_keys, &sources))
                 );
+            }
+        }
+
+        /// `WireReader::time` and `option_array` read what `u64`, and
+        /// `option` then `array`, read, from any bytes (the forms they
+        /// read inline among them), leaving the same rest, and fail where
+        /// those fail.
+        #[test]
+        fn inline_readers_read_as_the_plain_ones(
+            bytes in prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..12),
+                (any::<u64>(), 0..12usize).prop_map(|(v, cut)| {
+                    let mut b = vec![VARINT_U64];
+                    b.extend_from_slice(&v.to_le_bytes());
+                    b.truncate(cut);
+                    b
+                }),
+                (0..3u8, any::<[u8; 8]>(), 0..12usize).prop_map(|(tag, v, cut)| {
+                    let mut b = vec![tag];
+                    b.extend_from_slice(&v);
+                    b.truncate(cut);
+                    b
+                }),
+            ],
+        ) {
+            let mut plain = WireReader::new(&bytes);
+            let mut inline = WireReader::new(&bytes);
+            let want = plain.u64();
+            let got = inline.time();
+            prop_assert_eq!(&got, &want);
+            if want.is_ok() {
+                prop_assert_eq!(inline.rest, plain.rest);
+            }
+            let mut plain = WireReader::new(&bytes);
+            let mut inline = WireReader::new(&bytes);
+            let want = plain
+                .option()
+                .and_then(|some| if some { plain.array::<8>().map(Some) } else { Ok(None) });
+            let got = inline.option_array::<8>();
+            prop_assert_eq!(&got, &want);
+            if want.is_ok() {
+                prop_assert_eq!(inline.rest, plain.rest);
             }
         }
 

@@ -1301,7 +1301,6 @@ impl SessionStore {
         let send = |msg: Result<Replayed>| tx.send(msg).is_ok();
         let sources = &self.cfg.session_id_sources;
         let fact_keys = facts::FactKeys::new(sources);
-        let keep = |key: &[u8], root: bool| fact_keys.find(key, root);
         // Where spans are read for their facts, one after another, each
         // reusing the buffers of the one before.
         let mut scratch = codec::FactsScratch::new();
@@ -1311,55 +1310,71 @@ impl SessionStore {
             self.log.scan(from)
         };
         for item in scan {
-            let decoded = item.and_then(|(lsn, frame)| {
-                let record = match (frame.tag(), reads) {
-                    (codec::TAG_SPAN_V1, SpanReads::Facts) => scratch
-                        .read(frame.tag(), frame.payload(), &keep)
-                        .map(|()| None),
-                    (tag, _) => codec::decode_record(tag, frame.payload()).map(|r| match r {
-                        LogRecord::Span(s) => Some(Replay::Span(s)),
-                        LogRecord::Delete(d) => Some(Replay::Delete(d)),
-                    }),
-                }
-                .map_err(|e| self.corruption_at(lsn, e.0))?;
-                Ok((lsn, frame.payload().len(), record))
-            });
-            let (lsn, bytes, record) = match decoded {
+            let (lsn, frame) = match item {
                 Ok(d) => d,
                 Err(e) => {
                     send(Err(e));
                     return Ok(frames);
                 }
             };
+            let bytes = frame.payload().len();
+            let frame_bytes =
+                u32::try_from(compaction::FRAME_HEADER + bytes as u64).unwrap_or(u32::MAX);
+            // The project's place in the chunk: the last span's, or looked
+            // up (spans come in runs of one project).
+            let mut place = |chunk: &mut NewRecords, project: &str| match project_place {
+                Some(at) if chunk.parts().1.get(at).is_some_and(|p| p == project) => at,
+                _ => {
+                    let at = chunk.project_at(project);
+                    project_place = Some(at);
+                    at
+                }
+            };
+            let record = match (frame.tag(), reads) {
+                // Read for its facts, its record built from them.
+                (codec::TAG_SPAN_V1, SpanReads::Facts) => {
+                    scratch.read(frame.tag(), frame.payload(), &fact_keys, |f| {
+                        let record = NewRecord {
+                            lsn,
+                            project: place(&mut chunk, f.project),
+                            span: SpanInfo::of_parts(f.head, f, facts::user_id(f)),
+                            session_id: facts::session_id(f, sources),
+                            frame_bytes,
+                        };
+                        chunk_held += record.span.text_bytes()
+                            + record.session_id.as_ref().map_or(0, String::len);
+                        chunk.push_record(record);
+                        None
+                    })
+                }
+                (tag, _) => codec::decode_record(tag, frame.payload()).map(|r| match r {
+                    LogRecord::Span(s) => Some(Replay::Span(s)),
+                    LogRecord::Delete(d) => Some(Replay::Delete(d)),
+                }),
+            };
+            let record = match record {
+                Ok(r) => r,
+                Err(e) => {
+                    send(Err(self.corruption_at(lsn, e.0)));
+                    return Ok(frames);
+                }
+            };
             frames += 1;
             chunk_bytes_now += bytes;
-            let mut add = |stored: &StoredSpan| {
-                // The project's place in the chunk: the last span's, or
-                // looked up (spans come in runs of one project).
-                let project = match project_place {
-                    Some(at) if chunk.parts().1.get(at) == Some(&stored.project) => at,
-                    _ => {
-                        let at = chunk.project_at(&stored.project);
-                        project_place = Some(at);
-                        at
-                    }
-                };
-                let record = NewRecord {
-                    lsn,
-                    project,
-                    span: SpanInfo::of(&stored.span),
-                    session_id: facts::session_id(&stored.span, sources),
-                    frame_bytes: u32::try_from(compaction::FRAME_HEADER + bytes as u64)
-                        .unwrap_or(u32::MAX),
-                };
-                chunk_held +=
-                    record.span.text_bytes() + record.session_id.as_ref().map_or(0, String::len);
-                chunk.push_record(record);
-            };
             match record {
-                // Read for its facts into `scratch`.
-                None => add(&scratch.span),
-                Some(Replay::Span(stored)) => add(&stored),
+                None => {}
+                Some(Replay::Span(stored)) => {
+                    let record = NewRecord {
+                        lsn,
+                        project: place(&mut chunk, &stored.project),
+                        span: SpanInfo::of(&stored.span),
+                        session_id: facts::session_id(&stored.span, sources),
+                        frame_bytes,
+                    };
+                    chunk_held += record.span.text_bytes()
+                        + record.session_id.as_ref().map_or(0, String::len);
+                    chunk.push_record(record);
+                }
                 Some(Replay::Delete(del)) => {
                     let room = chunk.len();
                     let spans = std::mem::replace(&mut chunk, NewRecords::with_capacity(room));

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{AttributeValue, IoValue, JsonText, Span, StatusCode, Tokens, keys};
+use crate::model::{AttributeValue, IoValue, JsonText, Span, Tokens, keys};
 use crate::python;
 
 /// Where a session id may be found on a span, tried in order.
@@ -58,7 +58,11 @@ const ROOT_FACT_KEYS: [&str; 4] = [
 
 /// The attribute keys [`crate::index::SpanInfo::of`] and [`session_id`]
 /// with given sources read, for telling a span's attributes apart one
-/// after another (a replay reads only these: `codec::decode_span_facts`).
+/// after another (a replay reads only these: `codec::FactsScratch`).
+/// Each distinct key has a slot: [`FACT_KEYS`] the first, in their order,
+/// then [`ROOT_FACT_KEYS`], then the keys only the sources name, so that a
+/// replay keeps the first attribute of each key in its slot and the facts
+/// find it there ([`Attributes`]) without comparing keys again.
 pub(crate) struct FactKeys<'s> {
     /// The keys of each length below [`SHORT_KEY`] bytes, each with its
     /// [`key_word`] and whether it is read only of a span without a
@@ -69,6 +73,11 @@ pub(crate) struct FactKeys<'s> {
     by_length: Vec<Vec<Known<'s>>>,
     /// The keys of [`SHORT_KEY`] bytes or more, likewise.
     long: Vec<Known<'s>>,
+    /// The slot of each source's key (`metadata` for a metadata field),
+    /// in the sources' order.
+    source_slots: Vec<usize>,
+    /// How many slots there are (distinct keys).
+    slots: usize,
 }
 
 /// One of the keys of [`FactKeys`].
@@ -79,6 +88,8 @@ struct Known<'s> {
     key: &'s str,
     /// Read only of a span without a parent.
     root_only: bool,
+    /// Its slot.
+    slot: usize,
 }
 
 /// Keys shorter than this are found by their length first.
@@ -106,54 +117,233 @@ impl<'s> FactKeys<'s> {
         let mut keys = FactKeys {
             by_length: vec![Vec::new(); SHORT_KEY],
             long: Vec::new(),
+            source_slots: Vec::with_capacity(sources.len()),
+            slots: 0,
         };
-        let every = FACT_KEYS
-            .iter()
-            .copied()
-            .chain(sources.iter().map(|source| match source {
+        for k in FACT_KEYS {
+            keys.add(k, false);
+        }
+        for k in ROOT_FACT_KEYS {
+            keys.add(k, true);
+        }
+        for source in sources {
+            let k = match source {
                 SessionIdSource::Attribute(k) => k.as_str(),
                 SessionIdSource::MetadataField(_) => keys::METADATA,
-            }));
-        let all = every
-            .map(|k| (k, false))
-            .chain(ROOT_FACT_KEYS.iter().map(|k| (*k, true)));
-        for (k, root_only) in all {
-            let bucket = match keys.by_length.get_mut(k.len()) {
-                Some(bucket) => bucket,
-                None => &mut keys.long,
             };
-            if !bucket.iter().any(|known| known.key == k) {
-                bucket.push(Known {
-                    word: key_word(k.as_bytes()),
-                    key: k,
-                    root_only,
-                });
-            }
+            let slot = keys.add(k, false);
+            keys.source_slots.push(slot);
         }
         keys
+    }
+
+    /// Adds `k` (read of every span unless `root_only`) and gives its
+    /// slot: the one it has when it is there already (then read of every
+    /// span if either listing says so).
+    fn add(&mut self, k: &'s str, root_only: bool) -> usize {
+        let bucket = match self.by_length.get_mut(k.len()) {
+            Some(bucket) => bucket,
+            None => &mut self.long,
+        };
+        if let Some(known) = bucket.iter_mut().find(|known| known.key == k) {
+            known.root_only &= root_only;
+            return known.slot;
+        }
+        let slot = self.slots;
+        bucket.push(Known {
+            word: key_word(k.as_bytes()),
+            key: k,
+            root_only,
+            slot,
+        });
+        self.slots += 1;
+        slot
+    }
+
+    /// How many slots there are: one per distinct key.
+    pub(crate) fn slots(&self) -> usize {
+        self.slots
+    }
+
+    /// The slot of source `i`'s key.
+    #[inline(always)]
+    pub(crate) fn source_slot(&self, i: usize) -> Option<usize> {
+        self.source_slots.get(i).copied()
     }
 
     /// The attribute `key` (its bytes as stored) when it is one of these
     /// for a span with a parent (`root` false) or without one: such a
     /// span stripped of every other attribute has the same facts. `None`
     /// for the others.
-    #[inline(always)]
+    #[cfg(test)]
     pub(crate) fn find(&self, key: &[u8], root: bool) -> Option<&'s str> {
+        self.known(key, root).map(|known| known.key)
+    }
+
+    /// The slot of [`Self::find`]'s key.
+    #[inline(always)]
+    pub(crate) fn find_slot(&self, key: &[u8], root: bool) -> Option<usize> {
+        self.known(key, root).map(|known| known.slot)
+    }
+
+    #[inline(always)]
+    fn known(&self, key: &[u8], root: bool) -> Option<&Known<'s>> {
         let bucket = self.by_length.get(key.len()).unwrap_or(&self.long);
         if bucket.is_empty() {
             return None;
         }
         let word = key_word(key);
-        // Keys of up to eight bytes are their word (and their length).
-        let whole = key.len() <= 8;
-        bucket
-            .iter()
-            .find(|known| {
-                known.word == word
-                    && (root || !known.root_only)
-                    && (whole || known.key.as_bytes() == key)
-            })
-            .map(|known| known.key)
+        #[expect(
+            clippy::manual_find,
+            reason = "`Iterator::find` is not inlined here: 21 M more instructions on a replay's reading thread (64 MiB store)"
+        )]
+        for known in bucket {
+            if known.word == word && (root || !known.root_only) && same_key(known.key, key) {
+                return Some(known);
+            }
+        }
+        None
+    }
+}
+
+/// Whether `key` is `known`, whose [`key_word`] it has. Keys of up to
+/// eight bytes are their word (and their length); the bytes of a longer
+/// key before its word are compared eight at a time (the last eight
+/// overlapping the word), not by a call to compare them.
+#[inline(always)]
+fn same_key(known: &str, key: &[u8]) -> bool {
+    let known = known.as_bytes();
+    if known.len() != key.len() {
+        return false;
+    }
+    if key.len() <= 8 {
+        return true;
+    }
+    if key.len() >= SHORT_KEY {
+        return known == key;
+    }
+    let before = key.len() - 8;
+    let mut at = 0;
+    while at < before {
+        let (Some(a), Some(b)) = (
+            known.get(at..).and_then(<[u8]>::first_chunk::<8>),
+            key.get(at..).and_then(<[u8]>::first_chunk::<8>),
+        ) else {
+            return false;
+        };
+        if a != b {
+            return false;
+        }
+        at += 8;
+    }
+    true
+}
+
+/// The attribute keys the facts read of every span ([`FACT_KEYS`]) or of
+/// a span without a parent ([`ROOT_FACT_KEYS`]); each is its slot in
+/// [`FactKeys`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fact {
+    SpanKind,
+    OperationName,
+    TokensPrompt,
+    TokensCompletion,
+    TokensTotal,
+    UsageInput,
+    UsageOutput,
+    UserId,
+    InputValue,
+    InputMime,
+    OutputValue,
+    OutputMime,
+}
+
+impl Fact {
+    /// The attribute key.
+    #[inline(always)]
+    pub(crate) fn key(self) -> &'static str {
+        match self {
+            Fact::SpanKind => FACT_KEYS[0],
+            Fact::OperationName => FACT_KEYS[1],
+            Fact::TokensPrompt => FACT_KEYS[2],
+            Fact::TokensCompletion => FACT_KEYS[3],
+            Fact::TokensTotal => FACT_KEYS[4],
+            Fact::UsageInput => FACT_KEYS[5],
+            Fact::UsageOutput => FACT_KEYS[6],
+            Fact::UserId => FACT_KEYS[7],
+            Fact::InputValue => ROOT_FACT_KEYS[0],
+            Fact::InputMime => ROOT_FACT_KEYS[1],
+            Fact::OutputValue => ROOT_FACT_KEYS[2],
+            Fact::OutputMime => ROOT_FACT_KEYS[3],
+        }
+    }
+
+    /// Its slot in every [`FactKeys`].
+    #[inline(always)]
+    pub(crate) fn slot(self) -> usize {
+        self as usize
+    }
+}
+
+/// An attribute value as the facts read it: a string by itself (as a
+/// replay reads it, borrowed from the log's bytes), any other value
+/// whole.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Value<'a> {
+    Str(&'a str),
+    Other(&'a AttributeValue),
+}
+
+impl<'a> Value<'a> {
+    /// The value of an attribute.
+    #[inline(always)]
+    pub(crate) fn of(v: &'a AttributeValue) -> Self {
+        match v {
+            AttributeValue::String(s) => Value::Str(s),
+            other => Value::Other(other),
+        }
+    }
+
+    /// As [`AttributeValue::as_str`].
+    #[inline(always)]
+    fn as_str(self) -> Option<&'a str> {
+        match self {
+            Value::Str(s) => Some(s),
+            Value::Other(_) => None,
+        }
+    }
+
+    /// As [`AttributeValue::as_i64`].
+    #[inline(always)]
+    fn as_i64(self) -> Option<i64> {
+        match self {
+            Value::Str(s) => s.trim().parse().ok(),
+            Value::Other(v) => v.as_i64(),
+        }
+    }
+}
+
+/// Where the facts of this module find a span's attributes: the first
+/// attribute with a key, for the keys of [`FactKeys`]. A [`Span`] looks
+/// through its attributes; a replay's span read for its facts
+/// (`codec::SpanFacts`) holds them in their slots.
+pub(crate) trait Attributes {
+    /// The first attribute with `f`'s key.
+    fn fact(&self, f: Fact) -> Option<Value<'_>>;
+    /// The first attribute with the key of source `i` of the sources the
+    /// facts are asked for: `key` (`metadata` for a metadata field).
+    fn source(&self, i: usize, key: &str) -> Option<Value<'_>>;
+}
+
+impl Attributes for Span {
+    #[inline(always)]
+    fn fact(&self, f: Fact) -> Option<Value<'_>> {
+        self.attribute(f.key()).map(Value::of)
+    }
+
+    #[inline(always)]
+    fn source(&self, _: usize, key: &str) -> Option<Value<'_>> {
+        self.attribute(key).map(Value::of)
     }
 }
 
@@ -170,7 +360,7 @@ pub(crate) use python::TooLong as IdTooLong;
 /// Resolves a span's session id from the ordered list of sources: the
 /// first source giving a non-empty (trimmed) value wins; non-string values
 /// are stringified.
-pub(crate) fn session_id(span: &Span, sources: &[SessionIdSource]) -> Option<String> {
+pub(crate) fn session_id(span: &impl Attributes, sources: &[SessionIdSource]) -> Option<String> {
     session_id_within(span, sources, usize::MAX).ok().flatten()
 }
 
@@ -179,14 +369,14 @@ pub(crate) fn session_id(span: &Span, sources: &[SessionIdSource]) -> Option<Str
 /// out, so that a huge array costs no more than the limit in memory;
 /// sources after the one that gives an id are not looked at.
 pub(crate) fn session_id_within(
-    span: &Span,
+    span: &impl Attributes,
     sources: &[SessionIdSource],
     limit: usize,
 ) -> Result<Option<String>, IdTooLong> {
     let mut metadata: Option<Option<python::Metadata<'_>>> = None;
-    for source in sources {
+    for (i, source) in sources.iter().enumerate() {
         let found = match source {
-            SessionIdSource::Attribute(key) => match span.attribute(key) {
+            SessionIdSource::Attribute(key) => match span.source(i, key) {
                 Some(v) => id_within(v, limit)?,
                 None => None,
             },
@@ -195,8 +385,8 @@ pub(crate) fn session_id_within(
                 // the field's value as `str()` writes it, measured against
                 // the limit as it is written.
                 let parsed = metadata.get_or_insert_with(|| {
-                    span.attribute(keys::METADATA)
-                        .and_then(AttributeValue::as_str)
+                    span.source(i, keys::METADATA)
+                        .and_then(Value::as_str)
                         .and_then(python::Metadata::parse)
                 });
                 match parsed {
@@ -214,10 +404,10 @@ pub(crate) fn session_id_within(
 
 /// An attribute value as an id: stringified, trimmed, none when empty;
 /// `Err` past `limit` bytes.
-fn id_within(v: &AttributeValue, limit: usize) -> Result<Option<String>, IdTooLong> {
+fn id_within(v: Value<'_>, limit: usize) -> Result<Option<String>, IdTooLong> {
     match v {
         // The common case, without formatting a copy first.
-        AttributeValue::String(s) => {
+        Value::Str(s) => {
             let t = python::strip(s);
             if t.len() > limit {
                 return Err(IdTooLong {
@@ -228,7 +418,7 @@ fn id_within(v: &AttributeValue, limit: usize) -> Result<Option<String>, IdTooLo
         }
         // Other values' text neither starts nor ends with whitespace
         // (`[`, `]`, digits, `True`, `nan`), so its length is the id's.
-        other => match text_len_within(other, limit) {
+        Value::Other(other) => match text_len_within(other, limit) {
             Some(_) => Ok(non_empty(&other.to_string())),
             None => Err(IdTooLong { bytes: None }),
         },
@@ -236,14 +426,17 @@ fn id_within(v: &AttributeValue, limit: usize) -> Result<Option<String>, IdTooLo
 }
 
 /// The span's `user.id`, stringified and trimmed; none when empty.
-pub(crate) fn user_id(span: &Span) -> Option<String> {
+pub(crate) fn user_id(span: &impl Attributes) -> Option<String> {
     user_id_within(span, usize::MAX).ok().flatten()
 }
 
 /// [`user_id`], or `Err` when it is longer than `limit` bytes (measured
 /// as [`session_id_within`] measures).
-pub(crate) fn user_id_within(span: &Span, limit: usize) -> Result<Option<String>, IdTooLong> {
-    match span.attribute(keys::USER_ID) {
+pub(crate) fn user_id_within(
+    span: &impl Attributes,
+    limit: usize,
+) -> Result<Option<String>, IdTooLong> {
+    match span.fact(Fact::UserId) {
         Some(v) => id_within(v, limit),
         None => Ok(None),
     }
@@ -256,35 +449,35 @@ pub(crate) fn user_id_within(span: &Span, limit: usize) -> Result<Option<String>
 /// that kind whatever its GenAI operation says, as in Phoenix, which
 /// derives a kind from the GenAI attributes only where none is given: an
 /// `AGENT` span reporting its children's usage is not counted again.
-pub(crate) fn is_llm(span: &Span) -> bool {
-    match span.attribute(keys::SPAN_KIND) {
+pub(crate) fn is_llm(span: &impl Attributes) -> bool {
+    match span.fact(Fact::SpanKind) {
         Some(kind) => kind.as_str().is_some_and(|k| k.eq_ignore_ascii_case("LLM")),
         None => span
-            .attribute(keys::GEN_AI_OPERATION_NAME)
-            .and_then(AttributeValue::as_str)
+            .fact(Fact::OperationName)
+            .and_then(Value::as_str)
             .is_some_and(|op| matches!(op, "chat" | "text_completion" | "generate_content")),
     }
 }
 
-fn count(span: &Span, key: &str) -> Option<u64> {
-    span.attribute(key)
-        .and_then(AttributeValue::as_i64)
+fn count(span: &impl Attributes, f: Fact) -> Option<u64> {
+    span.fact(f)
+        .and_then(Value::as_i64)
         .map(|n| u64::try_from(n).unwrap_or(0))
 }
 
 /// Tokens of one span: zero unless it is an LLM span. OpenInference counts
 /// win over GenAI usage; a missing total is prompt + completion.
-pub(crate) fn tokens(span: &Span) -> Tokens {
+pub(crate) fn tokens(span: &impl Attributes) -> Tokens {
     if !is_llm(span) {
         return Tokens::default();
     }
-    let prompt = count(span, keys::TOKEN_COUNT_PROMPT)
-        .or_else(|| count(span, keys::GEN_AI_USAGE_INPUT_TOKENS))
+    let prompt = count(span, Fact::TokensPrompt)
+        .or_else(|| count(span, Fact::UsageInput))
         .unwrap_or(0);
-    let completion = count(span, keys::TOKEN_COUNT_COMPLETION)
-        .or_else(|| count(span, keys::GEN_AI_USAGE_OUTPUT_TOKENS))
+    let completion = count(span, Fact::TokensCompletion)
+        .or_else(|| count(span, Fact::UsageOutput))
         .unwrap_or(0);
-    let total = count(span, keys::TOKEN_COUNT_TOTAL).unwrap_or(prompt.saturating_add(completion));
+    let total = count(span, Fact::TokensTotal).unwrap_or(prompt.saturating_add(completion));
     Tokens {
         prompt,
         completion,
@@ -292,17 +485,19 @@ pub(crate) fn tokens(span: &Span) -> Tokens {
     }
 }
 
-fn io(span: &Span, value_key: &str, mime_key: &str) -> Option<IoValue> {
-    let value = match span.attribute(value_key)? {
-        AttributeValue::String(s) => s.clone(),
+fn io(span: &impl Attributes, value_key: Fact, mime_key: Fact) -> Option<IoValue> {
+    let value = match span.fact(value_key)? {
+        Value::Str(s) => s.to_owned(),
         // As Phoenix stores it: JSON, whatever mime type the span gave.
-        other => return Some(IoValue::new(JsonText(other).to_string(), JSON_MIME)),
+        Value::Other(other) => {
+            return Some(IoValue::new(JsonText(other).to_string(), JSON_MIME));
+        }
     };
     let mime_type = span
-        .attribute(mime_key)
+        .fact(mime_key)
         .map(|m| match m {
-            AttributeValue::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
-            other => std::borrow::Cow::Owned(other.to_string()),
+            Value::Str(s) => std::borrow::Cow::Borrowed(s),
+            Value::Other(other) => std::borrow::Cow::Owned(other.to_string()),
         })
         .filter(|m| !m.trim().is_empty());
     Some(IoValue::new(
@@ -373,18 +568,13 @@ fn display_len_within(v: &dyn std::fmt::Display, limit: usize) -> Option<usize> 
 }
 
 /// The span's `input.value` and `input.mime_type` (default `text/plain`).
-pub(crate) fn input(span: &Span) -> Option<IoValue> {
-    io(span, keys::INPUT_VALUE, keys::INPUT_MIME_TYPE)
+pub(crate) fn input(span: &impl Attributes) -> Option<IoValue> {
+    io(span, Fact::InputValue, Fact::InputMime)
 }
 
 /// The span's `output.value` and `output.mime_type` (default `text/plain`).
-pub(crate) fn output(span: &Span) -> Option<IoValue> {
-    io(span, keys::OUTPUT_VALUE, keys::OUTPUT_MIME_TYPE)
-}
-
-/// True when the span's status is ERROR.
-pub(crate) fn is_error(span: &Span) -> bool {
-    span.status.code == StatusCode::Error
+pub(crate) fn output(span: &impl Attributes) -> Option<IoValue> {
+    io(span, Fact::OutputValue, Fact::OutputMime)
 }
 
 #[cfg(test)]
@@ -532,6 +722,30 @@ mod tests {
         assert_eq!(io(&span(), 0), Some(0));
     }
 
+    const ALL_FACTS: [Fact; 12] = [
+        Fact::SpanKind,
+        Fact::OperationName,
+        Fact::TokensPrompt,
+        Fact::TokensCompletion,
+        Fact::TokensTotal,
+        Fact::UsageInput,
+        Fact::UsageOutput,
+        Fact::UserId,
+        Fact::InputValue,
+        Fact::InputMime,
+        Fact::OutputValue,
+        Fact::OutputMime,
+    ];
+
+    /// The facts' keys are the lists' keys, in the lists' order.
+    #[test]
+    fn facts_name_the_listed_keys() {
+        let listed: Vec<&str> = FACT_KEYS.iter().chain(&ROOT_FACT_KEYS).copied().collect();
+        let named: Vec<&str> = ALL_FACTS.iter().map(|f| f.key()).collect();
+        assert_eq!(named, listed);
+        assert!(ALL_FACTS.iter().enumerate().all(|(i, f)| f.slot() == i));
+    }
+
     /// `FactKeys::find` by length and word gives what comparing every
     /// key gives: for the keys themselves, keys one byte off anywhere
     /// (the words differ or not), and any key, whatever the sources.
@@ -608,6 +822,41 @@ mod tests {
                         );
                     }
                 }
+                // Each distinct key has its own slot, the facts' keys the
+                // slots `Fact` names, and each source the slot of its key:
+                // a replay finds in a slot the attribute a span's lookup
+                // by key finds.
+                let mut slot_keys: Vec<Option<&str>> = vec![None; fact_keys.slots()];
+                for (k, _) in &all {
+                    let slot = fact_keys.find_slot(k.as_bytes(), true);
+                    prop_assert!(slot.is_some(), "{:?} has no slot", k);
+                    let Some(slot) = slot else { continue };
+                    prop_assert!(slot < fact_keys.slots());
+                    let had = slot_keys.get_mut(slot).and_then(|s| s.replace(k.as_str()));
+                    prop_assert!(had.is_none_or(|had| had == k), "{:?} and {:?}", had, k);
+                    prop_assert_eq!(
+                        fact_keys.find_slot(k.as_bytes(), false).is_some(),
+                        naive(&all, k.as_bytes(), false).is_some()
+                    );
+                }
+                prop_assert!(slot_keys.iter().all(Option::is_some));
+                for f in ALL_FACTS {
+                    prop_assert_eq!(
+                        fact_keys.find_slot(f.key().as_bytes(), true),
+                        Some(f.slot())
+                    );
+                }
+                for (i, s) in sources.iter().enumerate() {
+                    let key = match s {
+                        SessionIdSource::Attribute(k) => k.as_str(),
+                        SessionIdSource::MetadataField(_) => keys::METADATA,
+                    };
+                    prop_assert_eq!(
+                        fact_keys.source_slot(i),
+                        fact_keys.find_slot(key.as_bytes(), true)
+                    );
+                }
+                prop_assert_eq!(fact_keys.source_slot(sources.len()), None);
                 Ok(())
             },
         );

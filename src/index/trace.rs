@@ -109,21 +109,59 @@ impl SpanInfo {
     /// The facts of `span`, whose user id (`facts::user_id`) is `user`:
     /// an append has resolved it already, measuring it against its limit.
     pub fn with_user(span: &Span, user: Option<String>) -> SpanInfo {
-        let root = span.parent_span_id.is_none();
-        SpanInfo {
-            trace_id: span.trace_id.0,
-            span_id: span.span_id.0,
-            parent: span.parent_span_id.map(|p| p.0),
-            start: span.start_time_unix_nano,
-            end: span.end_time_unix_nano,
-            tokens: facts::tokens(span),
-            error: facts::is_error(span),
-            ok: span.status.code == crate::model::StatusCode::Ok,
+        SpanInfo::of_parts(
+            SpanHead {
+                trace_id: span.trace_id.0,
+                span_id: span.span_id.0,
+                parent: span.parent_span_id.map(|p| p.0),
+                start: span.start_time_unix_nano,
+                end: span.end_time_unix_nano,
+                status: span.status.code,
+            },
+            span,
             user,
-            input: if root { facts::input(span) } else { None },
-            output: if root { facts::output(span) } else { None },
+        )
+    }
+
+    /// The facts of the span whose ids, times and status are `head` and
+    /// whose attributes `attributes` finds (a span, or a replay's read of
+    /// one for its facts), and whose user id is `user`.
+    #[inline(always)]
+    pub(crate) fn of_parts(
+        head: SpanHead,
+        attributes: &impl facts::Attributes,
+        user: Option<String>,
+    ) -> SpanInfo {
+        let root = head.parent.is_none();
+        SpanInfo {
+            trace_id: head.trace_id,
+            span_id: head.span_id,
+            parent: head.parent,
+            start: head.start,
+            end: head.end,
+            tokens: facts::tokens(attributes),
+            error: head.status == crate::model::StatusCode::Error,
+            ok: head.status == crate::model::StatusCode::Ok,
+            user,
+            input: if root { facts::input(attributes) } else { None },
+            output: if root {
+                facts::output(attributes)
+            } else {
+                None
+            },
         }
     }
+}
+
+/// What [`SpanInfo`] takes of a span besides its attributes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct SpanHead {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent: Option<[u8; 8]>,
+    pub start: u64,
+    pub end: u64,
+    pub status: crate::model::StatusCode,
 }
 
 /// One span of a batch, already written to the log at `lsn`.
