@@ -864,6 +864,8 @@ pub(crate) struct SpanFacts<'a> {
     /// Its ids, times and status.
     pub(crate) head: SpanHead,
     slots: &'a [Slot<'a>],
+    /// The [`facts::slot_bit`]s of the slots that hold a value.
+    filled: u64,
     others: &'a [AttributeValue],
     keys: &'a FactKeys<'a>,
 }
@@ -901,6 +903,11 @@ impl facts::Attributes for SpanFacts<'_> {
     fn source(&self, i: usize, _: &str) -> Option<facts::Value<'_>> {
         self.value(self.keys.source_slot(i)?)
     }
+
+    #[inline(always)]
+    fn any_source(&self) -> bool {
+        self.filled & self.keys.source_bits() != 0
+    }
 }
 
 /// What a [`SpanFacts`] holds of one key: nothing (the span has no
@@ -929,6 +936,12 @@ const STACK_SLOTS: usize = 16;
 pub(crate) struct FactsScratch {
     /// The project of the span read last.
     project: String,
+    /// The bytes of the last span's project and resource, which the
+    /// spans of one resource share: a span that starts with them has that
+    /// project, and its resource is not walked again (the same bytes step
+    /// over alike, and every length check in them passed with fewer bytes
+    /// after them than any span holds). Empty after a failed read.
+    prefix: Vec<u8>,
     /// Kept values that are not strings.
     others: Vec<AttributeValue>,
 }
@@ -938,6 +951,7 @@ impl FactsScratch {
     pub(crate) fn new() -> Self {
         FactsScratch {
             project: String::new(),
+            prefix: Vec::new(),
             others: Vec::new(),
         }
     }
@@ -974,11 +988,19 @@ impl FactsScratch {
                 &mut heap[..]
             }
         };
-        let head = read_facts(&mut self.project, slots, &mut self.others, payload, keys)?;
+        let (head, filled) = read_facts(
+            &mut self.project,
+            &mut self.prefix,
+            slots,
+            &mut self.others,
+            payload,
+            keys,
+        )?;
         Ok(then(&SpanFacts {
             project: &self.project,
             head,
             slots,
+            filled,
             others: &self.others,
             keys,
         }))
@@ -987,26 +1009,38 @@ impl FactsScratch {
 
 /// The body of [`FactsScratch::read`]: the project into `project`, each
 /// kept attribute's first value into its slot of `slots` (a value that is
-/// not a string into `others`), the rest returned.
+/// not a string into `others`), the rest returned with the
+/// [`facts::slot_bit`]s of the slots filled.
 #[inline(always)]
 fn read_facts<'p>(
     project: &mut String,
+    prefix: &mut Vec<u8>,
     slots: &mut [Slot<'p>],
     others: &mut Vec<AttributeValue>,
     payload: &'p [u8],
     keys: &FactKeys<'_>,
-) -> Result<SpanHead, DecodeError> {
+) -> Result<(SpanHead, u64), DecodeError> {
     let mut r = WireReader::new(payload);
-    // Spans of a replay nearly always name the project the one before
-    // did: then it is neither checked nor copied again.
-    let name = r.str_bytes()?;
-    if project.as_bytes() != name {
-        let name = std::str::from_utf8(name)
-            .map_err(|e| DecodeError(format!("cannot decode: invalid UTF-8: {e}")))?;
-        project.clear();
-        project.push_str(name);
+    match payload.get(prefix.len()..) {
+        // The last span's project and resource.
+        Some(rest) if !prefix.is_empty() && payload.starts_with(prefix) => r.rest = rest,
+        _ => {
+            prefix.clear();
+            // Spans of a replay nearly always name the project the one
+            // before did: then it is neither checked nor copied again.
+            let name = r.str_bytes()?;
+            if project.as_bytes() != name {
+                let name = std::str::from_utf8(name)
+                    .map_err(|e| DecodeError(format!("cannot decode: invalid UTF-8: {e}")))?;
+                project.clear();
+                project.push_str(name);
+            }
+            skip_attributes(&mut r)?;
+            if let Some(read) = payload.get(..payload.len() - r.rest.len()) {
+                prefix.extend_from_slice(read);
+            }
+        }
     }
-    skip_attributes(&mut r)?;
     let trace_id = r.array()?;
     let span_id = r.array()?;
     let parent = r.option_array::<8>()?;
@@ -1028,6 +1062,7 @@ fn read_facts<'p>(
     let root = parent.is_none();
     let n = r.len(MIN_KEY_VALUE_BYTES)?;
     others.clear();
+    let mut filled = 0;
     for _ in 0..n {
         let key = r.str_bytes()?;
         let Some(slot) = keys.find_slot(key, root) else {
@@ -1053,6 +1088,7 @@ fn read_facts<'p>(
         };
         if let Some(s @ Slot::Absent) = slots.get_mut(slot) {
             *s = value;
+            filled |= facts::slot_bit(slot);
         }
     }
     for _ in 0..r.len(MIN_EVENT_BYTES)? {
@@ -1066,14 +1102,15 @@ fn read_facts<'p>(
         skip_attributes(&mut r)?;
     }
     r.finish()?;
-    Ok(SpanHead {
+    let head = SpanHead {
         trace_id,
         span_id,
         parent,
         start,
         end,
         status,
-    })
+    };
+    Ok((head, filled))
 }
 
 fn bad_variant(what: &str, index: u32) -> DecodeError {
@@ -1900,9 +1937,20 @@ mod span_wire_tests {
                 let mut bytes = Vec::new();
                 encode_span(&rec, &mut bytes).map(|_| bytes)
             };
-            let (Ok(first), Ok(mut second)) = (encoded(a, fa), encoded(b, fb)) else {
+            // The second span under the first's project and resource too
+            // (the bytes a read may step over as the last span's).
+            let shared = StoredSpan {
+                project: a.project.clone(),
+                resource: a.resource.clone(),
+                span: b.span.clone(),
+            };
+            let (Ok(first), Ok(mut second), Ok(third)) =
+                (encoded(a, fa), encoded(b, fb.clone()), encoded(shared, fb))
+            else {
                 return Err(TestCaseError::fail("a generated span did not encode"));
             };
+            let mut third_edited = third.clone();
+            apply_edits(&mut third_edited, edits.clone());
             apply_edits(&mut second, edits);
             let fact_keys = FactKeys::new(&sources);
             let form = |read: Result<(String, SpanInfo, Option<String>), DecodeError>| {
@@ -1910,7 +1958,10 @@ mod span_wire_tests {
             };
             prop_assert!(decode_span_facts(TAG_SPAN_V1, &first, &fact_keys, &sources).is_ok());
             let mut scratch = FactsScratch::new();
-            for bytes in [&first, &second, &first, &second, &second] {
+            for bytes in [
+                &first, &second, &first, &second, &second, &first, &third, &third_edited, &third,
+                &first, &third_edited,
+            ] {
                 let read = scratch.read(TAG_SPAN_V1, bytes, &fact_keys, |f| f.facts(&sources));
                 prop_assert_eq!(
                     form(read),

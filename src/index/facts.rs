@@ -76,6 +76,8 @@ pub(crate) struct FactKeys<'s> {
     /// The slot of each source's key (`metadata` for a metadata field),
     /// in the sources' order.
     source_slots: Vec<usize>,
+    /// The [`slot_bit`]s of those slots.
+    source_bits: u64,
     /// How many slots there are (distinct keys).
     slots: usize,
 }
@@ -118,6 +120,7 @@ impl<'s> FactKeys<'s> {
             by_length: vec![Vec::new(); SHORT_KEY],
             long: Vec::new(),
             source_slots: Vec::with_capacity(sources.len()),
+            source_bits: 0,
             slots: 0,
         };
         for k in FACT_KEYS {
@@ -133,6 +136,7 @@ impl<'s> FactKeys<'s> {
             };
             let slot = keys.add(k, false);
             keys.source_slots.push(slot);
+            keys.source_bits |= slot_bit(slot);
         }
         keys
     }
@@ -163,6 +167,12 @@ impl<'s> FactKeys<'s> {
     /// How many slots there are: one per distinct key.
     pub(crate) fn slots(&self) -> usize {
         self.slots
+    }
+
+    /// The [`slot_bit`]s of the sources' keys' slots.
+    #[inline(always)]
+    pub(crate) fn source_bits(&self) -> u64 {
+        self.source_bits
     }
 
     /// The slot of source `i`'s key.
@@ -204,6 +214,13 @@ impl<'s> FactKeys<'s> {
         }
         None
     }
+}
+
+/// A bit for `slot` among 64: its own below 63, the last one shared by
+/// the rest (so that a set of slots as bits may hold more, never fewer).
+#[inline(always)]
+pub(crate) fn slot_bit(slot: usize) -> u64 {
+    1 << slot.min(63)
 }
 
 /// Whether `key` is `known`, whose [`key_word`] it has. Keys of up to
@@ -333,6 +350,12 @@ pub(crate) trait Attributes {
     /// The first attribute with the key of source `i` of the sources the
     /// facts are asked for: `key` (`metadata` for a metadata field).
     fn source(&self, i: usize, key: &str) -> Option<Value<'_>>;
+    /// False only when no source's key is among the attributes (then
+    /// the session id is none without a look at each source).
+    #[inline(always)]
+    fn any_source(&self) -> bool {
+        true
+    }
 }
 
 impl Attributes for Span {
@@ -373,6 +396,9 @@ pub(crate) fn session_id_within(
     sources: &[SessionIdSource],
     limit: usize,
 ) -> Result<Option<String>, IdTooLong> {
+    if !span.any_source() {
+        return Ok(None);
+    }
     let mut metadata: Option<Option<python::Metadata<'_>>> = None;
     for (i, source) in sources.iter().enumerate() {
         let found = match source {
@@ -855,6 +881,9 @@ mod tests {
                         fact_keys.source_slot(i),
                         fact_keys.find_slot(key.as_bytes(), true)
                     );
+                    // A span holding it is not taken for one without sources.
+                    let bit = fact_keys.source_slot(i).map_or(0, slot_bit);
+                    prop_assert!(bit != 0 && fact_keys.source_bits() & bit == bit);
                 }
                 prop_assert_eq!(fact_keys.source_slot(sources.len()), None);
                 Ok(())
