@@ -1079,7 +1079,12 @@ fn read_facts<'p>(
             ),
             variant => {
                 let value = match variant {
-                    2 => AttributeValue::Int(r.i64()?),
+                    // As `WireReader::i64` reads it (zigzag), inline.
+                    2 => {
+                        let v = r.u64()?;
+                        let half = (v >> 1) as i64;
+                        AttributeValue::Int(if v & 1 == 0 { half } else { !half })
+                    }
                     _ => read_value_of(variant, &mut r)?,
                 };
                 others.push(value);
