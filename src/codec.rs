@@ -12,8 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::index::facts::{self, FactKeys, SessionIdSource};
 use crate::index::trace::{SpanHead, SpanInfo};
 use crate::model::{
-    AttributeValue, Event, KeyValue, Link, Span, SpanId, SpanKind, Status, StatusCode, StoredSpan,
-    TraceId,
+    AttributeValue, Event, KeyValue, Link, Span, SpanId, SpanKind, StatusCode, StoredSpan, TraceId,
 };
 
 /// Largest payload any decode may claim. Guards against corrupted length
@@ -764,23 +763,57 @@ const MAX_RESERVE: usize = 1024;
 /// `bincode::serde` accepts for a [`StoredSpan`] (property-tested in
 /// `span_wire_tests`) and returns the same value.
 fn decode_span_wire(payload: &[u8]) -> Result<StoredSpan, DecodeError> {
+    let mut out = empty_span();
+    decode_span_wire_into(payload, &mut out)?;
+    Ok(out)
+}
+
+/// A span with no strings, attributes, events or links (nothing allocated):
+/// what [`decode_span_into`] decodes into.
+pub(crate) fn empty_span() -> StoredSpan {
+    StoredSpan {
+        project: String::new(),
+        resource: Vec::new(),
+        span: Span::new(TraceId([0; 16]), SpanId([0; 8]), None, "", 0, 0),
+    }
+}
+
+/// [`decode_span`] into `out`, a span from [`empty_span`], written field by
+/// field in place: a reader that decodes many spans into a vector (a trace)
+/// would otherwise move each whole span several times on the way there.
+/// On success `out` holds what `decode_span` returns; after an error it
+/// holds parts of the record.
+pub(crate) fn decode_span_into(
+    tag: u8,
+    payload: &[u8],
+    out: &mut StoredSpan,
+) -> Result<(), DecodeError> {
+    match tag {
+        TAG_SPAN_V1 => decode_span_wire_into(payload, out),
+        other => Err(DecodeError(format!("unknown frame tag {other}"))),
+    }
+}
+
+/// The body of [`decode_span_wire`]: every field of `out` is written.
+fn decode_span_wire_into(payload: &[u8], out: &mut StoredSpan) -> Result<(), DecodeError> {
     let mut r = WireReader::new(payload);
-    let project = r.str()?.to_owned();
-    let resource = read_attributes(&mut r)?;
-    let trace_id = TraceId(r.array()?);
-    let span_id = SpanId(r.array()?);
-    let parent_span_id = if r.option()? {
+    out.project = r.str()?.to_owned();
+    out.resource = read_attributes(&mut r)?;
+    let span = &mut out.span;
+    span.trace_id = TraceId(r.array()?);
+    span.span_id = SpanId(r.array()?);
+    span.parent_span_id = if r.option()? {
         Some(SpanId(r.array()?))
     } else {
         None
     };
-    let name = r.str()?.to_owned();
-    let kind = span_kind(&mut r)?;
-    let start_time_unix_nano = r.u64()?;
-    let end_time_unix_nano = r.u64()?;
-    let code = status_code(&mut r)?;
-    let message = r.str()?.to_owned();
-    let attributes = read_attributes(&mut r)?;
+    span.name = r.str()?.to_owned();
+    span.kind = span_kind(&mut r)?;
+    span.start_time_unix_nano = r.u64()?;
+    span.end_time_unix_nano = r.u64()?;
+    span.status.code = status_code(&mut r)?;
+    span.status.message = r.str()?.to_owned();
+    span.attributes = read_attributes(&mut r)?;
     let n = r.len(MIN_EVENT_BYTES)?;
     let mut events = Vec::with_capacity(n.min(MAX_RESERVE));
     for _ in 0..n {
@@ -790,6 +823,7 @@ fn decode_span_wire(payload: &[u8]) -> Result<StoredSpan, DecodeError> {
             attributes: read_attributes(&mut r)?,
         });
     }
+    span.events = events;
     let n = r.len(MIN_LINK_BYTES)?;
     let mut links = Vec::with_capacity(n.min(MAX_RESERVE));
     for _ in 0..n {
@@ -799,24 +833,8 @@ fn decode_span_wire(payload: &[u8]) -> Result<StoredSpan, DecodeError> {
             attributes: read_attributes(&mut r)?,
         });
     }
-    r.finish()?;
-    Ok(StoredSpan {
-        project,
-        resource,
-        span: Span {
-            trace_id,
-            span_id,
-            parent_span_id,
-            name,
-            kind,
-            start_time_unix_nano,
-            end_time_unix_nano,
-            status: Status { code, message },
-            attributes,
-            events,
-            links,
-        },
-    })
+    span.links = links;
+    r.finish()
 }
 
 fn span_kind(r: &mut WireReader<'_>) -> Result<SpanKind, DecodeError> {
@@ -1580,6 +1598,7 @@ mod span_wire_tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::model::Status;
 
     /// What bincode's serde path makes of `bytes`, re-encoded (NaN != NaN,
     /// so decoded spans are compared by their bytes).

@@ -714,11 +714,13 @@ pub(crate) fn trace(
     let homes = txn.open_table(TRACE_HOMES)?;
     let records = txn.open_table(TRACE_RECORDS)?;
     let found = crate::index::find_trace(&homes, known_home, &records, trace_id.0)?;
-    let Some((_, rec)) = found else {
+    let Some((_, mut rec)) = found else {
         return Ok(None);
     };
-    let mut facts = rec.spans.clone();
-    facts.sort_by_key(|f| (f.start, f.span_id));
+    let mut facts = std::mem::take(&mut rec.spans);
+    // Span ids compare as big-endian numbers as they do as bytes (a
+    // comparison of arrays is a `memcmp` call).
+    facts.sort_by_key(|f| (f.start, u64::from_be_bytes(f.span_id)));
     let lsns: Vec<u64> = facts.iter().map(|f| f.lsn).collect();
     let spans = read_spans(&lsns)?;
     Ok(Some(Trace {

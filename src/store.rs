@@ -1206,14 +1206,28 @@ impl SessionStore {
         Ok(())
     }
 
-    /// Reads and decodes the spans stored at `lsns`, in that order.
+    /// Reads and decodes the spans stored at `lsns`, in that order. Fails
+    /// with the first failing read in log order, else with the first span
+    /// in `lsns`' order that does not decode. Each frame is decoded where
+    /// it was read (no copy of it) into its place in the result.
     fn read_spans(&self, lsns: &[Lsn]) -> Result<Vec<StoredSpan>> {
-        let frames = self.log.read_many(lsns)?;
-        frames
-            .iter()
-            .zip(lsns)
-            .map(|(frame, &lsn)| indexing::decode_span_frame(&self.log, lsn, frame))
-            .collect()
+        let mut spans: Vec<StoredSpan> = lsns.iter().map(|_| codec::empty_span()).collect();
+        // The first (in `lsns`' order) span that did not decode, and why.
+        let mut failed: Option<(usize, codec::DecodeError)> = None;
+        self.log.visit_many(lsns, |i, tag, payload| {
+            if let Some(out) = spans.get_mut(i)
+                && let Err(e) = codec::decode_span_into(tag, payload, out)
+                && failed.as_ref().is_none_or(|&(first, _)| i < first)
+            {
+                failed = Some((i, e));
+            }
+            Ok(())
+        })?;
+        if let Some((i, e)) = failed {
+            let lsn = lsns.get(i).copied().unwrap_or_default();
+            return Err(self.corruption_at(lsn, e.0));
+        }
+        Ok(spans)
     }
 
     fn corruption_at(&self, lsn: Lsn, reason: String) -> Error {

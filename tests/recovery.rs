@@ -313,11 +313,21 @@ fn verify_reports_a_span_that_does_not_decode_behind_a_sound_checksum() {
     fs::write(&seg, &bytes).unwrap();
 
     let store = options().open(snapshot.path()).unwrap();
-    // Reading the span decodes it whole: an error, not a panic.
-    assert_eq!(
-        store.trace(TraceId([1; 16])).unwrap_err().kind(),
-        ErrorKind::Corrupted
-    );
+    // Reading the span decodes it whole: an error, not a panic, naming
+    // the frame (the segment's first, just past its 32-byte header).
+    let err = store.trace(TraceId([1; 16])).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupted);
+    match err {
+        span_sessions::Error::Corruption {
+            segment,
+            offset,
+            reason,
+        } => {
+            assert_eq!((segment.file_name(), offset), (seg.file_name(), 32));
+            assert!(reason.contains("UTF-8"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
     let report = store.verify().unwrap();
     assert!(!report.is_ok());
     assert!(

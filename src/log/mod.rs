@@ -810,20 +810,60 @@ impl Log {
     /// read of at most [`READ_RUN_MAX`] bytes for them all, instead of two
     /// per frame (sealed segments are mapped and need none).
     pub(crate) fn read_many(&self, lsns: &[Lsn]) -> Result<Vec<FrameBuf>> {
+        let mut out: Vec<Option<FrameBuf>> = vec![None; lsns.len()];
+        self.each_of_many(lsns, |i, s, lsn, win| {
+            let (frame, _) = s
+                .frame_at(lsn - s.base, self.opts.max_frame_bytes, Some(win), true)
+                .map_err(|e| at_boundary(e, lsn))?;
+            if let Some(slot) = out.get_mut(i) {
+                *slot = Some(frame);
+            }
+            Ok(())
+        })?;
+        out.into_iter()
+            .map(|f| f.ok_or_else(|| Error::invalid("a frame of read_many was not read")))
+            .collect()
+    }
+
+    /// [`Log::read_many`], each frame handed to `f` (with its index in
+    /// `lsns`, its tag and its payload) as it is read, in log order, its
+    /// payload borrowed from the segment's mapping or the read buffer
+    /// instead of copied out: for readers that decode the frames at once
+    /// (a trace's spans). Reads what `read_many` reads and fails where it
+    /// fails, with the same errors; an error of `f` stops it too.
+    pub(crate) fn visit_many(
+        &self,
+        lsns: &[Lsn],
+        mut f: impl FnMut(usize, u8, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        self.each_of_many(lsns, |i, s, lsn, win| {
+            let (tag, payload) = s
+                .payload_at(lsn - s.base, self.opts.max_frame_bytes, win)
+                .map_err(|e| at_boundary(e, lsn))?;
+            f(i, tag, payload)
+        })
+    }
+
+    /// The walk of [`Log::read_many`] and [`Log::visit_many`]: for each of
+    /// `lsns` in log order, `read` is given its index in `lsns`, its
+    /// segment, the LSN and the read-ahead window over that segment, sized to reach the frames wanted next nearby. The window's
+    /// buffer is the thread's, reused from call to call.
+    fn each_of_many(
+        &self,
+        lsns: &[Lsn],
+        mut read: impl FnMut(usize, &Segment, Lsn, &mut Window) -> Result<()>,
+    ) -> Result<()> {
         let mut order: Vec<(Lsn, usize)> = lsns.iter().copied().zip(0..).collect();
         order.sort_unstable();
-        let mut out: Vec<Option<FrameBuf>> = vec![None; lsns.len()];
-        let mut win = Window::default();
+        let mut win = Window::reused();
         let mut seg: Option<Arc<Segment>> = None;
         for (k, &(lsn, i)) in order.iter().enumerate() {
-            let s = match &seg {
-                Some(s) if lsn >= s.base && lsn - s.base < s.len() => Arc::clone(s),
-                _ => {
-                    let s = self.holder(lsn)?;
+            let s: &Segment = match &mut seg {
+                Some(s) if lsn >= s.base && lsn - s.base < s.len() => s,
+                held => {
                     // A window holds bytes of one segment's file only.
-                    win = Window::default();
-                    seg = Some(Arc::clone(&s));
-                    s
+                    win.forget();
+                    held.insert(self.holder(lsn)?)
                 }
             };
             // The frames wanted next that are near this one: read up to the
@@ -836,21 +876,10 @@ impl Log {
                 last = next;
             }
             win.set_chunk((last - lsn).saturating_add(READ_RUN_TAIL).min(READ_RUN_MAX));
-            let (frame, _) = s
-                .frame_at(
-                    lsn - s.base,
-                    self.opts.max_frame_bytes,
-                    Some(&mut win),
-                    true,
-                )
-                .map_err(|e| at_boundary(e, lsn))?;
-            if let Some(slot) = out.get_mut(i) {
-                *slot = Some(frame);
-            }
+            read(i, s, lsn, &mut win)?;
         }
-        out.into_iter()
-            .map(|f| f.ok_or_else(|| Error::invalid("a frame of read_many was not read")))
-            .collect()
+        win.keep();
+        Ok(())
     }
 
     /// The segment holding `lsn`, which must lie in the log.

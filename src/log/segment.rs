@@ -100,32 +100,11 @@ impl Segment {
         win: Option<&mut Window>,
         check_crc: bool,
     ) -> Result<(FrameBuf, u64)> {
-        let seg_len = self.len();
-        if off < SEGMENT_HEADER_LEN || off >= seg_len {
-            return Err(Error::invalid(format!(
-                "offset {off} is not a frame position in {} ({seg_len} bytes)",
-                self.path.display()
-            )));
-        }
-        if seg_len - off < FRAME_HEADER_LEN {
-            return Err(self.corrupt(off, "frame header runs past the end of the segment"));
-        }
+        let seg_len = self.check_offset(off)?;
         match &self.data {
             SegmentData::Mapped(map) => {
-                let start = to_usize(off)?;
-                let h = map
-                    .get(start..)
-                    .and_then(FrameHeader::parse)
-                    .ok_or_else(|| self.corrupt(off, "frame header runs past the end"))?;
-                let total = self.check_len(&h, off, seg_len, max_frame_bytes)?;
-                let p_start = start + 9;
-                let p_end = start + to_usize(total)?;
-                let payload = map
-                    .get(p_start..p_end)
-                    .ok_or_else(|| self.corrupt(off, "frame runs past the end"))?;
-                if check_crc {
-                    self.check_crc(&h, payload, off)?;
-                }
+                let (h, p_start, p_end, total) =
+                    self.mapped_frame(map, off, seg_len, max_frame_bytes, check_crc)?;
                 Ok((
                     FrameBuf {
                         tag: h.tag,
@@ -140,14 +119,8 @@ impl Segment {
             }
             SegmentData::File(file) => match win {
                 Some(win) => {
-                    let h = FrameHeader::parse(win.get(file, &self.path, off, 9, seg_len)?)
-                        .ok_or_else(|| self.corrupt(off, "short frame header"))?;
-                    let total = self.check_len(&h, off, seg_len, max_frame_bytes)?;
-                    let bytes = win.get(file, &self.path, off, total, seg_len)?;
-                    let payload = bytes.get(9..).unwrap_or_default();
-                    if check_crc {
-                        self.check_crc(&h, payload, off)?;
-                    }
+                    let (h, payload, total) =
+                        self.windowed_frame(file, win, off, seg_len, max_frame_bytes, check_crc)?;
                     Ok((FrameBuf::owned(h.tag, payload.to_vec()), total))
                 }
                 None => {
@@ -169,6 +142,100 @@ impl Segment {
                 }
             },
         }
+    }
+
+    /// [`Segment::frame_at`] with a read-ahead window, the frame's checksum
+    /// checked, its payload borrowed (from the mapping of a sealed segment,
+    /// from `win` for the active one) instead of copied out: returns the
+    /// frame's tag and payload. Accepts and rejects exactly what `frame_at`
+    /// does, with the same errors.
+    pub(super) fn payload_at<'a>(
+        &'a self,
+        off: u64,
+        max_frame_bytes: u32,
+        win: &'a mut Window,
+    ) -> Result<(u8, &'a [u8])> {
+        let seg_len = self.check_offset(off)?;
+        match &self.data {
+            SegmentData::Mapped(map) => {
+                let (h, p_start, p_end, _) =
+                    self.mapped_frame(map, off, seg_len, max_frame_bytes, true)?;
+                let payload = map
+                    .get(p_start..p_end)
+                    .ok_or_else(|| self.corrupt(off, "frame runs past the end"))?;
+                Ok((h.tag, payload))
+            }
+            SegmentData::File(file) => {
+                let (h, payload, _) =
+                    self.windowed_frame(file, win, off, seg_len, max_frame_bytes, true)?;
+                Ok((h.tag, payload))
+            }
+        }
+    }
+
+    /// The published length, once `off` is known to be where a frame's
+    /// header can start (the first checks of [`Segment::frame_at`]).
+    fn check_offset(&self, off: u64) -> Result<u64> {
+        let seg_len = self.len();
+        if off < SEGMENT_HEADER_LEN || off >= seg_len {
+            return Err(Error::invalid(format!(
+                "offset {off} is not a frame position in {} ({seg_len} bytes)",
+                self.path.display()
+            )));
+        }
+        if seg_len - off < FRAME_HEADER_LEN {
+            return Err(self.corrupt(off, "frame header runs past the end of the segment"));
+        }
+        Ok(seg_len)
+    }
+
+    /// The frame at `off` of a mapped segment, checked: its header, where its
+    /// payload starts and ends in the mapping, and its total size.
+    fn mapped_frame(
+        &self,
+        map: &Mmap,
+        off: u64,
+        seg_len: u64,
+        max_frame_bytes: u32,
+        check_crc: bool,
+    ) -> Result<(FrameHeader, usize, usize, u64)> {
+        let start = to_usize(off)?;
+        let h = map
+            .get(start..)
+            .and_then(FrameHeader::parse)
+            .ok_or_else(|| self.corrupt(off, "frame header runs past the end"))?;
+        let total = self.check_len(&h, off, seg_len, max_frame_bytes)?;
+        let p_start = start + 9;
+        let p_end = start + to_usize(total)?;
+        let payload = map
+            .get(p_start..p_end)
+            .ok_or_else(|| self.corrupt(off, "frame runs past the end"))?;
+        if check_crc {
+            self.check_crc(&h, payload, off)?;
+        }
+        Ok((h, p_start, p_end, total))
+    }
+
+    /// The frame at `off` of a segment read through its file, checked, read
+    /// into `win`: its header, its payload (in `win`) and its total size.
+    fn windowed_frame<'w>(
+        &self,
+        file: &SegmentFile,
+        win: &'w mut Window,
+        off: u64,
+        seg_len: u64,
+        max_frame_bytes: u32,
+        check_crc: bool,
+    ) -> Result<(FrameHeader, &'w [u8], u64)> {
+        let h = FrameHeader::parse(win.get(file, &self.path, off, 9, seg_len)?)
+            .ok_or_else(|| self.corrupt(off, "short frame header"))?;
+        let total = self.check_len(&h, off, seg_len, max_frame_bytes)?;
+        let bytes = win.get(file, &self.path, off, total, seg_len)?;
+        let payload = bytes.get(9..).unwrap_or_default();
+        if check_crc {
+            self.check_crc(&h, payload, off)?;
+        }
+        Ok((h, payload, total))
     }
 
     /// Checks the length field before anything is allocated or sliced.
@@ -238,8 +305,12 @@ pub(super) fn to_usize(v: u64) -> Result<usize> {
 pub(super) struct Window {
     /// File offset of `buf[0]`.
     start: u64,
-    /// Cached bytes.
+    /// `buf[..filled]` are the file's bytes from `start`; the rest holds
+    /// bytes of earlier reads (or zeros), which a later read overwrites:
+    /// the buffer is zero-filled only where it grows, not before each read.
     buf: Vec<u8>,
+    /// How many bytes of `buf` the last read filled (0 after a failed one).
+    filled: usize,
     /// Bytes a read fetches at least ([`WINDOW_CHUNK`] unless set).
     chunk: u64,
 }
@@ -249,12 +320,49 @@ impl Default for Window {
         Window {
             start: 0,
             buf: Vec::new(),
+            filled: 0,
             chunk: WINDOW_CHUNK,
         }
     }
 }
 
+/// A buffer a [`Window::reused`] window left is kept for the thread's next
+/// one up to this many bytes (`Log::read_many` reads at most 256 KiB at
+/// once, unless a frame is larger).
+const WINDOW_KEEP: usize = 256 << 10;
+
+std::thread_local! {
+    /// The buffer the thread's last [`Window::reused`] window left: a read
+    /// of a few frames (a trace) would otherwise allocate and zero-fill a
+    /// buffer for each call.
+    static SPARE_WINDOW: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 impl Window {
+    /// An empty window over the buffer the thread's last one left (see
+    /// [`Window::keep`]), or a new one.
+    pub(super) fn reused() -> Window {
+        Window {
+            buf: SPARE_WINDOW.with(std::cell::Cell::take),
+            ..Window::default()
+        }
+    }
+
+    /// Leaves this window's buffer for the thread's next [`Window::reused`],
+    /// unless it is larger than [`WINDOW_KEEP`].
+    pub(super) fn keep(self) {
+        if self.buf.capacity() <= WINDOW_KEEP {
+            SPARE_WINDOW.with(|spare| spare.set(self.buf));
+        }
+    }
+
+    /// Forgets the bytes read (the window is about to read another file),
+    /// keeping the buffer.
+    pub(super) fn forget(&mut self) {
+        self.start = 0;
+        self.filled = 0;
+    }
+
     /// Sets how many bytes the next read fetches at least (capped at
     /// [`WINDOW_CHUNK`]): for reads of frames that are not sequential, the
     /// bytes up to the last of the nearby frames wanted next.
@@ -273,22 +381,33 @@ impl Window {
         n: u64,
         limit: u64,
     ) -> Result<&[u8]> {
-        let have_end = self.start + self.buf.len() as u64;
+        let have_end = self.start + self.filled as u64;
         if off < self.start || off + n > have_end {
             let want = n.max(self.chunk).min(limit.saturating_sub(off));
             if want < n {
                 return Err(corruption(path, off, "read past the end of the segment"));
             }
-            self.buf.clear();
-            self.buf.resize(to_usize(want)?, 0);
-            file.read_exact_at(&mut self.buf, off)
+            let want = to_usize(want)?;
+            // Nothing is held until the read succeeds.
+            self.filled = 0;
+            if self.buf.len() < want {
+                self.buf.reserve_exact(want - self.buf.len());
+                self.buf.resize(want, 0);
+            }
+            let into = self
+                .buf
+                .get_mut(..want)
+                .ok_or_else(|| corruption(path, off, "read past the end of the buffered window"))?;
+            file.read_exact_at(into, off)
                 .map_err(|e| Error::io(format!("reading {} at offset {off}", path.display()), e))?;
             self.start = off;
+            self.filled = want;
         }
         let s = to_usize(off - self.start)?;
         let e = s + to_usize(n)?;
         self.buf
-            .get(s..e)
+            .get(..self.filled)
+            .and_then(|held| held.get(s..e))
             .ok_or_else(|| corruption(path, off, "read past the end of the buffered window"))
     }
 }

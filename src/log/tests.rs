@@ -1260,6 +1260,22 @@ proptest::proptest! {
                 let want = log.read(lsn)?;
                 assert_eq!((f.tag(), f.payload()), (want.tag(), want.payload()), "LSN {lsn}");
             }
+            // `visit_many` hands out the same frames, each index once, in
+            // log order (its read buffer is the thread's, left by the calls
+            // and cases before: bytes of other logs' files).
+            let mut visited: Vec<(usize, u8, Vec<u8>)> = Vec::new();
+            log.visit_many(&asked, |i, tag, payload| {
+                visited.push((i, tag, payload.to_vec()));
+                Ok(())
+            })?;
+            let mut seen: Vec<usize> = visited.iter().map(|v| v.0).collect();
+            assert!(visited.windows(2).all(|w| (asked[w[0].0], w[0].0) < (asked[w[1].0], w[1].0)));
+            seen.sort_unstable();
+            assert_eq!(seen, (0..asked.len()).collect::<Vec<_>>());
+            for (i, tag, payload) in &visited {
+                let want = &got[*i];
+                assert_eq!((*tag, payload.as_slice()), (want.tag(), want.payload()), "index {i}");
+            }
             // Every frame at once, backwards.
             let all: Vec<Lsn> = lsns.iter().rev().copied().collect();
             let got = log.read_many(&all)?;
@@ -1292,6 +1308,32 @@ fn read_many_fails_where_read_fails() -> TestResult {
         log.read_many(&[lsns[3], lsns[4] + 1, lsns[5]]),
         Err(Error::Corruption { .. })
     ));
+    // `visit_many` fails where `read_many` fails, with the same error.
+    let visit_error = |asked: &[Lsn]| -> Option<String> {
+        log.visit_many(asked, |_, _, _| Ok(()))
+            .err()
+            .map(|e| e.to_string())
+    };
+    let read_error = |asked: &[Lsn]| log.read_many(asked).err().map(|e| e.to_string());
+    let bad_sets: [Vec<Lsn>; 2] = [
+        vec![lsns[3], log.end()],
+        vec![lsns[3], lsns[4] + 1, lsns[5]],
+    ];
+    for asked in &bad_sets {
+        assert!(read_error(asked).is_some());
+        assert_eq!(visit_error(asked), read_error(asked));
+    }
+    // An error of the visitor stops the walk and is returned as it is.
+    let mut calls = 0;
+    let stopped = log.visit_many(&[lsns[5], lsns[6], lsns[7]], |_, _, _| {
+        calls += 1;
+        Err(Error::invalid("stop"))
+    });
+    assert_eq!(calls, 1);
+    assert_eq!(
+        stopped.err().map(|e| e.to_string()),
+        Some(Error::invalid("stop").to_string())
+    );
     let segs = log.segments();
     let seg = seg_of(&segs, lsns[20]).ok_or("no segment")?;
     assert!(!seg.sealed);
@@ -1309,6 +1351,19 @@ fn read_many_fails_where_read_fails() -> TestResult {
         &seg.path,
         offset,
     )?;
+    for asked in [
+        [lsns[19], lsns[20], lsns[21]],
+        [lsns[30], lsns[20], lsns[2]],
+    ] {
+        let mut visited = Vec::new();
+        let got = log.visit_many(&asked, |i, _, _| {
+            visited.push(i);
+            Ok(())
+        });
+        expect_corruption(got, &seg.path, offset)?;
+        // The frames before it in log order were handed out, no others.
+        assert_eq!(visited.len(), 1);
+    }
     // The frames around it still read.
     let around = log.read_many(&[lsns[21], lsns[19]])?;
     assert!(is_record(&around[0], 21) && is_record(&around[1], 19));
