@@ -796,9 +796,10 @@ pub(crate) fn decode_span_into(
 
 /// The body of [`decode_span_wire`]: every field of `out` is written.
 fn decode_span_wire_into(payload: &[u8], out: &mut StoredSpan) -> Result<(), DecodeError> {
-    let mut r = WireReader::new(payload);
-    out.project = r.str()?.to_owned();
-    out.resource = read_attributes(&mut r)?;
+    let mut t = TextReader::new(payload);
+    out.project = t.str()?.to_owned();
+    out.resource = read_attributes(&mut t)?;
+    let r = &mut t.r;
     let span = &mut out.span;
     span.trace_id = TraceId(r.array()?);
     span.span_id = SpanId(r.array()?);
@@ -807,34 +808,110 @@ fn decode_span_wire_into(payload: &[u8], out: &mut StoredSpan) -> Result<(), Dec
     } else {
         None
     };
-    span.name = r.str()?.to_owned();
-    span.kind = span_kind(&mut r)?;
+    span.name = t.str()?.to_owned();
+    let r = &mut t.r;
+    span.kind = span_kind(r)?;
     span.start_time_unix_nano = r.u64()?;
     span.end_time_unix_nano = r.u64()?;
-    span.status.code = status_code(&mut r)?;
-    span.status.message = r.str()?.to_owned();
-    span.attributes = read_attributes(&mut r)?;
-    let n = r.len(MIN_EVENT_BYTES)?;
+    span.status.code = status_code(r)?;
+    span.status.message = t.str()?.to_owned();
+    span.attributes = read_attributes(&mut t)?;
+    let n = t.r.len(MIN_EVENT_BYTES)?;
     let mut events = Vec::with_capacity(n.min(MAX_RESERVE));
     for _ in 0..n {
         events.push(Event {
-            time_unix_nano: r.u64()?,
-            name: r.str()?.to_owned(),
-            attributes: read_attributes(&mut r)?,
+            time_unix_nano: t.r.u64()?,
+            name: t.str()?.to_owned(),
+            attributes: read_attributes(&mut t)?,
         });
     }
     span.events = events;
-    let n = r.len(MIN_LINK_BYTES)?;
+    let n = t.r.len(MIN_LINK_BYTES)?;
     let mut links = Vec::with_capacity(n.min(MAX_RESERVE));
     for _ in 0..n {
         links.push(Link {
-            trace_id: TraceId(r.array()?),
-            span_id: SpanId(r.array()?),
-            attributes: read_attributes(&mut r)?,
+            trace_id: TraceId(t.r.array()?),
+            span_id: SpanId(t.r.array()?),
+            attributes: read_attributes(&mut t)?,
         });
     }
     span.links = links;
-    r.finish()
+    t.r.finish()
+}
+
+/// A [`WireReader`] over a whole span record whose strings are UTF-8-checked
+/// a stretch of the record at a time rather than one by one: a string not
+/// in the stretch checked last starts a new one, the record's ASCII bytes
+/// from the string's start on (strings, their lengths, variant indexes and
+/// small numbers are all ASCII, so a stretch mostly runs from one id, time
+/// or large number to the next and holds several strings), and a string in
+/// it is a slice of it, which needs only its two ends to be character
+/// boundaries. `core`'s check is fast on long runs and costs several
+/// instructions a byte on short strings, which most of a span's are. A
+/// string with other than ASCII in it is checked alone, as before.
+///
+/// Gives exactly [`WireReader::str`]'s strings and errors: a slice of a
+/// checked `&str` holds the string's own bytes, and a string that is not
+/// one (not valid UTF-8 on its own, or past where the stretch stops) is
+/// checked alone, as `str` checks it.
+struct TextReader<'a> {
+    /// Reads the record; its rest is always a suffix of `record`.
+    r: WireReader<'a>,
+    /// The whole record.
+    record: &'a [u8],
+    /// Where `text` starts in `record`.
+    text_at: usize,
+    /// `record[text_at..text_at + text.len()]`, checked.
+    text: &'a str,
+}
+
+impl<'a> TextReader<'a> {
+    fn new(record: &'a [u8]) -> Self {
+        TextReader {
+            r: WireReader::new(record),
+            record,
+            text_at: 0,
+            text: "",
+        }
+    }
+
+    /// [`WireReader::str`], through the checked stretch.
+    #[inline(always)]
+    fn str(&mut self) -> Result<&'a str, DecodeError> {
+        let n = self.r.u64()?;
+        let n = usize::try_from(n)
+            .map_err(|_| DecodeError(format!("cannot decode: length {n} out of range")))?;
+        let at = self.record.len() - self.r.rest.len();
+        let bytes = self.r.take(n)?;
+        if let Some(s) = at
+            .checked_sub(self.text_at)
+            .and_then(|from| self.text.get(from..from.saturating_add(n)))
+        {
+            return Ok(s);
+        }
+        self.check_from(at, bytes)
+    }
+
+    /// `bytes`, the string at `at` of the record, when it is not in the
+    /// checked stretch: a new stretch from there if it starts past the
+    /// old one's end, else (or if it is not in the new one either) a
+    /// check of the string alone.
+    #[inline(never)]
+    fn check_from(&mut self, at: usize, bytes: &'a [u8]) -> Result<&'a str, DecodeError> {
+        if at >= self.text_at.saturating_add(self.text.len()) {
+            let tail = self.record.get(at..).unwrap_or_default();
+            let ascii = tail.get(..ascii_prefix(tail)).unwrap_or_default();
+            self.text_at = at;
+            // ASCII is UTF-8: this check cannot fail, and is `core`'s fast
+            // one (the bytes are all ASCII).
+            self.text = std::str::from_utf8(ascii).unwrap_or_default();
+            if let Some(s) = self.text.get(..bytes.len()) {
+                return Ok(s);
+            }
+        }
+        std::str::from_utf8(bytes)
+            .map_err(|e| DecodeError(format!("cannot decode: invalid UTF-8: {e}")))
+    }
 }
 
 fn span_kind(r: &mut WireReader<'_>) -> Result<SpanKind, DecodeError> {
@@ -1140,22 +1217,53 @@ fn bad_variant(what: &str, index: u32) -> DecodeError {
     DecodeError(format!("cannot decode: no {what} variant {index}"))
 }
 
+/// How many bytes `bytes` starts with that are ASCII (below 0x80), looked
+/// at eight at a time.
+fn ascii_prefix(bytes: &[u8]) -> usize {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut words = bytes.chunks_exact(8);
+    let mut n = 0;
+    for word in &mut words {
+        let Ok(word) = <[u8; 8]>::try_from(word) else {
+            break;
+        };
+        let high = u64::from_le_bytes(word) & HIGH;
+        if high != 0 {
+            return n + high.trailing_zeros() as usize / 8;
+        }
+        n += 8;
+    }
+    let rest = words.remainder();
+    n + rest.iter().position(|&b| b >= 0x80).unwrap_or(rest.len())
+}
+
 /// The mirror of `put_attributes`.
-fn read_attributes(r: &mut WireReader<'_>) -> Result<Vec<KeyValue>, DecodeError> {
-    let n = r.len(MIN_KEY_VALUE_BYTES)?;
+fn read_attributes(t: &mut TextReader<'_>) -> Result<Vec<KeyValue>, DecodeError> {
+    let n = t.r.len(MIN_KEY_VALUE_BYTES)?;
     let mut attrs = Vec::with_capacity(n.min(MAX_RESERVE));
     for _ in 0..n {
-        let key = r.str()?.to_owned();
-        let value = read_value(r)?;
+        let key = t.str()?.to_owned();
+        let value = read_value(t)?;
         attrs.push(KeyValue { key, value });
     }
     Ok(attrs)
 }
 
-/// One encoded attribute value.
-fn read_value(r: &mut WireReader<'_>) -> Result<AttributeValue, DecodeError> {
-    let variant = r.u32()?;
-    read_value_of(variant, r)
+/// One encoded attribute value: [`read_value_of`] of its variant index,
+/// strings read through `t`'s checked stretch.
+fn read_value(t: &mut TextReader<'_>) -> Result<AttributeValue, DecodeError> {
+    Ok(match t.r.u32()? {
+        0 => AttributeValue::String(t.str()?.to_owned()),
+        4 => {
+            let n = t.r.len(1)?;
+            let mut out = Vec::with_capacity(n.min(MAX_RESERVE));
+            for _ in 0..n {
+                out.push(t.str()?.to_owned());
+            }
+            AttributeValue::StringArray(out)
+        }
+        variant => read_value_of(variant, &mut t.r)?,
+    })
 }
 
 /// The value that follows variant index `variant`.
@@ -1852,7 +1960,69 @@ mod span_wire_tests {
         assert!(rejected > bytes.len());
     }
 
+    /// The bytes of a string in a record: ASCII, any text, any bytes at
+    /// all (mostly not UTF-8), a long ASCII run.
+    fn string_bytes() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            "[a-z. ]{0,20}".prop_map(String::into_bytes),
+            ".{0,6}".prop_map(String::into_bytes),
+            proptest::collection::vec(any::<u8>(), 0..10),
+            "x{0,40}".prop_map(String::into_bytes),
+        ]
+    }
+
     proptest! {
+        /// `TextReader::str` gives what `WireReader::str` gives, string by
+        /// string, strings or errors, whatever lies between the strings
+        /// (ASCII or not) and wherever the record is cut short.
+        #[test]
+        fn text_reader_reads_strings_as_wire_reader(
+            parts in proptest::collection::vec(
+                (proptest::collection::vec(any::<u8>(), 0..4), string_bytes()),
+                0..12,
+            ),
+            cut in any::<proptest::sample::Index>(),
+            cut_short in any::<bool>(),
+        ) {
+            let mut rec = Vec::new();
+            for (gap, text) in &parts {
+                rec.extend_from_slice(gap);
+                put_varint(&mut rec, text.len() as u64);
+                rec.extend_from_slice(text);
+            }
+            if cut_short {
+                rec.truncate(cut.index(rec.len() + 1));
+            }
+            let mut wire = WireReader::new(&rec);
+            let mut text = TextReader::new(&rec);
+            for (gap, _) in &parts {
+                let a = wire.take(gap.len()).map(<[u8]>::to_vec);
+                let b = text.r.take(gap.len()).map(<[u8]>::to_vec);
+                prop_assert_eq!(&a, &b);
+                if a.is_err() {
+                    break;
+                }
+                let a = wire.str();
+                let b = text.str();
+                prop_assert_eq!(&a, &b);
+                if a.is_err() {
+                    break;
+                }
+            }
+            prop_assert_eq!(wire.rest, text.r.rest);
+        }
+
+        #[test]
+        fn ascii_prefix_is_the_bytes_below_0x80(
+            bytes in proptest::collection::vec(
+                prop_oneof![8 => 0u8..0x80, 1 => any::<u8>()],
+                0..40,
+            ),
+        ) {
+            let want = bytes.iter().position(|&b| b >= 0x80).unwrap_or(bytes.len());
+            prop_assert_eq!(ascii_prefix(&bytes), want);
+        }
+
         #[test]
         fn decodes_what_bincode_decodes(rec in stored_span()) {
             let mut bytes = Vec::new();
