@@ -1609,3 +1609,22 @@ fn an_unreadable_mark_rewrites_from_the_checkpoint_and_the_earliest_mark_wins() 
     }
     Ok(())
 }
+
+/// A window whose read fails holds nothing: a later read of bytes the
+/// failed read had covered reads the file, where the old window, whose
+/// buffer was zero-filled before the read, handed out those zeros as the
+/// file's bytes.
+#[test]
+fn a_failed_read_leaves_the_window_empty() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("short.seg");
+    fs::write(&path, [0xab_u8; 100])?;
+    let file = file::SegmentFile::open_ro(&crate::fs::OsFileSystem, &path)?;
+    let mut win = segment::Window::default();
+    // 200 bytes claimed, 100 on disk: the read fails.
+    assert!(win.get(&file, &path, 0, 10, 200).is_err());
+    // Bytes within the failed read's 200: read from the file.
+    assert_eq!(win.get(&file, &path, 0, 10, 100)?, &[0xab_u8; 10]);
+    assert_eq!(win.get(&file, &path, 90, 10, 100)?, &[0xab_u8; 10]);
+    Ok(())
+}
