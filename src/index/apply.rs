@@ -1328,16 +1328,9 @@ impl Counters {
     }
 }
 
-/// The first sixteen bytes of `key`, zeros after its end, as a big-endian
-/// number: keys whose prefixes differ are ordered as the prefixes are
-/// (equal prefixes leave the order to the bytes past them, or the length).
+/// The first sixteen bytes of `key` as a number ([`super::leading_bytes`]).
 fn key_prefix(key: &[u8]) -> u128 {
-    let mut b = [0u8; 16];
-    let n = key.len().min(16);
-    if let (Some(to), Some(from)) = (b.get_mut(..n), key.get(..n)) {
-        to.copy_from_slice(from);
-    }
-    u128::from_be_bytes(b)
+    u128::from_be_bytes(super::leading_bytes(key))
 }
 
 /// Whether `key` (a `session_ids` key of `project_id`) sorts above every

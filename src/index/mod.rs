@@ -317,6 +317,19 @@ where
     Ok(true)
 }
 
+/// The first `N` bytes of `bytes`, zeros after its end. Read as a
+/// big-endian number, byte strings whose leading bytes differ are ordered
+/// as those numbers are (equal numbers leave the order to the bytes past
+/// them, or to the length).
+pub(crate) fn leading_bytes<const N: usize>(bytes: &[u8]) -> [u8; N] {
+    let mut b = [0u8; N];
+    let n = bytes.len().min(N);
+    if let (Some(to), Some(from)) = (b.get_mut(..n), bytes.get(..n)) {
+        to.copy_from_slice(from);
+    }
+    b
+}
+
 /// Big-endian increment; false on overflow. On a key prefix, gives a key
 /// of the same length above every key with that prefix (an exclusive
 /// upper bound for a prefix scan).

@@ -117,15 +117,9 @@ fn partition_bytes(part: u64) -> Partition {
     [b[3], b[4], b[5], b[6], b[7]]
 }
 
-/// The first eight bytes of `id`, zeros after its end, as a big-endian
-/// number: ids whose numbers differ are ordered as the numbers are.
+/// The first eight bytes of `id` as a number ([`super::leading_bytes`]).
 fn id_prefix(id: &[u8]) -> u64 {
-    let mut b = [0u8; 8];
-    let n = id.len().min(8);
-    if let (Some(to), Some(from)) = (b.get_mut(..n), id.get(..n)) {
-        to.copy_from_slice(from);
-    }
-    u64::from_be_bytes(b)
+    u64::from_be_bytes(super::leading_bytes(id))
 }
 
 /// The rank of each of `spans`' ids (bytes in `ids`) among them in byte
