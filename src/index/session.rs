@@ -42,15 +42,22 @@ pub(crate) struct TurnRef<'a> {
     pub body: &'a TurnBody,
 }
 
-impl TurnRef<'_> {
-    fn user(&self) -> Option<(u64, [u8; 16], [u8; 8], String)> {
-        self.body.user.as_ref().map(
-            |Earliest {
-                 start,
-                 span_id,
-                 value,
-             }| { (*start, self.trace_id, *span_id, value.clone()) },
-        )
+/// A summary's first input or last output.
+type Endpoint = (u64, [u8; 16], IoValue);
+
+/// Puts `(start, trace_id, value)` in `slot`, in the buffers of the value
+/// it held, if any: a session's last output moves on with nearly every
+/// turn added, and a copy into a fresh value cost an allocation and the
+/// old value's free each time.
+fn set_endpoint(slot: &mut Option<Endpoint>, start: u64, trace_id: [u8; 16], value: &IoValue) {
+    match slot {
+        Some((s, id, cur)) => {
+            *s = start;
+            *id = trace_id;
+            cur.value.clone_from(&value.value);
+            cur.mime_type.clone_from(&value.mime_type);
+        }
+        None => *slot = Some((start, trace_id, value.clone())),
     }
 }
 
@@ -118,7 +125,7 @@ impl SessionState {
                 .as_ref()
                 .is_none_or(|(s, id, _)| (t.start, t.trace_id) < (*s, *id))
         {
-            self.first_input = Some((t.start, t.trace_id, input.clone()));
+            set_endpoint(&mut self.first_input, t.start, t.trace_id, input);
         }
         if let Some(output) = &t.body.output
             && self
@@ -126,12 +133,26 @@ impl SessionState {
                 .as_ref()
                 .is_none_or(|(s, id, _)| (t.start, t.trace_id) > (*s, *id))
         {
-            self.last_output = Some((t.start, t.trace_id, output.clone()));
+            set_endpoint(&mut self.last_output, t.start, t.trace_id, output);
         }
-        if let Some(user) = t.user()
-            && self.user.as_ref().is_none_or(|cur| user < *cur)
+        // Compared before anything is copied (most turns' users do not
+        // win), in the order of the summary's tuple: a string orders as its
+        // `str` does.
+        if let Some(Earliest {
+            start,
+            span_id,
+            value,
+        }) = &t.body.user
         {
-            self.user = Some(user);
+            let user = (*start, t.trace_id, *span_id, value.as_str());
+            match &mut self.user {
+                Some(cur) if user < (cur.0, cur.1, cur.2, cur.3.as_str()) => {
+                    (cur.0, cur.1, cur.2) = (user.0, user.1, user.2);
+                    cur.3.clone_from(value);
+                }
+                Some(_) => {}
+                None => self.user = Some((user.0, user.1, user.2, value.clone())),
+            }
         }
     }
 
@@ -274,6 +295,110 @@ mod tests {
                 let want = quantile(&sorted, q);
                 let got = quantile_of(&mut unsorted, q);
                 proptest::prop_assert_eq!(got.to_bits(), want.to_bits(), "q {}", q);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod add_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// [`SessionState::add`] as it was written before it reused the
+    /// summary's buffers: every winning value copied in afresh.
+    fn add_simply(s: &mut SessionState, t: TurnRef<'_>) {
+        if s.num_traces == 0 {
+            s.start = t.start;
+            s.end = t.body.end;
+        } else {
+            s.start = s.start.min(t.start);
+            s.end = s.end.max(t.body.end);
+        }
+        s.num_traces += 1;
+        s.num_errors += u64::from(t.body.status == TraceStatus::Error);
+        s.tokens = s.tokens.saturating_add(t.body.tokens);
+        if let Some(input) = &t.body.input
+            && s.first_input
+                .as_ref()
+                .is_none_or(|(st, id, _)| (t.start, t.trace_id) < (*st, *id))
+        {
+            s.first_input = Some((t.start, t.trace_id, input.clone()));
+        }
+        if let Some(output) = &t.body.output
+            && s.last_output
+                .as_ref()
+                .is_none_or(|(st, id, _)| (t.start, t.trace_id) > (*st, *id))
+        {
+            s.last_output = Some((t.start, t.trace_id, output.clone()));
+        }
+        let user = t
+            .body
+            .user
+            .as_ref()
+            .map(|e| (e.start, t.trace_id, e.span_id, e.value.clone()));
+        if let Some(user) = user
+            && s.user.as_ref().is_none_or(|cur| user < *cur)
+        {
+            s.user = Some(user);
+        }
+    }
+
+    fn io() -> impl Strategy<Value = IoValue> {
+        (
+            prop_oneof!["[ab]{0,3}", ".{0,40}"],
+            prop_oneof![Just("text/plain".to_owned()), "[xy]{0,3}"],
+        )
+            .prop_map(|(value, mime)| IoValue::new(value, &mime))
+    }
+
+    prop_compose! {
+        fn turn()(
+            (start, end) in (0..8u64, 0..8u64),
+            trace_id in prop_oneof![Just([0u8; 16]), Just([1u8; 16]), any::<[u8; 16]>()],
+            input in proptest::option::of(io()),
+            output in proptest::option::of(io()),
+            status in prop_oneof![Just(TraceStatus::Ok), Just(TraceStatus::Error)],
+            user in proptest::option::of(
+                (0..4u64, prop_oneof![Just([0u8; 8]), any::<[u8; 8]>()], "[ab]{0,3}"),
+            ),
+        ) -> (u64, [u8; 16], TurnBody) {
+            let body = TurnBody {
+                end,
+                head_span_id: [0; 8],
+                root_missing: false,
+                input,
+                output,
+                tokens: Tokens::default(),
+                status,
+                num_spans: 1,
+                conflicts: Vec::new(),
+                user: user.map(|(start, span_id, value)| Earliest { start, span_id, value }),
+                more_conflicts: false,
+            };
+            (start, trace_id, body)
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256),
+            ..ProptestConfig::default()
+        })]
+
+        /// Adding turns in place of copies gives the summary the copies
+        /// gave, turn after turn (ties and repeated traces included).
+        #[test]
+        fn adding_turns_in_place_is_adding_copies(
+            turns in proptest::collection::vec(turn(), 0..12),
+        ) {
+            let mut got = SessionState::new(1, "p", "s");
+            let mut want = got.clone();
+            for (start, trace_id, body) in &turns {
+                let t = TurnRef { start: *start, trace_id: *trace_id, body };
+                got.add(t);
+                add_simply(&mut want, t);
+                prop_assert_eq!(&got, &want);
             }
         }
     }
