@@ -328,8 +328,13 @@ impl IndexWriter {
         // whichever project its trace ends up in. (A batch names a project
         // only with a span appended under it, and every record names one of
         // the batch's: see `NewRecords::project_at`.)
+        // (Their numbers are kept: a trace's project is nearly always the
+        // one its records were appended under, and a batch names several
+        // projects, in turn, which the last-project shortcut of
+        // `Counters::project` misses.)
+        let mut project_ids = Vec::with_capacity(project_names.len());
         for project in project_names {
-            counters.project(&mut t.projects, project)?;
+            project_ids.push(counters.project(&mut t.projects, project)?);
         }
         let project_of = |r: &NewRecord| project_names.get(r.project).map_or("", String::as_str);
         // The group's spans by trace, each trace's in log order, traces
@@ -390,16 +395,30 @@ impl IndexWriter {
                     .or_default()
                     .trace(-1, old_spans, old_tokens);
             }
-            if let Some(p) = rec.project() {
-                let id = counters.project(&mut t.projects, p)?;
+            // The trace's project number, looked up once: by the project
+            // its first record of the group was appended under when the
+            // names agree, else by name.
+            let project_id = match rec.project() {
+                Some(p) => {
+                    let hint = recs.first().and_then(|r| {
+                        let id = project_ids.get(r.project)?;
+                        (project_names.get(r.project)? == p).then_some(*id)
+                    });
+                    Some(match hint {
+                        Some(id) => id,
+                        None => counters.project(&mut t.projects, p)?,
+                    })
+                }
+                None => None,
+            };
+            if let Some(id) = project_id {
                 projects
                     .entry(id)
                     .or_default()
                     .trace(1, rec.spans.len(), rec.tokens);
             }
-            let new_session = match (rec.project(), rec.session_id()) {
-                (Some(p), Some(s)) => {
-                    let project_id = counters.project(&mut t.projects, p)?;
+            let new_session = match (project_id, rec.session_id()) {
+                (Some(project_id), Some(s)) => {
                     let n = counters.session(&mut t.session_ids, project_id, s)?;
                     Some((n, project_id))
                 }
