@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::model::{StoredSpan, TraceId};
 
 use super::facts::{self, SessionIdSource};
-use super::search::{self, ChunkSet};
+use super::search::{self, EncodedChunks};
 use super::segments::LiveChanges;
 use super::session::{SessionState, TurnRef, sort_values};
 use super::trace::{Earliest, Filing, NewRecord, NewRecords, Spares, TraceRecord, TurnBody};
@@ -283,7 +283,7 @@ impl IndexWriter {
 
     /// Writes search postings (from `Postings::chunks`, in key order) as a
     /// run (see `posting_runs`).
-    pub(crate) fn write_postings(&mut self, chunks: &[([u8; 12], ChunkSet)]) -> Result<()> {
+    pub(crate) fn write_postings(&mut self, chunks: &EncodedChunks) -> Result<()> {
         super::posting_runs::write_run(&self.txn, chunks)
     }
 

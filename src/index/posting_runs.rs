@@ -15,7 +15,7 @@
 
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 
-use super::search::ChunkSet;
+use super::search::{ChunkSet, EncodedChunks};
 use super::{META, SEARCH, corrupted as corrupt, decode_posting};
 use crate::error::Result;
 
@@ -58,7 +58,7 @@ pub(crate) fn run_seqs(list: &impl ReadableTable<u64, u64>) -> Result<Vec<u64>> 
 
 /// Appends `chunks` (posting keys ascending, distinct) as a new run, then
 /// merges every run into `search` if there are [`MAX_RUNS`] of them.
-pub(crate) fn write_run(txn: &WriteTransaction, chunks: &[([u8; 12], ChunkSet)]) -> Result<()> {
+pub(crate) fn write_run(txn: &WriteTransaction, chunks: &EncodedChunks) -> Result<()> {
     if chunks.is_empty() {
         return Ok(());
     }
@@ -73,23 +73,8 @@ pub(crate) fn write_run(txn: &WriteTransaction, chunks: &[([u8; 12], ChunkSet)])
     };
     {
         let mut runs = txn.open_table(SEARCH_RUNS)?;
-        // Every value encoded into one buffer (not a vector each), then
-        // taken from it by its end.
-        let mut values = Vec::new();
-        let ends: Vec<usize> = chunks
-            .iter()
-            .map(|(_, set)| {
-                set.encode_into(&mut values);
-                values.len()
-            })
-            .collect();
-        let starts = std::iter::once(0).chain(ends.iter().copied());
-        let entries = chunks
-            .iter()
-            .zip(starts.zip(&ends))
-            .map(|((key, _), (from, &to))| {
-                (run_key(seq, key), values.get(from..to).unwrap_or_default())
-            });
+        // The values come encoded (see `EncodedChunks`).
+        let entries = chunks.iter().map(|(key, v)| (run_key(seq, key), v));
         // Every run's sequence is above those stored, so the run goes to
         // the table's end.
         let keys_values: Vec<([u8; 20], &[u8])> = entries.collect();
@@ -246,10 +231,10 @@ mod tests {
             let mut model: BTreeMap<[u8; 12], BTreeSet<u16>> = BTreeMap::new();
             let mut written = 0u64;
             for f in flushes {
-                let chunks: Vec<([u8; 12], ChunkSet)> = f
-                    .iter()
-                    .map(|(k, o)| (*k, ChunkSet::from_sorted(o.iter().copied().collect())))
-                    .collect();
+                let mut chunks = EncodedChunks::default();
+                for (k, o) in &f {
+                    chunks.push_set(*k, &ChunkSet::from_sorted(o.iter().copied().collect()));
+                }
                 let txn = db.begin_write().unwrap();
                 write_run(&txn, &chunks).unwrap();
                 txn.commit().unwrap();

@@ -340,6 +340,104 @@ pub(crate) fn chunk_of(session: u64) -> (u32, u16) {
     parts
 }
 
+/// Posting sets encoded for a run of `posting_runs`: each key (ascending)
+/// with its set's stored bytes ([`ChunkSet::encode_into`]). The sets are
+/// written straight into one buffer as they are found, not built as a
+/// [`ChunkSet`] each (a vector or a box per chunk, allocated, encoded and
+/// freed) and encoded afterwards.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct EncodedChunks {
+    keys: Vec<[u8; 12]>,
+    /// Where each key's value ends in `values` (it starts where the
+    /// previous one ends).
+    ends: Vec<usize>,
+    values: Vec<u8>,
+}
+
+impl EncodedChunks {
+    /// Number of posting sets.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Each key with its encoded set, in the order pushed.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8; 12], &[u8])> + '_ {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        self.keys
+            .iter()
+            .zip(starts.zip(&self.ends))
+            .map(|(k, (from, &to))| (k, self.values.get(from..to).unwrap_or_default()))
+    }
+
+    /// Appends a set, encoded.
+    pub fn push_set(&mut self, key: [u8; 12], set: &ChunkSet) {
+        set.encode_into(&mut self.values);
+        self.close(key);
+    }
+
+    /// Ends the value written since the last key as `key`'s.
+    fn close(&mut self, key: [u8; 12]) {
+        self.keys.push(key);
+        self.ends.push(self.values.len());
+    }
+
+    /// Appends the set of sorted, distinct `offsets` in the smaller
+    /// encoding (what `ChunkSet::from_sorted(offsets).encode()` gives).
+    fn push_sorted(&mut self, key: [u8; 12], offsets: &[u16]) {
+        if offsets.len() * 2 < BITMAP_BYTES {
+            self.push_sparse(key, offsets);
+            return;
+        }
+        let mut bits = [0u8; BITMAP_BYTES];
+        for &o in offsets {
+            set_bit(&mut bits, o);
+        }
+        self.values.push(1);
+        self.values.extend_from_slice(&bits);
+        self.close(key);
+    }
+
+    /// Appends a sparse set: the tag (0), then each offset's two bytes,
+    /// written into place (the loop of [`ChunkSet::encode_into`]).
+    fn push_sparse(&mut self, key: [u8; 12], offsets: &[u16]) {
+        let at = self.values.len();
+        self.values.resize(at + 1 + offsets.len() * 2, 0);
+        if let Some(body) = self.values.get_mut(at + 1..) {
+            for (d, x) in body.chunks_exact_mut(2).zip(offsets) {
+                d.copy_from_slice(&x.to_le_bytes());
+            }
+        }
+        self.close(key);
+    }
+
+    /// Appends a dense set from a chunk's bitmap words (bit `k` of word
+    /// `w` is offset `64w + k`): the tag (1), then the words' bytes,
+    /// little-endian.
+    fn push_dense(&mut self, key: [u8; 12], words: &[u64]) {
+        let at = self.values.len();
+        self.values.resize(at + 1 + words.len() * 8, 1);
+        if let Some(body) = self.values.get_mut(at + 1..) {
+            for (d, w) in body.chunks_exact_mut(8).zip(words) {
+                d.copy_from_slice(&w.to_le_bytes());
+            }
+        }
+        self.close(key);
+    }
+
+    /// The sets, decoded (for tests).
+    #[cfg(test)]
+    pub fn sets(&self) -> Vec<([u8; 12], ChunkSet)> {
+        self.iter()
+            .map(|(k, v)| (*k, ChunkSet::decode(v).unwrap_or_default()))
+            .collect()
+    }
+}
+
 /// A (project, trigram) pair: `project << 32 | trigram`.
 type Term = u64;
 
@@ -491,10 +589,10 @@ pub(crate) fn queue(batch: &mut BatchPostings, project_id: u32, session: u64, te
 const CHUNK_WORDS: usize = CHUNK / 64;
 
 /// The sets of a term's sessions (`first` and `rest`, many, in any order,
-/// may repeat), passed to `emit` by chunk ascending, each in the smaller
-/// encoding: the sessions are set in one bitmap over the chunks from the
-/// lowest session's to the highest's (`words`, reused), one shift and or
-/// each, in one pass: the bitmap starts at the first session's chunk and
+/// may repeat), appended to `out` by chunk ascending (keyed by `key` of
+/// the chunk), each in the smaller encoding: the sessions are set in one
+/// bitmap over the chunks from the lowest session's to the highest's
+/// (`words`, reused), one shift and or each, in one pass: the bitmap starts at the first session's chunk and
 /// widens when a session falls outside it. Returns false, emitting
 /// nothing, when that range holds more chunks than there are sessions
 /// (sessions far apart), and may when the bitmap, widened downwards
@@ -503,8 +601,8 @@ fn bitmap_chunks(
     first: u64,
     rest: &[u64],
     words: &mut Vec<u64>,
-    scratch: &mut OffsetScratch,
-    mut emit: impl FnMut(u32, ChunkSet),
+    out: &mut EncodedChunks,
+    key: impl Fn(u32) -> [u8; 12],
 ) -> bool {
     let limit = rest.len() + 1;
     let mut from = chunk_of(first).0;
@@ -514,26 +612,29 @@ fn bitmap_chunks(
     if let Some(w) = words.get_mut(((first - base) >> 6) as usize) {
         *w |= 1 << (first & 63);
     }
+    // The bits set through a slice, taken again after each widening: set
+    // through the vector, its length and buffer were loaded again for
+    // every session (a store to the buffer might have changed them).
+    let mut bits: &mut [u64] = words.as_mut_slice();
     for &s in rest {
         // Below `base` the difference wraps to far above the bitmap.
         let bit = s.wrapping_sub(base);
-        if let Some(w) = words.get_mut((bit >> 6) as usize) {
+        if let Some(w) = bits.get_mut((bit >> 6) as usize) {
             *w |= 1 << (bit & 63);
             continue;
         }
         if !widen(words, &mut from, s, limit) {
             return false;
         }
+        bits = words.as_mut_slice();
         base = u64::from(from) << CHUNK_BITS;
         let bit = s - base;
-        if let Some(w) = words.get_mut((bit >> 6) as usize) {
+        if let Some(w) = bits.get_mut((bit >> 6) as usize) {
             *w |= 1 << (bit & 63);
         }
     }
     for (c, chunk) in (from..).zip(words.chunks_exact(CHUNK_WORDS)) {
-        if let Some(set) = chunk_set(chunk, scratch) {
-            emit(c, set);
-        }
+        push_chunk(chunk, out, || key(c));
     }
     true
 }
@@ -571,37 +672,60 @@ fn widen(words: &mut Vec<u64>, from: &mut u32, s: u64, limit: usize) -> bool {
 /// Members of a chunk at which the bitmap is the smaller encoding.
 const DENSE_FROM: usize = BITMAP_BYTES / 2;
 
-/// Room for the offsets [`chunk_set`] lists: it stops after the word that
-/// brings them to [`DENSE_FROM`].
-type OffsetScratch = [u16; DENSE_FROM + 64];
+/// Offsets [`push_chunk`] makes room for: it stops after the word that
+/// brings them to [`DENSE_FROM`], so it needs `DENSE_FROM + 64`; a power
+/// of two, so that an index taken modulo it is seen to be in bounds (no
+/// check for each offset).
+const ROOM: usize = 512;
+const _: () = assert!(ROOM >= DENSE_FROM + 64 && ROOM.is_power_of_two());
 
-/// The set one chunk's bitmap words hold, in the smaller encoding, or
-/// `None` when empty. Offsets are listed (into `scratch`) until they
-/// reach [`DENSE_FROM`], so a dense chunk is not counted whole.
-fn chunk_set(chunk: &[u64], scratch: &mut OffsetScratch) -> Option<ChunkSet> {
+/// Appends the set one chunk's bitmap words hold, in the smaller
+/// encoding, keyed `key()`; nothing when empty. Offsets are written as
+/// they are found, straight into the sparse encoding's place in `out`,
+/// until they reach [`DENSE_FROM`] (so a dense chunk is not counted
+/// whole); the bitmap then replaces them.
+fn push_chunk(chunk: &[u64], out: &mut EncodedChunks, key: impl FnOnce() -> [u8; 12]) {
+    let at = out.values.len();
+    // The tag (0, sparse) and room for the offsets.
+    out.values.resize(at + 1 + 2 * ROOM, 0);
+    let Some(room) = out
+        .values
+        .get_mut(at + 1..)
+        .and_then(|r| <&mut [u8; 2 * ROOM]>::try_from(r).ok())
+    else {
+        return;
+    };
     let mut n = 0usize;
     for (base, &w) in (0u16..).step_by(64).zip(chunk) {
         let mut w = w;
         while w != 0 {
-            // Below `DENSE_FROM` before this word, so within the scratch.
-            if let Some(slot) = scratch.get_mut(n) {
-                #[expect(clippy::cast_possible_truncation, reason = "below 64")]
-                let bit = w.trailing_zeros() as u16;
-                *slot = base + bit;
+            // Below `DENSE_FROM + 64` (see `ROOM`): the modulo changes
+            // nothing.
+            #[expect(clippy::cast_possible_truncation, reason = "below 64")]
+            let offset = base + w.trailing_zeros() as u16;
+            let [lo, hi] = offset.to_le_bytes();
+            let i = 2 * (n % ROOM);
+            if let Some(d) = room.get_mut(i) {
+                *d = lo;
+            }
+            if let Some(d) = room.get_mut(i + 1) {
+                *d = hi;
             }
             n += 1;
             w &= w - 1;
         }
         if n >= DENSE_FROM {
-            let mut bits = Box::new([0u8; BITMAP_BYTES]);
-            for (b, w) in bits.chunks_exact_mut(8).zip(chunk) {
-                b.copy_from_slice(&w.to_le_bytes());
-            }
-            return Some(ChunkSet::Dense(bits));
+            out.values.truncate(at);
+            out.push_dense(key(), chunk);
+            return;
         }
     }
-    let offsets = scratch.get(..n)?;
-    (n > 0).then(|| ChunkSet::Sparse(offsets.to_vec()))
+    if n == 0 {
+        out.values.truncate(at);
+        return;
+    }
+    out.values.truncate(at + 1 + 2 * n);
+    out.close(key());
 }
 
 impl Postings {
@@ -630,35 +754,27 @@ impl Postings {
             .flat_map(SessionList::iter)
     }
 
-    /// Every buffered posting set with its table key, in key order (sorts
-    /// and deduplicates the buffered sessions in place).
-    pub fn chunks(&mut self) -> Vec<([u8; 12], ChunkSet)> {
+    /// Every buffered posting set with its table key, in key order, encoded
+    /// (sorts and deduplicates the buffered sessions in place).
+    pub fn chunks(&mut self) -> EncodedChunks {
         let mut terms: Vec<(&Term, &mut SessionList)> = self.map.iter_mut().collect();
         terms.sort_unstable_by_key(|(t, _)| **t);
-        let mut out = Vec::new();
+        let mut out = EncodedChunks::default();
         let mut words = Vec::new();
-        let mut scratch = [0u16; DENSE_FROM + 64];
+        // One chunk's offsets on the sorting path, reused.
+        let mut offsets: Vec<u16> = Vec::new();
         for (&t, list) in terms {
             #[expect(clippy::cast_possible_truncation, reason = "halves of the term")]
             let (project_id, tri) = ((t >> 32) as u32, t as u32);
             if list.rest.is_empty() {
                 let (chunk, offset) = chunk_of(list.first);
-                out.push((
-                    posting_key(project_id, tri, chunk),
-                    ChunkSet::from_sorted(vec![offset]),
-                ));
+                out.push_sparse(posting_key(project_id, tri, chunk), &[offset]);
                 continue;
             }
             if list.rest.len() >= SORT_AT_MOST
-                && bitmap_chunks(
-                    list.first,
-                    &list.rest,
-                    &mut words,
-                    &mut scratch,
-                    |c, set| {
-                        out.push((posting_key(project_id, tri, c), set));
-                    },
-                )
+                && bitmap_chunks(list.first, &list.rest, &mut words, &mut out, |c| {
+                    posting_key(project_id, tri, c)
+                })
             {
                 continue;
             }
@@ -686,33 +802,31 @@ impl Postings {
                     }
                 }
                 maps.sort_unstable_by_key(|(c, _)| *c);
-                out.extend(maps.into_iter().map(|(c, bits)| {
-                    (posting_key(project_id, tri, c), ChunkSet::from_bitmap(bits))
-                }));
+                for (c, bits) in maps {
+                    out.push_set(
+                        posting_key(project_id, tri, c),
+                        &ChunkSet::from_bitmap(bits),
+                    );
+                }
                 continue;
             }
             sessions.sort_unstable();
             sessions.dedup();
-            let mut offsets: Vec<u16> = Vec::new();
+            offsets.clear();
             let mut current = None;
             for &session in sessions.iter() {
                 let (chunk, offset) = chunk_of(session);
                 if current != Some(chunk) {
                     if let Some(c) = current {
-                        out.push((
-                            posting_key(project_id, tri, c),
-                            ChunkSet::from_sorted(std::mem::take(&mut offsets)),
-                        ));
+                        out.push_sorted(posting_key(project_id, tri, c), &offsets);
+                        offsets.clear();
                     }
                     current = Some(chunk);
                 }
                 offsets.push(offset);
             }
             if let Some(c) = current {
-                out.push((
-                    posting_key(project_id, tri, c),
-                    ChunkSet::from_sorted(offsets),
-                ));
+                out.push_sorted(posting_key(project_id, tri, c), &offsets);
             }
         }
         out
@@ -822,7 +936,7 @@ mod tests {
         assert_eq!(buf.len(), 6 + 4);
         // Written out: one set per (project, trigram, chunk), in key order,
         // each posting once.
-        let chunks = buf.chunks();
+        let chunks = buf.chunks().sets();
         assert!(chunks.windows(2).all(|w| w[0].0 < w[1].0));
         let hel: Vec<_> = chunks
             .iter()
@@ -886,6 +1000,7 @@ mod tests {
         }
         let written: BTreeSet<(u32, u32, u64)> = buf
             .chunks()
+            .sets()
             .iter()
             .flat_map(|(k, set)| {
                 let p = u32::from_be_bytes([k[0], k[1], k[2], k[3]]);
@@ -898,6 +1013,7 @@ mod tests {
         assert_eq!(written, model);
         assert!(
             buf.chunks()
+                .sets()
                 .iter()
                 .any(|(_, set)| matches!(set, ChunkSet::Dense(_))),
             "the dense case is covered"
@@ -952,8 +1068,23 @@ mod tests {
                     model.insert((p, t, s));
                 }
             }
-            let chunks = buf.chunks();
+            let encoded = buf.chunks();
+            let chunks = encoded.sets();
+            prop_assert_eq!(chunks.len(), encoded.len());
             prop_assert!(chunks.windows(2).all(|w| w[0].0 < w[1].0), "keys ascend");
+            // Each value is the stored encoding of the set the model holds
+            // for its key (one encoding per set: the smaller one).
+            for (k, v) in encoded.iter() {
+                let p = u32::from_be_bytes([k[0], k[1], k[2], k[3]]);
+                let t = u32::from_be_bytes([k[4], k[5], k[6], k[7]]);
+                let base = u64::from(key_chunk(k)) << CHUNK_BITS;
+                let want: Vec<u16> = model
+                    .range((p, t, base)..(p, t, base + CHUNK as u64))
+                    .map(|&(_, _, s)| (s - base) as u16)
+                    .collect();
+                let want = ChunkSet::from_sorted(want).encode();
+                prop_assert_eq!(v, want.as_slice());
+            }
             let mut written = BTreeSet::new();
             for (k, set) in &chunks {
                 let offsets = set.offsets();
@@ -982,17 +1113,16 @@ mod tests {
             .map(|c| c * 4096 + 7)
             .chain((61..100u64).map(|c| c * 4096 + 9))
             .collect();
-        let (mut words, mut scratch) = (Vec::new(), [0u16; DENSE_FROM + 64]);
-        let mut got = Vec::new();
-        assert!(bitmap_chunks(
-            first,
-            &rest,
-            &mut words,
-            &mut scratch,
-            |c, set| {
-                got.push((c, set));
-            }
-        ));
+        let mut words = Vec::new();
+        let mut out = EncodedChunks::default();
+        assert!(bitmap_chunks(first, &rest, &mut words, &mut out, |c| {
+            posting_key(0, 0, c)
+        }));
+        let got: Vec<(u32, ChunkSet)> = out
+            .sets()
+            .into_iter()
+            .map(|(k, set)| (key_chunk(&k), set))
+            .collect();
         let mut want: Vec<(u32, ChunkSet)> = (0..100u32)
             .map(|c| (c, ChunkSet::Sparse(vec![if c < 60 { 7 } else { 9 }])))
             .collect();
@@ -1029,11 +1159,16 @@ mod tests {
                 *model.keys().last().unwrap_or(&0),
             );
             let refuses = (hi - lo) as usize + 1 > rest.len() + 1;
-            let (mut words, mut scratch) = (vec![7u64; 3], [9u16; DENSE_FROM + 64]);
-            let mut got = Vec::new();
-            let done = bitmap_chunks(first, &rest, &mut words, &mut scratch, |c, set| {
-                got.push((c, set));
+            let mut words = vec![7u64; 3];
+            let mut out = EncodedChunks::default();
+            let done = bitmap_chunks(first, &rest, &mut words, &mut out, |c| {
+                posting_key(1, 2, c)
             });
+            let got: Vec<(u32, ChunkSet)> = out
+                .sets()
+                .into_iter()
+                .map(|(k, set)| (key_chunk(&k), set))
+                .collect();
             proptest::prop_assert!(!(done && refuses), "refuses a range too wide");
             if done {
                 let want: Vec<(u32, ChunkSet)> = model
@@ -1067,10 +1202,11 @@ mod tests {
             proptest::prop_assert_eq!(got.offsets(), all.into_iter().collect::<Vec<u16>>());
         }
 
-        /// `chunk_set` (offsets listed until the bitmap is smaller) gives
-        /// what `from_bitmap` (members counted first) gives.
+        /// `push_chunk` (offsets listed until the bitmap is smaller)
+        /// writes the encoding of what `from_bitmap` (members counted
+        /// first) gives, and nothing for an empty chunk.
         #[test]
-        fn chunk_set_matches_from_bitmap(
+        fn push_chunk_matches_from_bitmap(
             words in proptest::collection::vec(
                 proptest::prop_oneof![
                     Just(0u64),
@@ -1085,13 +1221,51 @@ mod tests {
                 b.copy_from_slice(&w.to_le_bytes());
             }
             let want = ChunkSet::from_bitmap(bits);
-            let mut scratch = [9u16; DENSE_FROM + 64];
-            let got = chunk_set(&words, &mut scratch);
-            if want == ChunkSet::Sparse(Vec::new()) {
-                proptest::prop_assert_eq!(got, None);
-            } else {
-                proptest::prop_assert_eq!(got, Some(want));
+            // After a set already there.
+            let mut out = EncodedChunks::default();
+            out.push_sorted([6; 12], &[3, 9]);
+            push_chunk(&words, &mut out, || [7; 12]);
+            let before = ChunkSet::from_sorted(vec![3, 9]).encode();
+            let mut expected = vec![(&[6; 12], before.as_slice())];
+            let want = want.encode();
+            if want != [0] {
+                expected.push((&[7; 12], want.as_slice()));
             }
+            let got: Vec<(&[u8; 12], &[u8])> = out.iter().collect();
+            proptest::prop_assert_eq!(got, expected);
+            proptest::prop_assert_eq!(out.values.len(), out.ends.last().copied().unwrap_or(0));
+        }
+
+        /// The sets pushed whole (sorted offsets, few or many) are
+        /// encoded as `ChunkSet::from_sorted` then `encode_into` encode
+        /// them, each after the one before, under its key.
+        #[test]
+        fn pushed_sets_are_encoded_as_chunk_sets(
+            sets in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::collection::btree_set(0..CHUNK as u16, 1..4),
+                    proptest::collection::btree_set(0..CHUNK as u16, 200..400),
+                ],
+                0..6,
+            ),
+        ) {
+            let mut out = EncodedChunks::default();
+            let mut want: Vec<([u8; 12], Vec<u8>)> = Vec::new();
+            for (i, set) in sets.into_iter().enumerate() {
+                let offsets: Vec<u16> = set.into_iter().collect();
+                let key = posting_key(1, 2, i as u32);
+                let chunk_set = ChunkSet::from_sorted(offsets.clone());
+                if i % 2 == 0 {
+                    out.push_sorted(key, &offsets);
+                } else {
+                    out.push_set(key, &chunk_set);
+                }
+                want.push((key, chunk_set.encode()));
+            }
+            let got: Vec<([u8; 12], Vec<u8>)> =
+                out.iter().map(|(k, v)| (*k, v.to_vec())).collect();
+            proptest::prop_assert_eq!(got, want);
+            proptest::prop_assert_eq!(out.len(), out.iter().count());
         }
 
         /// A sparse set's encoding is the tag 0 and each offset's two
