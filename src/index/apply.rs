@@ -133,6 +133,14 @@ pub(super) struct Delta {
     pub new: Option<(u64, TurnBody)>,
 }
 
+/// What [`IndexWriter::apply`] leaves behind: the group's turn changes,
+/// with the inputs and outputs they moved out of its records. Dropping it
+/// frees them; a caller on a busy thread can hand it to another to drop.
+#[must_use = "dropping it frees the group's turn texts; drop it where that costs least"]
+pub(crate) struct Spent {
+    _deltas: Vec<(u64, Delta)>,
+}
+
 /// Identity of a session, for creating its summary.
 #[derive(Clone)]
 pub(super) struct SessionIdent {
@@ -227,17 +235,6 @@ impl IndexWriter {
         })
     }
 
-    /// Writes the deferred changes (see [`Self::write_postings`] and
-    /// [`Self::write_held_homes`]; its postings are left sorted). The caller
-    /// passes the result to `Deferred::written` once the transaction
-    /// commits.
-    pub(crate) fn write_deferred(&mut self, deferred: &mut Deferred) -> Result<HomesWritten> {
-        let full = deferred.homes_full();
-        let postings = deferred.postings.chunks();
-        self.write_postings(&postings)?;
-        self.write_held_homes(&deferred.homes, &deferred.run_homes, full)
-    }
-
     /// Writes the held trace homes (`Deferred::homes` and `run_homes`):
     /// the new ones as a run of `home_runs`, or, if `full` (more are held
     /// than `Deferred::homes_limit`), all of them to `trace_homes` (see
@@ -290,7 +287,8 @@ impl IndexWriter {
     /// Applies records (in log order) and records `applied_lsn`. Search
     /// postings and the homes of new traces go to `group`, not to their
     /// tables: the caller keeps them across groups and writes them with
-    /// [`IndexWriter::write_deferred`]; `committed` holds the homes of
+    /// [`IndexWriter::write_postings`] and
+    /// [`IndexWriter::write_held_homes`]; `committed` holds the homes of
     /// earlier groups not written yet. Spans already indexed are skipped,
     /// so replaying a record is harmless.
     pub(crate) fn apply(
@@ -300,7 +298,7 @@ impl IndexWriter {
         applied_lsn: u64,
         group: &mut Deferred,
         committed: &Deferred,
-    ) -> Result<()> {
+    ) -> Result<Spent> {
         let mut t = self.tables()?;
         let mut counters = Counters::load(&t.meta)?;
         let mut idents: FastMap<u64, SessionIdent> = FastMap::default();
@@ -587,7 +585,7 @@ impl IndexWriter {
             }
         });
         writes.give_back();
-        result
+        result.map(|()| Spent { _deltas: deltas })
     }
 
     /// The writes of [`Self::apply`] once every trace of the group is read.

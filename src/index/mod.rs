@@ -28,7 +28,7 @@ use crate::codec;
 use crate::error::{Error, Result};
 use crate::fs::{Fence, Fenced, FileSystem, OpenMode, RedbBackend};
 
-pub(crate) use apply::{IndexConfig, IndexWriter, SpanSource};
+pub(crate) use apply::{IndexConfig, IndexWriter, SpanSource, Spent};
 pub(crate) use compact::{Liveness, Move};
 pub(crate) use compare::compare;
 pub(crate) use delete::{DeleteTarget, RetentionVictims};

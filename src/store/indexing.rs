@@ -105,7 +105,8 @@ impl GroupIndexer {
             let mut w = self.index.begin_write()?;
             {
                 let committed = self.deferred.read().map_err(|_| Error::panicked())?;
-                w.apply(records, source, applied, &mut changes, &committed)?;
+                // (The group's texts are freed here, as before.)
+                drop(w.apply(records, source, applied, &mut changes, &committed)?);
             }
             commit_with_deferred(&self.deferred, w, changes)
         })
