@@ -1426,7 +1426,14 @@ fn open_store(
         .cache_bytes(1 << 20)
         .file_system(Arc::new(sim.clone()));
     if small {
-        o = o.segment_bytes(4096).checkpoint_bytes(2048);
+        // Few trace homes held too: the deferred changes are written out
+        // between checkpoints (the homes to their table) and during a
+        // replay (its postings gathered on their own thread), under the
+        // same faults and power losses.
+        o = o
+            .segment_bytes(4096)
+            .checkpoint_bytes(2048)
+            .deferred_homes(4);
     } else {
         o = o.checkpoint_bytes(u64::MAX);
     }
