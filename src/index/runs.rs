@@ -706,8 +706,13 @@ fn delete_run(
     id: RunId,
 ) -> Result<()> {
     runs.remove(id.prefix(p, HEADER).as_slice())?;
-    // Every block key of the run starts with `lo`; raising `lo` bounds them.
-    let lo = id.prefix(p, BLOCK);
+    // Every block key of the run starts with this prefix.
+    delete_prefixed(runs, id.prefix(p, BLOCK))
+}
+
+/// Deletes every entry whose key starts with `lo` (raising `lo` bounds
+/// them; a prefix of only `0xff` bytes has no bound above).
+fn delete_prefixed(runs: &mut Table<'_, &'static [u8], &'static [u8]>, lo: Vec<u8>) -> Result<()> {
     let mut hi = lo.clone();
     if increment(&mut hi) {
         runs.retain_in::<&[u8], _>(lo.as_slice()..hi.as_slice(), |_, _| false)?;
@@ -727,12 +732,7 @@ fn delete_level(
     for kind in [HEADER, BLOCK] {
         let mut lo = p.to_vec();
         lo.extend_from_slice(&[kind, level]);
-        let mut hi = lo.clone();
-        if increment(&mut hi) {
-            runs.retain_in::<&[u8], _>(lo.as_slice()..hi.as_slice(), |_, _| false)?;
-        } else {
-            runs.retain_in::<&[u8], _>(lo.as_slice().., |_, _| false)?;
-        }
+        delete_prefixed(runs, lo)?;
     }
     Ok(())
 }
