@@ -7,6 +7,7 @@
 //! a scoped thread beside the table writes.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 use crate::hashing::FastMap;
 
@@ -313,7 +314,8 @@ impl IndexWriter {
         // the tables, and in key order neighbouring writes share pages.
         // (Each key names its trace, and a group reads each trace once, so
         // no key is written twice: a vector sorted once will do.)
-        let mut writes = GroupWrites::take();
+        let spans = records.len();
+        let mut writes = GROUP_WRITES.take(spans);
         let mut search_work = SearchWork::default();
         // The buffers of each trace record done with, for the next.
         let mut spares = Spares::default();
@@ -584,7 +586,7 @@ impl IndexWriter {
                 _ => written,
             }
         });
-        writes.give_back();
+        GROUP_WRITES.give_back(writes, spans);
         result.map(|()| Spent { _deltas: deltas })
     }
 
@@ -957,31 +959,109 @@ pub(super) struct GroupWrites {
     sessions: Encoded<u64>,
 }
 
-/// Bytes of encoded writes a thread keeps between groups (beyond them, the
+/// Bytes of encoded writes kept between groups (beyond them, the
 /// buffers are given back, so that one huge group does not pin its memory).
 const GROUP_WRITES_KEEP: usize = 8 << 20;
 
-std::thread_local! {
-    /// This thread's [`GroupWrites`] between groups.
-    static GROUP_WRITES: std::cell::Cell<GroupWrites> = std::cell::Cell::default();
+/// Most times the last group's length of a buffer that [`WritesPool::take`]
+/// reserves, when that is above [`GROUP_WRITES_KEEP`] (a group of one span
+/// of a long trace, scaled to a group of many spans, would ask for far more
+/// than the group writes).
+const GROUP_WRITES_GROWTH: usize = 4;
+
+/// The [`GroupWrites`] of the last group, and its lengths, between groups.
+/// (Not per thread: ingest indexes each group on a thread of its own, so
+/// buffers a thread kept were never used again, and every group grew its
+/// buffers from empty.)
+static GROUP_WRITES: WritesPool = WritesPool::new();
+
+/// [`GroupWrites`] kept for the next group, and what the last group wrote
+/// (see [`GroupLengths`]), kept even when its buffers were given back.
+pub(super) struct WritesPool(Mutex<(Option<GroupWrites>, Option<GroupLengths>)>);
+
+/// The lengths a group's [`GroupWrites`] reached, and its number of spans:
+/// the next group reserves them, scaled to its own spans, once. Grown by
+/// doubling instead, a buffer copies what it holds at every step (about
+/// its final length again): in a group after one whose buffers were
+/// given back, or larger than the last, those copies were about a
+/// twentieth of the indexing thread's instructions in the ingest profile.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct GroupLengths {
+    spans: usize,
+    /// Bytes and entries of `turns`, `records` and `sessions`.
+    lengths: [(usize, usize); 3],
 }
 
-impl GroupWrites {
-    /// This thread's buffers, emptied.
-    fn take() -> Self {
-        let mut w = GROUP_WRITES.with(std::cell::Cell::take);
+impl GroupLengths {
+    /// The last group's length `last` scaled from its spans to `spans`,
+    /// at most [`GROUP_WRITES_GROWTH`] times `last` or
+    /// [`GROUP_WRITES_KEEP`], whichever is more. (Capped at a few times
+    /// `last` alone, a large group after a small one, common while
+    /// ingest runs ahead of the index, still grew by doubling.)
+    fn scaled(&self, last: usize, spans: usize) -> usize {
+        let cap = last
+            .saturating_mul(GROUP_WRITES_GROWTH)
+            .max(GROUP_WRITES_KEEP);
+        (last.saturating_mul(spans) / self.spans.max(1)).min(cap)
+    }
+}
+
+impl WritesPool {
+    /// An empty pool.
+    const fn new() -> Self {
+        Self(Mutex::new((None, None)))
+    }
+
+    /// The kept buffers (else new ones), emptied, with room for a group of
+    /// `spans` spans as large as the last group's per span. (A poisoned
+    /// lock, from a panic elsewhere, only costs the reuse.)
+    fn take(&self, spans: usize) -> GroupWrites {
+        let (kept, last) = match self.0.lock() {
+            Ok(mut pool) => (pool.0.take(), pool.1),
+            Err(_) => (None, None),
+        };
+        let mut w = kept.unwrap_or_default();
         w.turns.clear();
         w.records.clear();
         w.sessions.clear();
+        if let Some(last) = last {
+            let [turns, records, sessions] = last.lengths;
+            w.turns
+                .reserve(last.scaled(turns.0, spans), last.scaled(turns.1, spans));
+            w.records
+                .reserve(last.scaled(records.0, spans), last.scaled(records.1, spans));
+            w.sessions.reserve(
+                last.scaled(sessions.0, spans),
+                last.scaled(sessions.1, spans),
+            );
+        }
         w
     }
 
-    /// Keeps the buffers for this thread's next group, unless they grew
-    /// too large.
-    fn give_back(self) {
-        let held = self.turns.held() + self.records.held() + self.sessions.held();
-        if held <= GROUP_WRITES_KEEP {
-            GROUP_WRITES.with(|c| c.set(self));
+    /// Keeps `w` for the next group, unless its buffers grew too large,
+    /// and its lengths (for a group of `spans` spans) always.
+    fn give_back(&self, w: GroupWrites, spans: usize) {
+        let lengths = w.lengths(spans);
+        let held = w.turns.held() + w.records.held() + w.sessions.held();
+        if let Ok(mut pool) = self.0.lock() {
+            pool.1 = Some(lengths);
+            if held <= GROUP_WRITES_KEEP {
+                pool.0 = Some(w);
+            }
+        }
+    }
+}
+
+impl GroupWrites {
+    /// What this group's buffers hold, for [`WritesPool::take`].
+    fn lengths(&self, spans: usize) -> GroupLengths {
+        GroupLengths {
+            spans,
+            lengths: [
+                self.turns.lengths(),
+                self.records.lengths(),
+                self.sessions.lengths(),
+            ],
         }
     }
 }
@@ -1109,6 +1189,17 @@ impl<K> Encoded<K> {
     fn clear(&mut self) {
         self.bytes.clear();
         self.entries.clear();
+    }
+
+    /// Room for `bytes` more bytes and `entries` more entries.
+    fn reserve(&mut self, bytes: usize, entries: usize) {
+        self.bytes.reserve(bytes);
+        self.entries.reserve(entries);
+    }
+
+    /// Bytes and entries listed.
+    fn lengths(&self) -> (usize, usize) {
+        (self.bytes.len(), self.entries.len())
     }
 
     /// Bytes the buffers hold.
@@ -1756,6 +1847,55 @@ mod tests {
                 let got = at.map(|at| enc.value(at).to_vec());
                 prop_assert_eq!(got, v.as_ref().map(codec::encode_value));
             }
+        }
+    }
+
+    proptest! {
+        /// A last length scaled to a group's spans is the exact ratio
+        /// (computed wide), or the cap when that is smaller.
+        #[test]
+        fn group_lengths_scale_to_the_spans_up_to_the_cap(
+            last_spans in 0usize..100_000,
+            last in 0usize..(64 << 20),
+            spans in 0usize..1_000_000,
+        ) {
+            let g = GroupLengths { spans: last_spans, lengths: [(0, 0); 3] };
+            let exact = (last as u128) * (spans as u128) / (last_spans.max(1) as u128);
+            let cap = ((last as u128) * (GROUP_WRITES_GROWTH as u128)).max(GROUP_WRITES_KEEP as u128);
+            prop_assert_eq!(g.scaled(last, spans) as u128, exact.min(cap));
+        }
+    }
+
+    /// A group's buffers come with room for what the last group wrote,
+    /// scaled to the group's spans, whether the last group's buffers were
+    /// kept or (too large) given back; and empty either way.
+    #[test]
+    fn group_writes_reserve_the_last_groups_lengths() {
+        let pool = WritesPool::new();
+        let fresh = pool.take(100);
+        assert_eq!(fresh.turns.bytes.capacity(), 0);
+        assert_eq!(fresh.records.entries.capacity(), 0);
+        for big in [false, true] {
+            let mut w = pool.take(100);
+            let value = vec![String::from("x"); if big { 1 << 20 } else { 100 }];
+            for k in 0..10u64 {
+                w.records.push(k, Some(&value));
+            }
+            w.turns.push((0, 0), None::<&TurnBody>);
+            let (bytes, entries) = w.records.lengths();
+            let held = w.turns.held() + w.records.held() + w.sessions.held();
+            assert_eq!(held > GROUP_WRITES_KEEP, big);
+            pool.give_back(w, 100);
+            // Kept, or not.
+            assert_eq!(pool.0.lock().unwrap().0.is_some(), !big);
+            let next = pool.take(200);
+            assert_eq!(next.records.lengths(), (0, 0));
+            assert_eq!(next.turns.lengths(), (0, 0));
+            // Twice the spans: twice the room.
+            assert!(next.records.bytes.capacity() >= 2 * bytes);
+            assert!(next.records.entries.capacity() >= 2 * entries);
+            assert!(next.turns.entries.capacity() >= 2);
+            pool.give_back(next, 0);
         }
     }
 
